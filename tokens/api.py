@@ -1,0 +1,290 @@
+"""The JSON API under /api/. Authentication happens in ApiAuthenticationMiddleware before these run."""
+
+import json
+from datetime import datetime
+
+from django.contrib.auth import get_user_model
+from django.core.exceptions import ValidationError
+from django.core.paginator import EmptyPage, Paginator
+from django.http import HttpResponse, JsonResponse
+from django.shortcuts import get_object_or_404
+from django.utils import timezone
+from django.utils.translation import gettext as _
+from django.views.decorators.cache import never_cache
+from django.views.decorators.http import require_GET, require_http_methods
+
+from .auth import client_ip
+from .middleware import api_error
+from .models import ExpirationPolicy, Token, UsageRecord
+from .models.usage import daily_series
+
+MAX_PAGE_SIZE = 100
+DEFAULT_PAGE_SIZE = 20
+MAX_BODY_BYTES = 16 * 1024
+
+
+class BadRequest(Exception):
+    def __init__(self, detail, fields=None, status=400):
+        super().__init__(detail)
+        self.detail = detail
+        self.fields = fields or {}
+        self.status = status
+
+
+def _iso(moment):
+    return moment.isoformat() if moment else None
+
+
+def token_json(token):
+    """Return the public shape of *token*: metadata only, never the value or the digest."""
+    return {
+        "id": token.pk,
+        "name": token.name,
+        "purpose": token.purpose,
+        "status": token.status,
+        "created_at": _iso(token.created_at),
+        "expires_at": _iso(token.expires_at),
+        "revoked_at": _iso(token.revoked_at),
+        "last_used_at": _iso(token.last_used_at),
+        "last_used_ip": token.last_used_ip,
+        "last_used_user_agent": token.last_used_user_agent,
+        "request_count": token.request_count,
+        "last_characters": token.last_characters,
+    }
+
+
+def user_json(user):
+    return {
+        "id": user.pk,
+        "username": user.get_username(),
+        "email": user.email,
+        "first_name": user.first_name,
+        "last_name": user.last_name,
+        "is_staff": user.is_staff,
+    }
+
+
+def _api_view(methods):
+    """Wrap a view: allowed methods, no caching, and BadRequest/ValidationError as 400 JSON."""
+
+    def decorate(view):
+        @require_http_methods(methods)
+        @never_cache
+        def wrapped(request, *args, **kwargs):
+            try:
+                return view(request, *args, **kwargs)
+            except BadRequest as error:
+                extra = {"fields": error.fields} if error.status == 400 else {}
+                return api_error(error.status, error.detail, **extra)
+            except ValidationError as error:
+                return api_error(400, _("The request has invalid fields."), fields=_fields(error))
+
+        wrapped.__name__ = view.__name__
+        wrapped.__doc__ = view.__doc__
+        return wrapped
+
+    return decorate
+
+
+def _fields(error):
+    if hasattr(error, "message_dict"):
+        return {("non_field_errors" if k == "__all__" else k): [str(m) for m in v] for k, v in error.message_dict.items()}
+    return {"non_field_errors": [str(m) for m in error.messages]}
+
+
+def forbidden(request, detail):
+    response = api_error(403, detail)
+    if request.auth is not None:
+        response["WWW-Authenticate"] = f'Bearer realm="api", error="insufficient_scope", error_description="{detail}"'
+    return response
+
+
+def _int_param(request, name, default, maximum=None):
+    raw = request.GET.get(name)
+    if raw is None:
+        return default
+    if not raw.isdigit() or int(raw) < 1 or (maximum and int(raw) > maximum):
+        limit = _(" up to %(max)d") % {"max": maximum} if maximum else ""
+        raise BadRequest(_("%(name)s must be a whole number from 1%(limit)s.") % {"name": name, "limit": limit},
+                         {name: [_("Enter a whole number from 1%(limit)s.") % {"limit": limit}]})
+    return int(raw)
+
+
+def paginate(request, queryset, serialize):
+    """Return the paginated list body: {"count", "next", "previous", "results"}."""
+    page_size = _int_param(request, "page_size", DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE)
+    number = _int_param(request, "page", 1)
+    paginator = Paginator(queryset, page_size)
+    try:
+        page = paginator.page(number)
+    except EmptyPage:
+        if number == 1:
+            page = paginator.page(1)  # Paginator allows an empty first page
+        else:
+            raise BadRequest(_("That page does not exist."), status=404) from None
+
+    def link(n):
+        query = request.GET.copy()
+        query["page"] = n
+        return request.build_absolute_uri(f"{request.path}?{query.urlencode()}")
+
+    return {
+        "count": paginator.count,
+        "next": link(page.next_page_number()) if page.has_next() else None,
+        "previous": link(page.previous_page_number()) if page.has_previous() else None,
+        "results": [serialize(item) for item in page.object_list],
+    }
+
+
+def _json_body(request, allowed, required=()):
+    """Parse a JSON object body with exactly the *allowed* keys, or raise BadRequest."""
+    if request.content_type != "application/json":
+        raise BadRequest(_("Send the body as JSON with Content-Type: application/json."), status=415)
+    if len(request.body) > MAX_BODY_BYTES:
+        raise BadRequest(_("The body is too large."), status=413)
+    try:
+        body = json.loads(request.body)
+    except (ValueError, UnicodeDecodeError):
+        raise BadRequest(_("The body is not valid JSON.")) from None
+    if not isinstance(body, dict):
+        raise BadRequest(_("The body must be a JSON object."))
+    fields = {key: [_("Unknown field.")] for key in body if key not in allowed}
+    fields.update({key: [_("This field is required.")] for key in required if key not in body})
+    for key in ("name", "purpose"):
+        if key in body and not isinstance(body[key], str) and not (key == "purpose" and body[key] is None):
+            fields[key] = [_("Must be a string.")]
+    if fields:
+        raise BadRequest(_("The request has invalid fields."), fields)
+    return body
+
+
+def parse_expiry(raw):
+    """Parse an ISO 8601 date-time with a time zone; None stays None (no expiry)."""
+    if raw is None:
+        return None
+    if not isinstance(raw, str):
+        raise ValidationError({"expires_at": _("Use an ISO 8601 date and time, or null.")})
+    try:
+        moment = datetime.fromisoformat(raw.replace("Z", "+00:00"))
+    except ValueError:
+        raise ValidationError({"expires_at": _("Use an ISO 8601 date and time, or null.")}) from None
+    if moment.tzinfo is None:
+        raise ValidationError({"expires_at": _("Include a time zone, e.g. 2030-01-31T12:00:00Z.")})
+    return moment
+
+
+@_api_view(["GET"])
+def users_me(request):
+    """Return the caller and how it authenticated."""
+    auth = request.auth
+    body = user_json(request.user)
+    body["auth"] = {
+        "method": auth.method if auth else "session",
+        "token_id": auth.id if auth and auth.method == "bearer" else None,
+        "legacy_key_id": auth.id if auth and auth.method == "legacy_key" else None,
+    }
+    return JsonResponse(body)
+
+
+@_api_view(["GET"])
+def users_list(request):
+    """List users; needs the caller's auth.view_user permission (tokens inherit their owner's)."""
+    if not request.user.has_perm("auth.view_user"):
+        return forbidden(request, _("Listing users needs the view user permission."))
+    users = get_user_model().objects.order_by("pk")
+    return JsonResponse(paginate(request, users, user_json))
+
+
+@_api_view(["GET"])
+def users_detail(request, pk):
+    if not request.user.has_perm("auth.view_user"):
+        return forbidden(request, _("Viewing users needs the view user permission."))
+    return JsonResponse(user_json(get_object_or_404(get_user_model(), pk=pk)))
+
+
+@_api_view(["GET", "POST"])
+def tokens_collection(request):
+    """List the caller's tokens, or create one (POST)."""
+    if request.method == "GET":
+        tokens = Token.objects.for_user(request.user)
+        status = request.GET.get("status")
+        if status is not None:
+            if status not in ("active", "expired", "revoked"):
+                raise BadRequest(_("status must be active, expired or revoked."),
+                                 {"status": [_("Use active, expired or revoked.")]})
+            tokens = tokens.with_status(status)
+        return JsonResponse(paginate(request, tokens, token_json))
+
+    policy = ExpirationPolicy.load()
+    # A leaked token must not be able to mint more: creating needs a session unless the policy says so.
+    if request.auth is not None and not (request.auth.method == "bearer" and policy.bearer_can_create_tokens):
+        return forbidden(request, _("Tokens can only be created from a signed-in session."))
+    body = _json_body(request, {"name", "purpose", "expires_at"}, required=("name",))
+    if "expires_at" in body:
+        expires_at = parse_expiry(body["expires_at"])
+    else:
+        expires_at = timezone.now() + policy.default_lifetime
+    token, plaintext = Token.objects.issue(
+        user=request.user, name=body["name"], purpose=body.get("purpose") or "", expires_at=expires_at,
+        ip=client_ip(request), policy=policy,
+    )
+    response = JsonResponse({**token_json(token), "token": plaintext}, status=201)
+    response["Cache-Control"] = "no-store"
+    response["Location"] = f"/api/tokens/{token.pk}"
+    return response
+
+
+def _own_token(request, pk):
+    # Another user's token and a missing one answer the same 404.
+    return get_object_or_404(Token.objects.for_user(request.user), pk=pk)
+
+
+@_api_view(["GET", "PATCH", "DELETE"])
+def tokens_detail(request, pk):
+    """Show, rename (PATCH {"name"}) or revoke (DELETE) one of the caller's tokens."""
+    token = _own_token(request, pk)
+    if request.method == "PATCH":
+        body = _json_body(request, {"name"}, required=("name",))
+        token.rename(body["name"], actor=request.user, ip=client_ip(request))
+    elif request.method == "DELETE":
+        token.revoke(actor=request.user, ip=client_ip(request))
+        return HttpResponse(status=204)
+    return JsonResponse(token_json(token))
+
+
+def usage_record_json(record):
+    return {
+        "at": _iso(record.at),
+        "method": record.method,
+        "path": record.path,
+        "status": record.status,
+        "accepted": record.accepted,
+        "ip": record.ip,
+        "user_agent": record.user_agent,
+        "duration_ms": round(record.duration_ms, 3),
+    }
+
+
+@_api_view(["GET"])
+def tokens_usage(request, pk):
+    """Return a token's usage: totals, requests per day for 30 days, client IPs, recent requests."""
+    token = _own_token(request, pk)
+    body = paginate(request, UsageRecord.objects.filter(token=token), usage_record_json)
+    body["request_count"] = token.request_count
+    body["last_used_at"] = _iso(token.last_used_at)
+    body["daily"] = [
+        {"date": day.isoformat(), "accepted": accepted, "refused": refused}
+        for day, accepted, refused in daily_series(token.daily_usage.all())
+    ]
+    body["client_ips"] = [
+        {"ip": c.ip, "requests": c.requests, "first_seen": _iso(c.first_seen), "last_seen": _iso(c.last_seen)}
+        for c in token.client_addresses.all()[:100]
+    ]
+    return JsonResponse(body)
+
+
+@require_GET
+def openapi(request):
+    from .openapi import document
+
+    return JsonResponse(document(request))

@@ -1,0 +1,13 @@
+from django.urls import path
+
+from . import api
+
+urlpatterns = [
+    path("users/me", api.users_me, name="api-users-me"),
+    path("users", api.users_list, name="api-users"),
+    path("users/<int:pk>", api.users_detail, name="api-user"),
+    path("tokens", api.tokens_collection, name="api-tokens"),
+    path("tokens/<int:pk>", api.tokens_detail, name="api-token"),
+    path("tokens/<int:pk>/usage", api.tokens_usage, name="api-token-usage"),
+    path("openapi.json", api.openapi, name="api-openapi"),
+]

@@ -1,0 +1,195 @@
+"""Authenticate an API request: request in, Credential out, or an AuthError with RFC 6750 fields.
+
+This is the hot path of every API call, so it is written for cost:
+
+* shape and signature are checked first, with no query (``credentials.parse``);
+* a well-formed token costs one indexed raw SELECT that brings the owner along;
+* a legacy key costs one raw SELECT that brings the owner and the policy along.
+
+Nothing is cached between requests: a revoked token, an expired token, a deactivated owner or a
+changed policy is seen by the very next request on every process and node.
+"""
+
+import ipaddress
+from dataclasses import dataclass
+from datetime import UTC
+from functools import lru_cache
+
+from django.conf import settings
+from django.contrib.auth import get_user_model
+from django.db import connection
+from django.utils import timezone
+from django.utils.translation import gettext as _
+
+from . import credentials
+from .constants import LEGACY_KEY_HEADER, LEGACY_KEY_MAX_LENGTH
+
+
+class AuthError(Exception):
+    """Refuse the request with 401 and an RFC 6750 ``WWW-Authenticate`` challenge."""
+
+    def __init__(self, description, *, error="invalid_token", credential=None):
+        super().__init__(description)
+        self.error = error
+        self.description = description
+        # The well-formed credential that was refused (expired, revoked…), so the attempt is recorded.
+        self.credential = credential
+
+
+@dataclass
+class Credential:
+    method: str  # "bearer" or "legacy_key"
+    id: int
+    user: object
+    first_use: bool
+    deprecated_at: object = None  # legacy keys only
+    sunset_at: object = None
+    last_used_at: object = None
+
+
+def _aware(value):
+    # SQLite hands back naive UTC datetimes from a raw cursor; PostgreSQL aware ones.
+    if value is not None and value.tzinfo is None:
+        return value.replace(tzinfo=UTC)
+    return value
+
+
+@lru_cache(maxsize=1)
+def _user_columns():
+    User = get_user_model()
+    fields = User._meta.concrete_fields
+    return User, [f.attname for f in fields], ", ".join(f"u.{connection.ops.quote_name(f.column)}" for f in fields)
+
+
+def _build_user(values):
+    User, names, _sql = _user_columns()
+    user = User.from_db(connection.alias, names, [_aware(v) if hasattr(v, "tzinfo") else v for v in values])
+    return user
+
+
+@lru_cache(maxsize=2)
+def _token_sql(vendor):
+    User, _names, user_sql = _user_columns()
+    return (
+        "SELECT t.id, t.digest, t.pepper_id, t.expires_at, t.revoked_at, t.last_used_at, "
+        f"{user_sql} FROM tokens_token t JOIN {User._meta.db_table} u ON u.id = t.user_id "
+        "WHERE t.public_id = %s"
+    )
+
+
+@lru_cache(maxsize=8)
+def _legacy_sql(vendor, n_digests):
+    User, _names, user_sql = _user_columns()
+    placeholders = ", ".join(["%s"] * n_digests)
+    return (
+        "SELECT k.id, k.digest, k.pepper_id, k.revoked_at, k.last_used_at, "
+        "p.legacy_keys_accepted, p.legacy_deprecated_at, p.legacy_sunset_at, "
+        f"{user_sql} FROM tokens_legacyapikey k JOIN {User._meta.db_table} u ON u.id = k.user_id "
+        f"JOIN tokens_expirationpolicy p ON p.id = 1 WHERE k.digest IN ({placeholders})"
+    )
+
+
+def authenticate_bearer(value):
+    """Return the Credential for bearer token *value*, or raise AuthError."""
+    # Shape and signature first: anything not issued here is refused before any query.
+    try:
+        parsed = credentials.parse(value)
+    except credentials.MalformedToken:
+        raise AuthError(_("The token is malformed or was not issued by this site.")) from None
+    with connection.cursor() as cursor:
+        cursor.execute(_token_sql(connection.vendor), [parsed.public_id])
+        row = cursor.fetchone()
+    # A known id with the wrong secret gets the same answer as an unknown id: no enumeration.
+    if row is None or not credentials.matches(parsed, row[1], row[2]):
+        raise AuthError(_("The token is not valid."))
+    token_id, _digest, _pepper, expires_at, revoked_at, last_used_at = row[:6]
+    user = _build_user(row[6:])
+    credential = Credential("bearer", token_id, user, first_use=last_used_at is None)
+    if revoked_at is not None:
+        raise AuthError(_("The token has been revoked."), credential=credential)
+    if expires_at is not None and _aware(expires_at) <= timezone.now():
+        raise AuthError(_("The token has expired."), credential=credential)
+    if not user.is_active:
+        raise AuthError(_("The token's owner is deactivated."), credential=credential)
+    return credential
+
+
+def authenticate_legacy(key):
+    """Return the Credential for legacy API key *key*, or raise AuthError."""
+    if not key or len(key) > LEGACY_KEY_MAX_LENGTH or not key.isascii() or not key.isprintable():
+        raise AuthError(_("The API key is malformed."))
+    digests = credentials.legacy_digests(key)
+    with connection.cursor() as cursor:
+        cursor.execute(_legacy_sql(connection.vendor, len(digests)), list(digests.values()))
+        rows = cursor.fetchall()
+    row = next((r for r in rows if digests.get(r[2]) == r[1]), None)
+    if row is None:
+        raise AuthError(_("The API key is not valid. Use a bearer token (Authorization: Bearer …)."))
+    key_id, _digest, _pepper, revoked_at, last_used_at, accepted, deprecated_at, sunset_at = row[:8]
+    user = _build_user(row[8:])
+    credential = Credential(
+        "legacy_key", key_id, user, first_use=last_used_at is None,
+        deprecated_at=_aware(deprecated_at), sunset_at=_aware(sunset_at), last_used_at=_aware(last_used_at),
+    )
+    if revoked_at is not None:
+        raise AuthError(_("The API key has been revoked. Use a bearer token (Authorization: Bearer …)."),
+                        credential=credential)
+    if not accepted:
+        raise AuthError(_("Legacy API keys are switched off. Use a bearer token (Authorization: Bearer …)."),
+                        credential=credential)
+    if credential.sunset_at is not None and timezone.now() >= credential.sunset_at:
+        raise AuthError(_("Legacy API keys reached their sunset. Use a bearer token (Authorization: Bearer …)."),
+                        credential=credential)
+    if not user.is_active:
+        raise AuthError(_("The API key's owner is deactivated."), credential=credential)
+    return credential
+
+
+def authenticate(request):
+    """Return the Credential the request carries, None when it carries none, or raise AuthError."""
+    header = request.META.get("HTTP_AUTHORIZATION")
+    if header:
+        scheme, _sep, value = header.partition(" ")
+        # Other schemes (Basic…) are not ours: treat them as no credential.
+        if scheme.lower() == "bearer":
+            value = value.strip()
+            if not value or " " in value:
+                raise AuthError(_("The Authorization header must read: Bearer <token>."))
+            return authenticate_bearer(value)
+    # Bearer wins when both are sent; the legacy header is only looked at without one.
+    key = request.META.get(LEGACY_KEY_HEADER)
+    if key is not None:
+        return authenticate_legacy(key.strip())
+    return None
+
+
+@lru_cache(maxsize=1)
+def _trusted_networks():
+    return tuple(ipaddress.ip_network(p, strict=False) for p in settings.TRUSTED_PROXIES)
+
+
+def _trusted(address):
+    try:
+        ip = ipaddress.ip_address(address)
+    except ValueError:
+        return False
+    return any(ip in network for network in _trusted_networks())
+
+
+def client_ip(request):
+    """Return the client's IP: the direct peer, unless it is a trusted proxy.
+
+    Behind trusted proxies the X-Forwarded-For chain is read from the right, skipping trusted hops;
+    the first untrusted address is the client. A header sent by an untrusted peer is ignored.
+    """
+    remote = request.META.get("REMOTE_ADDR") or None
+    if not remote or not settings.TRUSTED_PROXIES or not _trusted(remote):
+        return remote
+    hops = [h.strip() for h in request.META.get("HTTP_X_FORWARDED_FOR", "").split(",") if h.strip()]
+    for hop in reversed(hops):
+        if not _trusted(hop):
+            try:
+                return str(ipaddress.ip_address(hop))
+            except ValueError:
+                return remote
+    return remote

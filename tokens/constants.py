@@ -1,0 +1,37 @@
+"""Constants that shape the token format and the schema. Never change them at runtime."""
+
+from datetime import timedelta
+
+from django.utils.translation import gettext_lazy as _
+
+# Base62: letters and digits only, so a double click selects the whole value and nothing needs escaping.
+ALPHABET = "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
+
+TOKEN_PREFIX = "bpt_"  # "bearer portal token"; the underscore keeps double-click selection whole
+PUBLIC_ID_LENGTH = 12  # ~71 bits: random, unique, the indexed lookup key; not secret
+SECRET_LENGTH = 32  # ~190 bits from secrets.choice
+SIGNATURE_LENGTH = 8  # ~47 bits of a keyed HMAC: forged values are refused before any query
+TOKEN_LENGTH = len(TOKEN_PREFIX) + PUBLIC_ID_LENGTH + SECRET_LENGTH + SIGNATURE_LENGTH  # 56
+LAST_CHARACTERS_LENGTH = 4
+DIGEST_LENGTH = 64  # hex SHA-256
+
+NAME_MAX_LENGTH = 100
+PURPOSE_MAX_LENGTH = 500
+USER_AGENT_MAX_LENGTH = 255
+PATH_MAX_LENGTH = 255
+LEGACY_KEY_MAX_LENGTH = 200
+
+API_REALM = "api"
+LEGACY_KEY_HEADER = "HTTP_REST_API_KEY"  # "Rest-Api-Key", any case
+MIGRATION_GUIDE_PATH = "/docs/migration/"
+
+PRESET_CHOICES = (
+    ("1h", _("1 hour"), timedelta(hours=1)),
+    ("1d", _("1 day"), timedelta(days=1)),
+    ("7d", _("7 days"), timedelta(days=7)),
+    ("30d", _("30 days"), timedelta(days=30)),
+    ("90d", _("90 days"), timedelta(days=90)),
+    ("1y", _("1 year"), timedelta(days=365)),
+)
+PRESETS = {key: delta for key, _label, delta in PRESET_CHOICES}
+PRESET_LABELS = {key: label for key, label, _delta in PRESET_CHOICES}

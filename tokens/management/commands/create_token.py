@@ -1,0 +1,49 @@
+from datetime import timedelta
+
+from django.contrib.auth import get_user_model
+from django.core.exceptions import ValidationError
+from django.core.management.base import BaseCommand, CommandError
+from django.utils import timezone
+
+from tokens.models import ExpirationPolicy, Token
+
+
+class Command(BaseCommand):
+    help = (
+        "Create a bearer token for a user (e.g. a service account) and print its value once. "
+        "The expiry follows the site policy: --days, --hours, --never, or the policy's default lifetime."
+    )
+
+    def add_arguments(self, parser):
+        parser.add_argument("username")
+        parser.add_argument("name", help="A name that says where the token is used.")
+        parser.add_argument("--purpose", default="")
+        lifetime = parser.add_mutually_exclusive_group()
+        lifetime.add_argument("--days", type=int)
+        lifetime.add_argument("--hours", type=int)
+        lifetime.add_argument("--never", action="store_true", help="No expiry (only where the policy allows it).")
+
+    def handle(self, *args, username, name, purpose, days, hours, never, **options):
+        try:
+            user = get_user_model().objects.get_by_natural_key(username)
+        except get_user_model().DoesNotExist:
+            raise CommandError(f"No user named {username!r}.") from None
+        if not user.is_active:
+            raise CommandError(f"User {username!r} is deactivated; its tokens would not work.")
+        if never:
+            expires_at = None
+        elif days is not None or hours is not None:
+            if (days or hours or 0) <= 0:
+                raise CommandError("The lifetime must be positive.")
+            expires_at = timezone.now() + timedelta(days=days or 0, hours=hours or 0)
+        else:
+            expires_at = timezone.now() + ExpirationPolicy.load().default_lifetime
+        try:
+            token, plaintext = Token.objects.issue(user=user, name=name, purpose=purpose, expires_at=expires_at)
+        except ValidationError as error:
+            raise CommandError("; ".join(f"{k}: {' '.join(v)}" for k, v in error.message_dict.items())) from None
+        expiry = token.expires_at.isoformat() if token.expires_at else "never"
+        self.stderr.write(f"Created token #{token.pk} {token.name!r} for {username}, expires {expiry}.")
+        self.stderr.write("The value follows; it is not stored and will not be shown again.")
+        # The value alone on stdout, so it can be piped straight into a secret store.
+        self.stdout.write(plaintext)

@@ -1,0 +1,6 @@
+from .legacy import LegacyApiKey
+from .policy import ExpirationPolicy
+from .tokens import Token
+from .usage import ClientAddress, DailyUsage, TokenEvent, UsageRecord
+
+__all__ = ["ClientAddress", "DailyUsage", "ExpirationPolicy", "LegacyApiKey", "Token", "TokenEvent", "UsageRecord"]

@@ -1,0 +1,129 @@
+from django.conf import settings
+from django.core.exceptions import ValidationError
+from django.db import models
+from django.utils import timezone
+from django.utils.translation import gettext_lazy as _
+
+from .. import credentials
+from ..constants import DIGEST_LENGTH, LEGACY_KEY_MAX_LENGTH, USER_AGENT_MAX_LENGTH
+from ..durability import durable_atomic
+
+
+class LegacyApiKeyQuerySet(models.QuerySet):
+    def active(self):
+        return self.filter(revoked_at__isnull=True)
+
+    def find(self, key):
+        """Return the key row matching plaintext *key* under any configured pepper, or None."""
+        digests = credentials.legacy_digests(key)
+        for row in self.filter(digest__in=digests.values()).select_related("user"):
+            if digests.get(row.pepper_id) == row.digest:
+                return row
+        return None
+
+
+class LegacyApiKeyManager(models.Manager.from_queryset(LegacyApiKeyQuerySet)):
+    def import_key(self, *, user, key):
+        """Store *key* for *user* as a digest; return (row, created). An already imported key is skipped."""
+        if not key or len(key) > LEGACY_KEY_MAX_LENGTH or key != key.strip():
+            raise ValidationError({"key": _("A key must be 1 to %(n)d characters without surrounding spaces.")
+                                   % {"n": LEGACY_KEY_MAX_LENGTH}})
+        existing = self.find(key)
+        if existing is not None:
+            if existing.user_id != user.pk:
+                raise ValidationError({"key": _("This key is already imported for another user.")})
+            return existing, False
+        pepper = credentials.peppers()[0]
+        with durable_atomic():
+            row = self.create(
+                user=user,
+                digest=credentials.digest(key, pepper),
+                pepper_id=pepper.id,
+                last_characters=key[-4:] if len(key) >= 12 else "",
+            )
+        return row, True
+
+
+class LegacyApiKey(models.Model):
+    """A deprecated per-user API key, imported from the old system. Only its digest is kept."""
+
+    user = models.ForeignKey(
+        settings.AUTH_USER_MODEL,
+        verbose_name=_("owner"),
+        on_delete=models.CASCADE,
+        related_name="legacy_api_keys",
+    )
+    digest = models.CharField(
+        verbose_name=_("digest"),
+        max_length=DIGEST_LENGTH,
+        unique=True,
+        editable=False,
+    )
+    pepper_id = models.PositiveSmallIntegerField(
+        verbose_name=_("pepper id"),
+        editable=False,
+    )
+    last_characters = models.CharField(
+        verbose_name=_("last characters"),
+        max_length=4,
+        blank=True,
+        editable=False,
+        help_text=_("Kept only for keys long enough that four characters reveal nothing useful."),
+    )
+    imported_at = models.DateTimeField(
+        verbose_name=_("imported at"),
+        default=timezone.now,
+        editable=False,
+    )
+    revoked_at = models.DateTimeField(
+        verbose_name=_("revoked at"),
+        null=True,
+        blank=True,
+        editable=False,
+    )
+    revoked_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL,
+        verbose_name=_("revoked by"),
+        on_delete=models.SET_NULL,
+        null=True,
+        blank=True,
+        related_name="+",
+        editable=False,
+    )
+    # Maintained by the database trigger on UsageRecord inserts, like Token's.
+    last_used_at = models.DateTimeField(verbose_name=_("last used at"), null=True, blank=True, editable=False)
+    last_used_ip = models.GenericIPAddressField(verbose_name=_("last used from"), null=True, blank=True, editable=False)
+    last_used_user_agent = models.CharField(
+        verbose_name=_("last user agent"), max_length=USER_AGENT_MAX_LENGTH, blank=True, editable=False
+    )
+    request_count = models.PositiveBigIntegerField(verbose_name=_("requests"), default=0, editable=False)
+
+    objects = LegacyApiKeyManager()
+
+    class Meta:
+        verbose_name = _("legacy API key")
+        verbose_name_plural = _("legacy API keys")
+        ordering = ("-imported_at", "-id")
+        indexes = [models.Index(fields=["user"], name="legacy_key_user")]
+
+    def __str__(self):
+        return _("Legacy key #%(id)s of %(user)s") % {"id": self.pk, "user": self.user}
+
+    @property
+    def status(self):
+        return "revoked" if self.revoked_at else "active"
+
+    def revoke(self, *, actor):
+        from .usage import TokenEvent
+
+        now = timezone.now()
+        with durable_atomic():
+            changed = LegacyApiKey.objects.filter(pk=self.pk, revoked_at__isnull=True).update(
+                revoked_at=now, revoked_by=actor
+            )
+            if changed:
+                TokenEvent.objects.create(
+                    user_id=self.user_id, legacy_key=self, kind=TokenEvent.Kind.LEGACY_REVOKED, actor=actor, at=now
+                )
+        self.refresh_from_db(fields=["revoked_at", "revoked_by"])
+        return bool(changed)

@@ -1,0 +1,304 @@
+from django.conf import settings
+from django.core.exceptions import ValidationError
+from django.db import models
+from django.db.models import Q
+from django.utils import timezone
+from django.utils.translation import gettext_lazy as _
+
+from .. import credentials
+from ..constants import (
+    DIGEST_LENGTH,
+    LAST_CHARACTERS_LENGTH,
+    NAME_MAX_LENGTH,
+    PUBLIC_ID_LENGTH,
+    PURPOSE_MAX_LENGTH,
+    USER_AGENT_MAX_LENGTH,
+)
+from ..durability import durable_atomic
+from .policy import ExpirationPolicy
+
+
+def clean_name(name):
+    """Return *name* trimmed, or raise ValidationError({"name": …})."""
+    if not isinstance(name, str):
+        raise ValidationError({"name": _("Enter a name.")})
+    name = name.strip()
+    if not name:
+        raise ValidationError({"name": _("Enter a name.")})
+    if len(name) > NAME_MAX_LENGTH:
+        raise ValidationError({"name": _("Use at most %(n)d characters.") % {"n": NAME_MAX_LENGTH}})
+    if "\x00" in name or any(ord(c) < 32 for c in name):
+        raise ValidationError({"name": _("The name cannot contain control characters.")})
+    return name
+
+
+def clean_purpose(purpose):
+    if purpose is None:
+        return ""
+    if not isinstance(purpose, str):
+        raise ValidationError({"purpose": _("Enter text.")})
+    purpose = purpose.strip()
+    if len(purpose) > PURPOSE_MAX_LENGTH:
+        raise ValidationError({"purpose": _("Use at most %(n)d characters.") % {"n": PURPOSE_MAX_LENGTH}})
+    if "\x00" in purpose:
+        raise ValidationError({"purpose": _("The purpose cannot contain NUL characters.")})
+    return purpose
+
+
+class TokenQuerySet(models.QuerySet):
+    def for_user(self, user):
+        return self.filter(user=user)
+
+    def active(self, now=None):
+        now = now or timezone.now()
+        return self.filter(Q(expires_at__isnull=True) | Q(expires_at__gt=now), revoked_at__isnull=True)
+
+    def expired(self, now=None):
+        return self.filter(expires_at__lte=now or timezone.now(), revoked_at__isnull=True)
+
+    def revoked(self):
+        return self.filter(revoked_at__isnull=False)
+
+    def with_status(self, status):
+        """Filter on a derived status: "active", "expired" or "revoked"."""
+        return {"active": self.active, "expired": self.expired, "revoked": self.revoked}[status]()
+
+    def exceeding(self, maximum, now=None):
+        """Return active tokens that live longer than *maximum* from now (or never expire)."""
+        now = now or timezone.now()
+        return self.active(now).filter(Q(expires_at__isnull=True) | Q(expires_at__gt=now + maximum))
+
+
+class TokenManager(models.Manager.from_queryset(TokenQuerySet)):
+    def issue(self, *, user, name, purpose="", expires_at, actor=None, ip=None, policy=None, now=None):
+        """Create a token for *user* under the site policy and return ``(token, plaintext)``.
+
+        The plaintext exists only in the return value: only its keyed digest is stored.
+        Raise ValidationError with field errors when the name, purpose or expiry is not allowed.
+        """
+        from .usage import TokenEvent
+
+        now = now or timezone.now()
+        name = clean_name(name)
+        purpose = clean_purpose(purpose)
+        with durable_atomic():
+            policy = policy or ExpirationPolicy.load()
+            policy.check_expiry(user, expires_at, now)
+            active = self.for_user(user).active(now)
+            if active.filter(name=name).exists():
+                raise ValidationError({"name": _("You already have an active token with this name.")})
+            if policy.max_active_tokens is not None and active.count() >= policy.max_active_tokens:
+                raise ValidationError(
+                    {
+                        "__all__": _(
+                            "You have reached the limit of %(n)d active tokens. Revoke one you no longer need first."
+                        )
+                        % {"n": policy.max_active_tokens}
+                    }
+                )
+            plaintext, parsed = credentials.generate()
+            token = self.create(
+                user=user,
+                name=name,
+                purpose=purpose,
+                created_at=now,
+                expires_at=expires_at,
+                public_id=parsed.public_id,
+                pepper_id=parsed.pepper_id,
+                digest=parsed.digest,
+                last_characters=credentials.last_characters(plaintext),
+            )
+            TokenEvent.objects.create(
+                user=user, token=token, kind=TokenEvent.Kind.CREATED, actor=actor or user, at=now, ip=ip,
+                detail=name,
+            )
+        return token, plaintext
+
+    def find_by_value(self, value):
+        """Return the token whose plaintext is *value*, or None (for incident response)."""
+        try:
+            parsed = credentials.parse(value.strip())
+        except credentials.MalformedToken:
+            return None
+        token = self.filter(public_id=parsed.public_id).select_related("user").first()
+        if token and credentials.matches(parsed, token.digest, token.pepper_id):
+            return token
+        return None
+
+
+class Token(models.Model):
+    """A named bearer token. The value itself is never stored: see ``credentials``."""
+
+    user = models.ForeignKey(
+        settings.AUTH_USER_MODEL,
+        verbose_name=_("owner"),
+        on_delete=models.CASCADE,
+        related_name="api_tokens",
+    )
+    name = models.CharField(
+        verbose_name=_("name"),
+        max_length=NAME_MAX_LENGTH,
+    )
+    purpose = models.TextField(
+        verbose_name=_("purpose"),
+        max_length=PURPOSE_MAX_LENGTH,
+        blank=True,
+    )
+    public_id = models.CharField(
+        verbose_name=_("public id"),
+        max_length=PUBLIC_ID_LENGTH,
+        unique=True,
+        editable=False,
+    )
+    pepper_id = models.PositiveSmallIntegerField(
+        verbose_name=_("pepper id"),
+        editable=False,
+    )
+    digest = models.CharField(
+        verbose_name=_("digest"),
+        max_length=DIGEST_LENGTH,
+        editable=False,
+    )
+    last_characters = models.CharField(
+        verbose_name=_("last characters"),
+        max_length=LAST_CHARACTERS_LENGTH,
+        editable=False,
+    )
+    created_at = models.DateTimeField(
+        verbose_name=_("created at"),
+        default=timezone.now,
+        editable=False,
+    )
+    expires_at = models.DateTimeField(
+        verbose_name=_("expires at"),
+        null=True,
+        blank=True,
+        help_text=_("Empty: the token never expires."),
+    )
+    revoked_at = models.DateTimeField(
+        verbose_name=_("revoked at"),
+        null=True,
+        blank=True,
+        editable=False,
+    )
+    revoked_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL,
+        verbose_name=_("revoked by"),
+        on_delete=models.SET_NULL,
+        null=True,
+        blank=True,
+        related_name="+",
+        editable=False,
+    )
+    # Maintained by the database trigger on UsageRecord inserts (migration 0002), never by Python.
+    last_used_at = models.DateTimeField(
+        verbose_name=_("last used at"),
+        null=True,
+        blank=True,
+        editable=False,
+    )
+    last_used_ip = models.GenericIPAddressField(
+        verbose_name=_("last used from"),
+        null=True,
+        blank=True,
+        editable=False,
+    )
+    last_used_user_agent = models.CharField(
+        verbose_name=_("last user agent"),
+        max_length=USER_AGENT_MAX_LENGTH,
+        blank=True,
+        editable=False,
+    )
+    request_count = models.PositiveBigIntegerField(
+        verbose_name=_("requests"),
+        default=0,
+        editable=False,
+    )
+    expiry_notified_at = models.DateTimeField(
+        verbose_name=_("expiry notice sent at"),
+        null=True,
+        blank=True,
+        editable=False,
+    )
+
+    objects = TokenManager()
+
+    class Meta:
+        verbose_name = _("token")
+        verbose_name_plural = _("tokens")
+        ordering = ("-created_at", "-id")
+        indexes = [
+            models.Index(fields=["user", "-created_at"], name="token_user_created"),
+            models.Index(fields=["expires_at"], name="token_expires"),
+        ]
+        constraints = [
+            models.CheckConstraint(condition=~Q(name=""), name="token_name_not_empty"),
+        ]
+
+    def __str__(self):
+        # Never the value or the digest: only what the owner chose to call it.
+        return self.name
+
+    @property
+    def status(self):
+        if self.revoked_at is not None:
+            return "revoked"
+        if self.expires_at is not None and self.expires_at <= timezone.now():
+            return "expired"
+        return "active"
+
+    @property
+    def is_active(self):
+        return self.status == "active"
+
+    def rename(self, name, *, actor, ip=None):
+        """Change the name (the value never changes) and record the event."""
+        from .usage import TokenEvent
+
+        name = clean_name(name)
+        if name == self.name:
+            return
+        with durable_atomic():
+            if Token.objects.for_user(self.user_id).active().filter(name=name).exclude(pk=self.pk).exists():
+                raise ValidationError({"name": _("You already have an active token with this name.")})
+            old = self.name
+            Token.objects.filter(pk=self.pk).update(name=name)
+            self.name = name
+            TokenEvent.objects.create(
+                user_id=self.user_id, token=self, kind=TokenEvent.Kind.RENAMED, actor=actor, ip=ip,
+                detail=f"{old} → {name}",
+            )
+
+    def revoke(self, *, actor, ip=None):
+        """Revoke the token from the very next request on. A second revoke changes nothing."""
+        from .usage import TokenEvent
+
+        now = timezone.now()
+        with durable_atomic():
+            changed = Token.objects.filter(pk=self.pk, revoked_at__isnull=True).update(
+                revoked_at=now, revoked_by=actor
+            )
+            if changed:
+                TokenEvent.objects.create(
+                    user_id=self.user_id, token=self, kind=TokenEvent.Kind.REVOKED, actor=actor, ip=ip, at=now
+                )
+        self.refresh_from_db(fields=["revoked_at", "revoked_by"])
+        return bool(changed)
+
+    def shorten(self, expires_at, *, actor):
+        """Bring the expiry forward to *expires_at* (policy maximum lowered) and tell the owner."""
+        from .usage import TokenEvent
+
+        with durable_atomic():
+            changed = (
+                Token.objects.filter(pk=self.pk, revoked_at__isnull=True)
+                .filter(Q(expires_at__isnull=True) | Q(expires_at__gt=expires_at))
+                .update(expires_at=expires_at)
+            )
+            if changed:
+                TokenEvent.objects.create(
+                    user_id=self.user_id, token=self, kind=TokenEvent.Kind.SHORTENED, actor=actor,
+                    detail=expires_at.isoformat(),
+                )
+        self.refresh_from_db(fields=["expires_at"])
+        return bool(changed)

@@ -1,0 +1,317 @@
+"""The OpenAPI 3.1 description of /api/, served at /api/openapi.json and checked by tests/test_openapi.py."""
+
+from .constants import NAME_MAX_LENGTH, PURPOSE_MAX_LENGTH
+
+TIME = {"type": "string", "format": "date-time"}
+NULLABLE_TIME = {"type": ["string", "null"], "format": "date-time"}
+
+
+def _ref(name):
+    return {"$ref": f"#/components/schemas/{name}"}
+
+
+def _json(schema):
+    return {"application/json": {"schema": schema}}
+
+
+def _error(description):
+    return {"description": description, "content": _json(_ref("Error"))}
+
+
+ERRORS = {
+    "400": {"description": "Invalid input; nothing was changed.", "content": _json(_ref("ValidationError"))},
+    "401": _error("Missing, malformed, unknown, expired or revoked credentials (RFC 6750 challenge)."),
+    "403": _error("Authenticated, but the owner lacks the permission (insufficient_scope)."),
+    "404": _error("No such object among the caller's own (other users' ids answer the same)."),
+    "405": _error("Method not allowed."),
+    "503": _error("The database cannot be reached; nothing was done."),
+}
+
+
+def _responses(ok_code, ok, *codes):
+    responses = {ok_code: ok}
+    responses.update({code: ERRORS[code] for code in ("401", "405", "503", *codes)})
+    return responses
+
+
+def _page(item):
+    return {
+        "type": "object",
+        "required": ["count", "next", "previous", "results"],
+        "properties": {
+            "count": {"type": "integer", "minimum": 0},
+            "next": {"type": ["string", "null"]},
+            "previous": {"type": ["string", "null"]},
+            "results": {"type": "array", "items": item},
+        },
+    }
+
+
+PAGE_PARAMETERS = [
+    {"name": "page", "in": "query", "schema": {"type": "integer", "minimum": 1}},
+    {"name": "page_size", "in": "query", "schema": {"type": "integer", "minimum": 1, "maximum": 100}},
+]
+ID_PARAMETER = {"name": "id", "in": "path", "required": True, "schema": {"type": "integer", "minimum": 1}}
+
+SCHEMAS = {
+    "Error": {
+        "type": "object",
+        "required": ["error", "detail"],
+        "properties": {"error": {"type": "string"}, "detail": {"type": "string"}},
+    },
+    "ValidationError": {
+        "type": "object",
+        "required": ["error", "detail"],
+        "properties": {
+            "error": {"type": "string"},
+            "detail": {"type": "string"},
+            "fields": {"type": "object", "additionalProperties": {"type": "array", "items": {"type": "string"}}},
+        },
+    },
+    "User": {
+        "type": "object",
+        "required": ["id", "username", "email", "first_name", "last_name", "is_staff"],
+        "properties": {
+            "id": {"type": "integer"},
+            "username": {"type": "string"},
+            "email": {"type": "string"},
+            "first_name": {"type": "string"},
+            "last_name": {"type": "string"},
+            "is_staff": {"type": "boolean"},
+        },
+    },
+    "Me": {
+        "allOf": [
+            _ref("User"),
+            {
+                "type": "object",
+                "required": ["auth"],
+                "properties": {
+                    "auth": {
+                        "type": "object",
+                        "required": ["method", "token_id"],
+                        "properties": {
+                            "method": {"enum": ["bearer", "legacy_key", "session"]},
+                            "token_id": {"type": ["integer", "null"]},
+                            "legacy_key_id": {"type": ["integer", "null"]},
+                        },
+                    }
+                },
+            },
+        ]
+    },
+    "Token": {
+        "type": "object",
+        "required": [
+            "id", "name", "purpose", "status", "created_at", "expires_at", "revoked_at", "last_used_at",
+            "last_used_ip", "last_used_user_agent", "request_count", "last_characters",
+        ],
+        "properties": {
+            "id": {"type": "integer"},
+            "name": {"type": "string", "maxLength": NAME_MAX_LENGTH},
+            "purpose": {"type": "string"},
+            "status": {"enum": ["active", "expired", "revoked"]},
+            "created_at": TIME,
+            "expires_at": {**NULLABLE_TIME, "description": "null: the token never expires."},
+            "revoked_at": NULLABLE_TIME,
+            "last_used_at": NULLABLE_TIME,
+            "last_used_ip": {"type": ["string", "null"]},
+            "last_used_user_agent": {"type": "string"},
+            "request_count": {"type": "integer", "minimum": 0},
+            "last_characters": {"type": "string", "description": "The value's last 4 characters."},
+        },
+    },
+    "NewToken": {
+        "allOf": [
+            _ref("Token"),
+            {
+                "type": "object",
+                "required": ["token"],
+                "properties": {"token": {"type": "string", "description": "The value. Shown this once only."}},
+            },
+        ]
+    },
+    "TokenCreate": {
+        "type": "object",
+        "required": ["name"],
+        "additionalProperties": False,
+        "properties": {
+            "name": {"type": "string", "minLength": 1, "maxLength": NAME_MAX_LENGTH},
+            "purpose": {"type": ["string", "null"], "maxLength": PURPOSE_MAX_LENGTH},
+            "expires_at": {
+                **NULLABLE_TIME,
+                "description": "Omitted: the policy's default lifetime. null: no expiry, where the policy allows it.",
+            },
+        },
+    },
+    "TokenRename": {
+        "type": "object",
+        "required": ["name"],
+        "additionalProperties": False,
+        "properties": {"name": {"type": "string", "minLength": 1, "maxLength": NAME_MAX_LENGTH}},
+    },
+    "UsageRecord": {
+        "type": "object",
+        "required": ["at", "method", "path", "status", "accepted", "ip", "user_agent", "duration_ms"],
+        "properties": {
+            "at": TIME,
+            "method": {"type": "string"},
+            "path": {"type": "string"},
+            "status": {"type": "integer"},
+            "accepted": {"type": "boolean"},
+            "ip": {"type": ["string", "null"]},
+            "user_agent": {"type": "string"},
+            "duration_ms": {"type": "number"},
+        },
+    },
+    "Usage": {
+        "allOf": [
+            _page(_ref("UsageRecord")),
+            {
+                "type": "object",
+                "required": ["request_count", "last_used_at", "daily", "client_ips"],
+                "properties": {
+                    "request_count": {"type": "integer"},
+                    "last_used_at": NULLABLE_TIME,
+                    "daily": {
+                        "type": "array",
+                        "items": {
+                            "type": "object",
+                            "required": ["date", "accepted", "refused"],
+                            "properties": {
+                                "date": {"type": "string", "format": "date"},
+                                "accepted": {"type": "integer"},
+                                "refused": {"type": "integer"},
+                            },
+                        },
+                    },
+                    "client_ips": {
+                        "type": "array",
+                        "items": {
+                            "type": "object",
+                            "required": ["ip", "requests", "first_seen", "last_seen"],
+                            "properties": {
+                                "ip": {"type": "string"},
+                                "requests": {"type": "integer"},
+                                "first_seen": TIME,
+                                "last_seen": TIME,
+                            },
+                        },
+                    },
+                },
+            },
+        ]
+    },
+}
+
+PATHS = {
+    "/api/users/me": {
+        "get": {
+            "operationId": "users_me",
+            "summary": "The caller, and how it authenticated.",
+            "responses": _responses("200", {"description": "The caller.", "content": _json(_ref("Me"))}),
+        }
+    },
+    "/api/users": {
+        "get": {
+            "operationId": "users_list",
+            "summary": "All users. Needs the owner's auth.view_user permission.",
+            "parameters": PAGE_PARAMETERS,
+            "responses": _responses("200", {"description": "A page of users.", "content": _json(_page(_ref("User")))},
+                                    "400", "403", "404"),
+        }
+    },
+    "/api/users/{id}": {
+        "get": {
+            "operationId": "users_detail",
+            "summary": "One user. Needs the owner's auth.view_user permission.",
+            "parameters": [ID_PARAMETER],
+            "responses": _responses("200", {"description": "The user.", "content": _json(_ref("User"))}, "403", "404"),
+        }
+    },
+    "/api/tokens": {
+        "get": {
+            "operationId": "tokens_list",
+            "summary": "The caller's tokens, newest first.",
+            "parameters": [
+                *PAGE_PARAMETERS,
+                {"name": "status", "in": "query", "schema": {"enum": ["active", "expired", "revoked"]}},
+            ],
+            "responses": _responses("200", {"description": "A page of tokens.", "content": _json(_page(_ref("Token")))},
+                                    "400", "404"),
+        },
+        "post": {
+            "operationId": "tokens_create",
+            "summary": "Create a token. Needs a signed-in session unless the policy lets bearer tokens create.",
+            "requestBody": {"required": True, "content": _json(_ref("TokenCreate"))},
+            "responses": _responses(
+                "201",
+                {"description": "Created. The value is in `token`, this once.", "content": _json(_ref("NewToken"))},
+                "400", "403",
+            ) | {"413": _error("The body is too large."), "415": _error("The body is not JSON.")},
+        },
+    },
+    "/api/tokens/{id}": {
+        "parameters": [ID_PARAMETER],
+        "get": {
+            "operationId": "tokens_detail",
+            "summary": "One of the caller's tokens.",
+            "responses": _responses("200", {"description": "The token.", "content": _json(_ref("Token"))}, "404"),
+        },
+        "patch": {
+            "operationId": "tokens_rename",
+            "summary": "Rename a token. The value never changes.",
+            "requestBody": {"required": True, "content": _json(_ref("TokenRename"))},
+            "responses": _responses("200", {"description": "Renamed.", "content": _json(_ref("Token"))}, "400", "404")
+            | {"413": _error("The body is too large."), "415": _error("The body is not JSON.")},
+        },
+        "delete": {
+            "operationId": "tokens_revoke",
+            "summary": "Revoke a token, from the very next request on. Revoking twice is harmless.",
+            "responses": _responses("204", {"description": "Revoked."}, "404"),
+        },
+    },
+    "/api/tokens/{id}/usage": {
+        "get": {
+            "operationId": "tokens_usage",
+            "summary": "A token's usage: totals, 30 days of daily counts, client IPs, recent requests.",
+            "parameters": [ID_PARAMETER, *PAGE_PARAMETERS],
+            "responses": _responses("200", {"description": "Usage.", "content": _json(_ref("Usage"))}, "400", "404"),
+        }
+    },
+    "/api/openapi.json": {
+        "get": {
+            "operationId": "openapi",
+            "summary": "This document.",
+            "security": [],
+            "responses": {"200": {"description": "The OpenAPI document.", "content": _json({"type": "object"})}},
+        }
+    },
+}
+
+
+def document(request=None):
+    """Return the OpenAPI 3.1 document as a dict."""
+    server = request.build_absolute_uri("/").rstrip("/") if request else "/"
+    return {
+        "openapi": "3.1.0",
+        "info": {
+            "title": "Bearer-token portal API",
+            "version": "1",
+            "description": (
+                "Authenticate with `Authorization: Bearer <token>`. Deprecated: `Rest-Api-Key: <key>` until "
+                "the sunset announced in the `Sunset` header. A signed-in browser session may also call the API."
+            ),
+        },
+        "servers": [{"url": server}],
+        "security": [{"bearer": []}, {"legacyKey": []}],
+        "components": {
+            "securitySchemes": {
+                "bearer": {"type": "http", "scheme": "bearer"},
+                "legacyKey": {"type": "apiKey", "in": "header", "name": "Rest-Api-Key",
+                              "description": "Deprecated; see the migration guide."},
+            },
+            "schemas": SCHEMAS,
+        },
+        "paths": PATHS,
+    }
