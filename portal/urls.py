@@ -12,5 +12,6 @@ urlpatterns = [
     path("profile/integrations/authorizations/", include("tokens.urls")),
     path("api/", include("tokens.api_urls")),
     path("healthz", views.healthz, name="healthz"),
+    path("docs/migration/", views.migration_guide, name="migration-guide"),
     path("", token_views.home, name="home"),
 ]

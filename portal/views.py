@@ -18,3 +18,13 @@ def healthz(request):
         connection.close_if_unusable_or_obsolete()
         return JsonResponse({"status": "unavailable", "database": "unreachable"}, status=503)
     return JsonResponse({"status": "ok", "database": "ok"})
+
+
+@require_GET
+def migration_guide(request):
+    """Serve docs/migration.md, the page the Link header of every legacy-key response points to."""
+    from django.conf import settings
+    from django.http import HttpResponse
+
+    text = (settings.BASE_DIR / "docs" / "migration.md").read_text(encoding="utf-8")
+    return HttpResponse(text, content_type="text/plain; charset=utf-8")

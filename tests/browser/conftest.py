@@ -1,0 +1,89 @@
+"""Real-browser fixtures: Playwright driving Debian's Chromium against Django's live server."""
+
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
+import pytest
+
+from ..conftest import PASSWORD
+
+# Playwright's sync API keeps an event loop in this thread; the ORM calls the tests make are still synchronous.
+os.environ.setdefault("DJANGO_ALLOW_ASYNC_UNSAFE", "true")
+
+SCREENSHOTS = Path(__file__).resolve().parent.parent.parent / "docs" / "screenshots"
+CHROMIUM = os.environ.get("CHROMIUM", "/usr/bin/chromium")
+# As root Chromium needs --no-sandbox; the rest keep it from reaching for the (closed) network.
+CHROMIUM_ARGS = [
+    "--no-sandbox", "--disable-gpu", "--disable-quic", "--disable-background-networking",
+    "--disable-component-update", "--disable-sync", "--no-first-run", "--disable-default-apps",
+]
+
+
+@pytest.fixture(scope="session")
+def browser_context_dir():
+    path = tempfile.mkdtemp(prefix="portal-chromium-")
+    yield path
+    shutil.rmtree(path, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def playwright_instance():
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as playwright:
+        yield playwright
+
+
+@pytest.fixture
+def browser_context(playwright_instance, browser_context_dir, live_server):
+    """A fresh persistent Chromium profile per test, with clipboard access for the copy button."""
+    profile = tempfile.mkdtemp(dir=browser_context_dir)
+    context = playwright_instance.chromium.launch_persistent_context(
+        profile,
+        executable_path=CHROMIUM,
+        headless=True,
+        args=CHROMIUM_ARGS,
+        base_url=live_server.url,
+        viewport={"width": 1280, "height": 800},
+        permissions=["clipboard-read", "clipboard-write"],
+    )
+    context.set_default_timeout(15_000)
+    yield context
+    context.close()
+
+
+@pytest.fixture
+def page(browser_context):
+    page = browser_context.pages[0] if browser_context.pages else browser_context.new_page()
+    errors = []
+    page.on("pageerror", lambda exc: errors.append(str(exc)))
+    yield page
+    assert not errors, f"JavaScript errors on the page: {errors}"
+
+
+@pytest.fixture
+def sign_in(page):
+    """Sign in through the real login form: sign_in(user) -> page."""
+
+    def sign_in(user, password=PASSWORD):
+        page.goto("/accounts/login/")
+        page.get_by_label("Username").fill(user.get_username())
+        page.get_by_label("Password").fill(password)
+        page.get_by_role("button", name="Sign in").click()
+        page.wait_for_url("**/profile/")
+        return page
+
+    return sign_in
+
+
+@pytest.fixture
+def screenshot():
+    """Save a full-page screenshot to docs/screenshots/<name>.png (linked from the README)."""
+
+    def take(page, name):
+        SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+        page.screenshot(path=str(SCREENSHOTS / f"{name}.png"), full_page=True)
+
+    return take
