@@ -69,12 +69,22 @@ class TokenQuerySet(models.QuerySet):
         return self.active(now).filter(Q(expires_at__isnull=True) | Q(expires_at__gt=now + maximum))
 
 
+class AlreadyIssued(Exception):
+    """The create form with this nonce was submitted before; ``token`` is what it created."""
+
+    def __init__(self, token):
+        super().__init__("already issued")
+        self.token = token
+
+
 class TokenManager(models.Manager.from_queryset(TokenQuerySet)):
-    def issue(self, *, user, name, purpose="", expires_at, actor=None, ip=None, policy=None, now=None):
+    def issue(self, *, user, name, purpose="", expires_at, actor=None, ip=None, policy=None, now=None, nonce=None):
         """Create a token for *user* under the site policy and return ``(token, plaintext)``.
 
         The plaintext exists only in the return value: only its keyed digest is stored.
         Raise ValidationError with field errors when the name, purpose or expiry is not allowed.
+        With a one-time *nonce* (from the create form), a second call with the same nonce creates
+        nothing and raises AlreadyIssued with the first token: a resubmitted form never makes two.
         """
         from .usage import TokenEvent
 
@@ -82,6 +92,10 @@ class TokenManager(models.Manager.from_queryset(TokenQuerySet)):
         name = clean_name(name)
         purpose = clean_purpose(purpose)
         with durable_atomic():
+            if nonce is not None:
+                earlier = self.filter(user=user, creation_nonce=nonce).first()
+                if earlier is not None:
+                    raise AlreadyIssued(earlier)
             policy = policy or ExpirationPolicy.load()
             policy.check_expiry(user, expires_at, now)
             active = self.for_user(user).active(now)
@@ -107,6 +121,7 @@ class TokenManager(models.Manager.from_queryset(TokenQuerySet)):
                 pepper_id=parsed.pepper_id,
                 digest=parsed.digest,
                 last_characters=credentials.last_characters(plaintext),
+                creation_nonce=nonce,
             )
             TokenEvent.objects.create(
                 user=user, token=token, kind=TokenEvent.Kind.CREATED, actor=actor or user, at=now, ip=ip,
@@ -128,6 +143,8 @@ class TokenManager(models.Manager.from_queryset(TokenQuerySet)):
 
 class Token(models.Model):
     """A named bearer token. The value itself is never stored: see ``credentials``."""
+
+    AlreadyIssued = AlreadyIssued
 
     user = models.ForeignKey(
         settings.AUTH_USER_MODEL,
@@ -214,6 +231,14 @@ class Token(models.Model):
         default=0,
         editable=False,
     )
+    creation_nonce = models.CharField(
+        verbose_name=_("creation nonce"),
+        max_length=64,
+        null=True,
+        blank=True,
+        editable=False,
+        help_text=_("The one-time value of the form that created the token; makes resubmission harmless."),
+    )
     expiry_notified_at = models.DateTimeField(
         verbose_name=_("expiry notice sent at"),
         null=True,
@@ -233,6 +258,7 @@ class Token(models.Model):
         ]
         constraints = [
             models.CheckConstraint(condition=~Q(name=""), name="token_name_not_empty"),
+            models.UniqueConstraint(fields=["user", "creation_nonce"], name="token_creation_nonce_once"),
         ]
 
     def __str__(self):
