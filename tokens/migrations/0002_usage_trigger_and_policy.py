@@ -4,6 +4,10 @@ One INSERT into tokens_usagerecord is all an API request writes. This trigger ad
 statement and transaction, to the credential's request count and last use, to the per-day summary
 and to the list of client addresses. Database-side increments: exact under any concurrency, and the
 summaries outlive pruning of the raw records.
+
+On SQLite, a later migration that rebuilds tokens_token, tokens_legacyapikey, tokens_dailyusage or
+tokens_clientaddress (adding a constraint, changing a column) must drop this trigger first and create
+it again afterwards: SQLite refuses to rename a table a trigger refers to.
 """
 
 from django.core.management import call_command
