@@ -60,7 +60,7 @@ POSTGRESQL = [
 CREATE OR REPLACE FUNCTION tokens_usage_summaries() RETURNS trigger LANGUAGE plpgsql AS $$
 DECLARE
     ok integer := NEW.accepted::integer;
-    day date := (NEW.at AT TIME ZONE 'UTC')::date;
+    usage_day date := (NEW.at AT TIME ZONE 'UTC')::date;
 BEGIN
     IF NEW.token_id IS NOT NULL THEN
         UPDATE tokens_token SET
@@ -70,7 +70,7 @@ BEGIN
             last_used_user_agent = CASE WHEN NEW.accepted THEN NEW.user_agent ELSE last_used_user_agent END
         WHERE id = NEW.token_id;
         INSERT INTO tokens_dailyusage (token_id, legacy_key_id, day, accepted, refused)
-            VALUES (NEW.token_id, NULL, day, ok, 1 - ok)
+            VALUES (NEW.token_id, NULL, usage_day, ok, 1 - ok)
             ON CONFLICT (token_id, day) WHERE token_id IS NOT NULL
             DO UPDATE SET accepted = tokens_dailyusage.accepted + EXCLUDED.accepted,
                           refused = tokens_dailyusage.refused + EXCLUDED.refused;
@@ -89,7 +89,7 @@ BEGIN
             last_used_user_agent = CASE WHEN NEW.accepted THEN NEW.user_agent ELSE last_used_user_agent END
         WHERE id = NEW.legacy_key_id;
         INSERT INTO tokens_dailyusage (token_id, legacy_key_id, day, accepted, refused)
-            VALUES (NULL, NEW.legacy_key_id, day, ok, 1 - ok)
+            VALUES (NULL, NEW.legacy_key_id, usage_day, ok, 1 - ok)
             ON CONFLICT (legacy_key_id, day) WHERE legacy_key_id IS NOT NULL
             DO UPDATE SET accepted = tokens_dailyusage.accepted + EXCLUDED.accepted,
                           refused = tokens_dailyusage.refused + EXCLUDED.refused;
