@@ -383,3 +383,17 @@ def test_the_usage_endpoint_returns_daily_counts_and_recent_requests(client, iss
     assert len(body["daily"]) == 30 and body["daily"][-1]["accepted"] == 3
     assert body["count"] == 3 and body["results"][0]["path"] == "/api/users/me"
     assert body["client_ips"][0]["ip"] == "127.0.0.1"
+
+
+def test_the_active_token_limit_is_enforced_with_a_clear_message(client, user, issue, policy):
+    policy.max_active_tokens = 2
+    policy.save()
+    first, _ = issue(user, name="one")
+    issue(user, name="two")
+    client.force_login(user)
+    refused = client.post("/api/tokens", {"name": "three"}, content_type="application/json")
+    assert refused.status_code == 400
+    assert "limit of 2 active tokens" in refused.json()["fields"]["non_field_errors"][0]
+    assert Token.objects.count() == 2
+    first.revoke(actor=user)  # revoked tokens do not count
+    assert client.post("/api/tokens", {"name": "three"}, content_type="application/json").status_code == 201

@@ -1,4 +1,5 @@
 from django.conf import settings
+from django.contrib.auth import get_user_model
 from django.core.exceptions import ValidationError
 from django.db import models
 from django.db.models import Q
@@ -92,6 +93,9 @@ class TokenManager(models.Manager.from_queryset(TokenQuerySet)):
         name = clean_name(name)
         purpose = clean_purpose(purpose)
         with durable_atomic():
+            # Lock the owner's row: concurrent creates for one user queue here, so the name check and
+            # the active-token limit below cannot both pass for two requests at once.
+            get_user_model().objects.select_for_update().filter(pk=user.pk).first()
             if nonce is not None:
                 earlier = self.filter(user=user, creation_nonce=nonce).first()
                 if earlier is not None:
@@ -285,6 +289,7 @@ class Token(models.Model):
         if name == self.name:
             return
         with durable_atomic():
+            get_user_model().objects.select_for_update().filter(pk=self.user_id).first()
             if Token.objects.for_user(self.user_id).active().filter(name=name).exclude(pk=self.pk).exists():
                 raise ValidationError({"name": _("You already have an active token with this name.")})
             old = self.name
