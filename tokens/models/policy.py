@@ -104,7 +104,7 @@ class ExpirationPolicy(models.Model):
 
     def clean(self):
         errors = {}
-        if self.minimum_lifetime and self.minimum_lifetime <= timedelta(0):
+        if self.minimum_lifetime <= timedelta(0):
             errors["minimum_lifetime"] = _("The minimum lifetime must be positive.")
         elif self.minimum_lifetime > self.maximum_lifetime:
             errors["maximum_lifetime"] = _("The maximum lifetime must not be shorter than the minimum.")

@@ -1,0 +1,143 @@
+"""Models: statuses, querysets, the policy's rules, events, and the usage trigger's summaries."""
+
+from datetime import timedelta
+
+import pytest
+from django.core.exceptions import ValidationError
+from django.db import IntegrityError, transaction
+from django.utils import timezone
+
+from tokens.models import ClientAddress, DailyUsage, ExpirationPolicy, Token, TokenEvent, UsageRecord
+from tokens.models.usage import daily_series
+
+pytestmark = pytest.mark.django_db
+
+
+def test_the_policy_starts_with_the_documented_defaults(policy):
+    assert policy.default_lifetime == timedelta(days=30)
+    assert policy.minimum_lifetime == timedelta(minutes=5)
+    assert policy.maximum_lifetime == timedelta(days=365)
+    assert policy.no_expiry_allowed_for == "nobody"
+    assert policy.presets == ["1h", "1d", "7d", "30d", "90d", "1y"]
+    assert policy.legacy_keys_accepted and policy.legacy_sunset_at is None
+    assert policy.usage_retention_days == 90 and policy.max_active_tokens is None
+    assert not policy.bearer_can_create_tokens
+
+
+def test_there_is_only_ever_one_policy_row(policy):
+    with pytest.raises(IntegrityError), transaction.atomic():
+        ExpirationPolicy.objects.create(pk=2)
+    assert ExpirationPolicy.load().pk == 1
+
+
+@pytest.mark.parametrize("changes, field", [
+    ({"minimum_lifetime": timedelta(days=10), "maximum_lifetime": timedelta(days=5)}, "maximum_lifetime"),
+    ({"default_lifetime": timedelta(days=400)}, "default_lifetime"),
+    ({"minimum_lifetime": timedelta(0)}, "minimum_lifetime"),
+    ({"presets": ["1h", "2w"]}, "presets"),
+    ({"presets": "1h"}, "presets"),
+    ({"maximum_lifetime": timedelta(days=60), "default_lifetime": timedelta(days=30)}, "presets"),
+    ({"legacy_sunset_at": timezone.now() - timedelta(days=1)}, "legacy_sunset_at"),
+])
+def test_the_policy_refuses_inconsistent_settings(policy, changes, field):
+    for name, value in changes.items():
+        setattr(policy, name, value)
+    with pytest.raises(ValidationError) as error:
+        policy.full_clean()
+    assert field in error.value.message_dict
+
+
+def test_no_expiry_can_be_allowed_for_staff_only(policy, user, staff_user):
+    policy.no_expiry_allowed_for = ExpirationPolicy.NoExpiry.STAFF
+    assert policy.allows_no_expiry(staff_user) and not policy.allows_no_expiry(user)
+    policy.check_expiry(staff_user, None)
+    with pytest.raises(ValidationError):
+        policy.check_expiry(user, None)
+
+
+def test_issue_enforces_the_policy_bounds(user, policy):
+    now = timezone.now()
+    for expires_at in (now + timedelta(minutes=1), now + timedelta(days=366), now - timedelta(days=1)):
+        with pytest.raises(ValidationError) as error:
+            Token.objects.issue(user=user, name="x", expires_at=expires_at)
+        assert "expires_at" in error.value.message_dict
+    assert not Token.objects.exists()
+
+
+def test_issue_stores_no_plaintext_and_str_is_the_name(user, issue):
+    token, value = issue(user, name="deploy")
+    row = Token.objects.filter(pk=token.pk).values().get()
+    assert value not in repr(row)
+    assert value[len("bpt_") + 12:-8] not in repr(row)  # not even the secret part
+    assert str(token) == "deploy" and value not in repr(token)
+    assert TokenEvent.objects.filter(token=token, kind="created").count() == 1
+
+
+def test_a_reused_nonce_returns_the_first_token_and_creates_nothing(user):
+    expires = timezone.now() + timedelta(days=1)
+    first, _ = Token.objects.issue(user=user, name="a", expires_at=expires, nonce="n1")
+    with pytest.raises(Token.AlreadyIssued) as again:
+        Token.objects.issue(user=user, name="b", expires_at=expires, nonce="n1")
+    assert again.value.token == first and Token.objects.count() == 1
+
+
+def test_status_and_status_filters(user, issue):
+    active, _ = issue(user, name="active")
+    expired, _ = issue(user, name="expired")
+    revoked, _ = issue(user, name="revoked")
+    Token.objects.filter(pk=expired.pk).update(expires_at=timezone.now() - timedelta(minutes=1))
+    revoked.revoke(actor=user)
+    assert [t.status for t in Token.objects.order_by("pk")] == ["active", "expired", "revoked"]
+    for status, token in (("active", active), ("expired", expired), ("revoked", revoked)):
+        assert list(Token.objects.with_status(status)) == [token]
+
+
+def test_exceeding_finds_active_tokens_longer_than_a_new_maximum(user, issue, policy):
+    short, _ = issue(user, name="short", days=7)
+    long, _ = issue(user, name="long", days=300)
+    policy.no_expiry_allowed_for = "everyone"
+    policy.save()
+    forever, _ = issue(user, name="forever", days=None)
+    assert set(Token.objects.exceeding(timedelta(days=30))) == {long, forever}
+    long.shorten(timezone.now() + timedelta(days=30), actor=user)
+    assert set(Token.objects.exceeding(timedelta(days=30))) == {forever}
+    assert TokenEvent.objects.filter(token=long, kind="shortened").exists()
+
+
+def test_expired_events_are_written_once(user, issue):
+    token, _ = issue(user)
+    Token.objects.filter(pk=token.pk).update(expires_at=timezone.now() - timedelta(hours=1))
+    TokenEvent.record_expiries()
+    TokenEvent.record_expiries()
+    assert TokenEvent.objects.filter(token=token, kind="expired").count() == 1
+
+
+def _record(token, *, accepted=True, ip="192.0.2.1", at=None):
+    UsageRecord.objects.record(token_id=token.pk, user_id=token.user_id, at=at or timezone.now(), accepted=accepted,
+                               method="GET", path="/api/users/me", status=200 if accepted else 401, ip=ip,
+                               user_agent="test", duration_ms=1.0)
+
+
+def test_the_usage_trigger_keeps_counts_days_and_addresses(user, issue):
+    token, _ = issue(user)
+    yesterday = timezone.now() - timedelta(days=1)
+    _record(token, at=yesterday)
+    _record(token, ip="192.0.2.2")
+    _record(token, ip="192.0.2.2")
+    _record(token, accepted=False)
+    token.refresh_from_db()
+    assert token.request_count == 3 and token.last_used_ip == "192.0.2.2"
+    days = {d.day: (d.accepted, d.refused) for d in DailyUsage.objects.filter(token=token)}
+    assert days == {yesterday.date(): (1, 0), timezone.now().date(): (2, 1)}
+    assert {(c.ip, c.requests) for c in ClientAddress.objects.filter(token=token)} == {
+        ("192.0.2.1", 2), ("192.0.2.2", 2)}
+    series = daily_series(token.daily_usage.all())
+    assert len(series) == 30 and series[-1][1:] == (2, 1) and series[-2][1:] == (1, 0) and series[0][1:] == (0, 0)
+
+
+def test_summaries_survive_pruning_the_raw_records(user, issue):
+    token, _ = issue(user)
+    _record(token)
+    UsageRecord.objects.all().delete()
+    token.refresh_from_db()
+    assert token.request_count == 1 and DailyUsage.objects.get(token=token).accepted == 1
