@@ -6,4 +6,8 @@ app_name = "tokens"
 
 urlpatterns = [
     path("", views.token_list, name="list"),
+    path("new/", views.token_create, name="new"),
+    path("<int:pk>/", views.token_detail, name="detail"),
+    path("<int:pk>/rename/", views.token_rename, name="rename"),
+    path("<int:pk>/revoke/", views.token_revoke, name="revoke"),
 ]

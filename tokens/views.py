@@ -1,10 +1,33 @@
-"""HTML pages: the profile and Profile > Integrations > Authorizations. Everything is scoped to request.user."""
+"""HTML pages: the profile and Profile > Integrations > Authorizations, all scoped to request.user."""
 
+from django.contrib import messages
 from django.contrib.auth.decorators import login_required
+from django.core.exceptions import ValidationError
 from django.core.paginator import Paginator
-from django.shortcuts import redirect, render
+from django.db.models import Count, Q
+from django.http import Http404, HttpResponseRedirect
+from django.shortcuts import get_object_or_404, redirect, render
+from django.urls import reverse
+from django.utils import timezone
+from django.utils.cache import patch_cache_control
+from django.utils.translation import gettext_lazy as _
+from django.views.decorators.cache import never_cache
+from django.views.decorators.csrf import csrf_protect
+from django.views.decorators.debug import sensitive_post_parameters, sensitive_variables
+from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
-from .models import Token, TokenEvent
+from .auth import client_ip
+from .charts import daily_chart
+from .constants import MIGRATION_GUIDE_PATH
+from .forms import TokenCreateForm, TokenRenameForm
+from .models import ClientAddress, DailyUsage, ExpirationPolicy, LegacyApiKey, Token, TokenEvent, UsageRecord
+from .models.usage import daily_series
+
+TOKENS_PER_PAGE = 20
+EVENTS_PER_PAGE = 25
+REQUESTS_PER_PAGE = 25
+ADDRESSES_SHOWN = 10
+STATUSES = ("active", "expired", "revoked")
 
 
 def home(request):
@@ -12,15 +35,233 @@ def home(request):
 
 
 @login_required
+@require_GET
 def profile(request):
+    """Show the Activity Stream, newest first, and the way to Integrations."""
     TokenEvent.record_expiries(Token.objects.for_user(request.user))
     events = TokenEvent.objects.for_user(request.user).select_related("token", "actor")
-    page = Paginator(events, 25).get_page(request.GET.get("page"))
+    page = Paginator(events, EVENTS_PER_PAGE).get_page(request.GET.get("page"))
     return render(request, "profile/index.html", {"page": page})
 
 
 @login_required
+@require_GET
 def token_list(request):
+    """List the user's tokens, newest first, optionally filtered by status."""
+    status = request.GET.get("status", "")
+    if status not in STATUSES:
+        status = ""
     tokens = Token.objects.for_user(request.user)
-    page = Paginator(tokens, 25).get_page(request.GET.get("page"))
-    return render(request, "tokens/token_list.html", {"page": page})
+    now = timezone.now()
+    # One aggregate query for the filter tab counts, whatever the number of tokens.
+    counts = tokens.aggregate(
+        all=Count("pk"),
+        active=Count(
+            "pk", filter=Q(revoked_at__isnull=True) & (Q(expires_at__isnull=True) | Q(expires_at__gt=now))
+        ),
+        expired=Count("pk", filter=Q(revoked_at__isnull=True, expires_at__lte=now)),
+        revoked=Count("pk", filter=Q(revoked_at__isnull=False)),
+    )
+    shown = tokens.with_status(status) if status else tokens
+    page = Paginator(shown, TOKENS_PER_PAGE).get_page(request.GET.get("page"))
+    filters = [("", _("All"), counts["all"])] + [
+        (key, label, counts[key])
+        for key, label in (("active", _("Active")), ("expired", _("Expired")), ("revoked", _("Revoked")))
+    ]
+    return render(
+        request,
+        "tokens/token_list.html",
+        {
+            "page": page,
+            "status": status,
+            "filters": filters,
+            "has_any": counts["all"] > 0,
+            **_legacy_notice(request.user),
+        },
+    )
+
+
+def _legacy_notice(user):
+    """Return the context for the deprecation notice: the user's legacy keys still in use (never a value)."""
+    keys = list(
+        LegacyApiKey.objects.filter(user=user, revoked_at__isnull=True, last_used_at__isnull=False)
+        .only(
+            "pk", "last_used_at", "last_used_ip", "last_used_user_agent", "request_count", "last_characters"
+        )
+        .order_by("-last_used_at")
+    )
+    if not keys:
+        return {"legacy_keys": []}
+    policy = ExpirationPolicy.load()
+    return {
+        "legacy_keys": keys,
+        "legacy_sunset_at": policy.legacy_sunset_at,
+        "legacy_accepted": policy.legacy_refusal() is None,
+        "migration_guide_url": MIGRATION_GUIDE_PATH,
+    }
+
+
+@login_required
+@require_http_methods(["GET", "POST"])
+@never_cache
+@csrf_protect
+@sensitive_post_parameters()
+@sensitive_variables("plaintext")
+def token_create(request):
+    """Show the create form; on a valid POST, issue the token and answer with the one reveal.
+
+    The reveal is this response itself: the value is rendered into it and kept nowhere else (not the
+    session, a cache, a message or a log). A resubmission of the same form (reload, back, second tab)
+    carries the same nonce, so ``issue`` creates nothing and the user lands on the token's detail page.
+    """
+    policy = ExpirationPolicy.load()
+    if request.method == "GET":
+        form = TokenCreateForm(user=request.user, policy=policy)
+        return render(request, "tokens/token_form.html", {"form": form})
+
+    form = TokenCreateForm(request.POST, user=request.user, policy=policy)
+    if form.is_valid():
+        try:
+            token, plaintext = Token.objects.issue(
+                user=request.user,
+                name=form.cleaned_data["name"],
+                purpose=form.cleaned_data["purpose"],
+                expires_at=form.expires_at(),
+                actor=request.user,
+                ip=client_ip(request),
+                policy=policy,
+                now=form.now,
+                nonce=form.cleaned_data["nonce"],
+            )
+        except Token.AlreadyIssued as repeat:
+            messages.info(
+                request,
+                _(
+                    "This form was already submitted and created the token “%(name)s”. Its value was shown "
+                    "once and cannot be shown again; if you did not copy it, revoke this token and create "
+                    "a new one."
+                )
+                % {"name": repeat.token.name},
+            )
+            return _see_other(_detail_url(repeat.token))
+        except ValidationError as error:
+            form.add_model_errors(error)
+        else:
+            response = render(request, "tokens/token_reveal.html", {"token": token, "plaintext": plaintext})
+            # never_cache already forbids storing; say it once more in the strongest form for this response.
+            patch_cache_control(response, no_store=True, no_cache=True, private=True, max_age=0)
+            response["Pragma"] = "no-cache"
+            return response
+    return render(request, "tokens/token_form.html", {"form": form}, status=400)
+
+
+def _detail_url(token):
+    return reverse("tokens:detail", args=[token.pk])
+
+
+def _see_other(url):
+    """Redirect with 303 so the browser follows with a GET, never re-posting the form."""
+    response = HttpResponseRedirect(url)
+    response.status_code = 303
+    return response
+
+
+def _own_token(request, pk):
+    # Anything that is not the user's own token is a 404: the same answer as an id that does not exist.
+    return get_object_or_404(Token.objects.for_user(request.user).select_related("revoked_by"), pk=pk)
+
+
+@login_required
+@require_GET
+def token_detail(request, pk):
+    token = _own_token(request, pk)
+    return render(
+        request,
+        "tokens/token_detail.html",
+        _detail_context(request, token, TokenRenameForm(initial={"name": token.name})),
+    )
+
+
+def _detail_context(request, token, rename_form):
+    """Return the detail page context with a constant number of queries, however much the token was used."""
+    rows = daily_series(DailyUsage.objects.filter(token=token))
+    chart = daily_chart(
+        [day for day, _accepted, _refused in rows],
+        [
+            (_("accepted"), "series-accepted", [accepted for _day, accepted, _refused in rows]),
+            (_("refused"), "series-refused", [refused for _day, _accepted, refused in rows]),
+        ],
+        title=_("Requests per day, last 30 days"),
+        chart_id="usage-chart",
+    )
+    addresses = ClientAddress.objects.filter(token=token).order_by("-last_seen")
+    # Keyset pagination over the raw records: newest first, "older" continues below the last row shown.
+    # An offset paginator would COUNT and skip over millions of rows; the (token, at) index serves this
+    # directly, and the page size + 1 row tells whether there is an older page.
+    records = UsageRecord.objects.filter(token=token).order_by("-at", "-id")
+    before = _int_or_none(request.GET.get("before"))
+    if before is not None:
+        cursor = UsageRecord.objects.filter(token=token, pk=before).values_list("at", flat=True).first()
+        if cursor is None:
+            raise Http404
+        # at <= cursor bounds the index range, so deep pages seek instead of walking the newer rows.
+        records = records.filter(at__lte=cursor).exclude(at=cursor, pk__gte=before)
+    recent = list(records[: REQUESTS_PER_PAGE + 1])
+    older = recent[REQUESTS_PER_PAGE - 1].pk if len(recent) > REQUESTS_PER_PAGE else None
+    return {
+        "token": token,
+        "rename_form": rename_form,
+        "chart": chart,
+        "days_total": sum(accepted + refused for _day, accepted, refused in rows),
+        "address_count": addresses.count(),
+        "addresses": addresses[:ADDRESSES_SHOWN],
+        "recent": recent[:REQUESTS_PER_PAGE],
+        "older": older,
+        "paged": before is not None,
+        "events": token.events.select_related("actor")[:10],
+    }
+
+
+def _int_or_none(value):
+    try:
+        return int(value) if value is not None else None
+    except ValueError:
+        return None
+
+
+@login_required
+@require_POST
+@csrf_protect
+def token_rename(request, pk):
+    token = _own_token(request, pk)
+    form = TokenRenameForm(request.POST)
+    if form.is_valid():
+        old = token.name
+        try:
+            token.rename(form.cleaned_data["name"], actor=request.user, ip=client_ip(request))
+        except ValidationError as error:
+            form.add_model_errors(error)
+        else:
+            if token.name != old:
+                messages.success(
+                    request, _("Renamed “%(old)s” to “%(new)s”.") % {"old": old, "new": token.name}
+                )
+            return _see_other(_detail_url(token))
+    return render(request, "tokens/token_detail.html", _detail_context(request, token, form), status=400)
+
+
+@login_required
+@require_http_methods(["GET", "POST"])
+@csrf_protect
+def token_revoke(request, pk):
+    """Ask for confirmation (GET), then revoke (POST): works without JavaScript."""
+    token = _own_token(request, pk)
+    if request.method == "GET":
+        return render(request, "tokens/token_revoke.html", {"token": token})
+    if token.revoke(actor=request.user, ip=client_ip(request)):
+        messages.success(
+            request, _("Revoked “%(name)s”. Requests with it are refused from now on.") % {"name": token.name}
+        )
+    else:
+        messages.info(request, _("“%(name)s” was already revoked.") % {"name": token.name})
+    return _see_other(_detail_url(token))

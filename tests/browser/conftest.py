@@ -9,16 +9,36 @@ import pytest
 
 from ..conftest import PASSWORD
 
-# Playwright's sync API keeps an event loop in this thread; the ORM calls the tests make are still synchronous.
+# Playwright's sync API keeps an event loop in this thread; the tests' ORM calls are still synchronous.
 os.environ.setdefault("DJANGO_ALLOW_ASYNC_UNSAFE", "true")
 
 SCREENSHOTS = Path(__file__).resolve().parent.parent.parent / "docs" / "screenshots"
 CHROMIUM = os.environ.get("CHROMIUM", "/usr/bin/chromium")
 # As root Chromium needs --no-sandbox; the rest keep it from reaching for the (closed) network.
 CHROMIUM_ARGS = [
-    "--no-sandbox", "--disable-gpu", "--disable-quic", "--disable-background-networking",
-    "--disable-component-update", "--disable-sync", "--no-first-run", "--disable-default-apps",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+    "--disable-default-apps",
 ]
+
+
+@pytest.fixture(autouse=True)
+def static_files_from_source(settings):
+    """Serve static files straight from static/ for the live server.
+
+    The live server answers /static/ itself from the app folders (the staticfiles finders), which
+    know nothing of the manifest's hashed names; plain storage makes {% static %} point at the files
+    it can find, so the browser always runs the current CSS and JavaScript, no collectstatic needed.
+    """
+    settings.STORAGES = {
+        **settings.STORAGES,
+        "staticfiles": {"BACKEND": "django.contrib.staticfiles.storage.StaticFilesStorage"},
+    }
 
 
 @pytest.fixture(scope="session")

@@ -1,0 +1,111 @@
+"""Forms of Profile > Integrations > Authorizations. They parse input; the model enforces the policy."""
+
+import secrets
+
+from django import forms
+from django.core.exceptions import ValidationError
+from django.utils import timezone
+from django.utils.translation import gettext_lazy as _
+
+from .constants import NAME_MAX_LENGTH, PURPOSE_MAX_LENGTH
+
+CUSTOM = "custom"
+NEVER = "never"
+DATETIME_LOCAL = "%Y-%m-%dT%H:%M"
+
+
+def new_nonce():
+    """Return a fresh one-time value for a create form (43 URL-safe characters, 256 bits)."""
+    return secrets.token_urlsafe(32)
+
+
+class TokenCreateForm(forms.Form):
+    """Name, purpose and an expiry choice built from the site policy for this user.
+
+    The choices only offer what the policy allows, and ``Token.objects.issue`` checks the resulting
+    date again, so a forged "never" or an out-of-bounds custom date is refused either way.
+    """
+
+    name = forms.CharField(
+        label=_("Name"),
+        max_length=NAME_MAX_LENGTH,
+        help_text=_("What uses it, so you can tell your tokens apart, e.g. “Backup script on nas01”."),
+    )
+    purpose = forms.CharField(
+        label=_("Purpose"),
+        required=False,
+        max_length=PURPOSE_MAX_LENGTH,
+        widget=forms.Textarea(attrs={"rows": 3}),
+        help_text=_("Optional. A note for yourself and your administrators."),
+    )
+    expiry = forms.ChoiceField(label=_("Expiration"), widget=forms.RadioSelect)
+    custom_expiry = forms.DateTimeField(
+        label=_("Custom date and time"),
+        required=False,
+        input_formats=[DATETIME_LOCAL, "%Y-%m-%dT%H:%M:%S", "%Y-%m-%d %H:%M"],
+        widget=forms.DateTimeInput(attrs={"type": "datetime-local"}, format=DATETIME_LOCAL),
+    )
+    # One-time value: resubmitting this very form finds the token it made instead of making another.
+    nonce = forms.RegexField(regex=r"^[A-Za-z0-9_-]{20,64}$", widget=forms.HiddenInput)
+
+    def __init__(self, *args, user, policy, now=None, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.now = now or timezone.now()
+        self.presets = {key: delta for key, _label, delta in policy.preset_choices()}
+        choices = [(key, label) for key, label, _delta in policy.preset_choices()]
+        choices.append((CUSTOM, _("Custom date and time")))
+        if policy.allows_no_expiry(user):
+            choices.append((NEVER, _("No expiry")))
+        self.fields["expiry"].choices = choices
+        default = next((key for key, delta in self.presets.items() if delta == policy.default_lifetime), None)
+        self.fields["expiry"].initial = default or CUSTOM
+        local_now = timezone.localtime(self.now)
+        if default is None:
+            self.fields["custom_expiry"].initial = local_now + policy.default_lifetime
+        # Bounds for the browser's picker; the server checks them again whatever the browser sends.
+        self.fields["custom_expiry"].widget.attrs.update(
+            min=(local_now + policy.minimum_lifetime).strftime(DATETIME_LOCAL),
+            max=(local_now + policy.maximum_lifetime).strftime(DATETIME_LOCAL),
+        )
+        self.fields["custom_expiry"].help_text = _("Time zone: %(zone)s.") % {
+            "zone": timezone.get_current_timezone_name()
+        }
+        self.fields["nonce"].initial = new_nonce()
+
+    def clean(self):
+        cleaned = super().clean()
+        if (
+            cleaned.get("expiry") == CUSTOM
+            and cleaned.get("custom_expiry") is None
+            and "custom_expiry" not in self.errors
+        ):
+            self.add_error("custom_expiry", _("Pick the date and time the token stops working."))
+        return cleaned
+
+    @property
+    def expiry_error_field(self):
+        """Return the field an expiry refusal belongs next to."""
+        return "custom_expiry" if self.data.get("expiry") == CUSTOM else "expiry"
+
+    def expires_at(self):
+        """Return the chosen expiry (None for "no expiry"); call after is_valid()."""
+        choice = self.cleaned_data["expiry"]
+        if choice == NEVER:
+            return None
+        if choice == CUSTOM:
+            return self.cleaned_data["custom_expiry"]
+        return self.now + self.presets[choice]
+
+    def add_model_errors(self, error: ValidationError):
+        """Put the field errors of ``Token.objects.issue`` next to the fields they concern."""
+        fields = {"name": "name", "purpose": "purpose", "expires_at": self.expiry_error_field}
+        for key, messages in error.message_dict.items():
+            self.add_error(fields.get(key), messages)
+
+
+class TokenRenameForm(forms.Form):
+    name = forms.CharField(label=_("New name"), max_length=NAME_MAX_LENGTH)
+
+    def add_model_errors(self, error: ValidationError):
+        for key, messages in error.message_dict.items():
+            self.add_error("name" if key == "name" else None, messages)
