@@ -10,6 +10,8 @@ from tokens.models import ExpirationPolicy, Token
 
 PASSWORD = "correct horse battery staple 42"
 
+pytest_plugins = ["tests.secret_scan"]
+
 
 @pytest.fixture
 def make_user(django_user_model):

@@ -1,0 +1,330 @@
+"""Live-server fixtures: real gunicorn processes and a throw-away PostgreSQL cluster.
+
+The servers are started the way production starts them (``gunicorn portal.wsgi`` with several sync
+workers) and talk to a real database, so what these tests see is what a client would see.
+
+* ``main_server`` is gunicorn on the test database pytest-django created (SQLite file or PostgreSQL
+  database: the main database of the run). Every test here runs with ``transactional_db`` (the
+  autouse ``live_db``), so what it writes is committed and visible to the server processes.
+* ``throwaway_postgres`` is a separate PostgreSQL cluster for the tests that need PostgreSQL
+  whatever the main database is (several nodes, a database stopped mid-run). It runs in the SQLite
+  run of CI too, so those tests never skip.
+"""
+
+import http.client
+import json
+import os
+import random
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from urllib.parse import quote
+
+import pytest
+from django.conf import settings
+from django.db import connection
+
+from tests import secret_scan
+from tokens.models import ExpirationPolicy
+
+BASE_DIR = Path(settings.BASE_DIR)
+GUNICORN = str(BASE_DIR / ".venv" / "bin" / "gunicorn")
+PYTHON = sys.executable
+PG_PORTS = range(57000, 58000)
+
+
+def free_port(ports=None):
+    """Return a loopback TCP port nothing listens on (from *ports*, or any the kernel offers)."""
+    # Shuffled, so two test runs on one machine rarely reach for the same port at the same moment.
+    candidates = random.sample(list(ports), len(ports)) if ports else [0]
+    for port in candidates:
+        with socket.socket() as sock:
+            try:
+                sock.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return sock.getsockname()[1]
+    raise RuntimeError("no free port")
+
+
+def server_env(database_url):
+    """Return the environment a server process needs to verify the tokens this process issues."""
+    env = dict(os.environ)
+    env.update(
+        DATABASE_URL=database_url,
+        DATA_DIR=str(settings.DATA_DIR),
+        SECRET_KEY=settings.SECRET_KEY,
+        TOKEN_PEPPERS=",".join(f"{pid}={value}" for pid, value in settings.TOKEN_PEPPERS.items()),
+        ALLOWED_HOSTS="127.0.0.1,localhost",
+        LOG_LEVEL="INFO",
+        DJANGO_SETTINGS_MODULE="portal.settings",
+    )
+    return env
+
+
+def database_url(settings_dict):
+    """Return a DATABASE_URL for the connection settings *settings_dict* (the test database)."""
+    if settings_dict["ENGINE"].endswith("sqlite3"):
+        return f"sqlite:///{settings_dict['NAME']}"
+    user = quote(settings_dict.get("USER") or "", safe="")
+    password = quote(settings_dict.get("PASSWORD") or "", safe="")
+    credentials = f"{user}:{password}@" if password else (f"{user}@" if user else "")
+    host = settings_dict.get("HOST") or "127.0.0.1"
+    if host.startswith("/"):  # a Unix socket folder
+        host = quote(host, safe="")
+    port = settings_dict.get("PORT") or 5432
+    return f"postgres://{credentials}{host}:{port}/{settings_dict['NAME']}"
+
+
+class Client:
+    """A tiny HTTP client over one http.client connection (reopened when the server closes it).
+
+    Every response it receives is shown to the secret scan, like the responses Django makes in-process.
+    """
+
+    def __init__(self, port, *, timeout=30):
+        self.port = port
+        self.connection = http.client.HTTPConnection("127.0.0.1", port, timeout=timeout)
+
+    def request(self, method, path, *, headers=None, body=None):
+        headers = dict(headers or {})
+        if isinstance(body, (dict, list)):
+            body = json.dumps(body)
+            headers.setdefault("Content-Type", "application/json")
+        for attempt in (1, 2):
+            try:
+                self.connection.request(method, path, body=body, headers=headers)
+                response = self.connection.getresponse()
+                data = response.read()
+                break
+            except (http.client.RemoteDisconnected, ConnectionResetError, BrokenPipeError):
+                # A sync worker closes the connection after each response; reconnect once.
+                self.connection.close()
+                if attempt == 2:
+                    raise
+        if response.getheader("Connection", "").lower() == "close":
+            self.connection.close()
+        result = Response(response.status, response.getheaders(), data)
+        secret_scan.observe_response(method=method, path=path, status=result.status, headers=result.headers,
+                                     body=data, source=f"gunicorn:{self.port}")
+        return result
+
+    def get(self, path, **kwargs):
+        return self.request("GET", path, **kwargs)
+
+    def close(self):
+        self.connection.close()
+
+
+class Response:
+    def __init__(self, status, headers, body):
+        self.status = status
+        self.headers = {}
+        for name, value in headers:
+            # Repeated headers (Set-Cookie…) are kept, joined as HTTP allows.
+            name = name.lower()
+            self.headers[name] = f"{self.headers[name]}, {value}" if name in self.headers else value
+        self.body = body
+
+    def json(self):
+        return json.loads(self.body)
+
+    @property
+    def text(self):
+        return self.body.decode("utf-8", "replace")
+
+    def __repr__(self):
+        return f"<Response {self.status} {self.body[:200]!r}>"
+
+
+class GunicornServer:
+    """One gunicorn process tree serving portal.wsgi on a free loopback port."""
+
+    def __init__(self, database_url, *, workers=3, log_dir):
+        self.database_url = database_url
+        self.workers = workers
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.log_path = Path(log_dir) / f"gunicorn-{self.port}.log"
+        self.process = None
+
+    def start(self):
+        log = self.log_path.open("ab")
+        self.process = subprocess.Popen(
+            [
+                GUNICORN, "portal.wsgi", "--bind", f"127.0.0.1:{self.port}", "--workers", str(self.workers),
+                "--worker-class", "sync", "--timeout", "60", "--graceful-timeout", "5",
+                "--access-logfile", "-", "--error-logfile", "-",
+            ],
+            cwd=BASE_DIR, env=server_env(self.database_url), stdout=log, stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+        log.close()
+        self.wait_until_healthy()
+        return self
+
+    def wait_until_healthy(self, timeout=60):
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise RuntimeError(f"gunicorn exited with {self.process.returncode}:\n{self.log()}")
+            try:
+                if self.client(timeout=5).get("/healthz").status == 200:
+                    return
+            except OSError:
+                pass
+            time.sleep(0.1)
+        raise RuntimeError(f"gunicorn did not become healthy:\n{self.log()}")
+
+    def client(self, *, timeout=30):
+        return Client(self.port, timeout=timeout)
+
+    def log(self):
+        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+
+    def stop(self):
+        if self.process is None or self.process.poll() is not None:
+            return
+        self.process.send_signal(signal.SIGTERM)
+        try:
+            self.process.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            os.killpg(self.process.pid, signal.SIGKILL)
+            self.process.wait()
+        # Everything the servers logged must be free of token values and keys too.
+        secret_scan.observe_log_file(self.log_path)
+
+
+@pytest.fixture(scope="session")
+def live_log_dir():
+    path = tempfile.mkdtemp(prefix="portal-live-logs-")
+    yield path
+    shutil.rmtree(path, ignore_errors=True)
+
+
+@pytest.fixture(scope="module")
+def main_server(django_db_setup, django_db_blocker, live_log_dir):
+    """gunicorn with three workers on the main test database of this run (SQLite or PostgreSQL).
+
+    Module-scoped: starting gunicorn costs a second or two. The database it reads is the one
+    ``transactional_db`` empties between tests, so tests stay independent.
+    """
+    with django_db_blocker.unblock():
+        url = database_url(connection.settings_dict)
+    server = GunicornServer(url, workers=3, log_dir=live_log_dir).start()
+    yield server
+    server.stop()
+    # On PostgreSQL the test database is dropped at the end: no server may hold a connection then.
+
+
+@pytest.fixture(autouse=True)
+def live_db(transactional_db):
+    """Commit what each test writes so the servers see it; put back the policy row the flush removes."""
+    ExpirationPolicy.load()
+    return transactional_db
+
+
+# --- the throw-away PostgreSQL cluster ----------------------------------------------------------------------
+
+
+def _pg_bindir():
+    found = sorted(Path("/usr/lib/postgresql").glob("*/bin"), key=lambda p: int(p.parent.name))
+    if not found:
+        raise RuntimeError("PostgreSQL server binaries not found (apt-get install postgresql)")
+    return found[-1]
+
+
+class PostgresCluster:
+    """A PostgreSQL cluster of our own: migrated once, stopped and started again by the fault tests."""
+
+    def __init__(self):
+        self.dir = Path(tempfile.mkdtemp(prefix="portal-live-pg-"))
+        self.port = free_port(PG_PORTS)
+        self.url = None
+
+    def start_new(self):
+        result = subprocess.run(
+            [str(BASE_DIR / "bin" / "throwaway-postgres"), "start", str(self.dir), str(self.port)],
+            capture_output=True, text=True, check=True,
+        )
+        self.url = result.stdout.strip().splitlines()[-1]
+        self.manage("migrate", "--noinput", "-v0")
+        return self
+
+    def _pg_ctl(self, *args):
+        command = [str(_pg_bindir() / "pg_ctl"), "-D", str(self.dir / "data"), *args]
+        if os.getuid() == 0:
+            command = ["runuser", "-u", "postgres", "--", *command]
+        subprocess.run(command, check=True, capture_output=True)
+
+    def stop(self, mode="immediate"):
+        """Stop the server at once (``immediate`` is a crash as far as clients can tell)."""
+        self._pg_ctl("-m", mode, "-w", "stop")
+
+    def start(self):
+        self._pg_ctl(
+            "-l", str(self.dir / "server.log"), "-w", "-t", "60",
+            "-o", f"-c listen_addresses=127.0.0.1 -p {self.port} -k {self.dir} -c max_connections=200",
+            "start",
+        )
+
+    def destroy(self):
+        subprocess.run([str(BASE_DIR / "bin" / "throwaway-postgres"), "stop", str(self.dir)], check=False)
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+    def manage(self, *args):
+        """Run manage.py against this cluster and return its stdout."""
+        result = subprocess.run(
+            [PYTHON, "manage.py", *args],
+            cwd=BASE_DIR, env=server_env(self.url), capture_output=True, text=True,
+        )
+        if result.returncode:
+            raise RuntimeError(f"manage.py {' '.join(args)} failed:\n{result.stdout}\n{result.stderr}")
+        return result.stdout
+
+    def django(self, code):
+        """Run Python *code* inside Django against this cluster; it prints one JSON line, returned parsed.
+
+        The code uses the project's own managers (Token.objects.issue, LegacyApiKey.objects.import_key),
+        so the data is made exactly as production makes it.
+        """
+        out = json.loads(self.manage("shell", "-c", code).strip().splitlines()[-1])
+        # Values issued in another process are still secrets the scan must look for.
+        for value in out.get("secrets", []):
+            secret_scan.track(value, reveal="test setup")
+        return out
+
+    def sql(self, statement, params=()):
+        """Run one SQL statement in autocommit and return its rows (if any)."""
+        import psycopg
+
+        with psycopg.connect(self.url, autocommit=True, connect_timeout=5) as conn:
+            cursor = conn.execute(statement, params)
+            return cursor.fetchall() if cursor.description else None
+
+
+@pytest.fixture(scope="session")
+def throwaway_postgres():
+    cluster = PostgresCluster()
+    try:
+        yield cluster.start_new()
+    finally:
+        cluster.destroy()
+
+
+@pytest.fixture(scope="module")
+def postgres_nodes(throwaway_postgres, live_log_dir):
+    """Two gunicorn servers ("nodes") sharing the throw-away PostgreSQL database."""
+    nodes = [GunicornServer(throwaway_postgres.url, workers=2, log_dir=live_log_dir) for _ in range(2)]
+    try:
+        for node in nodes:
+            node.start()
+        yield nodes
+    finally:
+        for node in nodes:
+            node.stop()

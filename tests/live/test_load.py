@@ -1,0 +1,126 @@
+"""Concurrent clients against gunicorn with several workers, on the main database of the run.
+
+CI runs this twice: once on SQLite (WAL, IMMEDIATE transactions, a busy timeout) and once on
+PostgreSQL. Either way every request is answered, recorded once, and counted exactly.
+"""
+
+import threading
+import time
+from collections import Counter
+
+import pytest
+from django.db.models import Sum
+
+from tokens.models import Token, UsageRecord
+from tokens.models.usage import DailyUsage
+
+pytestmark = pytest.mark.live
+
+CLIENTS = 8
+REQUESTS_EACH = 250
+
+
+def run_clients(server, count, work):
+    """Run *work(client, n)* in *count* threads, each with its own connection; report any failure."""
+    failures = []
+
+    def target(n):
+        client = server.client()
+        try:
+            work(client, n)
+        except Exception as error:  # reported below, with the thread's number
+            failures.append((n, error))
+        finally:
+            client.close()
+
+    threads = [threading.Thread(target=target, args=(n,)) for n in range(count)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=300)
+    assert not failures, failures
+
+
+def test_eight_clients_making_250_requests_each_with_one_token_are_counted_exactly(main_server, user, issue):
+    token, value = issue(user)
+    statuses = [Counter() for _ in range(CLIENTS)]
+
+    def work(client, n):
+        for _ in range(REQUESTS_EACH):
+            response = client.get("/api/users/me", headers={"Authorization": f"Bearer {value}",
+                                                            "User-Agent": f"load-client/{n}"})
+            statuses[n][response.status] += 1
+
+    run_clients(main_server, CLIENTS, work)
+
+    total = sum(statuses, Counter())
+    assert total == {200: CLIENTS * REQUESTS_EACH}
+    token.refresh_from_db()
+    assert token.request_count == 2000
+    assert UsageRecord.objects.filter(token=token).count() == 2000
+    assert UsageRecord.objects.filter(token=token, accepted=True, status=200).count() == 2000
+    assert DailyUsage.objects.filter(token=token).aggregate(n=Sum("accepted"))["n"] == 2000
+    assert token.last_used_user_agent.startswith("load-client/")
+    log = main_server.log()
+    assert "database is locked" not in log
+    assert "Traceback" not in log
+
+
+def test_a_revoke_issued_mid_load_is_honoured_by_every_request_that_starts_after_it_returns(
+    main_server, user, issue
+):
+    token, value = issue(user)
+    headers = {"Authorization": f"Bearer {value}"}
+    results = [[] for _ in range(CLIENTS)]  # per client: (started, finished, status)
+    warmed_up = threading.Barrier(CLIENTS + 1)
+    revoke_started, after_revoke = [None], [None]
+    stop = threading.Event()
+
+    def work(client, n):
+        for i in range(400):  # bounded even if something goes wrong
+            started = time.monotonic()
+            status = client.get("/api/users/me", headers=headers).status
+            results[n].append((started, time.monotonic(), status))
+            if i == 10:
+                warmed_up.wait(timeout=60)
+            if stop.is_set():
+                return
+
+    def revoke_then_keep_going():
+        warmed_up.wait(timeout=60)
+        revoker = main_server.client()
+        revoke_started[0] = time.monotonic()
+        response = revoker.request("DELETE", f"/api/tokens/{token.pk}", headers=headers)
+        after_revoke[0] = time.monotonic()
+        assert response.status == 204, response
+        # Let every client make a good number of requests after the revoke, then stop them.
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            if all(sum(1 for started, _f, _s in r if started > after_revoke[0]) >= 20 for r in results):
+                break
+            time.sleep(0.05)
+        stop.set()
+
+    revoker = threading.Thread(target=revoke_then_keep_going)
+    revoker.start()
+    run_clients(main_server, CLIENTS, work)
+    revoker.join(timeout=60)
+
+    revoked_at = after_revoke[0]
+    assert revoked_at is not None
+    everything = [entry for per_client in results for entry in per_client]
+    after = [status for started, _finished, status in everything if started > revoked_at]
+    before = [status for _started, finished, status in everything if finished < revoke_started[0]]
+    assert len(after) >= CLIENTS * 20
+    assert set(after) == {401}, Counter(after)
+    assert set(before) == {200}
+    assert {status for _s, _f, status in everything} <= {200, 401}  # never a 5xx, never anything else
+
+    # Exact usage: every answered request is one record; the count holds the accepted ones (and the DELETE).
+    token.refresh_from_db()
+    accepted = sum(1 for entry in everything if entry[2] == 200) + 1
+    assert token.request_count == accepted
+    assert UsageRecord.objects.filter(token=token).count() == len(everything) + 1
+    refused = UsageRecord.objects.filter(token=token, accepted=False, status=401).count()
+    assert refused == len(everything) + 1 - accepted
+    assert Token.objects.get(pk=token.pk).status == "revoked"

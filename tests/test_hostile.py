@@ -1,0 +1,412 @@
+"""Hostile input through the whole Django stack (middleware, CSRF, views, templates) and the sign-in throttle.
+
+Every hostile request must get a 4xx with a clear message, change nothing in the database, and never
+come back unescaped. A few of these go through a real gunicorn in tests/live/test_hostile_http.py.
+"""
+
+import json
+import string
+
+import pytest
+from django.core.cache import cache
+from django.db import connection
+from django.test import Client
+from django.test.utils import CaptureQueriesContext
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from tokens import credentials
+from tokens.constants import TOKEN_PREFIX
+from tokens.models import LegacyApiKey, Token, TokenEvent, UsageRecord
+from tokens.throttle import MAX_FAILURES_PER_ADDRESS, MAX_FAILURES_PER_USERNAME
+
+from .conftest import PASSWORD, bearer
+
+MARKUP = '<script>alert("x")</script><img src=x onerror=alert(1)>'
+FUZZ = settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+
+
+def snapshot():
+    """Everything a hostile request could change."""
+    return (
+        list(Token.objects.order_by("pk").values()),
+        list(TokenEvent.objects.order_by("pk").values()),
+        list(LegacyApiKey.objects.order_by("pk").values()),
+        UsageRecord.objects.count(),
+    )
+
+
+def assert_clear_api_error(response, status):
+    assert response.status_code == status, response.content[:500]
+    assert response["Content-Type"] == "application/json"
+    body = response.json()
+    assert set(body) >= {"error", "detail"}
+    assert body["detail"].strip() and "Traceback" not in body["detail"]
+    return body
+
+
+# --- the token parser --------------------------------------------------------------------------------------
+
+
+@FUZZ
+@given(st.one_of(st.text(), st.binary().map(lambda raw: raw.decode("latin-1"))))
+def test_the_parser_refuses_any_text_or_bytes_with_malformed_token_and_nothing_else(value):
+    with pytest.raises(credentials.MalformedToken):
+        credentials.parse(value)
+
+
+@FUZZ
+@given(st.text(alphabet=string.ascii_letters + string.digits, min_size=52, max_size=52))
+def test_the_parser_refuses_well_shaped_values_that_were_not_signed_here(body):
+    # Right prefix, right length, right alphabet: only the signature can tell, and it does.
+    with pytest.raises(credentials.MalformedToken, match="signature"):
+        credentials.parse(TOKEN_PREFIX + body)
+
+
+@FUZZ
+@given(position=st.integers(min_value=len(TOKEN_PREFIX), max_value=55),
+       replacement=st.sampled_from(string.ascii_letters + string.digits))
+def test_changing_any_one_character_of_a_real_token_makes_it_malformed(position, replacement):
+    value, _parsed = credentials.generate()
+    if value[position] == replacement:
+        return
+    with pytest.raises(credentials.MalformedToken):
+        credentials.parse(value[:position] + replacement + value[position + 1:])
+
+
+# --- the Authorization and Rest-Api-Key headers through the middleware -----------------------------------
+
+
+# What a WSGI server can hand Django: any latin-1 text (HTTP header bytes decoded as latin-1).
+HEADER_TEXT = st.text(alphabet=st.characters(min_codepoint=0, max_codepoint=255), max_size=300)
+
+
+@pytest.mark.django_db
+@FUZZ
+@given(scheme=st.sampled_from(["Bearer ", "bearer ", "Bearer  ", "Bearer\t", ""]), value=HEADER_TEXT)
+def test_any_authorization_header_is_refused_with_401_json_and_nothing_recorded(
+    client, issued, scheme, value
+):
+    before = snapshot()
+    response = client.get("/api/users/me", HTTP_AUTHORIZATION=scheme + value)
+    assert_clear_api_error(response, 401)
+    assert response["WWW-Authenticate"].startswith('Bearer realm="api"')
+    assert snapshot() == before
+
+
+@pytest.mark.django_db
+@FUZZ
+@given(value=HEADER_TEXT)
+def test_any_legacy_key_header_that_is_not_a_key_is_refused_with_401_json(client, user, value):
+    before = snapshot()
+    response = client.get("/api/users/me", HTTP_REST_API_KEY=value)
+    body = assert_clear_api_error(response, 401)
+    assert "Bearer" in body["detail"] or "malformed" in body["detail"]
+    assert snapshot() == before
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize("header, value", [
+    ("HTTP_AUTHORIZATION", "Bearer " + "A" * 65536),
+    ("HTTP_AUTHORIZATION", "Bearer bpt_" + "x" * 65536),
+    ("HTTP_AUTHORIZATION", "Bearer " + "ü" * 20000),
+    ("HTTP_AUTHORIZATION", "Bearer bpt_" + "é" * 52),
+    ("HTTP_AUTHORIZATION", "Bearer bpt_\x00" + "A" * 51),
+    ("HTTP_REST_API_KEY", "k" * 65536),
+    ("HTTP_REST_API_KEY", "clé-ünïcødé-ключ"),
+    ("HTTP_REST_API_KEY", "key\x00with-nul-byte"),
+])
+def test_huge_and_non_ascii_credentials_get_a_clear_401_without_a_query(client, header, value):
+    with CaptureQueriesContext(connection) as queries:
+        response = client.get("/api/users/me", **{header: value})
+    assert_clear_api_error(response, 401)
+    assert len(queries) == 0
+    assert len(response.content) < 1000  # the value is not echoed back
+
+
+@pytest.mark.django_db
+def test_a_good_prefix_and_id_with_a_bad_signature_is_refused_before_the_database(client, issued):
+    token, value = issued
+    forged = value[:-8] + ("0" * 8 if not value.endswith("0" * 8) else "1" * 8)
+    with CaptureQueriesContext(connection) as queries:
+        response = client.get("/api/users/me", **bearer(forged))
+    body = assert_clear_api_error(response, 401)
+    assert "malformed" in body["detail"]
+    assert len(queries) == 0
+    assert UsageRecord.objects.count() == 0
+
+
+# --- names: NUL bytes, markup, 10,000 characters ----------------------------------------------------------
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize("name, message", [
+    ("nul\x00byte", "control characters"),
+    ("x" * 10_000, "at most 100"),
+    ("   ", "Enter a name"),
+    ("tab\tand\nnewline", "control characters"),
+])
+def test_bad_names_through_the_api_get_400_with_the_field_and_change_nothing(
+    client, user, issued, name, message
+):
+    client.force_login(user)
+    before = snapshot()
+    created = client.post("/api/tokens", {"name": name}, content_type="application/json")
+    body = assert_clear_api_error(created, 400)
+    assert any(message in m for m in body["fields"]["name"])
+    renamed = client.patch(f"/api/tokens/{issued[0].pk}", {"name": name}, content_type="application/json")
+    assert any(message in m for m in assert_clear_api_error(renamed, 400)["fields"]["name"])
+    assert snapshot() == before
+
+
+@pytest.mark.django_db
+def test_markup_in_a_name_is_stored_as_text_and_always_shown_escaped(client, user):
+    client.force_login(user)
+    created = client.post("/api/tokens", {"name": MARKUP[:100]}, content_type="application/json")
+    assert created.status_code == 201
+    assert created["X-Content-Type-Options"] == "nosniff"  # JSON is never sniffed into HTML
+    token = Token.objects.get(pk=created.json()["id"])
+    assert token.name == MARKUP[:100]
+    for path in ("/profile/integrations/authorizations/", f"/profile/integrations/authorizations/{token.pk}/",
+                 "/profile/"):
+        page = client.get(path)
+        assert page.status_code == 200
+        html = page.content.decode()
+        assert "<script>alert" not in html and "<img src=x" not in html, path
+        assert "&lt;script&gt;alert" in html, path
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize("name", ["nul\x00byte", "x" * 10_000])
+def test_bad_names_through_the_html_create_form_get_400_and_create_nothing(client, user, name):
+    client.force_login(user)
+    form = client.get("/profile/integrations/authorizations/new/").context["form"]
+    before = snapshot()
+    response = client.post("/profile/integrations/authorizations/new/", {
+        "name": name, "purpose": "", "expiry": "30d", "nonce": form["nonce"].initial,
+    })
+    assert response.status_code == 400
+    assert b'class="field-error"' in response.content
+    assert b"Null characters are not allowed" in response.content or b"at most 100" in response.content
+    assert snapshot() == before
+
+
+@pytest.mark.django_db
+def test_markup_through_the_html_create_form_comes_back_escaped_on_the_reveal(client, user):
+    client.force_login(user)
+    form = client.get("/profile/integrations/authorizations/new/").context["form"]
+    response = client.post("/profile/integrations/authorizations/new/", {
+        "name": MARKUP[:100], "purpose": MARKUP, "expiry": "30d", "nonce": form["nonce"].initial,
+    })
+    assert response.status_code == 200
+    html = response.content.decode()
+    assert "<script>alert" not in html and "<img src=x" not in html
+    assert "&lt;script&gt;" in html
+
+
+@pytest.mark.django_db
+def test_markup_and_nul_in_a_rename_form_are_refused_or_escaped(client, user, issued):
+    token, _value = issued
+    client.force_login(user)
+    refused = client.post(f"/profile/integrations/authorizations/{token.pk}/rename/", {"name": "a\x00b"})
+    assert refused.status_code == 400
+    assert Token.objects.get(pk=token.pk).name == token.name
+    renamed = client.post(f"/profile/integrations/authorizations/{token.pk}/rename/", {"name": MARKUP[:100]},
+                          follow=True)
+    assert renamed.status_code == 200
+    assert "<script>alert" not in renamed.content.decode()
+
+
+# --- wrong content types and broken JSON ------------------------------------------------------------------
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize("body, content_type, status, detail", [
+    ("name=x", "application/x-www-form-urlencoded", 415, "application/json"),
+    ('{"name": "x"}', "text/plain", 415, "application/json"),
+    ("<token><name>x</name></token>", "application/xml", 415, "application/json"),
+    ('{"name": "x"', "application/json", 400, "not valid JSON"),
+    (b'{"name": "\xff\xfe"}', "application/json", 400, "not valid JSON"),
+    ('["name", "x"]', "application/json", 400, "JSON object"),
+    ('"just a string"', "application/json", 400, "JSON object"),
+    ('{"name": 42}', "application/json", 400, "invalid fields"),
+    ('{"name": "x", "is_staff": true}', "application/json", 400, "invalid fields"),
+    ('{"name": "x", "expires_at": "tomorrow"}', "application/json", 400, "invalid fields"),
+    ('{"name": "' + "x" * 20_000 + '"}', "application/json", 413, "too large"),
+])
+def test_wrong_content_types_and_broken_json_get_a_clear_4xx_and_change_nothing(
+    client, user, issued, body, content_type, status, detail
+):
+    client.force_login(user)
+    before = snapshot()
+    for method, path in (("post", "/api/tokens"), ("patch", f"/api/tokens/{issued[0].pk}")):
+        response = getattr(client, method)(path, body, content_type=content_type)
+        assert detail in assert_clear_api_error(response, status)["detail"], method
+    assert snapshot() == before
+
+
+# --- CSRF --------------------------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def csrf_client(user):
+    client = Client(enforce_csrf_checks=True)
+    client.force_login(user)
+    return client
+
+
+@pytest.mark.django_db
+def test_form_posts_without_a_csrf_token_are_refused_with_403_and_change_nothing(csrf_client, user, issued):
+    token, _value = issued
+    nonce = csrf_client.get("/profile/integrations/authorizations/new/").context["form"]["nonce"].initial
+    before = snapshot()
+    posts = [
+        ("/profile/integrations/authorizations/new/", {"name": "csrf", "expiry": "30d", "nonce": nonce}),
+        (f"/profile/integrations/authorizations/{token.pk}/rename/", {"name": "renamed by a forged form"}),
+        (f"/profile/integrations/authorizations/{token.pk}/revoke/", {}),
+        ("/accounts/logout/", {}),
+    ]
+    for path, data in posts:
+        response = csrf_client.post(path, data)
+        assert response.status_code == 403, path
+        assert b"CSRF" in response.content, path
+    assert snapshot() == before
+
+
+@pytest.mark.django_db
+def test_api_writes_with_a_session_but_no_csrf_token_are_refused_as_json(csrf_client, issued):
+    token, _value = issued
+    before = snapshot()
+    create = csrf_client.post("/api/tokens", {"name": "csrf"}, content_type="application/json")
+    assert_clear_api_error(create, 403)
+    revoke = csrf_client.delete(f"/api/tokens/{token.pk}")
+    assert_clear_api_error(revoke, 403)
+    rename = csrf_client.patch(f"/api/tokens/{token.pk}", {"name": "x"}, content_type="application/json")
+    assert_clear_api_error(rename, 403)
+    assert snapshot() == before
+    # Reading needs no CSRF token, and a bearer token needs none at all.
+    assert csrf_client.get("/api/tokens").status_code == 200
+
+
+# --- other users' ids --------------------------------------------------------------------------------------
+
+
+@pytest.mark.django_db
+def test_another_users_token_id_answers_exactly_like_an_unknown_id(client, user, other_user, issue):
+    theirs, _value = issue(other_user, name="theirs")
+    unknown = theirs.pk + 1000
+    client.force_login(user)
+    before = snapshot()
+    requests = [
+        ("get", "/api/tokens/{}", None),
+        ("get", "/api/tokens/{}/usage", None),
+        ("patch", "/api/tokens/{}", json.dumps({"name": "mine now"})),
+        ("delete", "/api/tokens/{}", None),
+        ("get", "/profile/integrations/authorizations/{}/", None),
+        ("get", "/profile/integrations/authorizations/{}/revoke/", None),
+        ("post", "/profile/integrations/authorizations/{}/revoke/", {}),
+        ("post", "/profile/integrations/authorizations/{}/rename/", {"name": "mine now"}),
+    ]
+    for method, template, data in requests:
+        answers = []
+        for pk in (theirs.pk, unknown):
+            kwargs = {"content_type": "application/json"} if isinstance(data, str) else {}
+            call = getattr(client, method)
+            with CaptureQueriesContext(connection) as queries:
+                url = template.format(pk)
+                response = call(url, data, **kwargs) if data is not None else call(url)
+            answers.append((response.status_code, response.content, len(queries)))
+        # Same status, same body, same work (the same number of queries): nothing tells the two apart.
+        assert answers[0] == answers[1], template
+        assert answers[0][0] == 404, template
+    assert snapshot() == before
+    assert Token.objects.get(pk=theirs.pk).status == "active"
+
+
+@pytest.mark.django_db
+def test_a_bearer_token_cannot_reach_another_users_token_either(client, issued, other_user, issue):
+    theirs, _value = issue(other_user, name="theirs")
+    _mine, value = issued
+    response = client.delete(f"/api/tokens/{theirs.pk}", **bearer(value))
+    assert_clear_api_error(response, 404)
+    assert Token.objects.get(pk=theirs.pk).revoked_at is None
+
+
+# --- sign-in abuse -----------------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def fresh_throttle(db, settings):
+    """An empty throttle, and a cheap hasher: these tests make dozens of sign-in attempts."""
+    settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher", *settings.PASSWORD_HASHERS]
+    cache.clear()
+    yield
+    cache.clear()
+
+
+def sign_in(client, username, password, address="203.0.113.7"):
+    return client.post("/accounts/login/", {"username": username, "password": password}, REMOTE_ADDR=address)
+
+
+@pytest.mark.django_db
+def test_repeated_failed_sign_ins_for_one_username_are_refused_for_a_while_with_429(
+    fresh_throttle, client, user, other_user
+):
+    for _ in range(MAX_FAILURES_PER_USERNAME):
+        response = sign_in(client, "alice", "wrong password")
+        assert response.status_code == 200
+        assert b"Please enter a correct username and password" in response.content
+
+    # Locked: even the right password is refused (it is not checked), with a clear message.
+    refused = sign_in(client, "ALICE ", PASSWORD)
+    assert refused.status_code == 429
+    assert "Too many failed sign-in attempts" in refused.content.decode()
+    assert int(refused["Retry-After"]) > 0
+    assert "_auth_user_id" not in client.session
+
+    # Someone else signing in from the same address is not affected.
+    other = Client()
+    assert sign_in(other, "bob", PASSWORD).status_code == 302
+
+
+@pytest.mark.django_db
+def test_many_failed_sign_ins_from_one_address_lock_that_address_only(fresh_throttle, client, user):
+    for n in range(MAX_FAILURES_PER_ADDRESS):
+        # A different made-up username each time: the per-username limit is never reached.
+        assert sign_in(client, f"guess{n}", "wrong", address="198.51.100.9").status_code == 200
+    assert sign_in(client, "alice", PASSWORD, address="198.51.100.9").status_code == 429
+    assert sign_in(Client(), "alice", PASSWORD, address="192.0.2.44").status_code == 302
+
+
+@pytest.mark.django_db
+def test_a_successful_sign_in_clears_the_usernames_failures(fresh_throttle, client, user):
+    for _ in range(MAX_FAILURES_PER_USERNAME - 1):
+        sign_in(client, "alice", "wrong password")
+    assert sign_in(client, "alice", PASSWORD).status_code == 302
+    client.logout()
+    for _ in range(MAX_FAILURES_PER_USERNAME - 1):
+        assert sign_in(client, "alice", "wrong password").status_code == 200
+    assert sign_in(client, "alice", PASSWORD).status_code == 302
+
+
+@pytest.mark.django_db
+def test_the_sign_in_form_reflects_no_markup(fresh_throttle, client):
+    response = sign_in(client, MARKUP, "x")
+    assert response.status_code == 200
+    assert "<script>alert" not in response.content.decode()
+
+
+@pytest.mark.django_db
+def test_the_admin_sign_in_form_shares_the_same_lock(fresh_throttle, rf, staff_user):
+    from tokens.throttle import ThrottledAdminAuthenticationForm
+
+    def admin_form(password):
+        request = rf.post("/admin/login/", REMOTE_ADDR="203.0.113.8")
+        return ThrottledAdminAuthenticationForm(request, data={"username": "sam", "password": password})
+
+    assert admin_form(PASSWORD).is_valid()
+    for _ in range(MAX_FAILURES_PER_USERNAME):
+        assert sign_in(Client(), "sam", "wrong password", address="203.0.113.8").status_code == 200
+    locked = admin_form(PASSWORD)
+    assert not locked.is_valid()
+    assert locked.has_error("__all__", code="throttled")
