@@ -279,6 +279,7 @@ def test_api_writes_with_a_session_but_no_csrf_token_are_refused_as_json(csrf_cl
     before = snapshot()
     create = csrf_client.post("/api/tokens", {"name": "csrf"}, content_type="application/json")
     assert_clear_api_error(create, 403)
+    assert create.json()["error"] == "csrf_failed" and "CSRF" in create.json()["detail"]
     revoke = csrf_client.delete(f"/api/tokens/{token.pk}")
     assert_clear_api_error(revoke, 403)
     rename = csrf_client.patch(f"/api/tokens/{token.pk}", {"name": "x"}, content_type="application/json")

@@ -283,6 +283,20 @@ def tokens_usage(request, pk):
     return JsonResponse(body)
 
 
+def csrf_failure(request, reason=""):
+    """Answer a failed CSRF check: JSON under /api/, Django's page everywhere else."""
+    if request.path.startswith("/api/"):
+        return api_error(
+            403,
+            _("CSRF check failed: a signed-in session must send the X-CSRFToken header; "
+              "API clients should use a bearer token instead."),
+            error="csrf_failed",
+        )
+    from django.views.csrf import csrf_failure as django_csrf_failure
+
+    return django_csrf_failure(request, reason)
+
+
 @require_GET
 def openapi(request):
     from .openapi import document
