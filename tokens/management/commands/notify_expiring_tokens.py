@@ -1,0 +1,101 @@
+from datetime import timedelta
+from itertools import groupby
+from smtplib import SMTPException
+
+from django.conf import settings
+from django.core.mail import send_mail
+from django.core.management.base import BaseCommand, CommandError
+from django.db.models import F, Q
+from django.template.loader import render_to_string
+from django.urls import reverse
+from django.utils import timezone
+
+from tokens.models import ExpirationPolicy, Token, TokenEvent
+
+
+class Command(BaseCommand):
+    help = (
+        "Email each token owner once about their active tokens that expire within the policy's notice "
+        "window (ExpirationPolicy.expiry_notice_days): one email per owner listing every such token with "
+        "its expiry and a link to its page. Safe to run daily from cron: a token is mailed once per "
+        "window; if its expiry is later moved and it approaches again, it is mailed again. Also writes "
+        'the Activity Stream\'s "expired" events for tokens that have expired.'
+    )
+
+    def add_arguments(self, parser):
+        parser.add_argument(
+            "--dry-run", action="store_true", help="Say who would be mailed; send and mark nothing."
+        )
+
+    def handle(self, *args, dry_run, **options):
+        now = timezone.now()
+        if not dry_run:
+            TokenEvent.record_expiries(now=now)
+        window = timedelta(days=ExpirationPolicy.load().expiry_notice_days)
+        due = (
+            Token.objects.active(now)
+            .filter(expires_at__lte=now + window, user__is_active=True)
+            # Mailed already when the notice was sent inside the current window. A notice sent before the
+            # window opened belongs to an earlier expiry that has since been extended, so it does not count.
+            .filter(Q(expiry_notified_at__isnull=True) | Q(expiry_notified_at__lt=F("expires_at") - window))
+            .select_related("user")
+            .order_by("user_id", "expires_at", "pk")
+        )
+        mailed_owners = mailed_tokens = 0
+        without_email, failed = [], []
+        for user, tokens in groupby(due, key=lambda token: token.user):
+            tokens = list(tokens)
+            if not user.email:
+                without_email.append(user.get_username())
+                continue
+            if dry_run:
+                self.stdout.write(f"Would mail {user.get_username()} about {len(tokens)} token(s).")
+                continue
+            claimed = self._claim(tokens, now, window)
+            if not claimed:
+                continue  # another run is mailing this owner right now
+            try:
+                self._send(user, claimed)
+            except (SMTPException, OSError) as error:
+                # Unmark, so the next run tries again.
+                Token.objects.filter(pk__in=[t.pk for t in claimed], expiry_notified_at=now).update(
+                    expiry_notified_at=None
+                )
+                failed.append(f"{user.get_username()} ({type(error).__name__})")
+                continue
+            mailed_owners += 1
+            mailed_tokens += len(claimed)
+        verb = "Would mail" if dry_run else "Mailed"
+        if not dry_run:
+            self.stdout.write(f"{verb} {mailed_owners} owner(s) about {mailed_tokens} expiring token(s).")
+        if without_email:
+            self.stdout.write("Skipped owners without an email address: " + ", ".join(without_email) + ".")
+        if failed:
+            raise CommandError(
+                "Could not send to: " + ", ".join(failed) + ". Check EMAIL_URL; they will be "
+                "tried again on the next run."
+            )
+
+    @staticmethod
+    def _claim(tokens, now, window):
+        """Mark *tokens* as notified and return those this run marked (a concurrent run gets the others)."""
+        ids = [token.pk for token in tokens]
+        Token.objects.filter(pk__in=ids).filter(
+            Q(expiry_notified_at__isnull=True) | Q(expiry_notified_at__lt=F("expires_at") - window)
+        ).update(expiry_notified_at=now)
+        claimed = set(Token.objects.filter(pk__in=ids, expiry_notified_at=now).values_list("pk", flat=True))
+        return [token for token in tokens if token.pk in claimed]
+
+    @staticmethod
+    def _send(user, tokens):
+        # The list URL plus the id is the token's own page; the value is nowhere in the mail.
+        base = settings.SITE_URL + reverse("tokens:list")
+        context = {
+            "user": user,
+            "tokens": [{"name": t.name, "expires_at": t.expires_at, "url": f"{base}{t.pk}/"} for t in tokens],
+            "list_url": base,
+            "site_url": settings.SITE_URL,
+        }
+        subject = render_to_string("email/expiring_tokens_subject.txt", context).strip()
+        body = render_to_string("email/expiring_tokens.txt", context)
+        send_mail(subject, body, None, [user.email])
