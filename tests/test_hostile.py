@@ -411,3 +411,15 @@ def test_the_admin_sign_in_form_shares_the_same_lock(fresh_throttle, rf, staff_u
     locked = admin_form(PASSWORD)
     assert not locked.is_valid()
     assert locked.has_error("__all__", code="throttled")
+
+
+@pytest.mark.django_db
+def test_the_admin_sign_in_page_refuses_a_locked_username(fresh_throttle, staff_user):
+    for _ in range(MAX_FAILURES_PER_USERNAME):
+        sign_in(Client(), "sam", "wrong password")
+    admin_client = Client()
+    response = admin_client.post("/admin/login/?next=/admin/", {"username": "sam", "password": PASSWORD,
+                                                                 "next": "/admin/"}, REMOTE_ADDR="203.0.113.7")
+    assert response.status_code == 200
+    assert "Too many failed sign-in attempts" in response.content.decode()
+    assert "_auth_user_id" not in admin_client.session

@@ -34,6 +34,10 @@ from .durability import durable_atomic
 from .models import ClientAddress, DailyUsage, ExpirationPolicy, LegacyApiKey, Token, TokenEvent, UsageRecord
 from .models.tokens import clean_name, clean_purpose
 from .models.usage import daily_series
+from .throttle import ThrottledAdminAuthenticationForm
+
+# The admin's sign-in shares the site's throttle: the same counts lock both forms.
+admin.site.login_form = ThrottledAdminAuthenticationForm
 
 DURATION_HELP = _('Days and time, for example "30 00:00:00" for 30 days or "0 00:05:00" for 5 minutes.')
 EXCEEDING_SHOWN = 10
