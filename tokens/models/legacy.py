@@ -5,8 +5,9 @@ from django.utils import timezone
 from django.utils.translation import gettext_lazy as _
 
 from .. import credentials
-from ..constants import DIGEST_LENGTH, LEGACY_KEY_MAX_LENGTH, USER_AGENT_MAX_LENGTH
+from ..constants import DIGEST_LENGTH, LEGACY_KEY_MAX_LENGTH
 from ..durability import durable_atomic
+from .base import Credential
 
 
 class LegacyApiKeyQuerySet(models.QuerySet):
@@ -44,8 +45,10 @@ class LegacyApiKeyManager(models.Manager.from_queryset(LegacyApiKeyQuerySet)):
         return row, True
 
 
-class LegacyApiKey(models.Model):
+class LegacyApiKey(Credential):
     """A deprecated per-user API key, imported from the old system. Only its digest is kept."""
+
+    event_field = "legacy_key"
 
     user = models.ForeignKey(
         settings.AUTH_USER_MODEL,
@@ -57,10 +60,6 @@ class LegacyApiKey(models.Model):
         verbose_name=_("digest"),
         max_length=DIGEST_LENGTH,
         unique=True,
-        editable=False,
-    )
-    pepper_id = models.PositiveSmallIntegerField(
-        verbose_name=_("pepper id"),
         editable=False,
     )
     last_characters = models.CharField(
@@ -75,29 +74,6 @@ class LegacyApiKey(models.Model):
         default=timezone.now,
         editable=False,
     )
-    revoked_at = models.DateTimeField(
-        verbose_name=_("revoked at"),
-        null=True,
-        blank=True,
-        editable=False,
-    )
-    revoked_by = models.ForeignKey(
-        settings.AUTH_USER_MODEL,
-        verbose_name=_("revoked by"),
-        on_delete=models.SET_NULL,
-        null=True,
-        blank=True,
-        related_name="+",
-        editable=False,
-    )
-    # Maintained by the database trigger on UsageRecord inserts, like Token's.
-    last_used_at = models.DateTimeField(verbose_name=_("last used at"), null=True, blank=True, editable=False)
-    last_used_ip = models.GenericIPAddressField(verbose_name=_("last used from"), null=True, blank=True, editable=False)
-    last_used_user_agent = models.CharField(
-        verbose_name=_("last user agent"), max_length=USER_AGENT_MAX_LENGTH, blank=True, editable=False
-    )
-    request_count = models.PositiveBigIntegerField(verbose_name=_("requests"), default=0, editable=False)
-
     objects = LegacyApiKeyManager()
 
     class Meta:
@@ -114,16 +90,7 @@ class LegacyApiKey(models.Model):
         return "revoked" if self.revoked_at else "active"
 
     def revoke(self, *, actor):
+        """Refuse the key from the very next request on. A second revoke changes nothing."""
         from .usage import TokenEvent
 
-        now = timezone.now()
-        with durable_atomic():
-            changed = LegacyApiKey.objects.filter(pk=self.pk, revoked_at__isnull=True).update(
-                revoked_at=now, revoked_by=actor
-            )
-            if changed:
-                TokenEvent.objects.create(
-                    user_id=self.user_id, legacy_key=self, kind=TokenEvent.Kind.LEGACY_REVOKED, actor=actor, at=now
-                )
-        self.refresh_from_db(fields=["revoked_at", "revoked_by"])
-        return bool(changed)
+        return self._revoke(actor=actor, kind=TokenEvent.Kind.LEGACY_REVOKED)

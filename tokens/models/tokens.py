@@ -13,9 +13,9 @@ from ..constants import (
     NAME_MAX_LENGTH,
     PUBLIC_ID_LENGTH,
     PURPOSE_MAX_LENGTH,
-    USER_AGENT_MAX_LENGTH,
 )
 from ..durability import durable_atomic
+from .base import Credential
 from .policy import ExpirationPolicy
 
 
@@ -145,8 +145,10 @@ class TokenManager(models.Manager.from_queryset(TokenQuerySet)):
         return None
 
 
-class Token(models.Model):
+class Token(Credential):
     """A named bearer token. The value itself is never stored: see ``credentials``."""
+
+    event_field = "token"
 
     AlreadyIssued = AlreadyIssued
 
@@ -171,10 +173,6 @@ class Token(models.Model):
         unique=True,
         editable=False,
     )
-    pepper_id = models.PositiveSmallIntegerField(
-        verbose_name=_("pepper id"),
-        editable=False,
-    )
     digest = models.CharField(
         verbose_name=_("digest"),
         max_length=DIGEST_LENGTH,
@@ -195,45 +193,6 @@ class Token(models.Model):
         null=True,
         blank=True,
         help_text=_("Empty: the token never expires."),
-    )
-    revoked_at = models.DateTimeField(
-        verbose_name=_("revoked at"),
-        null=True,
-        blank=True,
-        editable=False,
-    )
-    revoked_by = models.ForeignKey(
-        settings.AUTH_USER_MODEL,
-        verbose_name=_("revoked by"),
-        on_delete=models.SET_NULL,
-        null=True,
-        blank=True,
-        related_name="+",
-        editable=False,
-    )
-    # Maintained by the database trigger on UsageRecord inserts (migration 0002), never by Python.
-    last_used_at = models.DateTimeField(
-        verbose_name=_("last used at"),
-        null=True,
-        blank=True,
-        editable=False,
-    )
-    last_used_ip = models.GenericIPAddressField(
-        verbose_name=_("last used from"),
-        null=True,
-        blank=True,
-        editable=False,
-    )
-    last_used_user_agent = models.CharField(
-        verbose_name=_("last user agent"),
-        max_length=USER_AGENT_MAX_LENGTH,
-        blank=True,
-        editable=False,
-    )
-    request_count = models.PositiveBigIntegerField(
-        verbose_name=_("requests"),
-        default=0,
-        editable=False,
     )
     creation_nonce = models.CharField(
         verbose_name=_("creation nonce"),
@@ -304,17 +263,7 @@ class Token(models.Model):
         """Revoke the token from the very next request on. A second revoke changes nothing."""
         from .usage import TokenEvent
 
-        now = timezone.now()
-        with durable_atomic():
-            changed = Token.objects.filter(pk=self.pk, revoked_at__isnull=True).update(
-                revoked_at=now, revoked_by=actor
-            )
-            if changed:
-                TokenEvent.objects.create(
-                    user_id=self.user_id, token=self, kind=TokenEvent.Kind.REVOKED, actor=actor, ip=ip, at=now
-                )
-        self.refresh_from_db(fields=["revoked_at", "revoked_by"])
-        return bool(changed)
+        return self._revoke(actor=actor, kind=TokenEvent.Kind.REVOKED, ip=ip)
 
     def shorten(self, expires_at, *, actor):
         """Bring the expiry forward to *expires_at* (policy maximum lowered) and tell the owner."""

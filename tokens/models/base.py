@@ -1,0 +1,77 @@
+from django.conf import settings
+from django.db import models
+from django.utils import timezone
+from django.utils.translation import gettext_lazy as _
+
+from ..constants import USER_AGENT_MAX_LENGTH
+from ..durability import durable_atomic
+
+
+class Credential(models.Model):
+    """What bearer tokens and legacy keys share: the pepper of their digest, revocation and last use."""
+
+    # The name of the TokenEvent foreign key that points at this kind of credential.
+    event_field = None
+
+    pepper_id = models.PositiveSmallIntegerField(
+        verbose_name=_("pepper id"),
+        editable=False,
+    )
+    revoked_at = models.DateTimeField(
+        verbose_name=_("revoked at"),
+        null=True,
+        blank=True,
+        editable=False,
+    )
+    revoked_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL,
+        verbose_name=_("revoked by"),
+        on_delete=models.SET_NULL,
+        null=True,
+        blank=True,
+        related_name="+",
+        editable=False,
+    )
+    # Maintained by the database trigger on UsageRecord inserts (migration 0002), never by Python.
+    last_used_at = models.DateTimeField(
+        verbose_name=_("last used at"),
+        null=True,
+        blank=True,
+        editable=False,
+    )
+    last_used_ip = models.GenericIPAddressField(
+        verbose_name=_("last used from"),
+        null=True,
+        blank=True,
+        editable=False,
+    )
+    last_used_user_agent = models.CharField(
+        verbose_name=_("last user agent"),
+        max_length=USER_AGENT_MAX_LENGTH,
+        blank=True,
+        editable=False,
+    )
+    request_count = models.PositiveBigIntegerField(
+        verbose_name=_("requests"),
+        default=0,
+        editable=False,
+    )
+
+    class Meta:
+        abstract = True
+
+    def _revoke(self, *, actor, kind, ip=None):
+        """Revoke from the very next request on and record *kind*; a second revoke changes nothing."""
+        from .usage import TokenEvent
+
+        now = timezone.now()
+        with durable_atomic():
+            changed = type(self).objects.filter(pk=self.pk, revoked_at__isnull=True).update(
+                revoked_at=now, revoked_by=actor
+            )
+            if changed:
+                TokenEvent.objects.create(
+                    user_id=self.user_id, kind=kind, actor=actor, ip=ip, at=now, **{self.event_field: self}
+                )
+        self.refresh_from_db(fields=["revoked_at", "revoked_by"])
+        return bool(changed)
