@@ -1,0 +1,24 @@
+"""Django admin for administrators: the policy, every token and legacy key, usage and the Activity Stream.
+
+Every change goes through the same model and manager methods as the pages and the API
+(``Token.objects.issue``, ``token.rename``, ``token.revoke``, ``token.shorten``, ``key.revoke``,
+``ExpirationPolicy.clean``), so the admin can do nothing the rules forbid elsewhere. No admin page
+shows a token value (except once, in the response that creates one), a legacy key or a digest.
+
+One module a page: ``policy``, ``tokens``, ``legacy`` and ``activity`` (usage records and the
+Activity Stream); their forms, list filters and shared pieces live in ``forms``, ``filters`` and
+``common``. Importing the page modules registers their admins.
+"""
+
+from django.contrib import admin
+
+from ..throttle import ThrottledAdminAuthenticationForm
+from .activity import TokenEventAdmin, UsageRecordAdmin
+from .legacy import LegacyApiKeyAdmin
+from .policy import ExpirationPolicyAdmin
+from .tokens import TokenAdmin
+
+__all__ = ["ExpirationPolicyAdmin", "LegacyApiKeyAdmin", "TokenAdmin", "TokenEventAdmin", "UsageRecordAdmin"]
+
+# The admin's sign-in shares the site's throttle: the same counts lock both forms.
+admin.site.login_form = ThrottledAdminAuthenticationForm

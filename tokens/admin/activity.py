@@ -1,0 +1,69 @@
+"""What the system records: one usage record per API request, and the Activity Stream (both read-only)."""
+
+from django.contrib import admin
+from django.utils.html import format_html
+from django.utils.translation import gettext_lazy as _
+
+from ..models import TokenEvent, UsageRecord
+from .common import ReadOnlyAdmin
+from .filters import HttpStatusFilter
+
+
+@admin.register(UsageRecord)
+class UsageRecordAdmin(ReadOnlyAdmin):
+    list_display = (
+        "at",
+        "user",
+        "credential",
+        "method",
+        "path",
+        "status",
+        "accepted",
+        "ip",
+        "user_agent",
+        "duration_ms",
+    )
+    # No legacy_key filter: its choices would load every key's owner. The legacy key admin links here with
+    # ?legacy_key__id__exact=<id> instead.
+    list_filter = (HttpStatusFilter, "accepted", "token", "user")
+    list_select_related = ("user", "token", "legacy_key__user")
+    date_hierarchy = "at"
+    ordering = ("-at", "-id")
+    # Counting millions of rows twice per page is the slow part of a big changelist.
+    show_full_result_count = False
+    fields = (
+        "at",
+        "user",
+        "token",
+        "legacy_key",
+        "accepted",
+        "method",
+        "path",
+        "status",
+        "ip",
+        "user_agent",
+        "duration_ms",
+    )
+
+    @admin.display(description=_("credential"))
+    def credential(self, obj):
+        if obj.token_id:
+            return format_html("{} <small>({})</small>", obj.token.name, _("token"))
+        return format_html(
+            "{} <small>({})</small>", _("legacy key #%(id)s") % {"id": obj.legacy_key_id}, _("legacy")
+        )
+
+
+@admin.register(TokenEvent)
+class TokenEventAdmin(ReadOnlyAdmin):
+    list_display = ("at", "kind", "user", "token", "legacy_key_label", "actor", "ip", "detail")
+    list_filter = ("kind", ("at", admin.DateFieldListFilter))
+    list_select_related = ("user", "token", "actor")
+    date_hierarchy = "at"
+    search_fields = ("user__username", "user__email", "token__name")
+    ordering = ("-at", "-id")
+    fields = ("at", "kind", "user", "token", "legacy_key", "actor", "ip", "detail")
+
+    @admin.display(description=_("legacy key"))
+    def legacy_key_label(self, obj):
+        return _("#%(id)s") % {"id": obj.legacy_key_id} if obj.legacy_key_id else "-"

@@ -1,0 +1,67 @@
+"""Pieces several admin pages share: read-only records, the credential columns and bulk-action messages."""
+
+from django.contrib import admin, messages
+from django.urls import reverse
+from django.utils.html import format_html
+from django.utils.translation import gettext_lazy as _
+
+from ..durability import durable_atomic
+
+
+class ReadOnlyAdmin(admin.ModelAdmin):
+    """Records written by the system: viewable and filterable, never added, edited or deleted here."""
+
+    def has_add_permission(self, request):
+        return False
+
+    def has_change_permission(self, request, obj=None):
+        return False
+
+    def has_delete_permission(self, request, obj=None):
+        return False
+
+
+class DurableChangeFormMixin:
+    """Save the change form inside ``durable_atomic``.
+
+    A policy change or a rename is security-relevant history: it is synced to disk before the admin
+    is told it is saved, like every other token change.
+    """
+
+    def changeform_view(self, request, object_id=None, form_url="", extra_context=None):
+        with durable_atomic():
+            return super().changeform_view(request, object_id, form_url, extra_context)
+
+
+class CredentialColumnsMixin:
+    """The owner column and the link to a credential's usage records, for tokens and legacy keys."""
+
+    usage_lookup = None  # the UsageRecord field that points at this model
+    usage_link_text = None
+
+    @admin.display(description=_("owner"), ordering="user__username")
+    def owner(self, obj):
+        return obj.user.get_username()
+
+    @admin.display(description=_("usage records"))
+    def usage_link(self, obj):
+        url = reverse("admin:tokens_usagerecord_changelist") + f"?{self.usage_lookup}__id__exact={obj.pk}"
+        return format_html('<a href="{}">{}</a>', url, self.usage_link_text)
+
+
+def report_action(model_admin, request, message, *, done, selected, rest=None):
+    """Say what a bulk action did; when it left some selected rows alone and *rest* says why, add that."""
+    if rest and done < selected:
+        message = f"{message} {rest}"
+    model_admin.message_user(request, message, messages.SUCCESS)
+
+
+def revoke_each(model_admin, request, queryset, *, message, rest=None, **how):
+    """Revoke each selected credential through its model's ``revoke`` and say how many were revoked.
+
+    *message* is an ``ngettext_lazy`` keyed on ``"n"``; *how* goes to ``revoke`` (for example the ip).
+    """
+    revoked = sum(credential.revoke(actor=request.user, **how) for credential in queryset)
+    report_action(
+        model_admin, request, message % {"n": revoked}, done=revoked, selected=len(queryset), rest=rest
+    )
