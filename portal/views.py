@@ -1,13 +1,13 @@
 from django.db import DatabaseError, connection
 from django.http import JsonResponse
 from django.views.decorators.cache import never_cache
-from django.views.decorators.http import require_GET
+from django.views.decorators.http import require_GET, require_safe
 
 
-@require_GET
+@require_safe
 @never_cache
 def healthz(request):
-    """Answer 200 when the database answers a query, 503 when it does not. No authentication."""
+    """Answer GET or HEAD with 200 when the database answers a query, 503 when it does not. No authentication."""
     try:
         connection.ensure_connection()
         with connection.cursor() as cursor:

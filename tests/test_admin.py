@@ -575,3 +575,35 @@ def test_the_admin_needs_a_staff_sign_in(client, user, policy):
     response = client.get(TOKENS_URL)
     assert response.status_code == 302 and response["Location"].startswith("/admin/login/")
     assert client.post(TOKENS_URL + "find/", {"value": "bpt_x"}).status_code == 302
+
+
+def _staff_with(make_user, client, *codenames):
+    from django.contrib.auth.models import Permission
+
+    member = make_user("stella", is_staff=True)
+    member.user_permissions.add(*Permission.objects.filter(content_type__app_label="tokens", codename__in=codenames))
+    client.force_login(member)
+    return member
+
+
+def test_only_a_superuser_can_create_a_token_for_another_user(make_user, client, user):
+    member = _staff_with(make_user, client, "add_token", "view_token")
+    page, nonce = _add_form(client)
+    expires = timezone.now() + timedelta(days=10)
+    data = {"user": user.pk, "name": "takeover", "purpose": "", "nonce": nonce,
+            "expires_at_0": expires.strftime("%Y-%m-%d"), "expires_at_1": expires.strftime("%H:%M:%S")}
+    refused = client.post(TOKENS_URL + "add/", data)
+    assert refused.status_code == 200
+    assert "Only superusers can create a token for another user" in _text(refused)
+    assert not Token.objects.exists()
+    data["user"] = member.pk
+    assert "will not be shown again" in _text(client.post(TOKENS_URL + "add/", data))
+    assert Token.objects.get().user == member
+
+
+def test_staff_without_token_permissions_cannot_learn_whose_a_value_is(make_user, client, user, issue):
+    _staff_with(make_user, client)
+    _token, value = issue(user)
+    response = client.get(TOKENS_URL, {"q": value}, follow=True)
+    assert response.status_code == 403
+    assert "alice" not in _text(response)

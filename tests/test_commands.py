@@ -79,7 +79,9 @@ def test_revoke_token_revokes_by_id_and_by_value_from_stdin(user, issue, monkeyp
     out, _err = run("revoke_token", "--value", "-")
     assert f"Revoked token #{by_value.pk}" in out and value not in out
     assert {t.status for t in Token.objects.all()} == {"revoked"}
-    assert Token.objects.get(pk=by_value.pk).revoked_by == staff_user
+    # Nobody signed in revoked it: the record says the command line did, and blames no person.
+    assert Token.objects.get(pk=by_value.pk).revoked_by is None
+    assert TokenEvent.objects.get(token=by_value, kind="revoked").detail == "manage.py revoke_token"
     out, _err = run("revoke_token", "--id", str(by_id.pk))
     assert "already revoked; nothing changed" in out
 
@@ -265,3 +267,11 @@ def test_notify_leaves_tokens_unmarked_when_mail_cannot_be_sent(expiring, settin
     with pytest.raises(CommandError, match="Could not send to: alice .*, bob"):
         run("notify_expiring_tokens")
     assert not Token.objects.filter(expiry_notified_at__isnull=False).exists()
+
+
+def test_import_refuses_keys_that_could_never_sign_in(user, tmp_path):
+    csv_file = tmp_path / "keys.csv"
+    csv_file.write_text("username,key\nalice,abcdefghijklmnop\u00e91\nalice,tab\there-0123456789\n", encoding="utf-8")
+    with pytest.raises(CommandError, match="2 bad row"):
+        run("import_legacy_keys", str(csv_file))
+    assert not LegacyApiKey.objects.exists()

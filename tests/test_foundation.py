@@ -128,3 +128,8 @@ def test_ensure_admin_prints_a_password_once(capsys, django_user_model):
     assert admin.is_superuser and admin.check_password(password)
     call_command("ensure_admin")
     assert capsys.readouterr().out == ""
+
+
+@pytest.mark.django_db
+def test_healthz_answers_head_requests_from_load_balancers(client):
+    assert client.head("/healthz").status_code == 200

@@ -90,7 +90,7 @@ def test_every_bad_row_is_reported_by_its_line_and_nothing_is_imported(tmp_path,
         "line 6: this key is already imported for another user",
         "line 7: expected 2 columns (username,key), found 1",
         "line 8: empty username",
-        "line 9: a key must be at most 200 characters, without surrounding spaces",
+        "line 9: A key must be 1 to 200 printable ASCII characters without surrounding spaces.",
     ]
     assert LegacyApiKey.objects.count() == 1
     assert LegacyApiKey.objects.find(ALICE_KEY) is None

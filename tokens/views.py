@@ -86,7 +86,7 @@ def _legacy_notice(user):
     keys = list(
         LegacyApiKey.objects.filter(user=user, revoked_at__isnull=True, last_used_at__isnull=False)
         .only(
-            "pk", "last_used_at", "last_used_ip", "last_used_user_agent", "request_count", "last_characters"
+            "pk", "last_used_at", "last_used_ip", "last_used_user_agent", "request_count"
         )
         .order_by("-last_used_at")
     )

@@ -23,9 +23,10 @@ class UsageRecordAdmin(ReadOnlyAdmin):
         "user_agent",
         "duration_ms",
     )
-    # No legacy_key filter: its choices would load every key's owner. The legacy key admin links here with
-    # ?legacy_key__id__exact=<id> instead.
-    list_filter = (HttpStatusFilter, "accepted", "token", "user")
+    # No token, user or legacy key filter in the sidebar: its choices would load every row of that table.
+    # Search by owner or token name instead; the token and legacy key admins link here with
+    # ?token__id__exact=<id> or ?legacy_key__id__exact=<id>, and ?user__id__exact=<id> works the same way.
+    list_filter = (HttpStatusFilter, "accepted")
     list_select_related = ("user", "token", "legacy_key__user")
     date_hierarchy = "at"
     ordering = ("-at", "-id")

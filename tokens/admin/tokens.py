@@ -133,7 +133,8 @@ class TokenAdmin(CredentialColumnsMixin, DurableChangeFormMixin, admin.ModelAdmi
     def changelist_view(self, request, extra_context=None):
         """Keep a pasted value out of the page: answer with a value-free address of the result."""
         term = request.GET.get(SEARCH_VAR, "")
-        if request.method == "GET" and _looks_like_token(term):
+        # Only someone allowed to see tokens may learn whose a value is.
+        if request.method == "GET" and _looks_like_token(term) and self.has_view_or_change_permission(request):
             found, _duplicates = self.get_search_results(request, self.get_queryset(request), term)
             return self._show_found(request, found.first())
         return super().changelist_view(request, extra_context)
@@ -212,6 +213,18 @@ class TokenAdmin(CredentialColumnsMixin, DurableChangeFormMixin, admin.ModelAdmi
 
     # Add: through Token.objects.issue, then the value once in the response.
 
+    @staticmethod
+    def _may_create_for(request, form):
+        """Allow only superusers to create a token for somebody else; add the form error otherwise.
+
+        The value acts as its owner, so creating one for another user is acting as them. A superuser
+        can do anything already (and creates tokens for service accounts); other staff create their own.
+        """
+        if form.cleaned_data["user"] == request.user or request.user.is_superuser:
+            return True
+        form.add_error("user", _("Only superusers can create a token for another user."))
+        return False
+
     @method_decorator(never_cache)
     def add_view(self, request, form_url="", extra_context=None):
         if not self.has_add_permission(request):
@@ -219,7 +232,7 @@ class TokenAdmin(CredentialColumnsMixin, DurableChangeFormMixin, admin.ModelAdmi
         Form = self.get_form(request, None, change=False)
         if request.method == "POST":
             form = Form(request.POST)
-            if form.is_valid():
+            if form.is_valid() and self._may_create_for(request, form):
                 data = form.cleaned_data
                 try:
                     token, plaintext = Token.objects.issue(

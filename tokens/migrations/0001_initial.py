@@ -47,7 +47,6 @@ class Migration(migrations.Migration):
                 ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
                 ('digest', models.CharField(editable=False, max_length=64, unique=True, verbose_name='digest')),
                 ('pepper_id', models.PositiveSmallIntegerField(editable=False, verbose_name='pepper id')),
-                ('last_characters', models.CharField(blank=True, editable=False, help_text='Kept only for keys long enough that four characters reveal nothing useful.', max_length=4, verbose_name='last characters')),
                 ('imported_at', models.DateTimeField(default=django.utils.timezone.now, editable=False, verbose_name='imported at')),
                 ('revoked_at', models.DateTimeField(blank=True, editable=False, null=True, verbose_name='revoked at')),
                 ('last_used_at', models.DateTimeField(blank=True, editable=False, null=True, verbose_name='last used at')),

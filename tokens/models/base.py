@@ -60,7 +60,7 @@ class Credential(models.Model):
     class Meta:
         abstract = True
 
-    def _revoke(self, *, actor, kind, ip=None):
+    def _revoke(self, *, actor, kind, ip=None, detail=""):
         """Revoke from the very next request on and record *kind*; a second revoke changes nothing."""
         from .usage import TokenEvent
 
@@ -71,7 +71,8 @@ class Credential(models.Model):
             )
             if changed:
                 TokenEvent.objects.create(
-                    user_id=self.user_id, kind=kind, actor=actor, ip=ip, at=now, **{self.event_field: self}
+                    user_id=self.user_id, kind=kind, actor=actor, ip=ip, at=now, detail=detail,
+                    **{self.event_field: self},
                 )
         self.refresh_from_db(fields=["revoked_at", "revoked_by"])
         return bool(changed)

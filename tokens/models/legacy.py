@@ -10,6 +10,19 @@ from ..durability import durable_atomic
 from .base import Credential
 
 
+def clean_legacy_key(key):
+    """Return *key* if it is a key the API could accept, or raise ValidationError({"key": …}).
+
+    The same rule serves the import and authentication: a key that could never sign in is not imported.
+    """
+    if not key or len(key) > LEGACY_KEY_MAX_LENGTH or not key.isascii() or not key.isprintable() or key != key.strip():
+        raise ValidationError(
+            {"key": _("A key must be 1 to %(n)d printable ASCII characters without surrounding spaces.")
+             % {"n": LEGACY_KEY_MAX_LENGTH}}
+        )
+    return key
+
+
 class LegacyApiKeyQuerySet(models.QuerySet):
     def active(self):
         return self.filter(revoked_at__isnull=True)
@@ -26,9 +39,7 @@ class LegacyApiKeyQuerySet(models.QuerySet):
 class LegacyApiKeyManager(models.Manager.from_queryset(LegacyApiKeyQuerySet)):
     def import_key(self, *, user, key):
         """Store *key* for *user* as a digest; return (row, created). An already imported key is skipped."""
-        if not key or len(key) > LEGACY_KEY_MAX_LENGTH or key != key.strip():
-            raise ValidationError({"key": _("A key must be 1 to %(n)d characters without surrounding spaces.")
-                                   % {"n": LEGACY_KEY_MAX_LENGTH}})
+        key = clean_legacy_key(key)
         existing = self.find(key)
         if existing is not None:
             if existing.user_id != user.pk:
@@ -40,7 +51,6 @@ class LegacyApiKeyManager(models.Manager.from_queryset(LegacyApiKeyQuerySet)):
                 user=user,
                 digest=credentials.digest(key, pepper),
                 pepper_id=pepper.id,
-                last_characters=key[-4:] if len(key) >= 12 else "",
             )
         return row, True
 
@@ -61,13 +71,6 @@ class LegacyApiKey(Credential):
         max_length=DIGEST_LENGTH,
         unique=True,
         editable=False,
-    )
-    last_characters = models.CharField(
-        verbose_name=_("last characters"),
-        max_length=4,
-        blank=True,
-        editable=False,
-        help_text=_("Kept only for keys long enough that four characters reveal nothing useful."),
     )
     imported_at = models.DateTimeField(
         verbose_name=_("imported at"),

@@ -259,11 +259,11 @@ class Token(Credential):
                 detail=f"{old} → {name}",
             )
 
-    def revoke(self, *, actor, ip=None):
+    def revoke(self, *, actor, ip=None, detail=""):
         """Revoke the token from the very next request on. A second revoke changes nothing."""
         from .usage import TokenEvent
 
-        return self._revoke(actor=actor, kind=TokenEvent.Kind.REVOKED, ip=ip)
+        return self._revoke(actor=actor, kind=TokenEvent.Kind.REVOKED, ip=ip, detail=detail)
 
     def shorten(self, expires_at, *, actor):
         """Bring the expiry forward to *expires_at* (policy maximum lowered) and tell the owner."""

@@ -3,12 +3,13 @@ import sys
 
 from django.contrib.auth import get_user_model
 from django.core.exceptions import ValidationError
+from django.db import IntegrityError
 from django.core.management.base import BaseCommand, CommandError
 
 from tokens import credentials
-from tokens.constants import LEGACY_KEY_MAX_LENGTH
 from tokens.durability import durable_atomic
 from tokens.models import LegacyApiKey
+from tokens.models.legacy import clean_legacy_key
 
 HEADER = ["username", "key"]
 
@@ -44,11 +45,10 @@ class Command(BaseCommand):
                 imported = sum(
                     LegacyApiKey.objects.import_key(user=user, key=key)[1] for _line, user, key in valid
                 )
-        except ValidationError as error:
+        except (ValidationError, IntegrityError) as error:
             # Another import ran at the same time; the rollback left the table as it was.
-            raise CommandError(
-                f"Nothing was imported: {' '.join(error.messages)} Run the import again."
-            ) from None
+            reason = " ".join(error.messages) if isinstance(error, ValidationError) else "a key was imported meanwhile."
+            raise CommandError(f"Nothing was imported: {reason} Run the import again.") from None
         summary = f"Imported {imported} key(s); {already} already imported"
         if errors:
             summary += f"; skipped {len(errors)} bad row(s)"
@@ -91,12 +91,11 @@ class Command(BaseCommand):
             if not key.strip():
                 errors.append((line, "empty key"))
                 continue
-            # The rules import_key applies, checked here so that a bad row is reported before any write.
-            if key != key.strip() or len(key) > LEGACY_KEY_MAX_LENGTH:
-                message = (
-                    f"a key must be at most {LEGACY_KEY_MAX_LENGTH} characters, without surrounding spaces"
-                )
-                errors.append((line, message))
+            # The rule import_key applies, checked here so that a bad row is reported before any write.
+            try:
+                clean_legacy_key(key)
+            except ValidationError as error:
+                errors.append((line, " ".join(error.messages)))
                 continue
             if username not in users:
                 users[username] = User.objects.filter(**{User.USERNAME_FIELD: username}).first()
