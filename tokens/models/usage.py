@@ -22,25 +22,43 @@ class UsageRecordQuerySet(models.QuerySet):
         """Insert one record with a single autocommitted statement (the trigger does the rest).
 
         This runs on every API request, so it skips the ORM's query building: one raw INSERT.
+        Outside a transaction it commits at once without waiting for the disk (SQLite
+        ``synchronous=NORMAL``, PostgreSQL asynchronous commit): the counts are exact as soon as
+        the statement returns; a crash of the machine or of the database server may lose the last
+        moments of records, never a security write (see docs/performance.md).
         """
         conn = connections[self.db]
+        sql = _INSERT
+        relaxed = not conn.in_atomic_block  # never inside a transaction, which may hold a security write
+        if relaxed and conn.vendor == "postgresql":
+            # The statement switches its own implicit transaction to asynchronous commit: the row and
+            # the trigger's counts are visible to everyone at once, but the commit does not wait for
+            # the WAL flush.
+            sql += " RETURNING set_config('synchronous_commit', 'off', true)"
+        params = [
+            token_id,
+            legacy_key_id,
+            user_id,
+            conn.ops.adapt_datetimefield_value(at),
+            accepted,
+            method[:10],
+            path[:PATH_MAX_LENGTH],
+            status,
+            ip,
+            user_agent[:USER_AGENT_MAX_LENGTH],
+            duration_ms,
+        ]
         with conn.cursor() as cursor:
-            cursor.execute(
-                _INSERT,
-                [
-                    token_id,
-                    legacy_key_id,
-                    user_id,
-                    conn.ops.adapt_datetimefield_value(at),
-                    accepted,
-                    method[:10],
-                    path[:PATH_MAX_LENGTH],
-                    status,
-                    ip,
-                    user_agent[:USER_AGENT_MAX_LENGTH],
-                    duration_ms,
-                ],
-            )
+            if not (relaxed and conn.vendor == "sqlite"):
+                cursor.execute(sql, params)
+                return
+            # Every other commit is synchronous=FULL (settings.py); this one need not wait for an
+            # fsync. A connection flag rather than a statement: set on the driver's own connection.
+            conn.connection.execute("PRAGMA synchronous=NORMAL")
+            try:
+                cursor.execute(sql, params)
+            finally:
+                conn.connection.execute("PRAGMA synchronous=FULL")
 
 
 class UsageRecord(models.Model):

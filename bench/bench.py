@@ -1,0 +1,348 @@
+"""Benchmark the API's authentication paths against knox and DRF on one database.
+
+Run by ``bash bench/run`` (``make bench``), which prepares the virtualenv, the database and wrk:
+
+    bench/.venv/bin/python -m bench.bench --database sqlite --port 56xxx
+
+Every path runs on the same gunicorn server (bench.knoxsite.settings: the portal plus knox and DRF
+views), sync workers, two of them. wrk loads one path at a time; the paths take turns in rounds so
+that noise from the shared machine spreads over all of them, and every ratio compares numbers from
+the same run. Before the load, a direct WSGI call loop measures µs/request and counts the queries
+(and PostgreSQL health-check round trips) each path costs in-process.
+"""
+
+import argparse
+import io
+import json
+import os
+import secrets
+import signal
+import statistics
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from dataclasses import dataclass, field
+from datetime import timedelta
+from pathlib import Path
+
+BENCH_DIR = Path(__file__).resolve().parent
+ROOT = BENCH_DIR.parent
+
+
+@dataclass
+class Case:
+    """One benchmarked request: where it goes, the credential it carries, and what it measured."""
+
+    key: str
+    label: str
+    url: str
+    header: str = ""  # HTTP header name
+    value: str = ""
+    status: int = 200
+    wrk: list = field(default_factory=list)  # one summary per round
+    micros: list = field(default_factory=list)  # in-process µs/request, one per round
+    queries: int = 0
+    round_trips: int = 0
+    calls: int = 0  # requests sent outside the measured wrk rounds (in-process, probe, warm-up)
+    runs: int = 0  # wrk runs, each of which may leave a request per connection in flight
+
+
+def prepare():
+    """Migrate, then make one user with a bearer token, a legacy key, a knox token and a DRF token."""
+    from django.contrib.auth import get_user_model
+    from django.core.management import call_command
+    from django.utils import timezone
+    from knox.models import AuthToken
+    from rest_framework.authtoken.models import Token as DrfToken
+
+    from tokens.models import LegacyApiKey, Token
+
+    call_command("migrate", verbosity=0)
+    user = get_user_model().objects.create_user("bench", email="bench@example.com")
+    expires_at = timezone.now() + timedelta(days=1)
+    _token, bearer = Token.objects.issue(user=user, name="bench", expires_at=expires_at)
+    legacy = "legacy-" + secrets.token_urlsafe(24)
+    LegacyApiKey.objects.import_key(user=user, key=legacy)
+    _knox, knox = AuthToken.objects.create(user=user)
+    drf = DrfToken.objects.create(user=user).key
+    # Same shape and public id as the real token, signature changed: refused before any query.
+    forged = bearer[:-8] + ("A" * 8 if not bearer.endswith("A" * 8) else "B" * 8)
+    return [
+        Case("none", "no credentials (401)", "/api/users/me", status=401),
+        Case("forged", "forged bearer (401)", "/api/users/me", "Authorization", f"Bearer {forged}", 401),
+        Case("bearer", "bearer, usage recorded", "/api/users/me", "Authorization", f"Bearer {bearer}"),
+        Case("legacy", "legacy key, usage recorded", "/api/users/me", "Rest-Api-Key", legacy),
+        Case("knox", "knox TokenAuthentication", "/bench/knox/me", "Authorization", f"Token {knox}"),
+        Case("drf", "DRF TokenAuthentication", "/bench/drf/me", "Authorization", f"Token {drf}"),
+    ]
+
+
+def _rotated(paths, turn):
+    """Return *paths* starting at a different one each round, so no path always follows the same one."""
+    turn %= len(paths)
+    return paths[turn:] + paths[:turn]
+
+
+# --- in-process -------------------------------------------------------------------------------------------
+
+
+def _environ(path):
+    environ = {
+        "REQUEST_METHOD": "GET",
+        "PATH_INFO": path.url,
+        "QUERY_STRING": "",
+        "SERVER_NAME": "127.0.0.1",
+        "SERVER_PORT": "80",
+        "SERVER_PROTOCOL": "HTTP/1.1",
+        "HTTP_HOST": "127.0.0.1",
+        "HTTP_USER_AGENT": "portal-bench",
+        "REMOTE_ADDR": "127.0.0.1",
+        "wsgi.url_scheme": "http",
+        "wsgi.errors": sys.stderr,
+    }
+    if path.header:
+        environ["HTTP_" + path.header.upper().replace("-", "_")] = path.value
+    return environ
+
+
+def in_process(paths, *, rounds, seconds):
+    """Fill each path's µs/request (per round), queries and round trips, calling the WSGI app directly."""
+    from django.core.wsgi import get_wsgi_application
+    from django.db import connection
+    from django.test.utils import CaptureQueriesContext
+
+    app = get_wsgi_application()
+    statuses = []
+
+    def start_response(status, headers, exc_info=None):
+        statuses.append(int(status[:3]))
+
+    def call(path):
+        path.calls += 1
+        result = app({**environs[path.key], "wsgi.input": io.BytesIO()}, start_response)
+        try:
+            b"".join(result)
+        finally:
+            result.close()  # fires request_finished, as gunicorn does
+
+    # Django's query log misses the health check's SELECT 1 (it bypasses the cursor wrapper): count it.
+    health_checks = []
+    is_usable = connection.is_usable
+
+    def counted_is_usable():
+        health_checks.append(1)
+        return is_usable()
+
+    environs = {p.key: _environ(p) for p in paths}
+    for path in paths:
+        call(path)  # warm up (first-use events, caches, connection)
+        statuses.clear()
+        health_checks.clear()
+        connection.is_usable = counted_is_usable
+        try:
+            with CaptureQueriesContext(connection) as queries:
+                call(path)
+        finally:
+            del connection.is_usable
+        if statuses != [path.status]:
+            raise SystemExit(f"{path.label}: expected {path.status}, got {statuses}")
+        path.queries = len(queries)
+        path.round_trips = len(queries) + len(health_checks)
+
+    # Calibrate a loop length per path, then time the paths in turns.
+    counts = {}
+    for path in paths:
+        started, n = time.perf_counter(), 0
+        while time.perf_counter() - started < 0.2:
+            call(path)
+            n += 1
+        counts[path.key] = max(20, int(n / 0.2 * seconds))
+    for turn in range(rounds):
+        for path in _rotated(paths, turn):
+            n = counts[path.key]
+            started = time.perf_counter()
+            for _ in range(n):
+                call(path)
+            path.micros.append((time.perf_counter() - started) / n * 1e6)
+    connection.close()
+
+
+# --- gunicorn + wrk ---------------------------------------------------------------------------------------
+
+
+def start_server(port, workers):
+    command = [
+        str(Path(sys.executable).with_name("gunicorn")), "portal.wsgi",
+        "--bind", f"127.0.0.1:{port}", "--workers", str(workers), "--worker-class", "sync",
+        "--log-level", "critical", "--chdir", str(ROOT),
+    ]
+    server = subprocess.Popen(command, cwd=ROOT, start_new_session=True)
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        if server.poll() is not None:
+            raise SystemExit(f"gunicorn exited with {server.returncode}")
+        try:
+            urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=1).read()
+            return server
+        except (urllib.error.URLError, ConnectionError):
+            time.sleep(0.2)
+    stop_server(server)
+    raise SystemExit("gunicorn did not answer within 30 s")
+
+
+def stop_server(server):
+    if server.poll() is None:
+        os.killpg(server.pid, signal.SIGTERM)
+        try:
+            server.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            os.killpg(server.pid, signal.SIGKILL)
+            server.wait()
+
+
+def probe(port, path):
+    request = urllib.request.Request(f"http://127.0.0.1:{port}{path.url}")
+    if path.header:
+        request.add_header(path.header, path.value)
+    try:
+        status = urllib.request.urlopen(request, timeout=5).status
+    except urllib.error.HTTPError as error:
+        status = error.code
+    path.calls += 1
+    if status != path.status:
+        raise SystemExit(f"{path.label}: expected {path.status}, the server answered {status}")
+
+
+def wrk(port, path, *, seconds, connections):
+    env = {**os.environ, "BENCH_HEADER": path.header, "BENCH_VALUE": path.value}
+    command = [
+        "wrk", "-t1", f"-c{connections}", f"-d{seconds}s", "--timeout", "5s",
+        "-s", str(BENCH_DIR / "report.lua"), f"http://127.0.0.1:{port}{path.url}",
+    ]
+    path.runs += 1
+    output = subprocess.run(command, env=env, capture_output=True, text=True, check=True).stdout
+    line = next(line for line in output.splitlines() if line.startswith("BENCH "))
+    summary = json.loads(line[len("BENCH "):])
+    expected_errors = summary["requests"] if path.status >= 300 else 0
+    if summary["non2xx"] != expected_errors:
+        raise SystemExit(
+            f"{path.label}: {summary['non2xx']} of {summary['requests']} answers were not {path.status}"
+        )
+    return summary
+
+
+def load(paths, *, port, rounds, seconds, connections, workers):
+    server = start_server(port, workers)
+    try:
+        for path in paths:
+            probe(port, path)
+            path.calls += wrk(port, path, seconds=1, connections=connections)["requests"]  # warm up
+        for turn in range(rounds):
+            for path in _rotated(paths, turn):
+                path.wrk.append(wrk(port, path, seconds=seconds, connections=connections))
+    finally:
+        stop_server(server)
+
+
+def check_counts():
+    """Return (recorded, rows) for the bench token: the trigger's counter and the raw records."""
+    from tokens.models import Token, UsageRecord
+
+    token = Token.objects.get(name="bench")
+    return token.request_count, UsageRecord.objects.filter(token=token, accepted=True).count()
+
+
+# --- report -----------------------------------------------------------------------------------------------
+
+
+def rps(path):
+    return statistics.median(s["requests"] / (s["duration_us"] / 1e6) for s in path.wrk)
+
+
+def report(paths, *, database, rounds, seconds, connections, workers, counts):
+    by = {p.key: p for p in paths}
+    base, knox = by["none"], by["knox"]
+    base_rps, knox_rps = rps(base), rps(knox)
+    base_us = statistics.median(base.micros)
+    lines = [
+        f"### {database}",
+        "",
+        f"gunicorn sync × {workers} workers, wrk -t1 -c{connections}, "
+        f"{rounds} rounds × {seconds} s per path "
+        "(median of rounds); in-process: direct WSGI calls, median of rounds.",
+        "",
+        "| path | req/s | p50 ms | p99 ms | × no-cred | × knox "
+        "| in-process µs | µs × no-cred | queries | round trips |",
+        "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
+    ]
+    for path in paths:
+        r = rps(path)
+        us = statistics.median(path.micros)
+        p50 = statistics.median(s["p50_us"] for s in path.wrk) / 1000
+        p99 = statistics.median(s["p99_us"] for s in path.wrk) / 1000
+        lines.append(
+            f"| {path.label} | {r:,.0f} | {p50:.2f} | {p99:.2f} | {r / base_rps:.2f} | {r / knox_rps:.2f} "
+            f"| {us:,.0f} | {us / base_us:.2f} | {path.queries} | {path.round_trips} |"
+        )
+    bearer, forged = by["bearer"], by["forged"]
+    checks = [
+        ("bearer ≥ 0.5× no-credentials (req/s)", rps(bearer) / base_rps, 0.5),
+        ("bearer ≥ 1.5× knox (req/s)", rps(bearer) / knox_rps, 1.5),
+        ("forged ≥ 0.9× no-credentials (req/s)", rps(forged) / base_rps, 0.9),
+    ]
+    lines += ["", "| target | measured | met |", "| --- | ---: | --- |"]
+    for name, value, goal in checks:
+        lines.append(f"| {name} | {value:.2f}× | {'yes' if value >= goal else 'no'} |")
+    in_process_ratio = statistics.median(bearer.micros) / base_us
+    lines.append(f"| bearer in-process ≤ 3× no-credentials (µs) | {in_process_ratio:.2f}× | "
+                 f"{'yes' if in_process_ratio <= 3 else 'no'} |")
+    no_query = "yes" if forged.queries == 0 else "no"
+    lines.append(f"| forged token: no query | {forged.queries} queries | {no_query} |")
+    recorded, rows = counts
+    answered = bearer.calls + sum(s["requests"] for s in bearer.wrk)
+    in_flight = connections * bearer.runs
+    exact = rows == recorded and answered <= recorded <= answered + in_flight
+    lines += [
+        "",
+        f"Usage exactness ({'exact' if exact else 'NOT EXACT'}): "
+        f"the bench token's request_count is {recorded:,} "
+        f"and it has {rows:,} accepted usage records; {answered:,} bearer requests were answered, and wrk "
+        f"stopped with at most {in_flight:,} more in flight "
+        "(sent, served and recorded, but not counted by wrk).",
+    ]
+    return "\n".join(lines)
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--database", required=True, help="label for the table (sqlite, postgresql)")
+    parser.add_argument("--port", type=int, required=True)
+    parser.add_argument("--rounds", type=int, default=int(os.environ.get("BENCH_ROUNDS", 5)))
+    parser.add_argument("--seconds", type=int, default=int(os.environ.get("BENCH_SECONDS", 4)))
+    parser.add_argument("--connections", type=int, default=4)
+    parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--out", type=Path)
+    args = parser.parse_args()
+    # A stop request (Ctrl-C, SIGTERM) unwinds normally, so the gunicorn server is always stopped.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
+
+    os.environ["DJANGO_SETTINGS_MODULE"] = "bench.knoxsite.settings"
+    import django
+
+    django.setup()
+    paths = prepare()
+    in_process(paths, rounds=args.rounds, seconds=min(1.0, args.seconds / 5))
+    load(paths, port=args.port, rounds=args.rounds, seconds=args.seconds, connections=args.connections,
+         workers=args.workers)
+    text = report(paths, database=args.database, rounds=args.rounds, seconds=args.seconds,
+                  connections=args.connections, workers=args.workers, counts=check_counts())
+    print(text, flush=True)
+    if args.out:
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        args.out.write_text(text + "\n")
+
+
+if __name__ == "__main__":
+    main()
