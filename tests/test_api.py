@@ -397,3 +397,15 @@ def test_the_active_token_limit_is_enforced_with_a_clear_message(client, user, i
     assert Token.objects.count() == 2
     first.revoke(actor=user)  # revoked tokens do not count
     assert client.post("/api/tokens", {"name": "three"}, content_type="application/json").status_code == 201
+
+
+@pytest.mark.parametrize("header", ["Bearer\t\tbpt_x y", "Token bpt_abc", "Bearer,bpt_abc", "bearer", "Bearer  "])
+def test_a_malformed_bearer_header_is_refused_even_with_a_session(client, user, header):
+    client.force_login(user)
+    response = client.get("/api/users/me", HTTP_AUTHORIZATION=header)
+    assert response.status_code == 401
+    assert 'error="invalid_token"' in response["WWW-Authenticate"]
+
+
+def test_a_tab_may_separate_the_scheme_from_the_token(client, issued):
+    assert client.get("/api/users/me", HTTP_AUTHORIZATION=f"Bearer\t{issued[1]}").status_code == 200

@@ -15,7 +15,7 @@ pytestmark = pytest.mark.django_db
 
 ALICE_KEY = "a1b2c3d4e5f6-alice-legacy-key"
 BOB_KEY = "f6e5d4c3b2a1-bob-legacy-key"
-LINK = '</docs/migration/>; rel="deprecation"; type="text/html"'
+LINK = '</docs/migration/>; rel="deprecation"; type="text/plain"'
 
 
 def run_import(tmp_path, text, *options):
@@ -289,3 +289,16 @@ def test_no_response_or_page_ever_carries_a_key(client, alice_key, user, staff_u
         assert response.status_code in (200, 401)
         blob = response.content.decode() + "".join(f"{k}: {v}" for k, v in response.items())
         assert ALICE_KEY not in blob and alice_key.digest not in blob
+
+
+def test_a_legacy_key_survives_pepper_rotation_by_being_re_digested_on_use(client, user, settings):
+    from tokens import credentials
+
+    old = dict(settings.TOKEN_PEPPERS)
+    LegacyApiKey.objects.import_key(user=user, key=ALICE_KEY)
+    settings.TOKEN_PEPPERS = {**old, "9": "n" * 40}  # step 1 of the rotation: a newer pepper
+    assert me(client, ALICE_KEY).status_code == 200
+    row = LegacyApiKey.objects.get()
+    assert row.pepper_id == 9 and row.digest == credentials.digest(ALICE_KEY, credentials.peppers()[0])
+    settings.TOKEN_PEPPERS = {"9": "n" * 40}  # step 3: the old pepper retired
+    assert me(client, ALICE_KEY).status_code == 200

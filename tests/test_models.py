@@ -141,3 +141,18 @@ def test_summaries_survive_pruning_the_raw_records(user, issue):
     UsageRecord.objects.all().delete()
     token.refresh_from_db()
     assert token.request_count == 1 and DailyUsage.objects.get(token=token).accepted == 1
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_usage_record_leaves_every_later_commit_durable(user, issue):
+    from django.db import connection
+
+    token, _ = issue(user)
+    _record(token)
+    with connection.cursor() as cursor:
+        if connection.vendor == "sqlite":
+            cursor.execute("PRAGMA synchronous")
+            assert cursor.fetchone()[0] == 2  # FULL
+        else:
+            cursor.execute("SHOW synchronous_commit")
+            assert cursor.fetchone()[0] == "on"

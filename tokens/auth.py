@@ -12,18 +12,24 @@ changed policy is seen by the very next request on every process and node.
 """
 
 import ipaddress
+import re
 from dataclasses import dataclass
 from datetime import UTC
 from functools import lru_cache
 
 from django.conf import settings
 from django.contrib.auth import get_user_model
+from django.core.exceptions import ValidationError
 from django.db import InterfaceError, OperationalError, connection
 from django.utils import timezone
 from django.utils.translation import gettext as _
 
 from . import credentials
-from .constants import LEGACY_KEY_HEADER, LEGACY_KEY_MAX_LENGTH
+from .constants import LEGACY_KEY_HEADER, TOKEN_PREFIX
+from .models.legacy import LegacyApiKey, clean_legacy_key
+
+
+_BEARER_RE = re.compile(r"[Bb][Ee][Aa][Rr][Ee][Rr][ \t]+(\S+)")
 
 
 class AuthError(Exception):
@@ -145,13 +151,15 @@ def authenticate_bearer(value):
 
 def authenticate_legacy(key):
     """Return the Credential for legacy API key *key*, or raise AuthError."""
-    if not key or len(key) > LEGACY_KEY_MAX_LENGTH or not key.isascii() or not key.isprintable():
-        raise AuthError(_("The API key is malformed."))
+    try:
+        clean_legacy_key(key)
+    except ValidationError:
+        raise AuthError(_("The API key is malformed.")) from None
     digests = credentials.legacy_digests(key)
     rows = _fetch(_legacy_sql(connection.vendor, len(digests)), list(digests.values()))
     row = next((r for r in rows if digests.get(r[2]) == r[1]), None)
     if row is None:
-        raise AuthError(_("The API key is not valid. Use a bearer token (Authorization: Bearer …)."))
+        raise AuthError(_("The API key is not valid. Use a bearer token (Authorization: Bearer <token>)."))
     key_id, _digest, _pepper, revoked_at, last_used_at, accepted, deprecated_at, sunset_at = row[:8]
     user = _build_user(row[8:])
     credential = Credential(
@@ -159,16 +167,21 @@ def authenticate_legacy(key):
         deprecated_at=_aware(deprecated_at), sunset_at=_aware(sunset_at), last_used_at=_aware(last_used_at),
     )
     if revoked_at is not None:
-        raise AuthError(_("The API key has been revoked. Use a bearer token (Authorization: Bearer …)."),
+        raise AuthError(_("The API key has been revoked. Use a bearer token (Authorization: Bearer <token>)."),
                         credential=credential)
     if not accepted:
-        raise AuthError(_("Legacy API keys are switched off. Use a bearer token (Authorization: Bearer …)."),
+        raise AuthError(_("Legacy API keys are switched off. Use a bearer token (Authorization: Bearer <token>)."),
                         credential=credential)
     if credential.sunset_at is not None and timezone.now() >= credential.sunset_at:
-        raise AuthError(_("Legacy API keys reached their sunset. Use a bearer token (Authorization: Bearer …)."),
+        raise AuthError(_("Legacy API keys reached their sunset. Use a bearer token (Authorization: Bearer <token>)."),
                         credential=credential)
     if not user.is_active:
         raise AuthError(_("The API key's owner is deactivated."), credential=credential)
+    newest = credentials.peppers()[0].id
+    if row[2] != newest:
+        # Legacy keys have no signature naming their pepper and never expire, so rotation cannot wait
+        # for them: re-digest under the newest pepper on first use (rare; a cheap indexed UPDATE).
+        LegacyApiKey.objects.filter(pk=key_id, pepper_id=row[2]).update(digest=digests[newest], pepper_id=newest)
     return credential
 
 
@@ -176,13 +189,13 @@ def authenticate(request):
     """Return the Credential the request carries, None when it carries none, or raise AuthError."""
     header = request.META.get("HTTP_AUTHORIZATION")
     if header:
-        scheme, _sep, value = header.partition(" ")
-        # Other schemes (Basic…) are not ours: treat them as no credential.
-        if scheme.lower() == "bearer":
-            value = value.strip()
-            if not value or " " in value:
-                raise AuthError(_("The Authorization header must read: Bearer <token>."))
-            return authenticate_bearer(value)
+        match = _BEARER_RE.fullmatch(header.strip())
+        if match:
+            return authenticate_bearer(match.group(1))
+        # A header that tries to be ours and is malformed is refused, never ignored: ignoring it would
+        # let the request go on as the browser session. Other schemes (a proxy's Basic…) are not ours.
+        if header.lstrip()[:6].lower() == "bearer" or TOKEN_PREFIX in header:
+            raise AuthError(_("The Authorization header must read: Bearer <token>."))
     # Bearer wins when both are sent; the legacy header is only looked at without one.
     key = request.META.get(LEGACY_KEY_HEADER)
     if key is not None:

@@ -1,10 +1,9 @@
 """Middleware: API authentication and usage recording, fail-closed database errors, the CSP header."""
 
-import json
 import logging
 import time
 
-from django.db import DatabaseError, connection
+from django.db import DatabaseError
 from django.http import JsonResponse
 from django.template.response import SimpleTemplateResponse
 from django.utils import timezone
@@ -76,7 +75,7 @@ class DatabaseUnavailableMiddleware:
         if not isinstance(exception, DatabaseError):
             return None
         log.error("database unavailable: %s", type(exception).__name__)
-        if request.path.startswith(API_PREFIX) or request.path == "/healthz":
+        if request.path_info.startswith(API_PREFIX) or request.path_info == "/healthz":
             return service_unavailable()
         response = SimpleTemplateResponse("503.html", status=503)
         response["Retry-After"] = "5"
@@ -94,7 +93,7 @@ class ApiAuthenticationMiddleware:
         self.get_response = get_response
 
     def __call__(self, request):
-        if not request.path.startswith(API_PREFIX):
+        if not request.path_info.startswith(API_PREFIX):
             return self.get_response(request)
         started = time.perf_counter()
         request.auth = None
@@ -115,7 +114,7 @@ class ApiAuthenticationMiddleware:
             request.auth = credential
             # A bearer token or key is not a cookie a browser sends on its own: CSRF does not apply.
             request._dont_enforce_csrf_checks = True
-        elif request.path not in PUBLIC_API_PATHS:
+        elif request.path_info not in PUBLIC_API_PATHS:
             try:
                 signed_in = request.user.is_authenticated
             except DatabaseError:
@@ -184,7 +183,7 @@ class ApiAuthenticationMiddleware:
             response["Deprecation"] = f"@{int(credential.deprecated_at.timestamp())}"
         if credential.sunset_at is not None:
             response["Sunset"] = http_date(credential.sunset_at.timestamp())
-        response["Link"] = f'<{MIGRATION_GUIDE_PATH}>; rel="deprecation"; type="text/html"'
+        response["Link"] = f'<{MIGRATION_GUIDE_PATH}>; rel="deprecation"; type="text/plain"'
 
     @staticmethod
     def _as_json_error(response):

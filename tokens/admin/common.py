@@ -5,7 +5,6 @@ from django.urls import reverse
 from django.utils.html import format_html
 from django.utils.translation import gettext_lazy as _
 
-from ..durability import durable_atomic
 
 
 class ReadOnlyAdmin(admin.ModelAdmin):
@@ -19,18 +18,6 @@ class ReadOnlyAdmin(admin.ModelAdmin):
 
     def has_delete_permission(self, request, obj=None):
         return False
-
-
-class DurableChangeFormMixin:
-    """Save the change form inside ``durable_atomic``.
-
-    A policy change or a rename is security-relevant history: it is synced to disk before the admin
-    is told it is saved, like every other token change.
-    """
-
-    def changeform_view(self, request, object_id=None, form_url="", extra_context=None):
-        with durable_atomic():
-            return super().changeform_view(request, object_id, form_url, extra_context)
 
 
 class CredentialColumnsMixin:

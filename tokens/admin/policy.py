@@ -8,14 +8,13 @@ from django.utils.translation import gettext_lazy as _
 from django.utils.translation import ngettext
 
 from ..models import ExpirationPolicy, Token
-from .common import DurableChangeFormMixin
 from .forms import ExpirationPolicyForm
 
 EXCEEDING_SHOWN = 10
 
 
 @admin.register(ExpirationPolicy)
-class ExpirationPolicyAdmin(DurableChangeFormMixin, admin.ModelAdmin):
+class ExpirationPolicyAdmin(admin.ModelAdmin):
     """The one policy row: no list, no add, no delete. Validation is the model's ``clean()``."""
 
     form = ExpirationPolicyForm

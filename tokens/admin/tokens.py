@@ -19,7 +19,7 @@ from django.views.decorators.debug import sensitive_post_parameters
 from ..auth import client_ip
 from ..constants import TOKEN_PREFIX
 from ..models import ExpirationPolicy, Token
-from .common import CredentialColumnsMixin, DurableChangeFormMixin, report_action, revoke_each
+from .common import CredentialColumnsMixin, report_action, revoke_each
 from .filters import ExceedsPolicyFilter, ExpiryWindowFilter, NeverUsedFilter, StatusFilter
 from .forms import TokenAddForm, TokenChangeForm
 
@@ -29,7 +29,7 @@ def _looks_like_token(term):
 
 
 @admin.register(Token)
-class TokenAdmin(CredentialColumnsMixin, DurableChangeFormMixin, admin.ModelAdmin):
+class TokenAdmin(CredentialColumnsMixin, admin.ModelAdmin):
     list_display = (
         "name",
         "owner",

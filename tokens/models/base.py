@@ -1,10 +1,9 @@
 from django.conf import settings
-from django.db import models
+from django.db import models, transaction
 from django.utils import timezone
 from django.utils.translation import gettext_lazy as _
 
 from ..constants import USER_AGENT_MAX_LENGTH
-from ..durability import durable_atomic
 
 
 class Credential(models.Model):
@@ -65,7 +64,7 @@ class Credential(models.Model):
         from .usage import TokenEvent
 
         now = timezone.now()
-        with durable_atomic():
+        with transaction.atomic():
             changed = type(self).objects.filter(pk=self.pk, revoked_at__isnull=True).update(
                 revoked_at=now, revoked_by=actor
             )

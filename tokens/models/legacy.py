@@ -1,12 +1,11 @@
 from django.conf import settings
 from django.core.exceptions import ValidationError
-from django.db import models
+from django.db import models, transaction
 from django.utils import timezone
 from django.utils.translation import gettext_lazy as _
 
 from .. import credentials
 from ..constants import DIGEST_LENGTH, LEGACY_KEY_MAX_LENGTH
-from ..durability import durable_atomic
 from .base import Credential
 
 
@@ -46,7 +45,7 @@ class LegacyApiKeyManager(models.Manager.from_queryset(LegacyApiKeyQuerySet)):
                 raise ValidationError({"key": _("This key is already imported for another user.")})
             return existing, False
         pepper = credentials.peppers()[0]
-        with durable_atomic():
+        with transaction.atomic():
             row = self.create(
                 user=user,
                 digest=credentials.digest(key, pepper),

@@ -1,7 +1,7 @@
 from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.core.exceptions import ValidationError
-from django.db import models
+from django.db import models, transaction
 from django.db.models import Q
 from django.utils import timezone
 from django.utils.translation import gettext_lazy as _
@@ -14,7 +14,6 @@ from ..constants import (
     PUBLIC_ID_LENGTH,
     PURPOSE_MAX_LENGTH,
 )
-from ..durability import durable_atomic
 from .base import Credential
 from .policy import ExpirationPolicy
 
@@ -92,7 +91,7 @@ class TokenManager(models.Manager.from_queryset(TokenQuerySet)):
         now = now or timezone.now()
         name = clean_name(name)
         purpose = clean_purpose(purpose)
-        with durable_atomic():
+        with transaction.atomic():
             # Lock the owner's row: concurrent creates for one user queue here, so the name check and
             # the active-token limit below cannot both pass for two requests at once.
             get_user_model().objects.select_for_update().filter(pk=user.pk).first()
@@ -247,7 +246,7 @@ class Token(Credential):
         name = clean_name(name)
         if name == self.name:
             return
-        with durable_atomic():
+        with transaction.atomic():
             get_user_model().objects.select_for_update().filter(pk=self.user_id).first()
             if Token.objects.for_user(self.user_id).active().filter(name=name).exclude(pk=self.pk).exists():
                 raise ValidationError({"name": _("You already have an active token with this name.")})
@@ -269,7 +268,7 @@ class Token(Credential):
         """Bring the expiry forward to *expires_at* (policy maximum lowered) and tell the owner."""
         from .usage import TokenEvent
 
-        with durable_atomic():
+        with transaction.atomic():
             changed = (
                 Token.objects.filter(pk=self.pk, revoked_at__isnull=True)
                 .filter(Q(expires_at__isnull=True) | Q(expires_at__gt=expires_at))

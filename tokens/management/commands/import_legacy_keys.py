@@ -3,11 +3,10 @@ import sys
 
 from django.contrib.auth import get_user_model
 from django.core.exceptions import ValidationError
-from django.db import IntegrityError
+from django.db import IntegrityError, transaction
 from django.core.management.base import BaseCommand, CommandError
 
 from tokens import credentials
-from tokens.durability import durable_atomic
 from tokens.models import LegacyApiKey
 from tokens.models.legacy import clean_legacy_key
 
@@ -41,7 +40,7 @@ class Command(BaseCommand):
             )
         # One transaction: a failure half-way leaves the table as it was.
         try:
-            with durable_atomic():
+            with transaction.atomic():
                 imported = sum(
                     LegacyApiKey.objects.import_key(user=user, key=key)[1] for _line, user, key in valid
                 )

@@ -1,6 +1,5 @@
 from datetime import timedelta
 from itertools import groupby
-from smtplib import SMTPException
 
 from django.conf import settings
 from django.core.mail import send_mail
