@@ -8,7 +8,9 @@ Every path runs on the same gunicorn server (bench.knoxsite.settings: the portal
 views), sync workers, two of them. wrk loads one path at a time; the paths take turns in rounds so
 that noise from the shared machine spreads over all of them, and every ratio compares numbers from
 the same run. Before the load, a direct WSGI call loop measures µs/request and counts the queries
-(and PostgreSQL health-check round trips) each path costs in-process.
+(and PostgreSQL health-check round trips) each path costs in-process; in the same rounds, the bearer
+request's lookup and its usage record are also timed alone, which gives the cost of recording as a
+ratio.
 """
 
 import argparse
@@ -47,6 +49,17 @@ class Case:
     round_trips: int = 0
     calls: int = 0  # requests sent outside the measured wrk rounds (in-process, probe, warm-up)
     runs: int = 0  # wrk runs, each of which may leave a request per connection in flight
+
+
+@dataclass
+class Piece:
+    """One step of the bearer request, timed alone in-process in the same rounds as the paths."""
+
+    key: str
+    label: str
+    run: object  # callable doing the step once
+    micros: list = field(default_factory=list)  # µs per call, one per round
+    calls: int = 0
 
 
 def prepare():
@@ -107,8 +120,57 @@ def _environ(path):
     return environ
 
 
+def bearer_pieces(environ):
+    """Return the lookup and the usage record of the valid-bearer request, each as a Piece to time alone.
+
+    Both get what the middleware gives them for that request: ``authenticate`` the request, and
+    ``UsageRecord.objects.record`` the same keyword arguments (credential, client address, method,
+    path, status, user agent), in autocommit mode like the middleware, outside any transaction.
+    """
+    from django.core.handlers.wsgi import WSGIRequest
+    from django.db import connection
+    from django.utils import timezone
+
+    from tokens.auth import authenticate, client_ip
+    from tokens.models import UsageRecord
+
+    request = WSGIRequest({**environ, "wsgi.input": io.BytesIO()})
+    credential = authenticate(request)
+    ip = client_ip(request)
+    user_agent = request.META.get("HTTP_USER_AGENT", "")
+    started = time.perf_counter()
+
+    def lookup():
+        authenticate(request)
+
+    def record():
+        # No transaction: in one, record() keeps the durable commit and would measure something else.
+        assert not connection.in_atomic_block
+        UsageRecord.objects.record(
+            token_id=credential.id,
+            legacy_key_id=None,
+            user_id=credential.user.pk,
+            at=timezone.now(),
+            accepted=True,
+            method=request.method,
+            path=request.path,
+            status=200,
+            ip=ip,
+            user_agent=user_agent,
+            duration_ms=(time.perf_counter() - started) * 1000,
+        )
+
+    return [
+        Piece("lookup", "lookup alone (authenticate)", lookup),
+        Piece("record", "usage record alone (UsageRecord.objects.record)", record),
+    ]
+
+
 def in_process(paths, *, rounds, seconds):
-    """Fill each path's µs/request (per round), queries and round trips, calling the WSGI app directly."""
+    """Fill each path's µs/request (per round), queries and round trips, calling the WSGI app directly.
+
+    Return the bearer request's lookup and usage record, each timed alone in the same rounds.
+    """
     from django.core.wsgi import get_wsgi_application
     from django.db import connection
     from django.test.utils import CaptureQueriesContext
@@ -151,22 +213,34 @@ def in_process(paths, *, rounds, seconds):
         path.queries = len(queries)
         path.round_trips = len(queries) + len(health_checks)
 
-    # Calibrate a loop length per path, then time the paths in turns.
+    pieces = bearer_pieces(environs["bearer"])
+
+    def once(item):
+        if isinstance(item, Piece):
+            item.calls += 1
+            item.run()
+        else:
+            call(item)
+
+    # Calibrate a loop length per path and piece, then time them all in turns: a piece runs between
+    # the paths, so it meets the same machine noise, cache state and WAL checkpoints as they do.
+    items = [*paths, *pieces]
     counts = {}
-    for path in paths:
+    for item in items:
         started, n = time.perf_counter(), 0
         while time.perf_counter() - started < 0.2:
-            call(path)
+            once(item)
             n += 1
-        counts[path.key] = max(20, int(n / 0.2 * seconds))
+        counts[item.key] = max(20, int(n / 0.2 * seconds))
     for turn in range(rounds):
-        for path in _rotated(paths, turn):
-            n = counts[path.key]
+        for item in _rotated(items, turn):
+            n = counts[item.key]
             started = time.perf_counter()
             for _ in range(n):
-                call(path)
-            path.micros.append((time.perf_counter() - started) / n * 1e6)
+                once(item)
+            item.micros.append((time.perf_counter() - started) / n * 1e6)
     connection.close()
+    return pieces
 
 
 # --- gunicorn + wrk ---------------------------------------------------------------------------------------
@@ -261,7 +335,42 @@ def rps(path):
     return statistics.median(s["requests"] / (s["duration_us"] / 1e6) for s in path.wrk)
 
 
-def report(paths, *, database, rounds, seconds, connections, workers, counts):
+def recording_cost(bearer, pieces):
+    """Return lines on what recording costs the bearer request, in-process.
+
+    Every ratio is taken within one round (the paths and pieces of a round ran back to back), and
+    the median of those per-round ratios is shown; µs are medians of the rounds.
+    """
+    by = {p.key: p for p in pieces}
+    lookup, record = by["lookup"], by["record"]
+    rounds = list(zip(bearer.micros, lookup.micros, record.micros))
+
+    def median(values):
+        return statistics.median(list(values))
+
+    full_us, lookup_us, record_us = (median(column) for column in zip(*rounds))
+    times_lookup = median(r / lk for _b, lk, r in rounds)
+    share = median(r / b for b, _lk, r in rounds)
+    with_without = median(b / (b - r) for b, _lk, r in rounds)
+    return [
+        "",
+        "Cost of recording (in-process, same rounds as the table; µs: median of rounds, "
+        "ratios: median of per-round ratios):",
+        "",
+        "| in-process | µs |",
+        "| --- | ---: |",
+        f"| {bearer.label}: the full request through the WSGI app | {full_us:,.0f} |",
+        f"| {lookup.label} | {lookup_us:,.0f} |",
+        f"| {record.label} | {record_us:,.0f} |",
+        f"| bearer request without the recording (full − record) | {full_us - record_us:,.0f} |",
+        "",
+        f"usage recording: {record_us:,.0f} µs per request = {times_lookup:.2f}× the lookup, "
+        f"{share:.0%} of a recorded bearer request; recorded bearer ÷ the same request without "
+        f"recording = {with_without:.2f}×",
+    ]
+
+
+def report(paths, *, database, rounds, seconds, connections, workers, counts, pieces):
     by = {p.key: p for p in paths}
     base, knox = by["none"], by["knox"]
     base_rps, knox_rps = rps(base), rps(knox)
@@ -300,15 +409,19 @@ def report(paths, *, database, rounds, seconds, connections, workers, counts):
                  f"{'yes' if in_process_ratio <= 3 else 'no'} |")
     no_query = "yes" if forged.queries == 0 else "no"
     lines.append(f"| forged token: no query | {forged.queries} queries | {no_query} |")
+    lines += recording_cost(bearer, pieces)
     recorded, rows = counts
     answered = bearer.calls + sum(s["requests"] for s in bearer.wrk)
+    # The usage-record piece wrote records for the bench token without a request.
+    direct = next(p.calls for p in pieces if p.key == "record")
     in_flight = connections * bearer.runs
-    exact = rows == recorded and answered <= recorded <= answered + in_flight
+    exact = rows == recorded and answered + direct <= recorded <= answered + direct + in_flight
     lines += [
         "",
         f"Usage exactness ({'exact' if exact else 'NOT EXACT'}): "
         f"the bench token's request_count is {recorded:,} "
-        f"and it has {rows:,} accepted usage records; {answered:,} bearer requests were answered, and wrk "
+        f"and it has {rows:,} accepted usage records; {answered:,} bearer requests were answered, "
+        f"{direct:,} records were written directly by the cost-of-recording loop, and wrk "
         f"stopped with at most {in_flight:,} more in flight "
         "(sent, served and recorded, but not counted by wrk).",
     ]
@@ -333,11 +446,12 @@ def main():
 
     django.setup()
     paths = prepare()
-    in_process(paths, rounds=args.rounds, seconds=min(1.0, args.seconds / 5))
+    pieces = in_process(paths, rounds=args.rounds, seconds=min(1.0, args.seconds / 5))
     load(paths, port=args.port, rounds=args.rounds, seconds=args.seconds, connections=args.connections,
          workers=args.workers)
     text = report(paths, database=args.database, rounds=args.rounds, seconds=args.seconds,
-                  connections=args.connections, workers=args.workers, counts=check_counts())
+                  connections=args.connections, workers=args.workers, counts=check_counts(),
+                  pieces=pieces)
     print(text, flush=True)
     if args.out:
         args.out.parent.mkdir(parents=True, exist_ok=True)
