@@ -57,11 +57,15 @@ def playwright_instance():
 
 
 @pytest.fixture
-def browser_context(playwright_instance, browser_context_dir, live_server):
-    """A fresh persistent Chromium profile per test, with clipboard access for the copy button."""
+def browser_context(request, playwright_instance, browser_context_dir, live_server):
+    """A fresh persistent Chromium profile per test, with clipboard access for the copy button.
+
+    A test marked ``no_javascript`` gets a browser with JavaScript switched off.
+    """
     profile = tempfile.mkdtemp(dir=browser_context_dir)
     context = playwright_instance.chromium.launch_persistent_context(
         profile,
+        java_script_enabled=request.node.get_closest_marker("no_javascript") is None,
         executable_path=CHROMIUM,
         headless=True,
         args=CHROMIUM_ARGS,

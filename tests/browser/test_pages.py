@@ -234,3 +234,22 @@ def test_a_user_whose_legacy_key_is_still_used_is_told_how_to_migrate(
     )
     screenshot(page, "integrations_legacy_notice")
     assert LEGACY_KEY not in page.content()
+
+
+@pytest.mark.no_javascript
+def test_without_javascript_a_person_still_creates_reads_and_revokes_a_token(sign_in, user, page, live_server):
+    sign_in(user)
+    page.goto("/profile/integrations/authorizations/new/")
+    page.get_by_label("Name").fill("No-script client")
+    page.get_by_role("button", name="Create token").click()
+    page.get_by_role("heading", name="Copy your new token").wait_for()
+    value = page.get_by_label("Value of “No-script client”").input_value()
+    assert not page.get_by_role("button", name="Copy").is_visible()  # only JavaScript reveals it
+    assert call_api(live_server, headers={"Authorization": f"Bearer {value}"})[0] == 200
+
+    token = Token.objects.get(name="No-script client")
+    page.goto(f"/profile/integrations/authorizations/{token.pk}/")
+    page.get_by_role("link", name="Revoke…").click()
+    page.get_by_role("button", name="Revoke token").click()
+    page.get_by_text("Revoked “No-script client”.").wait_for()
+    assert call_api(live_server, headers={"Authorization": f"Bearer {value}"})[0] == 401
