@@ -1,7 +1,7 @@
 from django.db import DatabaseError, connection
 from django.http import JsonResponse
 from django.views.decorators.cache import never_cache
-from django.views.decorators.http import require_GET, require_safe
+from django.views.decorators.http import require_safe
 
 
 @require_safe
@@ -20,7 +20,7 @@ def healthz(request):
     return JsonResponse({"status": "ok", "database": "ok"})
 
 
-@require_GET
+@require_safe
 def migration_guide(request):
     """Serve docs/migration.md, the page the Link header of every legacy-key response points to."""
     from django.conf import settings

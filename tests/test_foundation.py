@@ -133,3 +133,11 @@ def test_ensure_admin_prints_a_password_once(capsys, django_user_model):
 @pytest.mark.django_db
 def test_healthz_answers_head_requests_from_load_balancers(client):
     assert client.head("/healthz").status_code == 200
+
+
+@pytest.mark.django_db
+def test_the_migration_guide_is_served_to_get_and_head(client):
+    response = client.get("/docs/migration/")
+    assert response.status_code == 200 and response["Content-Type"].startswith("text/plain")
+    assert b"Authorization: Bearer" in response.content
+    assert client.head("/docs/migration/").status_code == 200
