@@ -34,4 +34,3 @@ PRESET_CHOICES = (
     ("1y", _("1 year"), timedelta(days=365)),
 )
 PRESETS = {key: delta for key, _label, delta in PRESET_CHOICES}
-PRESET_LABELS = {key: label for key, label, _delta in PRESET_CHOICES}
