@@ -409,3 +409,9 @@ def test_a_malformed_bearer_header_is_refused_even_with_a_session(client, user, 
 
 def test_a_tab_may_separate_the_scheme_from_the_token(client, issued):
     assert client.get("/api/users/me", HTTP_AUTHORIZATION=f"Bearer\t{issued[1]}").status_code == 200
+
+
+def test_no_cache_may_store_an_api_answer(client, issued):
+    token, value = issued
+    for path in ("/api/users/me", f"/api/tokens/{token.pk}", "/api/tokens?page=x"):
+        assert client.get(path, **bearer(value))["Cache-Control"] == "no-store"

@@ -2,6 +2,7 @@
 
 import json
 from datetime import datetime
+from functools import wraps
 
 from django.contrib.auth import get_user_model
 from django.core.exceptions import ValidationError
@@ -10,7 +11,6 @@ from django.http import HttpResponse, JsonResponse
 from django.shortcuts import get_object_or_404
 from django.utils import timezone
 from django.utils.translation import gettext as _
-from django.views.decorators.cache import never_cache
 from django.views.decorators.http import require_GET, require_http_methods
 
 from .auth import client_ip
@@ -65,22 +65,24 @@ def user_json(user):
 
 
 def _api_view(methods):
-    """Wrap a view: allowed methods, no caching, and BadRequest/ValidationError as 400 JSON."""
+    """Wrap a view: allowed methods, never stored by a cache, and BadRequest/ValidationError as 400 JSON."""
 
     def decorate(view):
         @require_http_methods(methods)
-        @never_cache
+        @wraps(view)
         def wrapped(request, *args, **kwargs):
             try:
-                return view(request, *args, **kwargs)
+                response = view(request, *args, **kwargs)
             except BadRequest as error:
                 extra = {"fields": error.fields} if error.status == 400 else {}
-                return api_error(error.status, error.detail, **extra)
+                response = api_error(error.status, error.detail, **extra)
             except ValidationError as error:
-                return api_error(400, _("The request has invalid fields."), fields=_fields(error))
+                response = api_error(400, _("The request has invalid fields."), fields=_fields(error))
+            # Every answer is the caller's own data: no cache may store it. Set outright, not with
+            # never_cache, which parses and merges headers on every API request for the same effect.
+            response["Cache-Control"] = "no-store"
+            return response
 
-        wrapped.__name__ = view.__name__
-        wrapped.__doc__ = view.__doc__
         return wrapped
 
     return decorate
@@ -229,7 +231,6 @@ def tokens_collection(request):
         ip=client_ip(request), policy=policy,
     )
     response = JsonResponse({**token_json(token), "token": plaintext}, status=201)
-    response["Cache-Control"] = "no-store"
     response["Location"] = f"/api/tokens/{token.pk}"
     return response
 
