@@ -302,3 +302,12 @@ def test_a_legacy_key_survives_pepper_rotation_by_being_re_digested_on_use(clien
     assert row.pepper_id == 9 and row.digest == credentials.digest(ALICE_KEY, credentials.peppers()[0])
     settings.TOKEN_PEPPERS = {"9": "n" * 40}  # step 3: the old pepper retired
     assert me(client, ALICE_KEY).status_code == 200
+
+
+def test_an_unknown_or_malformed_key_is_pointed_to_the_migration_guide(client, policy):
+    for key in ("not-a-key-anyone-was-given", "tab\tinside"):
+        response = me(client, key)
+        assert response.status_code == 401
+        assert response["Link"] == LINK
+        assert "bearer token" in response.json()["detail"] or "malformed" in response.json()["detail"]
+    assert "Link" not in client.get("/api/users/me", HTTP_AUTHORIZATION="Bearer bpt_nope")

@@ -35,12 +35,14 @@ _BEARER_RE = re.compile(r"[Bb][Ee][Aa][Rr][Ee][Rr][ \t]+(\S+)")
 class AuthError(Exception):
     """Refuse the request with 401 and an RFC 6750 ``WWW-Authenticate`` challenge."""
 
-    def __init__(self, description, *, error="invalid_token", credential=None):
+    def __init__(self, description, *, error="invalid_token", credential=None, legacy=False):
         super().__init__(description)
         self.error = error
         self.description = description
         # The well-formed credential that was refused (expired, revoked…), so the attempt is recorded.
         self.credential = credential
+        # A refused legacy key, known or not: the answer points to the migration guide.
+        self.legacy = legacy or (credential is not None and credential.method == "legacy_key")
 
 
 @dataclass
@@ -154,12 +156,13 @@ def authenticate_legacy(key):
     try:
         clean_legacy_key(key)
     except ValidationError:
-        raise AuthError(_("The API key is malformed.")) from None
+        raise AuthError(_("The API key is malformed."), legacy=True) from None
     digests = credentials.legacy_digests(key)
     rows = _fetch(_legacy_sql(connection.vendor, len(digests)), list(digests.values()))
     row = next((r for r in rows if digests.get(r[2]) == r[1]), None)
     if row is None:
-        raise AuthError(_("The API key is not valid. Use a bearer token (Authorization: Bearer <token>)."))
+        raise AuthError(_("The API key is not valid. Use a bearer token (Authorization: Bearer <token>)."),
+                        legacy=True)
     key_id, _digest, _pepper, revoked_at, last_used_at, accepted, deprecated_at, sunset_at = row[:8]
     user = _build_user(row[8:])
     credential = Credential(

@@ -18,6 +18,7 @@ log = logging.getLogger(__name__)
 
 API_PREFIX = "/api/"
 PUBLIC_API_PATHS = frozenset({"/api/openapi.json"})
+MIGRATION_LINK = f'<{MIGRATION_GUIDE_PATH}>; rel="deprecation"; type="text/plain"'
 
 ERROR_CODES = {
     400: "invalid_request",
@@ -103,6 +104,8 @@ class ApiAuthenticationMiddleware:
             response = unauthorized(refusal.description, error=refusal.error)
             if refusal.credential is not None:
                 self._finish(request, refusal.credential, response, started, accepted=False)
+            elif refusal.legacy:
+                response["Link"] = MIGRATION_LINK
             return response
         except DatabaseError:
             # Fail closed: without the database nobody is authenticated, nor treated as anonymous.
@@ -183,7 +186,7 @@ class ApiAuthenticationMiddleware:
             response["Deprecation"] = f"@{int(credential.deprecated_at.timestamp())}"
         if credential.sunset_at is not None:
             response["Sunset"] = http_date(credential.sunset_at.timestamp())
-        response["Link"] = f'<{MIGRATION_GUIDE_PATH}>; rel="deprecation"; type="text/plain"'
+        response["Link"] = MIGRATION_LINK
 
     @staticmethod
     def _as_json_error(response):
