@@ -398,7 +398,7 @@ def test_adding_a_token_follows_the_policy_with_errors_on_the_form(staff, user, 
         },
     )
     assert response.status_code == 200
-    assert "The longest lifetime allowed is" in _text(response)
+    assert "The longest lifetime allowed is 1 year." in _text(response)
     assert "bpt_" not in _text(response)
     response = staff.post(TOKENS_URL + "add/", {"user": user.pk, "name": "service", "nonce": nonce + "x"})
     assert "Tokens without an expiry date are not allowed." in _text(response)

@@ -156,3 +156,14 @@ def test_a_usage_record_leaves_every_later_commit_durable(user, issue):
         else:
             cursor.execute("SHOW synchronous_commit")
             assert cursor.fetchone()[0] == "on"
+
+
+def test_lifetime_limits_are_told_in_plain_words(user, policy):
+    from tokens.models.policy import describe_lifetime
+
+    assert [describe_lifetime(d) for d in (timedelta(days=365), timedelta(days=90), timedelta(hours=12),
+                                           timedelta(minutes=5), timedelta(days=1, minutes=30))] == [
+        "1 year", "90 days", "12 hours", "5 minutes", "1470 minutes"]
+    with pytest.raises(ValidationError) as error:
+        Token.objects.issue(user=user, name="x", expires_at=timezone.now() + timedelta(minutes=2))
+    assert error.value.message_dict["expires_at"] == ["The shortest lifetime allowed is 5 minutes."]

@@ -4,8 +4,22 @@ from django.core.exceptions import ValidationError
 from django.db import models
 from django.utils import timezone
 from django.utils.translation import gettext_lazy as _
+from django.utils.translation import ngettext
 
 from ..constants import PRESET_CHOICES, PRESETS
+
+
+def describe_lifetime(delta):
+    """Return *delta* in words people use for lifetimes: "1 year", "90 days", "12 hours", "5 minutes"."""
+    minutes = int(delta.total_seconds() // 60)
+    days, rest = divmod(minutes, 24 * 60)
+    if days and days % 365 == 0 and not rest:
+        return ngettext("%(n)d year", "%(n)d years", days // 365) % {"n": days // 365}
+    if days and not rest:
+        return ngettext("%(n)d day", "%(n)d days", days) % {"n": days}
+    if minutes % 60 == 0:
+        return ngettext("%(n)d hour", "%(n)d hours", minutes // 60) % {"n": minutes // 60}
+    return ngettext("%(n)d minute", "%(n)d minutes", minutes) % {"n": minutes}
 
 
 def default_presets():
@@ -141,11 +155,11 @@ class ExpirationPolicy(models.Model):
         # A minute of slack for the time between rendering the form and submitting it.
         if lifetime < self.minimum_lifetime - timedelta(minutes=1):
             raise ValidationError(
-                {"expires_at": _("The shortest lifetime allowed is %(min)s.") % {"min": self.minimum_lifetime}}
+                {"expires_at": _("The shortest lifetime allowed is %(min)s.") % {"min": describe_lifetime(self.minimum_lifetime)}}
             )
         if lifetime > self.maximum_lifetime + timedelta(minutes=1):
             raise ValidationError(
-                {"expires_at": _("The longest lifetime allowed is %(max)s.") % {"max": self.maximum_lifetime}}
+                {"expires_at": _("The longest lifetime allowed is %(max)s.") % {"max": describe_lifetime(self.maximum_lifetime)}}
             )
 
     def legacy_refusal(self, now=None):
