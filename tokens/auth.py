@@ -27,6 +27,7 @@ from django.utils.translation import gettext as _
 from . import credentials
 from .constants import LEGACY_KEY_HEADER, TOKEN_PREFIX
 from .models.legacy import LegacyApiKey, clean_legacy_key
+from .models.policy import legacy_refusal
 
 
 _BEARER_RE = re.compile(r"[Bb][Ee][Aa][Rr][Ee][Rr][ \t]+(\S+)")
@@ -172,12 +173,9 @@ def authenticate_legacy(key):
     if revoked_at is not None:
         raise AuthError(_("The API key has been revoked. Use a bearer token (Authorization: Bearer <token>)."),
                         credential=credential)
-    if not accepted:
-        raise AuthError(_("Legacy API keys are switched off. Use a bearer token (Authorization: Bearer <token>)."),
-                        credential=credential)
-    if credential.sunset_at is not None and timezone.now() >= credential.sunset_at:
-        raise AuthError(_("Legacy API keys reached their sunset. Use a bearer token (Authorization: Bearer <token>)."),
-                        credential=credential)
+    refusal = legacy_refusal(accepted=accepted, sunset_at=credential.sunset_at)
+    if refusal is not None:
+        raise AuthError(str(refusal), credential=credential)
     if not user.is_active:
         raise AuthError(_("The API key's owner is deactivated."), credential=credential)
     newest = credentials.peppers()[0].id

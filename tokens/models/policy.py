@@ -22,6 +22,18 @@ def describe_lifetime(delta):
     return ngettext("%(n)d minute", "%(n)d minutes", minutes) % {"n": minutes}
 
 
+def legacy_refusal(*, accepted, sunset_at, now=None):
+    """Return why legacy keys are refused under these policy values, or None while they are accepted.
+
+    The one rule for the API (which reads the values in its lookup) and the pages that describe it.
+    """
+    if not accepted:
+        return _("Legacy API keys are switched off. Use a bearer token (Authorization: Bearer <token>).")
+    if sunset_at is not None and (now or timezone.now()) >= sunset_at:
+        return _("Legacy API keys reached their sunset. Use a bearer token (Authorization: Bearer <token>).")
+    return None
+
+
 def default_presets():
     return [key for key, _label, _delta in PRESET_CHOICES]
 
@@ -164,9 +176,4 @@ class ExpirationPolicy(models.Model):
 
     def legacy_refusal(self, now=None):
         """Return why legacy keys are refused now, or None while they are accepted."""
-        now = now or timezone.now()
-        if not self.legacy_keys_accepted:
-            return _("Legacy API keys are switched off. Use a bearer token (Authorization: Bearer …).")
-        if self.legacy_sunset_at and now >= self.legacy_sunset_at:
-            return _("Legacy API keys reached their sunset. Use a bearer token (Authorization: Bearer …).")
-        return None
+        return legacy_refusal(accepted=self.legacy_keys_accepted, sunset_at=self.legacy_sunset_at, now=now)
