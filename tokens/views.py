@@ -4,7 +4,7 @@ from django.contrib import messages
 from django.contrib.auth.decorators import login_required
 from django.core.exceptions import ValidationError
 from django.core.paginator import Paginator
-from django.db.models import Count, Q
+from django.db.models import Count
 from django.http import Http404, HttpResponseRedirect
 from django.shortcuts import get_object_or_404, redirect, render
 from django.urls import reverse
@@ -56,13 +56,9 @@ def token_list(request):
     # One aggregate query for the filter tab counts, whatever the number of tokens.
     counts = tokens.aggregate(
         all=Count("pk"),
-        active=Count(
-            "pk", filter=Q(revoked_at__isnull=True) & (Q(expires_at__isnull=True) | Q(expires_at__gt=now))
-        ),
-        expired=Count("pk", filter=Q(revoked_at__isnull=True, expires_at__lte=now)),
-        revoked=Count("pk", filter=Q(revoked_at__isnull=False)),
+        **{key: Count("pk", filter=Token.objects.status_condition(key, now)) for key in STATUSES},
     )
-    shown = tokens.with_status(status) if status else tokens
+    shown = tokens.with_status(status, now) if status else tokens
     page = Paginator(shown, TOKENS_PER_PAGE).get_page(request.GET.get("page"))
     filters = [("", _("All"), counts["all"])] + [
         (key, label, counts[key])

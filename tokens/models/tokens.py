@@ -49,19 +49,27 @@ class TokenQuerySet(models.QuerySet):
     def for_user(self, user):
         return self.filter(user=user)
 
-    def active(self, now=None):
+    @staticmethod
+    def status_condition(status, now=None):
+        """Return the Q that selects tokens with the derived *status*: "active", "expired" or "revoked"."""
         now = now or timezone.now()
-        return self.filter(Q(expires_at__isnull=True) | Q(expires_at__gt=now), revoked_at__isnull=True)
+        return {
+            "active": Q(revoked_at__isnull=True) & (Q(expires_at__isnull=True) | Q(expires_at__gt=now)),
+            "expired": Q(revoked_at__isnull=True, expires_at__lte=now),
+            "revoked": Q(revoked_at__isnull=False),
+        }[status]
+
+    def with_status(self, status, now=None):
+        return self.filter(self.status_condition(status, now))
+
+    def active(self, now=None):
+        return self.with_status("active", now)
 
     def expired(self, now=None):
-        return self.filter(expires_at__lte=now or timezone.now(), revoked_at__isnull=True)
+        return self.with_status("expired", now)
 
     def revoked(self):
-        return self.filter(revoked_at__isnull=False)
-
-    def with_status(self, status):
-        """Filter on a derived status: "active", "expired" or "revoked"."""
-        return {"active": self.active, "expired": self.expired, "revoked": self.revoked}[status]()
+        return self.with_status("revoked")
 
     def exceeding(self, maximum, now=None):
         """Return active tokens that live longer than *maximum* from now (or never expire)."""
