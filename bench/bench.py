@@ -86,6 +86,8 @@ def prepare():
         Case("none", "no credentials (401)", "/api/users/me", status=401),
         Case("forged", "forged bearer (401)", "/api/users/me", "Authorization", f"Bearer {forged}", 401),
         Case("bearer", "bearer, usage recorded", "/api/users/me", "Authorization", f"Bearer {bearer}"),
+        Case("unrecorded", "bearer, not recorded (bench only)", "/bench/bearer-unrecorded/me", "Authorization",
+             f"Bearer {bearer}"),
         Case("legacy", "legacy key, usage recorded", "/api/users/me", "Rest-Api-Key", legacy),
         Case("knox", "knox TokenAuthentication", "/bench/knox/me", "Authorization", f"Token {knox}"),
         Case("drf", "DRF TokenAuthentication", "/bench/drf/me", "Authorization", f"Token {drf}"),
@@ -410,6 +412,13 @@ def report(paths, *, database, rounds, seconds, connections, workers, counts, pi
     no_query = "yes" if forged.queries == 0 else "no"
     lines.append(f"| forged token: no query | {forged.queries} queries | {no_query} |")
     lines += recording_cost(bearer, pieces)
+    unrecorded = by["unrecorded"]
+    lines += [
+        "",
+        f"Under load, recording takes: bearer with its usage recorded {rps(bearer):,.0f} req/s ÷ the same "
+        f"check unrecorded {rps(unrecorded):,.0f} req/s = {rps(bearer) / rps(unrecorded):.2f}× "
+        f"(unrecorded: {rps(unrecorded) / base_rps:.2f}× no-credentials, {rps(unrecorded) / knox_rps:.2f}× knox).",
+    ]
     recorded, rows = counts
     answered = bearer.calls + sum(s["requests"] for s in bearer.wrk)
     # The usage-record piece wrote records for the bench token without a request.

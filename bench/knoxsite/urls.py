@@ -9,4 +9,5 @@ urlpatterns = [
     *portal_urlpatterns,
     path("bench/knox/me", views.KnoxMe.as_view()),
     path("bench/drf/me", views.DrfTokenMe.as_view()),
+    path("bench/bearer-unrecorded/me", views.bearer_unrecorded),
 ]

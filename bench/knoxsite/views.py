@@ -1,12 +1,20 @@
-"""The equivalent of GET /api/users/me behind knox's and DRF's token authentication."""
+"""The equivalent of GET /api/users/me behind knox's and DRF's token authentication, and unrecorded.
+
+``bearer_unrecorded`` is not a way to use the portal: it checks a bearer token exactly as the API
+does (``tokens.auth.authenticate``) and answers the same JSON, but writes no usage record. It is in
+the benchmark so that every run shows what recording costs under load, next to the recorded path.
+"""
 
 from knox.auth import TokenAuthentication as KnoxTokenAuthentication
+from django.http import JsonResponse
 from rest_framework.authentication import TokenAuthentication as DrfTokenAuthentication
 from rest_framework.permissions import IsAuthenticated
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from tokens.api import user_json
+from tokens.auth import AuthError, authenticate
+from tokens.middleware import unauthorized
 
 
 class KnoxMe(APIView):
@@ -31,3 +39,18 @@ class DrfTokenMe(APIView):
         body = user_json(request.user)
         body["auth"] = {"method": "drf_token", "token_id": None, "legacy_key_id": None}
         return Response(body)
+
+
+def bearer_unrecorded(request):
+    """Answer the caller's user after the API's own token check, without recording the request."""
+    try:
+        credential = authenticate(request)
+    except AuthError as refusal:
+        return unauthorized(refusal.description, error=refusal.error)
+    if credential is None:
+        return unauthorized("Authentication credentials were not provided.")
+    body = user_json(credential.user)
+    body["auth"] = {"method": credential.method, "token_id": credential.id, "legacy_key_id": None}
+    response = JsonResponse(body)
+    response["Cache-Control"] = "no-store"
+    return response
