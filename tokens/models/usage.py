@@ -4,6 +4,7 @@ from django.db.models import Q
 from django.utils import timezone
 from django.utils.translation import gettext_lazy as _
 
+from .. import sqlite_turns
 from ..constants import PATH_MAX_LENGTH, USER_AGENT_MAX_LENGTH
 
 
@@ -56,7 +57,9 @@ class UsageRecordQuerySet(models.QuerySet):
             # fsync. A connection flag rather than a statement: set on the driver's own connection.
             conn.connection.execute("PRAGMA synchronous=NORMAL")
             try:
-                cursor.execute(sql, params)
+                # Queued behind the other processes' usage INSERTs rather than sleeping on the lock.
+                with sqlite_turns.turns.turn(conn):
+                    cursor.execute(sql, params)
             finally:
                 conn.connection.execute("PRAGMA synchronous=FULL")
 

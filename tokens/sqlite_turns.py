@@ -1,0 +1,95 @@
+"""Usage INSERTs on SQLite take turns at the write lock instead of sleeping on it.
+
+SQLite lets one connection write at a time. When a second one tries, its busy handler sleeps and
+tries again: 1 ms first, then longer. A usage INSERT holds the lock for about 0.1 ms, so with two
+gunicorn workers recording every request about one INSERT in seven found the lock taken and slept
+ten times longer than it had to wait (measured in docs/performance.md). Here the INSERTs of every
+process on the machine queue on a file lock next to the database instead: the kernel wakes the next
+one as soon as the lock is released.
+
+The queue only orders usage INSERTs among themselves; any other write (a revocation, an admin
+change) still meets SQLite's own busy handler, and none of them waits for this lock, so the two can
+never wait for each other in a circle.
+
+A WAL checkpoint copies the log back into the database file and waits for the disk. SQLite runs one
+inside whichever commit crosses ``wal_autocheckpoint`` pages, and inside the queue every other
+INSERT would wait for that disk write too. So every ``CHECKPOINT_EVERY`` INSERTs a process runs a
+passive checkpoint itself, once the response of its request has been sent (``request_finished``),
+outside the queue; that keeps the log under SQLite's threshold, which stays as a safety net for
+writes made outside requests.
+"""
+
+import logging
+import os
+import threading
+from contextlib import contextmanager
+
+from django.core.signals import request_finished
+from django.db import DatabaseError, connections
+
+try:
+    import fcntl
+except ImportError:  # not a POSIX system: SQLite's busy handler alone
+    fcntl = None
+
+CHECKPOINT_EVERY = 500  # usage INSERTs of one process between its checkpoints (about 5,000 WAL pages)
+
+log = logging.getLogger(__name__)
+
+
+class WriterTurns:
+    def __init__(self):
+        self._threads = threading.Lock()  # a file lock does not exclude threads of the same process
+        self._files = {}  # (pid, lock file path) -> file descriptor
+        self._inserts = 0
+        self._checkpoint_due = set()  # database aliases
+
+    def _descriptor(self, path):
+        # Opened once per process: a descriptor inherited through fork() would share its lock.
+        key = (os.getpid(), path)
+        if key not in self._files:
+            self._files[key] = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+        return self._files[key]
+
+    @contextmanager
+    def turn(self, connection):
+        """Hold the usage-write turn of *connection*'s database file for the block."""
+        name = str(connection.settings_dict["NAME"])
+        if fcntl is None or name == ":memory:" or name.startswith("file:"):
+            yield
+            return
+        with self._threads:
+            descriptor = self._descriptor(name + "-usage.lock")
+            fcntl.flock(descriptor, fcntl.LOCK_EX)
+            try:
+                yield
+            finally:
+                fcntl.flock(descriptor, fcntl.LOCK_UN)
+            self._inserts += 1
+            if self._inserts % CHECKPOINT_EVERY == 0:
+                self._checkpoint_due.add(connection.alias)
+
+    def checkpoint(self):
+        """Run the passive checkpoints that are due, on this thread's connections."""
+        with self._threads:
+            due, self._checkpoint_due = self._checkpoint_due, set()
+        for alias in due:
+            connection = connections[alias]
+            if connection.connection is None or connection.in_atomic_block:
+                continue  # closed meanwhile (SQLite checkpoints on close), or busy: the safety net remains
+            try:
+                with connection.wrap_database_errors:
+                    connection.connection.execute("PRAGMA wal_checkpoint(PASSIVE)")
+            except DatabaseError:
+                log.warning("WAL checkpoint failed; SQLite's automatic checkpoint remains")
+
+
+turns = WriterTurns()
+
+
+def _checkpoint_after_response(**kwargs):
+    if turns._checkpoint_due:
+        turns.checkpoint()
+
+
+request_finished.connect(_checkpoint_after_response, dispatch_uid="tokens.sqlite_turns.checkpoint")
