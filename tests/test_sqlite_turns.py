@@ -4,13 +4,18 @@ import fcntl
 import shutil
 import sqlite3
 import threading
+import time
+from contextlib import closing
 
 import pytest
-from django.db import connection
+from django.core.signals import request_finished
+from django.db import close_old_connections, connection
 from django.test import Client
+from django.utils import timezone
 
 from tests.conftest import bearer
 from tokens import sqlite_turns
+from tokens.models import UsageRecord
 
 pytestmark = [
     pytest.mark.django_db(transaction=True),  # the request's own autocommitted INSERT, as in production
@@ -18,7 +23,25 @@ pytestmark = [
 ]
 
 
-def _call_in_another_thread(value, answers):
+@pytest.fixture
+def lock_waits(monkeypatch):
+    """Set an event when a thread other than the test's asks for the usage-write turn."""
+    asked = threading.Event()
+    flock = fcntl.flock
+
+    def watched(descriptor, operation):
+        if operation == fcntl.LOCK_EX and threading.current_thread() is not threading.main_thread():
+            asked.set()
+        return flock(descriptor, operation)
+
+    monkeypatch.setattr(sqlite_turns.fcntl, "flock", watched)
+    return asked
+
+
+def test_a_usage_insert_waits_its_turn_behind_another_process_then_records(user, issue, lock_waits):
+    token, value = issue(user)
+    answers = []
+
     def call():
         try:
             answers.append(Client().get("/api/users/me", **bearer(value)).status_code)
@@ -26,23 +49,19 @@ def _call_in_another_thread(value, answers):
             connection.close()  # this thread's own connection
 
     thread = threading.Thread(target=call)
-    thread.start()
-    return thread
-
-
-def test_a_usage_insert_waits_its_turn_behind_another_process_then_records(user, issue):
-    token, value = issue(user)
     # Another process's usage INSERT holds the turn (a second open file: flock excludes it like a process).
     with open(f"{connection.settings_dict['NAME']}-usage.lock", "a+") as other:
         fcntl.flock(other, fcntl.LOCK_EX)
-        answers = []
-        thread = _call_in_another_thread(value, answers)
-        thread.join(0.5)
-        assert thread.is_alive() and answers == []
-        token.refresh_from_db()
-        assert token.request_count == 0
-        fcntl.flock(other, fcntl.LOCK_UN)
-    thread.join(10)
+        try:
+            thread.start()
+            assert lock_waits.wait(10), "the request never asked for its turn"
+            thread.join(0.3)
+            assert thread.is_alive() and answers == []
+            token.refresh_from_db()
+            assert token.request_count == 0
+        finally:
+            fcntl.flock(other, fcntl.LOCK_UN)
+            thread.join(10)
     assert answers == [200]
     token.refresh_from_db()
     assert token.request_count == 1
@@ -52,7 +71,7 @@ def _records_in_the_database_file(tmp_path):
     """Count the usage records the database file holds without its write-ahead log: what was checkpointed."""
     copy = tmp_path / "checkpointed.sqlite3"
     shutil.copyfile(connection.settings_dict["NAME"], copy)
-    with sqlite3.connect(copy) as database:
+    with closing(sqlite3.connect(copy)) as database:
         return database.execute("SELECT count(*) FROM tokens_usagerecord").fetchone()[0]
 
 
@@ -61,8 +80,38 @@ def test_the_log_reaches_the_database_file_after_every_few_hundred_inserts(clien
     monkeypatch.setattr(sqlite_turns, "CHECKPOINT_EVERY", 5)  # 500 in production: same rule, quicker test
     monkeypatch.setattr(sqlite_turns, "turns", sqlite_turns.WriterTurns())
     _token, value = issue(user)
+    with connection.cursor() as cursor:
+        cursor.execute("PRAGMA wal_checkpoint(TRUNCATE)")  # start from a file that matches the database
+    assert _records_in_the_database_file(tmp_path) == 0
     for _ in range(4):
         assert client.get("/api/users/me", **bearer(value)).status_code == 200
     assert _records_in_the_database_file(tmp_path) == 0  # still only in the log
     assert client.get("/api/users/me", **bearer(value)).status_code == 200
     assert _records_in_the_database_file(tmp_path) == 5
+
+
+def test_a_due_checkpoint_runs_even_when_django_closes_the_connection_at_the_end_of_the_request(
+    user, issue, tmp_path, monkeypatch
+):
+    monkeypatch.setattr(sqlite_turns, "CHECKPOINT_EVERY", 1)
+    monkeypatch.setattr(sqlite_turns, "turns", sqlite_turns.WriterTurns())
+    token, _ = issue(user)
+    with connection.cursor() as cursor:
+        cursor.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    UsageRecord.objects.record(
+        token_id=token.pk, user_id=user.pk, at=timezone.now(), accepted=True, method="GET", path="/api/users/me",
+        status=200, ip="192.0.2.1", user_agent="test", duration_ms=1.0,
+    )
+    assert _records_in_the_database_file(tmp_path) == 0
+    # Another worker has the database open, so closing this connection does not checkpoint by itself
+    # (SQLite does that only when the last connection to a database closes).
+    with closing(sqlite3.connect(connection.settings_dict["NAME"])) as other_worker:
+        other_worker.execute("SELECT count(*) FROM tokens_token").fetchone()
+        # CONN_MAX_AGE has run out: Django's own request_finished receiver, which in a server runs
+        # first (the test client reorders the receivers, hence the explicit call), closes the
+        # connection before the checkpoint's turn comes.
+        connection.close_at = time.monotonic() - 1
+        close_old_connections()
+        assert connection.connection is None
+        request_finished.send(sender=None)
+        assert _records_in_the_database_file(tmp_path) == 1

@@ -9,7 +9,10 @@ one as soon as the lock is released.
 
 The queue only orders usage INSERTs among themselves; any other write (a revocation, an admin
 change) still meets SQLite's own busy handler, and none of them waits for this lock, so the two can
-never wait for each other in a circle.
+never wait for each other in a circle. A request never waits longer than SQLite's busy timeout in
+all: what it spent in the queue is taken off the time SQLite may then wait, and past that the INSERT
+fails like any locked write (503). Without the lock file (not POSIX, or it cannot be opened) the
+INSERTs simply use SQLite's busy handler as before.
 
 A WAL checkpoint copies the log back into the database file and waits for the disk. SQLite runs one
 inside whichever commit crosses ``wal_autocheckpoint`` pages, and inside the queue every other
@@ -22,6 +25,7 @@ writes made outside requests.
 import logging
 import os
 import threading
+import time
 from contextlib import contextmanager
 
 from django.core.signals import request_finished
@@ -29,10 +33,11 @@ from django.db import DatabaseError, connections
 
 try:
     import fcntl
-except ImportError:  # not a POSIX system: SQLite's busy handler alone
+except ImportError:  # not POSIX: SQLite's busy handler alone
     fcntl = None
 
 CHECKPOINT_EVERY = 500  # usage INSERTs of one process between its checkpoints (about 5,000 WAL pages)
+LONG_WAIT = 1.0  # seconds in the queue after which the INSERT's own busy timeout is shortened
 
 log = logging.getLogger(__name__)
 
@@ -40,7 +45,7 @@ log = logging.getLogger(__name__)
 class WriterTurns:
     def __init__(self):
         self._threads = threading.Lock()  # a file lock does not exclude threads of the same process
-        self._files = {}  # (pid, lock file path) -> file descriptor
+        self._files = {}  # (pid, lock file path) -> file descriptor, or None if it cannot be opened
         self._inserts = 0
         self._checkpoint_due = set()  # database aliases
 
@@ -48,7 +53,11 @@ class WriterTurns:
         # Opened once per process: a descriptor inherited through fork() would share its lock.
         key = (os.getpid(), path)
         if key not in self._files:
-            self._files[key] = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+            try:
+                self._files[key] = os.open(path, os.O_RDWR | os.O_CREAT, 0o660)
+            except OSError as error:
+                log.warning("usage INSERTs will not take turns: cannot open %s (%s)", path, error.strerror)
+                self._files[key] = None
         return self._files[key]
 
     @contextmanager
@@ -60,9 +69,14 @@ class WriterTurns:
             return
         with self._threads:
             descriptor = self._descriptor(name + "-usage.lock")
+            if descriptor is None:
+                yield
+                return
+            started = time.monotonic()
             fcntl.flock(descriptor, fcntl.LOCK_EX)
             try:
-                yield
+                with _busy_timeout_less(connection, time.monotonic() - started):
+                    yield
             finally:
                 fcntl.flock(descriptor, fcntl.LOCK_UN)
             self._inserts += 1
@@ -75,13 +89,32 @@ class WriterTurns:
             due, self._checkpoint_due = self._checkpoint_due, set()
         for alias in due:
             connection = connections[alias]
-            if connection.connection is None or connection.in_atomic_block:
-                continue  # closed meanwhile (SQLite checkpoints on close), or busy: the safety net remains
+            if connection.in_atomic_block:
+                with self._threads:
+                    self._checkpoint_due.add(alias)  # at the end of the next request, then
+                continue
             try:
+                # Django may just have closed a connection past CONN_MAX_AGE: open one for this.
+                connection.ensure_connection()
                 with connection.wrap_database_errors:
                     connection.connection.execute("PRAGMA wal_checkpoint(PASSIVE)")
             except DatabaseError:
                 log.warning("WAL checkpoint failed; SQLite's automatic checkpoint remains")
+
+
+@contextmanager
+def _busy_timeout_less(connection, waited):
+    """Take the time spent in the queue off what SQLite may wait for its lock during the block."""
+    if waited < LONG_WAIT:
+        yield
+        return
+    timeout_ms = int(connection.settings_dict["OPTIONS"].get("timeout", 5) * 1000)
+    raw = connection.connection
+    raw.execute(f"PRAGMA busy_timeout = {max(0, timeout_ms - int(waited * 1000))}")
+    try:
+        yield
+    finally:
+        raw.execute(f"PRAGMA busy_timeout = {timeout_ms}")
 
 
 turns = WriterTurns()

@@ -30,7 +30,8 @@ class UsageRecordQuerySet(models.QuerySet):
         """
         conn = connections[self.db]
         sql = _INSERT
-        relaxed = not conn.in_atomic_block  # never inside a transaction, which may hold a security write
+        # Never inside a transaction, which may hold a security write (nor with autocommit switched off).
+        relaxed = conn.get_autocommit() and not conn.in_atomic_block
         if relaxed and conn.vendor == "postgresql":
             # The statement switches its own implicit transaction to asynchronous commit: the row and
             # the trigger's counts are visible to everyone at once, but the commit does not wait for
