@@ -1,6 +1,7 @@
 """SQLite: usage INSERTs queue on a file lock instead of sleeping on SQLite's, and checkpoint after the response."""
 
 import fcntl
+import os
 import shutil
 import sqlite3
 import threading
@@ -115,3 +116,58 @@ def test_a_due_checkpoint_runs_even_when_django_closes_the_connection_at_the_end
         assert connection.connection is None
         request_finished.send(sender=None)
         assert _records_in_the_database_file(tmp_path) == 1
+
+
+def test_time_in_the_queue_counts_against_the_busy_timeout_so_a_stuck_writer_gives_a_quick_503(
+    user, issue, lock_waits, monkeypatch
+):
+    token, value = issue(user)
+    monkeypatch.setattr(sqlite_turns, "LONG_WAIT", 0.1)
+    # A 2 s busy timeout (20 s in production) for the connection the request's thread opens.
+    monkeypatch.setitem(connection.settings_dict["OPTIONS"], "timeout", 2)
+    answers = []
+
+    def call():
+        try:
+            answers.append(Client().get("/api/users/me", **bearer(value)).status_code)
+        finally:
+            connection.close()
+
+    thread = threading.Thread(target=call)
+    name = connection.settings_dict["NAME"]
+    with closing(sqlite3.connect(name, isolation_level=None)) as writer, open(f"{name}-usage.lock", "a+") as other:
+        writer.execute("BEGIN IMMEDIATE")  # another writer holds SQLite's lock, and keeps it
+        fcntl.flock(other, fcntl.LOCK_EX)
+        try:
+            thread.start()
+            assert lock_waits.wait(10)
+            threading.Event().wait(2.2)  # the request's whole budget goes by in the queue
+        finally:
+            fcntl.flock(other, fcntl.LOCK_UN)
+        thread.join(1)  # without the budget, SQLite would now wait its own 2 s for the lock
+        finished = not thread.is_alive()
+        writer.execute("ROLLBACK")
+    thread.join(30)
+    assert finished, "the request waited for SQLite's lock after its budget had gone by in the queue"
+    assert answers == [503]
+    token.refresh_from_db()
+    assert token.request_count == 0
+
+
+def test_without_a_usable_lock_file_requests_are_still_recorded(client, user, issue, monkeypatch):
+    monkeypatch.setattr(sqlite_turns, "turns", sqlite_turns.WriterTurns())
+    token, value = issue(user)
+    path = f"{connection.settings_dict['NAME']}-usage.lock"
+    kept = os.path.exists(path)
+    if kept:
+        os.replace(path, f"{path}.kept")
+    os.mkdir(path)  # cannot be opened as a file
+    try:
+        assert client.get("/api/users/me", **bearer(value)).status_code == 200
+        assert client.get("/api/users/me", **bearer(value)).status_code == 200
+    finally:
+        os.rmdir(path)
+        if kept:
+            os.replace(f"{path}.kept", path)
+    token.refresh_from_db()
+    assert token.request_count == 2
