@@ -5,8 +5,8 @@ does (``tokens.auth.authenticate``) and answers the same JSON, but writes no usa
 the benchmark so that every run shows what recording costs under load, next to the recorded path.
 """
 
-from knox.auth import TokenAuthentication as KnoxTokenAuthentication
 from django.http import JsonResponse
+from knox.auth import TokenAuthentication as KnoxTokenAuthentication
 from rest_framework.authentication import TokenAuthentication as DrfTokenAuthentication
 from rest_framework.permissions import IsAuthenticated
 from rest_framework.response import Response
@@ -50,7 +50,12 @@ def bearer_unrecorded(request):
     if credential is None:
         return unauthorized("Authentication credentials were not provided.")
     body = user_json(credential.user)
-    body["auth"] = {"method": credential.method, "token_id": credential.id, "legacy_key_id": None}
+    bearer = credential.method == "bearer"
+    body["auth"] = {
+        "method": credential.method,
+        "token_id": credential.id if bearer else None,
+        "legacy_key_id": None if bearer else credential.id,
+    }
     response = JsonResponse(body)
     response["Cache-Control"] = "no-store"
     return response
