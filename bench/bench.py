@@ -10,7 +10,8 @@ that noise from the shared machine spreads over all of them, and every ratio com
 the same run. Before the load, a direct WSGI call loop measures µs/request and counts the queries
 (and PostgreSQL health-check round trips) each path costs in-process; in the same rounds, the bearer
 request's lookup and its usage record are also timed alone, which gives the cost of recording as a
-ratio.
+ratio. Last, a token's page is timed with a thousand and with a million usage records
+(``bench/pages.py``).
 """
 
 import argparse
@@ -28,6 +29,8 @@ import urllib.request
 from dataclasses import dataclass, field
 from datetime import timedelta
 from pathlib import Path
+
+from bench.pages import page_scaling
 
 BENCH_DIR = Path(__file__).resolve().parent
 ROOT = BENCH_DIR.parent
@@ -86,8 +89,8 @@ def prepare():
         Case("none", "no credentials (401)", "/api/users/me", status=401),
         Case("forged", "forged bearer (401)", "/api/users/me", "Authorization", f"Bearer {forged}", 401),
         Case("bearer", "bearer, usage recorded", "/api/users/me", "Authorization", f"Bearer {bearer}"),
-        Case("unrecorded", "bearer, not recorded (bench only)", "/bench/bearer-unrecorded/me", "Authorization",
-             f"Bearer {bearer}"),
+        Case("unrecorded", "bearer, not recorded (bench only)", "/bench/bearer-unrecorded/me",
+             "Authorization", f"Bearer {bearer}"),
         Case("legacy", "legacy key, usage recorded", "/api/users/me", "Rest-Api-Key", legacy),
         Case("knox", "knox TokenAuthentication", "/bench/knox/me", "Authorization", f"Token {knox}"),
         Case("drf", "DRF TokenAuthentication", "/bench/drf/me", "Authorization", f"Token {drf}"),
@@ -417,7 +420,8 @@ def report(paths, *, database, rounds, seconds, connections, workers, counts, pi
         "",
         f"Under load, recording takes: bearer with its usage recorded {rps(bearer):,.0f} req/s ÷ the same "
         f"check unrecorded {rps(unrecorded):,.0f} req/s = {rps(bearer) / rps(unrecorded):.2f}× "
-        f"(unrecorded: {rps(unrecorded) / base_rps:.2f}× no-credentials, {rps(unrecorded) / knox_rps:.2f}× knox).",
+        f"(unrecorded: {rps(unrecorded) / base_rps:.2f}× no-credentials, "
+        f"{rps(unrecorded) / knox_rps:.2f}× knox).",
     ]
     recorded, rows = counts
     answered = bearer.calls + sum(s["requests"] for s in bearer.wrk)
@@ -461,6 +465,7 @@ def main():
     text = report(paths, database=args.database, rounds=args.rounds, seconds=args.seconds,
                   connections=args.connections, workers=args.workers, counts=check_counts(),
                   pieces=pieces)
+    text += "\n" + "\n".join(page_scaling())
     print(text, flush=True)
     if args.out:
         args.out.parent.mkdir(parents=True, exist_ok=True)

@@ -1,0 +1,164 @@
+"""Time a token's page with a thousand usage records and with a million (issue 8: at most 2×).
+
+Run by ``bench/bench.py`` after the load, on the same database. A token of its own gets its records
+straight from SQL (generated on the server, three seconds apart, one in ten refused, from 40
+addresses); the per-day and per-address summaries the trigger would have kept are then made in one
+pass, and the planner's statistics gathered, as a production database would have them. The page is
+requested in-process through Django's test client, signed in as the owner: the newest requests, and
+an older page reached by the "older" link (keyset pagination deep in the history).
+"""
+
+import os
+import statistics
+import time
+from datetime import timedelta
+
+FEW = 1_000
+MANY = int(os.environ.get("BENCH_PAGE_RECORDS", 1_000_000))
+TARGET = 2.0
+
+_RECORD_COLUMNS = (
+    "token_id, legacy_key_id, user_id, at, accepted, method, path, status, ip, user_agent, duration_ms"
+)
+
+_POSTGRESQL = [
+    # The summary trigger would update the token's row once per record: skip it for this load only.
+    "SET LOCAL session_replication_role = replica",
+    f"""INSERT INTO tokens_usagerecord ({_RECORD_COLUMNS})
+        SELECT %(token)s, NULL, %(user)s, now() - i * interval '3 seconds', i %% 10 <> 0, 'GET',
+               '/api/users/me', CASE WHEN i %% 10 <> 0 THEN 200 ELSE 401 END, ('192.0.2.' || (i %% 40))::inet,
+               'bench-pages', 1.5
+        FROM generate_series(%(first)s, %(last)s) AS i""",
+    "SET LOCAL session_replication_role = origin",
+]
+_POSTGRESQL_SUMMARIES = [
+    "DELETE FROM tokens_dailyusage WHERE token_id = %(token)s",
+    "DELETE FROM tokens_clientaddress WHERE token_id = %(token)s",
+    """INSERT INTO tokens_dailyusage (token_id, legacy_key_id, day, accepted, refused)
+        SELECT token_id, NULL, (at AT TIME ZONE 'UTC')::date, sum(accepted::int), sum(1 - accepted::int)
+        FROM tokens_usagerecord WHERE token_id = %(token)s GROUP BY 1, 3""",
+    """INSERT INTO tokens_clientaddress
+            (token_id, legacy_key_id, ip, first_seen, last_seen, last_user_agent, requests)
+        SELECT token_id, NULL, ip, min(at), max(at), 'bench-pages', count(*)
+        FROM tokens_usagerecord WHERE token_id = %(token)s GROUP BY 1, 3""",
+    "ANALYZE",
+]
+_SQLITE = [
+    f"""WITH RECURSIVE seq(i) AS (SELECT :first UNION ALL SELECT i + 1 FROM seq WHERE i < :last)
+        INSERT INTO tokens_usagerecord ({_RECORD_COLUMNS})
+        SELECT :token, NULL, :user, strftime('%Y-%m-%d %H:%M:%f', 'now', '-' || (i * 3) || ' seconds'),
+               i % 10 <> 0, 'GET', '/api/users/me', CASE WHEN i % 10 <> 0 THEN 200 ELSE 401 END,
+               '192.0.2.' || (i % 40), 'bench-pages', 1.5
+        FROM seq""",
+]
+_SQLITE_SUMMARIES = [
+    "DELETE FROM tokens_dailyusage WHERE token_id = :token",
+    "DELETE FROM tokens_clientaddress WHERE token_id = :token",
+    """INSERT INTO tokens_dailyusage (token_id, legacy_key_id, day, accepted, refused)
+        SELECT token_id, NULL, date(at), sum(accepted), sum(1 - accepted)
+        FROM tokens_usagerecord WHERE token_id = :token GROUP BY token_id, date(at)""",
+    """INSERT INTO tokens_clientaddress
+            (token_id, legacy_key_id, ip, first_seen, last_seen, last_user_agent, requests)
+        SELECT token_id, NULL, ip, min(at), max(at), 'bench-pages', count(*)
+        FROM tokens_usagerecord WHERE token_id = :token GROUP BY token_id, ip""",
+    "ANALYZE",
+]
+
+
+def _load(token, first, last):
+    """Give *token* records number *first* to *last* (record i is 3·i seconds old), then its summaries."""
+    from django.db import connection, transaction
+
+    params = {"token": token.pk, "user": token.user_id, "first": first, "last": last}
+    if connection.vendor == "postgresql":
+        with transaction.atomic(), connection.cursor() as cursor:
+            for statement in _POSTGRESQL + _POSTGRESQL_SUMMARIES:
+                cursor.execute(statement, params)
+        with connection.cursor() as cursor:
+            # What autovacuum would long have done to weeks of records (visibility map, statistics).
+            cursor.execute("VACUUM ANALYZE tokens_usagerecord")
+        return
+    connection.ensure_connection()
+    raw = connection.connection
+    # The trigger would update the token's row once per record: drop it for the load, as a bulk import would.
+    (trigger,) = raw.execute(
+        "SELECT sql FROM sqlite_master WHERE type = 'trigger' AND name = 'tokens_usage_summaries'"
+    ).fetchone()
+    with transaction.atomic():
+        raw.execute("DROP TRIGGER tokens_usage_summaries")
+        for statement in _SQLITE + _SQLITE_SUMMARIES:
+            raw.execute(statement, params)
+        raw.execute(trigger)
+    # Weeks of records would have gone through many checkpoints; one transaction of a million leaves
+    # them all in the write-ahead log, where every page read would have to look for them first.
+    raw.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+
+
+def _time(client, url, *, repeat=40):
+    """Return (median ms per GET of *url*, queries per GET)."""
+    from django.db import connection
+    from django.test.utils import CaptureQueriesContext
+
+    for _ in range(5):
+        assert client.get(url).status_code == 200
+    with CaptureQueriesContext(connection) as captured:
+        client.get(url)
+    queries = len(captured)  # now: the next request's request_started signal empties the query log
+    times = []
+    for _ in range(repeat):
+        started = time.perf_counter()
+        response = client.get(url)
+        times.append((time.perf_counter() - started) * 1000)
+        assert response.status_code == 200
+    return statistics.median(times), queries
+
+
+def page_scaling():
+    """Return the report lines: the token page's time with FEW and with MANY usage records."""
+    from django.contrib.auth import get_user_model
+    from django.test import Client
+    from django.urls import reverse
+    from django.utils import timezone
+
+    from tokens.models import Token, UsageRecord
+
+    user = get_user_model().objects.create_user("bench-pages")
+    expires_at = timezone.now() + timedelta(days=1)
+    token, _value = Token.objects.issue(user=user, name="pages", expires_at=expires_at)
+    client = Client(SERVER_NAME="127.0.0.1")
+    client.force_login(user)
+    url = reverse("tokens:detail", args=[token.pk])
+
+    def older_page():
+        # The record in the middle of the history: its "older" page seeks deep into the index.
+        total = UsageRecord.objects.filter(token=token).count()
+        middle = UsageRecord.objects.filter(token=token).order_by("-at", "-id").values_list("pk", flat=True)
+        return f"{url}?before={middle[total // 2]}"
+
+    results = {}
+    loaded = 0
+    load_seconds = 0.0
+    for size in (FEW, MANY):
+        started = time.perf_counter()
+        _load(token, loaded, size - 1)
+        load_seconds += time.perf_counter() - started
+        loaded = size
+        results[size] = (_time(client, url), _time(client, older_page()))
+
+    lines = [
+        "",
+        f"Token page, in-process (Django's test client, signed in; median of 40 GETs), {FEW:,} and {MANY:,} "
+        f"usage records (loaded and summarised in {load_seconds:.0f} s):",
+        "",
+        f"| token page | {FEW:,} records | {MANY:,} records | ratio | queries | target ≤ {TARGET:g}× |",
+        "| --- | ---: | ---: | ---: | ---: | --- |",
+    ]
+    for index, label in enumerate(("newest requests", "an older page, halfway back")):
+        (few_ms, few_queries), (many_ms, many_queries) = results[FEW][index], results[MANY][index]
+        ratio = many_ms / few_ms
+        lines.append(
+            f"| {label} | {few_ms:.2f} ms | {many_ms:.2f} ms | {ratio:.2f}× "
+            f"| {few_queries} → {many_queries} "
+            f"| {'yes' if ratio <= TARGET else 'no'} |"
+        )
+    return lines
