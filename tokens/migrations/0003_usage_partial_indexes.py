@@ -1,7 +1,9 @@
-"""Usage records: the token and legacy-key indexes only hold the rows that have one.
+"""Usage records: the token and legacy-key indexes only hold the rows that have one, in page order.
 
 A record has a token or a legacy key, never both, so every API request wrote a NULL entry into the
-other index for nothing. On PostgreSQL the new indexes are built CONCURRENTLY under a temporary name,
+other index for nothing. The indexes also get ``id DESC`` after ``at DESC``: the pages list requests
+newest first with the id breaking ties, and an index in exactly that order serves a page by walking
+a few entries, whatever the other tokens' traffic, with no sort. On PostgreSQL the new indexes are built CONCURRENTLY under a temporary name,
 the old ones dropped CONCURRENTLY, and the new ones renamed: API requests keep being recorded while
 the migration runs, however many records there are (hence ``atomic = False``). SQLite has no
 concurrent builds and no index rename: it drops and creates them, holding its write lock for the
@@ -15,9 +17,11 @@ FIELDS = {"usage_token_at": ("token", "-at"), "usage_legacy_at": ("legacy_key", 
 
 
 def _index(name, partial, temporary=False):
-    fields = FIELDS[name]
-    condition = Q(**{f"{fields[0]}__isnull": False}) if partial else None
-    return models.Index(fields=list(fields), name=f"{name}_tmp" if temporary else name, condition=condition)
+    """The index as 0001 made it (*partial* False), or as it is now: partial, with ``-id`` for ties."""
+    fields, name = FIELDS[name], f"{name}_tmp" if temporary else name
+    if partial:
+        return models.Index(fields=[*fields, "-id"], name=name, condition=Q(**{f"{fields[0]}__isnull": False}))
+    return models.Index(fields=list(fields), name=name)
 
 
 def _replace(partial):

@@ -102,9 +102,14 @@ class UsageRecord(models.Model):
         ordering = ("-at", "-id")
         indexes = [
             # Partial: a record has a token or a legacy key, so each INSERT writes one of these two
-            # indexes, not both (one page less to write per API request).
-            models.Index(fields=["token", "-at"], name="usage_token_at", condition=Q(token__isnull=False)),
-            models.Index(fields=["legacy_key", "-at"], name="usage_legacy_at", condition=Q(legacy_key__isnull=False)),
+            # indexes, not both (one page less to write per API request). In the pages' exact order
+            # (newest first, id breaking ties), so a page of requests is a short walk of the index.
+            models.Index(
+                fields=["token", "-at", "-id"], name="usage_token_at", condition=Q(token__isnull=False)
+            ),
+            models.Index(
+                fields=["legacy_key", "-at", "-id"], name="usage_legacy_at", condition=Q(legacy_key__isnull=False)
+            ),
             models.Index(fields=["user", "-at"], name="usage_user_at"),
             models.Index(fields=["at"], name="usage_at"),
         ]
