@@ -85,6 +85,8 @@ class WriterTurns:
 
     def checkpoint(self):
         """Run the passive checkpoints that are due, on this thread's connections."""
+        if not self._checkpoint_due:  # the common case, at the end of every request: no lock taken
+            return
         with self._threads:
             due, self._checkpoint_due = self._checkpoint_due, set()
         for alias in due:
@@ -121,8 +123,7 @@ turns = WriterTurns()
 
 
 def _checkpoint_after_response(**kwargs):
-    if turns._checkpoint_due:
-        turns.checkpoint()
+    turns.checkpoint()
 
 
 request_finished.connect(_checkpoint_after_response, dispatch_uid="tokens.sqlite_turns.checkpoint")

@@ -5,14 +5,13 @@ does (``tokens.auth.authenticate``) and answers the same JSON, but writes no usa
 the benchmark so that every run shows what recording costs under load, next to the recorded path.
 """
 
-from django.http import JsonResponse
 from knox.auth import TokenAuthentication as KnoxTokenAuthentication
 from rest_framework.authentication import TokenAuthentication as DrfTokenAuthentication
 from rest_framework.permissions import IsAuthenticated
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from tokens.api import user_json
+from tokens.api import user_json, users_me
 from tokens.auth import AuthError, authenticate
 from tokens.middleware import unauthorized
 
@@ -42,20 +41,12 @@ class DrfTokenMe(APIView):
 
 
 def bearer_unrecorded(request):
-    """Answer the caller's user after the API's own token check, without recording the request."""
+    """Answer what GET /api/users/me answers, after the API's own token check, without recording it."""
     try:
         credential = authenticate(request)
     except AuthError as refusal:
         return unauthorized(refusal.description, error=refusal.error)
     if credential is None:
         return unauthorized("Authentication credentials were not provided.")
-    body = user_json(credential.user)
-    bearer = credential.method == "bearer"
-    body["auth"] = {
-        "method": credential.method,
-        "token_id": credential.id if bearer else None,
-        "legacy_key_id": None if bearer else credential.id,
-    }
-    response = JsonResponse(body)
-    response["Cache-Control"] = "no-store"
-    return response
+    request.user, request.auth = credential.user, credential
+    return users_me(request)

@@ -30,8 +30,9 @@ class UsageRecordQuerySet(models.QuerySet):
         """
         conn = connections[self.db]
         sql = _INSERT
-        # Never inside a transaction, which may hold a security write (nor with autocommit switched off).
-        relaxed = conn.get_autocommit() and not conn.in_atomic_block
+        # Only in autocommit mode: never inside a transaction (atomic() switches autocommit off), which
+        # may hold a security write.
+        relaxed = conn.get_autocommit()
         if relaxed and conn.vendor == "postgresql":
             # The statement switches its own implicit transaction to asynchronous commit: the row and
             # the trigger's counts are visible to everyone at once, but the commit does not wait for
@@ -108,7 +109,9 @@ class UsageRecord(models.Model):
                 fields=["token", "-at", "-id"], name="usage_token_at", condition=Q(token__isnull=False)
             ),
             models.Index(
-                fields=["legacy_key", "-at", "-id"], name="usage_legacy_at", condition=Q(legacy_key__isnull=False)
+                fields=["legacy_key", "-at", "-id"],
+                name="usage_legacy_at",
+                condition=Q(legacy_key__isnull=False),
             ),
             models.Index(fields=["user", "-at"], name="usage_user_at"),
             models.Index(fields=["at"], name="usage_at"),
