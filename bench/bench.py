@@ -136,7 +136,8 @@ def bearer_pieces(environ):
     from django.db import connection
     from django.utils import timezone
 
-    from tokens.auth import authenticate, client_ip
+    from tokens.auth import authenticate
+    from tokens.http import client_ip
     from tokens.models import UsageRecord
 
     request = WSGIRequest({**environ, "wsgi.input": io.BytesIO()})

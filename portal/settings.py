@@ -172,7 +172,7 @@ CACHES = {
 }
 
 # A failed CSRF check under /api/ answers in the API's JSON error shape.
-CSRF_FAILURE_VIEW = "tokens.api.csrf_failure"
+CSRF_FAILURE_VIEW = "tokens.api.views.csrf_failure"
 
 LOGIN_URL = "login"
 LOGIN_REDIRECT_URL = "profile"

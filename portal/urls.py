@@ -2,13 +2,14 @@ from django.contrib import admin
 from django.urls import include, path
 
 from tokens import views as token_views
+from tokens.constants import API_PREFIX
 from tokens.throttle import ThrottledLoginView
 
 from . import views
 
 # The API first: it is what most requests ask for, and the resolver tries patterns in order.
 urlpatterns = [
-    path("api/", include("tokens.api_urls")),
+    path(API_PREFIX.lstrip("/"), include("tokens.api.urls")),
     path("admin/", admin.site.urls),
     path("accounts/login/", ThrottledLoginView.as_view(), name="login"),
     path("accounts/", include("django.contrib.auth.urls")),

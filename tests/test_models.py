@@ -8,7 +8,6 @@ from django.db import IntegrityError, transaction
 from django.utils import timezone
 
 from tokens.models import ClientAddress, DailyUsage, ExpirationPolicy, Token, TokenEvent, UsageRecord
-from tokens.models.usage import daily_series
 
 pytestmark = pytest.mark.django_db
 
@@ -107,8 +106,8 @@ def test_exceeding_finds_active_tokens_longer_than_a_new_maximum(user, issue, po
 def test_expired_events_are_written_once(user, issue):
     token, _ = issue(user)
     Token.objects.filter(pk=token.pk).update(expires_at=timezone.now() - timedelta(hours=1))
-    TokenEvent.record_expiries()
-    TokenEvent.record_expiries()
+    Token.objects.record_expiries()
+    Token.objects.record_expiries()
     assert TokenEvent.objects.filter(token=token, kind="expired").count() == 1
 
 
@@ -131,7 +130,7 @@ def test_the_usage_trigger_keeps_counts_days_and_addresses(user, issue):
     assert days == {yesterday.date(): (1, 0), timezone.now().date(): (2, 1)}
     assert {(c.ip, c.requests) for c in ClientAddress.objects.filter(token=token)} == {
         ("192.0.2.1", 2), ("192.0.2.2", 2)}
-    series = daily_series(token.daily_usage.all())
+    series = token.daily_usage.series()
     assert len(series) == 30 and series[-1][1:] == (2, 1) and series[-2][1:] == (1, 0) and series[0][1:] == (0, 0)
 
 

@@ -23,7 +23,7 @@ from django.utils import timezone
 from hypothesis import HealthCheck, settings
 
 from tokens.models import ExpirationPolicy, LegacyApiKey
-from tokens.openapi import document
+from tokens.api.openapi import document
 
 from .conftest import bearer
 

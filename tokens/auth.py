@@ -1,4 +1,4 @@
-"""Authenticate an API request: request in, Credential out, or an AuthError with RFC 6750 fields.
+"""Authenticate an API request: request in, Authentication out, or an AuthError with RFC 6750 fields.
 
 This is the hot path of every API call, so it is written for cost:
 
@@ -11,7 +11,6 @@ Nothing is cached between requests: a revoked token, an expired token, a deactiv
 changed policy is seen by the very next request on every process and node.
 """
 
-import ipaddress
 import re
 from dataclasses import dataclass
 from datetime import UTC
@@ -26,7 +25,8 @@ from django.utils.translation import gettext as _
 
 from . import credentials
 from .constants import LEGACY_KEY_HEADER, TOKEN_PREFIX
-from .models.legacy import LegacyApiKey, clean_legacy_key
+from .models import ExpirationPolicy, LegacyApiKey, Token
+from .models.legacy import clean_legacy_key
 from .models.policy import legacy_refusal
 
 
@@ -47,7 +47,9 @@ class AuthError(Exception):
 
 
 @dataclass
-class Credential:
+class Authentication:
+    """Who a request authenticated as, and with which credential (``request.auth``)."""
+
     method: str  # "bearer" or "legacy_key"
     id: int
     user: object
@@ -77,12 +79,16 @@ def _build_user(values):
     return user
 
 
+def _table(model):
+    return connection.ops.quote_name(model._meta.db_table)
+
+
 @lru_cache(maxsize=2)
 def _token_sql(vendor):
     User, _names, user_sql = _user_columns()
     return (
         "SELECT t.id, t.digest, t.pepper_id, t.expires_at, t.revoked_at, t.last_used_at, "
-        f"{user_sql} FROM tokens_token t JOIN {User._meta.db_table} u ON u.id = t.user_id "
+        f"{user_sql} FROM {_table(Token)} t JOIN {_table(User)} u ON u.id = t.user_id "
         "WHERE t.public_id = %s"
     )
 
@@ -94,9 +100,16 @@ def _legacy_sql(vendor, n_digests):
     return (
         "SELECT k.id, k.digest, k.pepper_id, k.revoked_at, k.last_used_at, "
         "p.legacy_keys_accepted, p.legacy_deprecated_at, p.legacy_sunset_at, "
-        f"{user_sql} FROM tokens_legacyapikey k JOIN {User._meta.db_table} u ON u.id = k.user_id "
-        f"JOIN tokens_expirationpolicy p ON p.id = 1 WHERE k.digest IN ({placeholders})"
+        f"{user_sql} FROM {_table(LegacyApiKey)} k JOIN {_table(User)} u ON u.id = k.user_id "
+        f"JOIN {_table(ExpirationPolicy)} p ON p.id = 1 WHERE k.digest IN ({placeholders})"
     )
+
+
+def forget_cached_settings(*, setting, **kwargs):
+    """Drop the cached SQL when the user model changes (``setting_changed``, in tests)."""
+    if setting == "AUTH_USER_MODEL":
+        for cached in (_user_columns, _token_sql, _legacy_sql):
+            cached.cache_clear()
 
 
 def _fetch(sql, params):
@@ -129,7 +142,7 @@ def _fetch(sql, params):
 
 
 def authenticate_bearer(value):
-    """Return the Credential for bearer token *value*, or raise AuthError."""
+    """Return the Authentication for bearer token *value*, or raise AuthError."""
     # Shape and signature first: anything not issued here is refused before any query.
     try:
         parsed = credentials.parse(value)
@@ -142,7 +155,7 @@ def authenticate_bearer(value):
         raise AuthError(_("The token is not valid."))
     token_id, _digest, _pepper, expires_at, revoked_at, last_used_at = row[:6]
     user = _build_user(row[6:])
-    credential = Credential("bearer", token_id, user, first_use=last_used_at is None)
+    credential = Authentication("bearer", token_id, user, first_use=last_used_at is None)
     if revoked_at is not None:
         raise AuthError(_("The token has been revoked."), credential=credential)
     if expires_at is not None and _aware(expires_at) <= timezone.now():
@@ -153,7 +166,7 @@ def authenticate_bearer(value):
 
 
 def authenticate_legacy(key):
-    """Return the Credential for legacy API key *key*, or raise AuthError."""
+    """Return the Authentication for legacy API key *key*, or raise AuthError."""
     try:
         clean_legacy_key(key)
     except ValidationError:
@@ -166,7 +179,7 @@ def authenticate_legacy(key):
                         legacy=True)
     key_id, _digest, _pepper, revoked_at, last_used_at, accepted, deprecated_at, sunset_at = row[:8]
     user = _build_user(row[8:])
-    credential = Credential(
+    credential = Authentication(
         "legacy_key", key_id, user, first_use=last_used_at is None,
         deprecated_at=_aware(deprecated_at), sunset_at=_aware(sunset_at), last_used_at=_aware(last_used_at),
     )
@@ -187,7 +200,7 @@ def authenticate_legacy(key):
 
 
 def authenticate(request):
-    """Return the Credential the request carries, None when it carries none, or raise AuthError."""
+    """Return the Authentication the request carries, None when it carries none, or raise AuthError."""
     header = request.META.get("HTTP_AUTHORIZATION")
     if header:
         match = _BEARER_RE.fullmatch(header.strip())
@@ -202,35 +215,3 @@ def authenticate(request):
     if key is not None:
         return authenticate_legacy(key.strip())
     return None
-
-
-@lru_cache(maxsize=1)
-def _trusted_networks():
-    return tuple(ipaddress.ip_network(p, strict=False) for p in settings.TRUSTED_PROXIES)
-
-
-def _trusted(address):
-    try:
-        ip = ipaddress.ip_address(address)
-    except ValueError:
-        return False
-    return any(ip in network for network in _trusted_networks())
-
-
-def client_ip(request):
-    """Return the client's IP: the direct peer, unless it is a trusted proxy.
-
-    Behind trusted proxies the X-Forwarded-For chain is read from the right, skipping trusted hops;
-    the first untrusted address is the client. A header sent by an untrusted peer is ignored.
-    """
-    remote = request.META.get("REMOTE_ADDR") or None
-    if not remote or not settings.TRUSTED_PROXIES or not _trusted(remote):
-        return remote
-    hops = [h.strip() for h in request.META.get("HTTP_X_FORWARDED_FOR", "").split(",") if h.strip()]
-    for hop in reversed(hops):
-        if not _trusted(hop):
-            try:
-                return str(ipaddress.ip_address(hop))
-            except ValueError:
-                return remote
-    return remote

@@ -39,7 +39,7 @@ def _nice_ceiling(value):
 def daily_chart(days, series, *, title, chart_id=None):
     """Return the context for templates/tokens/includes/daily_chart.html: stacked bars, one per day.
 
-    *days* is a list of dates, oldest first (for example the dates of ``daily_series``).
+    *days* is a list of dates, oldest first (for example the dates of ``DailyUsage.objects.series()``).
     *series* is a list of ``(label, css_class, values)``; each *values* list has one number per day.
     The series are stacked bottom to top in the given order. *css_class* colours a series: the classes
     ``series-accepted``, ``series-refused``, ``series-bearer`` and ``series-legacy`` have colours both
@@ -54,7 +54,7 @@ def daily_chart(days, series, *, title, chart_id=None):
 
     Example (two series per day)::
 
-        rows = daily_series(DailyUsage.objects.filter(token=token))
+        rows = DailyUsage.objects.filter(token=token).series()
         chart = daily_chart(
             [day for day, _a, _r in rows],
             [(_("accepted"), "series-accepted", [a for _d, a, _r in rows]),

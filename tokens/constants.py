@@ -21,6 +21,7 @@ USER_AGENT_MAX_LENGTH = 255
 PATH_MAX_LENGTH = 255
 LEGACY_KEY_MAX_LENGTH = 200
 
+API_PREFIX = "/api/"  # where portal/urls.py mounts tokens.api.urls; the middleware guards it
 API_REALM = "api"
 LEGACY_KEY_HEADER = "HTTP_REST_API_KEY"  # "Rest-Api-Key", any case
 MIGRATION_GUIDE_PATH = "/docs/migration/"

@@ -4,64 +4,21 @@ import logging
 import time
 
 from django.db import DatabaseError
-from django.http import JsonResponse
 from django.template.response import SimpleTemplateResponse
 from django.utils import timezone
 from django.utils.http import http_date
 from django.utils.translation import gettext as _
 
-from .auth import AuthError, authenticate, client_ip
-from .constants import API_REALM, MIGRATION_GUIDE_PATH
+from .api.errors import api_error, service_unavailable, unauthorized
+from .auth import AuthError, authenticate
+from .constants import API_PREFIX, MIGRATION_GUIDE_PATH
+from .http import client_ip
 from .models import TokenEvent, UsageRecord
 
 log = logging.getLogger(__name__)
 
-API_PREFIX = "/api/"
 PUBLIC_API_PATHS = frozenset({"/api/openapi.json"})
 MIGRATION_LINK = f'<{MIGRATION_GUIDE_PATH}>; rel="deprecation"; type="text/plain"'
-
-ERROR_CODES = {
-    400: "invalid_request",
-    401: "invalid_token",
-    403: "insufficient_scope",
-    404: "not_found",
-    405: "method_not_allowed",
-    413: "request_too_large",
-    415: "unsupported_media_type",
-    429: "too_many_requests",
-    500: "server_error",
-    503: "service_unavailable",
-}
-
-
-def api_error(status, detail, *, error=None, **extra):
-    """Return the JSON error body every /api/ error uses: {"error", "detail"} (+ "fields" on 400)."""
-    body = {"error": error or ERROR_CODES.get(status, "error"), "detail": str(detail), **extra}
-    return JsonResponse(body, status=status)
-
-
-def _challenge(error=None, description=None):
-    parts = [f'Bearer realm="{API_REALM}"']
-    if error:
-        parts.append(f'error="{error}"')
-    if description:
-        # RFC 6750 limits the description to printable ASCII without quotes or backslashes.
-        safe = "".join(c for c in str(description) if 0x20 <= ord(c) < 0x7F and c not in '"\\')
-        parts.append(f'error_description="{safe}"')
-    return ", ".join(parts)
-
-
-def unauthorized(detail, *, error=None):
-    response = api_error(401, detail, error=error or "unauthorized")
-    response["WWW-Authenticate"] = _challenge(error, detail if error else None)
-    return response
-
-
-def service_unavailable():
-    response = api_error(503, _("The service cannot reach its database. Try again shortly."))
-    response["Retry-After"] = "5"
-    return response
-
 
 class DatabaseUnavailableMiddleware:
     """Fail closed: a database error anywhere becomes a 503, never a 500 or an anonymous success."""
@@ -86,7 +43,7 @@ class DatabaseUnavailableMiddleware:
 class ApiAuthenticationMiddleware:
     """Authenticate every request under /api/ and record every use of a token or legacy key.
 
-    Sets ``request.user`` to the credential's owner and ``request.auth`` to the Credential (None for
+    Sets ``request.user`` to the credential's owner and ``request.auth`` to the Authentication (None for
     a browser session). Must come after AuthenticationMiddleware, whose session user it replaces.
     """
 
@@ -163,7 +120,7 @@ class ApiAuthenticationMiddleware:
         # Rare writes: the first use of a token, and a legacy key's first use each day.
         if credential.method == "bearer" and credential.first_use:
             TokenEvent.objects.bulk_create(
-                [TokenEvent(user_id=credential.user.pk, token_id=credential.id, kind="first_used", at=now, ip=ip)],
+                [TokenEvent(user_id=credential.user.pk, token_id=credential.id, kind=TokenEvent.Kind.FIRST_USED, at=now, ip=ip)],
                 ignore_conflicts=True,
             )
         elif credential.method == "legacy_key" and (
@@ -172,7 +129,7 @@ class ApiAuthenticationMiddleware:
             TokenEvent.objects.bulk_create(
                 [
                     TokenEvent(
-                        user_id=credential.user.pk, legacy_key_id=credential.id, kind="legacy_used", at=now, ip=ip,
+                        user_id=credential.user.pk, legacy_key_id=credential.id, kind=TokenEvent.Kind.LEGACY_USED, at=now, ip=ip,
                         detail=now.date().isoformat(),
                     )
                 ],

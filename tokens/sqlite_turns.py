@@ -28,7 +28,6 @@ import threading
 import time
 from contextlib import contextmanager
 
-from django.core.signals import request_finished
 from django.db import DatabaseError, connections
 
 try:
@@ -122,8 +121,6 @@ def _busy_timeout_less(connection, waited):
 turns = WriterTurns()
 
 
-def _checkpoint_after_response(**kwargs):
+def checkpoint_after_response(**kwargs):
+    """Receive ``request_finished`` (connected in ``TokensConfig.ready``): checkpoint if one is due."""
     turns.checkpoint()
-
-
-request_finished.connect(_checkpoint_after_response, dispatch_uid="tokens.sqlite_turns.checkpoint")

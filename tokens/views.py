@@ -16,12 +16,11 @@ from django.views.decorators.csrf import csrf_protect
 from django.views.decorators.debug import sensitive_post_parameters, sensitive_variables
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
-from .auth import client_ip
+from .http import client_ip
 from .charts import daily_chart
 from .constants import MIGRATION_GUIDE_PATH
 from .forms import TokenCreateForm, TokenRenameForm
 from .models import ClientAddress, DailyUsage, ExpirationPolicy, LegacyApiKey, Token, TokenEvent, UsageRecord
-from .models.usage import daily_series
 
 TOKENS_PER_PAGE = 20
 EVENTS_PER_PAGE = 25
@@ -38,7 +37,7 @@ def home(request):
 @require_GET
 def profile(request):
     """Show the Activity Stream, newest first, and the way to Integrations."""
-    TokenEvent.record_expiries(Token.objects.for_user(request.user))
+    Token.objects.for_user(request.user).record_expiries()
     events = TokenEvent.objects.for_user(request.user).select_related("token", "actor")
     page = Paginator(events, EVENTS_PER_PAGE).get_page(request.GET.get("page"))
     return render(request, "profile/index.html", {"page": page})
@@ -180,7 +179,7 @@ def token_detail(request, pk):
 
 def _detail_context(request, token, rename_form):
     """Return the detail page context with a constant number of queries, however much the token was used."""
-    rows = daily_series(DailyUsage.objects.filter(token=token))
+    rows = DailyUsage.objects.filter(token=token).series()
     chart = daily_chart(
         [day for day, _accepted, _refused in rows],
         [

@@ -13,7 +13,6 @@ from django.utils.translation import ngettext_lazy
 
 from ..charts import daily_chart
 from ..models import ClientAddress, DailyUsage, ExpirationPolicy, LegacyApiKey
-from ..models.usage import daily_series
 from .common import CredentialColumnsMixin, ReadOnlyAdmin, revoke_each
 from .filters import MIGRATION_WINDOW_DAYS, LegacyStatusFilter, RecentUseFilter
 
@@ -110,8 +109,8 @@ class LegacyApiKeyAdmin(CredentialColumnsMixin, ReadOnlyAdmin):
             .select_related("legacy_key__user")
             .order_by("-last_seen")[:100]
         )
-        legacy = daily_series(DailyUsage.objects.filter(legacy_key__isnull=False), days=MIGRATION_WINDOW_DAYS)
-        bearer = daily_series(DailyUsage.objects.filter(token__isnull=False), days=MIGRATION_WINDOW_DAYS)
+        legacy = DailyUsage.objects.filter(legacy_key__isnull=False).series(days=MIGRATION_WINDOW_DAYS)
+        bearer = DailyUsage.objects.filter(token__isnull=False).series(days=MIGRATION_WINDOW_DAYS)
         chart = daily_chart(
             [day for day, _a, _r in legacy],
             [

@@ -16,7 +16,7 @@ from django.utils.translation import ngettext, ngettext_lazy
 from django.views.decorators.cache import never_cache
 from django.views.decorators.debug import sensitive_post_parameters
 
-from ..auth import client_ip
+from ..http import client_ip
 from ..constants import TOKEN_PREFIX
 from ..models import ExpirationPolicy, Token
 from .common import CredentialColumnsMixin, report_action, revoke_each

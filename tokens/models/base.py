@@ -4,6 +4,7 @@ from django.utils import timezone
 from django.utils.translation import gettext_lazy as _
 
 from ..constants import USER_AGENT_MAX_LENGTH
+from .events import TokenEvent
 
 
 class Credential(models.Model):
@@ -61,8 +62,6 @@ class Credential(models.Model):
 
     def _revoke(self, *, actor, kind, ip=None, detail=""):
         """Revoke from the very next request on and record *kind*; a second revoke changes nothing."""
-        from .usage import TokenEvent
-
         now = timezone.now()
         with transaction.atomic():
             changed = type(self).objects.filter(pk=self.pk, revoked_at__isnull=True).update(

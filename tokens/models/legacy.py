@@ -7,6 +7,7 @@ from django.utils.translation import gettext_lazy as _
 from .. import credentials
 from ..constants import DIGEST_LENGTH, LEGACY_KEY_MAX_LENGTH
 from .base import Credential
+from .events import TokenEvent
 
 
 def clean_legacy_key(key):
@@ -93,6 +94,4 @@ class LegacyApiKey(Credential):
 
     def revoke(self, *, actor):
         """Refuse the key from the very next request on. A second revoke changes nothing."""
-        from .usage import TokenEvent
-
         return self._revoke(actor=actor, kind=TokenEvent.Kind.LEGACY_REVOKED)

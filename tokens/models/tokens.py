@@ -15,6 +15,7 @@ from ..constants import (
     PURPOSE_MAX_LENGTH,
 )
 from .base import Credential
+from .events import TokenEvent
 from .policy import ExpirationPolicy
 
 
@@ -71,6 +72,17 @@ class TokenQuerySet(models.QuerySet):
     def revoked(self):
         return self.with_status("revoked")
 
+    def record_expiries(self, now=None):
+        """Write an "expired" event for each expired token here that has none yet (idempotent)."""
+        pending = self.expired(now).exclude(events__kind=TokenEvent.Kind.EXPIRED)
+        TokenEvent.objects.bulk_create(
+            [
+                TokenEvent(token_id=pk, user_id=user_id, kind=TokenEvent.Kind.EXPIRED, at=expires_at)
+                for pk, user_id, expires_at in pending.values_list("pk", "user_id", "expires_at")
+            ],
+            ignore_conflicts=True,
+        )
+
     def exceeding(self, maximum, now=None):
         """Return active tokens that live longer than *maximum* from now (or never expire)."""
         now = now or timezone.now()
@@ -94,8 +106,6 @@ class TokenManager(models.Manager.from_queryset(TokenQuerySet)):
         With a one-time *nonce* (from the create form), a second call with the same nonce creates
         nothing and raises AlreadyIssued with the first token: a resubmitted form never makes two.
         """
-        from .usage import TokenEvent
-
         now = now or timezone.now()
         name = clean_name(name)
         purpose = clean_purpose(purpose)
@@ -249,8 +259,6 @@ class Token(Credential):
 
     def rename(self, name, *, actor, ip=None):
         """Change the name (the value never changes) and record the event."""
-        from .usage import TokenEvent
-
         name = clean_name(name)
         if name == self.name:
             return
@@ -268,14 +276,10 @@ class Token(Credential):
 
     def revoke(self, *, actor, ip=None, detail=""):
         """Revoke the token from the very next request on. A second revoke changes nothing."""
-        from .usage import TokenEvent
-
         return self._revoke(actor=actor, kind=TokenEvent.Kind.REVOKED, ip=ip, detail=detail)
 
     def shorten(self, expires_at, *, actor):
         """Bring the expiry forward to *expires_at* (policy maximum lowered) and tell the owner."""
-        from .usage import TokenEvent
-
         with transaction.atomic():
             changed = (
                 Token.objects.filter(pk=self.pk, revoked_at__isnull=True)

@@ -1,6 +1,8 @@
+from datetime import timedelta
+
 from django.conf import settings
 from django.db import connections, models
-from django.db.models import Q
+from django.db.models import Q, Sum
 from django.utils import timezone
 from django.utils.translation import gettext_lazy as _
 
@@ -126,6 +128,23 @@ class UsageRecord(models.Model):
         return f"{self.method} {self.path} {self.status}"
 
 
+class DailyUsageQuerySet(models.QuerySet):
+    def series(self, days=30, today=None):
+        """Return [(date, accepted, refused)] for the last *days* UTC days, zeros included, oldest first.
+
+        Rows of several credentials in the queryset are summed per day.
+        """
+        today = today or timezone.now().date()
+        start = today - timedelta(days=days - 1)
+        rows = {
+            row["day"]: (row["a"], row["r"])
+            for row in self.filter(day__gte=start, day__lte=today)
+            .values("day")
+            .annotate(a=Sum("accepted"), r=Sum("refused"))
+        }
+        return [(start + timedelta(days=i), *rows.get(start + timedelta(days=i), (0, 0))) for i in range(days)]
+
+
 class DailyUsage(models.Model):
     """Requests per UTC day per credential, kept by the trigger; survives pruning of UsageRecord."""
 
@@ -139,6 +158,8 @@ class DailyUsage(models.Model):
     day = models.DateField(verbose_name=_("day"))
     accepted = models.PositiveBigIntegerField(verbose_name=_("accepted requests"), default=0)
     refused = models.PositiveBigIntegerField(verbose_name=_("refused requests"), default=0)
+
+    objects = DailyUsageQuerySet.as_manager()
 
     class Meta:
         verbose_name = _("daily usage")
@@ -179,99 +200,3 @@ class ClientAddress(models.Model):
                 fields=["legacy_key", "ip"], condition=Q(legacy_key__isnull=False), name="client_legacy_ip"
             ),
         ]
-
-
-class TokenEventQuerySet(models.QuerySet):
-    def for_user(self, user):
-        return self.filter(user=user)
-
-
-class TokenEvent(models.Model):
-    """One entry of the Activity Stream, written where the change happens."""
-
-    class Kind(models.TextChoices):
-        CREATED = "created", _("created")
-        RENAMED = "renamed", _("renamed")
-        REVOKED = "revoked", _("revoked")
-        EXPIRED = "expired", _("expired")
-        SHORTENED = "shortened", _("expiry shortened")
-        FIRST_USED = "first_used", _("first used")
-        LEGACY_USED = "legacy_used", _("legacy key used")
-        LEGACY_REVOKED = "legacy_revoked", _("legacy key revoked")
-
-    user = models.ForeignKey(
-        settings.AUTH_USER_MODEL, verbose_name=_("owner"), on_delete=models.CASCADE, related_name="token_events",
-        db_index=False,
-    )
-    token = models.ForeignKey(
-        "tokens.Token", verbose_name=_("token"), on_delete=models.CASCADE, null=True, blank=True, related_name="events"
-    )
-    legacy_key = models.ForeignKey(
-        "tokens.LegacyApiKey", verbose_name=_("legacy key"), on_delete=models.CASCADE, null=True, blank=True,
-        related_name="events",
-    )
-    kind = models.CharField(verbose_name=_("event"), max_length=20, choices=Kind.choices)
-    at = models.DateTimeField(verbose_name=_("time"), default=timezone.now)
-    actor = models.ForeignKey(
-        settings.AUTH_USER_MODEL, verbose_name=_("by"), on_delete=models.SET_NULL, null=True, blank=True,
-        related_name="+",
-    )
-    ip = models.GenericIPAddressField(verbose_name=_("client IP"), null=True, blank=True)
-    detail = models.CharField(verbose_name=_("detail"), max_length=255, blank=True)
-
-    objects = TokenEventQuerySet.as_manager()
-
-    class Meta:
-        verbose_name = _("activity event")
-        verbose_name_plural = _("activity stream")
-        ordering = ("-at", "-id")
-        indexes = [models.Index(fields=["user", "-at"], name="event_user_at")]
-        constraints = [
-            # These happen once per token; the constraint makes concurrent writers harmless.
-            models.UniqueConstraint(
-                fields=["token", "kind"],
-                condition=Q(kind__in=["created", "expired", "first_used", "revoked"]),
-                name="event_once_per_token",
-            ),
-            # At most one "legacy key used" entry per key and day (detail holds the ISO date).
-            models.UniqueConstraint(
-                fields=["legacy_key", "kind", "detail"],
-                condition=Q(kind="legacy_used"),
-                name="event_legacy_use_per_day",
-            ),
-        ]
-
-    def __str__(self):
-        return f"{self.get_kind_display()} {self.at:%Y-%m-%d %H:%M}"
-
-    @classmethod
-    def record_expiries(cls, tokens=None, now=None):
-        """Write an "expired" event for each expired token that has none yet (idempotent)."""
-        from .tokens import Token
-
-        tokens = (tokens if tokens is not None else Token.objects.all()).expired(now)
-        pending = tokens.exclude(events__kind=cls.Kind.EXPIRED).values_list("pk", "user_id", "expires_at")
-        cls.objects.bulk_create(
-            [cls(token_id=pk, user_id=user_id, kind=cls.Kind.EXPIRED, at=expires_at) for pk, user_id, expires_at in pending],
-            ignore_conflicts=True,
-        )
-
-
-def daily_series(queryset, days=30, today=None):
-    """Return [(date, accepted, refused)] for the last *days* UTC days, zeros included, oldest first.
-
-    *queryset* is a DailyUsage queryset already filtered to one credential (or several, summed).
-    """
-    from datetime import timedelta
-
-    from django.db.models import Sum
-
-    today = today or timezone.now().date()
-    start = today - timedelta(days=days - 1)
-    rows = {
-        row["day"]: (row["a"], row["r"])
-        for row in queryset.filter(day__gte=start, day__lte=today)
-        .values("day")
-        .annotate(a=Sum("accepted"), r=Sum("refused"))
-    }
-    return [(start + timedelta(days=i), *rows.get(start + timedelta(days=i), (0, 0))) for i in range(days)]

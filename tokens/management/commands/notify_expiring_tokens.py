@@ -29,7 +29,7 @@ class Command(BaseCommand):
     def handle(self, *args, dry_run, **options):
         now = timezone.now()
         if not dry_run:
-            TokenEvent.record_expiries(now=now)
+            Token.objects.record_expiries(now=now)
         window = timedelta(days=ExpirationPolicy.load().expiry_notice_days)
         due = (
             Token.objects.active(now)

@@ -1,4 +1,4 @@
-"""The JSON API under /api/. Authentication happens in ApiAuthenticationMiddleware before these run."""
+"""The JSON API's views (under /api/). Authentication happens in ApiAuthenticationMiddleware before these run."""
 
 import json
 from datetime import datetime
@@ -9,14 +9,17 @@ from django.core.exceptions import ValidationError
 from django.core.paginator import EmptyPage, Paginator
 from django.http import HttpResponse, JsonResponse
 from django.shortcuts import get_object_or_404
+from django.urls import reverse
 from django.utils import timezone
 from django.utils.translation import gettext as _
+from django.views.csrf import csrf_failure as django_csrf_failure
 from django.views.decorators.http import require_GET, require_http_methods
 
-from .auth import client_ip
-from .middleware import api_error
-from .models import ExpirationPolicy, Token, UsageRecord
-from .models.usage import daily_series
+from ..constants import API_PREFIX
+from ..http import client_ip
+from ..models import ExpirationPolicy, Token, UsageRecord
+from .errors import api_error, forbidden
+from .openapi import document
 
 MAX_PAGE_SIZE = 100
 DEFAULT_PAGE_SIZE = 20
@@ -92,13 +95,6 @@ def _fields(error):
     if hasattr(error, "message_dict"):
         return {("non_field_errors" if k == "__all__" else k): [str(m) for m in v] for k, v in error.message_dict.items()}
     return {"non_field_errors": [str(m) for m in error.messages]}
-
-
-def forbidden(request, detail):
-    response = api_error(403, detail)
-    if request.auth is not None:
-        response["WWW-Authenticate"] = f'Bearer realm="api", error="insufficient_scope", error_description="{detail}"'
-    return response
 
 
 def _int_param(request, name, default, maximum=None):
@@ -231,7 +227,7 @@ def tokens_collection(request):
         ip=client_ip(request), policy=policy,
     )
     response = JsonResponse({**token_json(token), "token": plaintext}, status=201)
-    response["Location"] = f"/api/tokens/{token.pk}"
+    response["Location"] = reverse("api-token", args=[token.pk])
     return response
 
 
@@ -275,7 +271,7 @@ def tokens_usage(request, pk):
     body["last_used_at"] = _iso(token.last_used_at)
     body["daily"] = [
         {"date": day.isoformat(), "accepted": accepted, "refused": refused}
-        for day, accepted, refused in daily_series(token.daily_usage.all())
+        for day, accepted, refused in token.daily_usage.series()
     ]
     body["client_ips"] = [
         {"ip": c.ip, "requests": c.requests, "first_seen": _iso(c.first_seen), "last_seen": _iso(c.last_seen)}
@@ -286,20 +282,16 @@ def tokens_usage(request, pk):
 
 def csrf_failure(request, reason=""):
     """Answer a failed CSRF check: JSON under /api/, Django's page everywhere else."""
-    if request.path.startswith("/api/"):
+    if request.path_info.startswith(API_PREFIX):
         return api_error(
             403,
             _("CSRF check failed: a signed-in session must send the X-CSRFToken header; "
               "API clients should use a bearer token instead."),
             error="csrf_failed",
         )
-    from django.views.csrf import csrf_failure as django_csrf_failure
-
     return django_csrf_failure(request, reason)
 
 
 @require_GET
 def openapi(request):
-    from .openapi import document
-
     return JsonResponse(document(request))

@@ -1,6 +1,6 @@
 from django.urls import path
 
-from . import api
+from . import views as api
 
 urlpatterns = [
     path("users/me", api.users_me, name="api-users-me"),

@@ -1,6 +1,6 @@
 """The OpenAPI 3.1 description of /api/, served at /api/openapi.json and checked by tests/test_openapi.py."""
 
-from .constants import NAME_MAX_LENGTH, PURPOSE_MAX_LENGTH
+from ..constants import NAME_MAX_LENGTH, PURPOSE_MAX_LENGTH
 
 TIME = {"type": "string", "format": "date-time"}
 NULLABLE_TIME = {"type": ["string", "null"], "format": "date-time"}

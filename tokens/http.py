@@ -1,0 +1,44 @@
+"""What a request says about its sender: the client address, believed from trusted proxies only."""
+
+import ipaddress
+from functools import lru_cache
+
+from django.conf import settings
+
+
+@lru_cache(maxsize=1)
+def _trusted_networks():
+    return tuple(ipaddress.ip_network(p, strict=False) for p in settings.TRUSTED_PROXIES)
+
+
+def _trusted(address):
+    try:
+        ip = ipaddress.ip_address(address)
+    except ValueError:
+        return False
+    return any(ip in network for network in _trusted_networks())
+
+
+def client_ip(request):
+    """Return the client's IP: the direct peer, unless it is a trusted proxy.
+
+    Behind trusted proxies the X-Forwarded-For chain is read from the right, skipping trusted hops;
+    the first untrusted address is the client. A header sent by an untrusted peer is ignored.
+    """
+    remote = request.META.get("REMOTE_ADDR") or None
+    if not remote or not settings.TRUSTED_PROXIES or not _trusted(remote):
+        return remote
+    hops = [h.strip() for h in request.META.get("HTTP_X_FORWARDED_FOR", "").split(",") if h.strip()]
+    for hop in reversed(hops):
+        if not _trusted(hop):
+            try:
+                return str(ipaddress.ip_address(hop))
+            except ValueError:
+                return remote
+    return remote
+
+
+def forget_cached_settings(*, setting, **kwargs):
+    """Drop the parsed TRUSTED_PROXIES when the setting changes (``setting_changed``, in tests)."""
+    if setting == "TRUSTED_PROXIES":
+        _trusted_networks.cache_clear()
