@@ -251,7 +251,7 @@ def test_a_pasted_value_in_the_search_box_finds_exactly_its_token_and_leaves_the
     page = staff.get(response["Location"])
     assert [t.name for t in page.context["cl"].result_list] == ["backup-job"]
     text = _text(page)
-    assert "That value is token “backup-job” of bob (active)" in text
+    assert "That value is token “backup-job” of bob (Active)" in text
     assert value not in text and leaked.digest not in text
 
 
@@ -338,7 +338,7 @@ def test_a_rename_to_a_taken_name_is_refused_on_the_form(staff, user, issue):
     token, _value = issue(user, name="deploy-bot")
     response = staff.post(f"{TOKENS_URL}{token.pk}/change/", {"name": "taken", "purpose": ""})
     assert response.status_code == 200
-    assert "The owner already has an active token with this name." in _text(response)
+    assert "An active token of this owner already has this name." in _text(response)
     token.refresh_from_db()
     assert token.name == "deploy-bot"
 

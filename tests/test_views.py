@@ -264,7 +264,7 @@ def test_a_name_already_in_use_is_refused_next_to_the_name(signed_in, user, issu
     response = signed_in.post(NEW, new_form(signed_in))
     assert response.status_code == 400
     assert re.search(
-        r'name="name".*?field-error"[^>]*>You already have an active token', response.content.decode(), re.S
+        r'name="name".*?field-error"[^>]*>An active token of this owner already has this name', response.content.decode(), re.S
     )
     assert Token.objects.count() == 1
 
@@ -432,7 +432,7 @@ def test_renaming_changes_the_name_and_writes_an_event(signed_in, user, issue):
 def test_a_bad_new_name_is_refused_next_to_the_field_and_changes_nothing(signed_in, user, issue):
     token, _value = issue(user, name="keep")
     issue(user, name="taken")
-    for name, message in (("", "This field is required."), ("taken", "You already have an active token")):
+    for name, message in (("", "This field is required."), ("taken", "An active token of this owner already has this name")):
         response = signed_in.post(detail(token) + "rename/", {"name": name})
         assert response.status_code == 400
         assert message in response.content.decode()

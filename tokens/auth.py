@@ -16,7 +16,6 @@ from dataclasses import dataclass
 from datetime import UTC
 from functools import lru_cache
 
-from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.core.exceptions import ValidationError
 from django.db import InterfaceError, OperationalError, connection

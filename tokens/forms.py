@@ -61,7 +61,7 @@ class TokenCreateForm(forms.Form):
         self.fields["expiry"].initial = default or CUSTOM
         local_now = timezone.localtime(self.now)
         if default is None:
-            self.fields["custom_expiry"].initial = local_now + policy.default_lifetime
+            self.fields["custom_expiry"].initial = policy.default_expiry(local_now)
         # Bounds for the browser's picker; the server checks them again whatever the browser sends.
         self.fields["custom_expiry"].widget.attrs.update(
             min=(local_now + policy.minimum_lifetime).strftime(DATETIME_LOCAL),

@@ -1,9 +1,29 @@
-"""What a request says about its sender: the client address, believed from trusted proxies only."""
+"""Request and response helpers the pages, the API and the admin share.
+
+What a request says about its sender (the client address, believed from trusted proxies only), the
+owner-scoped token lookup, and the headers of a response that carries a token value.
+"""
 
 import ipaddress
 from functools import lru_cache
 
 from django.conf import settings
+from django.shortcuts import get_object_or_404
+from django.utils.cache import patch_cache_control
+
+from .models import Token
+
+
+def own_token_or_404(request, pk):
+    """Return the signed-in user's token *pk*; anything else is a 404, like an id that does not exist."""
+    return get_object_or_404(Token.objects.for_user(request.user).select_related("revoked_by"), pk=pk)
+
+
+def no_store(response):
+    """Mark *response*, which shows a token value, as never to be stored by any cache or the browser."""
+    patch_cache_control(response, no_store=True, no_cache=True, private=True, max_age=0)
+    response["Pragma"] = "no-cache"
+    return response
 
 
 @lru_cache(maxsize=1)

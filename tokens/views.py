@@ -6,27 +6,34 @@ from django.core.exceptions import ValidationError
 from django.core.paginator import Paginator
 from django.db.models import Count
 from django.http import Http404, HttpResponseRedirect
-from django.shortcuts import get_object_or_404, redirect, render
+from django.shortcuts import redirect, render
 from django.urls import reverse
 from django.utils import timezone
-from django.utils.cache import patch_cache_control
 from django.utils.translation import gettext_lazy as _
 from django.views.decorators.cache import never_cache
 from django.views.decorators.csrf import csrf_protect
 from django.views.decorators.debug import sensitive_post_parameters, sensitive_variables
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
-from .http import client_ip
+from .http import client_ip, no_store, own_token_or_404
 from .charts import daily_chart
 from .constants import MIGRATION_GUIDE_PATH
 from .forms import TokenCreateForm, TokenRenameForm
-from .models import ClientAddress, DailyUsage, ExpirationPolicy, LegacyApiKey, Token, TokenEvent, UsageRecord
+from .models import (
+    ClientAddress,
+    DailyUsage,
+    ExpirationPolicy,
+    LegacyApiKey,
+    Token,
+    TokenEvent,
+    TokenStatus,
+    UsageRecord,
+)
 
 TOKENS_PER_PAGE = 20
 EVENTS_PER_PAGE = 25
 REQUESTS_PER_PAGE = 25
 ADDRESSES_SHOWN = 10
-STATUSES = ("active", "expired", "revoked")
 
 
 def home(request):
@@ -48,21 +55,18 @@ def profile(request):
 def token_list(request):
     """List the user's tokens, newest first, optionally filtered by status."""
     status = request.GET.get("status", "")
-    if status not in STATUSES:
+    if status not in TokenStatus.values:
         status = ""
     tokens = Token.objects.for_user(request.user)
     now = timezone.now()
     # One aggregate query for the filter tab counts, whatever the number of tokens.
     counts = tokens.aggregate(
         all=Count("pk"),
-        **{key: Count("pk", filter=Token.objects.status_condition(key, now)) for key in STATUSES},
+        **{key: Count("pk", filter=Token.objects.status_condition(key, now)) for key in TokenStatus.values},
     )
     shown = tokens.with_status(status, now) if status else tokens
     page = Paginator(shown, TOKENS_PER_PAGE).get_page(request.GET.get("page"))
-    filters = [("", _("All"), counts["all"])] + [
-        (key, label, counts[key])
-        for key, label in (("active", _("Active")), ("expired", _("Expired")), ("revoked", _("Revoked")))
-    ]
+    filters = [("", _("All"), counts["all"])] + [(key, label, counts[key]) for key, label in TokenStatus.choices]
     return render(
         request,
         "tokens/token_list.html",
@@ -144,9 +148,7 @@ def token_create(request):
         else:
             response = render(request, "tokens/token_reveal.html", {"token": token, "plaintext": plaintext})
             # never_cache already forbids storing; say it once more in the strongest form for this response.
-            patch_cache_control(response, no_store=True, no_cache=True, private=True, max_age=0)
-            response["Pragma"] = "no-cache"
-            return response
+            return no_store(response)
     return render(request, "tokens/token_form.html", {"form": form}, status=400)
 
 
@@ -161,15 +163,10 @@ def _see_other(url):
     return response
 
 
-def _own_token(request, pk):
-    # Anything that is not the user's own token is a 404: the same answer as an id that does not exist.
-    return get_object_or_404(Token.objects.for_user(request.user).select_related("revoked_by"), pk=pk)
-
-
 @login_required
 @require_GET
 def token_detail(request, pk):
-    token = _own_token(request, pk)
+    token = own_token_or_404(request, pk)
     return render(
         request,
         "tokens/token_detail.html",
@@ -228,7 +225,7 @@ def _int_or_none(value):
 @require_POST
 @csrf_protect
 def token_rename(request, pk):
-    token = _own_token(request, pk)
+    token = own_token_or_404(request, pk)
     form = TokenRenameForm(request.POST)
     if form.is_valid():
         old = token.name
@@ -250,7 +247,7 @@ def token_rename(request, pk):
 @csrf_protect
 def token_revoke(request, pk):
     """Ask for confirmation (GET), then revoke (POST): works without JavaScript."""
-    token = _own_token(request, pk)
+    token = own_token_or_404(request, pk)
     if request.method == "GET":
         return render(request, "tokens/token_revoke.html", {"token": token})
     if token.revoke(actor=request.user, ip=client_ip(request)):

@@ -7,7 +7,7 @@ from django.db.models import Q
 from django.utils import timezone
 from django.utils.translation import gettext_lazy as _
 
-from ..models import ExpirationPolicy
+from ..models import ExpirationPolicy, TokenStatus
 
 # How far back "in use" looks, in the legacy key list and on the migration page.
 MIGRATION_WINDOW_DAYS = 30
@@ -38,10 +38,10 @@ class StatusFilter(admin.SimpleListFilter):
     parameter_name = "status"
 
     def lookups(self, request, model_admin):
-        return (("active", _("active")), ("expired", _("expired")), ("revoked", _("revoked")))
+        return TokenStatus.choices
 
     def queryset(self, request, queryset):
-        if self.value() in {"active", "expired", "revoked"}:
+        if self.value() in TokenStatus.values:
             return queryset.with_status(self.value())
         return queryset
 

@@ -71,16 +71,9 @@ class TokenChangeForm(forms.ModelForm):
         try:
             if "name" in self.changed_data:
                 cleaned["name"] = clean_name(cleaned.get("name"))
-                taken = (
-                    Token.objects.for_user(self.instance.user_id)
-                    .active()
-                    .filter(name=cleaned["name"])
-                    .exclude(pk=self.instance.pk)
+                Token.objects.check_name_free(
+                    user_id=self.instance.user_id, name=cleaned["name"], exclude_pk=self.instance.pk
                 )
-                if taken.exists():
-                    raise ValidationError(
-                        {"name": _("The owner already has an active token with this name.")}
-                    )
             if "purpose" in self.changed_data:
                 cleaned["purpose"] = clean_purpose(cleaned.get("purpose"))
         except ValidationError as error:

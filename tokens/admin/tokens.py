@@ -16,7 +16,7 @@ from django.utils.translation import ngettext, ngettext_lazy
 from django.views.decorators.cache import never_cache
 from django.views.decorators.debug import sensitive_post_parameters
 
-from ..http import client_ip
+from ..http import client_ip, no_store
 from ..constants import TOKEN_PREFIX
 from ..models import ExpirationPolicy, Token
 from .common import CredentialColumnsMixin, report_action, revoke_each
@@ -120,7 +120,7 @@ class TokenAdmin(CredentialColumnsMixin, admin.ModelAdmin):
 
     @admin.display(description=_("status"))
     def status_label(self, obj):
-        return {"active": _("active"), "expired": _("expired"), "revoked": _("revoked")}[obj.status]
+        return obj.status.label
 
     # Search: a pasted value finds exactly its token and is never used as a text pattern.
 
@@ -255,7 +255,7 @@ class TokenAdmin(CredentialColumnsMixin, admin.ModelAdmin):
             policy = ExpirationPolicy.load()
             form = Form(
                 initial={
-                    "expires_at": timezone.now() + policy.default_lifetime,
+                    "expires_at": policy.default_expiry(),
                     "nonce": secrets.token_urlsafe(32),
                     **{key: value for key, value in request.GET.items() if key == "user"},
                 }
@@ -291,8 +291,7 @@ class TokenAdmin(CredentialColumnsMixin, admin.ModelAdmin):
                 "value": plaintext,
             },
         )
-        response["Cache-Control"] = "no-store"
-        return response
+        return no_store(response)
 
     def _already_issued(self, request, token):
         self.message_user(

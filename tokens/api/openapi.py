@@ -1,6 +1,7 @@
 """The OpenAPI 3.1 description of /api/, served at /api/openapi.json and checked by tests/test_openapi.py."""
 
 from ..constants import NAME_MAX_LENGTH, PURPOSE_MAX_LENGTH
+from ..models import TokenStatus
 
 TIME = {"type": "string", "format": "date-time"}
 NULLABLE_TIME = {"type": ["string", "null"], "format": "date-time"}
@@ -110,7 +111,7 @@ SCHEMAS = {
             "id": {"type": "integer"},
             "name": {"type": "string", "maxLength": NAME_MAX_LENGTH},
             "purpose": {"type": "string"},
-            "status": {"enum": ["active", "expired", "revoked"]},
+            "status": {"enum": TokenStatus.values},
             "created_at": TIME,
             "expires_at": {**NULLABLE_TIME, "description": "null: the token never expires."},
             "revoked_at": NULLABLE_TIME,
@@ -235,7 +236,7 @@ PATHS = {
             "summary": "The caller's tokens, newest first.",
             "parameters": [
                 *PAGE_PARAMETERS,
-                {"name": "status", "in": "query", "schema": {"enum": ["active", "expired", "revoked"]}},
+                {"name": "status", "in": "query", "schema": {"enum": TokenStatus.values}},
             ],
             "responses": _responses("200", {"description": "A page of tokens.", "content": _json(_page(_ref("Token")))},
                                     "400", "404"),

@@ -10,14 +10,13 @@ from django.core.paginator import EmptyPage, Paginator
 from django.http import HttpResponse, JsonResponse
 from django.shortcuts import get_object_or_404
 from django.urls import reverse
-from django.utils import timezone
 from django.utils.translation import gettext as _
 from django.views.csrf import csrf_failure as django_csrf_failure
 from django.views.decorators.http import require_GET, require_http_methods
 
 from ..constants import API_PREFIX
-from ..http import client_ip
-from ..models import ExpirationPolicy, Token, UsageRecord
+from ..http import client_ip, no_store, own_token_or_404
+from ..models import ExpirationPolicy, Token, TokenStatus, UsageRecord
 from .errors import api_error, forbidden
 from .openapi import document
 
@@ -83,7 +82,7 @@ def _api_view(methods):
                 response = api_error(400, _("The request has invalid fields."), fields=_fields(error))
             # Every answer is the caller's own data: no cache may store it. Set outright, not with
             # never_cache, which parses and merges headers on every API request for the same effect.
-            response["Cache-Control"] = "no-store"
+            response.setdefault("Cache-Control", "no-store")
             return response
 
         return wrapped
@@ -207,9 +206,12 @@ def tokens_collection(request):
         tokens = Token.objects.for_user(request.user)
         status = request.GET.get("status")
         if status is not None:
-            if status not in ("active", "expired", "revoked"):
-                raise BadRequest(_("status must be active, expired or revoked."),
-                                 {"status": [_("Use active, expired or revoked.")]})
+            if status not in TokenStatus.values:
+                statuses = ", ".join(TokenStatus.values)
+                raise BadRequest(
+                    _("status must be one of: %(statuses)s.") % {"statuses": statuses},
+                    {"status": [_("Use one of: %(statuses)s.") % {"statuses": statuses}]},
+                )
             tokens = tokens.with_status(status)
         return JsonResponse(paginate(request, tokens, token_json))
 
@@ -221,25 +223,20 @@ def tokens_collection(request):
     if "expires_at" in body:
         expires_at = parse_expiry(body["expires_at"])
     else:
-        expires_at = timezone.now() + policy.default_lifetime
+        expires_at = policy.default_expiry()
     token, plaintext = Token.objects.issue(
         user=request.user, name=body["name"], purpose=body.get("purpose") or "", expires_at=expires_at,
         ip=client_ip(request), policy=policy,
     )
-    response = JsonResponse({**token_json(token), "token": plaintext}, status=201)
+    response = no_store(JsonResponse({**token_json(token), "token": plaintext}, status=201))
     response["Location"] = reverse("api-token", args=[token.pk])
     return response
-
-
-def _own_token(request, pk):
-    # Another user's token and a missing one answer the same 404.
-    return get_object_or_404(Token.objects.for_user(request.user), pk=pk)
 
 
 @_api_view(["GET", "PATCH", "DELETE"])
 def tokens_detail(request, pk):
     """Show, rename (PATCH {"name"}) or revoke (DELETE) one of the caller's tokens."""
-    token = _own_token(request, pk)
+    token = own_token_or_404(request, pk)
     if request.method == "PATCH":
         body = _json_body(request, {"name"}, required=("name",))
         token.rename(body["name"], actor=request.user, ip=client_ip(request))
@@ -265,7 +262,7 @@ def usage_record_json(record):
 @_api_view(["GET"])
 def tokens_usage(request, pk):
     """Return a token's usage: totals, requests per day for 30 days, client IPs, recent requests."""
-    token = _own_token(request, pk)
+    token = own_token_or_404(request, pk)
     body = paginate(request, UsageRecord.objects.filter(token=token), usage_record_json)
     body["request_count"] = token.request_count
     body["last_used_at"] = _iso(token.last_used_at)

@@ -1,7 +1,7 @@
 from .events import TokenEvent
 from .legacy import LegacyApiKey
 from .policy import ExpirationPolicy
-from .tokens import Token
+from .tokens import Token, TokenStatus
 from .usage import ClientAddress, DailyUsage, UsageRecord
 
-__all__ = ["ClientAddress", "DailyUsage", "ExpirationPolicy", "LegacyApiKey", "Token", "TokenEvent", "UsageRecord"]
+__all__ = ["ClientAddress", "DailyUsage", "ExpirationPolicy", "LegacyApiKey", "Token", "TokenEvent", "TokenStatus", "UsageRecord"]

@@ -145,6 +145,10 @@ class ExpirationPolicy(models.Model):
         if errors:
             raise ValidationError(errors)
 
+    def default_expiry(self, now=None):
+        """Return the expiry a new token gets when none is chosen: the default lifetime from *now*."""
+        return (now or timezone.now()) + self.default_lifetime
+
     def allows_no_expiry(self, user):
         if self.no_expiry_allowed_for == self.NoExpiry.EVERYONE:
             return True

@@ -46,31 +46,50 @@ def clean_purpose(purpose):
     return purpose
 
 
+class TokenStatus(models.TextChoices):
+    """A token's derived status: the one list the querysets, pages, API, admin and badge use."""
+
+    ACTIVE = "active", _("Active")
+    EXPIRED = "expired", _("Expired")
+    REVOKED = "revoked", _("Revoked")
+
+
 class TokenQuerySet(models.QuerySet):
     def for_user(self, user):
         return self.filter(user=user)
 
     @staticmethod
     def status_condition(status, now=None):
-        """Return the Q that selects tokens with the derived *status*: "active", "expired" or "revoked"."""
+        """Return the Q that selects tokens with the derived *status* (a TokenStatus value)."""
         now = now or timezone.now()
         return {
-            "active": Q(revoked_at__isnull=True) & (Q(expires_at__isnull=True) | Q(expires_at__gt=now)),
-            "expired": Q(revoked_at__isnull=True, expires_at__lte=now),
-            "revoked": Q(revoked_at__isnull=False),
+            TokenStatus.ACTIVE: Q(revoked_at__isnull=True) & (Q(expires_at__isnull=True) | Q(expires_at__gt=now)),
+            TokenStatus.EXPIRED: Q(revoked_at__isnull=True, expires_at__lte=now),
+            TokenStatus.REVOKED: Q(revoked_at__isnull=False),
         }[status]
 
     def with_status(self, status, now=None):
         return self.filter(self.status_condition(status, now))
 
     def active(self, now=None):
-        return self.with_status("active", now)
+        return self.with_status(TokenStatus.ACTIVE, now)
 
     def expired(self, now=None):
-        return self.with_status("expired", now)
+        return self.with_status(TokenStatus.EXPIRED, now)
 
     def revoked(self):
-        return self.with_status("revoked")
+        return self.with_status(TokenStatus.REVOKED)
+
+    def check_name_free(self, *, user_id, name, exclude_pk=None, now=None):
+        """Raise ValidationError({"name": …}) if *user_id* has another active token called *name*.
+
+        Callers hold the owner's row lock (see ``lock_owner``), so two writers cannot both pass.
+        """
+        taken = self.for_user(user_id).active(now).filter(name=name)
+        if exclude_pk is not None:
+            taken = taken.exclude(pk=exclude_pk)
+        if taken.exists():
+            raise ValidationError({"name": _("An active token of this owner already has this name.")})
 
     def record_expiries(self, now=None):
         """Write an "expired" event for each expired token here that has none yet (idempotent)."""
@@ -119,9 +138,8 @@ class TokenManager(models.Manager.from_queryset(TokenQuerySet)):
                     raise AlreadyIssued(earlier)
             policy = policy or ExpirationPolicy.load()
             policy.check_expiry(user, expires_at, now)
+            self.check_name_free(user_id=user.pk, name=name, now=now)
             active = self.for_user(user).active(now)
-            if active.filter(name=name).exists():
-                raise ValidationError({"name": _("You already have an active token with this name.")})
             if policy.max_active_tokens is not None and active.count() >= policy.max_active_tokens:
                 raise ValidationError(
                     {
@@ -248,14 +266,14 @@ class Token(Credential):
     @property
     def status(self):
         if self.revoked_at is not None:
-            return "revoked"
+            return TokenStatus.REVOKED
         if self.expires_at is not None and self.expires_at <= timezone.now():
-            return "expired"
-        return "active"
+            return TokenStatus.EXPIRED
+        return TokenStatus.ACTIVE
 
     @property
     def is_active(self):
-        return self.status == "active"
+        return self.status == TokenStatus.ACTIVE
 
     def rename(self, name, *, actor, ip=None):
         """Change the name (the value never changes) and record the event."""
@@ -264,8 +282,7 @@ class Token(Credential):
             return
         with transaction.atomic():
             get_user_model().objects.select_for_update().filter(pk=self.user_id).first()
-            if Token.objects.for_user(self.user_id).active().filter(name=name).exclude(pk=self.pk).exists():
-                raise ValidationError({"name": _("You already have an active token with this name.")})
+            Token.objects.check_name_free(user_id=self.user_id, name=name, exclude_pk=self.pk)
             old = self.name
             Token.objects.filter(pk=self.pk).update(name=name)
             self.name = name

@@ -37,7 +37,7 @@ class Command(BaseCommand):
                 raise CommandError("The lifetime must be positive.")
             expires_at = timezone.now() + timedelta(days=days or 0, hours=hours or 0)
         else:
-            expires_at = timezone.now() + ExpirationPolicy.load().default_lifetime
+            expires_at = ExpirationPolicy.load().default_expiry()
         try:
             token, plaintext = Token.objects.issue(user=user, name=name, purpose=purpose, expires_at=expires_at)
         except ValidationError as error:

@@ -9,7 +9,7 @@ from django.template.loader import render_to_string
 from django.urls import reverse
 from django.utils import timezone
 
-from tokens.models import ExpirationPolicy, Token, TokenEvent
+from tokens.models import ExpirationPolicy, Token
 
 
 class Command(BaseCommand):
