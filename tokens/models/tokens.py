@@ -101,8 +101,10 @@ class TokenManager(models.Manager.from_queryset(TokenQuerySet)):
         purpose = clean_purpose(purpose)
         with transaction.atomic():
             # Lock the owner's row: concurrent creates for one user queue here, so the name check and
-            # the active-token limit below cannot both pass for two requests at once.
-            get_user_model().objects.select_for_update().filter(pk=user.pk).first()
+            # the active-token limit below cannot both pass for two requests at once. FOR NO KEY UPDATE,
+            # not FOR UPDATE: every usage INSERT's foreign-key check takes FOR KEY SHARE on this row, and
+            # must never wait for us (docs/security.md, "Lock order": owner, then token).
+            get_user_model().objects.select_for_update(no_key=True).filter(pk=user.pk).first()
             if nonce is not None:
                 earlier = self.filter(user=user, creation_nonce=nonce).first()
                 if earlier is not None:
@@ -255,7 +257,9 @@ class Token(Credential):
         if name == self.name:
             return
         with transaction.atomic():
-            get_user_model().objects.select_for_update().filter(pk=self.user_id).first()
+            # Owner first, then the token (docs/security.md, "Lock order"); NO KEY, so the foreign-key
+            # check of a usage INSERT holding this token's row never waits for the owner's row.
+            get_user_model().objects.select_for_update(no_key=True).filter(pk=self.user_id).first()
             if Token.objects.for_user(self.user_id).active().filter(name=name).exclude(pk=self.pk).exists():
                 raise ValidationError({"name": _("You already have an active token with this name.")})
             old = self.name
