@@ -414,7 +414,8 @@ def test_mailing_the_owner_about_the_token_in_use_expiring_gives_no_5xx(target):
 
     outputs, (clients,) = hammer_while(server, [bearer(made)], notify_three_times)
 
-    assert sum("Mailed 1 owner(s) about 1 expiring token(s)." in out for out in outputs) >= 1
+    # Other owners' tokens may be due too on a shared database: each run mails whoever is due, once.
+    assert all(out.startswith("Mailed ") for out in outputs)
     assert clients == {200: clients.total()}
     numbers = counts(database, made)
     assert numbers["notified"]
