@@ -64,6 +64,7 @@ class Credential(models.Model):
         from .usage import TokenEvent
 
         now = timezone.now()
+        # One row lock, the credential's own (docs/security.md, "Lock order").
         with transaction.atomic():
             changed = type(self).objects.filter(pk=self.pk, revoked_at__isnull=True).update(
                 revoked_at=now, revoked_by=actor

@@ -280,6 +280,7 @@ class Token(Credential):
         """Bring the expiry forward to *expires_at* (policy maximum lowered) and tell the owner."""
         from .usage import TokenEvent
 
+        # One row lock, the token's own (docs/security.md, "Lock order").
         with transaction.atomic():
             changed = (
                 Token.objects.filter(pk=self.pk, revoked_at__isnull=True)
