@@ -140,12 +140,14 @@ def hammer_while(server, credentials, write):
         paths = ["/api/users/me", usage_path or "/api/users/me"]
         try:
             for i in range(100_000):  # bounded even if the writer never returns
+                # The last request of each client starts after the write has returned.
+                last = stop.is_set() and i >= MIN_REQUESTS_EACH
                 response = client.get(paths[i % 2], headers=headers)
                 with lock:
                     statuses[which][response.status] += 1
                 if i == 2:
                     warmed_up.wait(timeout=60)
-                if stop.is_set() and i >= MIN_REQUESTS_EACH:
+                if last:
                     return
         except Exception as error:  # reported below
             failures.append((n, error))
@@ -172,11 +174,6 @@ def bearer(made):
 
 def legacy(key):
     return {"Rest-Api-Key": key}, None
-
-
-def assert_no_5xx(*counters):
-    for counter in counters:
-        assert not [status for status in counter if status >= 500], counter
 
 
 def assert_exact(numbers, *, answered, accepted, earlier=0):
@@ -234,8 +231,8 @@ from django.contrib.auth import get_user_model
 from django.utils import timezone
 from tokens.models import Token
 owner = get_user_model().objects.get(pk={made['owner']})
-made = [Token.objects.issue(user=owner, name=f"new {{i}}", expires_at=timezone.now() + timedelta(days=7))[0].pk
-        for i in range(25)]
+expires_at = timezone.now() + timedelta(days=7)
+made = [Token.objects.issue(user=owner, name=f"new {{i}}", expires_at=expires_at)[0].pk for i in range(25)]
 print(json.dumps({{"created": len(made)}}))
 """
     result, (clients,) = hammer_while(server, [bearer(made)], lambda: database.manage("shell", "-c", create))
@@ -265,7 +262,7 @@ def test_revoking_the_owners_tokens_and_then_the_one_in_use_gives_no_5xx_and_exa
     revoker.close()
 
     assert answers == {204: 11}
-    assert set(clients) <= {200, 401} and clients[401] >= CLIENTS * 1
+    assert set(clients) <= {200, 401} and clients[401] >= CLIENTS
     numbers = counts(database, made)
     assert numbers["token"]["revoked"]
     assert_exact(numbers["token"], answered=clients.total() + 11, accepted=clients[200] + 11)
@@ -378,7 +375,7 @@ print(json.dumps({{"revoked": done}}))
 
     assert json.loads(result.strip().splitlines()[-1]) == {"revoked": 8}
     assert tokens == {200: tokens.total()}
-    assert set(keys) <= {200, 401} and keys[401] >= 1
+    assert set(keys) <= {200, 401} and keys[401] >= CLIENTS // 2
     numbers = counts(database, made, key=in_use)
     assert numbers["legacy_key"]["revoked"]
     assert_exact(numbers["token"], answered=tokens.total(), accepted=tokens.total())
@@ -433,7 +430,9 @@ def test_importing_legacy_keys_for_the_owner_while_their_token_and_key_are_in_us
     csv_file.write_text("username,key\n" + "".join(f"{made['username']},{key}\n" for key in keys))
 
     result, (tokens, used) = hammer_while(
-        server, [bearer(made), legacy(made["keys"][0])], lambda: database.manage("import_legacy_keys", str(csv_file))
+        server,
+        [bearer(made), legacy(made["keys"][0])],
+        lambda: database.manage("import_legacy_keys", str(csv_file)),
     )
 
     assert "Imported 30 key(s)" in result
