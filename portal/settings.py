@@ -18,6 +18,8 @@ env = environ.Env(
     CONN_MAX_AGE=(int, 600),
     LOG_LEVEL=(str, "INFO"),
     SITE_URL=(str, "http://127.0.0.1:8000"),
+    DATABASE_LOCK_TIMEOUT=(float, 5),
+    DATABASE_STATEMENT_TIMEOUT=(float, 20),
 )
 environ.Env.read_env(BASE_DIR / ".env")
 
@@ -144,6 +146,22 @@ else:
     _db["CONN_MAX_AGE"] = env("CONN_MAX_AGE")
     _db["CONN_HEALTH_CHECKS"] = True
     _db.setdefault("OPTIONS", {}).setdefault("connect_timeout", 5)
+    # Nothing waits forever (docs/security.md, "Lock order"). Every transaction here holds its row
+    # locks for milliseconds, so a lock wait of 5 s means something is stuck: the waiting request fails
+    # closed with a 503 (PostgreSQL's LockNotAvailable is a DatabaseError) instead of piling up
+    # workers. 20 s per statement stays under gunicorn's 30 s worker timeout, so a runaway query
+    # ends as a 503 from the worker rather than a killed worker. 0 switches either off (for example
+    # DATABASE_STATEMENT_TIMEOUT=0 for a migration that builds an index on a large table).
+    _db["OPTIONS"]["options"] = " ".join(
+        filter(
+            None,
+            [
+                _db["OPTIONS"].get("options", ""),
+                f"-c lock_timeout={int(env('DATABASE_LOCK_TIMEOUT') * 1000)}",
+                f"-c statement_timeout={int(env('DATABASE_STATEMENT_TIMEOUT') * 1000)}",
+            ],
+        )
+    )
 
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 

@@ -239,13 +239,42 @@ def _pg_bindir():
     return found[-1]
 
 
-class PostgresCluster:
+class DatabaseShell:
+    """``manage.py`` and ``manage.py shell`` in a separate process against the database at *url*."""
+
+    def __init__(self, url=None):
+        self.url = url
+
+    def manage(self, *args):
+        """Run manage.py against this database and return its stdout."""
+        result = subprocess.run(
+            [PYTHON, "manage.py", *args],
+            cwd=BASE_DIR, env=server_env(self.url), capture_output=True, text=True,
+        )
+        if result.returncode:
+            raise RuntimeError(f"manage.py {' '.join(args)} failed:\n{result.stdout}\n{result.stderr}")
+        return result.stdout
+
+    def django(self, code):
+        """Run Python *code* inside Django against this database; it prints one JSON line, returned parsed.
+
+        The code uses the project's own managers (Token.objects.issue, LegacyApiKey.objects.import_key),
+        so the data is made exactly as production makes it.
+        """
+        out = json.loads(self.manage("shell", "-c", code).strip().splitlines()[-1])
+        # Values issued in another process are still secrets the scan must look for.
+        for value in out.get("secrets", []):
+            secret_scan.track(value, reveal="test setup")
+        return out
+
+
+class PostgresCluster(DatabaseShell):
     """A PostgreSQL cluster of our own: migrated once, stopped and started again by the fault tests."""
 
     def __init__(self):
+        super().__init__()
         self.dir = Path(tempfile.mkdtemp(prefix="portal-live-pg-"))
         self.port = free_port(PG_PORTS)
-        self.url = None
 
     def start_new(self):
         result = subprocess.run(
@@ -276,28 +305,6 @@ class PostgresCluster:
     def destroy(self):
         subprocess.run([str(BASE_DIR / "bin" / "throwaway-postgres"), "stop", str(self.dir)], check=False)
         shutil.rmtree(self.dir, ignore_errors=True)
-
-    def manage(self, *args):
-        """Run manage.py against this cluster and return its stdout."""
-        result = subprocess.run(
-            [PYTHON, "manage.py", *args],
-            cwd=BASE_DIR, env=server_env(self.url), capture_output=True, text=True,
-        )
-        if result.returncode:
-            raise RuntimeError(f"manage.py {' '.join(args)} failed:\n{result.stdout}\n{result.stderr}")
-        return result.stdout
-
-    def django(self, code):
-        """Run Python *code* inside Django against this cluster; it prints one JSON line, returned parsed.
-
-        The code uses the project's own managers (Token.objects.issue, LegacyApiKey.objects.import_key),
-        so the data is made exactly as production makes it.
-        """
-        out = json.loads(self.manage("shell", "-c", code).strip().splitlines()[-1])
-        # Values issued in another process are still secrets the scan must look for.
-        for value in out.get("secrets", []):
-            secret_scan.track(value, reveal="test setup")
-        return out
 
     def sql(self, statement, params=()):
         """Run one SQL statement in autocommit and return its rows (if any)."""

@@ -88,6 +88,7 @@ class ExpirationPolicyAdmin(admin.ModelAdmin):
         )
 
     def save_model(self, request, obj, form, change):
+        # The policy row only, then a plain read: no token or owner row (docs/security.md, "Lock order").
         super().save_model(request, obj, form, change)
         # Lowering the maximum leaves existing tokens alone; say so, so nothing changes silently.
         exceeding = Token.objects.exceeding(obj.maximum_lifetime).count()

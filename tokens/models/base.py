@@ -63,6 +63,7 @@ class Credential(models.Model):
     def _revoke(self, *, actor, kind, ip=None, detail=""):
         """Revoke from the very next request on and record *kind*; a second revoke changes nothing."""
         now = timezone.now()
+        # One row lock, the credential's own (docs/security.md, "Lock order").
         with transaction.atomic():
             changed = type(self).objects.filter(pk=self.pk, revoked_at__isnull=True).update(
                 revoked_at=now, revoked_by=actor

@@ -46,6 +46,16 @@ def clean_purpose(purpose):
     return purpose
 
 
+def lock_owner(user_id):
+    """Lock the owner's row for the rest of the transaction: one owner's token writes take turns.
+
+    FOR NO KEY UPDATE, not FOR UPDATE: every usage INSERT's foreign-key check takes FOR KEY SHARE on
+    this row and must never wait for it, or an owner's write and the traffic of their token deadlock
+    (docs/security.md, "Lock order": owner, then token or key, then summaries).
+    """
+    get_user_model().objects.select_for_update(no_key=True).filter(pk=user_id).first()
+
+
 class TokenStatus(models.TextChoices):
     """A token's derived status: the one list the querysets, pages, API, admin and badge use."""
 
@@ -129,9 +139,9 @@ class TokenManager(models.Manager.from_queryset(TokenQuerySet)):
         name = clean_name(name)
         purpose = clean_purpose(purpose)
         with transaction.atomic():
-            # Lock the owner's row: concurrent creates for one user queue here, so the name check and
-            # the active-token limit below cannot both pass for two requests at once.
-            get_user_model().objects.select_for_update().filter(pk=user.pk).first()
+            # Concurrent creates for one user queue here, so the name check and the active-token limit
+            # below cannot both pass for two requests at once.
+            lock_owner(user.pk)
             if nonce is not None:
                 earlier = self.filter(user=user, creation_nonce=nonce).first()
                 if earlier is not None:
@@ -281,7 +291,7 @@ class Token(Credential):
         if name == self.name:
             return
         with transaction.atomic():
-            get_user_model().objects.select_for_update().filter(pk=self.user_id).first()
+            lock_owner(self.user_id)
             Token.objects.check_name_free(user_id=self.user_id, name=name, exclude_pk=self.pk)
             old = self.name
             Token.objects.filter(pk=self.pk).update(name=name)
@@ -297,6 +307,7 @@ class Token(Credential):
 
     def shorten(self, expires_at, *, actor):
         """Bring the expiry forward to *expires_at* (policy maximum lowered) and tell the owner."""
+        # One row lock, the token's own (docs/security.md, "Lock order").
         with transaction.atomic():
             changed = (
                 Token.objects.filter(pk=self.pk, revoked_at__isnull=True)

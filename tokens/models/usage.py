@@ -24,6 +24,10 @@ class UsageRecordQuerySet(models.QuerySet):
                user_agent, duration_ms):
         """Insert one record with a single autocommitted statement (the trigger does the rest).
 
+        Its locks come in a fixed order: the credential's row (trigger), its day and address rows,
+        then at commit FOR KEY SHARE on the owner's row (foreign keys). Every other writer must fit
+        around that: docs/security.md, "Lock order".
+
         This runs on every API request, so it skips the ORM's query building: one raw INSERT.
         Outside a transaction it commits at once without waiting for the disk (SQLite
         ``synchronous=NORMAL``, PostgreSQL asynchronous commit): the counts are exact as soon as

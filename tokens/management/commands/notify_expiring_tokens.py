@@ -78,6 +78,7 @@ class Command(BaseCommand):
     @staticmethod
     def _claim(tokens, now, window):
         """Mark *tokens* as notified and return those this run marked (a concurrent run gets the others)."""
+        # Token rows only, no owner row (docs/security.md, "Lock order").
         ids = [token.pk for token in tokens]
         Token.objects.filter(pk__in=ids).filter(
             Q(expiry_notified_at__isnull=True) | Q(expiry_notified_at__lt=F("expires_at") - window)

@@ -51,6 +51,7 @@ class Command(BaseCommand):
         bounds = old.aggregate(low=Min("pk"), high=Max("pk"))
         deleted = batches = 0
         if bounds["low"] is not None:
+            # Old usage rows only: no lock any request takes (docs/security.md, "Lock order").
             # Id ranges rather than OFFSET or one big DELETE: each batch is an indexed range scan and a
             # short transaction, so API requests that insert records are never held up for long.
             for start in range(bounds["low"], bounds["high"] + 1, batch_size):
