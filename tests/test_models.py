@@ -166,3 +166,18 @@ def test_lifetime_limits_are_told_in_plain_words(user, policy):
     with pytest.raises(ValidationError) as error:
         Token.objects.issue(user=user, name="x", expires_at=timezone.now() + timedelta(minutes=2))
     assert error.value.message_dict["expires_at"] == ["The shortest lifetime allowed is 5 minutes."]
+
+
+def test_saving_a_token_read_before_some_requests_keeps_their_count(user, issue):
+    token, _value = issue(user)
+    stale = Token.objects.get(pk=token.pk)
+    UsageRecord.objects.record(
+        token_id=token.pk, user_id=user.pk, at=timezone.now(), accepted=True, method="GET", path="/api/users/me",
+        status=200, ip="192.0.2.1", user_agent="ci", duration_ms=1.0,
+    )
+    stale.purpose = "nightly backups"
+    stale.save()
+    token.refresh_from_db()
+    assert (token.purpose, token.request_count, token.last_used_ip) == ("nightly backups", 1, "192.0.2.1")
+    with pytest.raises(ValueError, match="kept by the database"):
+        stale.save(update_fields=["request_count"])

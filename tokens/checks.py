@@ -23,3 +23,28 @@ def check_peppers(app_configs, **kwargs):
                                 hint="Generate one with: python -c 'import secrets; print(secrets.token_urlsafe(48))'",
                                 id="tokens.E003"))
     return errors
+
+
+# The order the middleware relies on: each entry must come after the one before it.
+MIDDLEWARE_ORDER = (
+    # Its process_exception must see database errors from everything after it (fail closed).
+    "tokens.middleware.DatabaseUnavailableMiddleware",
+    # The API middleware replaces the session user that AuthenticationMiddleware sets.
+    "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "tokens.middleware.ApiAuthenticationMiddleware",
+)
+
+
+@register()
+def check_middleware_order(app_configs, **kwargs):
+    """Refuse a MIDDLEWARE list that leaves out or reorders what the API authentication relies on."""
+    middleware = list(settings.MIDDLEWARE)
+    missing = [name for name in MIDDLEWARE_ORDER if name not in middleware]
+    if missing:
+        return [Error(f"MIDDLEWARE lacks {', '.join(missing)}.",
+                      hint="Add it in this order: " + ", then ".join(MIDDLEWARE_ORDER) + ".", id="tokens.E010")]
+    positions = [middleware.index(name) for name in MIDDLEWARE_ORDER]
+    if positions != sorted(positions):
+        return [Error("MIDDLEWARE has the portal's middleware in the wrong order.",
+                      hint="Keep this order: " + ", then ".join(MIDDLEWARE_ORDER) + ".", id="tokens.E011")]
+    return []

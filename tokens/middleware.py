@@ -44,7 +44,8 @@ class ApiAuthenticationMiddleware:
     """Authenticate every request under /api/ and record every use of a token or legacy key.
 
     Sets ``request.user`` to the credential's owner and ``request.auth`` to the Authentication (None for
-    a browser session). Must come after AuthenticationMiddleware, whose session user it replaces.
+    a browser session). Must come after AuthenticationMiddleware, whose session user it replaces
+    (the system check ``tokens.E011`` refuses any other order).
     """
 
     def __init__(self, get_response):

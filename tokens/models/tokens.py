@@ -2,7 +2,7 @@ from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.core.exceptions import ValidationError
 from django.db import models, transaction
-from django.db.models import Q
+from django.db.models import F, Q
 from django.utils import timezone
 from django.utils.translation import gettext_lazy as _
 
@@ -111,6 +111,28 @@ class TokenQuerySet(models.QuerySet):
             ],
             ignore_conflicts=True,
         )
+
+    def _notice_pending(self, window):
+        # Not yet mailed in the current window. A notice sent before the window opened belongs to an
+        # earlier expiry that has since been extended, so it does not count.
+        return Q(expiry_notified_at__isnull=True) | Q(expiry_notified_at__lt=F("expires_at") - window)
+
+    def due_for_expiry_notice(self, window, now=None):
+        """Return active tokens of active owners that expire within *window* and were not mailed for it."""
+        now = now or timezone.now()
+        return (
+            self.active(now)
+            .filter(expires_at__lte=now + window, user__is_active=True)
+            .filter(self._notice_pending(window))
+        )
+
+    def claim_expiry_notice(self, ids, window, now):
+        """Mark tokens *ids* as mailed at *now*; return the ids this call marked (a concurrent run gets the rest).
+
+        Token rows only, no owner row (docs/security.md, "Lock order").
+        """
+        self.filter(pk__in=ids).filter(self._notice_pending(window)).update(expiry_notified_at=now)
+        return set(self.filter(pk__in=ids, expiry_notified_at=now).values_list("pk", flat=True))
 
     def exceeding(self, maximum, now=None):
         """Return active tokens that live longer than *maximum* from now (or never expire)."""
