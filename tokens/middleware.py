@@ -11,8 +11,9 @@ from django.utils.http import http_date
 from django.utils.translation import gettext as _
 
 from .auth import AuthError, authenticate, client_ip
-from .constants import API_REALM, MIGRATION_GUIDE_PATH
-from .models import TokenEvent, UsageRecord
+from .constants import API_REALM, LEGACY_KEY_HEADER, MIGRATION_GUIDE_PATH
+from .models import RefusedClient, TokenEvent, UsageRecord
+from .throttle import api_client_locked, count_api_failure
 
 log = logging.getLogger(__name__)
 
@@ -54,6 +55,16 @@ def _challenge(error=None, description=None):
 def unauthorized(detail, *, error=None):
     response = api_error(401, detail, error=error or "unauthorized")
     response["WWW-Authenticate"] = _challenge(error, detail if error else None)
+    return response
+
+
+def too_many_requests(wait):
+    """Return the 429 for a client that failed authentication too often, with ``Retry-After``."""
+    response = api_error(
+        429,
+        _("Too many failed authentication attempts from this address. Try again in %(n)d seconds.") % {"n": wait},
+    )
+    response["Retry-After"] = str(wait)
     return response
 
 
@@ -99,14 +110,14 @@ class ApiAuthenticationMiddleware:
         started = time.perf_counter()
         request.auth = None
         try:
+            # A legacy key has no signature, so any value of the right shape reaches the lookup and may be
+            # a guess: a client that has failed too often is stopped before it (one indexed read). Bearer
+            # tokens skip this read: a guessed one fails its signature before any query.
+            if request.META.get(LEGACY_KEY_HEADER) is not None and (wait := api_client_locked(request)):
+                return too_many_requests(wait)
             credential = authenticate(request)
         except AuthError as refusal:
-            response = unauthorized(refusal.description, error=refusal.error)
-            if refusal.credential is not None:
-                self._finish(request, refusal.credential, response, started, accepted=False)
-            elif refusal.legacy:
-                response["Link"] = MIGRATION_LINK
-            return response
+            return self._refuse(request, refusal, started)
         except DatabaseError:
             # Fail closed: without the database nobody is authenticated, nor treated as anonymous.
             log.error("database unavailable during authentication")
@@ -130,9 +141,32 @@ class ApiAuthenticationMiddleware:
             return response
         return self._finish(request, credential, response, started, accepted=True)
 
-    def _finish(self, request, credential, response, started, *, accepted):
+    def _refuse(self, request, refusal, started):
+        """Answer a refused credential: 401, or 429 once the client has failed too often; record it.
+
+        Only failures write here, so a client with a valid credential never pays for the limit.
+        """
+        wait = None
+        if refusal.looked_up:
+            try:
+                # Counted atomically with the attempt itself, so parallel guesses cannot pass the limit.
+                wait = count_api_failure(request)
+                if refusal.credential is None:
+                    RefusedClient.objects.record(ip=client_ip(request), user_agent=request.META.get("HTTP_USER_AGENT"))
+            except DatabaseError:
+                log.error("failed authentication could not be counted")
+                return service_unavailable()
+        response = too_many_requests(wait) if wait else unauthorized(refusal.description, error=refusal.error)
+        if refusal.credential is not None:
+            self._finish(request, refusal.credential, response, started, accepted=False,
+                         deprecation=not refusal.like_unknown)
+        if refusal.legacy:
+            response["Link"] = MIGRATION_LINK
+        return response
+
+    def _finish(self, request, credential, response, started, *, accepted, deprecation=True):
         """Record the use, mark legacy-key responses deprecated; return the response to send."""
-        if credential.method == "legacy_key":
+        if credential.method == "legacy_key" and deprecation:
             self._deprecation_headers(response, credential)
         now = timezone.now()
         ip = client_ip(request)
