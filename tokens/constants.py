@@ -20,6 +20,9 @@ PURPOSE_MAX_LENGTH = 500
 USER_AGENT_MAX_LENGTH = 255
 PATH_MAX_LENGTH = 255
 LEGACY_KEY_MAX_LENGTH = 200
+# Imported legacy keys must resist online guessing (see check_legacy_key_strength).
+LEGACY_KEY_MIN_LENGTH = 16
+LEGACY_KEY_MIN_DISTINCT = 8
 
 API_REALM = "api"
 LEGACY_KEY_HEADER = "HTTP_REST_API_KEY"  # "Rest-Api-Key", any case

@@ -3,6 +3,7 @@
 import logging
 import time
 
+from django.core.exceptions import ValidationError
 from django.db import DatabaseError
 from django.http import JsonResponse
 from django.template.response import SimpleTemplateResponse
@@ -13,6 +14,7 @@ from django.utils.translation import gettext as _
 from .auth import AuthError, authenticate, client_ip
 from .constants import API_REALM, LEGACY_KEY_HEADER, MIGRATION_GUIDE_PATH
 from .models import RefusedClient, TokenEvent, UsageRecord
+from .models.legacy import clean_legacy_key
 from .throttle import api_client_locked, count_api_failure
 
 log = logging.getLogger(__name__)
@@ -56,6 +58,18 @@ def unauthorized(detail, *, error=None):
     response = api_error(401, detail, error=error or "unauthorized")
     response["WWW-Authenticate"] = _challenge(error, detail if error else None)
     return response
+
+
+def _carries_a_legacy_key(request):
+    """Return True when the request has a Rest-Api-Key header of a shape that reaches the lookup."""
+    key = request.META.get(LEGACY_KEY_HEADER)
+    if key is None:
+        return False
+    try:
+        clean_legacy_key(key.strip())
+    except ValidationError:
+        return False
+    return True
 
 
 def too_many_requests(wait):
@@ -113,7 +127,7 @@ class ApiAuthenticationMiddleware:
             # A legacy key has no signature, so any value of the right shape reaches the lookup and may be
             # a guess: a client that has failed too often is stopped before it (one indexed read). Bearer
             # tokens skip this read: a guessed one fails its signature before any query.
-            if request.META.get(LEGACY_KEY_HEADER) is not None and (wait := api_client_locked(request)):
+            if _carries_a_legacy_key(request) and (wait := api_client_locked(request)):
                 return too_many_requests(wait)
             credential = authenticate(request)
         except AuthError as refusal:
