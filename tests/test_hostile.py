@@ -504,7 +504,9 @@ def test_a_client_failing_again_and_again_with_a_revoked_bearer_token_gets_429(c
 
 
 @pytest.mark.django_db
-def test_valid_credentials_never_meet_the_api_failure_limit_and_write_no_counter(client, issued, user, policy):
+def test_valid_credentials_never_meet_the_api_failure_limit_and_write_no_counter(
+    client, issued, user, policy
+):
     LegacyApiKey.objects.import_key(user=user, key=LEGACY_KEY)
     for _ in range(3 * MAX_API_FAILURES_PER_ADDRESS):
         assert client.get("/api/users/me", **bearer(issued[1])).status_code == 200

@@ -236,7 +236,9 @@ def test_a_sunset_in_the_future_still_lets_keys_in(client, alice_key):
     assert me(client, ALICE_KEY).status_code == 200
 
 
-def test_a_revoked_key_is_answered_exactly_like_an_unknown_key_and_still_recorded(client, alice_key, staff_user):
+def test_a_revoked_key_is_answered_exactly_like_an_unknown_key_and_still_recorded(
+    client, alice_key, staff_user
+):
     assert me(client, ALICE_KEY).status_code == 200
     alice_key.revoke(actor=staff_user)
     revoked, unknown = me(client, ALICE_KEY), me(client, "never-issued-key-0000-abcdef")
@@ -259,7 +261,8 @@ def test_a_revoked_key_is_answered_exactly_like_an_unknown_key_and_still_recorde
 def test_a_weak_key_is_refused_at_import_with_a_message_for_its_row_and_is_not_imported(
     tmp_path, user, key, reason
 ):
-    out, err, error = run_import(tmp_path, f"username,key\nalice,{ALICE_KEY}\nalice,{key}\n", "--skip-invalid")
+    text = f"username,key\nalice,{ALICE_KEY}\nalice,{key}\n"
+    out, err, error = run_import(tmp_path, text, "--skip-invalid")
     assert error is None
     assert "line 3:" in err and reason in err
     assert len(key) < 12 or key not in err + out  # the message names the row, never the key

@@ -76,7 +76,8 @@ def too_many_requests(wait):
     """Return the 429 for a client that failed authentication too often, with ``Retry-After``."""
     response = api_error(
         429,
-        _("Too many failed authentication attempts from this address. Try again in %(n)d seconds.") % {"n": wait},
+        _("Too many failed authentication attempts from this address. Try again in %(n)d seconds.")
+        % {"n": wait},
     )
     response["Retry-After"] = str(wait)
     return response
@@ -166,7 +167,9 @@ class ApiAuthenticationMiddleware:
                 # Counted atomically with the attempt itself, so parallel guesses cannot pass the limit.
                 wait = count_api_failure(request)
                 if refusal.credential is None:
-                    RefusedClient.objects.record(ip=client_ip(request), user_agent=request.META.get("HTTP_USER_AGENT"))
+                    RefusedClient.objects.record(
+                        ip=client_ip(request), user_agent=request.META.get("HTTP_USER_AGENT")
+                    )
             except DatabaseError:
                 log.error("failed authentication could not be counted")
                 return service_unavailable()

@@ -219,8 +219,9 @@ def api_client_locked(request):
     One indexed read; asked only before a lookup that could be a guess (see the middleware).
     """
     now = timezone.now()
-    hits, started = AttemptCounter.objects.current(key=API_ADDRESS.key(_address(request)), window=API_ADDRESS.window,
-                                                   now=now)
+    hits, started = AttemptCounter.objects.current(
+        key=API_ADDRESS.key(_address(request)), window=API_ADDRESS.window, now=now
+    )
     if hits < API_ADDRESS.most:
         return None
     return max(1, math.ceil((started + API_ADDRESS.window - now).total_seconds()))

@@ -118,11 +118,14 @@ class RefusedClientQuerySet(models.QuerySet):
         q = conn.ops.quote_name
         at = conn.ops.adapt_datetimefield_value(now)
         hour = conn.ops.adapt_datetimefield_value(now.replace(minute=0, second=0, microsecond=0))
+        ip, hour_, attempts, first, last, agent = (
+            q(c) for c in ("ip", "hour", "attempts", "first_seen", "last_seen", "last_user_agent")
+        )
         sql = (
-            f"INSERT INTO {table} ({q('ip')}, {q('hour')}, {q('attempts')}, {q('first_seen')}, {q('last_seen')}, "
-            f"{q('last_user_agent')}) VALUES (%s, %s, 1, %s, %s, %s) "
-            f"ON CONFLICT ({q('ip')}, {q('hour')}) DO UPDATE SET {q('attempts')} = {table}.{q('attempts')} + 1, "
-            f"{q('last_seen')} = excluded.{q('last_seen')}, {q('last_user_agent')} = excluded.{q('last_user_agent')}"
+            f"INSERT INTO {table} ({ip}, {hour_}, {attempts}, {first}, {last}, {agent}) "
+            "VALUES (%s, %s, 1, %s, %s, %s) "
+            f"ON CONFLICT ({ip}, {hour_}) DO UPDATE SET {attempts} = {table}.{attempts} + 1, "
+            f"{last} = excluded.{last}, {agent} = excluded.{agent}"
         )
         with conn.cursor() as cursor:
             cursor.execute(sql, [ip or "0.0.0.0", hour, at, at, (user_agent or "")[:USER_AGENT_MAX_LENGTH]])

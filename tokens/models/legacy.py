@@ -32,10 +32,12 @@ def check_legacy_key_strength(key):
     """
     if len(key) < LEGACY_KEY_MIN_LENGTH:
         raise ValidationError(
-            {"key": _("The key is too weak: a key must be at least %(n)d characters long.") % {"n": LEGACY_KEY_MIN_LENGTH}}
+            {"key": _("The key is too weak: a key must be at least %(n)d characters long.")
+             % {"n": LEGACY_KEY_MIN_LENGTH}}
         )
     kinds = {
-        "lower" if c.islower() else "upper" if c.isupper() else "digit" if c in "0123456789" else "other" for c in key
+        "lower" if c.islower() else "upper" if c.isupper() else "digit" if c in "0123456789" else "other"
+        for c in key
     }
     if len(kinds) < 2:
         raise ValidationError(
