@@ -118,13 +118,13 @@ class RefusedClientQuerySet(models.QuerySet):
         q = conn.ops.quote_name
         at = conn.ops.adapt_datetimefield_value(now)
         hour = conn.ops.adapt_datetimefield_value(now.replace(minute=0, second=0, microsecond=0))
-        ip, hour_, attempts, first, last, agent = (
+        ip_col, hour_col, attempts, first, last, agent = (
             q(c) for c in ("ip", "hour", "attempts", "first_seen", "last_seen", "last_user_agent")
         )
         sql = (
-            f"INSERT INTO {table} ({ip}, {hour_}, {attempts}, {first}, {last}, {agent}) "
+            f"INSERT INTO {table} ({ip_col}, {hour_col}, {attempts}, {first}, {last}, {agent}) "
             "VALUES (%s, %s, 1, %s, %s, %s) "
-            f"ON CONFLICT ({ip}, {hour_}) DO UPDATE SET {attempts} = {table}.{attempts} + 1, "
+            f"ON CONFLICT ({ip_col}, {hour_col}) DO UPDATE SET {attempts} = {table}.{attempts} + 1, "
             f"{last} = excluded.{last}, {agent} = excluded.{agent}"
         )
         with conn.cursor() as cursor:
