@@ -2,6 +2,7 @@ from django.contrib import admin
 from django.urls import include, path
 
 from tokens import views as token_views
+from tokens import throttle
 from tokens.constants import API_PREFIX
 from tokens.throttle import ThrottledLoginView
 
@@ -12,6 +13,19 @@ urlpatterns = [
     path(API_PREFIX.lstrip("/"), include("tokens.api.urls")),
     path("admin/", admin.site.urls),
     path("accounts/login/", ThrottledLoginView.as_view(), name="login"),
+    # Django's reset views, each answering 404 unless mail really leaves the server (tokens/throttle.py).
+    path("accounts/password_reset/", throttle.ThrottledPasswordResetView.as_view(), name="password_reset"),
+    path(
+        "accounts/password_reset/done/", throttle.PasswordResetDoneView.as_view(), name="password_reset_done"
+    ),
+    path(
+        "accounts/reset/<uidb64>/<token>/",
+        throttle.PasswordResetConfirmView.as_view(),
+        name="password_reset_confirm",
+    ),
+    path(
+        "accounts/reset/done/", throttle.PasswordResetCompleteView.as_view(), name="password_reset_complete"
+    ),
     path("accounts/", include("django.contrib.auth.urls")),
     path("profile/", token_views.profile, name="profile"),
     path("profile/integrations/authorizations/", include("tokens.urls")),

@@ -8,6 +8,7 @@ import json
 import string
 
 import pytest
+from django.core import mail
 from django.core.cache import cache
 from django.db import connection
 from django.test import Client
@@ -17,8 +18,13 @@ from hypothesis import strategies as st
 
 from tokens import credentials
 from tokens.constants import TOKEN_PREFIX
-from tokens.models import LegacyApiKey, Token, TokenEvent, UsageRecord
-from tokens.throttle import MAX_FAILURES_PER_ADDRESS, MAX_FAILURES_PER_USERNAME
+from tokens.models import AttemptCounter, LegacyApiKey, RefusedClient, Token, TokenEvent, UsageRecord
+from tokens.throttle import (
+    MAX_API_FAILURES_PER_ADDRESS,
+    MAX_FAILURES_PER_ADDRESS,
+    MAX_FAILURES_PER_USERNAME,
+    MAX_RESETS_PER_EMAIL,
+)
 
 from .conftest import PASSWORD, bearer
 
@@ -423,3 +429,101 @@ def test_the_admin_sign_in_page_refuses_a_locked_username(fresh_throttle, staff_
     assert response.status_code == 200
     assert "Too many failed sign-in attempts" in response.content.decode()
     assert "_auth_user_id" not in admin_client.session
+
+
+# --- password reset -----------------------------------------------------------------------------------------
+
+
+@pytest.mark.django_db
+def test_password_reset_is_not_offered_while_mail_would_only_be_printed_to_the_log(
+    fresh_throttle, client, user, settings, capsys
+):
+    settings.EMAIL_BACKEND = "django.core.mail.backends.console.EmailBackend"
+    user.email = "alice@example.org"
+    user.save()
+    assert client.get("/accounts/password_reset/").status_code == 404
+    assert client.post("/accounts/password_reset/", {"email": "alice@example.org"}).status_code == 404
+    assert client.get("/accounts/reset/MQ/set-password/").status_code == 404
+    assert "password_reset" not in client.get("/accounts/login/").content.decode()
+    printed = capsys.readouterr()
+    assert "/reset/" not in printed.out + printed.err
+
+
+@pytest.mark.django_db
+def test_password_reset_requests_are_limited_per_email_with_the_same_answer_and_no_link_in_any_log(
+    fresh_throttle, client, user, caplog, capsys
+):
+    user.email = "alice@example.org"
+    user.save()
+    assert 'href="/accounts/password_reset/"' in client.get("/accounts/login/").content.decode()
+    answers = [
+        client.post("/accounts/password_reset/", {"email": "Alice@example.org"}, REMOTE_ADDR=f"192.0.2.{n}")
+        for n in range(MAX_RESETS_PER_EMAIL + 3)
+    ]
+    # Limited or not, every request gets the same answer: nothing says whether mail was sent.
+    assert {(a.status_code, a["Location"]) for a in answers} == {(302, "/accounts/password_reset/done/")}
+    assert len(mail.outbox) == MAX_RESETS_PER_EMAIL
+    link = next(line for line in mail.outbox[0].body.splitlines() if "/reset/" in line).strip()
+    printed = capsys.readouterr()
+    assert link not in printed.out + printed.err + caplog.text
+
+
+# --- guessing credentials against the API ----------------------------------------------------------------
+
+
+def _legacy(client, key, address="203.0.113.50", **extra):
+    return client.get("/api/users/me", HTTP_REST_API_KEY=key, REMOTE_ADDR=address, **extra)
+
+
+LEGACY_KEY = "f00d-legacy-key-for-guessing-tests-42"
+
+
+@pytest.mark.django_db
+def test_a_client_guessing_legacy_keys_gets_429_with_retry_after_even_for_a_right_key(client, user, policy):
+    LegacyApiKey.objects.import_key(user=user, key=LEGACY_KEY)
+    for n in range(MAX_API_FAILURES_PER_ADDRESS):
+        assert _legacy(client, f"guessed-key-number-{n:04d}").status_code == 401
+    locked = _legacy(client, LEGACY_KEY)
+    assert_clear_api_error(locked, 429)
+    assert locked.json()["error"] == "too_many_requests"
+    assert 0 < int(locked["Retry-After"]) <= 60
+    # Other clients are not affected; the locked one is refused before the lookup, so nothing is recorded.
+    assert _legacy(client, LEGACY_KEY, address="198.51.100.77").status_code == 200
+    assert UsageRecord.objects.filter(ip="203.0.113.50").count() == 0
+
+
+@pytest.mark.django_db
+def test_a_client_failing_again_and_again_with_a_revoked_bearer_token_gets_429(client, issued, staff_user):
+    token, value = issued
+    token.revoke(actor=staff_user)
+    statuses = [
+        client.get("/api/users/me", **bearer(value), REMOTE_ADDR="203.0.113.51").status_code
+        for _ in range(MAX_API_FAILURES_PER_ADDRESS + 2)
+    ]
+    assert statuses == [401] * MAX_API_FAILURES_PER_ADDRESS + [429, 429]
+
+
+@pytest.mark.django_db
+def test_valid_credentials_never_meet_the_api_failure_limit_and_write_no_counter(
+    client, issued, user, policy
+):
+    LegacyApiKey.objects.import_key(user=user, key=LEGACY_KEY)
+    for _ in range(3 * MAX_API_FAILURES_PER_ADDRESS):
+        assert client.get("/api/users/me", **bearer(issued[1])).status_code == 200
+        assert _legacy(client, LEGACY_KEY).status_code == 200
+    assert AttemptCounter.objects.count() == 0
+
+
+@pytest.mark.django_db
+def test_refused_unknown_credentials_are_listed_for_administrators_by_client_address(client, user, staff_user,
+                                                                                      policy):
+    for n in range(3):
+        _legacy(client, f"unknown-key-from-a-scanner-{n}", HTTP_USER_AGENT="scanner/2.0")
+    _legacy(client, "unknown-key-from-elsewhere-00", address="192.0.2.99")
+    assert {(r.ip, r.attempts, r.last_user_agent) for r in RefusedClient.objects.all()} == {
+        ("203.0.113.50", 3, "scanner/2.0"), ("192.0.2.99", 1, ""),
+    }
+    admin = Client()
+    admin.force_login(staff_user)
+    page = admin.get("/admin/tokens/refusedclient/").content.decode()
+    assert "203.0.113.50" in page and "scanner/2.0" in page and "192.0.2.99" in page

@@ -5,6 +5,7 @@ from datetime import timedelta
 from email.utils import parsedate_to_datetime
 
 import pytest
+from django.core.exceptions import ValidationError
 from django.core.management import call_command
 from django.core.management.base import CommandError
 from django.utils import timezone
@@ -235,12 +236,40 @@ def test_a_sunset_in_the_future_still_lets_keys_in(client, alice_key):
     assert me(client, ALICE_KEY).status_code == 200
 
 
-def test_a_revoked_key_is_refused_at_once(client, alice_key, staff_user):
+def test_a_revoked_key_is_answered_exactly_like_an_unknown_key_and_still_recorded(
+    client, alice_key, staff_user
+):
     assert me(client, ALICE_KEY).status_code == 200
     alice_key.revoke(actor=staff_user)
-    response = me(client, ALICE_KEY)
-    assert response.status_code == 401
-    assert "revoked" in response.json()["detail"] and "bearer token" in response.json()["detail"]
+    revoked, unknown = me(client, ALICE_KEY), me(client, "never-issued-key-0000-abcdef")
+    assert revoked.status_code == unknown.status_code == 401
+    assert "bearer token" in revoked.json()["detail"]
+    # Byte-identical: nothing tells a guesser that the value was once a key.
+    assert revoked.content == unknown.content
+    assert sorted(revoked.headers.items()) == sorted(unknown.headers.items())
+    # The owner and the administrators still see the refused use of the revoked key.
+    assert UsageRecord.objects.filter(legacy_key=alice_key, accepted=False, status=401).count() == 1
+
+
+@pytest.mark.parametrize("key, reason", [
+    ("k", "at least 16 characters"),
+    ("short-key-123", "at least 16 characters"),
+    ("aaaaaaaaaaaaaaaaaaaaaaaa", "two kinds"),
+    ("1234567890123456789", "two kinds"),
+    ("abababab12121212", "different characters"),
+])
+def test_a_weak_key_is_refused_at_import_with_a_message_for_its_row_and_is_not_imported(
+    tmp_path, user, key, reason
+):
+    text = f"username,key\nalice,{ALICE_KEY}\nalice,{key}\n"
+    out, err, error = run_import(tmp_path, text, "--skip-invalid")
+    assert error is None
+    assert "line 3:" in err and reason in err
+    assert len(key) < 12 or key not in err + out  # the message names the row, never the key
+    assert LegacyApiKey.objects.count() == 1
+    with pytest.raises(ValidationError):
+        LegacyApiKey.objects.import_key(user=user, key=key)
+    assert LegacyApiKey.objects.count() == 1
 
 
 def test_an_unknown_key_and_a_deactivated_owner_are_refused(client, alice_key, user):

@@ -21,6 +21,7 @@ from django.core.exceptions import ValidationError
 from django.db import InterfaceError, OperationalError, connection
 from django.utils import timezone
 from django.utils.translation import gettext as _
+from django.utils.translation import gettext_lazy as _lazy
 
 from . import credentials
 from .constants import LEGACY_KEY_HEADER, TOKEN_PREFIX
@@ -35,7 +36,8 @@ _BEARER_RE = re.compile(r"[Bb][Ee][Aa][Rr][Ee][Rr][ \t]+(\S+)")
 class AuthError(Exception):
     """Refuse the request with 401 and an RFC 6750 ``WWW-Authenticate`` challenge."""
 
-    def __init__(self, description, *, error="invalid_token", credential=None, legacy=False):
+    def __init__(self, description, *, error="invalid_token", credential=None, legacy=False, looked_up=False,
+                 like_unknown=False):
         super().__init__(description)
         self.error = error
         self.description = description
@@ -43,6 +45,11 @@ class AuthError(Exception):
         self.credential = credential
         # A refused legacy key, known or not: the answer points to the migration guide.
         self.legacy = legacy or (credential is not None and credential.method == "legacy_key")
+        # The value was looked up in the database (it could have been a guess): the failure counts
+        # against the client's limit. Values refused by their shape or signature cost no query and do not.
+        self.looked_up = looked_up or credential is not None
+        # Answer exactly as for an unknown value (no deprecation headers), though the use is recorded.
+        self.like_unknown = like_unknown
 
 
 @dataclass
@@ -151,7 +158,7 @@ def authenticate_bearer(value):
     row = rows[0] if rows else None
     # A known id with the wrong secret gets the same answer as an unknown id: no enumeration.
     if row is None or not credentials.matches(parsed, row[1], row[2]):
-        raise AuthError(_("The token is not valid."))
+        raise AuthError(_("The token is not valid."), looked_up=True)
     token_id, _digest, _pepper, expires_at, revoked_at, last_used_at = row[:6]
     user = _build_user(row[6:])
     credential = Authentication("bearer", token_id, user, first_use=last_used_at is None)
@@ -164,6 +171,9 @@ def authenticate_bearer(value):
     return credential
 
 
+UNKNOWN_LEGACY_KEY = _lazy("The API key is not valid. Use a bearer token (Authorization: Bearer <token>).")
+
+
 def authenticate_legacy(key):
     """Return the Authentication for legacy API key *key*, or raise AuthError."""
     try:
@@ -174,8 +184,7 @@ def authenticate_legacy(key):
     rows = _fetch(_legacy_sql(connection.vendor, len(digests)), list(digests.values()))
     row = next((r for r in rows if digests.get(r[2]) == r[1]), None)
     if row is None:
-        raise AuthError(_("The API key is not valid. Use a bearer token (Authorization: Bearer <token>)."),
-                        legacy=True)
+        raise AuthError(UNKNOWN_LEGACY_KEY, legacy=True, looked_up=True)
     key_id, _digest, _pepper, revoked_at, last_used_at, accepted, deprecated_at, sunset_at = row[:8]
     user = _build_user(row[8:])
     credential = Authentication(
@@ -183,8 +192,9 @@ def authenticate_legacy(key):
         deprecated_at=_aware(deprecated_at), sunset_at=_aware(sunset_at), last_used_at=_aware(last_used_at),
     )
     if revoked_at is not None:
-        raise AuthError(_("The API key has been revoked. Use a bearer token (Authorization: Bearer <token>)."),
-                        credential=credential)
+        # Answered exactly like an unknown key: "has been revoked" would tell a guesser that the value
+        # was once a key. The refusal is still recorded as a use of this key, for its owner and admins.
+        raise AuthError(UNKNOWN_LEGACY_KEY, credential=credential, like_unknown=True)
     refusal = legacy_refusal(accepted=accepted, sunset_at=credential.sunset_at)
     if refusal is not None:
         raise AuthError(str(refusal), credential=credential)

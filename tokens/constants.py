@@ -20,6 +20,9 @@ PURPOSE_MAX_LENGTH = 500
 USER_AGENT_MAX_LENGTH = 255
 PATH_MAX_LENGTH = 255
 LEGACY_KEY_MAX_LENGTH = 200
+# Imported legacy keys must resist online guessing (see check_legacy_key_strength).
+LEGACY_KEY_MIN_LENGTH = 16
+LEGACY_KEY_MIN_DISTINCT = 8
 
 API_PREFIX = "/api/"  # where portal/urls.py mounts tokens.api.urls; the middleware guards it
 API_REALM = "api"

@@ -3,22 +3,38 @@
 import logging
 import time
 
+from django.core.exceptions import ValidationError
 from django.db import DatabaseError
 from django.template.response import SimpleTemplateResponse
 from django.utils import timezone
 from django.utils.http import http_date
 from django.utils.translation import gettext as _
 
-from .api.errors import api_error, service_unavailable, unauthorized
+from .api.errors import api_error, service_unavailable, too_many_requests, unauthorized
 from .auth import AuthError, authenticate
-from .constants import API_PREFIX, MIGRATION_GUIDE_PATH
+from .constants import API_PREFIX, LEGACY_KEY_HEADER, MIGRATION_GUIDE_PATH
 from .http import client_ip
-from .models import TokenEvent, UsageRecord
+from .models import RefusedClient, TokenEvent, UsageRecord
+from .models.legacy import clean_legacy_key
+from .throttle import api_client_locked, count_api_failure
 
 log = logging.getLogger(__name__)
 
 PUBLIC_API_PATHS = frozenset({"/api/openapi.json"})
 MIGRATION_LINK = f'<{MIGRATION_GUIDE_PATH}>; rel="deprecation"; type="text/plain"'
+
+
+def _carries_a_legacy_key(request):
+    """Return True when the request has a Rest-Api-Key header of a shape that reaches the lookup."""
+    key = request.META.get(LEGACY_KEY_HEADER)
+    if key is None:
+        return False
+    try:
+        clean_legacy_key(key.strip())
+    except ValidationError:
+        return False
+    return True
+
 
 class DatabaseUnavailableMiddleware:
     """Fail closed: a database error anywhere becomes a 503, never a 500 or an anonymous success."""
@@ -57,14 +73,14 @@ class ApiAuthenticationMiddleware:
         started = time.perf_counter()
         request.auth = None
         try:
+            # A legacy key has no signature, so any value of the right shape reaches the lookup and may be
+            # a guess: a client that has failed too often is stopped before it (one indexed read). Bearer
+            # tokens skip this read: a guessed one fails its signature before any query.
+            if _carries_a_legacy_key(request) and (wait := api_client_locked(request)):
+                return too_many_requests(wait)
             credential = authenticate(request)
         except AuthError as refusal:
-            response = unauthorized(refusal.description, error=refusal.error)
-            if refusal.credential is not None:
-                self._finish(request, refusal.credential, response, started, accepted=False)
-            elif refusal.legacy:
-                response["Link"] = MIGRATION_LINK
-            return response
+            return self._refuse(request, refusal, started)
         except DatabaseError:
             # Fail closed: without the database nobody is authenticated, nor treated as anonymous.
             log.error("database unavailable during authentication")
@@ -88,9 +104,34 @@ class ApiAuthenticationMiddleware:
             return response
         return self._finish(request, credential, response, started, accepted=True)
 
-    def _finish(self, request, credential, response, started, *, accepted):
+    def _refuse(self, request, refusal, started):
+        """Answer a refused credential: 401, or 429 once the client has failed too often; record it.
+
+        Only failures write here, so a client with a valid credential never pays for the limit.
+        """
+        wait = None
+        if refusal.looked_up:
+            try:
+                # Counted atomically with the attempt itself, so parallel guesses cannot pass the limit.
+                wait = count_api_failure(request)
+                if refusal.credential is None:
+                    RefusedClient.objects.record(
+                        ip=client_ip(request), user_agent=request.META.get("HTTP_USER_AGENT")
+                    )
+            except DatabaseError:
+                log.error("failed authentication could not be counted")
+                return service_unavailable()
+        response = too_many_requests(wait) if wait else unauthorized(refusal.description, error=refusal.error)
+        if refusal.credential is not None:
+            self._finish(request, refusal.credential, response, started, accepted=False,
+                         deprecation=not refusal.like_unknown)
+        if refusal.legacy:
+            response["Link"] = MIGRATION_LINK
+        return response
+
+    def _finish(self, request, credential, response, started, *, accepted, deprecation=True):
         """Record the use, mark legacy-key responses deprecated; return the response to send."""
-        if credential.method == "legacy_key":
+        if credential.method == "legacy_key" and deprecation:
             self._deprecation_headers(response, credential)
         now = timezone.now()
         ip = client_ip(request)

@@ -44,6 +44,17 @@ def unauthorized(detail, *, error=None):
     return response
 
 
+def too_many_requests(wait):
+    """Return the 429 for a client that failed authentication too often, with ``Retry-After``."""
+    response = api_error(
+        429,
+        _("Too many failed authentication attempts from this address. Try again in %(n)d seconds.")
+        % {"n": wait},
+    )
+    response["Retry-After"] = str(wait)
+    return response
+
+
 def service_unavailable():
     response = api_error(503, _("The service cannot reach its database. Try again shortly."))
     response["Retry-After"] = "5"

@@ -25,13 +25,17 @@ ERRORS = {
     "403": _error("Authenticated, but the owner lacks the permission (insufficient_scope)."),
     "404": _error("No such object among the caller's own (other users' ids answer the same)."),
     "405": _error("Method not allowed."),
+    "429": _error(
+        "This client address failed authentication too often (30 times a minute); Retry-After says when to "
+        "try again. Valid credentials never count."
+    ),
     "503": _error("The database cannot be reached; nothing was done."),
 }
 
 
 def _responses(ok_code, ok, *codes):
     responses = {ok_code: ok}
-    responses.update({code: ERRORS[code] for code in ("401", "405", "503", *codes)})
+    responses.update({code: ERRORS[code] for code in ("401", "405", "429", "503", *codes)})
     return responses
 
 

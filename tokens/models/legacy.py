@@ -5,7 +5,7 @@ from django.utils import timezone
 from django.utils.translation import gettext_lazy as _
 
 from .. import credentials
-from ..constants import DIGEST_LENGTH, LEGACY_KEY_MAX_LENGTH
+from ..constants import DIGEST_LENGTH, LEGACY_KEY_MAX_LENGTH, LEGACY_KEY_MIN_DISTINCT, LEGACY_KEY_MIN_LENGTH
 from .base import Credential
 from .events import TokenEvent
 
@@ -21,6 +21,35 @@ def clean_legacy_key(key):
              % {"n": LEGACY_KEY_MAX_LENGTH}}
         )
     return key
+
+
+def check_legacy_key_strength(key):
+    """Raise ValidationError({"key": …}) unless *key* is too strong to guess online; used at import only.
+
+    The rule: at least LEGACY_KEY_MIN_LENGTH characters, from at least two kinds (lower-case letters,
+    upper-case letters, digits, other symbols), with at least LEGACY_KEY_MIN_DISTINCT different
+    characters. A 32-character hex key or a UUID passes; "k", a 16-digit number or "aaaa…" does not.
+    Keys already imported are not checked again: authentication only applies ``clean_legacy_key``.
+    """
+    if len(key) < LEGACY_KEY_MIN_LENGTH:
+        raise ValidationError(
+            {"key": _("The key is too weak: a key must be at least %(n)d characters long.")
+             % {"n": LEGACY_KEY_MIN_LENGTH}}
+        )
+    kinds = {
+        "lower" if c.islower() else "upper" if c.isupper() else "digit" if c in "0123456789" else "other"
+        for c in key
+    }
+    if len(kinds) < 2:
+        raise ValidationError(
+            {"key": _("The key is too weak: it must mix at least two kinds of characters "
+                      "(lower-case, upper-case, digits, symbols).")}
+        )
+    if len(set(key)) < LEGACY_KEY_MIN_DISTINCT:
+        raise ValidationError(
+            {"key": _("The key is too weak: it must have at least %(n)d different characters.")
+             % {"n": LEGACY_KEY_MIN_DISTINCT}}
+        )
 
 
 class LegacyApiKeyQuerySet(models.QuerySet):
@@ -40,6 +69,7 @@ class LegacyApiKeyManager(models.Manager.from_queryset(LegacyApiKeyQuerySet)):
     def import_key(self, *, user, key):
         """Store *key* for *user* as a digest; return (row, created). An already imported key is skipped."""
         key = clean_legacy_key(key)
+        check_legacy_key_strength(key)
         existing = self.find(key)
         if existing is not None:
             if existing.user_id != user.pk:

@@ -6,7 +6,7 @@ from django.db import transaction
 from django.db.models import Max, Min
 from django.utils import timezone
 
-from tokens.models import ExpirationPolicy, UsageRecord
+from tokens.models import AttemptCounter, ExpirationPolicy, RefusedClient, UsageRecord
 
 
 class Command(BaseCommand):
@@ -61,6 +61,9 @@ class Command(BaseCommand):
                 batches += 1
                 if pause and start + batch_size <= bounds["high"]:
                     time.sleep(pause)
+        # Throttle counters past any window and refused-credential rows past the retention: small tables.
+        AttemptCounter.objects.expired().delete()
+        RefusedClient.objects.older_than(cutoff).delete()
         self.stdout.write(
             f"Deleted {deleted} usage record(s) older than {cutoff:%Y-%m-%d %H:%M} UTC "
             f"(retention {retention} days) in {batches} batch(es). "
