@@ -8,3 +8,6 @@ class TokensConfig(AppConfig):
 
     def ready(self):
         from . import checks  # noqa: F401  (registers the system checks)
+        from . import private_files
+
+        private_files.connect()

@@ -1,0 +1,8 @@
+"""Read by `gunicorn portal.wsgi` when started from this folder (gunicorn's default config file).
+
+Loading the settings here, in the master before any worker is forked, makes a setting that cannot
+work stop gunicorn with the settings' one-line message: checked only in the workers, each worker would
+print it and exit, and gunicorn would halt with a traceback of its own.
+"""
+
+import portal.settings  # noqa: F401,E402  (exits with one line on a bad setting)
