@@ -270,12 +270,12 @@ class TokenAdmin(SecretLookupsRefusedMixin, CredentialColumnsMixin, admin.ModelA
             policy = ExpirationPolicy.load()
             # ?user=<id> preselects the owner for superusers (who may create for anybody). Anyone else
             # creates their own tokens only, and the owner widget would show them any user's name.
-            owner = request.GET.get("user") if request.user.is_superuser else None
+            owner = request.GET.get("user") if request.user.is_superuser else request.user.pk
             form = Form(
                 initial={
                     "expires_at": timezone.now() + policy.default_lifetime,
                     "nonce": secrets.token_urlsafe(32),
-                    "user": owner or request.user.pk,
+                    **({"user": owner} if owner else {}),
                 }
             )
         admin_form = helpers.AdminForm(form, list(self.get_fieldsets(request)), {}, (), model_admin=self)
