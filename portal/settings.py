@@ -54,7 +54,8 @@ def _bool(name, default):
 def _whole_number(name, default):
     raw = _raw(name, default).strip()
     if not re.fullmatch(r"[0-9]{1,9}", raw):
-        _refuse(name, f"is {raw!r}, not a whole number of seconds", f"Set {name} to 0 or more, e.g. {name}=600.")
+        _refuse(name, f"is {raw!r}, not a whole number of seconds",
+                f"Set {name} to 0 or more, e.g. {name}=600.")
     return int(raw)
 
 
@@ -134,7 +135,8 @@ CSRF_TRUSTED_ORIGINS = _list("CSRF_TRUSTED_ORIGINS")
 for _origin in CSRF_TRUSTED_ORIGINS:
     if not re.fullmatch(r"https?://[^/\s]+", _origin):
         _refuse("CSRF_TRUSTED_ORIGINS", f"has {_origin!r}, which is not an origin",
-                "List origins with their scheme and no path, e.g. CSRF_TRUSTED_ORIGINS=https://tokens.example.com.")
+                "List origins with their scheme and no path, "
+                "e.g. CSRF_TRUSTED_ORIGINS=https://tokens.example.com.")
 SITE_URL = _raw("SITE_URL", "http://127.0.0.1:8000").strip().rstrip("/")
 if not re.fullmatch(r"https?://[^/\s]+(/\S*)?", SITE_URL):
     _refuse("SITE_URL", f"is {SITE_URL!r}, not an http(s) address",
@@ -191,11 +193,13 @@ _DATABASE_FIX = (
 )
 try:
     # The URL itself is never printed: it may hold a password.
-    DATABASES = {"default": env.db_url_config(_raw("DATABASE_URL", f"sqlite:///{DATA_DIR / 'portal.sqlite3'}"))}
+    _database_url = _raw("DATABASE_URL", f"sqlite:///{DATA_DIR / 'portal.sqlite3'}")
+    DATABASES = {"default": env.db_url_config(_database_url)}
 except Exception:  # django-environ raises ValueError, KeyError or ImproperlyConfigured as it goes
     _refuse("DATABASE_URL", "cannot be read as a database URL", _DATABASE_FIX)
 _db = DATABASES["default"]
-if _db.get("ENGINE") not in ("django.db.backends.sqlite3", "django.db.backends.postgresql") or not _db.get("NAME"):
+_ENGINES = ("django.db.backends.sqlite3", "django.db.backends.postgresql")
+if _db.get("ENGINE") not in _ENGINES or not _db.get("NAME"):
     _refuse("DATABASE_URL", "names no SQLite file or PostgreSQL database (the two this portal supports)",
             _DATABASE_FIX)
 CONN_MAX_AGE = _whole_number("CONN_MAX_AGE", "600")
@@ -269,7 +273,8 @@ TIME_ZONE = _raw("TIME_ZONE", "UTC").strip()
 try:
     zoneinfo.ZoneInfo(TIME_ZONE)
 except (ValueError, zoneinfo.ZoneInfoNotFoundError):
-    _refuse("TIME_ZONE", f"is {TIME_ZONE!r}, not a known time zone", "Use a name such as UTC or Europe/Paris.")
+    _refuse("TIME_ZONE", f"is {TIME_ZONE!r}, not a known time zone",
+            "Use a name such as UTC or Europe/Paris.")
 USE_I18N = True
 USE_TZ = True
 

@@ -105,7 +105,11 @@ def test_the_policy_page_groups_its_fields_with_help_texts(staff, policy):
             "The sunset must come after the deprecation date.",
         ),
         # Millions of days: "now + maximum" would pass the year 9999 (OverflowError, a 500).
-        ({"maximum_lifetime": "3000000 00:00:00"}, "maximum_lifetime", "A lifetime can be at most 100 years."),
+        (
+            {"maximum_lifetime": "3000000 00:00:00"},
+            "maximum_lifetime",
+            "A lifetime can be at most 100 years.",
+        ),
         (
             {"maximum_lifetime": "999999999 00:00:00", "default_lifetime": "999999999 00:00:00"},
             "default_lifetime",
@@ -260,7 +264,9 @@ def test_a_value_pasted_in_the_search_box_is_not_looked_up_from_the_address(staf
     assert value not in text and leaked.digest not in text
 
 
-@pytest.mark.parametrize("lookup", ["digest__startswith", "public_id__startswith", "digest", "public_id__exact"])
+@pytest.mark.parametrize(
+    "lookup", ["digest__startswith", "public_id__startswith", "digest", "public_id__exact"]
+)
 def test_the_token_list_refuses_filters_on_the_digest_or_the_public_id(staff, user, issue, lookup):
     token, _value = issue(user, name="deploy-bot")
     prefix = (token.digest if lookup.startswith("digest") else token.public_id)[:2]

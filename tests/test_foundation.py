@@ -181,8 +181,8 @@ def _assert_one_line_refusal(output, name, hint):
 
 @pytest.mark.parametrize("env, name, hint", BAD_SETTINGS)
 def test_a_setting_that_cannot_work_stops_manage_py_with_one_line_naming_it(tmp_path, env, name, hint):
-    result = subprocess.run([sys.executable, "manage.py", "check"], cwd=ROOT, env=_server_env(tmp_path, **env),
-                            capture_output=True, text=True, timeout=60)
+    result = subprocess.run([sys.executable, "manage.py", "check"], cwd=ROOT,
+                            env=_server_env(tmp_path, **env), capture_output=True, text=True, timeout=60)
     assert result.returncode != 0
     assert result.stderr.strip().count("\n") == 0, result.stderr
     _assert_one_line_refusal(result.stderr, name, hint)
@@ -241,7 +241,8 @@ def test_the_data_folder_and_every_file_in_it_are_private_whatever_the_umask(tmp
     value = run("create_token", "svc", "probe", "--days", "1").stdout.strip()
     port = _free_port()
     server = subprocess.Popen(
-        [str(ROOT / ".venv" / "bin" / "gunicorn"), "portal.wsgi", "--bind", f"127.0.0.1:{port}", "--workers", "2"],
+        [str(ROOT / ".venv" / "bin" / "gunicorn"), "portal.wsgi", "--bind", f"127.0.0.1:{port}",
+         "--workers", "2"],
         cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
         preexec_fn=lambda: os.umask(umask),
     )

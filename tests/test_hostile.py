@@ -324,8 +324,8 @@ def test_control_invisible_and_surrogate_characters_in_a_purpose_get_400_naming_
 @pytest.mark.django_db
 def test_a_purpose_of_several_lines_and_a_name_with_emoji_are_still_accepted(client, user):
     client.force_login(user)
-    response = client.post("/api/tokens", {"name": "nas01 backup 💾 – café", "purpose": "line one\r\n\tline two"},
-                           content_type="application/json")
+    body = {"name": "nas01 backup 💾 – café", "purpose": "line one\r\n\tline two"}
+    response = client.post("/api/tokens", body, content_type="application/json")
     assert response.status_code == 201
     assert response.json()["purpose"] == "line one\r\n\tline two"
 
@@ -345,11 +345,14 @@ def test_invisible_characters_in_a_name_through_the_html_form_get_a_field_error(
 
 
 @pytest.mark.django_db
-@pytest.mark.parametrize("expires_at", ["9999-12-31T23:59:59Z", "9999-12-31T23:59:59-23:59", "0001-01-01T00:00:00+23:59"])
+@pytest.mark.parametrize(
+    "expires_at", ["9999-12-31T23:59:59Z", "9999-12-31T23:59:59-23:59", "0001-01-01T00:00:00+23:59"]
+)
 def test_an_expiry_at_the_ends_of_the_calendar_gets_a_400(client, user, expires_at):
     client.force_login(user)
     before = snapshot()
-    response = client.post("/api/tokens", {"name": "far", "expires_at": expires_at}, content_type="application/json")
+    body = {"name": "far", "expires_at": expires_at}
+    response = client.post("/api/tokens", body, content_type="application/json")
     assert "expires_at" in assert_clear_api_error(response, 400)["fields"]
     assert snapshot() == before
 

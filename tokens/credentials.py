@@ -82,7 +82,7 @@ def parse_peppers(raw):
 
 
 def pepper_problems(peppers):
-    """Return ``[(check id, sentence)]``: what makes *peppers* (``{id: value}``) unusable; empty if nothing."""
+    """Return ``[(check id, sentence)]``: what makes *peppers* (``{id: value}``) unusable, if anything."""
     if not peppers:
         return [("E001", "it is empty")]
     problems = []

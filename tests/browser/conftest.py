@@ -63,7 +63,8 @@ def chromium_path(playwright_instance):
     Without one the browser tests fail in CI (a CI run that skipped them would prove nothing) and are
     skipped elsewhere with the command that installs one.
     """
-    for candidate in (os.environ.get("CHROMIUM"), DEBIAN_CHROMIUM, playwright_instance.chromium.executable_path):
+    playwrights_own = playwright_instance.chromium.executable_path
+    for candidate in (os.environ.get("CHROMIUM"), DEBIAN_CHROMIUM, playwrights_own):
         if candidate and os.access(candidate, os.X_OK):
             return candidate
     message = "No Chromium for the browser tests: run `make test` (it installs one) or set CHROMIUM=/path."

@@ -29,7 +29,7 @@ REFUSED_CATEGORIES = frozenset({"Cc", "Cf", "Zl", "Zp", "Cs", "Co", "Cn"})
 
 
 def refused_character(text, *, allowed=""):
-    """Return the first character of *text* a name or purpose may not contain (unless in *allowed*), or None."""
+    """Return the first character of *text* a name or purpose may not hold (unless *allowed*), or None."""
     for character in text:
         if character not in allowed and unicodedata.category(character) in REFUSED_CATEGORIES:
             return character
