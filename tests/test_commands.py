@@ -62,6 +62,10 @@ def test_create_token_prints_the_value_once_on_stdout_under_the_policy(user, pol
         (["alice", "service", "--never"], "Tokens without an expiry date are not allowed"),
         (["alice", "service", "--days", "0"], "The lifetime must be positive"),
         (["alice", "   "], "Enter a name"),
+        # Past the year 9999: an OverflowError (a traceback) before the lifetime was bounded.
+        (["alice", "service", "--days", "9999999"], "The lifetime can be at most 100 years"),
+        (["alice", "service", "--hours", str(10**12)], "The lifetime can be at most 100 years"),
+        (["alice", "evil\u202egnp"], "U\\+202E"),
     ],
 )
 def test_create_token_refuses_bad_input_and_creates_nothing(user, policy, args, message):

@@ -251,6 +251,153 @@ def test_wrong_content_types_and_broken_json_get_a_clear_4xx_and_change_nothing(
     assert snapshot() == before
 
 
+@pytest.mark.django_db
+def test_json_nested_thousands_of_levels_deep_gets_a_400_and_changes_nothing(client, user, issued):
+    client.force_login(user)
+    before = snapshot()
+    body = "[" * 3000 + "]" * 3000  # 6 KB, under the size limit, deeper than the parser's stack
+    for nested in (body, '{"name": ' + body + "}"):
+        for method, path in (("post", "/api/tokens"), ("patch", f"/api/tokens/{issued[0].pk}")):
+            response = getattr(client, method)(path, nested, content_type="application/json")
+            assert "nests too deeply" in assert_clear_api_error(response, 400)["detail"], method
+    assert snapshot() == before
+
+
+# --- numbers in the address: Unicode digits, huge values ---------------------------------------------------
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize("param", ["page", "page_size"])
+@pytest.mark.parametrize("raw", ["²", "١", "½", "9" * 5000, "-1", "1e3"])
+def test_page_numbers_that_are_not_plain_ascii_digits_get_a_400_naming_the_parameter(
+    client, issued, param, raw
+):
+    _token, value = issued
+    for path in ("/api/tokens", f"/api/tokens/{issued[0].pk}/usage"):
+        response = client.get(path, {param: raw}, **bearer(value))
+        body = assert_clear_api_error(response, 400)
+        assert param in body["fields"], path
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize("raw", ["²", "9" * 40])
+def test_a_unicode_or_huge_request_cursor_on_the_token_page_is_ignored(client, user, issued, raw):
+    client.force_login(user)
+    response = client.get(f"/profile/integrations/authorizations/{issued[0].pk}/", {"before": raw})
+    assert response.status_code == 200
+
+
+# --- invisible and unstorable characters in names and purposes ---------------------------------------------
+
+INVISIBLE = [
+    ("del\x7fchar", "U+007F"),
+    ("csi\x9b31m", "U+009B"),
+    ("evil\u202egnp.exe", "U+202E"),
+    ("zero\u200bwidth", "U+200B"),
+    ("line\u2028separator", "U+2028"),
+    ("para\u2029separator", "U+2029"),
+    ("lone\ud800surrogate", "U+D800"),
+    ("private\ue000use", "U+E000"),
+]
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize("name, code", INVISIBLE)
+def test_control_invisible_and_surrogate_characters_in_a_name_get_400_naming_them(
+    client, user, issued, name, code
+):
+    client.force_login(user)
+    before = snapshot()
+    created = client.post("/api/tokens", {"name": name}, content_type="application/json")
+    assert code in " ".join(assert_clear_api_error(created, 400)["fields"]["name"])
+    renamed = client.patch(f"/api/tokens/{issued[0].pk}", {"name": name}, content_type="application/json")
+    assert code in " ".join(assert_clear_api_error(renamed, 400)["fields"]["name"])
+    assert snapshot() == before
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize("purpose, code", [*INVISIBLE, ("nul\x00byte", "U+0000")])
+def test_control_invisible_and_surrogate_characters_in_a_purpose_get_400_naming_them(
+    client, user, purpose, code
+):
+    client.force_login(user)
+    before = snapshot()
+    created = client.post("/api/tokens", {"name": "ok", "purpose": purpose}, content_type="application/json")
+    assert code in " ".join(assert_clear_api_error(created, 400)["fields"]["purpose"])
+    assert snapshot() == before
+
+
+@pytest.mark.django_db
+def test_a_purpose_of_several_lines_and_a_name_with_emoji_are_still_accepted(client, user):
+    client.force_login(user)
+    body = {"name": "nas01 backup 💾 – café", "purpose": "line one\r\n\tline two"}
+    response = client.post("/api/tokens", body, content_type="application/json")
+    assert response.status_code == 201
+    assert response.json()["purpose"] == "line one\r\n\tline two"
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize("name, code", [(n, c) for n, c in INVISIBLE if c != "U+D800"])
+def test_invisible_characters_in_a_name_through_the_html_form_get_a_field_error(client, user, name, code):
+    client.force_login(user)
+    form = client.get("/profile/integrations/authorizations/new/").context["form"]
+    before = snapshot()
+    response = client.post("/profile/integrations/authorizations/new/", {
+        "name": name, "purpose": "", "expiry": "30d", "nonce": form["nonce"].initial,
+    })
+    assert response.status_code == 400
+    assert code in " ".join(response.context["form"].errors["name"])
+    assert snapshot() == before
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize(
+    "expires_at", ["9999-12-31T23:59:59Z", "9999-12-31T23:59:59-23:59", "0001-01-01T00:00:00+23:59"]
+)
+def test_an_expiry_at_the_ends_of_the_calendar_gets_a_400(client, user, expires_at):
+    client.force_login(user)
+    before = snapshot()
+    body = {"name": "far", "expires_at": expires_at}
+    response = client.post("/api/tokens", body, content_type="application/json")
+    assert "expires_at" in assert_clear_api_error(response, 400)["fields"]
+    assert snapshot() == before
+
+
+@pytest.mark.django_db
+def test_a_custom_expiry_in_the_year_9999_through_the_html_form_gets_a_field_error(client, user):
+    client.force_login(user)
+    form = client.get("/profile/integrations/authorizations/new/").context["form"]
+    before = snapshot()
+    response = client.post("/profile/integrations/authorizations/new/", {
+        "name": "far", "purpose": "", "expiry": "custom", "custom_expiry": "9999-12-31T23:59",
+        "nonce": form["nonce"].initial,
+    })
+    assert response.status_code == 400
+    assert "longest lifetime" in " ".join(response.context["form"].errors["custom_expiry"])
+    assert snapshot() == before
+
+
+# --- NUL and other unstorable characters in the request path ----------------------------------------------
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize("path, stored", [
+    ("/api/tokens%00", "/api/tokens\\x00"),
+    ("/api/users/me%00/x", "/api/users/me\\x00/x"),
+    ("/api/%5Cx00", "/api/\\\\x00"),  # a real backslash cannot pose as an escaped NUL
+])
+def test_every_use_is_recorded_whatever_the_path_holds(client, issued, user, path, stored):
+    token, value = issued
+    response = client.get(path, **bearer(value), HTTP_USER_AGENT="agent\x00zero")
+    assert response.status_code == 404  # no such route; not 503, not 500
+    token.revoke(actor=user)
+    refused = client.get(path, **bearer(value))
+    assert refused.status_code == 401
+    records = list(UsageRecord.objects.filter(token=token).order_by("at", "pk"))
+    assert [(r.path, r.accepted) for r in records] == [(stored, True), (stored, False)]
+    assert records[0].user_agent == "agent\\x00zero"
+
+
 # --- CSRF --------------------------------------------------------------------------------------------------
 
 

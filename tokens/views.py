@@ -1,5 +1,7 @@
 """HTML pages: the profile and Profile > Integrations > Authorizations, all scoped to request.user."""
 
+import re
+
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
 from django.core.exceptions import ValidationError
@@ -215,10 +217,8 @@ def _detail_context(request, token, rename_form):
 
 
 def _int_or_none(value):
-    try:
-        return int(value) if value is not None else None
-    except ValueError:
-        return None
+    # ASCII digits, few enough for a 64-bit id: "²" or a hundred digits is simply no cursor.
+    return int(value) if value is not None and re.fullmatch(r"[0-9]{1,18}", value) else None
 
 
 @login_required

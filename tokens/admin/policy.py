@@ -57,7 +57,9 @@ class ExpirationPolicyAdmin(admin.ModelAdmin):
     def exceeding_tokens(self, obj):
         if obj is None or obj.pk is None:
             return "-"
-        tokens = Token.objects.exceeding(obj.maximum_lifetime).select_related("user").order_by("expires_at")
+        # The maximum in force, not *obj*'s: a refused form leaves the refused value on the instance.
+        maximum = ExpirationPolicy.objects.values_list("maximum_lifetime", flat=True).get(pk=obj.pk)
+        tokens = Token.objects.exceeding(maximum).select_related("user").order_by("expires_at")
         total = tokens.count()
         if not total:
             return _("None: every active token expires within the maximum lifetime.")

@@ -19,7 +19,7 @@ from django.views.decorators.debug import sensitive_post_parameters
 from ..http import client_ip, no_store
 from ..constants import TOKEN_PREFIX
 from ..models import ExpirationPolicy, Token
-from .common import CredentialColumnsMixin, report_action, revoke_each
+from .common import CredentialColumnsMixin, SecretLookupsRefusedMixin, report_action, revoke_each
 from .filters import ExceedsPolicyFilter, ExpiryWindowFilter, NeverUsedFilter, StatusFilter
 from .forms import TokenAddForm, TokenChangeForm
 
@@ -29,7 +29,7 @@ def _looks_like_token(term):
 
 
 @admin.register(Token)
-class TokenAdmin(CredentialColumnsMixin, admin.ModelAdmin):
+class TokenAdmin(SecretLookupsRefusedMixin, CredentialColumnsMixin, admin.ModelAdmin):
     list_display = (
         "name",
         "owner",
@@ -122,21 +122,31 @@ class TokenAdmin(CredentialColumnsMixin, admin.ModelAdmin):
     def status_label(self, obj):
         return obj.status.label
 
-    # Search: a pasted value finds exactly its token and is never used as a text pattern.
+    # Search: a pasted value is never looked up from the address, and never used as a text pattern.
 
     def get_search_results(self, request, queryset, search_term):
         if _looks_like_token(search_term):
-            token = Token.objects.find_by_value(search_term)
-            return (queryset.filter(pk=token.pk) if token else queryset.none()), False
+            return queryset.none(), False
         return super().get_search_results(request, queryset, search_term)
 
     def changelist_view(self, request, extra_context=None):
-        """Keep a pasted value out of the page: answer with a value-free address of the result."""
+        """Send a value typed into the search box (a GET, so in the address) to the POST-only finder.
+
+        A value in the address lands in access logs, proxies and browser history: it is not looked up
+        (an attacker's log reader would learn whose it is), and the page answers with a value-free address.
+        """
         term = request.GET.get(SEARCH_VAR, "")
-        # Only someone allowed to see tokens may learn whose a value is.
         if request.method == "GET" and _looks_like_token(term) and self.has_view_or_change_permission(request):
-            found, _duplicates = self.get_search_results(request, self.get_queryset(request), term)
-            return self._show_found(request, found.first())
+            self.message_user(
+                request,
+                _(
+                    "Token values are not searched from the address, where logs and browser history "
+                    "keep them. Paste it into \u201cFind a token by its value\u201d below instead, and "
+                    "revoke the token if it leaked."
+                ),
+                messages.WARNING,
+            )
+            return HttpResponseRedirect(reverse("admin:tokens_token_changelist"))
         return super().changelist_view(request, extra_context)
 
     def get_urls(self):
@@ -251,13 +261,21 @@ class TokenAdmin(CredentialColumnsMixin, admin.ModelAdmin):
                 else:
                     self.log_addition(request, token, [{"added": {}}])
                     return self._reveal(request, token, plaintext)
+            if not request.user.is_superuser and form.data.get("user") != str(request.user.pk):
+                # The owner widget prints the name of whatever user id it holds: show the caller's own,
+                # not that of the id they sent (the error above already says why it was refused).
+                form.data = form.data.copy()
+                form.data["user"] = str(request.user.pk)
         else:
             policy = ExpirationPolicy.load()
+            # ?user=<id> preselects the owner for superusers (who may create for anybody). Anyone else
+            # creates their own tokens only, and the owner widget would show them any user's name.
+            owner = request.GET.get("user") if request.user.is_superuser else request.user.pk
             form = Form(
                 initial={
                     "expires_at": policy.default_expiry(),
                     "nonce": secrets.token_urlsafe(32),
-                    **{key: value for key, value in request.GET.items() if key == "user"},
+                    **({"user": owner} if owner else {}),
                 }
             )
         admin_form = helpers.AdminForm(form, list(self.get_fieldsets(request)), {}, (), model_admin=self)

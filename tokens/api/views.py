@@ -1,6 +1,7 @@
 """The JSON API's views (under /api/). Authentication happens in ApiAuthenticationMiddleware before these run."""
 
 import json
+import re
 from datetime import datetime
 from functools import wraps
 
@@ -100,7 +101,8 @@ def _int_param(request, name, default, maximum=None):
     raw = request.GET.get(name)
     if raw is None:
         return default
-    if not raw.isdigit() or int(raw) < 1 or (maximum and int(raw) > maximum):
+    # ASCII digits only, and few of them: "²".isdigit() is True, yet int("²") raises.
+    if not re.fullmatch(r"[0-9]{1,9}", raw) or int(raw) < 1 or (maximum and int(raw) > maximum):
         limit = _(" up to %(max)d") % {"max": maximum} if maximum else ""
         raise BadRequest(_("%(name)s must be a whole number from 1%(limit)s.") % {"name": name, "limit": limit},
                          {name: [_("Enter a whole number from 1%(limit)s.") % {"limit": limit}]})
@@ -143,6 +145,9 @@ def _json_body(request, allowed, required=()):
         body = json.loads(request.body)
     except (ValueError, UnicodeDecodeError):
         raise BadRequest(_("The body is not valid JSON.")) from None
+    except RecursionError:
+        # A few kilobytes of "[[[[…" nest deeper than the parser's stack: no field of ours nests at all.
+        raise BadRequest(_("The body nests too deeply.")) from None
     if not isinstance(body, dict):
         raise BadRequest(_("The body must be a JSON object."))
     fields = {key: [_("Unknown field.")] for key in body if key not in allowed}

@@ -9,6 +9,11 @@ from django.utils.translation import ngettext
 from ..constants import PRESET_CHOICES, PRESETS
 
 
+# Far beyond any sensible token and far below what dates can hold: year 9999 is datetime's last, so a
+# lifetime of millions of days would make "now + maximum" overflow wherever the policy is applied.
+LONGEST_LIFETIME = timedelta(days=100 * 365)
+
+
 def describe_lifetime(delta):
     """Return *delta* in words people use for lifetimes: "1 year", "90 days", "12 hours", "5 minutes"."""
     minutes = int(delta.total_seconds() // 60)
@@ -130,6 +135,14 @@ class ExpirationPolicy(models.Model):
 
     def clean(self):
         errors = {}
+        too_long = [
+            name
+            for name in ("default_lifetime", "minimum_lifetime", "maximum_lifetime")
+            if getattr(self, name) > LONGEST_LIFETIME
+        ]
+        if too_long:
+            message = _("A lifetime can be at most %(max)s.") % {"max": describe_lifetime(LONGEST_LIFETIME)}
+            raise ValidationError({name: message for name in too_long})
         if self.minimum_lifetime <= timedelta(0):
             errors["minimum_lifetime"] = _("The minimum lifetime must be positive.")
         elif self.minimum_lifetime > self.maximum_lifetime:

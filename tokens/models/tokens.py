@@ -1,3 +1,5 @@
+import unicodedata
+
 from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.core.exceptions import ValidationError
@@ -19,6 +21,36 @@ from .events import TokenEvent
 from .policy import ExpirationPolicy
 
 
+# Unicode categories no name needs and that let one text pass for another in the admin, the Activity
+# Stream and e-mails: controls (Cc: NUL, DEL, C1 such as the terminal escape U+009B), format characters
+# (Cf: bidirectional overrides such as U+202E, zero-width spaces and joiners), line and paragraph
+# separators (Zl, Zp), lone surrogates (Cs: not text at all, no database can store them), private-use
+# (Co) and unassigned (Cn) code points, which show as nothing or as anything.
+REFUSED_CATEGORIES = frozenset({"Cc", "Cf", "Zl", "Zp", "Cs", "Co", "Cn"})
+
+
+def refused_character(text, *, allowed=""):
+    """Return the first character of *text* a name or purpose may not hold (unless *allowed*), or None."""
+    for character in text:
+        if character not in allowed and unicodedata.category(character) in REFUSED_CATEGORIES:
+            return character
+    return None
+
+
+def _refuse_invisible(field, text, *, allowed=""):
+    character = refused_character(text, allowed=allowed)
+    if character is not None:
+        raise ValidationError(
+            {
+                field: _(
+                    "This cannot contain control characters or invisible formatting characters "
+                    "(found U+%(code)04X%(what)s)."
+                )
+                % {"code": ord(character), "what": f" {unicodedata.name(character, '')}".rstrip()}
+            }
+        )
+
+
 def clean_name(name):
     """Return *name* trimmed, or raise ValidationError({"name": …})."""
     if not isinstance(name, str):
@@ -28,12 +60,12 @@ def clean_name(name):
         raise ValidationError({"name": _("Enter a name.")})
     if len(name) > NAME_MAX_LENGTH:
         raise ValidationError({"name": _("Use at most %(n)d characters.") % {"n": NAME_MAX_LENGTH}})
-    if "\x00" in name or any(ord(c) < 32 for c in name):
-        raise ValidationError({"name": _("The name cannot contain control characters.")})
+    _refuse_invisible("name", name)
     return name
 
 
 def clean_purpose(purpose):
+    """Return *purpose* trimmed ("" for None), or raise ValidationError({"purpose": …})."""
     if purpose is None:
         return ""
     if not isinstance(purpose, str):
@@ -41,8 +73,8 @@ def clean_purpose(purpose):
     purpose = purpose.strip()
     if len(purpose) > PURPOSE_MAX_LENGTH:
         raise ValidationError({"purpose": _("Use at most %(n)d characters.") % {"n": PURPOSE_MAX_LENGTH}})
-    if "\x00" in purpose:
-        raise ValidationError({"purpose": _("The purpose cannot contain NUL characters.")})
+    # A note of several lines: line breaks and tabs are what a textarea sends.
+    _refuse_invisible("purpose", purpose, allowed="\n\r\t")
     return purpose
 
 

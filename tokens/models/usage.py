@@ -16,6 +16,18 @@ _INSERT = (
 )
 
 
+def storable(text, limit):
+    """Return *text* as both databases can store it, cut to *limit* characters.
+
+    PostgreSQL refuses NUL in text and neither database takes a lone surrogate, yet a request path
+    (``/api/tokens%00``) or a user agent may hold either. A refused INSERT would leave the use of a
+    revoked token unrecorded, so they are written as visible escapes instead: NUL as ``\\x00``, a
+    surrogate as ``\\udXXX``, and a backslash as ``\\\\`` so that no stored text can pose as an escape.
+    """
+    text = text.replace("\\", "\\\\").replace("\x00", "\\x00")
+    return text.encode("utf-8", "backslashreplace").decode("utf-8")[:limit]
+
+
 class UsageRecordQuerySet(models.QuerySet):
     def older_than(self, moment):
         return self.filter(at__lt=moment)
@@ -50,11 +62,11 @@ class UsageRecordQuerySet(models.QuerySet):
             user_id,
             conn.ops.adapt_datetimefield_value(at),
             accepted,
-            method[:10],
-            path[:PATH_MAX_LENGTH],
+            storable(method, 10),
+            storable(path, PATH_MAX_LENGTH),
             status,
             ip,
-            user_agent[:USER_AGENT_MAX_LENGTH],
+            storable(user_agent, USER_AGENT_MAX_LENGTH),
             duration_ms,
         ]
         with conn.cursor() as cursor:

@@ -6,6 +6,7 @@ from django.core.management.base import BaseCommand, CommandError
 from django.utils import timezone
 
 from tokens.models import ExpirationPolicy, Token
+from tokens.models.policy import LONGEST_LIFETIME, describe_lifetime
 
 
 class Command(BaseCommand):
@@ -35,6 +36,9 @@ class Command(BaseCommand):
         elif days is not None or hours is not None:
             if (days or hours or 0) <= 0:
                 raise CommandError("The lifetime must be positive.")
+            # Checked before any date arithmetic: --days 9999999 would overflow the year 9999.
+            if (days or 0) > LONGEST_LIFETIME.days or (hours or 0) > LONGEST_LIFETIME.days * 24:
+                raise CommandError(f"The lifetime can be at most {describe_lifetime(LONGEST_LIFETIME)}.")
             expires_at = timezone.now() + timedelta(days=days or 0, hours=hours or 0)
         else:
             expires_at = ExpirationPolicy.load().default_expiry()
