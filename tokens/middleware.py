@@ -10,7 +10,7 @@ from django.utils import timezone
 from django.utils.http import http_date
 from django.utils.translation import gettext as _
 
-from .auth import AuthError, authenticate, client_ip
+from .auth import AuthError, Refused, authenticate, client_ip
 from .constants import API_REALM, MIGRATION_GUIDE_PATH
 from .models import TokenEvent, UsageRecord
 
@@ -54,6 +54,17 @@ def _challenge(error=None, description=None):
 def unauthorized(detail, *, error=None):
     response = api_error(401, detail, error=error or "unauthorized")
     response["WWW-Authenticate"] = _challenge(error, detail if error else None)
+    return response
+
+
+def refused(refusal):
+    """Return the 403 for a valid token asked to do more than it may (access, permission or address)."""
+    response = api_error(403, refusal.description, error=refusal.error)
+    if refusal.error == "insufficient_scope":
+        challenge = f'Bearer realm="{API_REALM}", error="insufficient_scope"'
+        if refusal.scope:
+            challenge += f', scope="{refusal.scope}"'
+        response["WWW-Authenticate"] = challenge
     return response
 
 
@@ -107,6 +118,9 @@ class ApiAuthenticationMiddleware:
             elif refusal.legacy:
                 response["Link"] = MIGRATION_LINK
             return response
+        except Refused as refusal:
+            # A read-only token writing, or a token used from outside its allow-list: refused and recorded.
+            return self._finish(request, refusal.credential, refused(refusal), started, accepted=False)
         except DatabaseError:
             # Fail closed: without the database nobody is authenticated, nor treated as anonymous.
             log.error("database unavailable during authentication")
@@ -128,7 +142,9 @@ class ApiAuthenticationMiddleware:
         response = self._as_json_error(self.get_response(request))
         if credential is None:
             return response
-        return self._finish(request, credential, response, started, accepted=True)
+        # A view's 403 for a permission the token lacks is a refused use, like the refusals above.
+        accepted = not getattr(response, "refused_use", False)
+        return self._finish(request, credential, response, started, accepted=accepted)
 
     def _finish(self, request, credential, response, started, *, accepted):
         """Record the use, mark legacy-key responses deprecated; return the response to send."""
