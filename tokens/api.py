@@ -231,6 +231,8 @@ def tokens_collection(request):
     if request.auth is not None and not (request.auth.method == "bearer" and policy.bearer_can_create_tokens):
         return forbidden(request, _("Tokens can only be created from a signed-in session."))
     body = _json_body(request, {"name", "purpose", "expires_at", *RESTRICTIONS}, required=("name",))
+    if "access" in body and body["access"] is None:
+        raise ValidationError({"access": _("Use “read” or “read_write”.")})
     if "expires_at" in body:
         expires_at = parse_expiry(body["expires_at"])
     else:
@@ -239,7 +241,8 @@ def tokens_collection(request):
         user=request.user, name=body["name"], purpose=body.get("purpose") or "", expires_at=expires_at,
         ip=client_ip(request), policy=policy,
         # Omitted: the policy's default access, all of the owner's permissions, any address.
-        access=body.get("access"), permissions=body.get("permissions"), allowed_ips=body.get("allowed_ips"),
+        access=body.get("access", policy.default_access), permissions=body.get("permissions"),
+        allowed_ips=body.get("allowed_ips"),
     )
     response = JsonResponse({**token_json(token), "token": plaintext}, status=201)
     response["Location"] = f"/api/tokens/{token.pk}"
