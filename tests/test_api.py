@@ -504,14 +504,14 @@ def test_a_superusers_narrowed_token_holds_only_its_list(client, staff_user, use
 
 
 def test_a_missing_permission_is_recorded_as_a_refused_use(client, user, issued):
-    token, value = issued
+    _token, value = issued
     assert client.get("/api/users", **bearer(value)).status_code == 403
     record = UsageRecord.objects.get()
     assert (record.status, record.accepted) == (403, False)
 
 
 def test_nobody_can_grant_a_token_a_permission_its_owner_lacks(client, user, issued):
-    token, value = issued
+    token, _value = issued
     client.force_login(user)
     before = _snapshot()
     created = client.post("/api/tokens", {"name": "x", "permissions": ["auth.view_user"]},

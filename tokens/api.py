@@ -259,7 +259,7 @@ RESTRICTIONS = ("access", "permissions", "allowed_ips")
 
 @_api_view(["GET", "PATCH", "DELETE"])
 def tokens_detail(request, pk):
-    """Show, change (PATCH name, access, permissions, allowed_ips) or revoke (DELETE) one of the caller's tokens."""
+    """Show, change (PATCH name, access, permissions, allowed_ips) or revoke (DELETE) one of your tokens."""
     token = _own_token(request, pk)
     if request.method == "PATCH":
         body = _json_body(request, {"name", *RESTRICTIONS})

@@ -158,7 +158,8 @@ def authenticate_bearer(value):
     # A known id with the wrong secret gets the same answer as an unknown id: no enumeration.
     if row is None or not credentials.matches(parsed, row[1], row[2]):
         raise AuthError(_("The token is not valid."))
-    token_id, _digest, _pepper, expires_at, revoked_at, last_used_at, access, permissions, allowed_ips = row[:9]
+    token_id, _digest, _pepper, expires_at, revoked_at, last_used_at = row[:6]
+    access, permissions, allowed_ips = row[6:9]
     user = _build_user(row[9:])
     credential = Credential(
         "bearer", token_id, user, first_use=last_used_at is None, access=access,
@@ -208,8 +209,9 @@ def check_restrictions(request, credential):
     if credential.allowed_ips:
         address = client_ip(request)
         if not address_allowed(credential.allowed_ips, address):
+            seen = address or _("an unknown address")
             raise Refused(
-                _("This token may not be used from %(address)s.") % {"address": address or _("an unknown address")},
+                _("This token may not be used from %(address)s.") % {"address": seen},
                 error="ip_not_allowed",
                 credential=credential,
             )

@@ -33,7 +33,9 @@ class RestrictionFields(forms.Form):
 
     # Not required: a form posted without them (an older page, a script) gets the policy's default
     # access and all of the owner's permissions, as before these fields existed.
-    access = forms.ChoiceField(label=_("Access"), choices=Access.choices, widget=forms.RadioSelect, required=False)
+    access = forms.ChoiceField(
+        label=_("Access"), choices=Access.choices, widget=forms.RadioSelect, required=False
+    )
     permission_scope = forms.ChoiceField(
         label=_("Permissions"),
         choices=[
@@ -67,7 +69,8 @@ class RestrictionFields(forms.Form):
         cleaned = super().clean()
         if cleaned.get("permission_scope") != ONLY_THESE:
             cleaned["permissions"] = None
-        cleaned["allowed_ips"] = [line.strip() for line in cleaned.get("allowed_ips", "").splitlines() if line.strip()]
+        lines = cleaned.get("allowed_ips", "").splitlines()
+        cleaned["allowed_ips"] = [line.strip() for line in lines if line.strip()]
         return cleaned
 
     def restrictions(self):
@@ -78,7 +81,7 @@ class RestrictionFields(forms.Form):
         return given
 
     def add_restriction_errors(self, error: ValidationError):
-        """Put the errors of ``issue``/``set_restrictions`` next to the fields they concern; return the rest."""
+        """Put errors of ``issue``/``set_restrictions`` next to the fields they concern; return the rest."""
         rest = {}
         for key, messages in error.message_dict.items():
             if key in ("access", "permissions", "allowed_ips"):

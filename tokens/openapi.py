@@ -67,8 +67,8 @@ PERMISSIONS = {
     "type": ["array", "null"],
     "items": {"type": "string", "pattern": "^[^.]+[.].+$"},
     "description": (
-        "null: all of the owner's permissions. Otherwise `app_label.codename` strings, each held by the owner "
-        "when set; at each request the token has those the owner still holds."
+        "null: all of the owner's permissions. Otherwise `app_label.codename` strings, each held by the "
+        "owner when set; at each request the token has those the owner still holds."
     ),
 }
 ALLOWED_IPS = {
@@ -130,8 +130,8 @@ SCHEMAS = {
         "type": "object",
         "required": [
             "id", "name", "purpose", "status", "created_at", "expires_at", "revoked_at", "last_used_at",
-            "last_used_ip", "last_used_user_agent", "request_count", "last_characters", "access", "permissions",
-            "allowed_ips",
+            "last_used_ip", "last_used_user_agent", "request_count", "last_characters",
+            "access", "permissions", "allowed_ips",
         ],
         "properties": {
             "id": {"type": "integer"},
@@ -181,7 +181,7 @@ SCHEMAS = {
         "type": "object",
         "minProperties": 1,
         "additionalProperties": False,
-        "description": "Any of the fields; those left out keep their value. On any bad field nothing changes.",
+        "description": "Any of the fields; those left out keep their value. A bad field changes nothing.",
         "properties": {
             "name": {"type": "string", "minLength": 1, "maxLength": NAME_MAX_LENGTH},
             "access": ACCESS,
@@ -299,9 +299,14 @@ PATHS = {
         },
         "patch": {
             "operationId": "tokens_rename",  # kept from before PATCH took more than the name
-            "summary": "Rename a token or change its access, permissions or allowed addresses. The value never changes.",
+            "summary": (
+                "Rename a token or change its access, permissions or allowed addresses. "
+                "The value never changes."
+            ),
             "requestBody": {"required": True, "content": _json(_ref("TokenUpdate"))},
-            "responses": _responses("200", {"description": "Changed.", "content": _json(_ref("Token"))}, "400", "404")
+            "responses": _responses(
+                "200", {"description": "Changed.", "content": _json(_ref("Token"))}, "400", "404"
+            )
             | {"413": _error("The body is too large."), "415": _error("The body is not JSON.")},
         },
         "delete": {

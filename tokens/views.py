@@ -273,12 +273,14 @@ def token_restrict(request, pk):
         try:
             changed = token.set_restrictions(**form.restrictions(), actor=request.user, ip=client_ip(request))
         except ValidationError as error:
-            for _field, errors in form.add_restriction_errors(error).items():
+            for errors in form.add_restriction_errors(error).values():
                 form.add_error(None, errors)
         else:
             if changed:
                 messages.success(
-                    request, _("Saved. “%(name)s” is limited as shown from its next request on.") % {"name": token.name}
+                    request,
+                    _("Saved. “%(name)s” is limited as shown from its next request on.")
+                    % {"name": token.name},
                 )
             return _see_other(_detail_url(token))
     context = _detail_context(request, token, TokenRenameForm(initial={"name": token.name}), form)

@@ -73,14 +73,19 @@ class RestrictionsAdminFields(forms.Form):
 
     def clean_restrictions(self, cleaned, owner, only=None):
         """Check the restriction fields (or those in *only*) for *owner*; put errors next to their fields."""
+        def permissions():
+            # No owner chosen yet (its own error is on the form): nothing to check against.
+            if owner is None:
+                return None
+            return clean_permissions(owner, _lines(cleaned.get("permissions_text")) or None)
+
+        def addresses():
+            return clean_allowed_ips(_lines(cleaned.get("allowed_ips_text")))
+
         checks = (
             ("access", "access", lambda: clean_access(cleaned["access"]) if cleaned.get("access") else None),
-            (
-                "permissions_text",
-                "permissions",
-                lambda: clean_permissions(owner, _lines(cleaned.get("permissions_text")) or None) if owner else None,
-            ),
-            ("allowed_ips_text", "allowed_ips", lambda: clean_allowed_ips(_lines(cleaned.get("allowed_ips_text")))),
+            ("permissions_text", "permissions", permissions),
+            ("allowed_ips_text", "allowed_ips", addresses),
         )
         for field, key, check in checks:
             if only is not None and field not in only:

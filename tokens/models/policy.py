@@ -112,7 +112,7 @@ class ExpirationPolicy(models.Model):
         max_length=10,
         choices=Access.choices,
         default=Access.READ_WRITE,
-        help_text=_("Preselected on the create form and used by the API and create_token when none is given."),
+        help_text=_("Preselected on the create form; used by the API and create_token when none is given."),
     )
     require_allowed_ips_without_expiry = models.BooleanField(
         verbose_name=_("tokens without expiry need an address allow-list"),

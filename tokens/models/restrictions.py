@@ -45,7 +45,9 @@ def clean_permissions(user, permissions):
     if permissions is None:
         return None
     if not isinstance(permissions, (list, tuple)):
-        raise ValidationError({"permissions": _("Use a list of “app_label.codename” strings, or null for all.")})
+        raise ValidationError(
+            {"permissions": _("Use a list of “app_label.codename” strings, or null for all.")}
+        )
     errors = []
     wanted = set()
     for entry in permissions:
@@ -77,8 +79,13 @@ def _normalise_address(entry):
         raise ValueError(_("Each entry is a string."))
     text = entry.strip()
     # ipaddress accepts IPv6 zone ids ("fe80::1%eth0"); a zone never reaches us in a client address.
-    if not text or len(text) > ALLOWED_IP_MAX_LENGTH or not text.isascii() or not text.isprintable() or "%" in text:
-        raise ValueError(_("“%(entry)s” is not an IPv4 or IPv6 address or network.") % {"entry": text[:60]})
+    plain = text.isascii() and text.isprintable()
+    if not plain:
+        # Not echoed: control characters, bidi overrides or surrogates have no place in a message.
+        raise ValueError(_("An entry contains characters no address or network has."))
+    not_one = _("“%(entry)s” is not an IPv4 or IPv6 address or network.") % {"entry": text[:60]}
+    if not text or len(text) > ALLOWED_IP_MAX_LENGTH or "%" in text:
+        raise ValueError(not_one)
     try:
         if "/" not in text:
             return str(ipaddress.ip_address(text))
@@ -90,7 +97,7 @@ def _normalise_address(entry):
                 _("“%(entry)s” has bits set after the prefix; did you mean %(net)s?")
                 % {"entry": text, "net": suggestion}
             ) from None
-        raise ValueError(_("“%(entry)s” is not an IPv4 or IPv6 address or network.") % {"entry": text[:60]}) from None
+        raise ValueError(not_one) from None
     if network.prefixlen == network.max_prefixlen:
         return str(network.network_address)
     return str(network)

@@ -345,13 +345,15 @@ class Token(Credential):
                 .values("access", "permissions", "allowed_ips", "expires_at")
                 .get()
             )
+            given = {"access": access, "permissions": permissions, "allowed_ips": allowed_ips}
             new = {
                 field: value
-                for field, value in (("access", access), ("permissions", permissions), ("allowed_ips", allowed_ips))
+                for field, value in given.items()
                 if value is not UNCHANGED and value != current[field]
             }
             if "allowed_ips" in new:
-                (policy or ExpirationPolicy.load()).check_allowed_ips(current["expires_at"], new["allowed_ips"])
+                policy = policy or ExpirationPolicy.load()
+                policy.check_allowed_ips(current["expires_at"], new["allowed_ips"])
             if not new:
                 return []
             Token.objects.filter(pk=self.pk).update(**new)

@@ -24,15 +24,23 @@ class Command(BaseCommand):
         lifetime.add_argument("--hours", type=int)
         lifetime.add_argument("--never", action="store_true", help="No expiry (only where the policy allows it).")
         parser.add_argument(
-            "--read-only", action="store_true", help="GET, HEAD and OPTIONS only (default: the policy's default access)."
+            "--read-only",
+            action="store_true",
+            help="GET, HEAD and OPTIONS only (default: the policy's default access).",
         )
         parser.add_argument(
-            "--permission", action="append", dest="permissions", metavar="APP.CODENAME",
-            help="Narrow the token to this permission of the user; repeat for more (default: all of the user's).",
+            "--permission",
+            action="append",
+            dest="permissions",
+            metavar="APP.CODENAME",
+            help="Narrow the token to this permission of the user; repeat for more (default: all of theirs).",
         )
         parser.add_argument(
-            "--allow-ip", action="append", dest="allowed_ips", metavar="ADDRESS_OR_NETWORK",
-            help="Accept the token only from this IPv4/IPv6 address or network; repeat for more (default: anywhere).",
+            "--allow-ip",
+            action="append",
+            dest="allowed_ips",
+            metavar="ADDRESS_OR_NETWORK",
+            help="Accept the token only from this IPv4/IPv6 address or network; repeatable (default: any).",
         )
 
     def handle(self, *args, username, name, purpose, days, hours, never, read_only, permissions, allowed_ips,
