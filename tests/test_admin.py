@@ -40,6 +40,7 @@ def _policy_form(policy, **changes):
         "legacy_deprecated_at_1": "00:00:00",
         "legacy_sunset_at_0": "",
         "legacy_sunset_at_1": "",
+        "default_access": policy.default_access,
     }
     data.update(changes)
     return {key: value for key, value in data.items() if value is not None}
@@ -639,7 +640,7 @@ def test_staff_without_token_permissions_cannot_learn_whose_a_value_is(make_user
 def test_staff_who_may_only_add_tokens_cannot_read_another_users_name_through_the_add_form(
     make_user, client, user
 ):
-    member = _staff_with(make_user, client, "add_token")
+    _staff_with(make_user, client, "add_token")
     page = _text(client.get(TOKENS_URL + f"add/?user={user.pk}"))
     assert user.get_username() not in page
     _page, nonce = _add_form(client)
@@ -656,3 +657,87 @@ def test_staff_who_may_only_add_tokens_cannot_read_another_users_name_through_th
 def test_a_superuser_can_still_preselect_the_owner_of_a_new_token(staff, make_user):
     service = make_user("backup-service")
     assert "backup-service" in _text(staff.get(TOKENS_URL + f"add/?user={service.pk}"))
+# --- least privilege ----------------------------------------------------------------------------------------
+
+
+def _view_user():
+    from django.contrib.auth.models import Permission
+
+    return Permission.objects.get(codename="view_user", content_type__app_label="auth")
+
+
+def test_the_token_list_filters_by_access_and_shows_it(staff, user, issue):
+    issue(user, name="reader", access="read")
+    issue(user, name="writer")
+    page = _text(staff.get(TOKENS_URL + "?access__exact=read"))
+    assert "reader" in page and "writer" not in page
+    assert "Read only" in page
+
+
+def test_the_change_page_shows_and_changes_the_limits_through_set_restrictions(staff, staff_user, user, issue):
+    user.user_permissions.add(_view_user())
+    token, _value = issue(user, access="read", permissions=["auth.view_user"], allowed_ips=["192.0.2.0/24"])
+    page = _text(staff.get(f"{TOKENS_URL}{token.pk}/change/"))
+    assert "auth.view_user" in page and "192.0.2.0/24" in page
+    response = staff.post(f"{TOKENS_URL}{token.pk}/change/", {
+        "name": token.name, "purpose": "", "access": "read_write", "permissions_text": "auth.view_user",
+        "allowed_ips_text": "192.0.2.0/24\n2001:db8::1"})
+    assert response.status_code == 302
+    token.refresh_from_db()
+    assert (token.access, token.allowed_ips) == ("read_write", ["192.0.2.0/24", "2001:db8::1"])
+    kinds = set(TokenEvent.objects.filter(token=token, actor=staff_user).values_list("kind", flat=True))
+    assert kinds == {"access_changed", "addresses_changed"}
+
+
+def test_a_superuser_cannot_grant_a_token_more_than_its_owner_holds(staff, user, issue):
+    token, _value = issue(user)
+    response = staff.post(f"{TOKENS_URL}{token.pk}/change/", {
+        "name": token.name, "purpose": "", "access": "read_write", "permissions_text": "auth.delete_user",
+        "allowed_ips_text": ""})
+    assert response.status_code == 200
+    assert "The owner does not hold: auth.delete_user" in _text(response)
+    token.refresh_from_db()
+    assert token.permissions is None
+    _page, nonce = _add_form(staff)
+    expires = timezone.now() + timedelta(days=10)
+    response = staff.post(TOKENS_URL + "add/", {
+        "user": user.pk, "name": "service", "purpose": "", "nonce": nonce, "access": "read",
+        "permissions_text": "auth.delete_user", "allowed_ips_text": "",
+        "expires_at_0": expires.strftime("%Y-%m-%d"), "expires_at_1": expires.strftime("%H:%M:%S")})
+    assert "The owner does not hold: auth.delete_user" in _text(response)
+    assert not Token.objects.filter(name="service").exists()
+
+
+def test_adding_a_token_in_the_admin_takes_its_limits(staff, user):
+    _page, nonce = _add_form(staff)
+    expires = timezone.now() + timedelta(days=10)
+    response = staff.post(TOKENS_URL + "add/", {
+        "user": user.pk, "name": "service", "purpose": "", "nonce": nonce, "access": "read",
+        "permissions_text": "", "allowed_ips_text": "203.0.113.0/24",
+        "expires_at_0": expires.strftime("%Y-%m-%d"), "expires_at_1": expires.strftime("%H:%M:%S")})
+    assert response.status_code == 200
+    token = Token.objects.get(name="service")
+    assert (token.access, token.permissions, token.allowed_ips) == ("read", None, ["203.0.113.0/24"])
+
+
+def test_staff_who_are_not_superusers_cannot_change_another_users_token_limits(make_user, client, user, issue):
+    from django.contrib.auth.models import Permission
+
+    clerk = make_user("clerk", is_staff=True)
+    clerk.user_permissions.add(*Permission.objects.filter(content_type__app_label="tokens", codename__endswith="token"))
+    client.force_login(clerk)
+    token, _value = issue(user, allowed_ips=["192.0.2.1"])
+    response = client.post(f"{TOKENS_URL}{token.pk}/change/", {
+        "name": token.name, "purpose": "", "access": "read_write", "permissions_text": "", "allowed_ips_text": ""})
+    assert response.status_code == 200
+    assert "Only superusers can change the limits" in _text(response)
+    token.refresh_from_db()
+    assert token.allowed_ips == ["192.0.2.1"]
+
+
+def test_the_policy_page_sets_the_default_access_and_the_allow_list_rule(staff, policy):
+    response = staff.post(POLICY_URL, _policy_form(policy, default_access="read",
+                                                   require_allowed_ips_without_expiry="on"))
+    assert response.status_code == 302
+    policy.refresh_from_db()
+    assert policy.default_access == "read" and policy.require_allowed_ips_without_expiry

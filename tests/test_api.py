@@ -31,7 +31,7 @@ def test_a_valid_token_authenticates_as_its_owner(client, user, issued):
     assert response.status_code == 200
     body = response.json()
     assert body["username"] == "alice"
-    assert body["auth"] == {"method": "bearer", "token_id": token.pk, "legacy_key_id": None}
+    assert body["auth"] == {"method": "bearer", "token_id": token.pk, "legacy_key_id": None, "access": "read_write"}
 
 
 @pytest.mark.parametrize("scheme", ["Bearer", "bearer", "BEARER", "bEaReR"])
@@ -188,7 +188,8 @@ def test_token_json_never_carries_the_value_or_digest(client, issued):
     token, value = issued
     body = client.get(f"/api/tokens/{token.pk}", **bearer(value)).json()
     assert set(body) == {"id", "name", "purpose", "status", "created_at", "expires_at", "revoked_at", "last_used_at",
-                         "last_used_ip", "last_used_user_agent", "request_count", "last_characters"}
+                         "last_used_ip", "last_used_user_agent", "request_count", "last_characters",
+                         "access", "permissions", "allowed_ips"}
     text = json.dumps(body)
     assert value not in text and token.digest not in text
     assert body["last_characters"] == value[-4:]
@@ -408,3 +409,236 @@ def test_no_cache_may_store_an_api_answer(client, issued):
     token, value = issued
     for path in ("/api/users/me", f"/api/tokens/{token.pk}", "/api/tokens?page=x"):
         assert client.get(path, **bearer(value))["Cache-Control"] == "no-store"
+
+
+# --- least privilege ----------------------------------------------------------------------------------------
+
+
+def _perm(codename, app_label="auth"):
+    from django.contrib.auth.models import Permission
+
+    return Permission.objects.get(codename=codename, content_type__app_label=app_label)
+
+
+@pytest.fixture
+def trusted_proxy(settings):
+    settings.TRUSTED_PROXIES = ["10.0.0.0/8", "fd00::/8"]
+
+
+def test_a_read_only_token_can_read(client, user, issue):
+    token, value = issue(user, access="read")
+    assert client.get("/api/users/me", **bearer(value)).json()["auth"]["access"] == "read"
+    assert client.get("/api/tokens", **bearer(value)).status_code == 200
+    # HEAD and OPTIONS pass the access check and reach the views (which answer them with 405 today).
+    for response in (client.head(f"/api/tokens/{token.pk}", **bearer(value)), client.options("/api/tokens", **bearer(value))):
+        assert response.status_code != 403
+    assert not UsageRecord.objects.filter(accepted=False).exists()
+
+
+@pytest.mark.parametrize("method, path, body", [
+    ("post", "/api/tokens", {"name": "minted"}),
+    ("patch", "/api/tokens/{pk}", {"name": "renamed"}),
+    ("patch", "/api/tokens/{pk}", {"access": "read_write"}),
+    ("delete", "/api/tokens/{pk}", None),
+    ("put", "/api/tokens/{pk}", {"name": "x"}),
+    ("post", "/api/users/me", {}),
+])
+def test_a_read_only_token_cannot_write_on_any_unsafe_endpoint_and_the_attempt_is_recorded(
+    client, user, issue, policy, method, path, body
+):
+    policy.bearer_can_create_tokens = True
+    policy.save()
+    token, value = issue(user, access="read")
+    before = _snapshot()
+    kwargs = {"data": json.dumps(body), "content_type": "application/json"} if body is not None else {}
+    response = getattr(client, method)(path.format(pk=token.pk), **kwargs, **bearer(value))
+    assert response.status_code == 403
+    assert response["WWW-Authenticate"] == 'Bearer realm="api", error="insufficient_scope", scope="write"'
+    assert response.json()["error"] == "insufficient_scope"
+    assert _snapshot() == before
+    record = UsageRecord.objects.get()
+    assert (record.method, record.status, record.accepted) == (method.upper(), 403, False)
+    token.refresh_from_db()
+    assert token.request_count == 0 and token.revoked_at is None
+
+
+def test_a_narrowed_token_loses_a_permission_the_moment_the_owner_does(client, viewer, issue):
+    _, value = issue(viewer, permissions=["auth.view_user"])
+    assert client.get("/api/users", **bearer(value)).status_code == 200
+    viewer.user_permissions.remove(_perm("view_user"))
+    denied = client.get("/api/users", **bearer(value))
+    assert denied.status_code == 403
+    assert denied.json()["error"] == "insufficient_scope"
+
+
+def test_a_narrowed_token_never_gains_a_permission_given_to_the_owner_later(client, user, issue):
+    user.user_permissions.add(_perm("view_group"))
+    _, value = issue(user, permissions=["auth.view_group"])
+    user.user_permissions.add(_perm("view_user"))
+    response = client.get("/api/users", **bearer(value))
+    assert response.status_code == 403
+    assert 'error="insufficient_scope"' in response["WWW-Authenticate"]
+    # The same owner's unnarrowed token has it: the token, not the owner, is what is limited.
+    _, full = issue(user, name="full")
+    assert client.get("/api/users", **bearer(full)).status_code == 200
+
+
+def test_a_superusers_narrowed_token_holds_only_its_list(client, staff_user, user, issue):
+    _, value = issue(staff_user, permissions=["auth.view_group"])
+    assert client.get(f"/api/users/{user.pk}", **bearer(value)).status_code == 403
+    _, viewer_token = issue(staff_user, name="v", permissions=["auth.view_user"])
+    assert client.get(f"/api/users/{user.pk}", **bearer(viewer_token)).status_code == 200
+
+
+def test_a_missing_permission_is_recorded_as_a_refused_use(client, user, issued):
+    _token, value = issued
+    assert client.get("/api/users", **bearer(value)).status_code == 403
+    record = UsageRecord.objects.get()
+    assert (record.status, record.accepted) == (403, False)
+
+
+def test_nobody_can_grant_a_token_a_permission_its_owner_lacks(client, user, issued):
+    token, _value = issued
+    client.force_login(user)
+    before = _snapshot()
+    created = client.post("/api/tokens", {"name": "x", "permissions": ["auth.view_user"]},
+                          content_type="application/json")
+    assert created.status_code == 400
+    assert "does not hold: auth.view_user" in created.json()["fields"]["permissions"][0]
+    changed = client.patch(f"/api/tokens/{token.pk}", {"permissions": ["auth.delete_user"]},
+                           content_type="application/json")
+    assert changed.status_code == 400
+    assert "does not hold: auth.delete_user" in changed.json()["fields"]["permissions"][0]
+    assert _snapshot() == before
+
+
+@pytest.mark.parametrize("remote, forwarded, allowed", [
+    ("203.0.113.9", None, ["203.0.113.0/24"]),
+    ("2001:db8::7", None, ["2001:db8::/32"]),
+    ("10.1.1.1", "203.0.113.9", ["203.0.113.9"]),
+    ("fd00::1", "2001:db8::7, fd00::2", ["2001:db8::7"]),
+])
+def test_an_allow_listed_address_may_use_the_token_directly_and_behind_a_trusted_proxy(
+    client, user, issue, trusted_proxy, remote, forwarded, allowed
+):
+    _, value = issue(user, allowed_ips=allowed)
+    extra = {"HTTP_X_FORWARDED_FOR": forwarded} if forwarded else {}
+    assert client.get("/api/users/me", REMOTE_ADDR=remote, **extra, **bearer(value)).status_code == 200
+
+
+@pytest.mark.parametrize("remote, forwarded, seen", [
+    ("198.51.100.1", None, "198.51.100.1"),
+    ("2001:db8:ffff::1", None, "2001:db8:ffff::1"),
+    ("10.1.1.1", "198.51.100.1", "198.51.100.1"),
+    ("fd00::1", "2001:db8:ffff::1", "2001:db8:ffff::1"),
+    # An untrusted peer cannot claim an allowed address in X-Forwarded-For.
+    ("198.51.100.1", "203.0.113.9", "198.51.100.1"),
+])
+def test_an_address_outside_the_allow_list_is_refused_and_recorded(
+    client, user, issue, trusted_proxy, remote, forwarded, seen
+):
+    token, value = issue(user, allowed_ips=["203.0.113.0/24", "2001:db8::/48"])
+    extra = {"HTTP_X_FORWARDED_FOR": forwarded} if forwarded else {}
+    response = client.get("/api/users/me", REMOTE_ADDR=remote, **extra, **bearer(value))
+    assert response.status_code == 403
+    body = response.json()
+    assert body["error"] == "ip_not_allowed" and seen in body["detail"]
+    record = UsageRecord.objects.get()
+    assert (record.status, record.accepted, record.ip) == (403, False, seen)
+    token.refresh_from_db()
+    assert token.request_count == 0 and token.last_used_at is None
+
+
+def test_an_ipv4_client_on_an_ipv6_socket_matches_its_ipv4_entry(client, user, issue):
+    _, value = issue(user, allowed_ips=["203.0.113.9"])
+    assert client.get("/api/users/me", REMOTE_ADDR="::ffff:203.0.113.9", **bearer(value)).status_code == 200
+
+
+def test_restrictions_are_checked_from_the_one_lookup_row(client, user, issue):
+    user.user_permissions.add(_perm("view_user"))
+    _, value = issue(user, access="read", permissions=["auth.view_user"], allowed_ips=["127.0.0.1"])
+    client.get("/api/users/me", **bearer(value))  # first use writes the first_used event once
+    with CaptureQueriesContext(connection) as queries:
+        response = client.get("/api/users/me", **bearer(value))
+    assert response.status_code == 200
+    assert len(queries) == 2, [q["sql"] for q in queries]
+
+
+def test_create_and_patch_accept_access_permissions_and_allowed_ips(client, viewer):
+    client.force_login(viewer)
+    created = client.post("/api/tokens", {
+        "name": "ro", "access": "read", "permissions": ["auth.view_user", "auth.view_user"],
+        "allowed_ips": ["203.0.113.7/32", " 2001:DB8::/32 "],
+    }, content_type="application/json")
+    assert created.status_code == 201, created.json()
+    body = created.json()
+    assert (body["access"], body["permissions"], body["allowed_ips"]) == (
+        "read", ["auth.view_user"], ["203.0.113.7", "2001:db8::/32"])
+    changed = client.patch(f"/api/tokens/{body['id']}", {"access": "read_write", "permissions": None,
+                                                         "allowed_ips": []}, content_type="application/json")
+    assert changed.status_code == 200
+    assert (changed.json()["access"], changed.json()["permissions"], changed.json()["allowed_ips"]) == (
+        "read_write", None, [])
+    kinds = set(TokenEvent.objects.filter(token_id=body["id"]).values_list("kind", flat=True))
+    assert {"access_changed", "permissions_changed", "addresses_changed"} <= kinds
+    assert set(TokenEvent.objects.filter(kind="access_changed").values_list("actor__username", flat=True)) == {
+        "victor"}
+
+
+@pytest.mark.parametrize("body, field", [
+    ({"access": "write"}, "access"),
+    ({"access": None}, "access"),
+    ({"permissions": "auth.view_user"}, "permissions"),
+    ({"permissions": [1]}, "permissions"),
+    ({"permissions": ["auth.view_user\x00"]}, "permissions"),
+    ({"allowed_ips": "203.0.113.1"}, "allowed_ips"),
+    ({"allowed_ips": ["203.0.113.1/24"]}, "allowed_ips"),
+    ({"allowed_ips": ["fe80::1%eth0"]}, "allowed_ips"),
+    ({"allowed_ips": ["１.２.３.４"]}, "allowed_ips"),
+    ({"allowed_ips": ["10.0.0.1\u202e"]}, "allowed_ips"),
+    ({"allowed_ips": ["not an address"]}, "allowed_ips"),
+    ({"allowed_ips": [f"10.0.0.{i}" for i in range(51)]}, "allowed_ips"),
+    ({"allowed_ips": [[]]}, "allowed_ips"),
+])
+def test_bad_restrictions_get_400_with_the_field_and_change_nothing(client, user, issued, body, field):
+    token, _value = issued
+    client.force_login(user)
+    before = _snapshot()
+    for response in (
+        client.post("/api/tokens", {"name": "new", **body}, content_type="application/json"),
+        client.patch(f"/api/tokens/{token.pk}", {"name": "renamed", **body}, content_type="application/json"),
+    ):
+        assert response.status_code == 400, response.json()
+        # The field is known, and refused for its value.
+        assert field in response.json()["fields"] and response.json()["fields"][field] != ["Unknown field."]
+    assert _snapshot() == before
+
+
+def test_the_policy_can_require_an_allow_list_for_tokens_without_expiry(client, user, policy):
+    policy.no_expiry_allowed_for = ExpirationPolicy.NoExpiry.EVERYONE
+    policy.require_allowed_ips_without_expiry = True
+    policy.save()
+    client.force_login(user)
+    refused = client.post("/api/tokens", {"name": "forever", "expires_at": None}, content_type="application/json")
+    assert refused.status_code == 400 and "allowed_ips" in refused.json()["fields"]
+    made = client.post("/api/tokens", {"name": "forever", "expires_at": None, "allowed_ips": ["192.0.2.1"]},
+                       content_type="application/json")
+    assert made.status_code == 201
+    cleared = client.patch(f"/api/tokens/{made.json()['id']}", {"allowed_ips": []}, content_type="application/json")
+    assert cleared.status_code == 400 and "allowed_ips" in cleared.json()["fields"]
+
+
+def test_the_policy_chooses_the_default_access_of_new_tokens(client, user, policy):
+    policy.default_access = "read"
+    policy.save()
+    client.force_login(user)
+    made = client.post("/api/tokens", {"name": "default"}, content_type="application/json")
+    assert made.json()["access"] == "read"
+
+
+def test_legacy_keys_keep_full_access(client, user):
+    from tokens.models import LegacyApiKey
+
+    LegacyApiKey.objects.import_key(user=user, key="legacy-key-0123456789abcdef")
+    response = client.get("/api/users/me", HTTP_REST_API_KEY="legacy-key-0123456789abcdef")
+    assert response.json()["auth"]["access"] == "read_write"

@@ -279,3 +279,26 @@ def test_import_refuses_keys_that_could_never_sign_in(user, tmp_path):
     with pytest.raises(CommandError, match="2 bad row"):
         run("import_legacy_keys", str(csv_file))
     assert not LegacyApiKey.objects.exists()
+
+
+def test_create_token_makes_a_read_only_narrowed_address_bound_token(viewer, policy):
+    out, err = run("create_token", "victor", "monitor", "--days", "10", "--read-only",
+                   "--permission", "auth.view_user", "--allow-ip", "192.0.2.0/24", "--allow-ip", "2001:db8::1")
+    token = Token.objects.get()
+    assert (token.access, token.permissions, token.allowed_ips) == (
+        "read", ["auth.view_user"], ["192.0.2.0/24", "2001:db8::1"])
+    assert "Read only" in err and "192.0.2.0/24" in err and out.strip() not in err
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--permission", "auth.delete_user"], "The owner does not hold: auth.delete_user"),
+        (["--allow-ip", "192.0.2.1/24"], "did you mean 192.0.2.0/24"),
+        (["--allow-ip", "not-an-ip"], "is not an IPv4 or IPv6 address"),
+    ],
+)
+def test_create_token_refuses_limits_the_user_cannot_have_and_creates_nothing(user, policy, args, message):
+    with pytest.raises(CommandError, match=message):
+        run("create_token", "alice", "service", "--days", "10", *args)
+    assert not Token.objects.exists()

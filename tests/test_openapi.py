@@ -219,3 +219,31 @@ def test_generated_requests_never_get_a_5xx_and_every_response_conforms(case, fu
         case.call_and_validate(
             headers=fuzz_auth, excluded_checks=[schemathesis.checks.positive_data_acceptance]
         )
+
+
+@pytest.mark.django_db
+def test_least_privilege_fields_and_refusals_match_the_documented_schemas(client, session, user, issue):
+    token, value = issue(user, access="read", permissions=[], allowed_ips=["127.0.0.1", "2001:db8::/32"])
+    _, far = issue(user, name="far", allowed_ips=["192.0.2.1"])
+    validate(client.get(f"/api/tokens/{token.pk}", **bearer(value)), "/api/tokens/{id}", "get")
+    validate(client.get("/api/users/me", **bearer(value)), "/api/users/me", "get")
+    cases = [
+        (client.delete(f"/api/tokens/{token.pk}", **bearer(value)), "/api/tokens/{id}", "delete", "insufficient_scope"),
+        (client.patch(f"/api/tokens/{token.pk}", {"name": "x"}, content_type="application/json", **bearer(value)),
+         "/api/tokens/{id}", "patch", "insufficient_scope"),
+        (client.get("/api/tokens", **bearer(far)), "/api/tokens", "get", "ip_not_allowed"),
+        (client.get("/api/users/me", **bearer(far)), "/api/users/me", "get", "ip_not_allowed"),
+    ]
+    for response, path, method, error in cases:
+        assert response.status_code == 403
+        assert validate(response, path, method)["error"] == error
+    created = session.post("/api/tokens", {"name": "ro", "access": "read", "allowed_ips": ["192.0.2.0/24"]},
+                           content_type="application/json")
+    assert validate(created, "/api/tokens", "post")["access"] == "read"
+    changed = session.patch(f"/api/tokens/{token.pk}", {"access": "read_write", "permissions": None},
+                            content_type="application/json")
+    assert validate(changed, "/api/tokens/{id}", "patch")["permissions"] is None
+    refused = session.patch(f"/api/tokens/{token.pk}", {"allowed_ips": ["nowhere"]}, content_type="application/json")
+    assert "allowed_ips" in validate(refused, "/api/tokens/{id}", "patch")["fields"]
+    props = DOC["components"]["schemas"]["Token"]["properties"]
+    assert {"access", "permissions", "allowed_ips"} <= set(props)

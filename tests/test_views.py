@@ -570,3 +570,107 @@ def test_the_chart_renders_accessibly_and_says_when_there_is_nothing(rf):
     assert "No requests in this period" in html and "No requests from Mar 1 to Mar 30." in html
     assert html.count("<tr>") == 31  # header + one row per day in the data table
     assert " style=" not in html
+
+
+# --- least privilege ----------------------------------------------------------------------------------------
+
+
+def _perm(codename):
+    from django.contrib.auth.models import Permission
+
+    return Permission.objects.get(codename=codename, content_type__app_label="auth")
+
+
+def test_the_create_form_offers_access_and_the_owners_permissions_in_words(signed_in, user, policy):
+    user.user_permissions.add(_perm("view_user"))
+    policy.default_access = "read"
+    policy.save()
+    html = signed_in.get(NEW).content.decode()
+    assert "Read and write" in html and "Read only" in html
+    assert re.search(r'<input type="radio" name="access" value="read"[^>]*checked', html)
+    assert "All my permissions" in html and "Only these" in html
+    assert "Can view user" in html and 'value="auth.view_user"' in html
+    # Only what the owner holds is offered.
+    assert "Can delete user" not in html
+    assert 'name="allowed_ips"' in html
+
+
+def test_creating_a_read_only_narrowed_address_bound_token_from_the_form(signed_in, user):
+    user.user_permissions.add(_perm("view_user"))
+    data = {**new_form(signed_in), "access": "read", "permission_scope": "only", "permissions": ["auth.view_user"],
+            "allowed_ips": "203.0.113.7\r\n\r\n 2001:db8::/32 \r\n"}
+    response = signed_in.post(NEW, data)
+    assert response.status_code == 200
+    token = Token.objects.get()
+    assert (token.access, token.permissions, token.allowed_ips) == (
+        "read", ["auth.view_user"], ["203.0.113.7", "2001:db8::/32"])
+
+
+@pytest.mark.parametrize("extra, where", [
+    ({"allowed_ips": "203.0.113.7\nnot-an-address"}, 'name="allowed_ips"'),
+    ({"permission_scope": "only", "permissions": ["auth.delete_user"]}, "permission-list"),
+    ({"access": "admin"}, "restriction-access"),
+])
+def test_bad_limits_on_the_create_form_are_refused_next_to_the_field_and_create_nothing(signed_in, extra, where):
+    response = signed_in.post(NEW, {**new_form(signed_in), **extra})
+    assert response.status_code == 400
+    html = response.content.decode()
+    assert re.search(rf'{where}[^<]*(?:<(?!/fieldset)[^<]*)*?class="field-error"', html, re.S)
+    assert not Token.objects.exists()
+
+
+def test_the_token_page_says_what_it_can_do_in_words(signed_in, user, issue):
+    user.user_permissions.add(_perm("view_user"), _perm("view_group"))
+    token, _value = issue(user, access="read", permissions=["auth.view_group", "auth.view_user"],
+                          allowed_ips=["198.51.100.0/24"])
+    user.user_permissions.remove(_perm("view_group"))
+    html = signed_in.get(detail(token)).content.decode()
+    assert "Read only: it can look" in html
+    assert "Can view user" in html
+    assert re.search(r"no longer yours.*?Can view group", html, re.S)
+    assert "198.51.100.0/24" in html
+
+
+def test_the_token_page_changes_the_limits_and_the_activity_stream_names_who_and_what(signed_in, user, issue):
+    token, _value = issue(user)
+    response = signed_in.post(reverse("tokens:restrict", args=[token.pk]), {
+        "access": "read", "permission_scope": "only", "allowed_ips": "192.0.2.1"})
+    assert response.status_code == 303
+    token.refresh_from_db()
+    assert (token.access, token.permissions, token.allowed_ips) == ("read", [], ["192.0.2.1"])
+    events = {e.kind: e for e in TokenEvent.objects.filter(token=token)}
+    assert events["access_changed"].actor == user
+    assert events["access_changed"].detail == "Read and write → Read only"
+    assert events["addresses_changed"].detail == "anywhere → 192.0.2.1"
+    html = signed_in.get("/profile/").content.decode()
+    assert "Access changed for" in html and "Read and write → Read only" in html
+    assert "Allowed addresses changed for" in html and "Permissions changed for" in html
+
+
+def test_a_bad_change_on_the_token_page_is_refused_and_changes_nothing(signed_in, user, issue):
+    token, _value = issue(user)
+    response = signed_in.post(reverse("tokens:restrict", args=[token.pk]), {
+        "access": "read", "permission_scope": "all", "allowed_ips": "10.0.0.1/8"})
+    assert response.status_code == 400
+    assert "did you mean 10.0.0.0/8" in response.content.decode()
+    token.refresh_from_db()
+    assert (token.access, token.allowed_ips) == ("read_write", [])
+    assert not TokenEvent.objects.exclude(kind="created").exists()
+
+
+def test_another_users_token_limits_cannot_be_changed(signed_in, other_user, issue):
+    token, _value = issue(other_user)
+    assert signed_in.post(reverse("tokens:restrict", args=[token.pk]), {"access": "read"}).status_code == 404
+    token.refresh_from_db()
+    assert token.access == "read_write"
+
+
+def test_the_list_badges_read_only_limited_and_address_bound_tokens(signed_in, user, issue):
+    issue(user, name="plain")
+    issue(user, name="tight", access="read", permissions=[], allowed_ips=["192.0.2.1", "192.0.2.2"])
+    html = signed_in.get(LIST).content.decode()
+    tight = html[html.index("tight"):]
+    plain = html[html.index("plain"):html.index("tight")] if html.index("plain") < html.index("tight") else html[
+        html.index("plain"):]
+    assert "Read only" in tight[:1500] and "Limited permissions" in tight[:1500] and "2 addresses" in tight[:1500]
+    assert "badge-limit" not in plain[:800]

@@ -3,7 +3,8 @@
 This is the hot path of every API call, so it is written for cost:
 
 * shape and signature are checked first, with no query (``credentials.parse``);
-* a well-formed token costs one indexed raw SELECT that brings the owner along;
+* a well-formed token costs one indexed raw SELECT that brings the owner along, and the token's
+  access level, narrowed permissions and address allow-list: their checks need no other query;
 * a legacy key costs one raw SELECT that brings the owner and the policy along;
 * on a kept PostgreSQL connection that lookup is also the health check (see ``_fetch``).
 
@@ -24,10 +25,12 @@ from django.utils.translation import gettext as _
 from django.utils.translation import gettext_lazy as _lazy
 
 from . import credentials
-from .constants import LEGACY_KEY_HEADER, TOKEN_PREFIX
+from .constants import LEGACY_KEY_HEADER, SAFE_METHODS, TOKEN_PREFIX, Access
+from .http import client_ip
 from .models import ExpirationPolicy, LegacyApiKey, Token
 from .models.legacy import clean_legacy_key
 from .models.policy import legacy_refusal
+from .models.restrictions import address_allowed, load_list
 
 
 _BEARER_RE = re.compile(r"[Bb][Ee][Aa][Rr][Ee][Rr][ \t]+(\S+)")
@@ -52,6 +55,17 @@ class AuthError(Exception):
         self.like_unknown = like_unknown
 
 
+class Refused(Exception):
+    """Refuse a valid credential with 403: what it asks is more than the token may do."""
+
+    def __init__(self, description, *, error, credential, scope=None):
+        super().__init__(description)
+        self.error = error  # "insufficient_scope" or "ip_not_allowed"
+        self.description = description
+        self.scope = scope  # the scope the request needed ("write"), for the challenge
+        self.credential = credential
+
+
 @dataclass
 class Authentication:
     """Who a request authenticated as, and with which credential (``request.auth``)."""
@@ -63,6 +77,10 @@ class Authentication:
     deprecated_at: object = None  # legacy keys only
     sunset_at: object = None
     last_used_at: object = None
+    # Least privilege (bearer tokens; legacy keys keep full access).
+    access: str = Access.READ_WRITE
+    permissions: object = None  # None: all of the owner's; else a list of "app_label.codename"
+    allowed_ips: object = ()
 
 
 def _aware(value):
@@ -94,6 +112,7 @@ def _token_sql(vendor):
     User, _names, user_sql = _user_columns()
     return (
         "SELECT t.id, t.digest, t.pepper_id, t.expires_at, t.revoked_at, t.last_used_at, "
+        "t.access, t.permissions, t.allowed_ips, "
         f"{user_sql} FROM {_table(Token)} t JOIN {_table(User)} u ON u.id = t.user_id "
         "WHERE t.public_id = %s"
     )
@@ -160,18 +179,72 @@ def authenticate_bearer(value):
     if row is None or not credentials.matches(parsed, row[1], row[2]):
         raise AuthError(_("The token is not valid."), looked_up=True)
     token_id, _digest, _pepper, expires_at, revoked_at, last_used_at = row[:6]
-    user = _build_user(row[6:])
-    credential = Authentication("bearer", token_id, user, first_use=last_used_at is None)
+    access, permissions, allowed_ips = row[6:9]
+    user = _build_user(row[9:])
+    credential = Authentication(
+        "bearer", token_id, user, first_use=last_used_at is None, access=access,
+        # An unrestricted token's columns read NULL and "[]": no JSON parsing on its path.
+        permissions=None if permissions is None else load_list(permissions),
+        allowed_ips=() if allowed_ips in ("[]", []) else load_list(allowed_ips),
+    )
     if revoked_at is not None:
         raise AuthError(_("The token has been revoked."), credential=credential)
     if expires_at is not None and _aware(expires_at) <= timezone.now():
         raise AuthError(_("The token has expired."), credential=credential)
     if not user.is_active:
         raise AuthError(_("The token's owner is deactivated."), credential=credential)
+    if credential.permissions is not None:
+        narrow_permissions(user, credential.permissions)
     return credential
 
 
 UNKNOWN_LEGACY_KEY = _lazy("The API key is not valid. Use a bearer token (Authorization: Bearer <token>).")
+
+
+def narrow_permissions(user, permissions):
+    """Let *user* hold, for this request, only those of *permissions* it holds itself right now.
+
+    The owner's own answer is asked first-hand on each check (its backends read the database once per
+    request), so a permission taken from the owner is gone from the token at once, and one given to
+    the owner never reaches a token that was not narrowed to it. Superusers too: their "everything"
+    is cut down to the list. Per instance, so only this request's user object is affected.
+    """
+    allowed = frozenset(permissions)
+    owner = type(user)
+
+    def has_perm(perm, obj=None):
+        return perm in allowed and owner.has_perm(user, perm, obj)
+
+    def has_module_perms(app_label):
+        return any(p.startswith(f"{app_label}.") for p in allowed) and owner.has_module_perms(user, app_label)
+
+    def get_all_permissions(obj=None):
+        return owner.get_all_permissions(user, obj) & allowed
+
+    user.has_perm = has_perm
+    user.has_module_perms = has_module_perms
+    user.get_all_permissions = get_all_permissions
+
+
+def check_restrictions(request, credential):
+    """Raise Refused unless the token may be used from this address and for this method."""
+    # The address first: from outside the allow-list a token may do nothing at all.
+    if credential.allowed_ips:
+        address = client_ip(request)
+        if not address_allowed(credential.allowed_ips, address):
+            seen = address or _("an unknown address")
+            raise Refused(
+                _("This token may not be used from %(address)s.") % {"address": seen},
+                error="ip_not_allowed",
+                credential=credential,
+            )
+    if credential.access == Access.READ and request.method not in SAFE_METHODS:
+        raise Refused(
+            _("This token is read-only: it may only make GET, HEAD and OPTIONS requests."),
+            error="insufficient_scope",
+            scope="write",
+            credential=credential,
+        )
 
 
 def authenticate_legacy(key):
@@ -209,12 +282,14 @@ def authenticate_legacy(key):
 
 
 def authenticate(request):
-    """Return the Authentication the request carries, None when it carries none, or raise AuthError."""
+    """Return the Authentication the request carries, None when it carries none, or raise AuthError/Refused."""
     header = request.META.get("HTTP_AUTHORIZATION")
     if header:
         match = _BEARER_RE.fullmatch(header.strip())
         if match:
-            return authenticate_bearer(match.group(1))
+            credential = authenticate_bearer(match.group(1))
+            check_restrictions(request, credential)
+            return credential
         # A header that tries to be ours and is malformed is refused, never ignored: ignoring it would
         # let the request go on as the browser session. Other schemes (a proxy's Basic…) are not ours.
         if header.lstrip()[:6].lower() == "bearer" or TOKEN_PREFIX in header:

@@ -2,6 +2,7 @@
 
 from datetime import timedelta
 
+from django.db import models
 from django.utils.translation import gettext_lazy as _
 
 # Base62: letters and digits only, so a double click selects the whole value and nothing needs escaping.
@@ -38,3 +39,16 @@ PRESET_CHOICES = (
     ("1y", _("1 year"), timedelta(days=365)),
 )
 PRESETS = {key: delta for key, _label, delta in PRESET_CHOICES}
+
+# Least privilege: what a token may do, on top of its owner's permissions.
+MAX_ALLOWED_IPS = 50
+ALLOWED_IP_MAX_LENGTH = 64  # the longest IPv6 network in text is 43 characters; anything longer is not one
+PERMISSION_MAX_LENGTH = 255
+SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
+
+
+class Access(models.TextChoices):
+    """A token's access level: read-only tokens may only use the safe methods."""
+
+    READ = "read", _("Read only")
+    READ_WRITE = "read_write", _("Read and write")

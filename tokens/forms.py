@@ -7,7 +7,8 @@ from django.core.exceptions import ValidationError
 from django.utils import timezone
 from django.utils.translation import gettext_lazy as _
 
-from .constants import NAME_MAX_LENGTH, PURPOSE_MAX_LENGTH
+from .constants import MAX_ALLOWED_IPS, NAME_MAX_LENGTH, PURPOSE_MAX_LENGTH, Access
+from .models.restrictions import permission_choices
 
 CUSTOM = "custom"
 NEVER = "never"
@@ -19,7 +20,78 @@ def new_nonce():
     return secrets.token_urlsafe(32)
 
 
-class TokenCreateForm(forms.Form):
+ALL_PERMISSIONS = "all"
+ONLY_THESE = "only"
+
+
+class RestrictionFields(forms.Form):
+    """Access, permissions and allowed addresses: shared by the create form and the token page.
+
+    The form only parses; ``Token.objects.issue`` and ``Token.set_restrictions`` check the values
+    against the owner's permissions and the policy, whatever a forged form sends.
+    """
+
+    # Not required: a form posted without them (an older page, a script) gets the policy's default
+    # access and all of the owner's permissions, as before these fields existed.
+    access = forms.ChoiceField(
+        label=_("Access"), choices=Access.choices, widget=forms.RadioSelect, required=False
+    )
+    permission_scope = forms.ChoiceField(
+        label=_("Permissions"),
+        choices=[
+            (ALL_PERMISSIONS, _("All my permissions")),
+            (ONLY_THESE, _("Only these")),
+        ],
+        initial=ALL_PERMISSIONS,
+        widget=forms.RadioSelect,
+        required=False,
+    )
+    permissions = forms.MultipleChoiceField(
+        label=_("Permissions this token may use"),
+        required=False,
+        widget=forms.CheckboxSelectMultiple,
+    )
+    allowed_ips = forms.CharField(
+        label=_("Allowed addresses"),
+        required=False,
+        widget=forms.Textarea(attrs={"rows": 3, "spellcheck": "false", "autocapitalize": "off"}),
+        help_text=_(
+            "One IPv4 or IPv6 address or network per line, e.g. 203.0.113.7 or 2001:db8::/32. "
+            "Empty: any address. At most %(n)d."
+        ) % {"n": MAX_ALLOWED_IPS},
+    )
+
+    def __init__(self, *args, user, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.fields["permissions"].choices = permission_choices(user)
+
+    def clean(self):
+        cleaned = super().clean()
+        if cleaned.get("permission_scope") != ONLY_THESE:
+            cleaned["permissions"] = None
+        lines = cleaned.get("allowed_ips", "").splitlines()
+        cleaned["allowed_ips"] = [line.strip() for line in lines if line.strip()]
+        return cleaned
+
+    def restrictions(self):
+        """Return the access, permissions and allowed_ips keyword arguments; call after is_valid()."""
+        given = {key: self.cleaned_data[key] for key in ("permissions", "allowed_ips")}
+        if self.cleaned_data.get("access"):
+            given["access"] = self.cleaned_data["access"]
+        return given
+
+    def add_restriction_errors(self, error: ValidationError):
+        """Put errors of ``issue``/``set_restrictions`` next to the fields they concern; return the rest."""
+        rest = {}
+        for key, messages in error.message_dict.items():
+            if key in ("access", "permissions", "allowed_ips"):
+                self.add_error(key, messages)
+            else:
+                rest[key] = messages
+        return rest
+
+
+class TokenCreateForm(RestrictionFields, forms.Form):
     """Name, purpose and an expiry choice built from the site policy for this user.
 
     The choices only offer what the policy allows, and ``Token.objects.issue`` checks the resulting
@@ -48,8 +120,12 @@ class TokenCreateForm(forms.Form):
     # One-time value: resubmitting this very form finds the token it made instead of making another.
     nonce = forms.RegexField(regex=r"^[A-Za-z0-9_-]{20,64}$", widget=forms.HiddenInput)
 
+    field_order = ("name", "purpose", "expiry", "custom_expiry", "access", "permission_scope", "permissions",
+                   "allowed_ips", "nonce")
+
     def __init__(self, *args, user, policy, now=None, **kwargs):
-        super().__init__(*args, **kwargs)
+        super().__init__(*args, user=user, **kwargs)
+        self.fields["access"].initial = policy.default_access
         self.now = now or timezone.now()
         self.presets = {key: delta for key, _label, delta in policy.preset_choices()}
         choices = [(key, label) for key, label, _delta in policy.preset_choices()]
@@ -99,8 +175,26 @@ class TokenCreateForm(forms.Form):
     def add_model_errors(self, error: ValidationError):
         """Put the field errors of ``Token.objects.issue`` next to the fields they concern."""
         fields = {"name": "name", "purpose": "purpose", "expires_at": self.expiry_error_field}
-        for key, messages in error.message_dict.items():
+        for key, messages in self.add_restriction_errors(error).items():
             self.add_error(fields.get(key), messages)
+
+
+class TokenRestrictionsForm(RestrictionFields):
+    """The token page's edit form for what a token may do, filled in from the token."""
+
+    def __init__(self, *args, token, **kwargs):
+        kwargs.setdefault(
+            "initial",
+            {
+                "access": token.access,
+                "permission_scope": ALL_PERMISSIONS if token.permissions is None else ONLY_THESE,
+                "permissions": token.permissions or [],
+                "allowed_ips": "\n".join(token.allowed_ips),
+            },
+        )
+        super().__init__(*args, user=token.user, **kwargs)
+        # A permission the owner has lost since is not offered again: saving drops it, which changes
+        # nothing the token can do (it has only what the owner holds).
 
 
 class TokenRenameForm(forms.Form):

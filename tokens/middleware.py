@@ -10,8 +10,8 @@ from django.utils import timezone
 from django.utils.http import http_date
 from django.utils.translation import gettext as _
 
-from .api.errors import api_error, service_unavailable, too_many_requests, unauthorized
-from .auth import AuthError, authenticate
+from .api.errors import api_error, refused, service_unavailable, too_many_requests, unauthorized
+from .auth import AuthError, Refused, authenticate
 from .constants import API_PREFIX, LEGACY_KEY_HEADER, MIGRATION_GUIDE_PATH
 from .http import client_ip
 from .models import RefusedClient, TokenEvent, UsageRecord
@@ -81,6 +81,9 @@ class ApiAuthenticationMiddleware:
             credential = authenticate(request)
         except AuthError as refusal:
             return self._refuse(request, refusal, started)
+        except Refused as refusal:
+            # A read-only token writing, or a token used from outside its allow-list: refused and recorded.
+            return self._finish(request, refusal.credential, refused(refusal), started, accepted=False)
         except DatabaseError:
             # Fail closed: without the database nobody is authenticated, nor treated as anonymous.
             log.error("database unavailable during authentication")
@@ -102,7 +105,9 @@ class ApiAuthenticationMiddleware:
         response = self._as_json_error(self.get_response(request))
         if credential is None:
             return response
-        return self._finish(request, credential, response, started, accepted=True)
+        # A view's 403 for a permission the token lacks is a refused use, like the refusals above.
+        accepted = not getattr(response, "refused_use", False)
+        return self._finish(request, credential, response, started, accepted=accepted)
 
     def _refuse(self, request, refusal, started):
         """Answer a refused credential: 401, or 429 once the client has failed too often; record it.

@@ -20,7 +20,7 @@ from django.views.decorators.http import require_GET, require_http_methods, requ
 from .http import client_ip, no_store, own_token_or_404
 from .charts import daily_chart
 from .constants import MIGRATION_GUIDE_PATH
-from .forms import TokenCreateForm, TokenRenameForm
+from .forms import TokenCreateForm, TokenRenameForm, TokenRestrictionsForm
 from .models import (
     ClientAddress,
     DailyUsage,
@@ -31,6 +31,7 @@ from .models import (
     TokenStatus,
     UsageRecord,
 )
+from .models.restrictions import owner_permissions, permission_names
 
 TOKENS_PER_PAGE = 20
 EVENTS_PER_PAGE = 25
@@ -133,6 +134,7 @@ def token_create(request):
                 policy=policy,
                 now=form.now,
                 nonce=form.cleaned_data["nonce"],
+                **form.restrictions(),
             )
         except Token.AlreadyIssued as repeat:
             messages.info(
@@ -176,7 +178,19 @@ def token_detail(request, pk):
     )
 
 
-def _detail_context(request, token, rename_form):
+def _abilities(token):
+    """Return what the token may do, in words: its permissions by name, and those the owner lost since."""
+    if token.permissions is None:
+        return {"permission_names": None, "lapsed": []}
+    names = permission_names(token.permissions)
+    held = owner_permissions(token.user)
+    return {
+        "permission_names": [names[p] for p in token.permissions if p in held],
+        "lapsed": [names[p] for p in token.permissions if p not in held],
+    }
+
+
+def _detail_context(request, token, rename_form, restrictions_form=None):
     """Return the detail page context with a constant number of queries, however much the token was used."""
     rows = DailyUsage.objects.filter(token=token).series()
     chart = daily_chart(
@@ -205,6 +219,8 @@ def _detail_context(request, token, rename_form):
     return {
         "token": token,
         "rename_form": rename_form,
+        "restrictions_form": restrictions_form or TokenRestrictionsForm(token=token),
+        **_abilities(token),
         "chart": chart,
         "days_total": sum(accepted + refused for _day, accepted, refused in rows),
         "address_count": addresses.count(),
@@ -240,6 +256,31 @@ def token_rename(request, pk):
                 )
             return _see_other(_detail_url(token))
     return render(request, "tokens/token_detail.html", _detail_context(request, token, form), status=400)
+
+
+@login_required
+@require_POST
+@csrf_protect
+def token_restrict(request, pk):
+    """Change what the token may do: access, permissions, allowed addresses (one event per change)."""
+    token = own_token_or_404(request, pk)
+    form = TokenRestrictionsForm(request.POST, token=token)
+    if form.is_valid():
+        try:
+            changed = token.set_restrictions(**form.restrictions(), actor=request.user, ip=client_ip(request))
+        except ValidationError as error:
+            for errors in form.add_restriction_errors(error).values():
+                form.add_error(None, errors)
+        else:
+            if changed:
+                messages.success(
+                    request,
+                    _("Saved. “%(name)s” is limited as shown from its next request on.")
+                    % {"name": token.name},
+                )
+            return _see_other(_detail_url(token))
+    context = _detail_context(request, token, TokenRenameForm(initial={"name": token.name}), form)
+    return render(request, "tokens/token_detail.html", context, status=400)
 
 
 @login_required

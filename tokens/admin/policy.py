@@ -33,6 +33,7 @@ class ExpirationPolicyAdmin(admin.ModelAdmin):
         ),
         (_("Tokens exceeding the maximum"), {"fields": ("exceeding_tokens",)}),
         (_("Limits"), {"fields": ("max_active_tokens", "bearer_can_create_tokens")}),
+        (_("Least privilege"), {"fields": ("default_access", "require_allowed_ips_without_expiry")}),
         (_("Notices and retention"), {"fields": ("expiry_notice_days", "usage_retention_days")}),
         (
             _("Legacy API keys"),

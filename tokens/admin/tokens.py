@@ -38,6 +38,7 @@ class TokenAdmin(SecretLookupsRefusedMixin, CredentialColumnsMixin, admin.ModelA
         "expires_at",
         "last_used_at",
         "request_count",
+        "access",
         "pepper_id",
     )
     list_display_links = ("name",)
@@ -46,6 +47,7 @@ class TokenAdmin(SecretLookupsRefusedMixin, CredentialColumnsMixin, admin.ModelA
         ExpiryWindowFilter,
         NeverUsedFilter,
         ExceedsPolicyFilter,
+        "access",
         ("user", admin.RelatedOnlyFieldListFilter),
     )
     list_select_related = ("user",)
@@ -61,9 +63,13 @@ class TokenAdmin(SecretLookupsRefusedMixin, CredentialColumnsMixin, admin.ModelA
     usage_lookup = "token"
     usage_link_text = _("Requests made with this token")
     form = TokenChangeForm
-    add_fieldsets = ((None, {"fields": ("user", "name", "purpose", "expires_at", "nonce")}),)
+    add_fieldsets = (
+        (None, {"fields": ("user", "name", "purpose", "expires_at", "nonce")}),
+        (_("What it can do"), {"fields": ("access", "permissions_text", "allowed_ips_text")}),
+    )
     fieldsets = (
         (None, {"fields": ("name", "purpose", "user", "status_label", "last_characters")}),
+        (_("What it can do"), {"fields": ("access", "permissions_text", "allowed_ips_text")}),
         (
             _("Lifetime"),
             {"fields": ("created_at", "expires_at", "revoked_at", "revoked_by", "expiry_notified_at")},
@@ -116,7 +122,11 @@ class TokenAdmin(SecretLookupsRefusedMixin, CredentialColumnsMixin, admin.ModelA
     def get_form(self, request, obj=None, **kwargs):
         if obj is None:
             kwargs["form"] = self.add_form
-        return super().get_form(request, obj, **kwargs)
+        form = super().get_form(request, obj, **kwargs)
+        if obj is not None:
+            # The same rule as adding: only a superuser may change what somebody else's token can do.
+            form.may_change_limits = request.user.is_superuser or obj.user_id == request.user.pk
+        return form
 
     @admin.display(description=_("status"))
     def status_label(self, obj):
@@ -253,11 +263,17 @@ class TokenAdmin(SecretLookupsRefusedMixin, CredentialColumnsMixin, admin.ModelA
                         actor=request.user,
                         ip=client_ip(request),
                         nonce=data["nonce"],
+                        access=data["access"],
+                        permissions=data["permissions"],
+                        allowed_ips=data["allowed_ips"],
                     )
                 except Token.AlreadyIssued as again:
                     return self._already_issued(request, again.token)
                 except ValidationError as error:
-                    form.add_error(None, error)
+                    fields = {"permissions": "permissions_text", "allowed_ips": "allowed_ips_text"}
+                    for key, messages_ in error.message_dict.items():
+                        key = fields.get(key, key)
+                        form.add_error(key if key in form.fields else None, messages_)
                 else:
                     self.log_addition(request, token, [{"added": {}}])
                     return self._reveal(request, token, plaintext)
@@ -333,5 +349,9 @@ class TokenAdmin(SecretLookupsRefusedMixin, CredentialColumnsMixin, admin.ModelA
                 current.rename(form.cleaned_data["name"], actor=request.user, ip=client_ip(request))
             if "purpose" in form.changed_data:
                 Token.objects.filter(pk=obj.pk).update(purpose=form.cleaned_data["purpose"])
+            changes = form.restriction_changes()
+            if changes:
+                # Through set_restrictions: checked against the owner and the policy, one event per change.
+                current.set_restrictions(**changes, actor=request.user, ip=client_ip(request))
         except ValidationError as error:
             self.message_user(request, " ".join(error.messages), messages.ERROR)

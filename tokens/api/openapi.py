@@ -1,6 +1,6 @@
 """The OpenAPI 3.1 description of /api/, served at /api/openapi.json and checked by tests/test_openapi.py."""
 
-from ..constants import NAME_MAX_LENGTH, PURPOSE_MAX_LENGTH
+from ..constants import MAX_ALLOWED_IPS, NAME_MAX_LENGTH, PURPOSE_MAX_LENGTH, Access
 from ..models import TokenStatus
 
 TIME = {"type": "string", "format": "date-time"}
@@ -22,7 +22,12 @@ def _error(description):
 ERRORS = {
     "400": {"description": "Invalid input; nothing was changed.", "content": _json(_ref("ValidationError"))},
     "401": _error("Missing, malformed, unknown, expired or revoked credentials (RFC 6750 challenge)."),
-    "403": _error("Authenticated, but the owner lacks the permission (insufficient_scope)."),
+    "403": _error(
+        "Authenticated, but refused: the token lacks the permission, or is read-only and the method writes "
+        "(`insufficient_scope`, with `WWW-Authenticate: Bearer realm=\"api\", error=\"insufficient_scope\"` "
+        "and `scope=\"write\"` for the access case), or the token may not be used from the client's address "
+        "(`ip_not_allowed`, the detail names the address seen). Recorded as a refused use."
+    ),
     "404": _error("No such object among the caller's own (other users' ids answer the same)."),
     "405": _error("Method not allowed."),
     "429": _error(
@@ -35,7 +40,8 @@ ERRORS = {
 
 def _responses(ok_code, ok, *codes):
     responses = {ok_code: ok}
-    responses.update({code: ERRORS[code] for code in ("401", "405", "429", "503", *codes)})
+    # 403 everywhere: any token may be bound to addresses, and a read-only one is refused every write.
+    responses.update({code: ERRORS[code] for code in ("401", "403", "405", "429", "503", *codes)})
     return responses
 
 
@@ -57,6 +63,25 @@ PAGE_PARAMETERS = [
     {"name": "page_size", "in": "query", "schema": {"type": "integer", "minimum": 1, "maximum": 100}},
 ]
 ID_PARAMETER = {"name": "id", "in": "path", "required": True, "schema": {"type": "integer", "minimum": 1}}
+
+ACCESS = {
+    "enum": list(Access.values),
+    "description": "`read`: GET, HEAD and OPTIONS only. `read_write`: every method.",
+}
+PERMISSIONS = {
+    "type": ["array", "null"],
+    "items": {"type": "string", "pattern": "^[^.]+[.].+$"},
+    "description": (
+        "null: all of the owner's permissions. Otherwise `app_label.codename` strings, each held by the "
+        "owner when set; at each request the token has those the owner still holds."
+    ),
+}
+ALLOWED_IPS = {
+    "type": "array",
+    "maxItems": MAX_ALLOWED_IPS,
+    "items": {"type": "string", "description": "An IPv4 or IPv6 address or CIDR network."},
+    "description": "[]: any address. Otherwise requests from elsewhere get 403 `ip_not_allowed`.",
+}
 
 SCHEMAS = {
     "Error": {
@@ -94,11 +119,12 @@ SCHEMAS = {
                 "properties": {
                     "auth": {
                         "type": "object",
-                        "required": ["method", "token_id"],
+                        "required": ["method", "token_id", "access"],
                         "properties": {
                             "method": {"enum": ["bearer", "legacy_key", "session"]},
                             "token_id": {"type": ["integer", "null"]},
                             "legacy_key_id": {"type": ["integer", "null"]},
+                            "access": ACCESS,
                         },
                     }
                 },
@@ -110,6 +136,7 @@ SCHEMAS = {
         "required": [
             "id", "name", "purpose", "status", "created_at", "expires_at", "revoked_at", "last_used_at",
             "last_used_ip", "last_used_user_agent", "request_count", "last_characters",
+            "access", "permissions", "allowed_ips",
         ],
         "properties": {
             "id": {"type": "integer"},
@@ -124,6 +151,9 @@ SCHEMAS = {
             "last_used_user_agent": {"type": "string"},
             "request_count": {"type": "integer", "minimum": 0},
             "last_characters": {"type": "string", "description": "The value's last 4 characters."},
+            "access": ACCESS,
+            "permissions": PERMISSIONS,
+            "allowed_ips": ALLOWED_IPS,
         },
     },
     "NewToken": {
@@ -147,13 +177,22 @@ SCHEMAS = {
                 **NULLABLE_TIME,
                 "description": "Omitted: the policy's default lifetime. null: no expiry, where the policy allows it.",
             },
+            "access": {**ACCESS, "description": "Omitted: the policy's default access."},
+            "permissions": {**PERMISSIONS, "description": "Omitted or null: all of the owner's permissions."},
+            "allowed_ips": {**ALLOWED_IPS, "description": "Omitted or []: any address."},
         },
     },
-    "TokenRename": {
+    "TokenUpdate": {
         "type": "object",
-        "required": ["name"],
+        "minProperties": 1,
         "additionalProperties": False,
-        "properties": {"name": {"type": "string", "minLength": 1, "maxLength": NAME_MAX_LENGTH}},
+        "description": "Any of the fields; those left out keep their value. A bad field changes nothing.",
+        "properties": {
+            "name": {"type": "string", "minLength": 1, "maxLength": NAME_MAX_LENGTH},
+            "access": ACCESS,
+            "permissions": PERMISSIONS,
+            "allowed_ips": ALLOWED_IPS,
+        },
     },
     "UsageRecord": {
         "type": "object",
@@ -264,10 +303,15 @@ PATHS = {
             "responses": _responses("200", {"description": "The token.", "content": _json(_ref("Token"))}, "404"),
         },
         "patch": {
-            "operationId": "tokens_rename",
-            "summary": "Rename a token. The value never changes.",
-            "requestBody": {"required": True, "content": _json(_ref("TokenRename"))},
-            "responses": _responses("200", {"description": "Renamed.", "content": _json(_ref("Token"))}, "400", "404")
+            "operationId": "tokens_rename",  # kept from before PATCH took more than the name
+            "summary": (
+                "Rename a token or change its access, permissions or allowed addresses. "
+                "The value never changes."
+            ),
+            "requestBody": {"required": True, "content": _json(_ref("TokenUpdate"))},
+            "responses": _responses(
+                "200", {"description": "Changed.", "content": _json(_ref("Token"))}, "400", "404"
+            )
             | {"413": _error("The body is too large."), "415": _error("The body is not JSON.")},
         },
         "delete": {

@@ -8,6 +8,7 @@ from functools import wraps
 from django.contrib.auth import get_user_model
 from django.core.exceptions import ValidationError
 from django.core.paginator import EmptyPage, Paginator
+from django.db import transaction
 from django.http import HttpResponse, JsonResponse
 from django.shortcuts import get_object_or_404
 from django.urls import reverse
@@ -15,7 +16,7 @@ from django.utils.translation import gettext as _
 from django.views.csrf import csrf_failure as django_csrf_failure
 from django.views.decorators.http import require_GET, require_http_methods
 
-from ..constants import API_PREFIX
+from ..constants import API_PREFIX, Access
 from ..http import client_ip, no_store, own_token_or_404
 from ..models import ExpirationPolicy, Token, TokenStatus, UsageRecord
 from .errors import api_error, forbidden
@@ -53,6 +54,9 @@ def token_json(token):
         "last_used_user_agent": token.last_used_user_agent,
         "request_count": token.request_count,
         "last_characters": token.last_characters,
+        "access": token.access,
+        "permissions": token.permissions,
+        "allowed_ips": token.allowed_ips,
     }
 
 
@@ -184,6 +188,8 @@ def users_me(request):
         "method": auth.method if auth else "session",
         "token_id": auth.id if auth and auth.method == "bearer" else None,
         "legacy_key_id": auth.id if auth and auth.method == "legacy_key" else None,
+        # A session and a legacy key act with the user's full access; a token with its own.
+        "access": auth.access if auth else Access.READ_WRITE,
     }
     return JsonResponse(body)
 
@@ -224,7 +230,9 @@ def tokens_collection(request):
     # A leaked token must not be able to mint more: creating needs a session unless the policy says so.
     if request.auth is not None and not (request.auth.method == "bearer" and policy.bearer_can_create_tokens):
         return forbidden(request, _("Tokens can only be created from a signed-in session."))
-    body = _json_body(request, {"name", "purpose", "expires_at"}, required=("name",))
+    body = _json_body(request, {"name", "purpose", "expires_at", *RESTRICTIONS}, required=("name",))
+    if "access" in body and body["access"] is None:
+        raise ValidationError({"access": _("Use “read” or “read_write”.")})
     if "expires_at" in body:
         expires_at = parse_expiry(body["expires_at"])
     else:
@@ -232,19 +240,35 @@ def tokens_collection(request):
     token, plaintext = Token.objects.issue(
         user=request.user, name=body["name"], purpose=body.get("purpose") or "", expires_at=expires_at,
         ip=client_ip(request), policy=policy,
+        # Omitted: the policy's default access, all of the owner's permissions, any address.
+        access=body.get("access", policy.default_access), permissions=body.get("permissions"),
+        allowed_ips=body.get("allowed_ips"),
     )
     response = no_store(JsonResponse({**token_json(token), "token": plaintext}, status=201))
     response["Location"] = reverse("api-token", args=[token.pk])
     return response
 
 
+RESTRICTIONS = ("access", "permissions", "allowed_ips")
+
+
 @_api_view(["GET", "PATCH", "DELETE"])
 def tokens_detail(request, pk):
-    """Show, rename (PATCH {"name"}) or revoke (DELETE) one of the caller's tokens."""
+    """Show, change (PATCH name, access, permissions, allowed_ips) or revoke (DELETE) one of your tokens."""
     token = own_token_or_404(request, pk)
     if request.method == "PATCH":
-        body = _json_body(request, {"name"}, required=("name",))
-        token.rename(body["name"], actor=request.user, ip=client_ip(request))
+        body = _json_body(request, {"name", *RESTRICTIONS})
+        if not body:
+            raise BadRequest(_("Send at least one of: name, access, permissions, allowed_ips."),
+                             {"non_field_errors": [_("Nothing to change.")]})
+        ip = client_ip(request)
+        # One transaction: a bad field anywhere in the body leaves the name unchanged too.
+        with transaction.atomic():
+            if "name" in body:
+                token.rename(body["name"], actor=request.user, ip=ip)
+            changes = {key: body[key] for key in RESTRICTIONS if key in body}
+            if changes:
+                token.set_restrictions(**changes, actor=request.user, ip=ip)
     elif request.method == "DELETE":
         token.revoke(actor=request.user, ip=client_ip(request))
         return HttpResponse(status=204)

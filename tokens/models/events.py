@@ -27,6 +27,9 @@ class TokenEvent(models.Model):
         FIRST_USED = "first_used", _("first used")
         LEGACY_USED = "legacy_used", _("legacy key used")
         LEGACY_REVOKED = "legacy_revoked", _("legacy key revoked")
+        ACCESS_CHANGED = "access_changed", _("access changed")
+        PERMISSIONS_CHANGED = "permissions_changed", _("permissions changed")
+        ADDRESSES_CHANGED = "addresses_changed", _("allowed addresses changed")
 
     user = models.ForeignKey(
         settings.AUTH_USER_MODEL, verbose_name=_("owner"), on_delete=models.CASCADE, related_name="token_events",

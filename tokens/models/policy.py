@@ -6,7 +6,7 @@ from django.utils import timezone
 from django.utils.translation import gettext_lazy as _
 from django.utils.translation import ngettext
 
-from ..constants import PRESET_CHOICES, PRESETS
+from ..constants import PRESET_CHOICES, PRESETS, Access
 
 
 # Far beyond any sensible token and far below what dates can hold: year 9999 is datetime's last, so a
@@ -112,6 +112,18 @@ class ExpirationPolicy(models.Model):
         blank=True,
         help_text=_("From this moment legacy keys are refused. Sent in the Sunset header."),
     )
+    default_access = models.CharField(
+        verbose_name=_("default access of new tokens"),
+        max_length=10,
+        choices=Access.choices,
+        default=Access.READ_WRITE,
+        help_text=_("Preselected on the create form; used by the API and create_token when none is given."),
+    )
+    require_allowed_ips_without_expiry = models.BooleanField(
+        verbose_name=_("tokens without expiry need an address allow-list"),
+        default=False,
+        help_text=_("On: a token that never expires must name the addresses it may be used from."),
+    )
     updated_at = models.DateTimeField(
         verbose_name=_("updated at"),
         auto_now=True,
@@ -189,6 +201,13 @@ class ExpirationPolicy(models.Model):
         if lifetime > self.maximum_lifetime + timedelta(minutes=1):
             raise ValidationError(
                 {"expires_at": _("The longest lifetime allowed is %(max)s.") % {"max": describe_lifetime(self.maximum_lifetime)}}
+            )
+
+    def check_allowed_ips(self, expires_at, allowed_ips):
+        """Raise ValidationError({"allowed_ips": …}) if the policy needs an allow-list for this token."""
+        if expires_at is None and self.require_allowed_ips_without_expiry and not allowed_ips:
+            raise ValidationError(
+                {"allowed_ips": _("A token without expiry must be limited to the addresses it is used from.")}
             )
 
     def legacy_refusal(self, now=None):

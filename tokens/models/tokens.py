@@ -15,10 +15,15 @@ from ..constants import (
     NAME_MAX_LENGTH,
     PUBLIC_ID_LENGTH,
     PURPOSE_MAX_LENGTH,
+    Access,
 )
 from .base import Credential
 from .events import TokenEvent
 from .policy import ExpirationPolicy
+from .restrictions import clean_access, clean_allowed_ips, clean_permissions, describe_change
+
+# set_restrictions(): a field left out keeps its value.
+UNCHANGED = object()
 
 
 # Unicode categories no name needs and that let one text pass for another in the admin, the Activity
@@ -181,11 +186,16 @@ class AlreadyIssued(Exception):
 
 
 class TokenManager(models.Manager.from_queryset(TokenQuerySet)):
-    def issue(self, *, user, name, purpose="", expires_at, actor=None, ip=None, policy=None, now=None, nonce=None):
+    def issue(
+        self, *, user, name, purpose="", expires_at, actor=None, ip=None, policy=None, now=None, nonce=None,
+        access=None, permissions=None, allowed_ips=None,
+    ):
         """Create a token for *user* under the site policy and return ``(token, plaintext)``.
 
         The plaintext exists only in the return value: only its keyed digest is stored.
-        Raise ValidationError with field errors when the name, purpose or expiry is not allowed.
+        Raise ValidationError with field errors when the name, purpose, expiry, access, permissions or
+        allowed addresses are not allowed. *access* None takes the policy's default; *permissions*
+        None inherits all of the owner's; *allowed_ips* None or ``[]`` allows any address.
         With a one-time *nonce* (from the create form), a second call with the same nonce creates
         nothing and raises AlreadyIssued with the first token: a resubmitted form never makes two.
         """
@@ -203,6 +213,13 @@ class TokenManager(models.Manager.from_queryset(TokenQuerySet)):
             policy = policy or ExpirationPolicy.load()
             policy.check_expiry(user, expires_at, now)
             self.check_name_free(user_id=user.pk, name=name, now=now)
+            access, permissions, allowed_ips = _clean_restrictions(
+                user=user,
+                access=policy.default_access if access is None else access,
+                permissions=permissions,
+                allowed_ips=allowed_ips,
+            )
+            policy.check_allowed_ips(expires_at, allowed_ips)
             active = self.for_user(user).active(now)
             if policy.max_active_tokens is not None and active.count() >= policy.max_active_tokens:
                 raise ValidationError(
@@ -225,6 +242,9 @@ class TokenManager(models.Manager.from_queryset(TokenQuerySet)):
                 digest=parsed.digest,
                 last_characters=credentials.last_characters(plaintext),
                 creation_nonce=nonce,
+                access=access,
+                permissions=permissions,
+                allowed_ips=allowed_ips,
             )
             TokenEvent.objects.create(
                 user=user, token=token, kind=TokenEvent.Kind.CREATED, actor=actor or user, at=now, ip=ip,
@@ -242,6 +262,27 @@ class TokenManager(models.Manager.from_queryset(TokenQuerySet)):
         if token and credentials.matches(parsed, token.digest, token.pepper_id):
             return token
         return None
+
+
+def _clean_restrictions(*, user, access=UNCHANGED, permissions=UNCHANGED, allowed_ips=UNCHANGED):
+    """Clean the given restrictions together; raise one ValidationError naming every bad field."""
+    cleaned, errors = [], {}
+    for field, value, clean in (
+        ("access", access, clean_access),
+        ("permissions", permissions, lambda v: clean_permissions(user, v)),
+        ("allowed_ips", allowed_ips, clean_allowed_ips),
+    ):
+        if value is UNCHANGED:
+            cleaned.append(UNCHANGED)
+            continue
+        try:
+            cleaned.append(clean(value))
+        except ValidationError as error:
+            errors.update(error.message_dict)
+            cleaned.append(None)
+    if errors:
+        raise ValidationError(errors)
+    return cleaned
 
 
 class Token(Credential):
@@ -307,6 +348,31 @@ class Token(Credential):
         blank=True,
         editable=False,
     )
+    # Least privilege. Read from the one lookup row on every request (see auth.py); changed only
+    # through issue() and set_restrictions(), which check them against the owner and the policy.
+    access = models.CharField(
+        verbose_name=_("access"),
+        max_length=10,
+        choices=Access.choices,
+        default=Access.READ_WRITE,
+        help_text=_("Read only: GET, HEAD and OPTIONS; anything else is refused."),
+    )
+    permissions = models.JSONField(
+        verbose_name=_("permissions"),
+        null=True,
+        blank=True,
+        default=None,
+        help_text=_(
+            "Empty: all of the owner's permissions. Otherwise a list of “app_label.codename”; the token "
+            "has those the owner still holds at each request."
+        ),
+    )
+    allowed_ips = models.JSONField(
+        verbose_name=_("allowed client addresses"),
+        default=list,
+        blank=True,
+        help_text=_("IPv4/IPv6 addresses or networks the token may be used from; empty: anywhere."),
+    )
 
     objects = TokenManager()
 
@@ -321,6 +387,7 @@ class Token(Credential):
         constraints = [
             models.CheckConstraint(condition=~Q(name=""), name="token_name_not_empty"),
             models.UniqueConstraint(fields=["user", "creation_nonce"], name="token_creation_nonce_once"),
+            models.CheckConstraint(condition=Q(access__in=Access.values), name="token_access_known"),
         ]
 
     def __str__(self):
@@ -338,6 +405,62 @@ class Token(Credential):
     @property
     def is_active(self):
         return self.status == TokenStatus.ACTIVE
+
+    @property
+    def is_restricted(self):
+        """Return whether the token can do less than its owner (read only, narrowed or address-bound)."""
+        return self.access == Access.READ or self.permissions is not None or bool(self.allowed_ips)
+
+    def set_restrictions(
+        self, *, access=UNCHANGED, permissions=UNCHANGED, allowed_ips=UNCHANGED, actor, ip=None, policy=None
+    ):
+        """Change the access, permissions or allowed addresses; record one event per changed field.
+
+        A field left out keeps its value. Every given value is checked first against the owner's
+        permissions now and the policy: on any error nothing changes. Return the changed field names.
+        """
+        access, permissions, allowed_ips = _clean_restrictions(
+            user=self.user, access=access, permissions=permissions, allowed_ips=allowed_ips
+        )
+        kinds = {
+            "access": TokenEvent.Kind.ACCESS_CHANGED,
+            "permissions": TokenEvent.Kind.PERMISSIONS_CHANGED,
+            "allowed_ips": TokenEvent.Kind.ADDRESSES_CHANGED,
+        }
+        with transaction.atomic():
+            # The row as it is now, locked: the events' "old → new" must describe the real change.
+            # NO KEY: requests' usage INSERTs check their foreign key on this row and must not wait.
+            current = (
+                Token.objects.select_for_update(no_key=True)
+                .filter(pk=self.pk)
+                .values("access", "permissions", "allowed_ips", "expires_at")
+                .get()
+            )
+            given = {"access": access, "permissions": permissions, "allowed_ips": allowed_ips}
+            new = {
+                field: value
+                for field, value in given.items()
+                if value is not UNCHANGED and value != current[field]
+            }
+            if "allowed_ips" in new:
+                policy = policy or ExpirationPolicy.load()
+                policy.check_allowed_ips(current["expires_at"], new["allowed_ips"])
+            if not new:
+                return []
+            Token.objects.filter(pk=self.pk).update(**new)
+            now = timezone.now()
+            TokenEvent.objects.bulk_create(
+                [
+                    TokenEvent(
+                        user_id=self.user_id, token=self, kind=kinds[field], actor=actor, ip=ip, at=now,
+                        detail=describe_change(field, current[field], value),
+                    )
+                    for field, value in new.items()
+                ]
+            )
+        for field, value in new.items():
+            setattr(self, field, value)
+        return list(new)
 
     def rename(self, name, *, actor, ip=None):
         """Change the name (the value never changes) and record the event."""

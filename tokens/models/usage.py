@@ -216,3 +216,4 @@ class ClientAddress(models.Model):
                 fields=["legacy_key", "ip"], condition=Q(legacy_key__isnull=False), name="client_legacy_ip"
             ),
         ]
+
