@@ -24,24 +24,36 @@ def staff(client, staff_user):
     return client
 
 
+LIFETIMES = ("default_lifetime", "minimum_lifetime", "maximum_lifetime")
+
+
 def _policy_form(policy, **changes):
-    """Return the policy change form's POST data for *policy*, with *changes* applied."""
+    """Return the policy change form's POST data for *policy*, with *changes* applied.
+
+    Lifetimes are given as people type them, "30 days"; the form has a number and a unit for each.
+    """
     data = {
-        "default_lifetime": "30 00:00:00",
-        "minimum_lifetime": "0 00:05:00",
-        "maximum_lifetime": "365 00:00:00",
+        "default_lifetime": "30 days",
+        "minimum_lifetime": "5 minutes",
+        "maximum_lifetime": "1 years",
+        "security_level": policy.security_level,
+        "rehearsal_level": policy.rehearsal_level,
+        "brownouts-TOTAL_FORMS": "0",
+        "brownouts-INITIAL_FORMS": "0",
         "no_expiry_allowed_for": policy.no_expiry_allowed_for,
         "presets": list(policy.presets),
         "max_active_tokens": "",
         "expiry_notice_days": str(policy.expiry_notice_days),
         "usage_retention_days": str(policy.usage_retention_days),
-        "legacy_keys_accepted": "on",
         "legacy_deprecated_at_0": "2026-01-01",
         "legacy_deprecated_at_1": "00:00:00",
         "legacy_sunset_at_0": "",
         "legacy_sunset_at_1": "",
     }
     data.update(changes)
+    for name in LIFETIMES:
+        if name in data:
+            data[f"{name}_0"], data[f"{name}_1"] = data.pop(name).split(" ", 1)
     return {key: value for key, value in data.items() if value is not None}
 
 
@@ -85,17 +97,17 @@ def test_the_policy_page_groups_its_fields_with_help_texts(staff, policy):
     "changes, field, message",
     [
         (
-            {"minimum_lifetime": "2 00:00:00", "default_lifetime": "1 00:00:00"},
+            {"minimum_lifetime": "2 days", "default_lifetime": "1 days"},
             "default_lifetime",
             "The default lifetime must lie between the minimum and the maximum.",
         ),
         (
-            {"maximum_lifetime": "0 00:01:00"},
+            {"maximum_lifetime": "1 minutes"},
             "maximum_lifetime",
             "The maximum lifetime must not be shorter than the minimum.",
         ),
         (
-            {"maximum_lifetime": "30 00:00:00"},
+            {"maximum_lifetime": "30 days"},
             "presets",
             "Every preset must lie between the minimum and the maximum lifetime.",
         ),
@@ -121,7 +133,7 @@ def test_a_consistent_policy_is_saved_and_existing_tokens_are_left_alone(staff, 
         POLICY_URL,
         _policy_form(
             policy,
-            maximum_lifetime="90 00:00:00",
+            maximum_lifetime="90 days",
             presets=["1h", "1d", "7d", "30d", "90d"],
             max_active_tokens="5",
         ),

@@ -4,7 +4,8 @@ This is the hot path of every API call, so it is written for cost:
 
 * shape and signature are checked first, with no query (``credentials.parse``);
 * a well-formed token costs one indexed raw SELECT that brings the owner along;
-* a legacy key costs one raw SELECT that brings the owner and the policy along;
+* a legacy key costs one raw SELECT that brings the owner, the policy and the end of the brownout
+  window open now (if any) along; the cutover rule (``cutover_verdict``) then decides without a query;
 * on a kept PostgreSQL connection that lookup is also the health check (see ``_fetch``).
 
 Nothing is cached between requests: a revoked token, an expired token, a deactivated owner or a
@@ -13,7 +14,7 @@ changed policy is seen by the very next request on every process and node.
 
 import re
 from dataclasses import dataclass
-from datetime import UTC
+from datetime import UTC, datetime
 from functools import lru_cache
 
 from django.contrib.auth import get_user_model
@@ -24,9 +25,9 @@ from django.utils.translation import gettext as _
 
 from . import credentials
 from .constants import LEGACY_KEY_HEADER, TOKEN_PREFIX
-from .models import ExpirationPolicy, LegacyApiKey, Token
+from .models import BrownoutWindow, ExpirationPolicy, LegacyApiKey, Token
 from .models.legacy import clean_legacy_key
-from .models.policy import legacy_refusal
+from .models.policy import cutover_verdict
 
 
 _BEARER_RE = re.compile(r"[Bb][Ee][Aa][Rr][Ee][Rr][ \t]+(\S+)")
@@ -56,10 +57,15 @@ class Authentication:
     deprecated_at: object = None  # legacy keys only
     sunset_at: object = None
     last_used_at: object = None
+    # Served, but the rehearsed security level would refuse it (recorded with the use).
+    would_refuse: bool = False
 
 
 def _aware(value):
-    # SQLite hands back naive UTC datetimes from a raw cursor; PostgreSQL aware ones.
+    # SQLite hands back naive UTC datetimes from a raw cursor (text for an aggregate, which has no
+    # declared type); PostgreSQL aware ones.
+    if isinstance(value, str):
+        value = datetime.fromisoformat(value)
     if value is not None and value.tzinfo is None:
         return value.replace(tzinfo=UTC)
     return value
@@ -98,7 +104,9 @@ def _legacy_sql(vendor, n_digests):
     placeholders = ", ".join(["%s"] * n_digests)
     return (
         "SELECT k.id, k.digest, k.pepper_id, k.revoked_at, k.last_used_at, "
-        "p.legacy_keys_accepted, p.legacy_deprecated_at, p.legacy_sunset_at, "
+        "p.security_level, p.rehearsal_level, p.legacy_deprecated_at, p.legacy_sunset_at, "
+        # The brownout open now: a range scan of the few windows not yet over (index brownout_ends).
+        f"(SELECT MAX(b.ends_at) FROM {_table(BrownoutWindow)} b WHERE b.ends_at > %s AND b.starts_at <= %s), "
         f"{user_sql} FROM {_table(LegacyApiKey)} k JOIN {_table(User)} u ON u.id = k.user_id "
         f"JOIN {_table(ExpirationPolicy)} p ON p.id = 1 WHERE k.digest IN ({placeholders})"
     )
@@ -164,20 +172,22 @@ def authenticate_bearer(value):
     return credential
 
 
-def authenticate_legacy(key):
-    """Return the Authentication for legacy API key *key*, or raise AuthError."""
+def authenticate_legacy(key, *, now=None):
+    """Return the Authentication for legacy API key *key* at *now*, or raise AuthError."""
     try:
         clean_legacy_key(key)
     except ValidationError:
         raise AuthError(_("The API key is malformed."), legacy=True) from None
     digests = credentials.legacy_digests(key)
-    rows = _fetch(_legacy_sql(connection.vendor, len(digests)), list(digests.values()))
+    now = now or timezone.now()
+    moment = connection.ops.adapt_datetimefield_value(now)
+    rows = _fetch(_legacy_sql(connection.vendor, len(digests)), [moment, moment, *digests.values()])
     row = next((r for r in rows if digests.get(r[2]) == r[1]), None)
     if row is None:
         raise AuthError(_("The API key is not valid. Use a bearer token (Authorization: Bearer <token>)."),
                         legacy=True)
-    key_id, _digest, _pepper, revoked_at, last_used_at, accepted, deprecated_at, sunset_at = row[:8]
-    user = _build_user(row[8:])
+    key_id, _digest, _pepper, revoked_at, last_used_at, level, rehearsal, deprecated_at, sunset_at, brownout = row[:10]
+    user = _build_user(row[10:])
     credential = Authentication(
         "legacy_key", key_id, user, first_use=last_used_at is None,
         deprecated_at=_aware(deprecated_at), sunset_at=_aware(sunset_at), last_used_at=_aware(last_used_at),
@@ -185,9 +195,13 @@ def authenticate_legacy(key):
     if revoked_at is not None:
         raise AuthError(_("The API key has been revoked. Use a bearer token (Authorization: Bearer <token>)."),
                         credential=credential)
-    refusal = legacy_refusal(accepted=accepted, sunset_at=credential.sunset_at)
-    if refusal is not None:
-        raise AuthError(str(refusal), credential=credential)
+    verdict = cutover_verdict(
+        method="legacy_key", security_level=level, rehearsal_level=rehearsal, sunset_at=credential.sunset_at,
+        brownout_ends_at=_aware(brownout), now=now,
+    )
+    if verdict.refusal is not None:
+        raise AuthError(str(verdict.refusal), credential=credential)
+    credential.would_refuse = verdict.would_refuse
     if not user.is_active:
         raise AuthError(_("The API key's owner is deactivated."), credential=credential)
     newest = credentials.peppers()[0].id

@@ -13,7 +13,7 @@ from .api.errors import api_error, service_unavailable, unauthorized
 from .auth import AuthError, authenticate
 from .constants import API_PREFIX, MIGRATION_GUIDE_PATH
 from .http import client_ip
-from .models import TokenEvent, UsageRecord
+from .models import ExpirationPolicy, RehearsedSessionRequest, TokenEvent, UsageRecord
 
 log = logging.getLogger(__name__)
 
@@ -56,6 +56,7 @@ class ApiAuthenticationMiddleware:
             return self.get_response(request)
         started = time.perf_counter()
         request.auth = None
+        session_verdict = None
         try:
             credential = authenticate(request)
         except AuthError as refusal:
@@ -82,9 +83,18 @@ class ApiAuthenticationMiddleware:
                 return service_unavailable()
             if not signed_in:
                 return unauthorized(_("Authentication credentials were not provided."))
+            # A browser session: the security level decides (one query, for session requests only).
+            try:
+                session_verdict = ExpirationPolicy.session_verdict()
+            except DatabaseError:
+                return service_unavailable()
+            if session_verdict.refusal is not None:
+                return unauthorized(session_verdict.refusal)
 
         response = self._as_json_error(self.get_response(request))
         if credential is None:
+            if session_verdict is not None and session_verdict.would_refuse:
+                return self._record_rehearsed_session(request, response)
             return response
         return self._finish(request, credential, response, started, accepted=True)
 
@@ -107,6 +117,7 @@ class ApiAuthenticationMiddleware:
                 ip=ip,
                 user_agent=request.META.get("HTTP_USER_AGENT", ""),
                 duration_ms=(time.perf_counter() - started) * 1000,
+                would_refuse=accepted and credential.would_refuse,
             )
             if accepted:
                 self._first_events(credential, now, ip)
@@ -114,6 +125,19 @@ class ApiAuthenticationMiddleware:
             log.error("usage record could not be written")
             # An accepted request that cannot be recorded is not served; a refusal stays a refusal.
             return service_unavailable() if accepted else response
+        return response
+
+    @staticmethod
+    def _record_rehearsed_session(request, response):
+        """Record a session request the rehearsed ``bearer_only`` would refuse; return the response."""
+        try:
+            RehearsedSessionRequest.objects.record(
+                user_id=request.user.pk, at=timezone.now(), method=request.method, path=request.path,
+                ip=client_ip(request), user_agent=request.META.get("HTTP_USER_AGENT", ""),
+            )
+        except DatabaseError:
+            log.error("rehearsal record could not be written")
+            return service_unavailable()
         return response
 
     @staticmethod

@@ -20,6 +20,7 @@ from .charts import daily_chart
 from .constants import MIGRATION_GUIDE_PATH
 from .forms import TokenCreateForm, TokenRenameForm
 from .models import (
+    BrownoutWindow,
     ClientAddress,
     DailyUsage,
     ExpirationPolicy,
@@ -29,6 +30,7 @@ from .models import (
     TokenStatus,
     UsageRecord,
 )
+from .models.policy import SecurityLevel
 
 TOKENS_PER_PAGE = 20
 EVENTS_PER_PAGE = 25
@@ -92,10 +94,14 @@ def _legacy_notice(user):
     if not keys:
         return {"legacy_keys": []}
     policy = ExpirationPolicy.load()
+    now = timezone.now()
     return {
         "legacy_keys": keys,
         "legacy_sunset_at": policy.legacy_sunset_at,
-        "legacy_accepted": policy.legacy_refusal() is None,
+        "legacy_accepted": policy.level_in_force(now) == SecurityLevel.COMPATIBILITY,
+        # Scheduled brownouts still to come (or under way), so owners can watch their clients in them.
+        "brownouts": list(BrownoutWindow.objects.upcoming(now)[:10]),
+        "now": now,
         "migration_guide_url": MIGRATION_GUIDE_PATH,
     }
 

@@ -1,7 +1,18 @@
 from .events import TokenEvent
 from .legacy import LegacyApiKey
-from .policy import ExpirationPolicy
+from .policy import BrownoutWindow, ExpirationPolicy, RehearsedSessionRequest
 from .tokens import Token, TokenStatus
 from .usage import ClientAddress, DailyUsage, UsageRecord
 
-__all__ = ["ClientAddress", "DailyUsage", "ExpirationPolicy", "LegacyApiKey", "Token", "TokenEvent", "TokenStatus", "UsageRecord"]
+__all__ = [
+    "BrownoutWindow",
+    "ClientAddress",
+    "DailyUsage",
+    "ExpirationPolicy",
+    "LegacyApiKey",
+    "RehearsedSessionRequest",
+    "Token",
+    "TokenEvent",
+    "TokenStatus",
+    "UsageRecord",
+]
