@@ -273,12 +273,11 @@ class LegacyApiKeyAdmin(CredentialColumnsMixin, ReadOnlyAdmin):
         if report.owners:
             self.message_user(
                 request,
-                ngettext(
-                    "Mailed %(owners)d owner about %(keys)d legacy key.",
-                    "Mailed %(owners)d owners about %(keys)d legacy keys.",
-                    report.owners,
-                )
-                % {"owners": report.owners, "keys": report.keys},
+                _("Mailed %(owners)s about %(keys)s.")
+                % {
+                    "owners": ngettext("%(n)d owner", "%(n)d owners", report.owners) % {"n": report.owners},
+                    "keys": ngettext("%(n)d legacy key", "%(n)d legacy keys", report.keys) % {"n": report.keys},
+                },
                 messages.SUCCESS,
             )
         else:
