@@ -14,7 +14,14 @@ from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 
 from tokens.auth import AuthError, authenticate_legacy
-from tokens.models import BrownoutWindow, ExpirationPolicy, LegacyApiKey, RehearsedSessionRequest, TokenEvent, UsageRecord
+from tokens.models import (
+    BrownoutWindow,
+    ExpirationPolicy,
+    LegacyApiKey,
+    RehearsedSessionRequest,
+    TokenEvent,
+    UsageRecord,
+)
 
 from .conftest import bearer
 
@@ -54,7 +61,9 @@ def _legacy(client, key=ALICE_KEY, **extra):
         ("bearer_only", {"bearer": 200, "legacy_key": 401, "session": 401}),
     ],
 )
-def test_each_security_level_admits_exactly_the_methods_it_names(client, user, issued, alice_key, level, expected):
+def test_each_security_level_admits_exactly_the_methods_it_names(
+    client, user, issued, alice_key, level, expected
+):
     _set_policy(security_level=level)
     _token, value = issued
     seen = {
@@ -104,12 +113,16 @@ def test_a_high_rehearsal_refuses_nothing_and_counts_exactly_the_legacy_requests
 ):
     ExpirationPolicy.objects.filter(pk=1).update(rehearsal_level="high", rehearsal_started_at=timezone.now())
     _token, value = issued
-    answers = [_legacy(client, HTTP_USER_AGENT="old-cron/1.0", REMOTE_ADDR="198.51.100.4").status_code
-               for _ in range(3)]
+    answers = [
+        _legacy(client, HTTP_USER_AGENT="old-cron/1.0", REMOTE_ADDR="198.51.100.4").status_code
+        for _ in range(3)
+    ]
     answers += [client.get("/api/users/me", **bearer(value)).status_code for _ in range(2)]
     assert answers == [200] * 5
     assert UsageRecord.objects.filter(would_refuse=True).count() == 3
-    assert set(UsageRecord.objects.filter(would_refuse=True).values_list("legacy_key_id", flat=True)) == {alice_key.pk}
+    assert set(UsageRecord.objects.filter(would_refuse=True).values_list("legacy_key_id", flat=True)) == {
+        alice_key.pk
+    }
     client.force_login(staff_user)
     page = client.get(OVERVIEW)
     report = page.context["rehearsal"]
@@ -122,8 +135,12 @@ def test_a_high_rehearsal_refuses_nothing_and_counts_exactly_the_legacy_requests
     assert "Nothing would break" not in page.content.decode()
 
 
-def test_a_bearer_only_rehearsal_also_counts_browser_sessions_on_the_api_and_serves_them(client, user, policy):
-    ExpirationPolicy.objects.filter(pk=1).update(rehearsal_level="bearer_only", rehearsal_started_at=timezone.now())
+def test_a_bearer_only_rehearsal_also_counts_browser_sessions_on_the_api_and_serves_them(
+    client, user, policy
+):
+    ExpirationPolicy.objects.filter(pk=1).update(
+        rehearsal_level="bearer_only", rehearsal_started_at=timezone.now()
+    )
     client.force_login(user)
     assert [client.get("/api/users/me").status_code for _ in range(2)] == [200, 200]
     assert RehearsedSessionRequest.objects.filter(user=user).count() == 2
@@ -132,7 +149,9 @@ def test_a_bearer_only_rehearsal_also_counts_browser_sessions_on_the_api_and_ser
     assert RehearsedSessionRequest.objects.count() == 2
 
 
-def test_the_overview_says_nothing_would_break_when_the_rehearsal_found_no_refusal(client, staff_user, issued):
+def test_the_overview_says_nothing_would_break_when_the_rehearsal_found_no_refusal(
+    client, staff_user, issued
+):
     ExpirationPolicy.objects.filter(pk=1).update(rehearsal_level="high", rehearsal_started_at=timezone.now())
     client.get("/api/users/me", **bearer(issued[1]))
     client.force_login(staff_user)
@@ -160,7 +179,9 @@ def test_a_brownout_refuses_legacy_keys_inside_its_window_to_the_second(alice_ke
         )
 
 
-def test_during_a_brownout_the_api_answers_401_for_keys_and_keeps_serving_bearer_tokens(client, issued, alice_key):
+def test_during_a_brownout_the_api_answers_401_for_keys_and_keeps_serving_bearer_tokens(
+    client, issued, alice_key
+):
     now = timezone.now()
     _window(now - timedelta(minutes=1), now + timedelta(minutes=10))
     response = _legacy(client)
@@ -182,8 +203,12 @@ def keys_in_use(user, other_user, make_user, policy):
     bob_old = LegacyApiKey.objects.import_key(user=other_user, key=BOB_KEY)[0]
     carol = make_user("carol")
     carol_revoked = LegacyApiKey.objects.import_key(user=carol, key="carol-legacy-key-0001")[0]
-    LegacyApiKey.objects.filter(pk=alice_a.pk).update(last_used_at=now - timedelta(hours=2), last_used_ip="203.0.113.9")
-    LegacyApiKey.objects.filter(pk=alice_b.pk).update(last_used_at=now - timedelta(days=29), last_used_ip="203.0.113.10")
+    LegacyApiKey.objects.filter(pk=alice_a.pk).update(
+        last_used_at=now - timedelta(hours=2), last_used_ip="203.0.113.9"
+    )
+    LegacyApiKey.objects.filter(pk=alice_b.pk).update(
+        last_used_at=now - timedelta(days=29), last_used_ip="203.0.113.10"
+    )
     LegacyApiKey.objects.filter(pk=bob_old.pk).update(last_used_at=now - timedelta(days=31))
     LegacyApiKey.objects.filter(pk=carol_revoked.pk).update(last_used_at=now, revoked_at=now)
     _set_policy(legacy_sunset_at=datetime(2031, 9, 1, tzinfo=UTC))
@@ -200,8 +225,15 @@ def test_the_owners_of_keys_used_in_the_last_30_days_are_mailed_once_a_day(clien
     assert [m.to for m in mail.outbox] == [["alice@example.com"]]
     body = mail.outbox[0].body
     for needle in (
-        f"Legacy key #{alice_a.pk}", f"Legacy key #{alice_b.pk}", "203.0.113.9", "203.0.113.10",
-        "2031-09-01 00:00", "2031-05-04 10:00", "first brownout", "Authorization: Bearer", "/docs/migration/",
+        f"Legacy key #{alice_a.pk}",
+        f"Legacy key #{alice_b.pk}",
+        "203.0.113.9",
+        "203.0.113.10",
+        "2031-09-01 00:00",
+        "2031-05-04 10:00",
+        "first brownout",
+        "Authorization: Bearer",
+        "/docs/migration/",
     ):
         assert needle in body
     assert ALICE_KEY not in body and "second-alice-legacy-key" not in body

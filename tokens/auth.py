@@ -29,7 +29,6 @@ from .models import BrownoutWindow, ExpirationPolicy, LegacyApiKey, Token
 from .models.legacy import clean_legacy_key
 from .models.policy import cutover_verdict
 
-
 _BEARER_RE = re.compile(r"[Bb][Ee][Aa][Rr][Ee][Rr][ \t]+(\S+)")
 
 
@@ -106,7 +105,8 @@ def _legacy_sql(vendor, n_digests):
         "SELECT k.id, k.digest, k.pepper_id, k.revoked_at, k.last_used_at, "
         "p.security_level, p.rehearsal_level, p.legacy_deprecated_at, p.legacy_sunset_at, "
         # The brownout open now: a range scan of the few windows not yet over (index brownout_ends).
-        f"(SELECT MAX(b.ends_at) FROM {_table(BrownoutWindow)} b WHERE b.ends_at > %s AND b.starts_at <= %s), "
+        f"(SELECT MAX(b.ends_at) FROM {_table(BrownoutWindow)} b "
+        "WHERE b.ends_at > %s AND b.starts_at <= %s), "
         f"{user_sql} FROM {_table(LegacyApiKey)} k JOIN {_table(User)} u ON u.id = k.user_id "
         f"JOIN {_table(ExpirationPolicy)} p ON p.id = 1 WHERE k.digest IN ({placeholders})"
     )
@@ -186,7 +186,8 @@ def authenticate_legacy(key, *, now=None):
     if row is None:
         raise AuthError(_("The API key is not valid. Use a bearer token (Authorization: Bearer <token>)."),
                         legacy=True)
-    key_id, _digest, _pepper, revoked_at, last_used_at, level, rehearsal, deprecated_at, sunset_at, brownout = row[:10]
+    key_id, _digest, _pepper, revoked_at, last_used_at = row[:5]
+    level, rehearsal, deprecated_at, sunset_at, brownout = row[5:10]
     user = _build_user(row[10:])
     credential = Authentication(
         "legacy_key", key_id, user, first_use=last_used_at is None,

@@ -61,7 +61,7 @@ class LifetimeField(forms.MultiValueField):
         if not data_list:
             return None
         number, unit = data_list
-        delta = dict((key, delta) for key, _label, delta in LIFETIME_UNITS)[unit]
+        delta = {key: delta for key, _label, delta in LIFETIME_UNITS}[unit]
         if number * delta > LIFETIME_LIMIT:
             raise ValidationError(_("A lifetime can be at most 100 years."), code="too_long")
         return number * delta
@@ -87,7 +87,9 @@ class ExpirationPolicyForm(forms.ModelForm):
             "maximum_lifetime": LifetimeField,
         }
         help_texts = {
-            "default_lifetime": _("Preselected on the create form and used by the API when no expiry is given."),
+            "default_lifetime": _(
+                "Preselected on the create form and used by the API when no expiry is given."
+            ),
             "minimum_lifetime": _("The shortest lifetime a token may be given."),
             "maximum_lifetime": _(
                 "The longest lifetime a token may be given. Lowering it never changes existing tokens: "

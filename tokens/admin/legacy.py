@@ -10,9 +10,9 @@ from django.shortcuts import redirect
 from django.template.response import TemplateResponse
 from django.urls import path, reverse
 from django.utils import timezone
+from django.utils.decorators import method_decorator
 from django.utils.translation import gettext_lazy as _
 from django.utils.translation import ngettext, ngettext_lazy
-from django.utils.decorators import method_decorator
 from django.views.decorators.http import require_POST
 
 from ..charts import daily_chart
@@ -83,10 +83,17 @@ def rehearsal_report(policy, now=None):
     for rows in (legacy, sessions):
         for row in rows.annotate(day=TruncDate("at")).values("day").annotate(n=Count("pk")):
             per_day[row["day"]] = per_day.get(row["day"], 0) + row["n"]
-    days = [now.date() - timedelta(days=MIGRATION_WINDOW_DAYS - 1 - i) for i in range(MIGRATION_WINDOW_DAYS)]
+    first = now.date() - timedelta(days=MIGRATION_WINDOW_DAYS - 1)
+    days = [first + timedelta(days=i) for i in range(MIGRATION_WINDOW_DAYS)]
     chart = daily_chart(
         days,
-        [(_("requests the rehearsed level would refuse"), "series-refused", [per_day.get(d, 0) for d in days])],
+        [
+            (
+                _("requests the rehearsed level would refuse"),
+                "series-refused",
+                [per_day.get(d, 0) for d in days],
+            )
+        ],
         title=_("Requests the rehearsed level would refuse, per day"),
         chart_id="rehearsal-chart",
     )
@@ -105,7 +112,13 @@ def rehearsal_report(policy, now=None):
         for row in rows.values("ip", "user_agent").annotate(requests=Count("pk"), last=Max("at")):
             entry = clients.setdefault(
                 (row["ip"], row["user_agent"]),
-                {"ip": row["ip"], "user_agent": row["user_agent"], "requests": 0, "last": row["last"], "kinds": []},
+                {
+                    "ip": row["ip"],
+                    "user_agent": row["user_agent"],
+                    "requests": 0,
+                    "last": row["last"],
+                    "kinds": [],
+                },
             )
             entry["requests"] += row["requests"]
             entry["last"] = max(entry["last"], row["last"])
@@ -275,14 +288,17 @@ class LegacyApiKeyAdmin(CredentialColumnsMixin, ReadOnlyAdmin):
                 request,
                 _("Mailed %(owners)s about %(keys)s.")
                 % {
-                    "owners": ngettext("%(n)d owner", "%(n)d owners", report.owners) % {"n": report.owners},
-                    "keys": ngettext("%(n)d legacy key", "%(n)d legacy keys", report.keys) % {"n": report.keys},
+                    "owners": ngettext("%(n)d owner", "%(n)d owners", report.owners)
+                    % {"n": report.owners},
+                    "keys": ngettext("%(n)d legacy key", "%(n)d legacy keys", report.keys)
+                    % {"n": report.keys},
                 },
                 messages.SUCCESS,
             )
         else:
-            self.message_user(request, _("Nobody new to mail: every owner in use was already mailed today."),
-                              messages.INFO)
+            self.message_user(
+                request, _("Nobody new to mail: every owner in use was already mailed today."), messages.INFO
+            )
         if report.without_email:
             self.message_user(
                 request,
@@ -293,7 +309,8 @@ class LegacyApiKeyAdmin(CredentialColumnsMixin, ReadOnlyAdmin):
         if report.failed:
             self.message_user(
                 request,
-                _("Could not mail: %(names)s. Check EMAIL_URL and send again.") % {"names": ", ".join(report.failed)},
+                _("Could not mail: %(names)s. Check EMAIL_URL and send again.")
+                % {"names": ", ".join(report.failed)},
                 messages.ERROR,
             )
         return redirect(reverse("admin:tokens_legacyapikey_migration"))

@@ -84,7 +84,8 @@ class ExpirationPolicyAdmin(admin.ModelAdmin):
             return "-"
         numbers = transition_numbers(obj)
         return format_html(
-            '<dl class="transition-numbers"><dt>{}</dt><dd>{}</dd><dt>{}</dt><dd>{}</dd><dt>{}</dt><dd>{}</dd></dl>'
+            '<dl class="transition-numbers">'
+            "<dt>{}</dt><dd>{}</dd><dt>{}</dt><dd>{}</dd><dt>{}</dt><dd>{}</dd></dl>"
             '<p><a href="{}">{}</a></p>',
             _("Level in force"),
             numbers["level_label"],

@@ -60,7 +60,7 @@ class LegacyApiKeyQuerySet(models.QuerySet):
 
 class LegacyApiKeyManager(models.Manager.from_queryset(LegacyApiKeyQuerySet)):
     def notify_owners(self, *, actor, now=None):
-        """Mail every owner of an active key used in the last 30 days about the cutover; return a NoticeReport.
+        """Mail every owner of an active key used in the last 30 days about the cutover; return a report.
 
         One mail per owner, naming each key by id (never its value) with its last use, the sunset date,
         the brownout windows still to come and how to migrate. A key is mailed at most once a day: its
@@ -94,10 +94,11 @@ class LegacyApiKeyManager(models.Manager.from_queryset(LegacyApiKeyQuerySet)):
             if not claimed:
                 continue
             try:
-                subject = render_to_string("email/legacy_cutover_subject.txt", {"user": user, **context}).strip()
-                body = render_to_string("email/legacy_cutover.txt", {"user": user, "keys": claimed, **context})
+                mail_context = {"user": user, "keys": claimed, **context}
+                subject = render_to_string("email/legacy_cutover_subject.txt", mail_context).strip()
+                body = render_to_string("email/legacy_cutover.txt", mail_context)
                 send_mail(subject, body, None, [user.email])
-            except Exception as error:  # noqa: BLE001 - whatever failed, the owner was not mailed
+            except Exception as error:
                 # Give the claims back, so the next click tries this owner again.
                 TokenEvent.objects.filter(
                     kind=TokenEvent.Kind.LEGACY_NOTIFIED, legacy_key__in=claimed, detail=day

@@ -78,14 +78,19 @@ def cutover_verdict(*, method, security_level, rehearsal_level, sunset_at, brown
         if sunset_at is not None and now >= sunset_at:
             return Verdict(_("Legacy API keys reached their sunset. "
                              "Use a bearer token (Authorization: Bearer <token>)."))
-        return Verdict(_("Legacy API keys are switched off. Use a bearer token (Authorization: Bearer <token>)."))
+        return Verdict(
+            _("Legacy API keys are switched off. Use a bearer token (Authorization: Bearer <token>).")
+        )
     if method == "legacy_key" and brownout_ends_at is not None:
         # Scheduled brownout: refused as under "high", with the two dates the client's owner needs.
         final = (_("They stop for good at %(at)s.") % {"at": _utc(sunset_at)} if sunset_at is not None
                  else _("The date they stop for good is not set yet."))
         return Verdict(
-            _("Legacy API keys are refused during a scheduled brownout until %(end)s. %(final)s "
-              "Use a bearer token (Authorization: Bearer <token>).") % {"end": _utc(brownout_ends_at), "final": final}
+            _(
+                "Legacy API keys are refused during a scheduled brownout until %(end)s. %(final)s "
+                "Use a bearer token (Authorization: Bearer <token>)."
+            )
+            % {"end": _utc(brownout_ends_at), "final": final}
         )
     return Verdict(would_refuse=_RANK[rehearsal_level] >= rank)
 
@@ -164,7 +169,9 @@ class ExpirationPolicy(models.Model):
         max_length=20,
         choices=RehearsalLevel.choices,
         default=RehearsalLevel.NONE,
-        help_text=_("Requests this level would refuse are still served, and counted on the migration overview."),
+        help_text=_(
+            "Requests this level would refuse are still served, and counted on the migration overview."
+        ),
     )
     rehearsal_started_at = models.DateTimeField(
         verbose_name=_("rehearsal started at"),
@@ -328,7 +335,8 @@ class ExpirationPolicy(models.Model):
         added = [w for w in after["brownouts"] if w not in before["brownouts"]]
         for sign, windows in (("-", removed), ("+", added)):
             for starts_at, ends_at, note in windows:
-                events.append((Kind.BROWNOUT_CHANGED, f"{sign} {text(starts_at)} – {text(ends_at)} {note}"[:255]))
+                detail = f"{sign} {text(starts_at)} – {text(ends_at)} {note}".strip()[:255]
+                events.append((Kind.BROWNOUT_CHANGED, detail))
         TokenEvent.objects.bulk_create(
             [TokenEvent(user_id=actor.pk, actor_id=actor.pk, kind=kind, at=now, detail=detail)
              for kind, detail in events]
@@ -340,7 +348,8 @@ class ExpirationPolicy(models.Model):
         if self.pk is not None:
             previous = type(self).objects.filter(pk=self.pk).values_list("rehearsal_level", flat=True).first()
             if previous is not None and previous != self.rehearsal_level:
-                self.rehearsal_started_at = timezone.now() if self.rehearsal_level != RehearsalLevel.NONE else None
+                rehearsing = self.rehearsal_level != RehearsalLevel.NONE
+                self.rehearsal_started_at = timezone.now() if rehearsing else None
         super().save(*args, **kwargs)
 
 
@@ -375,7 +384,9 @@ class BrownoutWindow(models.Model):
         verbose_name_plural = _("brownout windows")
         ordering = ("starts_at",)
         constraints = [
-            models.CheckConstraint(condition=models.Q(ends_at__gt=models.F("starts_at")), name="brownout_ends_after_start"),
+            models.CheckConstraint(
+                condition=models.Q(ends_at__gt=models.F("starts_at")), name="brownout_ends_after_start"
+            ),
         ]
         # The legacy-key lookup asks for the window open now: windows not yet over, by their end.
         indexes = [models.Index(fields=["ends_at", "starts_at"], name="brownout_ends")]
