@@ -6,7 +6,7 @@ from datetime import timedelta
 import pytest
 from django.utils import timezone
 
-from tokens.models import ExpirationPolicy, LegacyApiKey, Token, TokenEvent, UsageRecord
+from tokens.models import BrownoutWindow, ExpirationPolicy, LegacyApiKey, Token, TokenEvent, UsageRecord
 
 from .conftest import bearer
 
@@ -24,18 +24,27 @@ def staff(client, staff_user):
     return client
 
 
+LIFETIMES = ("default_lifetime", "minimum_lifetime", "maximum_lifetime")
+
+
 def _policy_form(policy, **changes):
-    """Return the policy change form's POST data for *policy*, with *changes* applied."""
+    """Return the policy change form's POST data for *policy*, with *changes* applied.
+
+    Lifetimes are given as people type them, "30 days"; the form has a number and a unit for each.
+    """
     data = {
-        "default_lifetime": "30 00:00:00",
-        "minimum_lifetime": "0 00:05:00",
-        "maximum_lifetime": "365 00:00:00",
+        "default_lifetime": "30 days",
+        "minimum_lifetime": "5 minutes",
+        "maximum_lifetime": "1 years",
+        "security_level": policy.security_level,
+        "rehearsal_level": policy.rehearsal_level,
+        "brownouts-TOTAL_FORMS": "0",
+        "brownouts-INITIAL_FORMS": "0",
         "no_expiry_allowed_for": policy.no_expiry_allowed_for,
         "presets": list(policy.presets),
         "max_active_tokens": "",
         "expiry_notice_days": str(policy.expiry_notice_days),
         "usage_retention_days": str(policy.usage_retention_days),
-        "legacy_keys_accepted": "on",
         "legacy_deprecated_at_0": "2026-01-01",
         "legacy_deprecated_at_1": "00:00:00",
         "legacy_sunset_at_0": "",
@@ -43,6 +52,9 @@ def _policy_form(policy, **changes):
         "default_access": policy.default_access,
     }
     data.update(changes)
+    for name in LIFETIMES:
+        if name in data:
+            data[f"{name}_0"], data[f"{name}_1"] = data.pop(name).split(" ", 1)
     return {key: value for key, value in data.items() if value is not None}
 
 
@@ -86,17 +98,17 @@ def test_the_policy_page_groups_its_fields_with_help_texts(staff, policy):
     "changes, field, message",
     [
         (
-            {"minimum_lifetime": "2 00:00:00", "default_lifetime": "1 00:00:00"},
+            {"minimum_lifetime": "2 days", "default_lifetime": "1 days"},
             "default_lifetime",
             "The default lifetime must lie between the minimum and the maximum.",
         ),
         (
-            {"maximum_lifetime": "0 00:01:00"},
+            {"maximum_lifetime": "1 minutes"},
             "maximum_lifetime",
             "The maximum lifetime must not be shorter than the minimum.",
         ),
         (
-            {"maximum_lifetime": "30 00:00:00"},
+            {"maximum_lifetime": "30 days"},
             "presets",
             "Every preset must lie between the minimum and the maximum lifetime.",
         ),
@@ -107,12 +119,12 @@ def test_the_policy_page_groups_its_fields_with_help_texts(staff, policy):
         ),
         # Millions of days: "now + maximum" would pass the year 9999 (OverflowError, a 500).
         (
-            {"maximum_lifetime": "3000000 00:00:00"},
+            {"maximum_lifetime": "1000000 days"},
             "maximum_lifetime",
             "A lifetime can be at most 100 years.",
         ),
         (
-            {"maximum_lifetime": "999999999 00:00:00", "default_lifetime": "999999999 00:00:00"},
+            {"maximum_lifetime": "1000000 years", "default_lifetime": "1000000 years"},
             "default_lifetime",
             "A lifetime can be at most 100 years.",
         ),
@@ -133,7 +145,7 @@ def test_a_consistent_policy_is_saved_and_existing_tokens_are_left_alone(staff, 
         POLICY_URL,
         _policy_form(
             policy,
-            maximum_lifetime="90 00:00:00",
+            maximum_lifetime="90 days",
             presets=["1h", "1d", "7d", "30d", "90d"],
             max_active_tokens="5",
         ),
@@ -163,6 +175,143 @@ def test_the_policy_page_lists_tokens_exceeding_the_maximum_and_links_to_them(
     assert "/admin/tokens/token/?exceeds=yes" in page
     listed = _text(staff.get(TOKENS_URL + "?exceeds=yes"))
     assert "long-lived" in listed and "short-lived" not in listed
+
+
+def test_the_policy_page_shows_lifetimes_as_a_number_and_a_unit(staff, policy):
+    ExpirationPolicy.objects.filter(pk=1).update(
+        default_lifetime=timedelta(days=30), minimum_lifetime=timedelta(minutes=5),
+        maximum_lifetime=timedelta(days=365),
+    )
+    form = staff.get(POLICY_URL).context["adminform"].form
+    shown = {name: form[name].field.widget.decompress(form.initial[name]) for name in LIFETIMES}
+    assert shown == {
+        "default_lifetime": [30, "days"],
+        "minimum_lifetime": [5, "minutes"],
+        "maximum_lifetime": [1, "years"],
+    }
+    page = _text(staff.get(POLICY_URL))
+    assert "30 00:00:00" not in page and "00:05:00" not in page
+    assert 'name="default_lifetime_0" value="30"' in page
+    assert '<option value="minutes" selected>' in page
+
+
+def test_lifetimes_entered_as_a_number_and_a_unit_are_saved_as_that_duration(staff, policy):
+    response = staff.post(
+        POLICY_URL,
+        _policy_form(
+            policy, minimum_lifetime="2 hours", default_lifetime="7 days", maximum_lifetime="2 years",
+            presets=["1d", "7d", "30d", "90d", "1y"],
+        ),
+    )
+    assert response.status_code == 302, response.context["adminform"].form.errors
+    saved = ExpirationPolicy.objects.get()
+    assert (saved.minimum_lifetime, saved.default_lifetime, saved.maximum_lifetime) == (
+        timedelta(hours=2), timedelta(days=7), timedelta(days=730)
+    )
+
+
+@pytest.mark.parametrize(
+    "number", ["²", "1.5", "1e3", "-1", "0", "", "3\x00", "\u202e5", "9" * 40, "1000000000"]
+)
+def test_a_lifetime_that_is_not_a_sensible_whole_number_is_a_form_error_and_changes_nothing(
+    staff, policy, number
+):
+    before = ExpirationPolicy.objects.values().get()
+    response = staff.post(POLICY_URL, _policy_form(policy, maximum_lifetime=f"{number} years"))
+    assert response.status_code == 200
+    assert response.context["adminform"].form.errors["maximum_lifetime"]
+    assert ExpirationPolicy.objects.values().get() == before
+
+
+def test_a_lifetime_longer_than_a_hundred_years_is_refused_with_a_clear_error(staff, policy):
+    response = staff.post(POLICY_URL, _policy_form(policy, maximum_lifetime="101 years"))
+    errors = response.context["adminform"].form.errors
+    assert errors["maximum_lifetime"] == ["A lifetime can be at most 100 years."]
+
+
+def test_each_change_of_level_rehearsal_sunset_or_window_is_an_audited_event(staff, staff_user, policy):
+    response = staff.post(
+        POLICY_URL,
+        _policy_form(
+            policy,
+            security_level="high",
+            rehearsal_level="bearer_only",
+            legacy_sunset_at_0="2031-09-01",
+            legacy_sunset_at_1="00:00:00",
+            **{
+                "brownouts-TOTAL_FORMS": "1",
+                "brownouts-0-starts_at_0": "2031-05-04",
+                "brownouts-0-starts_at_1": "10:00:00",
+                "brownouts-0-ends_at_0": "2031-05-04",
+                "brownouts-0-ends_at_1": "11:00:00",
+                "brownouts-0-note": "first brownout",
+            },
+        ),
+    )
+    assert response.status_code == 302
+    events = {e.kind: e for e in TokenEvent.objects.all()}
+    assert set(events) == {"level_changed", "rehearsal_changed", "sunset_changed", "brownout_changed"}
+    assert events["level_changed"].detail == "compatibility → high"
+    assert events["rehearsal_changed"].detail == "none → bearer_only"
+    assert events["sunset_changed"].detail == "- → 2031-09-01T00:00:00Z"
+    assert events["brownout_changed"].detail == "+ 2031-05-04T10:00:00Z – 2031-05-04T11:00:00Z first brownout"
+    assert {(e.user_id, e.actor_id) for e in events.values()} == {(staff_user.pk, staff_user.pk)}
+    assert ExpirationPolicy.objects.get().rehearsal_started_at is not None
+    stream = _text(staff.get("/admin/tokens/tokenevent/"))
+    labels = ("security level changed", "rehearsal changed", "brownout window changed", "legacy sunset changed")
+    for label in labels:
+        assert label in stream
+    # Saving again without a change writes nothing.
+    window = BrownoutWindow.objects.get()
+    staff.post(
+        POLICY_URL,
+        _policy_form(
+            ExpirationPolicy.objects.get(),
+            legacy_sunset_at_0="2031-09-01",
+            legacy_sunset_at_1="00:00:00",
+            **{
+                "brownouts-TOTAL_FORMS": "1",
+                "brownouts-INITIAL_FORMS": "1",
+                "brownouts-0-id": str(window.pk),
+                "brownouts-0-policy": "1",
+                "brownouts-0-starts_at_0": "2031-05-04",
+                "brownouts-0-starts_at_1": "10:00:00",
+                "brownouts-0-ends_at_0": "2031-05-04",
+                "brownouts-0-ends_at_1": "11:00:00",
+                "brownouts-0-note": "first brownout",
+            },
+        ),
+    )
+    assert TokenEvent.objects.count() == 4
+
+
+def test_a_brownout_that_ends_before_it_starts_is_a_form_error(staff, policy):
+    response = staff.post(
+        POLICY_URL,
+        _policy_form(
+            policy,
+            **{
+                "brownouts-TOTAL_FORMS": "1",
+                "brownouts-0-starts_at_0": "2031-05-04",
+                "brownouts-0-starts_at_1": "11:00:00",
+                "brownouts-0-ends_at_0": "2031-05-04",
+                "brownouts-0-ends_at_1": "10:00:00",
+            },
+        ),
+    )
+    assert response.status_code == 200
+    assert "A brownout must end after it starts." in _text(response)
+    assert not BrownoutWindow.objects.exists() and not TokenEvent.objects.exists()
+
+
+def test_the_transition_section_shows_keys_in_use_and_what_the_next_level_would_refuse(staff, policy, user, client):
+    LegacyApiKey.objects.import_key(user=user, key=LEGACY_KEY)
+    for _ in range(2):
+        client.get("/api/users/me", HTTP_REST_API_KEY=LEGACY_KEY)
+    page = _text(staff.get(POLICY_URL))
+    assert "Transition" in page
+    numbers = re.search(r'<dl class="transition-numbers">.*?</dl>', page, re.S).group(0)
+    assert re.sub(r"\s+", " ", re.sub(r"<[^>]+>", " ", numbers)).split() == ["Level", "in", "force", "Compatibility:", "bearer", "tokens,", "legacy", "keys", "and", "browser", "sessions", "Legacy", "keys", "used", "in", "the", "last", "30", "days", "1", "Requests", "in", "the", "last", "30", "days", "that", "High", "would", "refuse", "2"]
 
 
 def test_shortening_brings_exceeding_tokens_to_the_maximum_and_tells_their_owners(

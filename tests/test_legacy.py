@@ -205,7 +205,7 @@ def test_the_link_points_to_the_migration_guide(client, alice_key):
     "policy_change, detail",
     [
         ({"legacy_sunset_at": "past"}, "Legacy API keys reached their sunset. Use a bearer token"),
-        ({"legacy_keys_accepted": False}, "Legacy API keys are switched off. Use a bearer token"),
+        ({"security_level": "high"}, "Legacy API keys are switched off. Use a bearer token"),
     ],
 )
 def test_after_the_sunset_or_when_switched_off_a_key_gets_401_telling_to_use_a_bearer_token(
@@ -298,7 +298,7 @@ def test_every_use_is_recorded_with_client_details_and_one_activity_event_a_day(
 
 def test_no_response_or_page_ever_carries_a_key(client, alice_key, user, staff_user):
     responses = [me(client, ALICE_KEY), client.get("/api/tokens", headers={"Rest-Api-Key": ALICE_KEY})]
-    _set_policy(legacy_keys_accepted=False)
+    _set_policy(security_level="high")
     responses.append(me(client, ALICE_KEY))
     client.force_login(user)
     responses += [

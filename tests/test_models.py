@@ -18,7 +18,7 @@ def test_the_policy_starts_with_the_documented_defaults(policy):
     assert policy.maximum_lifetime == timedelta(days=365)
     assert policy.no_expiry_allowed_for == "nobody"
     assert policy.presets == ["1h", "1d", "7d", "30d", "90d", "1y"]
-    assert policy.legacy_keys_accepted and policy.legacy_sunset_at is None
+    assert policy.security_level == "compatibility" and policy.legacy_sunset_at is None
     assert policy.usage_retention_days == 90 and policy.max_active_tokens is None
     assert not policy.bearer_can_create_tokens
 

@@ -12,7 +12,7 @@ from django.test.utils import CaptureQueriesContext
 from django.urls import reverse
 from django.utils import timezone
 
-from tokens.models import ExpirationPolicy, LegacyApiKey, Token, TokenEvent, UsageRecord
+from tokens.models import BrownoutWindow, ExpirationPolicy, LegacyApiKey, Token, TokenEvent, UsageRecord
 
 from .conftest import PASSWORD, bearer
 
@@ -513,6 +513,23 @@ def test_a_used_legacy_key_shows_a_deprecation_notice_without_its_value(signed_i
     policy.legacy_sunset_at = datetime(2031, 3, 1, 12, 0, tzinfo=ZoneInfo("UTC"))
     policy.save()
     assert "legacy keys stop working on Mar 1, 2031, 12:00 UTC" in signed_in.get(LIST).content.decode()
+
+
+def test_the_legacy_notice_shows_the_upcoming_brownout_windows_to_the_keys_owner(signed_in, user, policy):
+    LegacyApiKey.objects.import_key(user=user, key=LEGACY_KEY)
+    Client().get("/api/users/me", HTTP_REST_API_KEY=LEGACY_KEY)
+    past = BrownoutWindow.objects.create(
+        policy=policy, starts_at=datetime(2020, 1, 1, tzinfo=ZoneInfo("UTC")),
+        ends_at=datetime(2020, 1, 1, 1, tzinfo=ZoneInfo("UTC")), note="long over",
+    )
+    BrownoutWindow.objects.create(
+        policy=policy, starts_at=datetime(2031, 5, 4, 10, tzinfo=ZoneInfo("UTC")),
+        ends_at=datetime(2031, 5, 4, 11, tzinfo=ZoneInfo("UTC")), note="first brownout",
+    )
+    html = signed_in.get(LIST).content.decode()
+    assert "Scheduled brownouts" in html
+    assert "May 4, 2031, 10:00 UTC" in html and "May 4, 2031, 11:00 UTC" in html and "first brownout" in html
+    assert past.note not in html
 
 
 def test_a_revoked_legacy_key_shows_no_notice(signed_in, user, staff_user):

@@ -5,7 +5,8 @@ This is the hot path of every API call, so it is written for cost:
 * shape and signature are checked first, with no query (``credentials.parse``);
 * a well-formed token costs one indexed raw SELECT that brings the owner along, and the token's
   access level, narrowed permissions and address allow-list: their checks need no other query;
-* a legacy key costs one raw SELECT that brings the owner and the policy along;
+* a legacy key costs one raw SELECT that brings the owner, the policy and the end of the brownout
+  window open now (if any) along; the cutover rule (``cutover_verdict``) then decides without a query;
 * on a kept PostgreSQL connection that lookup is also the health check (see ``_fetch``).
 
 Nothing is cached between requests: a revoked token, an expired token, a deactivated owner or a
@@ -14,7 +15,7 @@ changed policy is seen by the very next request on every process and node.
 
 import re
 from dataclasses import dataclass
-from datetime import UTC
+from datetime import UTC, datetime
 from functools import lru_cache
 
 from django.contrib.auth import get_user_model
@@ -27,9 +28,9 @@ from django.utils.translation import gettext_lazy as _lazy
 from . import credentials
 from .constants import LEGACY_KEY_HEADER, SAFE_METHODS, TOKEN_PREFIX, Access
 from .http import client_ip
-from .models import ExpirationPolicy, LegacyApiKey, Token
+from .models import BrownoutWindow, ExpirationPolicy, LegacyApiKey, Token
 from .models.legacy import clean_legacy_key
-from .models.policy import legacy_refusal
+from .models.policy import cutover_verdict
 from .models.restrictions import address_allowed, load_list
 
 
@@ -81,10 +82,15 @@ class Authentication:
     access: str = Access.READ_WRITE
     permissions: object = None  # None: all of the owner's; else a list of "app_label.codename"
     allowed_ips: object = ()
+    # Served, but the rehearsed security level would refuse it (recorded with the use).
+    would_refuse: bool = False
 
 
 def _aware(value):
-    # SQLite hands back naive UTC datetimes from a raw cursor; PostgreSQL aware ones.
+    # SQLite hands back naive UTC datetimes from a raw cursor (text for an aggregate, which has no
+    # declared type); PostgreSQL aware ones.
+    if isinstance(value, str):
+        value = datetime.fromisoformat(value)
     if value is not None and value.tzinfo is None:
         return value.replace(tzinfo=UTC)
     return value
@@ -124,7 +130,10 @@ def _legacy_sql(vendor, n_digests):
     placeholders = ", ".join(["%s"] * n_digests)
     return (
         "SELECT k.id, k.digest, k.pepper_id, k.revoked_at, k.last_used_at, "
-        "p.legacy_keys_accepted, p.legacy_deprecated_at, p.legacy_sunset_at, "
+        "p.security_level, p.rehearsal_level, p.legacy_deprecated_at, p.legacy_sunset_at, "
+        # The brownout open now: a range scan of the few windows not yet over (index brownout_ends).
+        f"(SELECT MAX(b.ends_at) FROM {_table(BrownoutWindow)} b "
+        "WHERE b.ends_at > %s AND b.starts_at <= %s), "
         f"{user_sql} FROM {_table(LegacyApiKey)} k JOIN {_table(User)} u ON u.id = k.user_id "
         f"JOIN {_table(ExpirationPolicy)} p ON p.id = 1 WHERE k.digest IN ({placeholders})"
     )
@@ -247,19 +256,22 @@ def check_restrictions(request, credential):
         )
 
 
-def authenticate_legacy(key):
-    """Return the Authentication for legacy API key *key*, or raise AuthError."""
+def authenticate_legacy(key, *, now=None):
+    """Return the Authentication for legacy API key *key* at *now*, or raise AuthError."""
     try:
         clean_legacy_key(key)
     except ValidationError:
         raise AuthError(_("The API key is malformed."), legacy=True) from None
     digests = credentials.legacy_digests(key)
-    rows = _fetch(_legacy_sql(connection.vendor, len(digests)), list(digests.values()))
+    now = now or timezone.now()
+    moment = connection.ops.adapt_datetimefield_value(now)
+    rows = _fetch(_legacy_sql(connection.vendor, len(digests)), [moment, moment, *digests.values()])
     row = next((r for r in rows if digests.get(r[2]) == r[1]), None)
     if row is None:
         raise AuthError(UNKNOWN_LEGACY_KEY, legacy=True, looked_up=True)
-    key_id, _digest, _pepper, revoked_at, last_used_at, accepted, deprecated_at, sunset_at = row[:8]
-    user = _build_user(row[8:])
+    key_id, _digest, _pepper, revoked_at, last_used_at = row[:5]
+    level, rehearsal, deprecated_at, sunset_at, brownout = row[5:10]
+    user = _build_user(row[10:])
     credential = Authentication(
         "legacy_key", key_id, user, first_use=last_used_at is None,
         deprecated_at=_aware(deprecated_at), sunset_at=_aware(sunset_at), last_used_at=_aware(last_used_at),
@@ -268,9 +280,13 @@ def authenticate_legacy(key):
         # Answered exactly like an unknown key: "has been revoked" would tell a guesser that the value
         # was once a key. The refusal is still recorded as a use of this key, for its owner and admins.
         raise AuthError(UNKNOWN_LEGACY_KEY, credential=credential, like_unknown=True)
-    refusal = legacy_refusal(accepted=accepted, sunset_at=credential.sunset_at)
-    if refusal is not None:
-        raise AuthError(str(refusal), credential=credential)
+    verdict = cutover_verdict(
+        method="legacy_key", security_level=level, rehearsal_level=rehearsal, sunset_at=credential.sunset_at,
+        brownout_ends_at=_aware(brownout), now=now,
+    )
+    if verdict.refusal is not None:
+        raise AuthError(str(verdict.refusal), credential=credential)
+    credential.would_refuse = verdict.would_refuse
     if not user.is_active:
         raise AuthError(_("The API key's owner is deactivated."), credential=credential)
     newest = credentials.peppers()[0].id

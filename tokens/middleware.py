@@ -14,7 +14,7 @@ from .api.errors import api_error, refused, service_unavailable, too_many_reques
 from .auth import AuthError, Refused, authenticate
 from .constants import API_PREFIX, LEGACY_KEY_HEADER, MIGRATION_GUIDE_PATH
 from .http import client_ip
-from .models import RefusedClient, TokenEvent, UsageRecord
+from .models import ExpirationPolicy, RefusedClient, RehearsedSessionRequest, TokenEvent, UsageRecord
 from .models.legacy import clean_legacy_key
 from .throttle import api_client_locked, count_api_failure
 
@@ -72,6 +72,7 @@ class ApiAuthenticationMiddleware:
             return self.get_response(request)
         started = time.perf_counter()
         request.auth = None
+        session_verdict = None
         try:
             # A legacy key has no signature, so any value of the right shape reaches the lookup and may be
             # a guess: a client that has failed too often is stopped before it (one indexed read). Bearer
@@ -101,9 +102,18 @@ class ApiAuthenticationMiddleware:
                 return service_unavailable()
             if not signed_in:
                 return unauthorized(_("Authentication credentials were not provided."))
+            # A browser session: the security level decides (one query, for session requests only).
+            try:
+                session_verdict = ExpirationPolicy.session_verdict()
+            except DatabaseError:
+                return service_unavailable()
+            if session_verdict.refusal is not None:
+                return unauthorized(session_verdict.refusal)
 
         response = self._as_json_error(self.get_response(request))
         if credential is None:
+            if session_verdict is not None and session_verdict.would_refuse:
+                return self._record_rehearsed_session(request, response)
             return response
         # A view's 403 for a permission the token lacks is a refused use, like the refusals above.
         accepted = not getattr(response, "refused_use", False)
@@ -153,6 +163,7 @@ class ApiAuthenticationMiddleware:
                 ip=ip,
                 user_agent=request.META.get("HTTP_USER_AGENT", ""),
                 duration_ms=(time.perf_counter() - started) * 1000,
+                would_refuse=accepted and credential.would_refuse,
             )
             if accepted:
                 self._first_events(credential, now, ip)
@@ -160,6 +171,19 @@ class ApiAuthenticationMiddleware:
             log.error("usage record could not be written")
             # An accepted request that cannot be recorded is not served; a refusal stays a refusal.
             return service_unavailable() if accepted else response
+        return response
+
+    @staticmethod
+    def _record_rehearsed_session(request, response):
+        """Record a session request the rehearsed ``bearer_only`` would refuse; return the response."""
+        try:
+            RehearsedSessionRequest.objects.record(
+                user_id=request.user.pk, at=timezone.now(), method=request.method, path=request.path,
+                ip=client_ip(request), user_agent=request.META.get("HTTP_USER_AGENT", ""),
+            )
+        except DatabaseError:
+            log.error("rehearsal record could not be written")
+            return service_unavailable()
         return response
 
     @staticmethod

@@ -22,6 +22,7 @@ from .charts import daily_chart
 from .constants import MIGRATION_GUIDE_PATH
 from .forms import TokenCreateForm, TokenRenameForm, TokenRestrictionsForm
 from .models import (
+    BrownoutWindow,
     ClientAddress,
     DailyUsage,
     ExpirationPolicy,
@@ -32,6 +33,7 @@ from .models import (
     UsageRecord,
 )
 from .models.restrictions import owner_permissions, permission_names
+from .models.policy import SecurityLevel
 
 TOKENS_PER_PAGE = 20
 EVENTS_PER_PAGE = 25
@@ -95,10 +97,14 @@ def _legacy_notice(user):
     if not keys:
         return {"legacy_keys": []}
     policy = ExpirationPolicy.load()
+    now = timezone.now()
     return {
         "legacy_keys": keys,
         "legacy_sunset_at": policy.legacy_sunset_at,
-        "legacy_accepted": policy.legacy_refusal() is None,
+        "legacy_accepted": policy.level_in_force(now) == SecurityLevel.COMPATIBILITY,
+        # Scheduled brownouts still to come (or under way), so owners can watch their clients in them.
+        "brownouts": list(BrownoutWindow.objects.upcoming(now)[:10]),
+        "now": now,
         "migration_guide_url": MIGRATION_GUIDE_PATH,
     }
 

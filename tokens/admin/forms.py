@@ -1,5 +1,7 @@
 """The admin's forms: the policy with its expiry presets, and adding or editing a token."""
 
+from datetime import timedelta
+
 from django import forms
 from django.core.exceptions import ValidationError
 from django.utils.translation import gettext_lazy as _
@@ -9,7 +11,59 @@ from ..models import ExpirationPolicy, Token
 from ..models.restrictions import clean_access, clean_allowed_ips, clean_permissions
 from ..models.tokens import clean_name, clean_purpose
 
-DURATION_HELP = _('Days and time, for example "30 00:00:00" for 30 days or "0 00:05:00" for 5 minutes.')
+# The units a lifetime is entered in, largest first: a stored value is shown in the largest unit that
+# divides it exactly ("365 days" reads "1 year", "90 minutes" stays "90 minutes").
+LIFETIME_UNITS = (
+    ("years", _("years"), timedelta(days=365)),
+    ("days", _("days"), timedelta(days=1)),
+    ("hours", _("hours"), timedelta(hours=1)),
+    ("minutes", _("minutes"), timedelta(minutes=1)),
+)
+# Far beyond any sensible lifetime, and far inside what timedelta and the database can hold.
+
+
+class LifetimeWidget(forms.MultiWidget):
+    """A number and a unit ("30" "days") for a DurationField, instead of Django's "30 00:00:00"."""
+
+    template_name = "django/forms/widgets/multiwidget.html"
+
+    def __init__(self, attrs=None):
+        number = forms.NumberInput(attrs={"min": "1", "step": "1", "class": "vIntegerField", **(attrs or {})})
+        unit = forms.Select(choices=[(key, label) for key, label, _delta in LIFETIME_UNITS])
+        super().__init__((number, unit), attrs)
+
+    def decompress(self, value):
+        if not isinstance(value, timedelta) or value <= timedelta(0):
+            return [None, "days"]
+        for key, _label, delta in LIFETIME_UNITS:
+            if value % delta == timedelta(0):
+                return [value // delta, key]
+        # Seconds are not a unit here; a value in seconds is shown rounded down to whole minutes.
+        return [value // timedelta(minutes=1), "minutes"]
+
+
+class LifetimeField(forms.MultiValueField):
+    """Enter a lifetime as a whole number of minutes, hours, days or years; clean to a timedelta."""
+
+    widget = LifetimeWidget
+
+    def __init__(self, **kwargs):
+        kwargs.pop("max_length", None)  # passed by DurationField's formfield(); meaningless here
+        fields = (
+            # Whole numbers only: "²" (isdigit() but not int()), "1.5", "1e3" or a huge number is a form
+            # error, never an exception or an overflow.
+            forms.IntegerField(min_value=1, max_value=1_000_000),
+            forms.ChoiceField(choices=[(key, label) for key, label, _delta in LIFETIME_UNITS]),
+        )
+        super().__init__(fields, require_all_fields=True, **kwargs)
+
+    def compress(self, data_list):
+        if not data_list:
+            return None
+        number, unit = data_list
+        # A million of the largest unit still fits a timedelta; the policy's own clean() then refuses
+        # anything past its longest lifetime, with the same message as everywhere else.
+        return number * {key: delta for key, _label, delta in LIFETIME_UNITS}[unit]
 
 
 class ExpirationPolicyForm(forms.ModelForm):
@@ -26,20 +80,28 @@ class ExpirationPolicyForm(forms.ModelForm):
     class Meta:
         model = ExpirationPolicy
         fields = "__all__"
+        field_classes = {
+            "default_lifetime": LifetimeField,
+            "minimum_lifetime": LifetimeField,
+            "maximum_lifetime": LifetimeField,
+        }
         help_texts = {
             "default_lifetime": _(
-                "Preselected on the create form and used by the API when no expiry is given. "
-            )
-            + DURATION_HELP,
-            "minimum_lifetime": _("The shortest lifetime a token may be given. ") + DURATION_HELP,
+                "Preselected on the create form and used by the API when no expiry is given."
+            ),
+            "minimum_lifetime": _("The shortest lifetime a token may be given."),
             "maximum_lifetime": _(
                 "The longest lifetime a token may be given. Lowering it never changes existing tokens: "
-                "they are listed below and in the token list, where they can be shortened. "
-            )
-            + DURATION_HELP,
+                "they are listed below and in the token list, where they can be shortened."
+            ),
             "no_expiry_allowed_for": _("Who may create a token that never expires."),
-            "legacy_keys_accepted": _(
-                "Off: every legacy API key is refused at once with a message to use a bearer token."
+            "security_level": _(
+                "High refuses every legacy API key at once (401 with the migration guide); Bearer only "
+                "also refuses browser sessions on /api/. A passed sunset date means at least High."
+            ),
+            "rehearsal_level": _(
+                "Rehearse a stricter level first: its refusals are served, and counted on the migration "
+                "overview, so the switch is made on data."
             ),
         }
 

@@ -7,10 +7,21 @@ from django.utils.html import format_html, format_html_join
 from django.utils.translation import gettext_lazy as _
 from django.utils.translation import ngettext
 
-from ..models import ExpirationPolicy, Token
+from ..models import BrownoutWindow, ExpirationPolicy, Token
 from .forms import ExpirationPolicyForm
+from .legacy import transition_numbers
 
 EXCEEDING_SHOWN = 10
+
+
+class BrownoutWindowInline(admin.TabularInline):
+    """Scheduled brownouts, edited with the policy: every change is audited with the policy's save."""
+
+    model = BrownoutWindow
+    extra = 1
+    fields = ("starts_at", "ends_at", "note")
+    verbose_name = _("brownout window (legacy keys refused inside it)")
+    verbose_name_plural = _("Transition: brownout windows (legacy keys refused inside them, as under High)")
 
 
 @admin.register(ExpirationPolicy)
@@ -18,6 +29,7 @@ class ExpirationPolicyAdmin(admin.ModelAdmin):
     """The one policy row: no list, no add, no delete. Validation is the model's ``clean()``."""
 
     form = ExpirationPolicyForm
+    inlines = (BrownoutWindowInline,)
     fieldsets = (
         (
             _("Token lifetimes"),
@@ -36,12 +48,24 @@ class ExpirationPolicyAdmin(admin.ModelAdmin):
         (_("Least privilege"), {"fields": ("default_access", "require_allowed_ips_without_expiry")}),
         (_("Notices and retention"), {"fields": ("expiry_notice_days", "usage_retention_days")}),
         (
-            _("Legacy API keys"),
-            {"fields": ("legacy_keys_accepted", "legacy_deprecated_at", "legacy_sunset_at")},
+            _("Transition"),
+            {
+                "fields": (
+                    "transition_numbers",
+                    "security_level",
+                    "rehearsal_level",
+                    "legacy_deprecated_at",
+                    "legacy_sunset_at",
+                ),
+                "description": _(
+                    "Rehearse a level, tell the owners from the migration overview, schedule brownouts "
+                    "(below), then switch. See docs/admin.md, \"The cutover\"."
+                ),
+            },
         ),
         (_("History"), {"fields": ("updated_at",)}),
     )
-    readonly_fields = ("exceeding_tokens", "updated_at")
+    readonly_fields = ("exceeding_tokens", "transition_numbers", "updated_at")
 
     def has_add_permission(self, request):
         return False
@@ -53,6 +77,36 @@ class ExpirationPolicyAdmin(admin.ModelAdmin):
         """Go straight to the one row: a list of one policy would only be a detour."""
         policy = ExpirationPolicy.load()
         return redirect(reverse("admin:tokens_expirationpolicy_change", args=[policy.pk]))
+
+    @admin.display(description=_("where the migration stands"))
+    def transition_numbers(self, obj):
+        """The numbers the next step depends on: keys still in use, requests the next level would refuse."""
+        if obj is None or obj.pk is None:
+            return "-"
+        numbers = transition_numbers(obj)
+        return format_html(
+            '<dl class="transition-numbers">'
+            "<dt>{}</dt><dd>{}</dd><dt>{}</dt><dd>{}</dd><dt>{}</dt><dd>{}</dd></dl>"
+            '<p><a href="{}">{}</a></p>',
+            _("Level in force"),
+            numbers["level_label"],
+            _("Legacy keys used in the last %(n)d days") % {"n": numbers["window_days"]},
+            numbers["keys_in_use"],
+            numbers["next_label"],
+            numbers["next_refused"],
+            reverse("admin:tokens_legacyapikey_migration"),
+            _("Open the migration overview"),
+        )
+
+    def save_model(self, request, obj, form, change):
+        # What the audit compares against: the row as stored before this save, and its windows.
+        obj._transition_before = ExpirationPolicy.objects.get(pk=obj.pk).transition_state()
+        self._save_policy(request, obj, form, change)
+
+    def save_related(self, request, form, formsets, change):
+        super().save_related(request, form, formsets, change)
+        # Inside the admin's save transaction: the change and its events are written together.
+        form.instance.record_transition_changes(before=form.instance._transition_before, actor=request.user)
 
     @admin.display(description=_("active tokens living longer than the maximum"))
     def exceeding_tokens(self, obj):
@@ -90,7 +144,7 @@ class ExpirationPolicyAdmin(admin.ModelAdmin):
             _("Open them in the token list to shorten them to the maximum"),
         )
 
-    def save_model(self, request, obj, form, change):
+    def _save_policy(self, request, obj, form, change):
         # The policy row only, then a plain read: no token or owner row (docs/security.md, "Lock order").
         super().save_model(request, obj, form, change)
         # Lowering the maximum leaves existing tokens alone; say so, so nothing changes silently.

@@ -1,17 +1,19 @@
 from .attempts import AttemptCounter, RefusedClient
 from .events import TokenEvent
 from .legacy import LegacyApiKey
-from .policy import ExpirationPolicy
+from .policy import BrownoutWindow, ExpirationPolicy, RehearsedSessionRequest
 from .tokens import Token, TokenStatus
 from .usage import ClientAddress, DailyUsage, UsageRecord
 
 __all__ = [
     "AttemptCounter",
+    "BrownoutWindow",
     "ClientAddress",
     "DailyUsage",
     "ExpirationPolicy",
     "LegacyApiKey",
     "RefusedClient",
+    "RehearsedSessionRequest",
     "Token",
     "TokenEvent",
     "TokenStatus",

@@ -30,6 +30,12 @@ class TokenEvent(models.Model):
         ACCESS_CHANGED = "access_changed", _("access changed")
         PERMISSIONS_CHANGED = "permissions_changed", _("permissions changed")
         ADDRESSES_CHANGED = "addresses_changed", _("allowed addresses changed")
+        # The cutover: the policy's changes (user and actor: the administrator) and the owners' notices.
+        LEVEL_CHANGED = "level_changed", _("security level changed")
+        REHEARSAL_CHANGED = "rehearsal_changed", _("rehearsal changed")
+        BROWNOUT_CHANGED = "brownout_changed", _("brownout window changed")
+        SUNSET_CHANGED = "sunset_changed", _("legacy sunset changed")
+        LEGACY_NOTIFIED = "legacy_notified", _("legacy key owner notified")
 
     user = models.ForeignKey(
         settings.AUTH_USER_MODEL, verbose_name=_("owner"), on_delete=models.CASCADE, related_name="token_events",
@@ -70,6 +76,13 @@ class TokenEvent(models.Model):
                 fields=["legacy_key", "kind", "detail"],
                 condition=Q(kind="legacy_used"),
                 name="event_legacy_use_per_day",
+            ),
+            # At most one cutover notice per key and day (detail holds the ISO date): a second send
+            # the same day finds the row taken and mails nothing.
+            models.UniqueConstraint(
+                fields=["legacy_key", "kind", "detail"],
+                condition=Q(kind="legacy_notified"),
+                name="event_legacy_notice_per_day",
             ),
         ]
 

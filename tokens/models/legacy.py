@@ -1,13 +1,41 @@
+from dataclasses import dataclass, field
+from datetime import timedelta
+from itertools import groupby
+
 from django.conf import settings
 from django.core.exceptions import ValidationError
-from django.db import models, transaction
+from django.core.mail import send_mail
+from django.db import IntegrityError, models, transaction
+from django.template.loader import render_to_string
+from django.urls import reverse
 from django.utils import timezone
 from django.utils.translation import gettext_lazy as _
 
 from .. import credentials
-from ..constants import DIGEST_LENGTH, LEGACY_KEY_MAX_LENGTH, LEGACY_KEY_MIN_DISTINCT, LEGACY_KEY_MIN_LENGTH
+from ..constants import (
+    DIGEST_LENGTH,
+    LEGACY_KEY_MAX_LENGTH,
+    LEGACY_KEY_MIN_DISTINCT,
+    LEGACY_KEY_MIN_LENGTH,
+    MIGRATION_GUIDE_PATH,
+)
 from .base import Credential
 from .events import TokenEvent
+from .policy import BrownoutWindow, ExpirationPolicy
+
+# "Still in use": the window of the migration overview and of the owners' notices.
+NOTICE_WINDOW = timedelta(days=30)
+
+
+@dataclass
+class NoticeReport:
+    """What one run of ``notify_owners`` did: owners and keys mailed, owners skipped or failed."""
+
+    owners: int = 0
+    keys: int = 0
+    already: int = 0
+    without_email: list = field(default_factory=list)
+    failed: list = field(default_factory=list)
 
 
 def clean_legacy_key(key):
@@ -66,6 +94,68 @@ class LegacyApiKeyQuerySet(models.QuerySet):
 
 
 class LegacyApiKeyManager(models.Manager.from_queryset(LegacyApiKeyQuerySet)):
+    def notify_owners(self, *, actor, now=None):
+        """Mail every owner of an active key used in the last 30 days about the cutover; return a report.
+
+        One mail per owner, naming each key by id (never its value) with its last use, the sunset date,
+        the brownout windows still to come and how to migrate. A key is mailed at most once a day: its
+        "legacy_notified" event (unique per key and day) is claimed before the mail goes out and given
+        back if sending fails, so a second click, or two administrators at once, send nothing new.
+        """
+        now = now or timezone.now()
+        day = now.date().isoformat()
+        keys = (
+            self.active()
+            .filter(last_used_at__gte=now - NOTICE_WINDOW, user__is_active=True)
+            .select_related("user")
+            .order_by("user_id", "pk")
+        )
+        policy = ExpirationPolicy.load()
+        context = {
+            "sunset_at": policy.legacy_sunset_at,
+            "level_refuses": policy.legacy_refusal(now) is not None,
+            "brownouts": list(BrownoutWindow.objects.upcoming(now)),
+            "guide_url": settings.SITE_URL + MIGRATION_GUIDE_PATH,
+            "new_token_url": settings.SITE_URL + reverse("tokens:new"),
+        }
+        report = NoticeReport()
+        for user, owned in groupby(keys, key=lambda key: key.user):
+            owned = list(owned)
+            if not user.email:
+                report.without_email.append(user.get_username())
+                continue
+            claimed = [key for key in owned if self._claim_notice(key, actor=actor, now=now, day=day)]
+            report.already += len(owned) - len(claimed)
+            if not claimed:
+                continue
+            try:
+                mail_context = {"user": user, "keys": claimed, **context}
+                subject = render_to_string("email/legacy_cutover_subject.txt", mail_context).strip()
+                body = render_to_string("email/legacy_cutover.txt", mail_context)
+                send_mail(subject, body, None, [user.email])
+            except Exception as error:
+                # Give the claims back, so the next click tries this owner again.
+                TokenEvent.objects.filter(
+                    kind=TokenEvent.Kind.LEGACY_NOTIFIED, legacy_key__in=claimed, detail=day
+                ).delete()
+                report.failed.append(f"{user.get_username()} ({type(error).__name__})")
+                continue
+            report.owners += 1
+            report.keys += len(claimed)
+        return report
+
+    @staticmethod
+    def _claim_notice(key, *, actor, now, day):
+        try:
+            with transaction.atomic():
+                TokenEvent.objects.create(
+                    user_id=key.user_id, legacy_key_id=key.pk, actor_id=actor.pk if actor else None,
+                    kind=TokenEvent.Kind.LEGACY_NOTIFIED, at=now, detail=day,
+                )
+        except IntegrityError:
+            return False  # already mailed today (event_legacy_notice_per_day)
+        return True
+
     def import_key(self, *, user, key):
         """Store *key* for *user* as a digest; return (row, created). An already imported key is skipped."""
         key = clean_legacy_key(key)

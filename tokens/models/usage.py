@@ -12,7 +12,7 @@ from ..constants import PATH_MAX_LENGTH, USER_AGENT_MAX_LENGTH
 
 _INSERT = (
     "INSERT INTO tokens_usagerecord (token_id, legacy_key_id, user_id, at, accepted, method, path, status, "
-    "ip, user_agent, duration_ms) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)"
+    "ip, user_agent, duration_ms, would_refuse) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)"
 )
 
 
@@ -33,7 +33,7 @@ class UsageRecordQuerySet(models.QuerySet):
         return self.filter(at__lt=moment)
 
     def record(self, *, token_id=None, legacy_key_id=None, user_id, at, accepted, method, path, status, ip,
-               user_agent, duration_ms):
+               user_agent, duration_ms, would_refuse=False):
         """Insert one record with a single autocommitted statement (the trigger does the rest).
 
         Its locks come in a fixed order: the credential's row (trigger), its day and address rows,
@@ -68,6 +68,7 @@ class UsageRecordQuerySet(models.QuerySet):
             ip,
             storable(user_agent, USER_AGENT_MAX_LENGTH),
             duration_ms,
+            would_refuse,
         ]
         with conn.cursor() as cursor:
             if not (relaxed and conn.vendor == "sqlite"):
@@ -112,6 +113,9 @@ class UsageRecord(models.Model):
     ip = models.GenericIPAddressField(verbose_name=_("client IP"), null=True, blank=True)
     user_agent = models.CharField(verbose_name=_("user agent"), max_length=USER_AGENT_MAX_LENGTH, blank=True)
     duration_ms = models.FloatField(verbose_name=_("duration (ms)"))
+    # The cutover rehearsal: served, but the rehearsed security level would have refused it. Counted
+    # from these rows directly (the overview's window, by "at"), not by the trigger or the summaries.
+    would_refuse = models.BooleanField(verbose_name=_("would be refused"), default=False, db_default=False)
 
     objects = UsageRecordQuerySet.as_manager()
 
