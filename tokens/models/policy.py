@@ -107,6 +107,14 @@ class ExpirationPolicy(models.Model):
         blank=True,
         help_text=_("From this moment legacy keys are refused. Sent in the Sunset header."),
     )
+    new_address_alerts = models.BooleanField(
+        verbose_name=_("new-address alerts"),
+        default=True,
+        help_text=_(
+            "Mail owners when a token or legacy key is used from an address it was never used from "
+            "(at most five mails a credential a day; owners can mute each token)."
+        ),
+    )
     updated_at = models.DateTimeField(
         verbose_name=_("updated at"),
         auto_now=True,
