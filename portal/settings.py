@@ -20,6 +20,7 @@ env = environ.Env(
     SITE_URL=(str, "http://127.0.0.1:8000"),
     DATABASE_LOCK_TIMEOUT=(float, 5),
     DATABASE_STATEMENT_TIMEOUT=(float, 20),
+    GITHUB_SECRET_SCANNING_KEYS=(str, ""),
 )
 environ.Env.read_env(BASE_DIR / ".env")
 
@@ -65,6 +66,8 @@ TOKEN_PEPPERS = env.dict("TOKEN_PEPPERS", default={}) or {
 ALLOWED_HOSTS = env("ALLOWED_HOSTS")
 CSRF_TRUSTED_ORIGINS = env("CSRF_TRUSTED_ORIGINS")
 SITE_URL = env("SITE_URL").rstrip("/")
+# GitHub secret scanning: a file holding GitHub's public keys document (see docs/tokens.md); empty: off.
+GITHUB_SECRET_SCANNING_KEYS = env("GITHUB_SECRET_SCANNING_KEYS")
 # Client IPs are taken from X-Forwarded-For only when the direct peer is one of these proxies.
 TRUSTED_PROXIES = env("TRUSTED_PROXIES")
 

@@ -14,10 +14,13 @@ from .auth import AuthError, authenticate
 from .constants import API_PREFIX, MIGRATION_GUIDE_PATH
 from .http import client_ip
 from .models import TokenEvent, UsageRecord
+from .models.alerts import record_new_address
 
 log = logging.getLogger(__name__)
 
-PUBLIC_API_PATHS = frozenset({"/api/openapi.json"})
+# Open to anyone: the document, and the two ways to report a leaked credential (whoever finds one
+# must be able to kill it; GitHub's requests are signed instead).
+PUBLIC_API_PATHS = frozenset({"/api/openapi.json", "/api/credentials/revoke", "/api/secret-scanning/github"})
 MIGRATION_LINK = f'<{MIGRATION_GUIDE_PATH}>; rel="deprecation"; type="text/plain"'
 
 class DatabaseUnavailableMiddleware:
@@ -109,6 +112,13 @@ class ApiAuthenticationMiddleware:
             )
             if accepted:
                 self._first_events(credential, now, ip)
+                # One indexed read; the mail goes out later, from manage.py send_alerts.
+                record_new_address(
+                    token_id=credential.id if credential.method == "bearer" else None,
+                    legacy_key_id=credential.id if credential.method == "legacy_key" else None,
+                    user_id=credential.user.pk, ip=ip, at=now,
+                    user_agent=request.META.get("HTTP_USER_AGENT", ""),
+                )
         except DatabaseError:
             log.error("usage record could not be written")
             # An accepted request that cannot be recorded is not served; a refusal stays a refusal.

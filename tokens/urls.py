@@ -10,4 +10,5 @@ urlpatterns = [
     path("<int:pk>/", views.token_detail, name="detail"),
     path("<int:pk>/rename/", views.token_rename, name="rename"),
     path("<int:pk>/revoke/", views.token_revoke, name="revoke"),
+    path("<int:pk>/alerts/", views.token_alerts, name="alerts"),
 ]

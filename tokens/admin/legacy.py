@@ -12,6 +12,7 @@ from django.utils.translation import gettext_lazy as _
 from django.utils.translation import ngettext_lazy
 
 from ..charts import daily_chart
+from ..http import client_ip
 from ..models import ClientAddress, DailyUsage, ExpirationPolicy, LegacyApiKey
 from .common import CredentialColumnsMixin, ReadOnlyAdmin, revoke_each
 from .filters import MIGRATION_WINDOW_DAYS, LegacyStatusFilter, RecentUseFilter
@@ -70,6 +71,7 @@ class LegacyApiKeyAdmin(CredentialColumnsMixin, ReadOnlyAdmin):
             request,
             queryset,
             message=ngettext_lazy("Revoked %(n)d legacy key.", "Revoked %(n)d legacy keys.", "n"),
+            ip=client_ip(request),
         )
 
     def get_urls(self):

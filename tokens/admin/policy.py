@@ -7,6 +7,7 @@ from django.utils.html import format_html, format_html_join
 from django.utils.translation import gettext_lazy as _
 from django.utils.translation import ngettext
 
+from ..http import client_ip
 from ..models import ExpirationPolicy, Token
 from .forms import ExpirationPolicyForm
 
@@ -90,6 +91,8 @@ class ExpirationPolicyAdmin(admin.ModelAdmin):
     def save_model(self, request, obj, form, change):
         # The policy row only, then a plain read: no token or owner row (docs/security.md, "Lock order").
         super().save_model(request, obj, form, change)
+        # The Activity Stream and the event feed say who changed which settings, like any token change.
+        obj.record_change(actor=request.user, fields=form.changed_data, ip=client_ip(request))
         # Lowering the maximum leaves existing tokens alone; say so, so nothing changes silently.
         exceeding = Token.objects.exceeding(obj.maximum_lifetime).count()
         if exceeding:

@@ -63,7 +63,7 @@ class TokenAdmin(CredentialColumnsMixin, admin.ModelAdmin):
     form = TokenChangeForm
     add_fieldsets = ((None, {"fields": ("user", "name", "purpose", "expires_at", "nonce")}),)
     fieldsets = (
-        (None, {"fields": ("name", "purpose", "user", "status_label", "last_characters")}),
+        (None, {"fields": ("name", "purpose", "user", "status_label", "last_characters", "alerts")}),
         (
             _("Lifetime"),
             {"fields": ("created_at", "expires_at", "revoked_at", "revoked_by", "expiry_notified_at")},
@@ -85,6 +85,7 @@ class TokenAdmin(CredentialColumnsMixin, admin.ModelAdmin):
     # The digest and the public id are never listed, shown or searchable.
     readonly_fields = (
         "user",
+        "alerts",
         "status_label",
         "last_characters",
         "created_at",
@@ -314,6 +315,7 @@ class TokenAdmin(CredentialColumnsMixin, admin.ModelAdmin):
             if "name" in form.changed_data:
                 current.rename(form.cleaned_data["name"], actor=request.user, ip=client_ip(request))
             if "purpose" in form.changed_data:
-                Token.objects.filter(pk=obj.pk).update(purpose=form.cleaned_data["purpose"])
+                # Through the model, so the owner and the event feed see the change like a rename.
+                current.change_purpose(form.cleaned_data["purpose"], actor=request.user, ip=client_ip(request))
         except ValidationError as error:
             self.message_user(request, " ".join(error.messages), messages.ERROR)

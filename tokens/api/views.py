@@ -52,6 +52,7 @@ def token_json(token):
         "last_used_user_agent": token.last_used_user_agent,
         "request_count": token.request_count,
         "last_characters": token.last_characters,
+        "alerts": token.alerts,
     }
 
 
@@ -235,11 +236,18 @@ def tokens_collection(request):
 
 @_api_view(["GET", "PATCH", "DELETE"])
 def tokens_detail(request, pk):
-    """Show, rename (PATCH {"name"}) or revoke (DELETE) one of the caller's tokens."""
+    """Show, change (PATCH {"name"?, "alerts"?}) or revoke (DELETE) one of the caller's tokens."""
     token = own_token_or_404(request, pk)
     if request.method == "PATCH":
-        body = _json_body(request, {"name"}, required=("name",))
-        token.rename(body["name"], actor=request.user, ip=client_ip(request))
+        body = _json_body(request, {"name", "alerts"})
+        if not body:
+            raise BadRequest(_("Send at least one of: name, alerts."), {"name": [_("This field is required.")]})
+        if "alerts" in body and not isinstance(body["alerts"], bool):
+            raise BadRequest(_("The request has invalid fields."), {"alerts": [_("Must be true or false.")]})
+        if "name" in body:
+            token.rename(body["name"], actor=request.user, ip=client_ip(request))
+        if "alerts" in body:
+            token.set_alerts(body["alerts"], actor=request.user, ip=client_ip(request))
     elif request.method == "DELETE":
         token.revoke(actor=request.user, ip=client_ip(request))
         return HttpResponse(status=204)

@@ -21,13 +21,14 @@ ALERTS_PER_DAY = 5
 ALERT_MAX_AGE = timedelta(hours=24)
 
 
-def record_new_address(*, token_id=None, legacy_key_id=None, user_id, ip, at):
+def record_new_address(*, token_id=None, legacy_key_id=None, user_id, ip, at, user_agent=""):
     """Write the ``new_address`` event when the usage record written at *at* was the first from *ip*.
 
     The one place that decides "new address", so it can move with the usage store. Today the usage
     trigger keeps a ClientAddress row per credential and address whose ``first_seen`` is the time of
     the record that created it: when that equals *at*, this request was the first from *ip*. The
     event's unique constraint (credential, ip) makes two first requests at the same moment write one.
+    The event's detail is the client's user agent.
     """
     if ip is None:
         return False
@@ -35,7 +36,12 @@ def record_new_address(*, token_id=None, legacy_key_id=None, user_id, ip, at):
     if not ClientAddress.objects.filter(ip=ip, first_seen=at, **credential).exists():
         return False
     TokenEvent.objects.bulk_create(
-        [TokenEvent(user_id=user_id, kind=TokenEvent.Kind.NEW_ADDRESS, at=at, ip=ip, **credential)],
+        [
+            TokenEvent(
+                user_id=user_id, kind=TokenEvent.Kind.NEW_ADDRESS, at=at, ip=ip, detail=user_agent[:255],
+                **credential,
+            )
+        ],
         ignore_conflicts=True,
     )
     return True

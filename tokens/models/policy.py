@@ -7,6 +7,7 @@ from django.utils.translation import gettext_lazy as _
 from django.utils.translation import ngettext
 
 from ..constants import PRESET_CHOICES, PRESETS
+from .events import TokenEvent
 
 
 def describe_lifetime(delta):
@@ -152,6 +153,15 @@ class ExpirationPolicy(models.Model):
             errors["legacy_sunset_at"] = _("The sunset must come after the deprecation date.")
         if errors:
             raise ValidationError(errors)
+
+    def record_change(self, *, actor, fields, ip=None):
+        """Record that *actor* changed the policy's *fields* (names), as an event of the actor's own."""
+        if not fields:
+            return None
+        return TokenEvent.objects.create(
+            user=actor, actor=actor, kind=TokenEvent.Kind.POLICY_CHANGED, ip=ip,
+            detail=", ".join(fields)[:255],
+        )
 
     def default_expiry(self, now=None):
         """Return the expiry a new token gets when none is chosen: the default lifetime from *now*."""
