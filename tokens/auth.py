@@ -56,6 +56,8 @@ class Authentication:
     deprecated_at: object = None  # legacy keys only
     sunset_at: object = None
     last_used_at: object = None
+    # The address of the last accepted use: a request from it cannot be from a new address.
+    last_used_ip: str | None = None
 
 
 def _aware(value):
@@ -86,7 +88,7 @@ def _table(model):
 def _token_sql(vendor):
     User, _names, user_sql = _user_columns()
     return (
-        "SELECT t.id, t.digest, t.pepper_id, t.expires_at, t.revoked_at, t.last_used_at, "
+        "SELECT t.id, t.digest, t.pepper_id, t.expires_at, t.revoked_at, t.last_used_at, t.last_used_ip, "
         f"{user_sql} FROM {_table(Token)} t JOIN {_table(User)} u ON u.id = t.user_id "
         "WHERE t.public_id = %s"
     )
@@ -97,7 +99,7 @@ def _legacy_sql(vendor, n_digests):
     User, _names, user_sql = _user_columns()
     placeholders = ", ".join(["%s"] * n_digests)
     return (
-        "SELECT k.id, k.digest, k.pepper_id, k.revoked_at, k.last_used_at, "
+        "SELECT k.id, k.digest, k.pepper_id, k.revoked_at, k.last_used_at, k.last_used_ip, "
         "p.legacy_keys_accepted, p.legacy_deprecated_at, p.legacy_sunset_at, "
         f"{user_sql} FROM {_table(LegacyApiKey)} k JOIN {_table(User)} u ON u.id = k.user_id "
         f"JOIN {_table(ExpirationPolicy)} p ON p.id = 1 WHERE k.digest IN ({placeholders})"
@@ -152,9 +154,11 @@ def authenticate_bearer(value):
     # A known id with the wrong secret gets the same answer as an unknown id: no enumeration.
     if row is None or not credentials.matches(parsed, row[1], row[2]):
         raise AuthError(_("The token is not valid."))
-    token_id, _digest, _pepper, expires_at, revoked_at, last_used_at = row[:6]
-    user = _build_user(row[6:])
-    credential = Authentication("bearer", token_id, user, first_use=last_used_at is None)
+    token_id, _digest, _pepper, expires_at, revoked_at, last_used_at, last_used_ip = row[:7]
+    user = _build_user(row[7:])
+    credential = Authentication(
+        "bearer", token_id, user, first_use=last_used_at is None, last_used_ip=last_used_ip
+    )
     if revoked_at is not None:
         raise AuthError(_("The token has been revoked."), credential=credential)
     if expires_at is not None and _aware(expires_at) <= timezone.now():
@@ -176,11 +180,12 @@ def authenticate_legacy(key):
     if row is None:
         raise AuthError(_("The API key is not valid. Use a bearer token (Authorization: Bearer <token>)."),
                         legacy=True)
-    key_id, _digest, _pepper, revoked_at, last_used_at, accepted, deprecated_at, sunset_at = row[:8]
-    user = _build_user(row[8:])
+    key_id, _digest, _pepper, revoked_at, last_used_at, last_used_ip, accepted, deprecated_at, sunset_at = row[:9]
+    user = _build_user(row[9:])
     credential = Authentication(
         "legacy_key", key_id, user, first_use=last_used_at is None,
         deprecated_at=_aware(deprecated_at), sunset_at=_aware(sunset_at), last_used_at=_aware(last_used_at),
+        last_used_ip=last_used_ip,
     )
     if revoked_at is not None:
         raise AuthError(_("The API key has been revoked. Use a bearer token (Authorization: Bearer <token>)."),

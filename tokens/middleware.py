@@ -112,11 +112,11 @@ class ApiAuthenticationMiddleware:
             )
             if accepted:
                 self._first_events(credential, now, ip)
-                # One indexed read; the mail goes out later, from manage.py send_alerts.
+                # The mail goes out later, from manage.py send_alerts.
                 record_new_address(
                     token_id=credential.id if credential.method == "bearer" else None,
                     legacy_key_id=credential.id if credential.method == "legacy_key" else None,
-                    user_id=credential.user.pk, ip=ip, at=now,
+                    user_id=credential.user.pk, ip=ip, at=now, last_ip=credential.last_used_ip,
                     user_agent=request.META.get("HTTP_USER_AGENT", ""),
                 )
         except DatabaseError:

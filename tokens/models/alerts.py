@@ -21,7 +21,7 @@ ALERTS_PER_DAY = 5
 ALERT_MAX_AGE = timedelta(hours=24)
 
 
-def record_new_address(*, token_id=None, legacy_key_id=None, user_id, ip, at, user_agent=""):
+def record_new_address(*, token_id=None, legacy_key_id=None, user_id, ip, at, last_ip=None, user_agent=""):
     """Write the ``new_address`` event when the usage record written at *at* was the first from *ip*.
 
     The one place that decides "new address", so it can move with the usage store. Today the usage
@@ -29,8 +29,11 @@ def record_new_address(*, token_id=None, legacy_key_id=None, user_id, ip, at, us
     the record that created it: when that equals *at*, this request was the first from *ip*. The
     event's unique constraint (credential, ip) makes two first requests at the same moment write one.
     The event's detail is the client's user agent.
+
+    Free for the usual request: one from the address of the credential's last accepted use
+    (*last_ip*, which authentication read anyway) cannot be new. Any other costs one indexed read.
     """
-    if ip is None:
+    if ip is None or ip == last_ip:
         return False
     credential = {"token_id": token_id} if token_id is not None else {"legacy_key_id": legacy_key_id}
     if not ClientAddress.objects.filter(ip=ip, first_seen=at, **credential).exists():
