@@ -34,7 +34,10 @@ class ExpirationPolicyAdmin(admin.ModelAdmin):
         ),
         (_("Tokens exceeding the maximum"), {"fields": ("exceeding_tokens",)}),
         (_("Limits"), {"fields": ("max_active_tokens", "bearer_can_create_tokens")}),
-        (_("Notices and retention"), {"fields": ("expiry_notice_days", "usage_retention_days")}),
+        (
+            _("Notices and retention"),
+            {"fields": ("expiry_notice_days", "new_address_alerts", "usage_retention_days")},
+        ),
         (
             _("Legacy API keys"),
             {"fields": ("legacy_keys_accepted", "legacy_deprecated_at", "legacy_sunset_at")},
