@@ -609,7 +609,7 @@ def test_staff_without_token_permissions_cannot_learn_whose_a_value_is(make_user
     assert "alice" not in _text(response)
 
 
-# --- every admin change is an event (the event feed exports them) ---------------------------------------------
+# --- every admin change is an event (the event feed exports them) -------------------------------------------
 
 
 def test_saving_the_policy_records_who_changed_which_settings(staff, staff_user, policy):

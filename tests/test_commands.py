@@ -34,8 +34,10 @@ def _snapshot():
 
 @pytest.mark.parametrize(
     "name",
-    ["create_token", "revoke_token", "import_legacy_keys", "prune_usage", "notify_expiring_tokens", "send_alerts",
-     "export_events"],
+    [
+        "create_token", "revoke_token", "import_legacy_keys", "prune_usage", "notify_expiring_tokens",
+        "send_alerts", "export_events",
+    ],
 )
 def test_every_command_explains_itself_with_help(name, capsys):
     with pytest.raises(SystemExit) as exit_:
@@ -279,7 +281,7 @@ def test_import_refuses_keys_that_could_never_sign_in(user, tmp_path):
     assert not LegacyApiKey.objects.exists()
 
 
-# --- export_events -------------------------------------------------------------------------------------------
+# --- export_events -----------------------------------------------------------------------------------------
 
 
 def test_export_events_prints_every_event_after_the_cursor_as_json_lines(user, issue):

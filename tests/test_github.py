@@ -1,4 +1,4 @@
-"""GitHub secret scanning: requests signed exactly as GitHub signs them (tokens/github.py and its endpoint)."""
+"""GitHub secret scanning: requests signed exactly as GitHub signs them (tokens/github.py, its endpoint)."""
 
 import base64
 import hashlib
@@ -83,7 +83,8 @@ def test_a_request_signed_like_github_is_verified_and_answered_in_githubs_format
     active.refresh_from_db()
     assert active.revoked_at is not None
     event = TokenEvent.objects.get(token=active, kind=TokenEvent.Kind.REVOKED)
-    assert event.detail == "reported leaked · GitHub secret scanning (content) · https://github.com/o/r/blob/main/f0"
+    where = "GitHub secret scanning (content) · https://github.com/o/r/blob/main/f0"
+    assert event.detail == f"reported leaked · {where}"
     [mail] = mailoutbox
     assert "GitHub secret scanning" in mail.body and active_value not in mail.body
 
@@ -114,7 +115,9 @@ def test_a_missing_or_bad_signature_is_401_and_changes_nothing(client, user, iss
     assert not TokenEvent.objects.filter(kind=TokenEvent.Kind.REVOKED).exists()
 
 
-def test_without_a_usable_keys_file_every_request_is_refused(client, user, issue, github_key, settings, tmp_path):
+def test_without_a_usable_keys_file_every_request_is_refused(
+    client, user, issue, github_key, settings, tmp_path
+):
     token, value = issue(user)
     body = matches(value)
     signature = sign(github_key, body)

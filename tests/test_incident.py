@@ -9,7 +9,7 @@ from django.db import connection, connections
 from django.test.utils import CaptureQueriesContext
 
 from tokens.api import incident
-from tokens.models import ExpirationPolicy, LegacyApiKey, Token, TokenEvent
+from tokens.models import ExpirationPolicy, LegacyApiKey, TokenEvent
 
 from .conftest import bearer
 
@@ -194,7 +194,8 @@ def test_the_event_feed_lists_every_users_events_oldest_first_after_the_cursor(
                      ("revoked", "bob"), ("policy_changed", "sam"), ("first_used", "audrey"),
                      ("new_address", "audrey")]
     leak = events[4]
-    assert leak["token_id"] == theirs.pk and leak["actor"] is None and leak["detail"] == "reported leaked · github"
+    assert (leak["token_id"], leak["actor"]) == (theirs.pk, None)
+    assert leak["detail"] == "reported leaked · github"
     assert client.get(f"/api/events?after={events[-1]['id']}", **bearer(audit_value)).json() == {
         "results": [], "next": None,
     }

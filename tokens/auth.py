@@ -180,7 +180,8 @@ def authenticate_legacy(key):
     if row is None:
         raise AuthError(_("The API key is not valid. Use a bearer token (Authorization: Bearer <token>)."),
                         legacy=True)
-    key_id, _digest, _pepper, revoked_at, last_used_at, last_used_ip, accepted, deprecated_at, sunset_at = row[:9]
+    key_id, _digest, _pepper, revoked_at, last_used_at, last_used_ip = row[:6]
+    accepted, deprecated_at, sunset_at = row[6:9]
     user = _build_user(row[9:])
     credential = Authentication(
         "legacy_key", key_id, user, first_use=last_used_at is None,

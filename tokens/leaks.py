@@ -30,7 +30,7 @@ DETAIL_MAX_LENGTH = 255  # TokenEvent.detail
 
 
 def printable(text, limit):
-    """Return *text* without control, format (bidi overrides), surrogate or unassigned characters, cut to *limit*.
+    """Return *text* without control, format (bidi), surrogate or unassigned characters, cut to *limit*.
 
     Reporters are anonymous: what they say ends up in an e-mail and on the owner's pages.
     """

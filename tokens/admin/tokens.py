@@ -316,6 +316,8 @@ class TokenAdmin(CredentialColumnsMixin, admin.ModelAdmin):
                 current.rename(form.cleaned_data["name"], actor=request.user, ip=client_ip(request))
             if "purpose" in form.changed_data:
                 # Through the model, so the owner and the event feed see the change like a rename.
-                current.change_purpose(form.cleaned_data["purpose"], actor=request.user, ip=client_ip(request))
+                current.change_purpose(
+                    form.cleaned_data["purpose"], actor=request.user, ip=client_ip(request)
+                )
         except ValidationError as error:
             self.message_user(request, " ".join(error.messages), messages.ERROR)

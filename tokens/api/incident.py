@@ -125,14 +125,18 @@ def _github_items(raw):
     """Parse GitHub's list of {"token", "type", "url", "source"}, or raise BadRequest."""
     items = _parse_json(raw)
     if not isinstance(items, list) or len(items) > MAX_REPORTED_VALUES:
-        raise BadRequest(_("The body must be a JSON list of at most %(n)d matches.") % {"n": MAX_REPORTED_VALUES})
+        raise BadRequest(
+            _("The body must be a JSON list of at most %(n)d matches.") % {"n": MAX_REPORTED_VALUES}
+        )
     for item in items:
         if (
             not isinstance(item, dict)
             or not isinstance(item.get("token"), str)
             or not all(isinstance(item.get(k, ""), str) for k in ("type", "url", "source"))
         ):
-            raise BadRequest(_('Each match must be an object with a string "token", "type", "url" and "source".'))
+            raise BadRequest(
+                _('Each match must be an object with a string "token", "type", "url" and "source".')
+            )
     return items
 
 
@@ -144,7 +148,9 @@ def github_secret_scanning(request):
         raise BadRequest(_("The body is too large."), status=413)
     # The signature covers the raw bytes: checked before the body is even parsed.
     if not github.verify_request(request):
-        return api_error(401, _("The request is not signed by a configured GitHub key."), error="invalid_signature")
+        return api_error(
+            401, _("The request is not signed by a configured GitHub key."), error="invalid_signature"
+        )
     items = _github_items(request.body)
     ip = client_ip(request)
     answer = []
@@ -152,7 +158,9 @@ def github_secret_scanning(request):
         value = item["token"].strip()
         found = leaks.revoke_reported(
             [value],
-            source=leaks.printable(f"GitHub secret scanning ({item.get('source', '')})", leaks.SOURCE_MAX_LENGTH),
+            source=leaks.printable(
+                f"GitHub secret scanning ({item.get('source', '')})", leaks.SOURCE_MAX_LENGTH
+            ),
             url=leaks.printable(item.get("url", ""), leaks.URL_MAX_LENGTH),
             ip=ip,
         ).get(value)

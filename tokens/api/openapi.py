@@ -227,7 +227,10 @@ SCHEMAS = {
         "required": ["results", "next"],
         "properties": {
             "results": {"type": "array", "items": _ref("Event")},
-            "next": {"type": ["string", "null"], "description": "null: caught up; poll again with after=<last id>."},
+            "next": {
+                "type": ["string", "null"],
+                "description": "null: caught up; poll again with after=<last id>.",
+            },
         },
     },
     "UsageRecord": {
@@ -342,7 +345,9 @@ PATHS = {
             "operationId": "tokens_change",
             "summary": "Rename a token (the value never changes), or mute or unmute its new-address alerts.",
             "requestBody": {"required": True, "content": _json(_ref("TokenChange"))},
-            "responses": _responses("200", {"description": "Changed.", "content": _json(_ref("Token"))}, "400", "404")
+            "responses": _responses(
+                "200", {"description": "Changed.", "content": _json(_ref("Token"))}, "400", "404"
+            )
             | {"413": _error("The body is too large."), "415": _error("The body is not JSON.")},
         },
         "delete": {
@@ -378,7 +383,7 @@ PATHS = {
     "/api/secret-scanning/github": {
         "post": {
             "operationId": "github_secret_scanning",
-            "summary": "GitHub secret scanning partner endpoint: verify, revoke true positives, label each match.",
+            "summary": "GitHub secret scanning: verify, revoke true positives, label each match.",
             "description": (
                 "Signed by GitHub: `Github-Public-Key-Identifier` and `Github-Public-Key-Signature` (ECDSA "
                 "P-256, SHA-256, base64 DER over the raw body), checked against GITHUB_SECRET_SCANNING_KEYS."
@@ -405,10 +410,13 @@ PATHS = {
     "/api/events": {
         "get": {
             "operationId": "events_feed",
-            "summary": "Every user's token events after a cursor, oldest first. Needs tokens.view_tokenevent.",
+            "summary": "Every user's token events after a cursor, oldest first (tokens.view_tokenevent).",
             "parameters": [
                 {"name": "after", "in": "query", "schema": {"type": "integer", "minimum": 0}},
-                {"name": "limit", "in": "query", "schema": {"type": "integer", "minimum": 1, "maximum": 1000}},
+                {
+                    "name": "limit", "in": "query",
+                    "schema": {"type": "integer", "minimum": 1, "maximum": 1000},
+                },
             ],
             "responses": _responses(
                 "200", {"description": "Events.", "content": _json(_ref("EventPage"))}, "400", "403"

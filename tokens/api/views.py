@@ -241,7 +241,9 @@ def tokens_detail(request, pk):
     if request.method == "PATCH":
         body = _json_body(request, {"name", "alerts"})
         if not body:
-            raise BadRequest(_("Send at least one of: name, alerts."), {"name": [_("This field is required.")]})
+            raise BadRequest(
+                _("Send at least one of: name, alerts."), {"name": [_("This field is required.")]}
+            )
         if "alerts" in body and not isinstance(body["alerts"], bool):
             raise BadRequest(_("The request has invalid fields."), {"alerts": [_("Must be true or false.")]})
         if "name" in body:

@@ -47,70 +47,127 @@ def _on(vendor, statements):
     return run
 
 
-
 class Migration(migrations.Migration):
-
     dependencies = [
-        ('tokens', '0003_usage_partial_indexes'),
+        ("tokens", "0003_usage_partial_indexes"),
         migrations.swappable_dependency(settings.AUTH_USER_MODEL),
     ]
 
     operations = [
         migrations.CreateModel(
-            name='AlertDelivery',
+            name="AlertDelivery",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('outcome', models.CharField(choices=[('sent', 'mailed'), ('muted', 'muted by the owner'), ('capped', 'daily limit reached'), ('off', 'switched off by the policy'), ('no_email', 'owner has no e-mail address')], max_length=10, verbose_name='outcome')),
-                ('at', models.DateTimeField(default=django.utils.timezone.now, verbose_name='handled at')),
+                (
+                    "id",
+                    models.BigAutoField(
+                        auto_created=True, primary_key=True, serialize=False, verbose_name="ID"
+                    ),
+                ),
+                (
+                    "outcome",
+                    models.CharField(
+                        choices=[
+                            ("sent", "mailed"),
+                            ("muted", "muted by the owner"),
+                            ("capped", "daily limit reached"),
+                            ("off", "switched off by the policy"),
+                            ("no_email", "owner has no e-mail address"),
+                        ],
+                        max_length=10,
+                        verbose_name="outcome",
+                    ),
+                ),
+                ("at", models.DateTimeField(default=django.utils.timezone.now, verbose_name="handled at")),
             ],
             options={
-                'verbose_name': 'new-address alert',
-                'verbose_name_plural': 'new-address alerts',
+                "verbose_name": "new-address alert",
+                "verbose_name_plural": "new-address alerts",
             },
         ),
         migrations.AddField(
-            model_name='expirationpolicy',
-            name='new_address_alerts',
-            field=models.BooleanField(default=True, help_text='Mail owners when a token or legacy key is used from an address it was never used from (at most five mails a credential a day; owners can mute each token).', verbose_name='new-address alerts'),
+            model_name="expirationpolicy",
+            name="new_address_alerts",
+            field=models.BooleanField(
+                default=True,
+                help_text=(
+                    "Mail owners when a token or legacy key is used from an address it was never used from "
+                    "(at most five mails a credential a day; owners can mute each token)."
+                ),
+                verbose_name="new-address alerts",
+            ),
         ),
         migrations.RunPython(
             _on("sqlite", usage_trigger.SQLITE_REVERSE), _on("sqlite", usage_trigger.SQLITE)
         ),
         migrations.AddField(
-            model_name='token',
-            name='alerts',
-            field=models.BooleanField(default=True, help_text='Mail the owner when the token is used from an address it was never used from.', verbose_name='new-address alerts'),
+            model_name="token",
+            name="alerts",
+            field=models.BooleanField(
+                default=True,
+                help_text="Mail the owner when the token is used from an address it was never used from.",
+                verbose_name="new-address alerts",
+            ),
         ),
         migrations.RunPython(
             _on("sqlite", usage_trigger.SQLITE), _on("sqlite", usage_trigger.SQLITE_REVERSE)
         ),
         migrations.AlterField(
-            model_name='tokenevent',
-            name='kind',
-            field=models.CharField(choices=[('created', 'created'), ('renamed', 'renamed'), ('revoked', 'revoked'), ('expired', 'expired'), ('shortened', 'expiry shortened'), ('first_used', 'first used'), ('legacy_used', 'legacy key used'), ('legacy_revoked', 'legacy key revoked'), ('new_address', 'used from a new address'), ('alerts_changed', 'new-address alerts switched'), ('purpose_changed', 'purpose changed'), ('policy_changed', 'policy changed')], max_length=20, verbose_name='event'),
+            model_name="tokenevent",
+            name="kind",
+            field=models.CharField(
+                choices=[
+                    ("created", "created"),
+                    ("renamed", "renamed"),
+                    ("revoked", "revoked"),
+                    ("expired", "expired"),
+                    ("shortened", "expiry shortened"),
+                    ("first_used", "first used"),
+                    ("legacy_used", "legacy key used"),
+                    ("legacy_revoked", "legacy key revoked"),
+                    ("new_address", "used from a new address"),
+                    ("alerts_changed", "new-address alerts switched"),
+                    ("purpose_changed", "purpose changed"),
+                    ("policy_changed", "policy changed"),
+                ],
+                max_length=20,
+                verbose_name="event",
+            ),
         ),
         migrations.AddIndex(
-            model_name='tokenevent',
-            index=models.Index(condition=models.Q(('kind', 'new_address')), fields=['at'], name='event_new_address_at'),
+            model_name="tokenevent",
+            index=models.Index(
+                condition=models.Q(("kind", "new_address")), fields=["at"], name="event_new_address_at"
+            ),
         ),
         migrations.AddConstraint(
-            model_name='tokenevent',
-            constraint=models.UniqueConstraint(condition=models.Q(('kind', 'new_address')), fields=('token', 'ip'), name='event_new_address_token'),
+            model_name="tokenevent",
+            constraint=models.UniqueConstraint(
+                condition=models.Q(("kind", "new_address")),
+                fields=("token", "ip"),
+                name="event_new_address_token",
+            ),
         ),
         migrations.AddConstraint(
-            model_name='tokenevent',
-            constraint=models.UniqueConstraint(condition=models.Q(('kind', 'new_address')), fields=('legacy_key', 'ip'), name='event_new_address_legacy'),
+            model_name="tokenevent",
+            constraint=models.UniqueConstraint(
+                condition=models.Q(("kind", "new_address")),
+                fields=("legacy_key", "ip"),
+                name="event_new_address_legacy",
+            ),
         ),
         migrations.AddField(
-            model_name='alertdelivery',
-            name='event',
-            field=models.OneToOneField(on_delete=django.db.models.deletion.CASCADE, related_name='alert_delivery', to='tokens.tokenevent', verbose_name='event'),
+            model_name="alertdelivery",
+            name="event",
+            field=models.OneToOneField(
+                on_delete=django.db.models.deletion.CASCADE,
+                related_name="alert_delivery",
+                to="tokens.tokenevent",
+                verbose_name="event",
+            ),
         ),
         migrations.AddIndex(
-            model_name='alertdelivery',
-            index=models.Index(fields=['at'], name='alert_delivery_at'),
+            model_name="alertdelivery",
+            index=models.Index(fields=["at"], name="alert_delivery_at"),
         ),
-        migrations.RunPython(
-            _on("postgresql", FEED_LOCK), _on("postgresql", FEED_LOCK_REVERSE)
-        ),
+        migrations.RunPython(_on("postgresql", FEED_LOCK), _on("postgresql", FEED_LOCK_REVERSE)),
     ]

@@ -21,7 +21,9 @@ ALERTS_PER_DAY = 5
 ALERT_MAX_AGE = timedelta(hours=24)
 
 
-def record_new_address(*, token_id=None, legacy_key_id=None, user_id, ip, at, last_ip=None, user_agent=""):
+def record_new_address(
+    *, token_id=None, legacy_key_id=None, user_id, ip, at, last_ip=None, user_agent=""
+):
     """Write the ``new_address`` event when the usage record written at *at* was the first from *ip*.
 
     The one place that decides "new address", so it can move with the usage store. Today the usage
@@ -53,9 +55,10 @@ def record_new_address(*, token_id=None, legacy_key_id=None, user_id, ip, at, la
 class AlertDeliveryQuerySet(models.QuerySet):
     def sent_since(self, moment, *, event):
         """Return the alerts mailed since *moment* about the credential of *event*."""
-        credential = (
-            {"event__token_id": event.token_id} if event.token_id else {"event__legacy_key_id": event.legacy_key_id}
-        )
+        if event.token_id:
+            credential = {"event__token_id": event.token_id}
+        else:
+            credential = {"event__legacy_key_id": event.legacy_key_id}
         return self.filter(outcome=AlertDelivery.Outcome.SENT, at__gte=moment, **credential)
 
 

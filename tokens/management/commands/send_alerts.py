@@ -1,3 +1,4 @@
+import math
 import time
 
 from django.core.management.base import BaseCommand, CommandError
@@ -26,7 +27,7 @@ class Command(BaseCommand):
         )
 
     def handle(self, *args, loop, interval, rounds, **options):
-        if interval <= 0 or interval != interval:  # NaN compares unequal to itself
+        if math.isnan(interval) or interval <= 0:
             raise CommandError("--interval must be a positive number of seconds.")
         if rounds is not None and rounds < 1:
             raise CommandError("--rounds must be at least 1.")
@@ -49,7 +50,8 @@ class Command(BaseCommand):
 
     def _round(self, *, fail):
         report = send_pending()
-        summary = ", ".join(f"{n} {outcome}" for outcome, n in sorted(report.outcomes.items())) or "nothing new"
+        counts = sorted(report.outcomes.items())
+        summary = ", ".join(f"{n} {outcome}" for outcome, n in counts) or "nothing new"
         self.stdout.write(f"New-address alerts: {summary}.")
         if report.failed:
             message = (
