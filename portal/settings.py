@@ -148,6 +148,8 @@ SITE_URL = _raw("SITE_URL", "http://127.0.0.1:8000").strip().rstrip("/")
 if not re.fullmatch(r"https?://[^/\s]+(/\S*)?", SITE_URL):
     _refuse("SITE_URL", f"is {SITE_URL!r}, not an http(s) address",
             "Set the address people open, e.g. SITE_URL=https://tokens.example.com.")
+# GitHub secret scanning: a file holding GitHub's public keys document (see docs/tokens.md); empty: off.
+GITHUB_SECRET_SCANNING_KEYS = _raw("GITHUB_SECRET_SCANNING_KEYS", "").strip()
 # Client IPs are taken from X-Forwarded-For only when the direct peer is one of these proxies.
 TRUSTED_PROXIES = _networks("TRUSTED_PROXIES")
 

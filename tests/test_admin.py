@@ -890,3 +890,26 @@ def test_the_policy_page_sets_the_default_access_and_the_allow_list_rule(staff, 
     assert response.status_code == 302
     policy.refresh_from_db()
     assert policy.default_access == "read" and policy.require_allowed_ips_without_expiry
+# --- every admin change is an event (the event feed exports them) -------------------------------------------
+
+
+def test_saving_the_policy_records_who_changed_which_settings(staff, staff_user, policy):
+    staff.post(POLICY_URL, _policy_form(policy, expiry_notice_days="3", new_address_alerts="on"))
+    event = TokenEvent.objects.get(kind=TokenEvent.Kind.POLICY_CHANGED)
+    assert (event.user, event.actor) == (staff_user, staff_user)
+    assert "expiry_notice_days" in event.detail.split(", ")
+    assert event.ip == "127.0.0.1"
+
+
+def test_switching_new_address_alerts_off_in_the_policy_is_saved_and_recorded(staff, policy):
+    staff.post(POLICY_URL, _policy_form(policy))  # the box unticked
+    policy.refresh_from_db()
+    assert policy.new_address_alerts is False
+    assert "new_address_alerts" in TokenEvent.objects.get(kind=TokenEvent.Kind.POLICY_CHANGED).detail
+
+
+def test_changing_a_purpose_in_the_admin_is_an_event_the_owner_sees(staff, staff_user, user, issue):
+    token, _value = issue(user, name="deploy-bot")
+    staff.post(f"{TOKENS_URL}{token.pk}/change/", {"name": "deploy-bot", "purpose": "Nightly deploys"})
+    event = TokenEvent.objects.get(token=token, kind=TokenEvent.Kind.PURPOSE_CHANGED)
+    assert (event.user, event.actor, event.detail) == (user, staff_user, "Nightly deploys")

@@ -33,7 +33,11 @@ def _snapshot():
 
 
 @pytest.mark.parametrize(
-    "name", ["create_token", "revoke_token", "import_legacy_keys", "prune_usage", "notify_expiring_tokens"]
+    "name",
+    [
+        "create_token", "revoke_token", "import_legacy_keys", "prune_usage", "notify_expiring_tokens",
+        "send_alerts", "export_events",
+    ],
 )
 def test_every_command_explains_itself_with_help(name, capsys):
     with pytest.raises(SystemExit) as exit_:
@@ -302,3 +306,40 @@ def test_create_token_refuses_limits_the_user_cannot_have_and_creates_nothing(us
     with pytest.raises(CommandError, match=message):
         run("create_token", "alice", "service", "--days", "10", *args)
     assert not Token.objects.exists()
+# --- export_events -----------------------------------------------------------------------------------------
+
+
+def test_export_events_prints_every_event_after_the_cursor_as_json_lines(user, issue):
+    import json
+
+    token, _value = issue(user, name="exported")
+    token.rename("renamed", actor=user)
+    token.revoke(actor=None, detail="reported leaked · github")
+    ids = list(TokenEvent.objects.order_by("pk").values_list("pk", flat=True))
+
+    out, _err = run("export_events")
+    lines = [json.loads(line) for line in out.splitlines()]
+    assert [line["id"] for line in lines] == ids
+    assert [line["kind"] for line in lines] == ["created", "renamed", "revoked"]
+    assert lines[2] == {
+        "id": ids[2], "at": lines[2]["at"], "kind": "revoked", "user": {"id": user.pk, "username": "alice"},
+        "actor": None, "token_id": token.pk, "legacy_key_id": None, "ip": None,
+        "detail": "reported leaked · github",
+    }
+    out, _err = run("export_events", "--after", str(ids[0]))
+    assert [json.loads(line)["id"] for line in out.splitlines()] == ids[1:]
+    out, _err = run("export_events", "--after", str(ids[0]), "--limit", "1")
+    assert [json.loads(line)["id"] for line in out.splitlines()] == ids[1:2]
+
+
+@pytest.mark.parametrize("args", [["--after", "-1"], ["--after", "²"], ["--limit", "0"],
+                                  ["--after", "9" * 30]])
+def test_export_events_refuses_bad_arguments(args):
+    with pytest.raises((CommandError, SystemExit)):
+        run("export_events", *args)
+
+
+@pytest.mark.parametrize("args", [["--interval", "0"], ["--interval", "nan"], ["--loop", "--rounds", "0"]])
+def test_send_alerts_refuses_bad_arguments(args):
+    with pytest.raises(CommandError):
+        run("send_alerts", *args)

@@ -84,6 +84,8 @@ class Authentication:
     allowed_ips: object = ()
     # Served, but the rehearsed security level would refuse it (recorded with the use).
     would_refuse: bool = False
+    # The address of the last accepted use: a request from it cannot be from a new address.
+    last_used_ip: str | None = None
 
 
 def _aware(value):
@@ -117,7 +119,7 @@ def _table(model):
 def _token_sql(vendor):
     User, _names, user_sql = _user_columns()
     return (
-        "SELECT t.id, t.digest, t.pepper_id, t.expires_at, t.revoked_at, t.last_used_at, "
+        "SELECT t.id, t.digest, t.pepper_id, t.expires_at, t.revoked_at, t.last_used_at, t.last_used_ip, "
         "t.access, t.permissions, t.allowed_ips, "
         f"{user_sql} FROM {_table(Token)} t JOIN {_table(User)} u ON u.id = t.user_id "
         "WHERE t.public_id = %s"
@@ -129,7 +131,7 @@ def _legacy_sql(vendor, n_digests):
     User, _names, user_sql = _user_columns()
     placeholders = ", ".join(["%s"] * n_digests)
     return (
-        "SELECT k.id, k.digest, k.pepper_id, k.revoked_at, k.last_used_at, "
+        "SELECT k.id, k.digest, k.pepper_id, k.revoked_at, k.last_used_at, k.last_used_ip, "
         "p.security_level, p.rehearsal_level, p.legacy_deprecated_at, p.legacy_sunset_at, "
         # The brownout open now: a range scan of the few windows not yet over (index brownout_ends).
         f"(SELECT MAX(b.ends_at) FROM {_table(BrownoutWindow)} b "
@@ -187,11 +189,11 @@ def authenticate_bearer(value):
     # A known id with the wrong secret gets the same answer as an unknown id: no enumeration.
     if row is None or not credentials.matches(parsed, row[1], row[2]):
         raise AuthError(_("The token is not valid."), looked_up=True)
-    token_id, _digest, _pepper, expires_at, revoked_at, last_used_at = row[:6]
-    access, permissions, allowed_ips = row[6:9]
-    user = _build_user(row[9:])
+    token_id, _digest, _pepper, expires_at, revoked_at, last_used_at, last_used_ip = row[:7]
+    access, permissions, allowed_ips = row[7:10]
+    user = _build_user(row[10:])
     credential = Authentication(
-        "bearer", token_id, user, first_use=last_used_at is None, access=access,
+        "bearer", token_id, user, first_use=last_used_at is None, last_used_ip=last_used_ip, access=access,
         # An unrestricted token's columns read NULL and "[]": no JSON parsing on its path.
         permissions=None if permissions is None else load_list(permissions),
         allowed_ips=() if allowed_ips in ("[]", []) else load_list(allowed_ips),
@@ -269,12 +271,13 @@ def authenticate_legacy(key, *, now=None):
     row = next((r for r in rows if digests.get(r[2]) == r[1]), None)
     if row is None:
         raise AuthError(UNKNOWN_LEGACY_KEY, legacy=True, looked_up=True)
-    key_id, _digest, _pepper, revoked_at, last_used_at = row[:5]
-    level, rehearsal, deprecated_at, sunset_at, brownout = row[5:10]
-    user = _build_user(row[10:])
+    key_id, _digest, _pepper, revoked_at, last_used_at, last_used_ip = row[:6]
+    level, rehearsal, deprecated_at, sunset_at, brownout = row[6:11]
+    user = _build_user(row[11:])
     credential = Authentication(
         "legacy_key", key_id, user, first_use=last_used_at is None,
         deprecated_at=_aware(deprecated_at), sunset_at=_aware(sunset_at), last_used_at=_aware(last_used_at),
+        last_used_ip=last_used_ip,
     )
     if revoked_at is not None:
         # Answered exactly like an unknown key: "has been revoked" would tell a guesser that the value

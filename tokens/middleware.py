@@ -15,12 +15,15 @@ from .auth import AuthError, Refused, authenticate
 from .constants import API_PREFIX, LEGACY_KEY_HEADER, MIGRATION_GUIDE_PATH
 from .http import client_ip
 from .models import ExpirationPolicy, RefusedClient, RehearsedSessionRequest, TokenEvent, UsageRecord
+from .models.alerts import record_new_address
 from .models.legacy import clean_legacy_key
 from .throttle import api_client_locked, count_api_failure
 
 log = logging.getLogger(__name__)
 
-PUBLIC_API_PATHS = frozenset({"/api/openapi.json"})
+# Open to anyone: the document, and the two ways to report a leaked credential (whoever finds one
+# must be able to kill it; GitHub's requests are signed instead).
+PUBLIC_API_PATHS = frozenset({"/api/openapi.json", "/api/credentials/revoke", "/api/secret-scanning/github"})
 MIGRATION_LINK = f'<{MIGRATION_GUIDE_PATH}>; rel="deprecation"; type="text/plain"'
 
 
@@ -167,6 +170,13 @@ class ApiAuthenticationMiddleware:
             )
             if accepted:
                 self._first_events(credential, now, ip)
+                # The mail goes out later, from manage.py send_alerts.
+                record_new_address(
+                    token_id=credential.id if credential.method == "bearer" else None,
+                    legacy_key_id=credential.id if credential.method == "legacy_key" else None,
+                    user_id=credential.user.pk, ip=ip, at=now, last_ip=credential.last_used_ip,
+                    user_agent=request.META.get("HTTP_USER_AGENT", ""),
+                )
         except DatabaseError:
             log.error("usage record could not be written")
             # An accepted request that cannot be recorded is not served; a refusal stays a refusal.

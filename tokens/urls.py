@@ -11,4 +11,5 @@ urlpatterns = [
     path("<int:pk>/rename/", views.token_rename, name="rename"),
     path("<int:pk>/revoke/", views.token_revoke, name="revoke"),
     path("<int:pk>/restrictions/", views.token_restrict, name="restrict"),
+    path("<int:pk>/alerts/", views.token_alerts, name="alerts"),
 ]

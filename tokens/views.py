@@ -304,3 +304,19 @@ def token_revoke(request, pk):
     else:
         messages.info(request, _("“%(name)s” was already revoked.") % {"name": token.name})
     return _see_other(_detail_url(token))
+
+
+@login_required
+@require_POST
+@csrf_protect
+def token_alerts(request, pk):
+    """Switch the token's new-address alerts on or off (the detail page's form)."""
+    token = own_token_or_404(request, pk)
+    enabled = request.POST.get("alerts") == "on"
+    if token.set_alerts(enabled, actor=request.user, ip=client_ip(request)):
+        if enabled:
+            messages.success(request, _("You will be mailed when “%(name)s” is used from a new address.")
+                             % {"name": token.name})
+        else:
+            messages.success(request, _("Alerts for “%(name)s” are muted.") % {"name": token.name})
+    return _see_other(_detail_url(token))

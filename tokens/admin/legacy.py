@@ -16,6 +16,7 @@ from django.utils.translation import ngettext, ngettext_lazy
 from django.views.decorators.http import require_POST
 
 from ..charts import daily_chart
+from ..http import client_ip
 from ..models import (
     BrownoutWindow,
     ClientAddress,
@@ -190,6 +191,7 @@ class LegacyApiKeyAdmin(CredentialColumnsMixin, ReadOnlyAdmin):
             request,
             queryset,
             message=ngettext_lazy("Revoked %(n)d legacy key.", "Revoked %(n)d legacy keys.", "n"),
+            ip=client_ip(request),
         )
 
     def get_urls(self):

@@ -7,6 +7,7 @@ from django.utils.html import format_html, format_html_join
 from django.utils.translation import gettext_lazy as _
 from django.utils.translation import ngettext
 
+from ..http import client_ip
 from ..models import BrownoutWindow, ExpirationPolicy, Token
 from .forms import ExpirationPolicyForm
 from .legacy import transition_numbers
@@ -46,7 +47,10 @@ class ExpirationPolicyAdmin(admin.ModelAdmin):
         (_("Tokens exceeding the maximum"), {"fields": ("exceeding_tokens",)}),
         (_("Limits"), {"fields": ("max_active_tokens", "bearer_can_create_tokens")}),
         (_("Least privilege"), {"fields": ("default_access", "require_allowed_ips_without_expiry")}),
-        (_("Notices and retention"), {"fields": ("expiry_notice_days", "usage_retention_days")}),
+        (
+            _("Notices and retention"),
+            {"fields": ("expiry_notice_days", "new_address_alerts", "usage_retention_days")},
+        ),
         (
             _("Transition"),
             {
@@ -100,8 +104,15 @@ class ExpirationPolicyAdmin(admin.ModelAdmin):
 
     def save_model(self, request, obj, form, change):
         # What the audit compares against: the row as stored before this save, and its windows.
-        obj._transition_before = ExpirationPolicy.objects.get(pk=obj.pk).transition_state()
-        self._save_policy(request, obj, form, change)
+        stored = ExpirationPolicy.objects.get(pk=obj.pk)
+        obj._transition_before = stored.transition_state()
+        # Compared by value: form.changed_data also names a date and time typed back unchanged.
+        changed = [
+            field.name
+            for field in obj._meta.concrete_fields
+            if field.name != "updated_at" and getattr(stored, field.attname) != getattr(obj, field.attname)
+        ]
+        self._save_policy(request, obj, changed)
 
     def save_related(self, request, form, formsets, change):
         super().save_related(request, form, formsets, change)
@@ -144,9 +155,11 @@ class ExpirationPolicyAdmin(admin.ModelAdmin):
             _("Open them in the token list to shorten them to the maximum"),
         )
 
-    def _save_policy(self, request, obj, form, change):
+    def _save_policy(self, request, obj, changed):
         # The policy row only, then a plain read: no token or owner row (docs/security.md, "Lock order").
-        super().save_model(request, obj, form, change)
+        obj.save()
+        # The Activity Stream and the event feed say who changed which settings, like any token change.
+        obj.record_change(actor=request.user, fields=changed, ip=client_ip(request))
         # Lowering the maximum leaves existing tokens alone; say so, so nothing changes silently.
         exceeding = Token.objects.exceeding(obj.maximum_lifetime).count()
         if exceeding:

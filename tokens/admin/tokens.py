@@ -68,7 +68,7 @@ class TokenAdmin(SecretLookupsRefusedMixin, CredentialColumnsMixin, admin.ModelA
         (_("What it can do"), {"fields": ("access", "permissions_text", "allowed_ips_text")}),
     )
     fieldsets = (
-        (None, {"fields": ("name", "purpose", "user", "status_label", "last_characters")}),
+        (None, {"fields": ("name", "purpose", "user", "status_label", "last_characters", "alerts")}),
         (_("What it can do"), {"fields": ("access", "permissions_text", "allowed_ips_text")}),
         (
             _("Lifetime"),
@@ -91,6 +91,7 @@ class TokenAdmin(SecretLookupsRefusedMixin, CredentialColumnsMixin, admin.ModelA
     # The digest and the public id are never listed, shown or searchable.
     readonly_fields = (
         "user",
+        "alerts",
         "status_label",
         "last_characters",
         "created_at",
@@ -348,7 +349,10 @@ class TokenAdmin(SecretLookupsRefusedMixin, CredentialColumnsMixin, admin.ModelA
             if "name" in form.changed_data:
                 current.rename(form.cleaned_data["name"], actor=request.user, ip=client_ip(request))
             if "purpose" in form.changed_data:
-                Token.objects.filter(pk=obj.pk).update(purpose=form.cleaned_data["purpose"])
+                # Through the model, so the owner and the event feed see the change like a rename.
+                current.change_purpose(
+                    form.cleaned_data["purpose"], actor=request.user, ip=client_ip(request)
+                )
             changes = form.restriction_changes()
             if changes:
                 # Through set_restrictions: checked against the owner and the policy, one event per change.

@@ -1,7 +1,7 @@
 """The OpenAPI 3.1 description of /api/, served at /api/openapi.json and checked by tests/test_openapi.py."""
 
 from ..constants import MAX_ALLOWED_IPS, NAME_MAX_LENGTH, PURPOSE_MAX_LENGTH, Access
-from ..models import TokenStatus
+from ..models import TokenEvent, TokenStatus
 
 TIME = {"type": "string", "format": "date-time"}
 NULLABLE_TIME = {"type": ["string", "null"], "format": "date-time"}
@@ -30,10 +30,16 @@ ERRORS = {
     ),
     "404": _error("No such object among the caller's own (other users' ids answer the same)."),
     "405": _error("Method not allowed."),
-    "429": _error(
-        "This client address failed authentication too often (30 times a minute); Retry-After says when to "
-        "try again. Valid credentials never count."
-    ),
+    "413": _error("The body is too large."),
+    "415": _error("The body is not JSON."),
+    "429": {
+        "description": (
+            "Too many failed authentications (30 a minute) or reports from this client address; "
+            "Retry-After says when to try again. Valid credentials never count."
+        ),
+        "headers": {"Retry-After": {"schema": {"type": "integer", "minimum": 1}}},
+        "content": _json(_ref("Error")),
+    },
     "503": _error("The database cannot be reached; nothing was done."),
 }
 
@@ -136,7 +142,7 @@ SCHEMAS = {
         "required": [
             "id", "name", "purpose", "status", "created_at", "expires_at", "revoked_at", "last_used_at",
             "last_used_ip", "last_used_user_agent", "request_count", "last_characters",
-            "access", "permissions", "allowed_ips",
+            "access", "permissions", "allowed_ips", "alerts",
         ],
         "properties": {
             "id": {"type": "integer"},
@@ -154,6 +160,7 @@ SCHEMAS = {
             "access": ACCESS,
             "permissions": PERMISSIONS,
             "allowed_ips": ALLOWED_IPS,
+            "alerts": {"type": "boolean", "description": "Mail the owner on use from a new client address."},
         },
     },
     "NewToken": {
@@ -192,6 +199,78 @@ SCHEMAS = {
             "access": ACCESS,
             "permissions": PERMISSIONS,
             "allowed_ips": ALLOWED_IPS,
+            "alerts": {"type": "boolean", "description": "false mutes the token's new-address alerts."},
+        },
+    },
+    "LeakReport": {
+        "type": "object",
+        "required": ["credentials"],
+        "additionalProperties": False,
+        "properties": {
+            "credentials": {
+                "type": "array",
+                "minItems": 1,
+                "maxItems": 1000,
+                "items": {"type": "string", "minLength": 1, "maxLength": 1000},
+                "description": "Bearer tokens and legacy API keys that were found where they should not be.",
+            },
+            "source": {"type": ["string", "null"], "description": "Who or what found them."},
+            "url": {"type": ["string", "null"], "description": "Where they were found."},
+        },
+    },
+    "LeakReportReceived": {
+        "type": "object",
+        "required": ["received"],
+        "properties": {"received": {"type": "integer", "minimum": 1}},
+    },
+    "GitHubMatch": {
+        "type": "object",
+        "required": ["token"],
+        "properties": {
+            "token": {"type": "string"},
+            "type": {"type": "string"},
+            "url": {"type": "string"},
+            "source": {"type": "string"},
+        },
+    },
+    "GitHubLabel": {
+        "type": "object",
+        "required": ["token_hash", "token_type", "label"],
+        "properties": {
+            "token_hash": {"type": "string", "description": "SHA-256 of the reported value, hex."},
+            "token_type": {"type": "string"},
+            "label": {"enum": ["true_positive", "false_positive"]},
+        },
+    },
+    "EventUser": {
+        "type": ["object", "null"],
+        "required": ["id", "username"],
+        "properties": {"id": {"type": "integer"}, "username": {"type": "string"}},
+    },
+    "Event": {
+        "type": "object",
+        "required": ["id", "at", "kind", "user", "actor", "token_id", "legacy_key_id", "ip", "detail"],
+        "properties": {
+            "id": {"type": "integer"},
+            "at": TIME,
+            "kind": {"enum": TokenEvent.Kind.values},
+            "user": _ref("EventUser"),
+            "actor": _ref("EventUser"),
+            "token_id": {"type": ["integer", "null"]},
+            "legacy_key_id": {"type": ["integer", "null"]},
+            "ip": {"type": ["string", "null"]},
+            "detail": {"type": "string"},
+        },
+    },
+    "EventPage": {
+        "type": "object",
+        "required": ["results", "next"],
+        "properties": {
+            "results": {"type": "array", "items": _ref("Event")},
+            "next": {
+                "type": ["string", "null"],
+                "description": "null: caught up; poll again with after=<last id>.",
+            },
         },
     },
     "UsageRecord": {
@@ -305,8 +384,8 @@ PATHS = {
         "patch": {
             "operationId": "tokens_rename",  # kept from before PATCH took more than the name
             "summary": (
-                "Rename a token or change its access, permissions or allowed addresses. "
-                "The value never changes."
+                "Rename a token, change its access, permissions or allowed addresses, or mute or unmute "
+                "its new-address alerts. The value never changes."
             ),
             "requestBody": {"required": True, "content": _json(_ref("TokenUpdate"))},
             "responses": _responses(
@@ -326,6 +405,65 @@ PATHS = {
             "summary": "A token's usage: totals, 30 days of daily counts, client IPs, recent requests.",
             "parameters": [ID_PARAMETER, *PAGE_PARAMETERS],
             "responses": _responses("200", {"description": "Usage.", "content": _json(_ref("Usage"))}, "400", "404"),
+        }
+    },
+    "/api/credentials/revoke": {
+        "post": {
+            "operationId": "credentials_revoke",
+            "summary": "Report leaked credentials. Active ones are revoked and their owners mailed.",
+            "description": (
+                "No authentication. The answer is the same for real, revoked and made-up values. "
+                "Rate-limited per client address."
+            ),
+            "security": [],
+            "requestBody": {"required": True, "content": _json(_ref("LeakReport"))},
+            "responses": {
+                "202": {"description": "Received.", "content": _json(_ref("LeakReportReceived"))},
+                **{code: ERRORS[code] for code in ("400", "405", "413", "415", "429", "503")},
+            },
+        }
+    },
+    "/api/secret-scanning/github": {
+        "post": {
+            "operationId": "github_secret_scanning",
+            "summary": "GitHub secret scanning: verify, revoke true positives, label each match.",
+            "description": (
+                "Signed by GitHub: `Github-Public-Key-Identifier` and `Github-Public-Key-Signature` (ECDSA "
+                "P-256, SHA-256, base64 DER over the raw body), checked against GITHUB_SECRET_SCANNING_KEYS."
+            ),
+            "security": [],
+            "parameters": [
+                {"name": "Github-Public-Key-Identifier", "in": "header", "schema": {"type": "string"}},
+                {"name": "Github-Public-Key-Signature", "in": "header", "schema": {"type": "string"}},
+            ],
+            "requestBody": {
+                "required": True,
+                "content": _json({"type": "array", "maxItems": 1000, "items": _ref("GitHubMatch")}),
+            },
+            "responses": {
+                "200": {
+                    "description": "One label per match, in order.",
+                    "content": _json({"type": "array", "items": _ref("GitHubLabel")}),
+                },
+                "401": _error("Missing or bad signature; nothing was changed."),
+                **{code: ERRORS[code] for code in ("400", "405", "413", "503")},
+            },
+        }
+    },
+    "/api/events": {
+        "get": {
+            "operationId": "events_feed",
+            "summary": "Every user's token events after a cursor, oldest first (tokens.view_tokenevent).",
+            "parameters": [
+                {"name": "after", "in": "query", "schema": {"type": "integer", "minimum": 0}},
+                {
+                    "name": "limit", "in": "query",
+                    "schema": {"type": "integer", "minimum": 1, "maximum": 1000},
+                },
+            ],
+            "responses": _responses(
+                "200", {"description": "Events.", "content": _json(_ref("EventPage"))}, "400", "403"
+            ),
         }
     },
     "/api/openapi.json": {

@@ -1,5 +1,6 @@
 from django.urls import path
 
+from . import incident
 from . import views as api
 
 urlpatterns = [
@@ -9,5 +10,8 @@ urlpatterns = [
     path("tokens", api.tokens_collection, name="api-tokens"),
     path("tokens/<int:pk>", api.tokens_detail, name="api-token"),
     path("tokens/<int:pk>/usage", api.tokens_usage, name="api-token-usage"),
+    path("credentials/revoke", incident.credentials_revoke, name="api-credentials-revoke"),
+    path("secret-scanning/github", incident.github_secret_scanning, name="api-secret-scanning-github"),
+    path("events", incident.events_feed, name="api-events"),
     path("openapi.json", api.openapi, name="api-openapi"),
 ]

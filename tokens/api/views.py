@@ -57,6 +57,7 @@ def token_json(token):
         "access": token.access,
         "permissions": token.permissions,
         "allowed_ips": token.allowed_ips,
+        "alerts": token.alerts,
     }
 
 
@@ -254,13 +255,15 @@ RESTRICTIONS = ("access", "permissions", "allowed_ips")
 
 @_api_view(["GET", "PATCH", "DELETE"])
 def tokens_detail(request, pk):
-    """Show, change (PATCH name, access, permissions, allowed_ips) or revoke (DELETE) one of your tokens."""
+    """Show, change (PATCH name, access, permissions, allowed_ips, alerts) or revoke (DELETE) one of your tokens."""
     token = own_token_or_404(request, pk)
     if request.method == "PATCH":
-        body = _json_body(request, {"name", *RESTRICTIONS})
+        body = _json_body(request, {"name", "alerts", *RESTRICTIONS})
         if not body:
-            raise BadRequest(_("Send at least one of: name, access, permissions, allowed_ips."),
+            raise BadRequest(_("Send at least one of: name, access, permissions, allowed_ips, alerts."),
                              {"non_field_errors": [_("Nothing to change.")]})
+        if "alerts" in body and not isinstance(body["alerts"], bool):
+            raise BadRequest(_("The request has invalid fields."), {"alerts": [_("Must be true or false.")]})
         ip = client_ip(request)
         # One transaction: a bad field anywhere in the body leaves the name unchanged too.
         with transaction.atomic():
@@ -269,6 +272,8 @@ def tokens_detail(request, pk):
             changes = {key: body[key] for key in RESTRICTIONS if key in body}
             if changes:
                 token.set_restrictions(**changes, actor=request.user, ip=ip)
+            if "alerts" in body:
+                token.set_alerts(body["alerts"], actor=request.user, ip=ip)
     elif request.method == "DELETE":
         token.revoke(actor=request.user, ip=client_ip(request))
         return HttpResponse(status=204)

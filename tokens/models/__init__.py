@@ -1,3 +1,4 @@
+from .alerts import AlertDelivery
 from .attempts import AttemptCounter, RefusedClient
 from .events import TokenEvent
 from .legacy import LegacyApiKey
@@ -6,6 +7,7 @@ from .tokens import Token, TokenStatus
 from .usage import ClientAddress, DailyUsage, UsageRecord
 
 __all__ = [
+    "AlertDelivery",
     "AttemptCounter",
     "BrownoutWindow",
     "ClientAddress",

@@ -214,6 +214,6 @@ class LegacyApiKey(Credential):
     def status(self):
         return "revoked" if self.revoked_at else "active"
 
-    def revoke(self, *, actor):
+    def revoke(self, *, actor, ip=None, detail=""):
         """Refuse the key from the very next request on. A second revoke changes nothing."""
-        return self._revoke(actor=actor, kind=TokenEvent.Kind.LEGACY_REVOKED)
+        return self._revoke(actor=actor, kind=TokenEvent.Kind.LEGACY_REVOKED, ip=ip, detail=detail)

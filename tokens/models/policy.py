@@ -206,6 +206,14 @@ class ExpirationPolicy(models.Model):
         default=False,
         help_text=_("On: a token that never expires must name the addresses it may be used from."),
     )
+    new_address_alerts = models.BooleanField(
+        verbose_name=_("new-address alerts"),
+        default=True,
+        help_text=_(
+            "Mail owners when a token or legacy key is used from an address it was never used from "
+            "(at most five mails a credential a day; owners can mute each token)."
+        ),
+    )
     updated_at = models.DateTimeField(
         verbose_name=_("updated at"),
         auto_now=True,
@@ -251,6 +259,22 @@ class ExpirationPolicy(models.Model):
             errors["legacy_sunset_at"] = _("The sunset must come after the deprecation date.")
         if errors:
             raise ValidationError(errors)
+
+    # Audited each with its own event kind and old and new values (record_transition_changes).
+    TRANSITION_FIELDS = ("security_level", "rehearsal_level", "legacy_sunset_at")
+
+    def record_change(self, *, actor, fields, ip=None):
+        """Record that *actor* changed the policy's *fields* (names), as an event of the actor's own.
+
+        The transition's own fields are left to ``record_transition_changes``, which says more.
+        """
+        fields = [name for name in fields if name not in self.TRANSITION_FIELDS]
+        if not fields:
+            return None
+        return TokenEvent.objects.create(
+            user=actor, actor=actor, kind=TokenEvent.Kind.POLICY_CHANGED, ip=ip,
+            detail=", ".join(fields)[:255],
+        )
 
     def default_expiry(self, now=None):
         """Return the expiry a new token gets when none is chosen: the default lifetime from *now*."""
@@ -331,9 +355,7 @@ class ExpirationPolicy(models.Model):
     def transition_state(self):
         """Return what the audit compares: level, rehearsal, sunset and the brownout windows."""
         return {
-            "security_level": self.security_level,
-            "rehearsal_level": self.rehearsal_level,
-            "legacy_sunset_at": self.legacy_sunset_at,
+            **{name: getattr(self, name) for name in self.TRANSITION_FIELDS},
             "brownouts": sorted(
                 BrownoutWindow.objects.filter(policy_id=self.pk).values_list("starts_at", "ends_at", "note")
             ),

@@ -373,6 +373,11 @@ class Token(Credential):
         blank=True,
         help_text=_("IPv4/IPv6 addresses or networks the token may be used from; empty: anywhere."),
     )
+    alerts = models.BooleanField(
+        verbose_name=_("new-address alerts"),
+        default=True,
+        help_text=_("Mail the owner when the token is used from an address it was never used from."),
+    )
 
     objects = TokenManager()
 
@@ -481,6 +486,34 @@ class Token(Credential):
     def revoke(self, *, actor, ip=None, detail=""):
         """Revoke the token from the very next request on. A second revoke changes nothing."""
         return self._revoke(actor=actor, kind=TokenEvent.Kind.REVOKED, ip=ip, detail=detail)
+
+    def set_alerts(self, enabled, *, actor, ip=None):
+        """Switch new-address alerts on or off for this token and record the change."""
+        enabled = bool(enabled)
+        # One row lock, the token's own (docs/security.md, "Lock order").
+        with transaction.atomic():
+            changed = Token.objects.filter(pk=self.pk).exclude(alerts=enabled).update(alerts=enabled)
+            if changed:
+                TokenEvent.objects.create(
+                    user_id=self.user_id, token=self, kind=TokenEvent.Kind.ALERTS_CHANGED, actor=actor, ip=ip,
+                    detail="on" if enabled else "off",
+                )
+        self.alerts = enabled
+        return bool(changed)
+
+    def change_purpose(self, purpose, *, actor, ip=None):
+        """Change the purpose (a note) and record the event."""
+        purpose = clean_purpose(purpose)
+        if purpose == self.purpose:
+            return False
+        with transaction.atomic():
+            Token.objects.filter(pk=self.pk).update(purpose=purpose)
+            TokenEvent.objects.create(
+                user_id=self.user_id, token=self, kind=TokenEvent.Kind.PURPOSE_CHANGED, actor=actor, ip=ip,
+                detail=purpose[:255],
+            )
+        self.purpose = purpose
+        return True
 
     def shorten(self, expires_at, *, actor):
         """Bring the expiry forward to *expires_at* (policy maximum lowered) and tell the owner."""
