@@ -154,7 +154,7 @@ GITHUB_SECRET_SCANNING_KEYS = _raw("GITHUB_SECRET_SCANNING_KEYS", "").strip()
 TRUSTED_PROXIES = _networks("TRUSTED_PROXIES")
 
 INSTALLED_APPS = [
-    "django.contrib.admin",
+    "portal.apps.PortalAdminConfig",  # django.contrib.admin with the throttled sign-in (portal/admin.py)
     "django.contrib.auth",
     "django.contrib.contenttypes",
     "django.contrib.sessions",

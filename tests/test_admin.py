@@ -238,6 +238,7 @@ def test_each_change_of_level_rehearsal_sunset_or_window_is_an_audited_event(sta
             rehearsal_level="bearer_only",
             legacy_sunset_at_0="2031-09-01",
             legacy_sunset_at_1="00:00:00",
+            new_address_alerts="on",
             **{
                 "brownouts-TOTAL_FORMS": "1",
                 "brownouts-0-starts_at_0": "2031-05-04",
@@ -250,7 +251,10 @@ def test_each_change_of_level_rehearsal_sunset_or_window_is_an_audited_event(sta
     )
     assert response.status_code == 302
     events = {e.kind: e for e in TokenEvent.objects.all()}
-    assert set(events) == {"level_changed", "rehearsal_changed", "sunset_changed", "brownout_changed"}
+    # The form also sends a deprecation date of its own: one "policy changed" event names it, and only it;
+    # the transition's settings have their own events, not a second one.
+    assert set(events) == {"level_changed", "rehearsal_changed", "sunset_changed", "brownout_changed", "policy_changed"}
+    assert events["policy_changed"].detail == "legacy_deprecated_at"
     assert events["level_changed"].detail == "compatibility → high"
     assert events["rehearsal_changed"].detail == "none → bearer_only"
     assert events["sunset_changed"].detail == "- → 2031-09-01T00:00:00Z"
@@ -269,6 +273,7 @@ def test_each_change_of_level_rehearsal_sunset_or_window_is_an_audited_event(sta
             ExpirationPolicy.objects.get(),
             legacy_sunset_at_0="2031-09-01",
             legacy_sunset_at_1="00:00:00",
+            new_address_alerts="on",
             **{
                 "brownouts-TOTAL_FORMS": "1",
                 "brownouts-INITIAL_FORMS": "1",
@@ -282,7 +287,7 @@ def test_each_change_of_level_rehearsal_sunset_or_window_is_an_audited_event(sta
             },
         ),
     )
-    assert TokenEvent.objects.count() == 4
+    assert TokenEvent.objects.count() == 5  # a save that changes nothing records nothing
 
 
 def test_a_brownout_that_ends_before_it_starts_is_a_form_error(staff, policy):

@@ -146,7 +146,7 @@ class ThrottledAuthenticationForm(ThrottleMixin, AuthenticationForm):
 
 
 class ThrottledAdminAuthenticationForm(ThrottleMixin, AdminAuthenticationForm):
-    """The admin's sign-in form, for ``admin.site.login_form`` (same counts as the site's form)."""
+    """The admin's sign-in form (``portal.admin.PortalAdminSite``), with the same counts as the site's."""
 
 
 class ThrottledLoginView(auth_views.LoginView):

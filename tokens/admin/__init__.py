@@ -10,9 +10,7 @@ Activity Stream); their forms, list filters and shared pieces live in ``forms``,
 ``common``. Importing the page modules registers their admins.
 """
 
-from django.contrib import admin
 
-from ..throttle import ThrottledAdminAuthenticationForm
 from .activity import RefusedClientAdmin, TokenEventAdmin, UsageRecordAdmin
 from .legacy import LegacyApiKeyAdmin
 from .policy import ExpirationPolicyAdmin
@@ -26,6 +24,3 @@ __all__ = [
     "TokenEventAdmin",
     "UsageRecordAdmin",
 ]
-
-# The admin's sign-in shares the site's throttle: the same counts lock both forms.
-admin.site.login_form = ThrottledAdminAuthenticationForm

@@ -174,9 +174,44 @@ class TokenAddForm(RestrictionsAdminFields, forms.ModelForm):
             ),
         }
 
+    # Who is adding: set by TokenAdmin.get_form. Only superusers may add a token for somebody else.
+    requesting_user = None
+
+    # Where issue()'s field errors go on this form.
+    ERROR_FIELDS = {"permissions": "permissions_text", "allowed_ips": "allowed_ips_text", "__all__": None}
+
     def clean(self):
         cleaned = super().clean()
-        return self.clean_restrictions(cleaned, cleaned.get("user"))
+        owner = cleaned.get("user")
+        cleaned = self.clean_restrictions(cleaned, owner)
+        if owner is None or self._errors:
+            return cleaned
+        if owner != self.requesting_user and not self.requesting_user.is_superuser:
+            # The value acts as its owner, so making one for another user is acting as them; a superuser
+            # can do anything already (and makes tokens for service accounts), other staff their own.
+            self.add_error("user", _("Only superusers can create a token for another user."))
+            # The owner widget prints the name of whatever user id it holds: show the caller's own, not
+            # that of the id they sent.
+            self.data = self.data.copy()
+            self.data["user"] = str(self.requesting_user.pk)
+            return cleaned
+        if Token.objects.filter(user=owner, creation_nonce=cleaned.get("nonce")).exists():
+            return cleaned  # submitted before: the add view points to the token it made
+        try:
+            Token.objects.check_issue(
+                user=owner,
+                name=cleaned.get("name"),
+                purpose=cleaned.get("purpose"),
+                expires_at=cleaned.get("expires_at"),
+                access=cleaned.get("access"),
+                permissions=cleaned.get("permissions"),
+                allowed_ips=cleaned.get("allowed_ips"),
+            )
+        except ValidationError as error:
+            for key, messages in error.message_dict.items():
+                field = self.ERROR_FIELDS.get(key, key)
+                self.add_error(field if field in self.fields else None, messages)
+        return cleaned
 
 
 class TokenChangeForm(RestrictionsAdminFields, forms.ModelForm):

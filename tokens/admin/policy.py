@@ -1,5 +1,7 @@
 """The expiration policy: one row, edited in place, checked by the model's ``clean()``."""
 
+from datetime import datetime
+
 from django.contrib import admin, messages
 from django.shortcuts import redirect
 from django.urls import reverse
@@ -23,6 +25,10 @@ class BrownoutWindowInline(admin.TabularInline):
     fields = ("starts_at", "ends_at", "note")
     verbose_name = _("brownout window (legacy keys refused inside it)")
     verbose_name_plural = _("Transition: brownout windows (legacy keys refused inside them, as under High)")
+
+
+def _shown(value):
+    return value.replace(microsecond=0) if isinstance(value, datetime) else value
 
 
 @admin.register(ExpirationPolicy)
@@ -106,11 +112,12 @@ class ExpirationPolicyAdmin(admin.ModelAdmin):
         # What the audit compares against: the row as stored before this save, and its windows.
         stored = ExpirationPolicy.objects.get(pk=obj.pk)
         obj._transition_before = stored.transition_state()
-        # Compared by value: form.changed_data also names a date and time typed back unchanged.
+        # Compared as the form shows them: form.changed_data also names a date and time typed back
+        # unchanged, and the form has no microseconds to give back.
         changed = [
             field.name
             for field in obj._meta.concrete_fields
-            if field.name != "updated_at" and getattr(stored, field.attname) != getattr(obj, field.attname)
+            if field.name != "updated_at" and _shown(getattr(stored, field.attname)) != _shown(getattr(obj, field.attname))
         ]
         self._save_policy(request, obj, changed)
 

@@ -3,7 +3,6 @@
 import secrets
 
 from django.contrib import admin, messages
-from django.contrib.admin import helpers
 from django.contrib.admin.views.main import SEARCH_VAR
 from django.core.exceptions import PermissionDenied, ValidationError
 from django.http import HttpResponseNotAllowed, HttpResponseRedirect
@@ -123,8 +122,10 @@ class TokenAdmin(SecretLookupsRefusedMixin, CredentialColumnsMixin, admin.ModelA
     def get_form(self, request, obj=None, **kwargs):
         if obj is None:
             kwargs["form"] = self.add_form
-        form = super().get_form(request, obj, **kwargs)
-        if obj is not None:
+        form = super().get_form(request, obj, **kwargs)  # a class made for this request
+        if obj is None:
+            form.requesting_user = request.user
+        else:
             # The same rule as adding: only a superuser may change what somebody else's token can do.
             form.may_change_limits = request.user.is_superuser or obj.user_id == request.user.pk
         return form
@@ -232,28 +233,24 @@ class TokenAdmin(SecretLookupsRefusedMixin, CredentialColumnsMixin, admin.ModelA
             rest=_("The others already expire within the maximum or are not active."),
         )
 
-    # Add: through Token.objects.issue, then the value once in the response.
+    # Add: Django's own view shows the form and its errors (TokenAddForm applies every rule of
+    # Token.objects.issue); a valid submission is issued here instead of saved, and its value shown once.
 
-    @staticmethod
-    def _may_create_for(request, form):
-        """Allow only superusers to create a token for somebody else; add the form error otherwise.
-
-        The value acts as its owner, so creating one for another user is acting as them. A superuser
-        can do anything already (and creates tokens for service accounts); other staff create their own.
-        """
-        if form.cleaned_data["user"] == request.user or request.user.is_superuser:
-            return True
-        form.add_error("user", _("Only superusers can create a token for another user."))
-        return False
+    def get_changeform_initial_data(self, request):
+        # ?user=<id> preselects the owner for superusers only: for anyone else the owner widget would
+        # print the name of any user id put in the address.
+        owner = request.GET.get("user") if request.user.is_superuser else request.user.pk
+        return {
+            "expires_at": ExpirationPolicy.load().default_expiry(),
+            "nonce": secrets.token_urlsafe(32),
+            **({"user": owner} if owner else {}),
+        }
 
     @method_decorator(never_cache)
     def add_view(self, request, form_url="", extra_context=None):
-        if not self.has_add_permission(request):
-            raise PermissionDenied
-        Form = self.get_form(request, None, change=False)
-        if request.method == "POST":
-            form = Form(request.POST)
-            if form.is_valid() and self._may_create_for(request, form):
+        if request.method == "POST" and self.has_add_permission(request):
+            form = self.get_form(request, None, change=False)(request.POST)
+            if form.is_valid():
                 data = form.cleaned_data
                 try:
                     token, plaintext = Token.objects.issue(
@@ -270,48 +267,12 @@ class TokenAdmin(SecretLookupsRefusedMixin, CredentialColumnsMixin, admin.ModelA
                     )
                 except Token.AlreadyIssued as again:
                     return self._already_issued(request, again.token)
-                except ValidationError as error:
-                    fields = {"permissions": "permissions_text", "allowed_ips": "allowed_ips_text"}
-                    for key, messages_ in error.message_dict.items():
-                        key = fields.get(key, key)
-                        form.add_error(key if key in form.fields else None, messages_)
+                except ValidationError:
+                    pass  # changed since the form was checked (a name just taken): Django's view says why
                 else:
                     self.log_addition(request, token, [{"added": {}}])
                     return self._reveal(request, token, plaintext)
-            if not request.user.is_superuser and form.data.get("user") != str(request.user.pk):
-                # The owner widget prints the name of whatever user id it holds: show the caller's own,
-                # not that of the id they sent (the error above already says why it was refused).
-                form.data = form.data.copy()
-                form.data["user"] = str(request.user.pk)
-        else:
-            policy = ExpirationPolicy.load()
-            # ?user=<id> preselects the owner for superusers (who may create for anybody). Anyone else
-            # creates their own tokens only, and the owner widget would show them any user's name.
-            owner = request.GET.get("user") if request.user.is_superuser else request.user.pk
-            form = Form(
-                initial={
-                    "expires_at": policy.default_expiry(),
-                    "nonce": secrets.token_urlsafe(32),
-                    **({"user": owner} if owner else {}),
-                }
-            )
-        admin_form = helpers.AdminForm(form, list(self.get_fieldsets(request)), {}, (), model_admin=self)
-        context = {
-            **self.admin_site.each_context(request),
-            "title": _("Add token"),
-            "subtitle": None,
-            "adminform": admin_form,
-            "object_id": None,
-            "original": None,
-            "is_popup": False,
-            "to_field": None,
-            "media": self.media + admin_form.media,
-            "inline_admin_formsets": [],
-            "errors": helpers.AdminErrorList(form, []),
-            "preserved_filters": self.get_preserved_filters(request),
-            **(extra_context or {}),
-        }
-        return self.render_change_form(request, context, add=True, form_url=form_url)
+        return super().add_view(request, form_url, extra_context)
 
     def _reveal(self, request, token, plaintext):
         # The value lives only in this response: not in the session, a message, a log or a cache.
@@ -342,8 +303,10 @@ class TokenAdmin(SecretLookupsRefusedMixin, CredentialColumnsMixin, admin.ModelA
         return HttpResponseRedirect(reverse("admin:tokens_token_change", args=[token.pk]))
 
     def save_model(self, request, obj, form, change):
-        # Never obj.save(): the database trigger keeps the counters, and a full save would overwrite them.
-        # Renames go through Token.rename, which records the event the owner sees.
+        if not change:
+            # add_view issues every valid add form; nothing may save a token without its digest.
+            raise PermissionDenied
+        # Each change through the model method that checks it and records the event the owner sees.
         current = Token.objects.get(pk=obj.pk)
         try:
             if "name" in form.changed_data:

@@ -186,6 +186,39 @@ class AlreadyIssued(Exception):
 
 
 class TokenManager(models.Manager.from_queryset(TokenQuerySet)):
+    def check_issue(
+        self, *, user, name, purpose="", expires_at, access=None, permissions=None, allowed_ips=None,
+        policy=None, now=None,
+    ):
+        """Apply every rule of ``issue`` and return ``(name, purpose, access, permissions, allowed_ips)``.
+
+        Raise ValidationError with field errors otherwise. ``issue`` calls it under the owner's lock;
+        a form may call it first to show the errors next to its fields (the admin's add form does).
+        """
+        now = now or timezone.now()
+        name = clean_name(name)
+        purpose = clean_purpose(purpose)
+        policy = policy or ExpirationPolicy.load()
+        policy.check_expiry(user, expires_at, now)
+        self.check_name_free(user_id=user.pk, name=name, now=now)
+        access, permissions, allowed_ips = _clean_restrictions(
+            user=user,
+            access=policy.default_access if access is None else access,
+            permissions=permissions,
+            allowed_ips=allowed_ips,
+        )
+        policy.check_allowed_ips(expires_at, allowed_ips)
+        if policy.max_active_tokens is not None and self.for_user(user).active(now).count() >= policy.max_active_tokens:
+            raise ValidationError(
+                {
+                    "__all__": _(
+                        "You have reached the limit of %(n)d active tokens. Revoke one you no longer need first."
+                    )
+                    % {"n": policy.max_active_tokens}
+                }
+            )
+        return name, purpose, access, permissions, allowed_ips
+
     def issue(
         self, *, user, name, purpose="", expires_at, actor=None, ip=None, policy=None, now=None, nonce=None,
         access=None, permissions=None, allowed_ips=None,
@@ -200,36 +233,18 @@ class TokenManager(models.Manager.from_queryset(TokenQuerySet)):
         nothing and raises AlreadyIssued with the first token: a resubmitted form never makes two.
         """
         now = now or timezone.now()
-        name = clean_name(name)
-        purpose = clean_purpose(purpose)
         with transaction.atomic():
             # Concurrent creates for one user queue here, so the name check and the active-token limit
-            # below cannot both pass for two requests at once.
+            # cannot both pass for two requests at once.
             lock_owner(user.pk)
             if nonce is not None:
                 earlier = self.filter(user=user, creation_nonce=nonce).first()
                 if earlier is not None:
                     raise AlreadyIssued(earlier)
-            policy = policy or ExpirationPolicy.load()
-            policy.check_expiry(user, expires_at, now)
-            self.check_name_free(user_id=user.pk, name=name, now=now)
-            access, permissions, allowed_ips = _clean_restrictions(
-                user=user,
-                access=policy.default_access if access is None else access,
-                permissions=permissions,
-                allowed_ips=allowed_ips,
+            name, purpose, access, permissions, allowed_ips = self.check_issue(
+                user=user, name=name, purpose=purpose, expires_at=expires_at, access=access,
+                permissions=permissions, allowed_ips=allowed_ips, policy=policy, now=now,
             )
-            policy.check_allowed_ips(expires_at, allowed_ips)
-            active = self.for_user(user).active(now)
-            if policy.max_active_tokens is not None and active.count() >= policy.max_active_tokens:
-                raise ValidationError(
-                    {
-                        "__all__": _(
-                            "You have reached the limit of %(n)d active tokens. Revoke one you no longer need first."
-                        )
-                        % {"n": policy.max_active_tokens}
-                    }
-                )
             plaintext, parsed = credentials.generate()
             token = self.create(
                 user=user,
