@@ -1,5 +1,6 @@
 from django.urls import path
 
+from . import introspect
 from . import views as api
 
 urlpatterns = [
@@ -9,5 +10,6 @@ urlpatterns = [
     path("tokens", api.tokens_collection, name="api-tokens"),
     path("tokens/<int:pk>", api.tokens_detail, name="api-token"),
     path("tokens/<int:pk>/usage", api.tokens_usage, name="api-token-usage"),
+    path("introspect", introspect.introspect, name="api-introspect"),
     path("openapi.json", api.openapi, name="api-openapi"),
 ]
