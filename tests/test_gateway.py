@@ -1,4 +1,4 @@
-"""Forward authentication (/forward-auth) through Django's test client: the API's checks, for the original request.
+"""/forward-auth through Django's test client: the API's checks, applied to the original request.
 
 The proxy is 127.0.0.1 (the test client's address), trusted unless a test says otherwise. Real nginx in
 front of a real gunicorn: tests/live/test_gateway.py.
@@ -97,7 +97,8 @@ def test_traefik_and_caddy_headers_state_the_original_method_and_uri_too(client,
 def test_every_call_is_recorded_with_the_original_method_path_and_client_address(client, issued):
     token, value = issued
     client.generic(
-        "PATCH", "/forward-auth", **nginx(method="PATCH", uri="/v2/orders/42?fields=a", client_address="203.0.113.9"),
+        "PATCH", "/forward-auth",
+        **nginx(method="PATCH", uri="/v2/orders/42?fields=a", client_address="203.0.113.9"),
         HTTP_USER_AGENT="shop-app/1.0", **bearer(value),
     )
     record = UsageRecord.objects.get(token=token)
@@ -110,9 +111,12 @@ def test_every_call_is_recorded_with_the_original_method_path_and_client_address
     assert token.last_used_ip == "203.0.113.9"
 
 
-def test_an_address_outside_the_allow_list_is_refused_403_by_the_forwarded_client_address(client, user, issue):
+def test_an_address_outside_the_allow_list_is_refused_403_by_the_forwarded_client_address(
+    client, user, issue
+):
     token, value = issue(user, allowed_ips=["203.0.113.0/24"])
-    assert client.get("/forward-auth", **nginx(client_address="203.0.113.9"), **bearer(value)).status_code == 200
+    inside = client.get("/forward-auth", **nginx(client_address="203.0.113.9"), **bearer(value))
+    assert inside.status_code == 200
     response = client.get("/forward-auth", **nginx(client_address="198.51.100.7"), **bearer(value))
     assert response.status_code == 403
     assert response.json()["error"] == "ip_not_allowed"
@@ -124,7 +128,8 @@ def test_an_untrusted_peer_cannot_state_the_original_method_uri_or_address(clien
     settings.TRUSTED_PROXIES = []
     token, value = issue(user, access="read", allowed_ips=["127.0.0.1"])
     # A client calling /forward-auth itself with POST cannot pass for a GET, nor for another address.
-    response = client.post("/forward-auth", **nginx(method="GET", client_address="203.0.113.9"), **bearer(value))
+    stated = nginx(method="GET", client_address="203.0.113.9")
+    response = client.post("/forward-auth", **stated, **bearer(value))
     assert response.status_code == 403
     assert response.json()["error"] == "insufficient_scope"
     record = UsageRecord.objects.get(token=token)
@@ -143,7 +148,8 @@ def test_a_route_that_needs_a_permission_refuses_a_token_without_it(client, make
     assert response.json()["error"] == "insufficient_scope"
     refused = UsageRecord.objects.get(token=narrowed)
     assert (refused.accepted, refused.path, refused.status) == (False, "/users", 403)
-    assert client.get("/forward-auth?permission=auth.delete_user", **nginx(), **bearer(full)).status_code == 403
+    other = client.get("/forward-auth?permission=auth.delete_user", **nginx(), **bearer(full))
+    assert other.status_code == 403
 
 
 def test_a_legacy_key_is_checked_like_the_api_and_named_as_such(client, user):

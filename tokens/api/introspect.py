@@ -36,12 +36,12 @@ def _unix(moment):
 
 def _token_value(request):
     """Return the ``token`` form field, or raise BadRequest."""
-    if request.content_type != FORM:
+    if len(request.body) > MAX_BODY_BYTES:
+        raise BadRequest(_("The body is too large."), status=413)
+    if request.body and request.content_type != FORM:
         raise BadRequest(
             _("Send the body as a form with Content-Type: %(type)s.") % {"type": FORM}, status=415
         )
-    if len(request.body) > MAX_BODY_BYTES:
-        raise BadRequest(_("The body is too large."), status=413)
     values = request.POST.getlist("token")
     if len(values) != 1 or not values[0]:
         raise BadRequest(
