@@ -257,11 +257,11 @@ def test_least_privilege_fields_and_refusals_match_the_documented_schemas(client
 def test_introspection_and_forward_auth_answers_match_the_documented_schemas(client, user, issue):
     permission = Permission.objects.get(codename="introspect_token", content_type__app_label="tokens")
     user.user_permissions.add(permission)
-    token, value = issue(user, name="resource server")
+    _, value = issue(user, name="resource server")
     _, read_only = issue(user, name="read only", access="read")
     form = "application/x-www-form-urlencoded"
-    active = validate(client.post("/api/introspect", f"token={read_only}", content_type=form, **bearer(value)),
-                      "/api/introspect", "post")
+    asked = client.post("/api/introspect", f"token={read_only}", content_type=form, **bearer(value))
+    active = validate(asked, "/api/introspect", "post")
     assert active["active"] is True and active["scope"] == "read"
     inactive = client.post("/api/introspect", "token=bpt_nothing", content_type=form, **bearer(value))
     assert validate(inactive, "/api/introspect", "post") == {"active": False}
