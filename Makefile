@@ -7,7 +7,7 @@ HOST ?= 127.0.0.1
 PORT ?= 8000
 WORKERS ?= 2
 
-.PHONY: run test lint format bench setup clean browser
+.PHONY: run test lint format bench setup clean browser nginx
 
 $(VENV)/.run-installed: pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -44,7 +44,16 @@ browser: $(VENV)/.dev-installed
 		"$(PY) -m playwright install chromium), or set CHROMIUM=/path/to/chromium." >&2; \
 	exit 1
 
-test: $(VENV)/.dev-installed browser
+# The gateway tests put Debian's nginx in front of the portal (tests/live/test_gateway.py): installed here
+# with apt-get, never started as the system service (the tests run their own with a generated config).
+nginx:
+	@if command -v nginx >/dev/null 2>&1 || [ -x /usr/sbin/nginx ]; then exit 0; fi; \
+	if command -v apt-get >/dev/null 2>&1 && apt-get update -qq \
+		&& DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nginx; then exit 0; fi; \
+	echo "make test: no nginx for the gateway tests. Install it (apt-get install nginx)." >&2; \
+	exit 1
+
+test: $(VENV)/.dev-installed browser nginx
 	$(PY) manage.py collectstatic --noinput --verbosity 0
 	$(PY) -m pytest $(PYTEST_ARGS)
 
