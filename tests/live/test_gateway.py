@@ -1,4 +1,4 @@
-"""A real nginx guards a small upstream API with ``auth_request`` to the portal's /forward-auth (real gunicorn).
+"""A real nginx guards a small upstream API with ``auth_request`` to /forward-auth on a real gunicorn.
 
 nginx is Debian's (``make test`` installs it with apt-get), started here with a generated configuration on
 free loopback ports and its own prefix, pid and logs under a temporary folder; never the system service.
