@@ -7,6 +7,7 @@ front of a real gunicorn: tests/live/test_gateway.py.
 import pytest
 from django.contrib.auth.models import Permission
 from django.db import OperationalError, connection
+from django.test.utils import CaptureQueriesContext
 
 from tokens import credentials
 from tokens.models import LegacyApiKey, RefusedClient, UsageRecord
@@ -205,3 +206,13 @@ def test_a_database_failure_fails_closed_with_503(client, issued, monkeypatch):
     response = client.get("/forward-auth", **nginx(), **bearer(value))
     assert response.status_code == 503
     assert response.json()["error"] == "service_unavailable"
+
+
+def test_forward_auth_costs_the_same_queries_as_the_apis_own_bearer_check(client, issued):
+    value = issued[1]
+    client.get("/api/users/me", **bearer(value))  # the first use writes its event once; not measured
+    with CaptureQueriesContext(connection) as api:
+        assert client.get("/api/users/me", **bearer(value)).status_code == 200
+    with CaptureQueriesContext(connection) as gateway:
+        assert client.get("/forward-auth", **nginx(), **bearer(value)).status_code == 200
+    assert len(gateway.captured_queries) == len(api.captured_queries) == 2
