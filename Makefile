@@ -7,7 +7,7 @@ HOST ?= 127.0.0.1
 PORT ?= 8000
 WORKERS ?= 2
 
-.PHONY: run test lint format bench setup clean browser
+.PHONY: run test lint format bench setup clean browser nginx
 
 $(VENV)/.run-installed: pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -44,7 +44,23 @@ browser: $(VENV)/.dev-installed
 		"$(PY) -m playwright install chromium), or set CHROMIUM=/path/to/chromium." >&2; \
 	exit 1
 
-test: $(VENV)/.dev-installed browser
+# The gateway tests put Debian's nginx in front of the portal (tests/live/test_gateway.py): installed here
+# with apt-get, never started as the system service (the tests run their own with a generated config).
+# A policy-rc.d that refuses (only while installing, when the machine has none) keeps the package from
+# starting the service on port 80.
+nginx:
+	@if command -v nginx >/dev/null 2>&1 || [ -x /usr/sbin/nginx ]; then exit 0; fi; \
+	if command -v apt-get >/dev/null 2>&1; then \
+		ours=""; if [ ! -e /usr/sbin/policy-rc.d ]; then printf '#!/bin/sh\nexit 101\n' > /usr/sbin/policy-rc.d \
+			&& chmod 755 /usr/sbin/policy-rc.d && ours=1; fi; \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nginx; status=$$?; \
+		if [ -n "$$ours" ]; then rm -f /usr/sbin/policy-rc.d; fi; \
+		if [ $$status = 0 ]; then exit 0; fi; \
+	fi; \
+	echo "make test: no nginx for the gateway tests. Install it (apt-get install nginx)." >&2; \
+	exit 1
+
+test: $(VENV)/.dev-installed browser nginx
 	$(PY) manage.py collectstatic --noinput --verbosity 0
 	$(PY) -m pytest $(PYTEST_ARGS)
 

@@ -14,6 +14,7 @@ from datetime import timedelta
 import jsonschema_rs
 import pytest
 import schemathesis
+from django.contrib.auth.models import Permission
 from django.core import signals
 from django.core.wsgi import get_wsgi_application
 from django.db import close_old_connections
@@ -32,12 +33,15 @@ DOC = document()
 
 
 def api_routes(patterns=None, prefix=""):
-    """Yield every route of the URL resolver under api/, as written in the URLconf."""
+    """Yield every route of the URL resolver under api/, and forward-auth, as written in the URLconf.
+
+    Envoy's form, /forward-auth/<original path>, is the same operation (its summary says so).
+    """
     for entry in patterns if patterns is not None else get_resolver().url_patterns:
         route = prefix + str(entry.pattern)
         if isinstance(entry, URLResolver):
             yield from api_routes(entry.url_patterns, route)
-        elif isinstance(entry, URLPattern) and route.startswith("api/"):
+        elif isinstance(entry, URLPattern) and (route.startswith("api/") or route == "forward-auth"):
             yield route
 
 
@@ -247,3 +251,31 @@ def test_least_privilege_fields_and_refusals_match_the_documented_schemas(client
     assert "allowed_ips" in validate(refused, "/api/tokens/{id}", "patch")["fields"]
     props = DOC["components"]["schemas"]["Token"]["properties"]
     assert {"access", "permissions", "allowed_ips"} <= set(props)
+
+
+@pytest.mark.django_db
+def test_introspection_and_forward_auth_answers_match_the_documented_schemas(client, user, issue):
+    permission = Permission.objects.get(codename="introspect_token", content_type__app_label="tokens")
+    user.user_permissions.add(permission)
+    _, value = issue(user, name="resource server")
+    _, read_only = issue(user, name="read only", access="read")
+    form = "application/x-www-form-urlencoded"
+    asked = client.post("/api/introspect", f"token={read_only}", content_type=form, **bearer(value))
+    active = validate(asked, "/api/introspect", "post")
+    assert active["active"] is True and active["scope"] == "read"
+    inactive = client.post("/api/introspect", "token=bpt_nothing", content_type=form, **bearer(value))
+    assert validate(inactive, "/api/introspect", "post") == {"active": False}
+    for response, status in [
+        (client.post("/api/introspect", "", content_type=form, **bearer(value)), 400),
+        (client.post("/api/introspect", "{}", content_type="application/json", **bearer(value)), 415),
+        # Introspection is a POST (RFC 7662): a read-only token is refused it, like any write.
+        (client.post("/api/introspect", "token=x", content_type=form, **bearer(read_only)), 403),
+    ]:
+        assert response.status_code == status
+        validate(response, "/api/introspect", "post")
+    allowed = client.get("/forward-auth", **bearer(value))
+    assert allowed.status_code == 200
+    validate(allowed, "/forward-auth", "get")
+    assert set(DOC["paths"]["/forward-auth"]["get"]["responses"]["200"]["headers"]) <= set(allowed.headers)
+    validate(client.get("/forward-auth"), "/forward-auth", "get")
+    validate(client.delete("/forward-auth", **bearer(read_only)), "/forward-auth", "delete")

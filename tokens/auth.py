@@ -237,8 +237,12 @@ def narrow_permissions(user, permissions):
     user.get_all_permissions = get_all_permissions
 
 
-def check_restrictions(request, credential):
-    """Raise Refused unless the token may be used from this address and for this method."""
+def check_restrictions(request, credential, *, method=None):
+    """Raise Refused unless the token may be used from this address and for this method.
+
+    *method* is the request's own method unless given: behind forward authentication it is the
+    original request's (tokens/gateway.py), which the proxy states.
+    """
     # The address first: from outside the allow-list a token may do nothing at all.
     if credential.allowed_ips:
         address = client_ip(request)
@@ -249,7 +253,7 @@ def check_restrictions(request, credential):
                 error="ip_not_allowed",
                 credential=credential,
             )
-    if credential.access == Access.READ and request.method not in SAFE_METHODS:
+    if credential.access == Access.READ and (method or request.method) not in SAFE_METHODS:
         raise Refused(
             _("This token is read-only: it may only make GET, HEAD and OPTIONS requests."),
             error="insufficient_scope",
@@ -300,14 +304,17 @@ def authenticate_legacy(key, *, now=None):
     return credential
 
 
-def authenticate(request):
-    """Return the Authentication the request carries, None when it carries none, or raise AuthError/Refused."""
+def authenticate(request, *, method=None):
+    """Return the Authentication the request carries, None when it carries none, or raise AuthError/Refused.
+
+    *method*: the method the credential is used for, when not the request's own (forward authentication).
+    """
     header = request.META.get("HTTP_AUTHORIZATION")
     if header:
         match = _BEARER_RE.fullmatch(header.strip())
         if match:
             credential = authenticate_bearer(match.group(1))
-            check_restrictions(request, credential)
+            check_restrictions(request, credential, method=method)
             return credential
         # A header that tries to be ours and is malformed is refused, never ignored: ignoring it would
         # let the request go on as the browser session. Other schemes (a proxy's Basic…) are not ours.

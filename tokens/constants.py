@@ -29,6 +29,7 @@ API_PREFIX = "/api/"  # where portal/urls.py mounts tokens.api.urls; the middlew
 API_REALM = "api"
 LEGACY_KEY_HEADER = "HTTP_REST_API_KEY"  # "Rest-Api-Key", any case
 MIGRATION_GUIDE_PATH = "/docs/migration/"
+FORWARD_AUTH_PATH = "/forward-auth"  # what reverse proxies ask for every request to a guarded API
 
 PRESET_CHOICES = (
     ("1h", _("1 hour"), timedelta(hours=1)),

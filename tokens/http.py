@@ -39,6 +39,12 @@ def _trusted(address):
     return any(ip in network for network in _trusted_networks())
 
 
+def from_trusted_proxy(request):
+    """Return True when the direct peer is one of TRUSTED_PROXIES, whose word about the client we believe."""
+    remote = request.META.get("REMOTE_ADDR")
+    return bool(remote and settings.TRUSTED_PROXIES and _trusted(remote))
+
+
 def client_ip(request):
     """Return the client's IP: the direct peer, unless it is a trusted proxy.
 

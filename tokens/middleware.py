@@ -2,6 +2,7 @@
 
 import logging
 import time
+from dataclasses import dataclass
 
 from django.core.exceptions import ValidationError
 from django.db import DatabaseError
@@ -12,7 +13,7 @@ from django.utils.translation import gettext as _
 
 from .api.errors import api_error, refused, service_unavailable, too_many_requests, unauthorized
 from .auth import AuthError, Refused, authenticate
-from .constants import API_PREFIX, LEGACY_KEY_HEADER, MIGRATION_GUIDE_PATH
+from .constants import API_PREFIX, FORWARD_AUTH_PATH, LEGACY_KEY_HEADER, MIGRATION_GUIDE_PATH
 from .http import client_ip
 from .models import ExpirationPolicy, RefusedClient, RehearsedSessionRequest, TokenEvent, UsageRecord
 from .models.alerts import record_new_address
@@ -52,11 +53,146 @@ class DatabaseUnavailableMiddleware:
         if not isinstance(exception, DatabaseError):
             return None
         log.error("database unavailable: %s", type(exception).__name__)
-        if request.path_info.startswith(API_PREFIX) or request.path_info == "/healthz":
+        if request.path_info.startswith((API_PREFIX, FORWARD_AUTH_PATH)) or request.path_info == "/healthz":
             return service_unavailable()
         response = SimpleTemplateResponse("503.html", status=503)
         response["Retry-After"] = "5"
         return response
+
+
+@dataclass(frozen=True)
+class Use:
+    """What a credential is used for: the method and path recorded with the use, and when the check began.
+
+    For the API these are the request's own. Behind forward authentication (tokens/gateway.py) they are
+    the guarded request's, as a trusted proxy states them.
+    """
+
+    method: str
+    path: str
+    started: float
+
+
+def authenticate_use(request, use):
+    """Run the API's credential checks on *request* for *use*; the API and forward authentication share them.
+
+    Return ``(credential, None)`` for an accepted credential, ``(None, None)`` when the request carries
+    none, and ``(None, response)`` for a refusal (401, 403, 429 or 503), already recorded as a use.
+    """
+    try:
+        # A legacy key has no signature, so any value of the right shape reaches the lookup and may be
+        # a guess: a client that has failed too often is stopped before it (one indexed read). Bearer
+        # tokens skip this read: a guessed one fails its signature before any query.
+        if _carries_a_legacy_key(request) and (wait := api_client_locked(request)):
+            return None, too_many_requests(wait)
+        return authenticate(request, method=use.method), None
+    except AuthError as refusal:
+        return None, refuse(request, use, refusal)
+    except Refused as refusal:
+        # A read-only token writing, or a token used from outside its allow-list: refused and recorded.
+        return None, record_use(request, use, refusal.credential, refused(refusal), accepted=False)
+    except DatabaseError:
+        # Fail closed: without the database nobody is authenticated, nor treated as anonymous.
+        log.error("database unavailable during authentication")
+        return None, service_unavailable()
+
+
+def refuse(request, use, refusal):
+    """Answer a refused credential: 401, or 429 once the client has failed too often; record it.
+
+    Only failures write here, so a client with a valid credential never pays for the limit.
+    """
+    wait = None
+    if refusal.looked_up:
+        try:
+            # Counted atomically with the attempt itself, so parallel guesses cannot pass the limit.
+            wait = count_api_failure(request)
+            if refusal.credential is None:
+                RefusedClient.objects.record(
+                    ip=client_ip(request), user_agent=request.META.get("HTTP_USER_AGENT")
+                )
+        except DatabaseError:
+            log.error("failed authentication could not be counted")
+            return service_unavailable()
+    response = too_many_requests(wait) if wait else unauthorized(refusal.description, error=refusal.error)
+    if refusal.credential is not None:
+        record_use(request, use, refusal.credential, response, accepted=False,
+                   deprecation=not refusal.like_unknown)
+    if refusal.legacy:
+        response["Link"] = MIGRATION_LINK
+    return response
+
+
+def record_use(request, use, credential, response, *, accepted, deprecation=True):
+    """Record the use, mark legacy-key responses deprecated; return the response to send."""
+    if credential.method == "legacy_key" and deprecation:
+        _deprecation_headers(response, credential)
+    now = timezone.now()
+    ip = client_ip(request)
+    try:
+        UsageRecord.objects.record(
+            token_id=credential.id if credential.method == "bearer" else None,
+            legacy_key_id=credential.id if credential.method == "legacy_key" else None,
+            user_id=credential.user.pk,
+            at=now,
+            accepted=accepted,
+            method=use.method,
+            path=use.path,
+            status=response.status_code,
+            ip=ip,
+            user_agent=request.META.get("HTTP_USER_AGENT", ""),
+            duration_ms=(time.perf_counter() - use.started) * 1000,
+            would_refuse=accepted and credential.would_refuse,
+        )
+        if accepted:
+            _first_events(credential, now, ip)
+            # The mail goes out later, from manage.py send_alerts.
+            record_new_address(
+                token_id=credential.id if credential.method == "bearer" else None,
+                legacy_key_id=credential.id if credential.method == "legacy_key" else None,
+                user_id=credential.user.pk, ip=ip, at=now, last_ip=credential.last_used_ip,
+                user_agent=request.META.get("HTTP_USER_AGENT", ""),
+            )
+    except DatabaseError:
+        log.error("usage record could not be written")
+        # An accepted request that cannot be recorded is not served; a refusal stays a refusal.
+        return service_unavailable() if accepted else response
+    return response
+
+
+def _first_events(credential, now, ip):
+    # Rare writes: the first use of a token, and a legacy key's first use each day.
+    if credential.method == "bearer" and credential.first_use:
+        TokenEvent.objects.bulk_create(
+            [
+                TokenEvent(
+                    user_id=credential.user.pk, token_id=credential.id, kind=TokenEvent.Kind.FIRST_USED,
+                    at=now, ip=ip,
+                )
+            ],
+            ignore_conflicts=True,
+        )
+    elif credential.method == "legacy_key" and (
+        credential.last_used_at is None or credential.last_used_at.date() < now.date()
+    ):
+        TokenEvent.objects.bulk_create(
+            [
+                TokenEvent(
+                    user_id=credential.user.pk, legacy_key_id=credential.id, kind=TokenEvent.Kind.LEGACY_USED,
+                    at=now, ip=ip, detail=now.date().isoformat(),
+                )
+            ],
+            ignore_conflicts=True,
+        )
+
+
+def _deprecation_headers(response, credential):
+    # RFC 9745: Deprecation is "@" + Unix time; RFC 8594: Sunset is an HTTP date.
+    if credential.deprecated_at is not None:
+        response["Deprecation"] = f"@{int(credential.deprecated_at.timestamp())}"
+    if credential.sunset_at is not None:
+        response["Sunset"] = http_date(credential.sunset_at.timestamp())
+    response["Link"] = MIGRATION_LINK
 
 
 class ApiAuthenticationMiddleware:
@@ -73,25 +209,12 @@ class ApiAuthenticationMiddleware:
     def __call__(self, request):
         if not request.path_info.startswith(API_PREFIX):
             return self.get_response(request)
-        started = time.perf_counter()
+        use = Use(method=request.method, path=request.path, started=time.perf_counter())
         request.auth = None
         session_verdict = None
-        try:
-            # A legacy key has no signature, so any value of the right shape reaches the lookup and may be
-            # a guess: a client that has failed too often is stopped before it (one indexed read). Bearer
-            # tokens skip this read: a guessed one fails its signature before any query.
-            if _carries_a_legacy_key(request) and (wait := api_client_locked(request)):
-                return too_many_requests(wait)
-            credential = authenticate(request)
-        except AuthError as refusal:
-            return self._refuse(request, refusal, started)
-        except Refused as refusal:
-            # A read-only token writing, or a token used from outside its allow-list: refused and recorded.
-            return self._finish(request, refusal.credential, refused(refusal), started, accepted=False)
-        except DatabaseError:
-            # Fail closed: without the database nobody is authenticated, nor treated as anonymous.
-            log.error("database unavailable during authentication")
-            return service_unavailable()
+        credential, refusal = authenticate_use(request, use)
+        if refusal is not None:
+            return refusal
 
         if credential is not None:
             request.user = credential.user
@@ -120,68 +243,7 @@ class ApiAuthenticationMiddleware:
             return response
         # A view's 403 for a permission the token lacks is a refused use, like the refusals above.
         accepted = not getattr(response, "refused_use", False)
-        return self._finish(request, credential, response, started, accepted=accepted)
-
-    def _refuse(self, request, refusal, started):
-        """Answer a refused credential: 401, or 429 once the client has failed too often; record it.
-
-        Only failures write here, so a client with a valid credential never pays for the limit.
-        """
-        wait = None
-        if refusal.looked_up:
-            try:
-                # Counted atomically with the attempt itself, so parallel guesses cannot pass the limit.
-                wait = count_api_failure(request)
-                if refusal.credential is None:
-                    RefusedClient.objects.record(
-                        ip=client_ip(request), user_agent=request.META.get("HTTP_USER_AGENT")
-                    )
-            except DatabaseError:
-                log.error("failed authentication could not be counted")
-                return service_unavailable()
-        response = too_many_requests(wait) if wait else unauthorized(refusal.description, error=refusal.error)
-        if refusal.credential is not None:
-            self._finish(request, refusal.credential, response, started, accepted=False,
-                         deprecation=not refusal.like_unknown)
-        if refusal.legacy:
-            response["Link"] = MIGRATION_LINK
-        return response
-
-    def _finish(self, request, credential, response, started, *, accepted, deprecation=True):
-        """Record the use, mark legacy-key responses deprecated; return the response to send."""
-        if credential.method == "legacy_key" and deprecation:
-            self._deprecation_headers(response, credential)
-        now = timezone.now()
-        ip = client_ip(request)
-        try:
-            UsageRecord.objects.record(
-                token_id=credential.id if credential.method == "bearer" else None,
-                legacy_key_id=credential.id if credential.method == "legacy_key" else None,
-                user_id=credential.user.pk,
-                at=now,
-                accepted=accepted,
-                method=request.method,
-                path=request.path,
-                status=response.status_code,
-                ip=ip,
-                user_agent=request.META.get("HTTP_USER_AGENT", ""),
-                duration_ms=(time.perf_counter() - started) * 1000,
-                would_refuse=accepted and credential.would_refuse,
-            )
-            if accepted:
-                self._first_events(credential, now, ip)
-                # The mail goes out later, from manage.py send_alerts.
-                record_new_address(
-                    token_id=credential.id if credential.method == "bearer" else None,
-                    legacy_key_id=credential.id if credential.method == "legacy_key" else None,
-                    user_id=credential.user.pk, ip=ip, at=now, last_ip=credential.last_used_ip,
-                    user_agent=request.META.get("HTTP_USER_AGENT", ""),
-                )
-        except DatabaseError:
-            log.error("usage record could not be written")
-            # An accepted request that cannot be recorded is not served; a refusal stays a refusal.
-            return service_unavailable() if accepted else response
-        return response
+        return record_use(request, use, credential, response, accepted=accepted)
 
     @staticmethod
     def _record_rehearsed_session(request, response):
@@ -195,36 +257,6 @@ class ApiAuthenticationMiddleware:
             log.error("rehearsal record could not be written")
             return service_unavailable()
         return response
-
-    @staticmethod
-    def _first_events(credential, now, ip):
-        # Rare writes: the first use of a token, and a legacy key's first use each day.
-        if credential.method == "bearer" and credential.first_use:
-            TokenEvent.objects.bulk_create(
-                [TokenEvent(user_id=credential.user.pk, token_id=credential.id, kind=TokenEvent.Kind.FIRST_USED, at=now, ip=ip)],
-                ignore_conflicts=True,
-            )
-        elif credential.method == "legacy_key" and (
-            credential.last_used_at is None or credential.last_used_at.date() < now.date()
-        ):
-            TokenEvent.objects.bulk_create(
-                [
-                    TokenEvent(
-                        user_id=credential.user.pk, legacy_key_id=credential.id, kind=TokenEvent.Kind.LEGACY_USED, at=now, ip=ip,
-                        detail=now.date().isoformat(),
-                    )
-                ],
-                ignore_conflicts=True,
-            )
-
-    @staticmethod
-    def _deprecation_headers(response, credential):
-        # RFC 9745: Deprecation is "@" + Unix time; RFC 8594: Sunset is an HTTP date.
-        if credential.deprecated_at is not None:
-            response["Deprecation"] = f"@{int(credential.deprecated_at.timestamp())}"
-        if credential.sunset_at is not None:
-            response["Sunset"] = http_date(credential.sunset_at.timestamp())
-        response["Link"] = MIGRATION_LINK
 
     @staticmethod
     def _as_json_error(response):

@@ -325,6 +325,43 @@ SCHEMAS = {
             },
         ]
     },
+    "IntrospectionRequest": {
+        "type": "object",
+        "required": ["token"],
+        "properties": {
+            "token": {"type": "string", "description": "The bearer token value asked about."},
+            "token_type_hint": {"type": "string", "description": "Allowed (RFC 7662), not used."},
+        },
+    },
+    "Introspection": {
+        "description": (
+            "RFC 7662, section 2.2. Anything not active (unknown, malformed, revoked, expired, a deactivated "
+            "owner, a legacy key, a token bound to addresses) is `{\"active\": false}` and nothing more."
+        ),
+        "oneOf": [
+            {
+                "type": "object",
+                "required": ["active"],
+                "additionalProperties": False,
+                "properties": {"active": {"const": False}},
+            },
+            {
+                "type": "object",
+                "required": ["active", "scope", "username", "sub", "token_type", "iat", "jti"],
+                "additionalProperties": False,
+                "properties": {
+                    "active": {"const": True},
+                    "scope": {"enum": ["read", "read write"], "description": "From the token's access."},
+                    "username": {"type": "string"},
+                    "sub": {"type": "string", "description": "The owner's user id."},
+                    "token_type": {"const": "Bearer"},
+                    "exp": {"type": "integer", "description": "Expiry, Unix time; absent: never expires."},
+                    "iat": {"type": "integer", "description": "Creation, Unix time."},
+                    "jti": {"type": "string", "description": "The token's id."},
+                },
+            },
+        ],
+    },
 }
 
 PATHS = {
@@ -466,6 +503,25 @@ PATHS = {
             ),
         }
     },
+    "/api/introspect": {
+        "post": {
+            "operationId": "introspect",
+            "summary": (
+                "RFC 7662 token introspection. The caller's bearer token must belong to an owner holding "
+                "tokens.introspect_token (and not be narrowed away from it). Recorded as a use of the token "
+                "asked about."
+            ),
+            "requestBody": {
+                "required": True,
+                "content": {"application/x-www-form-urlencoded": {"schema": _ref("IntrospectionRequest")}},
+            },
+            "responses": _responses(
+                "200",
+                {"description": "Whether the token is active.", "content": _json(_ref("Introspection"))},
+                "400",
+            ) | {"413": _error("The body is too large."), "415": _error("The body is not a form.")},
+        }
+    },
     "/api/openapi.json": {
         "get": {
             "operationId": "openapi",
@@ -474,6 +530,65 @@ PATHS = {
             "responses": {"200": {"description": "The OpenAPI document.", "content": _json({"type": "object"})}},
         }
     },
+}
+
+
+def _stated(name, description):
+    return {
+        "name": name, "in": "header", "required": False, "schema": {"type": "string"},
+        "description": description,
+    }
+
+
+FORWARD_AUTH_HEADERS = {
+    name: {"required": True, "schema": {"type": "string"}, "description": description}
+    for name, description in (
+        ("X-Auth-User-Id", "The owner's user id."),
+        ("X-Auth-Username", "The owner's username, percent-encoded UTF-8 where not plain ASCII."),
+        ("X-Auth-Token-Id", "The token's id; empty for a legacy key."),
+        ("X-Auth-Method", "`bearer` or `legacy_key`."),
+        ("X-Auth-Access", "`read` or `read_write`."),
+    )
+}
+FORWARD_AUTH_OPERATION = {
+    "summary": (
+        "Forward authentication for reverse proxies (nginx auth_request, Traefik ForwardAuth, Caddy "
+        "forward_auth, Envoy ext_authz, which may call /forward-auth/<original path>): the API's own bearer "
+        "and legacy-key checks, access and allow-lists included, applied to the original request as a "
+        "trusted proxy states it. Each call is recorded as a use with the original method and path. "
+        "See docs/gateways.md."
+    ),
+    "parameters": [
+        _stated("X-Original-Method", "The original method (nginx). Believed from TRUSTED_PROXIES only."),
+        _stated("X-Original-URI", "The original URI (nginx). Believed from TRUSTED_PROXIES only."),
+        _stated("X-Forwarded-Method", "The original method (Traefik, Caddy). From TRUSTED_PROXIES only."),
+        _stated("X-Forwarded-Uri", "The original URI (Traefik, Caddy). From TRUSTED_PROXIES only."),
+        _stated("X-Forwarded-For", "The client address chain, read from the right past trusted proxies."),
+        {
+            "name": "permission",
+            "in": "query",
+            "required": False,
+            "schema": {"type": "array", "items": {"type": "string"}},
+            "style": "form",
+            "explode": True,
+            "description": "`app_label.codename` the route needs of the token (owner's, as narrowed).",
+        },
+    ],
+    "responses": {
+        "200": {
+            "description": "Allowed; the headers tell the upstream who calls.",
+            "headers": FORWARD_AUTH_HEADERS,
+        },
+        "401": ERRORS["401"],
+        "403": ERRORS["403"],
+        "429": ERRORS["429"],
+        "503": ERRORS["503"],
+    },
+}
+PATHS["/forward-auth"] = {
+    method: {**FORWARD_AUTH_OPERATION, "operationId": f"forward_auth_{method}"}
+    # Any method is answered (the original one, from Envoy); these are the ones clients use.
+    for method in ("get", "post", "put", "patch", "delete")
 }
 
 

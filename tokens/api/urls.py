@@ -1,6 +1,6 @@
 from django.urls import path
 
-from . import incident
+from . import incident, introspect
 from . import views as api
 
 urlpatterns = [
@@ -13,5 +13,6 @@ urlpatterns = [
     path("credentials/revoke", incident.credentials_revoke, name="api-credentials-revoke"),
     path("secret-scanning/github", incident.github_secret_scanning, name="api-secret-scanning-github"),
     path("events", incident.events_feed, name="api-events"),
+    path("introspect", introspect.introspect, name="api-introspect"),
     path("openapi.json", api.openapi, name="api-openapi"),
 ]

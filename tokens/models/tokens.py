@@ -400,6 +400,8 @@ class Token(Credential):
         verbose_name = _("token")
         verbose_name_plural = _("tokens")
         ordering = ("-created_at", "-id")
+        # RFC 7662: a resource server's token may ask whether other tokens are active (api/introspect.py).
+        permissions = (("introspect_token", _("Can introspect tokens")),)
         indexes = [
             models.Index(fields=["user", "-created_at"], name="token_user_created"),
             models.Index(fields=["expires_at"], name="token_expires"),
