@@ -355,7 +355,9 @@ print(json.dumps({{"answers": answers, "active": User.objects.get(pk={made['owne
     assert set(tokens) <= {200, 401, 429} and set(keys) <= {200, 401, 429}
     numbers = counts(database, made, key=made["key_ids"][0])
     assert_exact(numbers["token"], answered=tokens.total(), accepted=tokens[200])
-    assert_exact(numbers["legacy_key"], answered=keys.total(), accepted=keys[200])
+    # A legacy key from a client past the API failure limit is refused (429) before its lookup, so
+    # that answer is no use of the key: every other answer is one record.
+    assert_exact(numbers["legacy_key"], answered=keys.total() - keys[429], accepted=keys[200])
     assert_clean_log(server)
 
 
@@ -379,7 +381,7 @@ print(json.dumps({{"revoked": done}}))
     numbers = counts(database, made, key=in_use)
     assert numbers["legacy_key"]["revoked"]
     assert_exact(numbers["token"], answered=tokens.total(), accepted=tokens.total())
-    assert_exact(numbers["legacy_key"], answered=keys.total(), accepted=keys[200])
+    assert_exact(numbers["legacy_key"], answered=keys.total() - keys[429], accepted=keys[200])
     assert_clean_log(server)
 
 
