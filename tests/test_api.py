@@ -189,7 +189,7 @@ def test_token_json_never_carries_the_value_or_digest(client, issued):
     body = client.get(f"/api/tokens/{token.pk}", **bearer(value)).json()
     assert set(body) == {"id", "name", "purpose", "status", "created_at", "expires_at", "revoked_at", "last_used_at",
                          "last_used_ip", "last_used_user_agent", "request_count", "last_characters",
-                         "access", "permissions", "allowed_ips"}
+                         "access", "permissions", "allowed_ips", "replaces", "replaced_by", "rotation_ends_at"}
     text = json.dumps(body)
     assert value not in text and token.digest not in text
     assert body["last_characters"] == value[-4:]

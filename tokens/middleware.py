@@ -6,6 +6,7 @@ import time
 from django.core.exceptions import ValidationError
 from django.db import DatabaseError
 from django.template.response import SimpleTemplateResponse
+from django.urls import reverse
 from django.utils import timezone
 from django.utils.http import http_date
 from django.utils.translation import gettext as _
@@ -145,10 +146,12 @@ class ApiAuthenticationMiddleware:
         return response
 
     def _finish(self, request, credential, response, started, *, accepted, deprecation=True):
-        """Record the use, mark legacy-key responses deprecated; return the response to send."""
+        """Record the use, mark legacy-key and rotating-token responses deprecated; return the response."""
+        now = timezone.now()
         if credential.method == "legacy_key" and deprecation:
             self._deprecation_headers(response, credential)
-        now = timezone.now()
+        elif credential.rotation_ends_at is not None and credential.rotation_ends_at > now:
+            self._rotation_headers(response, credential)
         ip = client_ip(request)
         try:
             UsageRecord.objects.record(
@@ -215,6 +218,15 @@ class ApiAuthenticationMiddleware:
         if credential.sunset_at is not None:
             response["Sunset"] = http_date(credential.sunset_at.timestamp())
         response["Link"] = MIGRATION_LINK
+
+    @staticmethod
+    def _rotation_headers(response, credential):
+        # A token in its rotation overlap: the client learns from any response that its value was
+        # replaced (RFC 9745 Deprecation: when), that it stops (RFC 8594 Sunset: when) and where to look.
+        response["Deprecation"] = f"@{int(credential.rotated_at.timestamp())}"
+        response["Sunset"] = http_date(credential.rotation_ends_at.timestamp())
+        page = reverse("tokens:detail", args=[credential.id])
+        response["Link"] = f'<{page}>; rel="deprecation"; type="text/html"'
 
     @staticmethod
     def _as_json_error(response):

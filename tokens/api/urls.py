@@ -8,6 +8,8 @@ urlpatterns = [
     path("users/<int:pk>", api.users_detail, name="api-user"),
     path("tokens", api.tokens_collection, name="api-tokens"),
     path("tokens/<int:pk>", api.tokens_detail, name="api-token"),
+    path("tokens/self/rotate", api.tokens_self_rotate, name="api-token-self-rotate"),
+    path("tokens/<int:pk>/rotate", api.tokens_rotate, name="api-token-rotate"),
     path("tokens/<int:pk>/usage", api.tokens_usage, name="api-token-usage"),
     path("openapi.json", api.openapi, name="api-openapi"),
 ]

@@ -36,6 +36,8 @@ class TokenEvent(models.Model):
         BROWNOUT_CHANGED = "brownout_changed", _("brownout window changed")
         SUNSET_CHANGED = "sunset_changed", _("legacy sunset changed")
         LEGACY_NOTIFIED = "legacy_notified", _("legacy key owner notified")
+        # On both tokens of a rotation: the old one (detail: its replacement, when it stops) and the new.
+        ROTATED = "rotated", _("rotated")
 
     user = models.ForeignKey(
         settings.AUTH_USER_MODEL, verbose_name=_("owner"), on_delete=models.CASCADE, related_name="token_events",
