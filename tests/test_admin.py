@@ -898,7 +898,8 @@ def test_the_policy_page_sets_the_default_access_and_the_allow_list_rule(staff, 
 
 
 def test_the_rotate_action_takes_one_token_to_its_rotate_page_and_reveals_the_new_value_once(staff, staff_user):
-    token, old_value = Token.objects.issue(user=staff_user, name="ops", expires_at=timezone.now() + timedelta(days=9))
+    soon = timezone.now() + timedelta(days=9)
+    token, _ = Token.objects.issue(user=staff_user, name="ops", expires_at=soon)
     other, _ = Token.objects.issue(user=staff_user, name="two", expires_at=timezone.now() + timedelta(days=9))
     refused = _action(staff, TOKENS_URL, "rotate_one", [token, other])
     assert "Select exactly one token" in _text(refused) and Token.objects.count() == 2

@@ -681,7 +681,8 @@ def test_a_rotating_tokens_lookup_is_still_one_query_and_its_responses_carry_dep
     assert response.status_code == 200 and len(queries) == 2
     assert response["Deprecation"] == f"@{int(token.rotated_at.timestamp())}"
     assert response["Sunset"] == http_date(token.rotation_ends_at.timestamp())
-    assert response["Link"] == f'</profile/integrations/authorizations/{token.pk}/>; rel="deprecation"; type="text/html"'
+    page = f"/profile/integrations/authorizations/{token.pk}/"
+    assert response["Link"] == f'<{page}>; rel="deprecation"; type="text/html"'
     # Refusals of the rotating token say so too; the new token's responses carry none of it.
     denied = client.delete(f"/api/tokens/{new.pk}", **bearer(old_value))
     assert "Sunset" in denied
@@ -785,7 +786,7 @@ def test_self_rotation_can_be_switched_off_and_needs_a_read_write_bearer_token(c
     policy = ExpirationPolicy.load()
     policy.self_rotation_allowed = False
     policy.save()
-    token, value = issue(user, name="rw")
+    _, value = issue(user, name="rw")
     before = _snapshot()
     assert client.generic("POST", "/api/tokens/self/rotate", **bearer(value)).status_code == 403
     assert _snapshot()[0] == before[0]

@@ -769,6 +769,8 @@ def test_a_forged_overlap_beyond_the_policy_is_a_form_error_and_changes_nothing(
 
 
 def test_another_users_token_has_no_rotate_page(signed_in, other_user):
-    theirs, _ = Token.objects.issue(user=other_user, name="theirs", expires_at=timezone.now() + timedelta(days=1))
+    soon = timezone.now() + timedelta(days=1)
+    theirs, _ = Token.objects.issue(user=other_user, name="theirs", expires_at=soon)
     assert signed_in.get(rotate_url(theirs)).status_code == 404
-    assert signed_in.post(rotate_url(theirs), {"overlap": "none", "expiry": "same", "nonce": "x" * 43}).status_code == 404
+    forged = {"overlap": "none", "expiry": "same", "nonce": "x" * 43}
+    assert signed_in.post(rotate_url(theirs), forged).status_code == 404

@@ -220,7 +220,8 @@ class TokenRotateForm(forms.Form):
     def __init__(self, *args, token, policy, now=None, **kwargs):
         super().__init__(*args, **kwargs)
         self.now = now or timezone.now()
-        self.overlaps = {key: delta for key, _label, delta in OVERLAP_CHOICES if delta <= policy.max_rotation_overlap}
+        longest = policy.max_rotation_overlap
+        self.overlaps = {key: delta for key, _label, delta in OVERLAP_CHOICES if delta <= longest}
         self.fields["overlap"].choices = [
             (key, label) for key, label, delta in OVERLAP_CHOICES if key in self.overlaps
         ]

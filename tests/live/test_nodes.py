@@ -110,7 +110,7 @@ def test_a_rotated_tokens_old_value_works_on_every_node_until_the_end_of_its_ove
     postgres_nodes, throwaway_postgres
 ):
     import time
-    from datetime import datetime, timedelta, timezone
+    from datetime import UTC, datetime, timedelta
     from email.utils import parsedate_to_datetime
 
     node_a, node_b = postgres_nodes
@@ -126,11 +126,11 @@ def test_a_rotated_tokens_old_value_works_on_every_node_until_the_end_of_its_ove
     # The new value works at once on the other node; the old one on both, saying when it stops.
     assert {r.status for r in every_worker(node_b, "/api/users/me", new)} == {200}
     seen = set()
-    while datetime.now(timezone.utc) < ends + timedelta(seconds=1):
+    while datetime.now(UTC) < ends + timedelta(seconds=1):
         for node in (node_a, node_b):
-            before = datetime.now(timezone.utc)
+            before = datetime.now(UTC)
             answer = node.client().get("/api/users/me", headers=old)
-            after = datetime.now(timezone.utc)
+            after = datetime.now(UTC)
             if after < ends:
                 assert answer.status == 200
                 assert parsedate_to_datetime(answer.headers["sunset"]) == ends.replace(microsecond=0)

@@ -184,7 +184,9 @@ class TokenAdmin(SecretLookupsRefusedMixin, CredentialColumnsMixin, admin.ModelA
     def get_urls(self):
         return [
             path("find/", self.admin_site.admin_view(self.find_by_value_view), name="tokens_token_find"),
-            path("<int:pk>/rotate/", self.admin_site.admin_view(self.rotate_view), name="tokens_token_rotate"),
+            path(
+                "<int:pk>/rotate/", self.admin_site.admin_view(self.rotate_view), name="tokens_token_rotate"
+            ),
             *super().get_urls(),
         ]
 
@@ -393,14 +395,14 @@ class TokenAdmin(SecretLookupsRefusedMixin, CredentialColumnsMixin, admin.ModelA
         }
         return self.render_change_form(request, context, add=True, form_url=form_url)
 
-    def _reveal(self, request, token, plaintext, *, title=_("Token created"), replaced=None):
+    def _reveal(self, request, token, plaintext, *, title=None, replaced=None):
         # The value lives only in this response: not in the session, a message, a log or a cache.
         response = TemplateResponse(
             request,
             "admin/tokens/token/reveal.html",
             {
                 **self.admin_site.each_context(request),
-                "title": title,
+                "title": title or _("Token created"),
                 "opts": self.opts,
                 "token": token,
                 "value": plaintext,

@@ -160,8 +160,8 @@ SCHEMAS = {
             "access": ACCESS,
             "permissions": PERMISSIONS,
             "allowed_ips": ALLOWED_IPS,
-            "replaces": {"type": ["integer", "null"], "description": "The id of the token this one replaced."},
-            "replaced_by": {"type": ["integer", "null"], "description": "The id of the token that replaced this one."},
+            "replaces": {"type": ["integer", "null"], "description": "The id of the token it replaced."},
+            "replaced_by": {"type": ["integer", "null"], "description": "The id of the token replacing it."},
             "rotation_ends_at": {
                 **NULLABLE_TIME,
                 "description": "After a rotation: when this value stops working (the end of the overlap).",
@@ -293,7 +293,9 @@ ROTATE_RESPONSES = _responses(
     },
     "400", "404",
 ) | {
-    "409": _error("Only an active token can be rotated (this one is rotating, expired or revoked); nothing was created."),
+    "409": _error(
+        "Only an active token can be rotated (this one is rotating, expired or revoked); nothing was created."
+    ),
     "413": _error("The body is too large."),
     "415": _error("The body is not JSON."),
 }
@@ -375,8 +377,9 @@ PATHS = {
         "post": {
             "operationId": "tokens_rotate",
             "summary": (
-                "Rotate one of the caller's tokens: a new value with the same name, purpose, access, permissions "
-                "and allowed addresses. Needs a signed-in session unless the policy lets bearer tokens create."
+                "Rotate one of the caller's tokens: a new value with the same name, purpose, access, "
+                "permissions and allowed addresses. Needs a signed-in session unless the policy lets "
+                "bearer tokens create."
             ),
             "parameters": [ID_PARAMETER],
             "requestBody": ROTATE_BODY,
@@ -423,7 +426,8 @@ def document(request=None):
             "version": "1",
             "description": (
                 "Authenticate with `Authorization: Bearer <token>`. Deprecated: `Rest-Api-Key: <key>` until "
-                "the sunset announced in the `Sunset` header. A signed-in browser session may also call the API. "
+                "the sunset announced in the `Sunset` header. A signed-in browser session may also call the "
+                "API. "
                 "Every response to a token in its rotation overlap carries `Deprecation: @<rotation time>`, "
                 "`Sunset: <end of the overlap>` and `Link: <its page>; rel=\"deprecation\"`."
             ),

@@ -338,10 +338,14 @@ def tokens_rotate(request, pk):
 def tokens_self_rotate(request):
     """Rotate the bearer token making the call: recorded with the caller's address and mailed to the owner."""
     if request.auth is None or request.auth.method != "bearer":
-        return forbidden(request, _("Only a bearer token can rotate itself: call this with the token to replace."))
+        return forbidden(
+            request, _("Only a bearer token can rotate itself: call this with the token to replace.")
+        )
     policy = ExpirationPolicy.load()
     if not policy.self_rotation_allowed:
-        return forbidden(request, _("Tokens may not rotate themselves here: the owner rotates them on the site."))
+        return forbidden(
+            request, _("Tokens may not rotate themselves here: the owner rotates them on the site.")
+        )
     token = own_token_or_404(request, request.auth.id)
     response = _rotate(request, token, policy)
     if response.status_code == 201:

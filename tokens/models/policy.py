@@ -319,7 +319,8 @@ class ExpirationPolicy(models.Model):
             longest = (
                 describe_lifetime(self.max_rotation_overlap) if self.max_rotation_overlap else _("none")
             )
-            raise ValidationError({"overlap": _("The longest overlap allowed is %(max)s.") % {"max": longest}})
+            message = _("The longest overlap allowed is %(max)s.") % {"max": longest}
+            raise ValidationError({"overlap": message})
 
     def rotation_expiry(self, user, lifetime, now=None):
         """Return the expiry of a rotated token whose predecessor lived *lifetime* (None: no expiry).

@@ -25,7 +25,13 @@ from ..constants import (
 from .base import Credential
 from .events import TokenEvent
 from .policy import ExpirationPolicy
-from .restrictions import clean_access, clean_allowed_ips, clean_permissions, describe_change, owner_permissions
+from .restrictions import (
+    clean_access,
+    clean_allowed_ips,
+    clean_permissions,
+    describe_change,
+    owner_permissions,
+)
 
 log = logging.getLogger(__name__)
 
@@ -459,7 +465,8 @@ class Token(Credential):
 
     def status_at(self, now):
         """Return the TokenStatus at *now*, by the same rules as ``TokenQuerySet.status_condition``."""
-        if self.revoked_at is not None or (self.rotation_ends_at is not None and self.rotation_ends_at <= now):
+        rotation_over = self.rotation_ends_at is not None and self.rotation_ends_at <= now
+        if self.revoked_at is not None or rotation_over:
             return TokenStatus.REVOKED
         if self.expires_at is not None and self.expires_at <= now:
             return TokenStatus.EXPIRED
@@ -619,12 +626,12 @@ class Token(Credential):
             TokenEvent.objects.bulk_create(
                 [
                     TokenEvent(
-                        user_id=user.pk, token=old, kind=TokenEvent.Kind.ROTATED, actor=actor, ip=ip, at=now,
-                        detail=f"→ #{token.pk}; old value works until {until}",
+                        user_id=user.pk, token=old, kind=TokenEvent.Kind.ROTATED, actor=actor, ip=ip,
+                        at=now, detail=f"→ #{token.pk}; old value works until {until}",
                     ),
                     TokenEvent(
-                        user_id=user.pk, token=token, kind=TokenEvent.Kind.ROTATED, actor=actor, ip=ip, at=now,
-                        detail=f"replaces #{old.pk}",
+                        user_id=user.pk, token=token, kind=TokenEvent.Kind.ROTATED, actor=actor, ip=ip,
+                        at=now, detail=f"replaces #{old.pk}",
                     ),
                 ]
             )
@@ -653,7 +660,7 @@ class Token(Credential):
         try:
             subject = render_to_string("email/token_rotated_subject.txt", context).strip()
             send_mail(subject, render_to_string("email/token_rotated.txt", context), None, [user.email])
-        except Exception as error:  # noqa: BLE001 - whatever failed, the rotation itself stands
+        except Exception as error:  # whatever failed, the rotation itself stands
             log.error("self-rotation notice for token %s not sent: %s", self.pk, type(error).__name__)
             return False
         return True

@@ -40,7 +40,9 @@ class Command(BaseCommand):
         lifetime = parser.add_mutually_exclusive_group()
         lifetime.add_argument("--days", type=int)
         lifetime.add_argument("--hours", type=int)
-        lifetime.add_argument("--never", action="store_true", help="No expiry (only where the policy allows it).")
+        lifetime.add_argument(
+            "--never", action="store_true", help="No expiry (only where the policy allows it)."
+        )
 
     def handle(self, *args, id, overlap, days, hours, never, **options):
         if not re.fullmatch(r"[0-9]{1,18}", id):
@@ -65,11 +67,11 @@ class Command(BaseCommand):
             # Nobody signed in did this: the Activity Stream shows no actor for it.
             new, plaintext = token.rotate(overlap=overlap, actor=None, **given)
         except Token.NotRotatable as refusal:
-            raise CommandError(
-                f"Only an active token can be rotated; #{token.pk} is {TokenStatus(refusal.status).label.lower()}."
-            ) from None
+            status = TokenStatus(refusal.status).label.lower()
+            raise CommandError(f"Only an active token can be rotated; #{token.pk} is {status}.") from None
         except ValidationError as error:
-            raise CommandError("; ".join(f"{k}: {' '.join(v)}" for k, v in error.message_dict.items())) from None
+            problems = "; ".join(f"{k}: {' '.join(v)}" for k, v in error.message_dict.items())
+            raise CommandError(problems) from None
         expiry = new.expires_at.isoformat() if new.expires_at else "never"
         self.stderr.write(
             f"Rotated token #{token.pk} {token.name!r} of {token.user.get_username()}: the new token is "
