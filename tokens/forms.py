@@ -1,6 +1,7 @@
 """Forms of Profile > Integrations > Authorizations. They parse input; the model enforces the policy."""
 
 import secrets
+from datetime import timedelta
 
 from django import forms
 from django.core.exceptions import ValidationError
@@ -230,8 +231,11 @@ class TokenRotateForm(forms.Form):
         if token.expires_at is None:
             same = _("The same as now: no expiry") if policy.allows_no_expiry(token.user) else None
         else:
+            # To the nearest minute: an expiry computed a moment before the row's creation time is
+            # still "30 days", not "43199 minutes".
+            minutes = round((token.expires_at - token.created_at).total_seconds() / 60)
             same = _("The same lifetime as now: %(lifetime)s") % {
-                "lifetime": describe_lifetime(token.expires_at - token.created_at)
+                "lifetime": describe_lifetime(timedelta(minutes=max(minutes, 1)))
             }
         choices = [(SAME, same)] if same else []
         choices += [(key, label) for key, label, _delta in policy.preset_choices()]
