@@ -247,3 +247,17 @@ def test_least_privilege_fields_and_refusals_match_the_documented_schemas(client
     assert "allowed_ips" in validate(refused, "/api/tokens/{id}", "patch")["fields"]
     props = DOC["components"]["schemas"]["Token"]["properties"]
     assert {"access", "permissions", "allowed_ips"} <= set(props)
+
+
+@pytest.mark.django_db
+def test_rotation_responses_match_the_documented_schemas(client, session, user, issue):
+    token, _value = issue(user, name="rotated")
+    rotated = validate(session.post(f"/api/tokens/{token.pk}/rotate", {"overlap": 60},
+                                    content_type="application/json"), "/api/tokens/{id}/rotate", "post")
+    assert rotated["replaces"] == token.pk and rotated["token"].startswith("bpt_")
+    old = validate(session.get(f"/api/tokens/{token.pk}"), "/api/tokens/{id}", "get")
+    assert (old["status"], old["replaced_by"]) == ("rotating", rotated["id"])
+    again = session.post(f"/api/tokens/{token.pk}/rotate", {}, content_type="application/json")
+    assert again.status_code == 409 and validate(again, "/api/tokens/{id}/rotate", "post")["error"] == "conflict"
+    itself = client.generic("POST", "/api/tokens/self/rotate", **bearer(rotated["token"]))
+    assert validate(itself, "/api/tokens/self/rotate", "post")["replaces"] == rotated["id"]
