@@ -50,9 +50,11 @@ def _policy_form(policy, **changes):
         "legacy_sunset_at_0": "",
         "legacy_sunset_at_1": "",
         "default_access": policy.default_access,
+        "max_rotation_overlap": "7 days",
+        "self_rotation_allowed": "on" if policy.self_rotation_allowed else None,
     }
     data.update(changes)
-    for name in LIFETIMES:
+    for name in (*LIFETIMES, "max_rotation_overlap"):
         if name in data:
             data[f"{name}_0"], data[f"{name}_1"] = data.pop(name).split(" ", 1)
     return {key: value for key, value in data.items() if value is not None}
@@ -918,3 +920,50 @@ def test_changing_a_purpose_in_the_admin_is_an_event_the_owner_sees(staff, staff
     staff.post(f"{TOKENS_URL}{token.pk}/change/", {"name": "deploy-bot", "purpose": "Nightly deploys"})
     event = TokenEvent.objects.get(token=token, kind=TokenEvent.Kind.PURPOSE_CHANGED)
     assert (event.user, event.actor, event.detail) == (user, staff_user, "Nightly deploys")
+
+
+# --- rotation -----------------------------------------------------------------------------------------------
+
+
+def test_the_rotate_action_takes_one_token_to_its_rotate_page_and_reveals_the_new_value_once(staff, staff_user):
+    soon = timezone.now() + timedelta(days=9)
+    token, _ = Token.objects.issue(user=staff_user, name="ops", expires_at=soon)
+    other, _ = Token.objects.issue(user=staff_user, name="two", expires_at=timezone.now() + timedelta(days=9))
+    refused = _action(staff, TOKENS_URL, "rotate_one", [token, other])
+    assert "Select exactly one token" in _text(refused) and Token.objects.count() == 2
+    page = _action(staff, TOKENS_URL, "rotate_one", [token])
+    assert page.redirect_chain[-1][0] == f"{TOKENS_URL}{token.pk}/rotate/"
+    nonce = re.search(r'name="nonce" value="([^"]+)"', _text(page)).group(1)
+    data = {"overlap": "1h", "expiry": "same", "custom_expiry": "", "nonce": nonce}
+    revealed = staff.post(f"{TOKENS_URL}{token.pk}/rotate/", data)
+    assert revealed.status_code == 200 and "no-store" in revealed["Cache-Control"]
+    new = Token.objects.get(replaces=token)
+    value = revealed.context["value"]
+    assert Token.objects.find_by_value(value) == new and "keeps working until" in _text(revealed)
+    again = staff.post(f"{TOKENS_URL}{token.pk}/rotate/", data, follow=True)
+    assert value not in _text(again) and Token.objects.count() == 3
+    # Both tokens show the link to the other on their admin page.
+    assert f"{TOKENS_URL}{new.pk}/change/" in _text(staff.get(f"{TOKENS_URL}{token.pk}/change/"))
+    assert f"{TOKENS_URL}{token.pk}/change/" in _text(staff.get(f"{TOKENS_URL}{new.pk}/change/"))
+
+
+def test_only_a_superuser_rotates_another_users_token_in_the_admin(client, make_user, user):
+    from django.contrib.auth.models import Permission
+
+    clerk = make_user("clerk", is_staff=True)
+    clerk.user_permissions.add(*Permission.objects.filter(codename__in=["change_token", "view_token"]))
+    client.force_login(clerk)
+    token, _ = Token.objects.issue(user=user, name="alice's", expires_at=timezone.now() + timedelta(days=9))
+    response = client.get(f"{TOKENS_URL}{token.pk}/rotate/", follow=True)
+    assert "Only superusers can rotate" in _text(response)
+    assert client.post(f"{TOKENS_URL}{token.pk}/rotate/", {"overlap": "none", "expiry": "same",
+                                                          "nonce": "n" * 43}).status_code == 302
+    assert Token.objects.count() == 1 and Token.objects.get().status == "active"
+
+
+def test_the_policy_sets_the_longest_overlap_including_none_and_the_self_rotation_switch(staff, policy):
+    response = staff.post(POLICY_URL, _policy_form(policy, max_rotation_overlap="0 hours",
+                                                   self_rotation_allowed=None))
+    assert response.status_code == 302, _text(response)
+    policy.refresh_from_db()
+    assert policy.max_rotation_overlap == timedelta(0) and policy.self_rotation_allowed is False

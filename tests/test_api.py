@@ -7,6 +7,7 @@ import pytest
 from django.db import connection
 from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
+from django.utils.http import http_date
 
 from tokens.models import ExpirationPolicy, Token, TokenEvent, UsageRecord
 
@@ -189,7 +190,8 @@ def test_token_json_never_carries_the_value_or_digest(client, issued):
     body = client.get(f"/api/tokens/{token.pk}", **bearer(value)).json()
     assert set(body) == {"id", "name", "purpose", "status", "created_at", "expires_at", "revoked_at", "last_used_at",
                          "last_used_ip", "last_used_user_agent", "request_count", "last_characters",
-                         "access", "permissions", "allowed_ips", "alerts"}
+                         "access", "permissions", "allowed_ips", "alerts",
+                         "replaces", "replaced_by", "rotation_ends_at"}
     text = json.dumps(body)
     assert value not in text and token.digest not in text
     assert body["last_characters"] == value[-4:]
@@ -642,3 +644,158 @@ def test_legacy_keys_keep_full_access(client, user):
     LegacyApiKey.objects.import_key(user=user, key="legacy-key-0123456789abcdef")
     response = client.get("/api/users/me", HTTP_REST_API_KEY="legacy-key-0123456789abcdef")
     assert response.json()["auth"]["access"] == "read_write"
+
+
+# --- rotation ---------------------------------------------------------------------------------------------
+
+
+def _rotate(client, url, body=None, **headers):
+    data = json.dumps(body) if body is not None else ""
+    return client.post(url, data, content_type="application/json", **headers)
+
+
+def test_rotating_with_a_session_answers_201_with_the_new_value_once_and_links_both_tokens(client, user, issued):
+    token, old_value = issued
+    client.force_login(user)
+    response = _rotate(client, f"/api/tokens/{token.pk}/rotate", {"overlap": 3600})
+    assert response.status_code == 201
+    assert "no-store" in response["Cache-Control"]
+    body = response.json()
+    assert body["token"].startswith("bpt_") and body["replaces"] == token.pk and body["status"] == "active"
+    assert body["name"] == token.name and response["Location"] == f"/api/tokens/{body['id']}"
+    old = client.get(f"/api/tokens/{token.pk}").json()
+    assert old["status"] == "rotating" and old["replaced_by"] == body["id"] and old["rotation_ends_at"]
+    # The new value works at once, the old one still does during the overlap; neither is ever shown again.
+    client.logout()
+    assert client.get("/api/users/me", **bearer(body["token"])).status_code == 200
+    assert client.get("/api/users/me", **bearer(old_value)).status_code == 200
+    assert "token" not in client.get(f"/api/tokens/{body['id']}", **bearer(body["token"])).json()
+
+
+def test_a_rotating_tokens_lookup_is_still_one_query_and_its_responses_carry_deprecation_headers(client, issued):
+    token, old_value = issued
+    new, new_value = token.rotate(overlap=timedelta(hours=1), actor=token.user)
+    token.refresh_from_db()
+    client.get("/api/users/me", **bearer(old_value))  # the first use's event
+    with CaptureQueriesContext(connection) as queries:
+        response = client.get("/api/users/me", **bearer(old_value))
+    assert response.status_code == 200 and len(queries) == 2
+    assert response["Deprecation"] == f"@{int(token.rotated_at.timestamp())}"
+    assert response["Sunset"] == http_date(token.rotation_ends_at.timestamp())
+    page = f"/profile/integrations/authorizations/{token.pk}/"
+    assert response["Link"] == f'<{page}>; rel="deprecation"; type="text/html"'
+    # Refusals of the rotating token say so too; the new token's responses carry none of it.
+    denied = client.delete(f"/api/tokens/{new.pk}", **bearer(old_value))
+    assert "Sunset" in denied
+    fresh = client.get("/api/users/me", **bearer(new_value))
+    assert not {"Deprecation", "Sunset", "Link"} & set(fresh.headers)
+
+
+def test_the_old_value_works_until_exactly_the_end_of_the_overlap_and_never_after(client, issued):
+    import time
+
+    token, old_value = issued
+    token.rotate(overlap=timedelta(seconds=2), actor=token.user)
+    token.refresh_from_db()
+    ends = token.rotation_ends_at
+    seen = set()
+    while timezone.now() < ends + timedelta(milliseconds=500):
+        before = timezone.now()
+        response = client.get("/api/users/me", **bearer(old_value))
+        after = timezone.now()
+        if after < ends:
+            assert response.status_code == 200 and "Sunset" in response
+            seen.add("served")
+        elif before >= ends:
+            assert response.status_code == 401 and "Sunset" not in response
+            assert "rotated" in response.json()["detail"]
+            seen.add("refused")
+        time.sleep(0.05)
+    assert seen == {"served", "refused"}
+    assert client.get(f"/api/tokens/{token.pk}", **bearer(old_value)).status_code == 401
+
+
+@pytest.mark.parametrize("state", ["rotating", "expired", "revoked"])
+def test_rotating_a_token_that_is_not_active_is_a_409_conflict_and_creates_nothing(client, user, issue, state):
+    token, _ = issue(user)
+    if state == "rotating":
+        token.rotate(overlap=timedelta(hours=1), actor=user)
+    elif state == "expired":
+        Token.objects.filter(pk=token.pk).update(expires_at=timezone.now() - timedelta(seconds=1))
+    else:
+        token.revoke(actor=user)
+    client.force_login(user)
+    before = _snapshot()
+    response = _rotate(client, f"/api/tokens/{token.pk}/rotate", {})
+    assert response.status_code == 409
+    assert response.json()["error"] == "conflict" and state in response.json()["detail"]
+    assert _snapshot() == before
+
+
+@pytest.mark.parametrize("overlap", [-1, True, 1.5, "3600", 10**40, 7 * 86400 + 1, None, [], {"s": 1}])
+def test_a_bad_overlap_is_a_400_naming_the_field_and_changes_nothing(client, user, issued, overlap):
+    client.force_login(user)
+    before = _snapshot()
+    response = _rotate(client, f"/api/tokens/{issued[0].pk}/rotate", {"overlap": overlap})
+    assert response.status_code == 400 and "overlap" in response.json()["fields"]
+    assert _snapshot() == before
+
+
+def test_a_bearer_token_rotates_other_tokens_only_when_the_policy_lets_tokens_manage_tokens(client, user, issue):
+    target, _ = issue(user, name="target")
+    _, value = issue(user, name="caller")
+    refused = _rotate(client, f"/api/tokens/{target.pk}/rotate", {}, **bearer(value))
+    assert refused.status_code == 403 and Token.objects.get(pk=target.pk).status == "active"
+    policy = ExpirationPolicy.load()
+    policy.bearer_can_create_tokens = True
+    policy.save()
+    assert _rotate(client, f"/api/tokens/{target.pk}/rotate", {}, **bearer(value)).status_code == 201
+
+
+def test_another_users_token_cannot_be_rotated(client, user, other_user, issue):
+    theirs, _ = issue(other_user, name="theirs")
+    client.force_login(user)
+    assert _rotate(client, f"/api/tokens/{theirs.pk}/rotate", {}).status_code == 404
+    assert Token.objects.get(pk=theirs.pk).status == "active"
+
+
+def test_a_token_rotates_itself_with_its_callers_address_recorded_and_the_owner_mailed(client, user, issued):
+    from django.core import mail
+
+    token, value = issued
+    # No body at all, as `curl -X POST` sends it.
+    response = client.generic("POST", "/api/tokens/self/rotate", **bearer(value), REMOTE_ADDR="198.51.100.7")
+    assert response.status_code == 201 and response.json()["replaces"] == token.pk
+    assert "no-store" in response["Cache-Control"]
+    event = TokenEvent.objects.get(token=token, kind=TokenEvent.Kind.ROTATED)
+    assert event.ip == "198.51.100.7"
+    [message] = mail.outbox
+    assert message.to == [user.email] and "198.51.100.7" in message.body
+    assert value not in message.body and response.json()["token"] not in message.body
+    # No body: no overlap, so the calling value stops at once; the new one works.
+    assert client.get("/api/users/me", **bearer(value)).status_code == 401
+    assert client.get("/api/users/me", **bearer(response.json()["token"])).status_code == 200
+
+
+def test_self_rotation_can_be_switched_off_and_needs_a_read_write_bearer_token(client, user, issue):
+    _, read_only = issue(user, name="ro", access="read")
+    refused = client.generic("POST", "/api/tokens/self/rotate", **bearer(read_only))
+    assert refused.status_code == 403 and refused.json()["error"] == "insufficient_scope"
+    client.force_login(user)
+    assert client.generic("POST", "/api/tokens/self/rotate").status_code == 403  # a session is not a token
+    client.logout()
+    policy = ExpirationPolicy.load()
+    policy.self_rotation_allowed = False
+    policy.save()
+    _, value = issue(user, name="rw")
+    before = _snapshot()
+    assert client.generic("POST", "/api/tokens/self/rotate", **bearer(value)).status_code == 403
+    assert _snapshot()[0] == before[0]
+
+
+def test_the_token_list_filters_rotating_tokens(client, user, issue):
+    token, _ = issue(user)
+    token.rotate(overlap=timedelta(hours=1), actor=user)
+    client.force_login(user)
+    body = client.get("/api/tokens?status=rotating").json()
+    assert [t["id"] for t in body["results"]] == [token.pk]

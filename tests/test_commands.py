@@ -35,8 +35,8 @@ def _snapshot():
 @pytest.mark.parametrize(
     "name",
     [
-        "create_token", "revoke_token", "import_legacy_keys", "prune_usage", "notify_expiring_tokens",
-        "send_alerts", "export_events",
+        "create_token", "revoke_token", "rotate_token", "import_legacy_keys", "prune_usage",
+        "notify_expiring_tokens", "send_alerts", "export_events",
     ],
 )
 def test_every_command_explains_itself_with_help(name, capsys):
@@ -211,6 +211,9 @@ def test_notify_mails_each_owner_once_listing_their_expiring_tokens_with_links(e
     assert "alice-later" not in alice.body and "alice-revoked" not in alice.body
     assert f"https://tokens.example.org/profile/integrations/authorizations/{soon.pk}/" in alice.body
     assert f"https://tokens.example.org/profile/integrations/authorizations/{week.pk}/" in alice.body
+    # Straight to each token's rotate page: replacing a token is one click from the notice.
+    assert f"https://tokens.example.org/profile/integrations/authorizations/{soon.pk}/rotate/" in alice.body
+    assert f"https://tokens.example.org/profile/integrations/authorizations/{week.pk}/rotate/" in alice.body
     assert soon.expires_at.strftime("%Y-%m-%d %H:%M") in alice.body
     for message in mail.outbox:
         for token, value in expiring.values():
@@ -343,3 +346,47 @@ def test_export_events_refuses_bad_arguments(args):
 def test_send_alerts_refuses_bad_arguments(args):
     with pytest.raises(CommandError):
         run("send_alerts", *args)
+
+
+# --- rotate_token -------------------------------------------------------------------------------------------
+
+
+def test_rotate_token_prints_the_new_value_once_on_stdout_and_keeps_the_old_for_the_overlap(user, issue):
+    old, old_value = issue(user, name="service", access="read")
+    out, err = run("rotate_token", str(old.pk), "--overlap", "1h")
+    value = out.strip()
+    new = Token.objects.get(replaces=old)
+    assert Token.objects.find_by_value(value) == new and new.access == "read"
+    assert f"#{new.pk}" in err and value not in err and old_value not in out + err
+    old.refresh_from_db()
+    assert old.status == "rotating" and old.rotation_ends_at - old.rotated_at == timedelta(hours=1)
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["999999"], "No token with id 999999"),
+        (["²"], "whole number"),
+        (["{pk}", "--overlap", "forever"], "--overlap takes"),
+        (["{pk}", "--overlap", "²"], "--overlap takes"),
+        (["{pk}", "--overlap", "8d"], "--overlap takes"),
+        (["{pk}", "--overlap", "999999"], "longest overlap"),
+        (["{pk}", "--never"], "without an expiry"),
+        (["{pk}", "--days", "99999999"], "at most"),
+    ],
+)
+def test_rotate_token_refuses_bad_input_clearly_and_changes_nothing(user, issue, args, message):
+    token, _ = issue(user)
+    before = _snapshot()
+    with pytest.raises(CommandError, match=message):
+        run("rotate_token", *[a.format(pk=token.pk) for a in args])
+    assert _snapshot() == before
+
+
+def test_rotate_token_refuses_a_token_that_is_already_rotating(user, issue):
+    token, _ = issue(user)
+    run("rotate_token", str(token.pk), "--overlap", "1d")
+    before = _snapshot()
+    with pytest.raises(CommandError, match=r"Only an active token can be rotated; #\d+ is rotating"):
+        run("rotate_token", str(token.pk))
+    assert _snapshot() == before

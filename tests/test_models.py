@@ -253,3 +253,152 @@ def test_a_narrowed_user_has_only_the_intersection_of_its_list_and_its_own_permi
     assert user.has_module_perms("auth") and not user.has_module_perms("tokens")
     narrow_permissions(staff_user, ["auth.view_group"])
     assert staff_user.has_perm("auth.view_group") and not staff_user.has_perm("auth.view_user")
+
+
+# --- rotation -----------------------------------------------------------------------------------------------
+
+
+def _perm(codename):
+    from django.contrib.auth.models import Permission
+
+    return Permission.objects.get(codename=codename, content_type__app_label="auth")
+
+
+def test_a_rotation_issues_a_token_with_every_setting_of_the_old_one_and_links_both(user, issue):
+    user.user_permissions.add(_perm("view_user"))
+    old, _value = issue(user, name="backup", purpose="nightly", access="read", permissions=["auth.view_user"],
+                        allowed_ips=["192.0.2.0/24"])
+    new, plaintext = old.rotate(overlap=timedelta(hours=1), actor=user, ip="192.0.2.9")
+    assert plaintext.startswith("bpt_") and new.pk != old.pk
+    assert (new.name, new.purpose, new.access, new.permissions, new.allowed_ips) == (
+        "backup", "nightly", "read", ["auth.view_user"], ["192.0.2.0/24"])
+    old = Token.objects.select_related("replaced_by").get(pk=old.pk)
+    assert new.replaces_id == old.pk and old.replaced_by_token.pk == new.pk
+    assert old.status == "rotating" and new.status == "active"
+    assert old.rotation_ends_at == old.rotated_at + timedelta(hours=1)
+    kinds = {(e.token_id, e.kind, e.ip) for e in TokenEvent.objects.filter(kind=TokenEvent.Kind.ROTATED)}
+    assert kinds == {(old.pk, "rotated", "192.0.2.9"), (new.pk, "rotated", "192.0.2.9")}
+
+
+def test_the_new_expiry_is_the_old_lifetime_from_now_unless_another_is_chosen(user, issue):
+    old, _ = issue(user, days=7)
+    new, _ = old.rotate(overlap=timedelta(0), actor=user)
+    assert abs((new.expires_at - new.created_at) - timedelta(days=7)) < timedelta(seconds=5)
+    chosen = timezone.now() + timedelta(days=2)
+    newer, _ = new.rotate(overlap=timedelta(0), actor=user, expires_at=chosen)
+    assert newer.expires_at == chosen
+
+
+def test_a_lifetime_the_policy_no_longer_allows_is_brought_within_it_on_rotation(user, issue, policy):
+    old, _ = issue(user, days=300)
+    policy.maximum_lifetime = timedelta(days=90)
+    policy.default_lifetime = timedelta(days=30)
+    policy.presets = ["1h", "1d", "7d", "30d", "90d"]
+    policy.save()
+    new, _ = old.rotate(overlap=timedelta(0), actor=user)
+    assert abs((new.expires_at - new.created_at) - timedelta(days=90)) < timedelta(seconds=5)
+
+
+def test_the_overlap_never_outlives_the_old_tokens_own_expiry(user):
+    old, _ = Token.objects.issue(user=user, name="short", expires_at=timezone.now() + timedelta(minutes=30))
+    old.rotate(overlap=timedelta(days=1), actor=user, expires_at=timezone.now() + timedelta(days=1))
+    old.refresh_from_db()
+    assert old.rotation_ends_at == old.expires_at
+
+
+@pytest.mark.parametrize("state", ["rotating", "expired", "revoked", "rotation over"])
+def test_only_an_active_token_can_be_rotated_and_a_refused_rotation_creates_nothing(user, issue, state):
+    token, _ = issue(user)
+    if state == "rotating":
+        token.rotate(overlap=timedelta(hours=1), actor=user)
+    elif state == "rotation over":
+        token.rotate(overlap=timedelta(0), actor=user)
+    elif state == "expired":
+        Token.objects.filter(pk=token.pk).update(expires_at=timezone.now() - timedelta(seconds=1))
+    else:
+        token.revoke(actor=user)
+    count = Token.objects.count()
+    with pytest.raises(Token.NotRotatable):
+        Token.objects.get(pk=token.pk).rotate(overlap=timedelta(0), actor=user)
+    assert Token.objects.count() == count
+
+
+def test_an_overlap_beyond_the_policys_longest_is_refused_and_changes_nothing(user, issue, policy):
+    policy.max_rotation_overlap = timedelta(days=1)
+    policy.save()
+    token, _ = issue(user)
+    for overlap in (timedelta(days=7), timedelta(seconds=-1)):
+        with pytest.raises(ValidationError) as error:
+            token.rotate(overlap=overlap, actor=user)
+        assert "overlap" in error.value.message_dict
+    token.refresh_from_db()
+    assert token.status == "active" and Token.objects.count() == 1
+
+
+def test_a_refused_new_expiry_leaves_the_old_token_active(user, issue):
+    token, _ = issue(user)
+    with pytest.raises(ValidationError):
+        token.rotate(overlap=timedelta(hours=1), actor=user, expires_at=None)  # "no expiry" not allowed
+    token.refresh_from_db()
+    assert token.status == "active" and token.rotation_ends_at is None and Token.objects.count() == 1
+
+
+def test_the_active_token_cap_counts_the_new_token_but_not_the_rotating_one(user, issue, policy):
+    policy.max_active_tokens = 2
+    policy.save()
+    first, _ = issue(user, name="one")
+    issue(user, name="two")
+    first.rotate(overlap=timedelta(days=1), actor=user)  # at the cap: still allowed
+    assert Token.objects.for_user(user).active().count() == 2
+    assert list(Token.objects.for_user(user).rotating()) == [first]
+    with pytest.raises(ValidationError):
+        issue(user, name="three")
+
+
+def test_revoking_a_rotating_token_ends_its_overlap_at_once(user, issue):
+    token, _ = issue(user)
+    token.rotate(overlap=timedelta(days=1), actor=user)
+    assert token.revoke(actor=user) is True
+    assert Token.objects.get(pk=token.pk).status == "revoked"
+    assert Token.objects.revoked().filter(pk=token.pk).exists()
+
+
+def test_a_token_whose_overlap_is_over_counts_as_revoked_everywhere_and_a_revoke_changes_nothing(user, issue):
+    token, _ = issue(user)
+    token.rotate(overlap=timedelta(0), actor=user)
+    token = Token.objects.get(pk=token.pk)
+    assert token.status == "revoked" and token.ended_at == token.rotation_ends_at
+    assert list(Token.objects.revoked()) == [token]
+    assert not Token.objects.rotating().exists()
+    assert token.revoke(actor=user) is False
+    assert not TokenEvent.objects.filter(token=token, kind=TokenEvent.Kind.REVOKED).exists()
+
+
+@pytest.mark.django_db(transaction=True)
+def test_parallel_rotations_of_one_token_create_exactly_one_new_token(user, issue):
+    import threading
+
+    from django.db import connection
+
+    token, _ = issue(user)
+    barrier = threading.Barrier(4)
+    outcomes = []
+
+    def rotate():
+        try:
+            barrier.wait()
+            Token.objects.get(pk=token.pk).rotate(overlap=timedelta(hours=1), actor=user)
+            outcomes.append("rotated")
+        except Token.NotRotatable:
+            outcomes.append("conflict")
+        finally:
+            connection.close()
+
+    threads = [threading.Thread(target=rotate) for _ in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert sorted(outcomes) == ["conflict", "conflict", "conflict", "rotated"]
+    assert Token.objects.filter(replaces=token).count() == 1
+    assert Token.objects.for_user(user).count() == 2

@@ -279,3 +279,14 @@ def test_introspection_and_forward_auth_answers_match_the_documented_schemas(cli
     assert set(DOC["paths"]["/forward-auth"]["get"]["responses"]["200"]["headers"]) <= set(allowed.headers)
     validate(client.get("/forward-auth"), "/forward-auth", "get")
     validate(client.delete("/forward-auth", **bearer(read_only)), "/forward-auth", "delete")
+def test_rotation_responses_match_the_documented_schemas(client, session, user, issue):
+    token, _value = issue(user, name="rotated")
+    rotated = validate(session.post(f"/api/tokens/{token.pk}/rotate", {"overlap": 60},
+                                    content_type="application/json"), "/api/tokens/{id}/rotate", "post")
+    assert rotated["replaces"] == token.pk and rotated["token"].startswith("bpt_")
+    old = validate(session.get(f"/api/tokens/{token.pk}"), "/api/tokens/{id}", "get")
+    assert (old["status"], old["replaced_by"]) == ("rotating", rotated["id"])
+    again = session.post(f"/api/tokens/{token.pk}/rotate", {}, content_type="application/json")
+    assert again.status_code == 409 and validate(again, "/api/tokens/{id}/rotate", "post")["error"] == "conflict"
+    itself = client.generic("POST", "/api/tokens/self/rotate", **bearer(rotated["token"]))
+    assert validate(itself, "/api/tokens/self/rotate", "post")["replaces"] == rotated["id"]

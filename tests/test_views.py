@@ -691,3 +691,86 @@ def test_the_list_badges_read_only_limited_and_address_bound_tokens(signed_in, u
         html.index("plain"):]
     assert "Read only" in tight[:1500] and "Limited permissions" in tight[:1500] and "2 addresses" in tight[:1500]
     assert "badge-limit" not in plain[:800]
+
+
+# --- rotation -----------------------------------------------------------------------------------------------
+
+
+def rotate_url(token):
+    return reverse("tokens:rotate", args=[token.pk])
+
+
+def rotate_form(client, token, **choices):
+    html = client.get(rotate_url(token)).content.decode()
+    nonce = re.search(r'name="nonce" value="([^"]+)"', html).group(1)
+    return {"overlap": "1d", "expiry": "same", "custom_expiry": "", "nonce": nonce, **choices}
+
+
+def test_the_token_page_offers_rotate_and_the_form_offers_overlaps_within_the_policy(signed_in, issued, policy):
+    token, _ = issued
+    assert f'href="{rotate_url(token)}"' in signed_in.get(detail(token)).content.decode()
+    policy.max_rotation_overlap = timedelta(days=1)
+    policy.save()
+    form = signed_in.get(rotate_url(token)).context["form"]
+    assert [key for key, _label in form.fields["overlap"].choices] == ["none", "1h", "1d"]
+    assert form.fields["expiry"].initial == "same"
+
+
+def test_rotating_on_the_page_answers_with_the_reveal_once_and_never_stores_the_value(signed_in, user, issued):
+    token, old_value = issued
+    response = signed_in.post(rotate_url(token), rotate_form(signed_in, token))
+    assert response.status_code == 200
+    assert "tokens/token_reveal.html" in [t.name for t in response.templates]
+    assert "no-store" in response["Cache-Control"]
+    value = response.context["plaintext"]
+    new = Token.objects.get(replaces=token)
+    html = response.content.decode()
+    assert f'value="{value}"' in html and "replaces the old one" in html
+    for session in Session.objects.all():
+        assert value not in str(session.get_decoded())
+    for url in (detail(new), detail(token), LIST, "/profile/", rotate_url(token)):
+        assert value not in signed_in.get(url).content.decode(), url
+    assert Client().get("/api/users/me", **bearer(value)).status_code == 200
+    assert Client().get("/api/users/me", **bearer(old_value)).status_code == 200  # one day of overlap
+    old_page = signed_in.get(detail(token)).content.decode()
+    assert "Rotating" in old_page and f'href="{detail(new)}"' in old_page
+    assert f'href="{detail(token)}"' in signed_in.get(detail(new)).content.decode()
+
+
+def test_resubmitting_the_rotate_form_rotates_nothing_more_and_lands_on_the_new_token(signed_in, issued):
+    token, _ = issued
+    data = rotate_form(signed_in, token)
+    value = signed_in.post(rotate_url(token), data).context["plaintext"]
+    again = signed_in.post(rotate_url(token), data, follow=True)
+    new = Token.objects.get(replaces=token)
+    assert again.redirect_chain == [(detail(new), 303)]
+    assert value not in again.content.decode() and "cannot be shown again" in again.content.decode()
+    assert Token.objects.count() == 2
+
+
+def test_a_token_that_is_not_active_is_not_offered_rotation_and_a_forged_post_creates_nothing(signed_in, issued):
+    token, _ = issued
+    data = rotate_form(signed_in, token)
+    token.revoke(actor=token.user)
+    assert f'href="{rotate_url(token)}"' not in signed_in.get(detail(token)).content.decode()
+    page = signed_in.get(rotate_url(token), follow=True)
+    assert page.redirect_chain == [(detail(token), 303)] and "Only an active token" in page.content.decode()
+    posted = signed_in.post(rotate_url(token), data, follow=True)
+    assert "Only an active token" in posted.content.decode() and Token.objects.count() == 1
+
+
+def test_a_forged_overlap_beyond_the_policy_is_a_form_error_and_changes_nothing(signed_in, issued, policy):
+    token, _ = issued
+    policy.max_rotation_overlap = timedelta(hours=1)
+    policy.save()
+    response = signed_in.post(rotate_url(token), rotate_form(signed_in, token, overlap="7d"))
+    assert response.status_code == 400 and response.context["form"].errors["overlap"]
+    assert Token.objects.count() == 1 and Token.objects.get().status == "active"
+
+
+def test_another_users_token_has_no_rotate_page(signed_in, other_user):
+    soon = timezone.now() + timedelta(days=1)
+    theirs, _ = Token.objects.issue(user=other_user, name="theirs", expires_at=soon)
+    assert signed_in.get(rotate_url(theirs)).status_code == 404
+    forged = {"overlap": "none", "expiry": "same", "nonce": "x" * 43}
+    assert signed_in.post(rotate_url(theirs), forged).status_code == 404

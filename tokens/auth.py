@@ -4,7 +4,8 @@ This is the hot path of every API call, so it is written for cost:
 
 * shape and signature are checked first, with no query (``credentials.parse``);
 * a well-formed token costs one indexed raw SELECT that brings the owner along, and the token's
-  access level, narrowed permissions and address allow-list: their checks need no other query;
+  access level, narrowed permissions and address allow-list, and its rotation (when it was rotated,
+  when the overlap ends): their checks and the deprecation headers need no other query;
 * a legacy key costs one raw SELECT that brings the owner, the policy and the end of the brownout
   window open now (if any) along; the cutover rule (``cutover_verdict``) then decides without a query;
 * on a kept PostgreSQL connection that lookup is also the health check (see ``_fetch``).
@@ -82,6 +83,9 @@ class Authentication:
     access: str = Access.READ_WRITE
     permissions: object = None  # None: all of the owner's; else a list of "app_label.codename"
     allowed_ips: object = ()
+    # A rotated bearer token in its overlap: when it was rotated and when its value stops (else None).
+    rotated_at: object = None
+    rotation_ends_at: object = None
     # Served, but the rehearsed security level would refuse it (recorded with the use).
     would_refuse: bool = False
     # The address of the last accepted use: a request from it cannot be from a new address.
@@ -120,7 +124,7 @@ def _token_sql(vendor):
     User, _names, user_sql = _user_columns()
     return (
         "SELECT t.id, t.digest, t.pepper_id, t.expires_at, t.revoked_at, t.last_used_at, t.last_used_ip, "
-        "t.access, t.permissions, t.allowed_ips, "
+        "t.access, t.permissions, t.allowed_ips, t.rotated_at, t.rotation_ends_at, "
         f"{user_sql} FROM {_table(Token)} t JOIN {_table(User)} u ON u.id = t.user_id "
         "WHERE t.public_id = %s"
     )
@@ -190,17 +194,26 @@ def authenticate_bearer(value):
     if row is None or not credentials.matches(parsed, row[1], row[2]):
         raise AuthError(_("The token is not valid."), looked_up=True)
     token_id, _digest, _pepper, expires_at, revoked_at, last_used_at, last_used_ip = row[:7]
-    access, permissions, allowed_ips = row[7:10]
-    user = _build_user(row[10:])
+    access, permissions, allowed_ips, rotated_at, rotation_ends_at = row[7:12]
+    user = _build_user(row[12:])
+    rotation_ends_at = _aware(rotation_ends_at)
     credential = Authentication(
         "bearer", token_id, user, first_use=last_used_at is None, last_used_ip=last_used_ip, access=access,
         # An unrestricted token's columns read NULL and "[]": no JSON parsing on its path.
         permissions=None if permissions is None else load_list(permissions),
         allowed_ips=() if allowed_ips in ("[]", []) else load_list(allowed_ips),
+        rotated_at=_aware(rotated_at), rotation_ends_at=rotation_ends_at,
     )
+    now = timezone.now()
     if revoked_at is not None:
         raise AuthError(_("The token has been revoked."), credential=credential)
-    if expires_at is not None and _aware(expires_at) <= timezone.now():
+    # The end of a rotation's overlap is a revocation that needs no job: the very moment it passes,
+    # on every process and node, the old value is refused.
+    if rotation_ends_at is not None and rotation_ends_at <= now:
+        raise AuthError(
+            _("The token was rotated and its overlap has ended: use its replacement."), credential=credential
+        )
+    if expires_at is not None and _aware(expires_at) <= now:
         raise AuthError(_("The token has expired."), credential=credential)
     if not user.is_active:
         raise AuthError(_("The token's owner is deactivated."), credential=credential)

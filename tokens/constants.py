@@ -41,6 +41,15 @@ PRESET_CHOICES = (
 )
 PRESETS = {key: delta for key, _label, delta in PRESET_CHOICES}
 
+# Rotation: how long the old value keeps working beside the new one (the policy sets the longest).
+OVERLAP_CHOICES = (
+    ("none", _("None: the old value stops at once"), timedelta(0)),
+    ("1h", _("1 hour"), timedelta(hours=1)),
+    ("1d", _("1 day"), timedelta(days=1)),
+    ("7d", _("7 days"), timedelta(days=7)),
+)
+DEFAULT_MAX_ROTATION_OVERLAP = timedelta(days=7)
+
 # Least privilege: what a token may do, on top of its owner's permissions.
 MAX_ALLOWED_IPS = 50
 ALLOWED_IP_MAX_LENGTH = 64  # the longest IPv6 network in text is 43 characters; anything longer is not one

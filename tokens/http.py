@@ -16,7 +16,8 @@ from .models import Token
 
 def own_token_or_404(request, pk):
     """Return the signed-in user's token *pk*; anything else is a 404, like an id that does not exist."""
-    return get_object_or_404(Token.objects.for_user(request.user).select_related("revoked_by"), pk=pk)
+    tokens = Token.objects.for_user(request.user).select_related("revoked_by", "replaced_by", "replaces")
+    return get_object_or_404(tokens, pk=pk)
 
 
 def no_store(response):

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from django.core.exceptions import ValidationError
 from django.db import DatabaseError
 from django.template.response import SimpleTemplateResponse
+from django.urls import reverse
 from django.utils import timezone
 from django.utils.http import http_date
 from django.utils.translation import gettext as _
@@ -124,10 +125,12 @@ def refuse(request, use, refusal):
 
 
 def record_use(request, use, credential, response, *, accepted, deprecation=True):
-    """Record the use, mark legacy-key responses deprecated; return the response to send."""
+    """Record the use, mark legacy-key and rotating-token responses deprecated; return the response."""
+    now = timezone.now()
     if credential.method == "legacy_key" and deprecation:
         _deprecation_headers(response, credential)
-    now = timezone.now()
+    elif credential.rotation_ends_at is not None and credential.rotation_ends_at > now:
+        _rotation_headers(response, credential)
     ip = client_ip(request)
     try:
         UsageRecord.objects.record(
@@ -184,6 +187,15 @@ def _first_events(credential, now, ip):
             ],
             ignore_conflicts=True,
         )
+
+
+def _rotation_headers(response, credential):
+    # A token in its rotation overlap: the client learns from any response that its value was
+    # replaced (RFC 9745 Deprecation: when), that it stops (RFC 8594 Sunset: when) and where to look.
+    response["Deprecation"] = f"@{int(credential.rotated_at.timestamp())}"
+    response["Sunset"] = http_date(credential.rotation_ends_at.timestamp())
+    page = reverse("tokens:detail", args=[credential.id])
+    response["Link"] = f'<{page}>; rel="deprecation"; type="text/html"'
 
 
 def _deprecation_headers(response, credential):

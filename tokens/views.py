@@ -20,7 +20,7 @@ from django.views.decorators.http import require_GET, require_http_methods, requ
 from .http import client_ip, no_store, own_token_or_404
 from .charts import daily_chart
 from .constants import MIGRATION_GUIDE_PATH
-from .forms import TokenCreateForm, TokenRenameForm, TokenRestrictionsForm
+from .forms import TokenCreateForm, TokenRenameForm, TokenRestrictionsForm, TokenRotateForm
 from .models import (
     BrownoutWindow,
     ClientAddress,
@@ -287,6 +287,60 @@ def token_restrict(request, pk):
             return _see_other(_detail_url(token))
     context = _detail_context(request, token, TokenRenameForm(initial={"name": token.name}), form)
     return render(request, "tokens/token_detail.html", context, status=400)
+
+
+@login_required
+@require_http_methods(["GET", "POST"])
+@never_cache
+@csrf_protect
+@sensitive_post_parameters()
+@sensitive_variables("plaintext")
+def token_rotate(request, pk):
+    """Ask for the overlap and the expiry (GET), then rotate and answer with the new value's one reveal.
+
+    Every show-once rule of the create form holds: the reveal is this response, sent ``no-store``; the
+    value is kept nowhere; a resubmission carries the same nonce and lands on the new token's page.
+    """
+    token = own_token_or_404(request, pk)
+    policy = ExpirationPolicy.load()
+    if request.method == "GET" and not token.is_active:
+        return _not_rotatable(request, token, token.status)
+    form = TokenRotateForm(request.POST or None, token=token, policy=policy)
+    if request.method == "POST" and form.is_valid():
+        try:
+            new, plaintext = token.rotate(**form.rotation(), actor=request.user, ip=client_ip(request),
+                                          policy=policy)
+        except Token.AlreadyIssued as repeat:
+            messages.info(
+                request,
+                _(
+                    "This form was already submitted and rotated “%(name)s”. The new value was shown once "
+                    "and cannot be shown again; if you did not copy it, revoke the new token and rotate "
+                    "again from the old one while it still works, or create a new token."
+                )
+                % {"name": repeat.token.name},
+            )
+            return _see_other(_detail_url(repeat.token))
+        except Token.NotRotatable as refusal:
+            return _not_rotatable(request, token, refusal.status)
+        except ValidationError as error:
+            form.add_model_errors(error)
+        else:
+            response = render(
+                request, "tokens/token_reveal.html", {"token": new, "plaintext": plaintext, "replaced": token}
+            )
+            return no_store(response)
+    status = 400 if request.method == "POST" else 200
+    return render(request, "tokens/token_rotate.html", {"token": token, "form": form}, status=status)
+
+
+def _not_rotatable(request, token, status):
+    messages.error(
+        request,
+        _("Only an active token can be rotated; “%(name)s” is %(status)s.")
+        % {"name": token.name, "status": TokenStatus(status).label.lower()},
+    )
+    return _see_other(_detail_url(token))
 
 
 @login_required

@@ -294,3 +294,40 @@ def test_a_person_creates_a_read_only_token_bound_to_addresses_and_narrows_it_fu
     status, body = call_api(live_server, headers=auth)
     assert status == 403 and body["error"] == "ip_not_allowed" and "127.0.0.1" in body["detail"]
     assert UsageRecord.objects.filter(token=token, accepted=False).count() == 2
+
+
+def test_a_person_rotates_a_token_with_an_overlap_and_both_values_work_until_it_ends(
+    sign_in, user, page, live_server
+):
+    token, old_value = Token.objects.issue(user=user, name="Inventory sync",
+                                           expires_at=timezone.now() + timedelta(days=30))
+    sign_in(user)
+    page.goto(f"/profile/integrations/authorizations/{token.pk}/")
+    page.get_by_role("link", name="Rotate…").click()
+    page.get_by_role("heading", name="Rotate “Inventory sync”").wait_for()
+    assert page.get_by_label("The same lifetime as now: 30 days").is_checked()
+    page.get_by_role("group", name="Old value keeps working for").get_by_label("1 hour").check()
+    page.get_by_role("button", name="Rotate token").click()
+
+    page.get_by_role("heading", name="Copy your new token").wait_for()
+    value = page.get_by_label("Value of “Inventory sync”").input_value()
+    assert value.startswith("bpt_") and value != old_value
+    page.get_by_text("keeps working until").wait_for()
+    assert call_api(live_server, headers={"Authorization": f"Bearer {value}"})[0] == 200
+    assert call_api(live_server, headers={"Authorization": f"Bearer {old_value}"})[0] == 200
+
+    # A reload rotates nothing more and never shows the value again.
+    page.reload()
+    page.wait_for_url(re.compile(r"/authorizations/\d+/$"))
+    page.get_by_text("cannot be shown again").wait_for()
+    assert value not in page.content() and Token.objects.count() == 2
+    new = Token.objects.get(replaces=token)
+    assert page.get_by_role("link", name=re.compile("Inventory sync")).count() >= 1  # "Replaces" link
+    page.goto(f"/profile/integrations/authorizations/{token.pk}/")
+    assert "Rotating" in page.get_by_role("heading", level=1).inner_text()
+    assert page.get_by_role("link", name="Rotate…").count() == 0
+    page.get_by_role("link", name=re.compile(rf"…{new.last_characters}")).click()
+    page.wait_for_url(re.compile(rf"/authorizations/{new.pk}/$"))
+
+    page.get_by_role("link", name="Profile").first.click()
+    assert "Rotated Inventory sync" in page.get_by_role("region", name="Activity Stream").inner_text()

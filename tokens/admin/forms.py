@@ -66,6 +66,33 @@ class LifetimeField(forms.MultiValueField):
         return number * {key: delta for key, _label, delta in LIFETIME_UNITS}[unit]
 
 
+class OverlapWidget(LifetimeWidget):
+    """A lifetime widget that can show 0: no overlap at all."""
+
+    def __init__(self, attrs=None):
+        super().__init__(attrs)
+        self.widgets[0].attrs["min"] = "0"
+
+    def decompress(self, value):
+        if value == timedelta(0):
+            return [0, "hours"]
+        return super().decompress(value)
+
+
+class OverlapField(LifetimeField):
+    """The longest rotation overlap: like a lifetime, but 0 (the old value stops at once) is allowed."""
+
+    widget = OverlapWidget
+
+    def __init__(self, **kwargs):
+        kwargs.pop("max_length", None)
+        fields = (
+            forms.IntegerField(min_value=0, max_value=1_000_000),
+            forms.ChoiceField(choices=[(key, label) for key, label, _delta in LIFETIME_UNITS]),
+        )
+        forms.MultiValueField.__init__(self, fields, require_all_fields=True, **kwargs)
+
+
 class ExpirationPolicyForm(forms.ModelForm):
     presets = forms.MultipleChoiceField(
         label=_("Expiry presets offered"),
@@ -84,6 +111,7 @@ class ExpirationPolicyForm(forms.ModelForm):
             "default_lifetime": LifetimeField,
             "minimum_lifetime": LifetimeField,
             "maximum_lifetime": LifetimeField,
+            "max_rotation_overlap": OverlapField,
         }
         help_texts = {
             "default_lifetime": _(

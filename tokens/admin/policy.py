@@ -53,6 +53,7 @@ class ExpirationPolicyAdmin(admin.ModelAdmin):
         (_("Tokens exceeding the maximum"), {"fields": ("exceeding_tokens",)}),
         (_("Limits"), {"fields": ("max_active_tokens", "bearer_can_create_tokens")}),
         (_("Least privilege"), {"fields": ("default_access", "require_allowed_ips_without_expiry")}),
+        (_("Rotation"), {"fields": ("max_rotation_overlap", "self_rotation_allowed")}),
         (
             _("Notices and retention"),
             {"fields": ("expiry_notice_days", "new_address_alerts", "usage_retention_days")},

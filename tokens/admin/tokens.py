@@ -5,11 +5,12 @@ import secrets
 from django.contrib import admin, messages
 from django.contrib.admin.views.main import SEARCH_VAR
 from django.core.exceptions import PermissionDenied, ValidationError
-from django.http import HttpResponseNotAllowed, HttpResponseRedirect
+from django.http import Http404, HttpResponseNotAllowed, HttpResponseRedirect
 from django.template.response import TemplateResponse
 from django.urls import path, reverse
 from django.utils import timezone
 from django.utils.decorators import method_decorator
+from django.utils.html import format_html
 from django.utils.translation import gettext_lazy as _
 from django.utils.translation import ngettext, ngettext_lazy
 from django.views.decorators.cache import never_cache
@@ -17,7 +18,8 @@ from django.views.decorators.debug import sensitive_post_parameters
 
 from ..http import client_ip, no_store
 from ..constants import TOKEN_PREFIX
-from ..models import ExpirationPolicy, Token
+from ..forms import TokenRotateForm
+from ..models import ExpirationPolicy, Token, TokenStatus
 from .common import CredentialColumnsMixin, SecretLookupsRefusedMixin, report_action, revoke_each
 from .filters import ExceedsPolicyFilter, ExpiryWindowFilter, NeverUsedFilter, StatusFilter
 from .forms import TokenAddForm, TokenChangeForm
@@ -57,7 +59,7 @@ class TokenAdmin(SecretLookupsRefusedMixin, CredentialColumnsMixin, admin.ModelA
     )
     ordering = ("-created_at", "-id")
     raw_id_fields = ("user",)
-    actions = ("revoke_selected", "shorten_to_policy_maximum")
+    actions = ("revoke_selected", "shorten_to_policy_maximum", "rotate_one")
     add_form = TokenAddForm
     usage_lookup = "token"
     usage_link_text = _("Requests made with this token")
@@ -73,6 +75,7 @@ class TokenAdmin(SecretLookupsRefusedMixin, CredentialColumnsMixin, admin.ModelA
             _("Lifetime"),
             {"fields": ("created_at", "expires_at", "revoked_at", "revoked_by", "expiry_notified_at")},
         ),
+        (_("Rotation"), {"fields": ("replaces_link", "replaced_by_link", "rotated_at", "rotation_ends_at")}),
         (
             _("Use"),
             {
@@ -98,6 +101,10 @@ class TokenAdmin(SecretLookupsRefusedMixin, CredentialColumnsMixin, admin.ModelA
         "revoked_at",
         "revoked_by",
         "expiry_notified_at",
+        "replaces_link",
+        "replaced_by_link",
+        "rotated_at",
+        "rotation_ends_at",
         "last_used_at",
         "last_used_ip",
         "last_used_user_agent",
@@ -111,7 +118,7 @@ class TokenAdmin(SecretLookupsRefusedMixin, CredentialColumnsMixin, admin.ModelA
         return False
 
     def get_queryset(self, request):
-        return super().get_queryset(request).select_related("user", "revoked_by")
+        return super().get_queryset(request).select_related("user", "revoked_by", "replaces", "replaced_by")
 
     def get_fieldsets(self, request, obj=None):
         return self.add_fieldsets if obj is None else super().get_fieldsets(request, obj)
@@ -133,6 +140,21 @@ class TokenAdmin(SecretLookupsRefusedMixin, CredentialColumnsMixin, admin.ModelA
     @admin.display(description=_("status"))
     def status_label(self, obj):
         return obj.status.label
+
+    @staticmethod
+    def _token_link(token):
+        if token is None:
+            return "–"
+        url = reverse("admin:tokens_token_change", args=[token.pk])
+        return format_html('<a href="{}">{} (#{}, …{})</a>', url, token.name, token.pk, token.last_characters)
+
+    @admin.display(description=_("replaces"))
+    def replaces_link(self, obj):
+        return self._token_link(obj.replaces)
+
+    @admin.display(description=_("replaced by"))
+    def replaced_by_link(self, obj):
+        return self._token_link(obj.replaced_by_token)
 
     # Search: a pasted value is never looked up from the address, and never used as a text pattern.
 
@@ -164,6 +186,9 @@ class TokenAdmin(SecretLookupsRefusedMixin, CredentialColumnsMixin, admin.ModelA
     def get_urls(self):
         return [
             path("find/", self.admin_site.admin_view(self.find_by_value_view), name="tokens_token_find"),
+            path(
+                "<int:pk>/rotate/", self.admin_site.admin_view(self.rotate_view), name="tokens_token_rotate"
+            ),
             *super().get_urls(),
         ]
 
@@ -233,6 +258,64 @@ class TokenAdmin(SecretLookupsRefusedMixin, CredentialColumnsMixin, admin.ModelA
             rest=_("The others already expire within the maximum or are not active."),
         )
 
+    @admin.action(description=_("Rotate the selected token (one)…"), permissions=("change",))
+    def rotate_one(self, request, queryset):
+        """Open the rotate page of the one selected token: rotating shows a value, so one at a time."""
+        if len(queryset) != 1:
+            self.message_user(request, _("Select exactly one token to rotate."), messages.WARNING)
+            return None
+        return HttpResponseRedirect(reverse("admin:tokens_token_rotate", args=[queryset[0].pk]))
+
+    @method_decorator(never_cache)
+    @method_decorator(sensitive_post_parameters())
+    def rotate_view(self, request, pk):
+        """Rotate one token through ``Token.rotate`` (overlap, expiry), then the new value once."""
+        token = Token.objects.select_related("user").filter(pk=pk).first()
+        if token is None:
+            raise Http404
+        if not self.has_change_permission(request, token):
+            raise PermissionDenied
+        change_url = reverse("admin:tokens_token_change", args=[token.pk])
+        # The same rule as adding: the value acts as its owner, so only a superuser rotates another's token.
+        if not (request.user.is_superuser or token.user_id == request.user.pk):
+            self.message_user(request, _("Only superusers can rotate another user's token."), messages.ERROR)
+            return HttpResponseRedirect(change_url)
+        policy = ExpirationPolicy.load()
+        if request.method == "GET" and not token.is_active:
+            return self._not_rotatable(request, token, token.status)
+        form = TokenRotateForm(request.POST or None, token=token, policy=policy)
+        if request.method == "POST" and form.is_valid():
+            try:
+                new, plaintext = token.rotate(
+                    **form.rotation(), actor=request.user, ip=client_ip(request), policy=policy
+                )
+            except Token.AlreadyIssued as again:
+                return self._already_issued(request, again.token)
+            except Token.NotRotatable as refusal:
+                return self._not_rotatable(request, token, refusal.status)
+            except ValidationError as error:
+                form.add_model_errors(error)
+            else:
+                self.log_change(request, token, [{"changed": {"fields": ["rotation_ends_at"]}}])
+                return self._reveal(request, new, plaintext, title=_("Token rotated"), replaced=token)
+        context = {
+            **self.admin_site.each_context(request),
+            "title": _("Rotate token"),
+            "opts": self.opts,
+            "token": token,
+            "form": form,
+        }
+        return TemplateResponse(request, "admin/tokens/token/rotate.html", context)
+
+    def _not_rotatable(self, request, token, status):
+        self.message_user(
+            request,
+            _("Only an active token can be rotated; \u201c%(name)s\u201d is %(status)s.")
+            % {"name": token.name, "status": TokenStatus(status).label.lower()},
+            messages.ERROR,
+        )
+        return HttpResponseRedirect(reverse("admin:tokens_token_change", args=[token.pk]))
+
     # Add: Django's own view shows the form and its errors (TokenAddForm applies every rule of
     # Token.objects.issue); a valid submission is issued here instead of saved, and its value shown once.
 
@@ -274,17 +357,18 @@ class TokenAdmin(SecretLookupsRefusedMixin, CredentialColumnsMixin, admin.ModelA
                     return self._reveal(request, token, plaintext)
         return super().add_view(request, form_url, extra_context)
 
-    def _reveal(self, request, token, plaintext):
+    def _reveal(self, request, token, plaintext, *, title=None, replaced=None):
         # The value lives only in this response: not in the session, a message, a log or a cache.
         response = TemplateResponse(
             request,
             "admin/tokens/token/reveal.html",
             {
                 **self.admin_site.each_context(request),
-                "title": _("Token created"),
+                "title": title or _("Token created"),
                 "opts": self.opts,
                 "token": token,
                 "value": plaintext,
+                "replaced": replaced,
             },
         )
         return no_store(response)

@@ -11,6 +11,7 @@ ERROR_CODES = {
     403: "insufficient_scope",
     404: "not_found",
     405: "method_not_allowed",
+    409: "conflict",
     413: "request_too_large",
     415: "unsupported_media_type",
     429: "too_many_requests",

@@ -142,16 +142,22 @@ SCHEMAS = {
         "required": [
             "id", "name", "purpose", "status", "created_at", "expires_at", "revoked_at", "last_used_at",
             "last_used_ip", "last_used_user_agent", "request_count", "last_characters",
-            "access", "permissions", "allowed_ips", "alerts",
+            "access", "permissions", "allowed_ips", "alerts", "replaces", "replaced_by", "rotation_ends_at",
         ],
         "properties": {
             "id": {"type": "integer"},
             "name": {"type": "string", "maxLength": NAME_MAX_LENGTH},
             "purpose": {"type": "string"},
-            "status": {"enum": TokenStatus.values},
+            "status": {
+                "enum": TokenStatus.values,
+                "description": "`rotating`: replaced, and the value still works until `rotation_ends_at`.",
+            },
             "created_at": TIME,
             "expires_at": {**NULLABLE_TIME, "description": "null: the token never expires."},
-            "revoked_at": NULLABLE_TIME,
+            "revoked_at": {
+                **NULLABLE_TIME,
+                "description": "When it was revoked, or when its rotation's overlap ended.",
+            },
             "last_used_at": NULLABLE_TIME,
             "last_used_ip": {"type": ["string", "null"]},
             "last_used_user_agent": {"type": "string"},
@@ -161,6 +167,12 @@ SCHEMAS = {
             "permissions": PERMISSIONS,
             "allowed_ips": ALLOWED_IPS,
             "alerts": {"type": "boolean", "description": "Mail the owner on use from a new client address."},
+            "replaces": {"type": ["integer", "null"], "description": "The id of the token it replaced."},
+            "replaced_by": {"type": ["integer", "null"], "description": "The id of the token replacing it."},
+            "rotation_ends_at": {
+                **NULLABLE_TIME,
+                "description": "After a rotation: when this value stops working (the end of the overlap).",
+            },
         },
     },
     "NewToken": {
@@ -187,6 +199,28 @@ SCHEMAS = {
             "access": {**ACCESS, "description": "Omitted: the policy's default access."},
             "permissions": {**PERMISSIONS, "description": "Omitted or null: all of the owner's permissions."},
             "allowed_ips": {**ALLOWED_IPS, "description": "Omitted or []: any address."},
+        },
+    },
+    "TokenRotate": {
+        "type": "object",
+        "additionalProperties": False,
+        "description": "An empty body, or none at all: no overlap and the same lifetime as the old token.",
+        "properties": {
+            "overlap": {
+                "type": "integer",
+                "minimum": 0,
+                "description": (
+                    "Seconds the old value keeps working (default 0: it stops at once), at most the "
+                    "policy's longest overlap (7 days unless changed)."
+                ),
+            },
+            "expires_at": {
+                **NULLABLE_TIME,
+                "description": (
+                    "Omitted: the old token's lifetime from now, within the policy. null: no expiry, where "
+                    "the policy allows it."
+                ),
+            },
         },
     },
     "TokenUpdate": {
@@ -364,6 +398,25 @@ SCHEMAS = {
     },
 }
 
+ROTATE_RESPONSES = _responses(
+    "201",
+    {
+        "description": (
+            "Rotated. The new token, with its value in `token` this once and the old id in `replaces`. "
+            "The old token is `rotating` until its `rotation_ends_at`, then revoked."
+        ),
+        "content": _json(_ref("NewToken")),
+    },
+    "400", "404",
+) | {
+    "409": _error(
+        "Only an active token can be rotated (this one is rotating, expired or revoked); nothing was created."
+    ),
+    "413": _error("The body is too large."),
+    "415": _error("The body is not JSON."),
+}
+ROTATE_BODY = {"required": False, "content": _json(_ref("TokenRotate"))}
+
 PATHS = {
     "/api/users/me": {
         "get": {
@@ -435,6 +488,30 @@ PATHS = {
             "summary": "Revoke a token, from the very next request on. Revoking twice is harmless.",
             "responses": _responses("204", {"description": "Revoked."}, "404"),
         },
+    },
+    "/api/tokens/{id}/rotate": {
+        "post": {
+            "operationId": "tokens_rotate",
+            "summary": (
+                "Rotate one of the caller's tokens: a new value with the same name, purpose, access, "
+                "permissions and allowed addresses. Needs a signed-in session unless the policy lets "
+                "bearer tokens create."
+            ),
+            "parameters": [ID_PARAMETER],
+            "requestBody": ROTATE_BODY,
+            "responses": ROTATE_RESPONSES,
+        }
+    },
+    "/api/tokens/self/rotate": {
+        "post": {
+            "operationId": "tokens_self_rotate",
+            "summary": (
+                "Rotate the bearer token making this call (needs read and write access and the policy's "
+                "self-rotation switch). Recorded with the caller's address and mailed to the owner."
+            ),
+            "requestBody": ROTATE_BODY,
+            "responses": ROTATE_RESPONSES,
+        }
     },
     "/api/tokens/{id}/usage": {
         "get": {
@@ -602,7 +679,10 @@ def document(request=None):
             "version": "1",
             "description": (
                 "Authenticate with `Authorization: Bearer <token>`. Deprecated: `Rest-Api-Key: <key>` until "
-                "the sunset announced in the `Sunset` header. A signed-in browser session may also call the API."
+                "the sunset announced in the `Sunset` header. A signed-in browser session may also call the "
+                "API. "
+                "Every response to a token in its rotation overlap carries `Deprecation: @<rotation time>`, "
+                "`Sunset: <end of the overlap>` and `Link: <its page>; rel=\"deprecation\"`."
             ),
         },
         "servers": [{"url": server}],

@@ -2,7 +2,7 @@
 
 import json
 import re
-from datetime import datetime
+from datetime import datetime, timedelta
 from functools import wraps
 
 from django.contrib.auth import get_user_model
@@ -14,6 +14,7 @@ from django.shortcuts import get_object_or_404
 from django.urls import reverse
 from django.utils.translation import gettext as _
 from django.views.csrf import csrf_failure as django_csrf_failure
+from django.views.decorators.debug import sensitive_variables
 from django.views.decorators.http import require_GET, require_http_methods
 
 from ..constants import API_PREFIX, Access
@@ -48,7 +49,8 @@ def token_json(token):
         "status": token.status,
         "created_at": _iso(token.created_at),
         "expires_at": _iso(token.expires_at),
-        "revoked_at": _iso(token.revoked_at),
+        # A rotation whose overlap is over revoked the token at its end.
+        "revoked_at": _iso(token.ended_at),
         "last_used_at": _iso(token.last_used_at),
         "last_used_ip": token.last_used_ip,
         "last_used_user_agent": token.last_used_user_agent,
@@ -58,7 +60,15 @@ def token_json(token):
         "permissions": token.permissions,
         "allowed_ips": token.allowed_ips,
         "alerts": token.alerts,
+        # Rotation: the token this one replaced, the one that replaced it, when this value stops.
+        "replaces": token.replaces_id,
+        "replaced_by": _pk(token.replaced_by_token),
+        "rotation_ends_at": _iso(token.rotation_ends_at),
     }
+
+
+def _pk(instance):
+    return None if instance is None else instance.pk
 
 
 def user_json(user):
@@ -215,7 +225,7 @@ def users_detail(request, pk):
 def tokens_collection(request):
     """List the caller's tokens, or create one (POST)."""
     if request.method == "GET":
-        tokens = Token.objects.for_user(request.user)
+        tokens = Token.objects.for_user(request.user).select_related("replaced_by")
         status = request.GET.get("status")
         if status is not None:
             if status not in TokenStatus.values:
@@ -278,6 +288,75 @@ def tokens_detail(request, pk):
         token.revoke(actor=request.user, ip=client_ip(request))
         return HttpResponse(status=204)
     return JsonResponse(token_json(token))
+
+
+def _parse_overlap(body, policy):
+    """Return the body's ``overlap`` (whole seconds, default 0) as a timedelta, or raise ValidationError."""
+    raw = body.get("overlap", 0)
+    # JSON numbers only, whole and in range: true is an int to Python, 1e400 a float, "3600" a string.
+    if isinstance(raw, bool) or not isinstance(raw, int):
+        raise ValidationError({"overlap": _("Use a whole number of seconds.")})
+    longest = int(policy.max_rotation_overlap.total_seconds())
+    if not 0 <= raw <= longest:
+        raise ValidationError(
+            {"overlap": _("Use a whole number of seconds from 0 to %(max)d (the policy's longest).")
+             % {"max": longest}}
+        )
+    return timedelta(seconds=raw)
+
+
+def _rotate(request, token, policy):
+    """Rotate *token* as the body asks and answer 201 with the new token and its value, once."""
+    # No body at all is {}: a client rotating itself can POST without one (no overlap, same lifetime).
+    body = _json_body(request, {"overlap", "expires_at"}) if request.body else {}
+    overlap = _parse_overlap(body, policy)
+    extra = {"expires_at": parse_expiry(body["expires_at"])} if "expires_at" in body else {}
+    try:
+        new, plaintext = token.rotate(
+            overlap=overlap, actor=request.user, ip=client_ip(request), policy=policy, **extra
+        )
+    except Token.NotRotatable as refusal:
+        return api_error(
+            409,
+            _("Only an active token can be rotated; this one is %(status)s.") % {"status": refusal.status},
+        )
+    response = no_store(JsonResponse({**token_json(new), "token": plaintext}, status=201))
+    response["Location"] = reverse("api-token", args=[new.pk])
+    return response
+
+
+@_api_view(["POST"])
+@sensitive_variables("plaintext")
+def tokens_rotate(request, pk):
+    """Rotate one of your tokens: a new value with the same settings; the old one works for the overlap."""
+    token = own_token_or_404(request, pk)
+    policy = ExpirationPolicy.load()
+    # Rotating mints a value, like creating: a bearer token may only when the policy lets tokens manage
+    # tokens (a leaked token must not mint more); a token rotates itself at /api/tokens/self/rotate.
+    if request.auth is not None and not (request.auth.method == "bearer" and policy.bearer_can_create_tokens):
+        return forbidden(request, _("Tokens can only be rotated from a signed-in session."))
+    return _rotate(request, token, policy)
+
+
+@_api_view(["POST"])
+@sensitive_variables("plaintext")
+def tokens_self_rotate(request):
+    """Rotate the bearer token making the call: recorded with the caller's address and mailed to the owner."""
+    if request.auth is None or request.auth.method != "bearer":
+        return forbidden(
+            request, _("Only a bearer token can rotate itself: call this with the token to replace.")
+        )
+    policy = ExpirationPolicy.load()
+    if not policy.self_rotation_allowed:
+        return forbidden(
+            request, _("Tokens may not rotate themselves here: the owner rotates them on the site.")
+        )
+    token = own_token_or_404(request, request.auth.id)
+    response = _rotate(request, token, policy)
+    if response.status_code == 201:
+        # The value is out already: a mail that cannot be sent is logged, the rotation stands.
+        token.mail_owner_about_self_rotation(ip=client_ip(request))
+    return response
 
 
 def usage_record_json(record):

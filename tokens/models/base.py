@@ -1,5 +1,6 @@
 from django.conf import settings
 from django.db import models, transaction
+from django.db.models import Q
 from django.utils import timezone
 from django.utils.translation import gettext_lazy as _
 
@@ -79,12 +80,17 @@ class Credential(models.Model):
             raise ValueError("The usage counters are kept by the database; do not save them.")
         super().save(*args, update_fields=update_fields, **kwargs)
 
+    @classmethod
+    def revocable(cls, now):
+        """Return the Q of rows a revoke at *now* changes (not revoked yet)."""
+        return Q(revoked_at__isnull=True)
+
     def _revoke(self, *, actor, kind, ip=None, detail=""):
         """Revoke from the very next request on and record *kind*; a second revoke changes nothing."""
         now = timezone.now()
         # One row lock, the credential's own (docs/security.md, "Lock order").
         with transaction.atomic():
-            changed = type(self).objects.filter(pk=self.pk, revoked_at__isnull=True).update(
+            changed = type(self).objects.filter(type(self).revocable(now), pk=self.pk).update(
                 revoked_at=now, revoked_by=actor
             )
             if changed:

@@ -87,6 +87,8 @@ class TokenEvent(models.Model):
         ALERTS_CHANGED = "alerts_changed", _("new-address alerts switched")
         PURPOSE_CHANGED = "purpose_changed", _("purpose changed")
         POLICY_CHANGED = "policy_changed", _("policy changed")
+        # On both tokens of a rotation: the old one (detail: its replacement, when it stops) and the new.
+        ROTATED = "rotated", _("rotated")
 
     user = models.ForeignKey(
         settings.AUTH_USER_MODEL, verbose_name=_("owner"), on_delete=models.CASCADE, related_name="token_events",

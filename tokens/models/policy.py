@@ -8,7 +8,14 @@ from django.utils import timezone
 from django.utils.translation import gettext_lazy as _
 from django.utils.translation import ngettext
 
-from ..constants import PATH_MAX_LENGTH, PRESET_CHOICES, PRESETS, USER_AGENT_MAX_LENGTH, Access
+from ..constants import (
+    DEFAULT_MAX_ROTATION_OVERLAP,
+    PATH_MAX_LENGTH,
+    PRESET_CHOICES,
+    PRESETS,
+    USER_AGENT_MAX_LENGTH,
+    Access,
+)
 from .events import TokenEvent
 
 # Far beyond any sensible token and far below what dates can hold: year 9999 is datetime's last, so a
@@ -214,6 +221,21 @@ class ExpirationPolicy(models.Model):
             "(at most five mails a credential a day; owners can mute each token)."
         ),
     )
+    max_rotation_overlap = models.DurationField(
+        verbose_name=_("longest rotation overlap"),
+        default=DEFAULT_MAX_ROTATION_OVERLAP,
+        help_text=_(
+            "How long a rotated token's old value may keep working beside the new one. 0: it stops at once."
+        ),
+    )
+    self_rotation_allowed = models.BooleanField(
+        verbose_name=_("tokens may rotate themselves"),
+        default=True,
+        help_text=_(
+            "On: POST /api/tokens/self/rotate lets a read-and-write token replace its own value "
+            "(recorded with the caller's address and mailed to the owner)."
+        ),
+    )
     updated_at = models.DateTimeField(
         verbose_name=_("updated at"),
         auto_now=True,
@@ -251,6 +273,10 @@ class ExpirationPolicy(models.Model):
             errors["maximum_lifetime"] = _("The maximum lifetime must not be shorter than the minimum.")
         elif not self.minimum_lifetime <= self.default_lifetime <= self.maximum_lifetime:
             errors["default_lifetime"] = _("The default lifetime must lie between the minimum and the maximum.")
+        if not timedelta(0) <= self.max_rotation_overlap <= LONGEST_LIFETIME:
+            errors["max_rotation_overlap"] = _("Use a duration from 0 up to %(max)s.") % {
+                "max": describe_lifetime(LONGEST_LIFETIME)
+            }
         if not isinstance(self.presets, list) or any(key not in PRESETS for key in self.presets):
             errors["presets"] = _("Use a list of preset keys among: %(keys)s.") % {"keys": ", ".join(PRESETS)}
         elif any(not self.minimum_lifetime <= PRESETS[key] <= self.maximum_lifetime for key in self.presets):
@@ -308,6 +334,28 @@ class ExpirationPolicy(models.Model):
             raise ValidationError(
                 {"expires_at": _("The longest lifetime allowed is %(max)s.") % {"max": describe_lifetime(self.maximum_lifetime)}}
             )
+
+    def check_overlap(self, overlap):
+        """Raise ValidationError({"overlap": …}) unless *overlap* (a timedelta) is allowed for a rotation."""
+        if overlap < timedelta(0):
+            raise ValidationError({"overlap": _("The overlap cannot be negative.")})
+        if overlap > self.max_rotation_overlap:
+            longest = (
+                describe_lifetime(self.max_rotation_overlap) if self.max_rotation_overlap else _("none")
+            )
+            message = _("The longest overlap allowed is %(max)s.") % {"max": longest}
+            raise ValidationError({"overlap": message})
+
+    def rotation_expiry(self, user, lifetime, now=None):
+        """Return the expiry of a rotated token whose predecessor lived *lifetime* (None: no expiry).
+
+        The same lifetime from *now*, brought within today's policy: a lifetime the policy no longer
+        allows becomes the nearest one it does, so a rotation never fails for a rule made later.
+        """
+        now = now or timezone.now()
+        if lifetime is None:
+            return None if self.allows_no_expiry(user) else now + self.maximum_lifetime
+        return now + min(max(lifetime, self.minimum_lifetime), self.maximum_lifetime)
 
     def check_allowed_ips(self, expires_at, allowed_ips):
         """Raise ValidationError({"allowed_ips": …}) if the policy needs an allow-list for this token."""

@@ -1,10 +1,15 @@
+import logging
 import unicodedata
+from datetime import UTC
 
 from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.core.exceptions import ValidationError
+from django.core.mail import send_mail
 from django.db import models, transaction
 from django.db.models import F, Q
+from django.template.loader import render_to_string
+from django.urls import reverse
 from django.utils import timezone
 from django.utils.translation import gettext_lazy as _
 
@@ -20,7 +25,15 @@ from ..constants import (
 from .base import Credential
 from .events import TokenEvent
 from .policy import ExpirationPolicy
-from .restrictions import clean_access, clean_allowed_ips, clean_permissions, describe_change
+from .restrictions import (
+    clean_access,
+    clean_allowed_ips,
+    clean_permissions,
+    describe_change,
+    owner_permissions,
+)
+
+log = logging.getLogger(__name__)
 
 # set_restrictions(): a field left out keeps its value.
 UNCHANGED = object()
@@ -97,6 +110,8 @@ class TokenStatus(models.TextChoices):
     """A token's derived status: the one list the querysets, pages, API, admin and badge use."""
 
     ACTIVE = "active", _("Active")
+    # Rotated: a replacement exists, and this value still works until its rotation_ends_at.
+    ROTATING = "rotating", _("Rotating")
     EXPIRED = "expired", _("Expired")
     REVOKED = "revoked", _("Revoked")
 
@@ -109,10 +124,15 @@ class TokenQuerySet(models.QuerySet):
     def status_condition(status, now=None):
         """Return the Q that selects tokens with the derived *status* (a TokenStatus value)."""
         now = now or timezone.now()
+        # A rotation past its overlap end is a revocation that took effect by itself: no job has to run
+        # for the old value to stop, and every status reads it the same way as the lookup in auth.py.
+        live = Q(revoked_at__isnull=True) & (Q(rotation_ends_at__isnull=True) | Q(rotation_ends_at__gt=now))
+        unexpired = Q(expires_at__isnull=True) | Q(expires_at__gt=now)
         return {
-            TokenStatus.ACTIVE: Q(revoked_at__isnull=True) & (Q(expires_at__isnull=True) | Q(expires_at__gt=now)),
-            TokenStatus.EXPIRED: Q(revoked_at__isnull=True, expires_at__lte=now),
-            TokenStatus.REVOKED: Q(revoked_at__isnull=False),
+            TokenStatus.ACTIVE: live & unexpired & Q(rotation_ends_at__isnull=True),
+            TokenStatus.ROTATING: live & unexpired & Q(rotation_ends_at__isnull=False),
+            TokenStatus.EXPIRED: live & Q(expires_at__lte=now),
+            TokenStatus.REVOKED: Q(revoked_at__isnull=False) | Q(rotation_ends_at__lte=now),
         }[status]
 
     def with_status(self, status, now=None):
@@ -126,6 +146,9 @@ class TokenQuerySet(models.QuerySet):
 
     def revoked(self):
         return self.with_status(TokenStatus.REVOKED)
+
+    def rotating(self, now=None):
+        return self.with_status(TokenStatus.ROTATING, now)
 
     def check_name_free(self, *, user_id, name, exclude_pk=None, now=None):
         """Raise ValidationError({"name": …}) if *user_id* has another active token called *name*.
@@ -185,6 +208,14 @@ class AlreadyIssued(Exception):
         self.token = token
 
 
+class NotRotatable(Exception):
+    """Only an active token can be rotated; ``status`` is the TokenStatus this one has."""
+
+    def __init__(self, status):
+        super().__init__(f"not rotatable: {status}")
+        self.status = status
+
+
 class TokenManager(models.Manager.from_queryset(TokenQuerySet)):
     def check_issue(
         self, *, user, name, purpose="", expires_at, access=None, permissions=None, allowed_ips=None,
@@ -221,7 +252,7 @@ class TokenManager(models.Manager.from_queryset(TokenQuerySet)):
 
     def issue(
         self, *, user, name, purpose="", expires_at, actor=None, ip=None, policy=None, now=None, nonce=None,
-        access=None, permissions=None, allowed_ips=None,
+        access=None, permissions=None, allowed_ips=None, replaces=None,
     ):
         """Create a token for *user* under the site policy and return ``(token, plaintext)``.
 
@@ -231,6 +262,7 @@ class TokenManager(models.Manager.from_queryset(TokenQuerySet)):
         None inherits all of the owner's; *allowed_ips* None or ``[]`` allows any address.
         With a one-time *nonce* (from the create form), a second call with the same nonce creates
         nothing and raises AlreadyIssued with the first token: a resubmitted form never makes two.
+        *replaces* is the token a rotation replaces (``Token.rotate`` passes it, holding its row).
         """
         now = now or timezone.now()
         with transaction.atomic():
@@ -260,6 +292,7 @@ class TokenManager(models.Manager.from_queryset(TokenQuerySet)):
                 access=access,
                 permissions=permissions,
                 allowed_ips=allowed_ips,
+                replaces=replaces,
             )
             TokenEvent.objects.create(
                 user=user, token=token, kind=TokenEvent.Kind.CREATED, actor=actor or user, at=now, ip=ip,
@@ -306,6 +339,7 @@ class Token(Credential):
     event_field = "token"
 
     AlreadyIssued = AlreadyIssued
+    NotRotatable = NotRotatable
 
     user = models.ForeignKey(
         settings.AUTH_USER_MODEL,
@@ -394,6 +428,32 @@ class Token(Credential):
         help_text=_("Mail the owner when the token is used from an address it was never used from."),
     )
 
+    # Rotation. The new token points at the one it replaces (one-to-one: one old token can never have
+    # two replacements, whatever runs in parallel); the old token holds when it was rotated and when
+    # its value stops, both read by the one lookup of auth.py.
+    replaces = models.OneToOneField(
+        "self",
+        verbose_name=_("replaces"),
+        on_delete=models.SET_NULL,
+        null=True,
+        blank=True,
+        editable=False,
+        related_name="replaced_by",
+    )
+    rotated_at = models.DateTimeField(
+        verbose_name=_("rotated at"),
+        null=True,
+        blank=True,
+        editable=False,
+    )
+    rotation_ends_at = models.DateTimeField(
+        verbose_name=_("old value works until"),
+        null=True,
+        blank=True,
+        editable=False,
+        help_text=_("After a rotation: the end of the overlap, when this value stops working."),
+    )
+
     objects = TokenManager()
 
     class Meta:
@@ -410,6 +470,11 @@ class Token(Credential):
             models.CheckConstraint(condition=~Q(name=""), name="token_name_not_empty"),
             models.UniqueConstraint(fields=["user", "creation_nonce"], name="token_creation_nonce_once"),
             models.CheckConstraint(condition=Q(access__in=Access.values), name="token_access_known"),
+            models.CheckConstraint(
+                condition=Q(rotated_at__isnull=True, rotation_ends_at__isnull=True)
+                | Q(rotated_at__isnull=False, rotation_ends_at__gte=F("rotated_at")),
+                name="token_rotation_ends_after_start",
+            ),
         ]
 
     def __str__(self):
@@ -418,11 +483,32 @@ class Token(Credential):
 
     @property
     def status(self):
-        if self.revoked_at is not None:
+        return self.status_at(timezone.now())
+
+    def status_at(self, now):
+        """Return the TokenStatus at *now*, by the same rules as ``TokenQuerySet.status_condition``."""
+        rotation_over = self.rotation_ends_at is not None and self.rotation_ends_at <= now
+        if self.revoked_at is not None or rotation_over:
             return TokenStatus.REVOKED
-        if self.expires_at is not None and self.expires_at <= timezone.now():
+        if self.expires_at is not None and self.expires_at <= now:
             return TokenStatus.EXPIRED
+        if self.rotation_ends_at is not None:
+            return TokenStatus.ROTATING
         return TokenStatus.ACTIVE
+
+    @property
+    def ended_at(self):
+        """Return when the value stopped by revocation or by the end of its rotation's overlap, or None."""
+        if self.revoked_at is not None:
+            return self.revoked_at
+        if self.rotation_ends_at is not None and self.rotation_ends_at <= timezone.now():
+            return self.rotation_ends_at
+        return None
+
+    @property
+    def replaced_by_token(self):
+        """Return the token that replaced this one, or None (one query unless select_related)."""
+        return getattr(self, "replaced_by", None)
 
     @property
     def is_active(self):
@@ -501,7 +587,11 @@ class Token(Credential):
             )
 
     def revoke(self, *, actor, ip=None, detail=""):
-        """Revoke the token from the very next request on. A second revoke changes nothing."""
+        """Revoke the token from the very next request on. A second revoke changes nothing.
+
+        A rotating token is revoked too: its overlap ends at once. One whose overlap is over is
+        revoked already (by its rotation) and stays as it is.
+        """
         return self._revoke(actor=actor, kind=TokenEvent.Kind.REVOKED, ip=ip, detail=detail)
 
     def set_alerts(self, enabled, *, actor, ip=None):
@@ -530,6 +620,99 @@ class Token(Credential):
                 detail=purpose[:255],
             )
         self.purpose = purpose
+        return True
+
+    @classmethod
+    def revocable(cls, now):
+        return super().revocable(now) & (Q(rotation_ends_at__isnull=True) | Q(rotation_ends_at__gt=now))
+
+    def rotate(self, *, overlap, expires_at=UNCHANGED, actor, ip=None, nonce=None, policy=None, now=None):
+        """Replace the value: issue a token with the same settings; this one works *overlap* longer.
+
+        Return ``(new_token, plaintext)``. The new token keeps the name, purpose, access, permissions
+        (those the owner still holds) and allowed addresses; its expiry is *expires_at* if given (None:
+        no expiry, where allowed), else this token's lifetime from now within the policy. This token
+        is ``rotating`` until ``rotation_ends_at`` (now + *overlap*, never past its own expiry) and
+        revoked from then on. Raise NotRotatable unless it is active, AlreadyIssued for a *nonce*
+        already used, ValidationError for a refused overlap or expiry; on any error nothing changes.
+        """
+        now = now or timezone.now()
+        policy = policy or ExpirationPolicy.load()
+        policy.check_overlap(overlap)
+        user = self.user
+        with transaction.atomic():
+            # Lock order (docs/security.md): the owner first, as issue() does, then this token's row.
+            lock_owner(user.pk)
+            if nonce is not None:
+                earlier = Token.objects.filter(user_id=user.pk, creation_nonce=nonce).first()
+                if earlier is not None:
+                    raise AlreadyIssued(earlier)
+            # The row as it is now, locked: of two rotations at once, the second finds it rotating.
+            # NO KEY: requests' usage INSERTs check their foreign key on this row and must not wait.
+            old = Token.objects.select_for_update(no_key=True).get(pk=self.pk)
+            status = old.status_at(now)
+            if status != TokenStatus.ACTIVE:
+                raise NotRotatable(status)
+            if expires_at is UNCHANGED:
+                lifetime = None if old.expires_at is None else old.expires_at - old.created_at
+                expires_at = policy.rotation_expiry(user, lifetime, now)
+            ends_at = now + overlap
+            if old.expires_at is not None:
+                ends_at = min(ends_at, old.expires_at)
+            # Rotating before issuing: the old token no longer counts as active, so the name is free for
+            # its replacement and the active-token cap counts the new token only.
+            Token.objects.filter(pk=old.pk).update(rotated_at=now, rotation_ends_at=ends_at)
+            permissions = old.permissions
+            if permissions is not None:
+                # What the owner lost since is gone from the old token already; the copy leaves it out.
+                held = owner_permissions(user)
+                permissions = [p for p in permissions if p in held]
+            token, plaintext = Token.objects.issue(
+                user=user, name=old.name, purpose=old.purpose, expires_at=expires_at, actor=actor, ip=ip,
+                policy=policy, now=now, nonce=nonce, access=old.access, permissions=permissions,
+                allowed_ips=old.allowed_ips, replaces=old,
+            )
+            until = ends_at.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+            TokenEvent.objects.bulk_create(
+                [
+                    TokenEvent(
+                        user_id=user.pk, token=old, kind=TokenEvent.Kind.ROTATED, actor=actor, ip=ip,
+                        at=now, detail=f"→ #{token.pk}; old value works until {until}",
+                    ),
+                    TokenEvent(
+                        user_id=user.pk, token=token, kind=TokenEvent.Kind.ROTATED, actor=actor, ip=ip,
+                        at=now, detail=f"replaces #{old.pk}",
+                    ),
+                ]
+            )
+        self.rotated_at, self.rotation_ends_at = now, ends_at
+        self.replaced_by = token
+        return token, plaintext
+
+    def mail_owner_about_self_rotation(self, *, ip):
+        """Mail the owner that this token rotated itself from *ip* (never a value); False if it failed.
+
+        Called after the rotation committed: a token that replaced itself is what a thief holding it
+        would do, so the owner hears of it at once with the address, and where to revoke both.
+        """
+        user = self.user
+        if not user.email:
+            return False
+        replacement = self.replaced_by_token
+        context = {
+            "user": user,
+            "token": self,
+            "replacement": replacement,
+            "ip": ip or "?",
+            "old_url": settings.SITE_URL + reverse("tokens:detail", args=[self.pk]),
+            "new_url": settings.SITE_URL + reverse("tokens:detail", args=[replacement.pk]),
+        }
+        try:
+            subject = render_to_string("email/token_rotated_subject.txt", context).strip()
+            send_mail(subject, render_to_string("email/token_rotated.txt", context), None, [user.email])
+        except Exception as error:  # whatever failed, the rotation itself stands
+            log.error("self-rotation notice for token %s not sent: %s", self.pk, type(error).__name__)
+            return False
         return True
 
     def shorten(self, expires_at, *, actor):

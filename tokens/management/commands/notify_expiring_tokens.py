@@ -15,7 +15,8 @@ class Command(BaseCommand):
     help = (
         "Email each token owner once about their active tokens that expire within the policy's notice "
         "window (ExpirationPolicy.expiry_notice_days): one email per owner listing every such token with "
-        "its expiry and a link to its page. Safe to run daily from cron: a token is mailed once per "
+        "its expiry, a link to its page and one to rotate it. Safe to run daily from cron: a token is mailed "
+        "once per "
         "window; if its expiry is later moved and it approaches again, it is mailed again. Also writes "
         'the Activity Stream\'s "expired" events for tokens that have expired.'
     )
@@ -73,11 +74,19 @@ class Command(BaseCommand):
 
     @staticmethod
     def _send(user, tokens):
-        # The list URL plus the id is the token's own page; the value is nowhere in the mail.
+        # Each token's own page and its rotate page; the value is nowhere in the mail.
         base = settings.SITE_URL + reverse("tokens:list")
         context = {
             "user": user,
-            "tokens": [{"name": t.name, "expires_at": t.expires_at, "url": f"{base}{t.pk}/"} for t in tokens],
+            "tokens": [
+                {
+                    "name": t.name,
+                    "expires_at": t.expires_at,
+                    "url": settings.SITE_URL + reverse("tokens:detail", args=[t.pk]),
+                    "rotate_url": settings.SITE_URL + reverse("tokens:rotate", args=[t.pk]),
+                }
+                for t in tokens
+            ],
             "list_url": base,
             "site_url": settings.SITE_URL,
         }
