@@ -11,7 +11,7 @@ from django.utils import timezone
 
 from tokens.models import DailyUsage, ExpirationPolicy, LegacyApiKey, Token, TokenEvent, UsageRecord
 
-from .conftest import bearer
+from .conftest import _snapshot, bearer
 
 pytestmark = pytest.mark.django_db
 
@@ -21,15 +21,6 @@ def run(*args, **options):
     out, err = io.StringIO(), io.StringIO()
     call_command(*args, stdout=out, stderr=err, **options)
     return out.getvalue(), err.getvalue()
-
-
-def _snapshot():
-    return (
-        list(Token.objects.order_by("pk").values()),
-        list(TokenEvent.objects.order_by("pk").values()),
-        list(LegacyApiKey.objects.order_by("pk").values()),
-        UsageRecord.objects.count(),
-    )
 
 
 @pytest.mark.parametrize(

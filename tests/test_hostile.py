@@ -1,15 +1,14 @@
-"""Hostile input through the whole Django stack (middleware, CSRF, views, templates) and the sign-in throttle.
+"""Hostile input through the whole Django stack (middleware, CSRF, views, templates).
 
 Every hostile request must get a 4xx with a clear message, change nothing in the database, and never
-come back unescaped. A few of these go through a real gunicorn in tests/live/test_hostile_http.py.
+come back unescaped. A few of these go through a real gunicorn in tests/live/test_hostile_http.py. The
+sign-in throttle and the API failure limit are in test_throttle.py.
 """
 
 import json
 import string
 
 import pytest
-from django.core import mail
-from django.core.cache import cache
 from django.db import connection
 from django.test import Client
 from django.test.utils import CaptureQueriesContext
@@ -18,37 +17,12 @@ from hypothesis import strategies as st
 
 from tokens import credentials
 from tokens.constants import TOKEN_PREFIX
-from tokens.models import AttemptCounter, LegacyApiKey, RefusedClient, Token, TokenEvent, UsageRecord
-from tokens.throttle import (
-    MAX_API_FAILURES_PER_ADDRESS,
-    MAX_FAILURES_PER_ADDRESS,
-    MAX_FAILURES_PER_USERNAME,
-    MAX_RESETS_PER_EMAIL,
-)
+from tokens.models import Token, UsageRecord
 
-from .conftest import PASSWORD, bearer
+from .conftest import _snapshot, assert_clear_api_error, bearer, sign_in
 
 MARKUP = '<script>alert("x")</script><img src=x onerror=alert(1)>'
 FUZZ = settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
-
-
-def snapshot():
-    """Everything a hostile request could change."""
-    return (
-        list(Token.objects.order_by("pk").values()),
-        list(TokenEvent.objects.order_by("pk").values()),
-        list(LegacyApiKey.objects.order_by("pk").values()),
-        UsageRecord.objects.count(),
-    )
-
-
-def assert_clear_api_error(response, status):
-    assert response.status_code == status, response.content[:500]
-    assert response["Content-Type"] == "application/json"
-    body = response.json()
-    assert set(body) >= {"error", "detail"}
-    assert body["detail"].strip() and "Traceback" not in body["detail"]
-    return body
 
 
 # --- the token parser --------------------------------------------------------------------------------------
@@ -93,22 +67,22 @@ HEADER_TEXT = st.text(alphabet=st.characters(min_codepoint=0, max_codepoint=255)
 def test_any_authorization_header_is_refused_with_401_json_and_nothing_recorded(
     client, issued, scheme, value
 ):
-    before = snapshot()
+    before = _snapshot()
     response = client.get("/api/users/me", HTTP_AUTHORIZATION=scheme + value)
     assert_clear_api_error(response, 401)
     assert response["WWW-Authenticate"].startswith('Bearer realm="api"')
-    assert snapshot() == before
+    assert _snapshot() == before
 
 
 @pytest.mark.django_db
 @FUZZ
 @given(value=HEADER_TEXT)
 def test_any_legacy_key_header_that_is_not_a_key_is_refused_with_401_json(client, user, value):
-    before = snapshot()
+    before = _snapshot()
     response = client.get("/api/users/me", HTTP_REST_API_KEY=value)
     body = assert_clear_api_error(response, 401)
     assert "Bearer" in body["detail"] or "malformed" in body["detail"]
-    assert snapshot() == before
+    assert _snapshot() == before
 
 
 @pytest.mark.django_db
@@ -156,13 +130,13 @@ def test_bad_names_through_the_api_get_400_with_the_field_and_change_nothing(
     client, user, issued, name, message
 ):
     client.force_login(user)
-    before = snapshot()
+    before = _snapshot()
     created = client.post("/api/tokens", {"name": name}, content_type="application/json")
     body = assert_clear_api_error(created, 400)
     assert any(message in m for m in body["fields"]["name"])
     renamed = client.patch(f"/api/tokens/{issued[0].pk}", {"name": name}, content_type="application/json")
     assert any(message in m for m in assert_clear_api_error(renamed, 400)["fields"]["name"])
-    assert snapshot() == before
+    assert _snapshot() == before
 
 
 @pytest.mark.django_db
@@ -187,14 +161,14 @@ def test_markup_in_a_name_is_stored_as_text_and_always_shown_escaped(client, use
 def test_bad_names_through_the_html_create_form_get_400_and_create_nothing(client, user, name):
     client.force_login(user)
     form = client.get("/profile/integrations/authorizations/new/").context["form"]
-    before = snapshot()
+    before = _snapshot()
     response = client.post("/profile/integrations/authorizations/new/", {
         "name": name, "purpose": "", "expiry": "30d", "nonce": form["nonce"].initial,
     })
     assert response.status_code == 400
     assert b'class="field-error"' in response.content
     assert b"Null characters are not allowed" in response.content or b"at most 100" in response.content
-    assert snapshot() == before
+    assert _snapshot() == before
 
 
 @pytest.mark.django_db
@@ -244,23 +218,23 @@ def test_wrong_content_types_and_broken_json_get_a_clear_4xx_and_change_nothing(
     client, user, issued, body, content_type, status, detail
 ):
     client.force_login(user)
-    before = snapshot()
+    before = _snapshot()
     for method, path in (("post", "/api/tokens"), ("patch", f"/api/tokens/{issued[0].pk}")):
         response = getattr(client, method)(path, body, content_type=content_type)
         assert detail in assert_clear_api_error(response, status)["detail"], method
-    assert snapshot() == before
+    assert _snapshot() == before
 
 
 @pytest.mark.django_db
 def test_json_nested_thousands_of_levels_deep_gets_a_400_and_changes_nothing(client, user, issued):
     client.force_login(user)
-    before = snapshot()
+    before = _snapshot()
     body = "[" * 3000 + "]" * 3000  # 6 KB, under the size limit, deeper than the parser's stack
     for nested in (body, '{"name": ' + body + "}"):
         for method, path in (("post", "/api/tokens"), ("patch", f"/api/tokens/{issued[0].pk}")):
             response = getattr(client, method)(path, nested, content_type="application/json")
             assert "nests too deeply" in assert_clear_api_error(response, 400)["detail"], method
-    assert snapshot() == before
+    assert _snapshot() == before
 
 
 # --- numbers in the address: Unicode digits, huge values ---------------------------------------------------
@@ -307,12 +281,12 @@ def test_control_invisible_and_surrogate_characters_in_a_name_get_400_naming_the
     client, user, issued, name, code
 ):
     client.force_login(user)
-    before = snapshot()
+    before = _snapshot()
     created = client.post("/api/tokens", {"name": name}, content_type="application/json")
     assert code in " ".join(assert_clear_api_error(created, 400)["fields"]["name"])
     renamed = client.patch(f"/api/tokens/{issued[0].pk}", {"name": name}, content_type="application/json")
     assert code in " ".join(assert_clear_api_error(renamed, 400)["fields"]["name"])
-    assert snapshot() == before
+    assert _snapshot() == before
 
 
 @pytest.mark.django_db
@@ -321,10 +295,10 @@ def test_control_invisible_and_surrogate_characters_in_a_purpose_get_400_naming_
     client, user, purpose, code
 ):
     client.force_login(user)
-    before = snapshot()
+    before = _snapshot()
     created = client.post("/api/tokens", {"name": "ok", "purpose": purpose}, content_type="application/json")
     assert code in " ".join(assert_clear_api_error(created, 400)["fields"]["purpose"])
-    assert snapshot() == before
+    assert _snapshot() == before
 
 
 @pytest.mark.django_db
@@ -341,13 +315,13 @@ def test_a_purpose_of_several_lines_and_a_name_with_emoji_are_still_accepted(cli
 def test_invisible_characters_in_a_name_through_the_html_form_get_a_field_error(client, user, name, code):
     client.force_login(user)
     form = client.get("/profile/integrations/authorizations/new/").context["form"]
-    before = snapshot()
+    before = _snapshot()
     response = client.post("/profile/integrations/authorizations/new/", {
         "name": name, "purpose": "", "expiry": "30d", "nonce": form["nonce"].initial,
     })
     assert response.status_code == 400
     assert code in " ".join(response.context["form"].errors["name"])
-    assert snapshot() == before
+    assert _snapshot() == before
 
 
 @pytest.mark.django_db
@@ -356,25 +330,25 @@ def test_invisible_characters_in_a_name_through_the_html_form_get_a_field_error(
 )
 def test_an_expiry_at_the_ends_of_the_calendar_gets_a_400(client, user, expires_at):
     client.force_login(user)
-    before = snapshot()
+    before = _snapshot()
     body = {"name": "far", "expires_at": expires_at}
     response = client.post("/api/tokens", body, content_type="application/json")
     assert "expires_at" in assert_clear_api_error(response, 400)["fields"]
-    assert snapshot() == before
+    assert _snapshot() == before
 
 
 @pytest.mark.django_db
 def test_a_custom_expiry_in_the_year_9999_through_the_html_form_gets_a_field_error(client, user):
     client.force_login(user)
     form = client.get("/profile/integrations/authorizations/new/").context["form"]
-    before = snapshot()
+    before = _snapshot()
     response = client.post("/profile/integrations/authorizations/new/", {
         "name": "far", "purpose": "", "expiry": "custom", "custom_expiry": "9999-12-31T23:59",
         "nonce": form["nonce"].initial,
     })
     assert response.status_code == 400
     assert "longest lifetime" in " ".join(response.context["form"].errors["custom_expiry"])
-    assert snapshot() == before
+    assert _snapshot() == before
 
 
 # --- NUL and other unstorable characters in the request path ----------------------------------------------
@@ -412,7 +386,7 @@ def csrf_client(user):
 def test_form_posts_without_a_csrf_token_are_refused_with_403_and_change_nothing(csrf_client, user, issued):
     token, _value = issued
     nonce = csrf_client.get("/profile/integrations/authorizations/new/").context["form"]["nonce"].initial
-    before = snapshot()
+    before = _snapshot()
     posts = [
         ("/profile/integrations/authorizations/new/", {"name": "csrf", "expiry": "30d", "nonce": nonce}),
         (f"/profile/integrations/authorizations/{token.pk}/rename/", {"name": "renamed by a forged form"}),
@@ -423,13 +397,13 @@ def test_form_posts_without_a_csrf_token_are_refused_with_403_and_change_nothing
         response = csrf_client.post(path, data)
         assert response.status_code == 403, path
         assert b"CSRF" in response.content, path
-    assert snapshot() == before
+    assert _snapshot() == before
 
 
 @pytest.mark.django_db
 def test_api_writes_with_a_session_but_no_csrf_token_are_refused_as_json(csrf_client, issued):
     token, _value = issued
-    before = snapshot()
+    before = _snapshot()
     create = csrf_client.post("/api/tokens", {"name": "csrf"}, content_type="application/json")
     assert_clear_api_error(create, 403)
     assert create.json()["error"] == "csrf_failed" and "CSRF" in create.json()["detail"]
@@ -437,7 +411,7 @@ def test_api_writes_with_a_session_but_no_csrf_token_are_refused_as_json(csrf_cl
     assert_clear_api_error(revoke, 403)
     rename = csrf_client.patch(f"/api/tokens/{token.pk}", {"name": "x"}, content_type="application/json")
     assert_clear_api_error(rename, 403)
-    assert snapshot() == before
+    assert _snapshot() == before
     # Reading needs no CSRF token, and a bearer token needs none at all.
     assert csrf_client.get("/api/tokens").status_code == 200
 
@@ -450,7 +424,7 @@ def test_another_users_token_id_answers_exactly_like_an_unknown_id(client, user,
     theirs, _value = issue(other_user, name="theirs")
     unknown = theirs.pk + 1000
     client.force_login(user)
-    before = snapshot()
+    before = _snapshot()
     requests = [
         ("get", "/api/tokens/{}", None),
         ("get", "/api/tokens/{}/usage", None),
@@ -473,7 +447,7 @@ def test_another_users_token_id_answers_exactly_like_an_unknown_id(client, user,
         # Same status, same body, same work (the same number of queries): nothing tells the two apart.
         assert answers[0] == answers[1], template
         assert answers[0][0] == 404, template
-    assert snapshot() == before
+    assert _snapshot() == before
     assert Token.objects.get(pk=theirs.pk).status == "active"
 
 
@@ -486,61 +460,7 @@ def test_a_bearer_token_cannot_reach_another_users_token_either(client, issued, 
     assert Token.objects.get(pk=theirs.pk).revoked_at is None
 
 
-# --- sign-in abuse -----------------------------------------------------------------------------------------
-
-
-@pytest.fixture
-def fresh_throttle(db, settings):
-    """An empty throttle, and a cheap hasher: these tests make dozens of sign-in attempts."""
-    settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher", *settings.PASSWORD_HASHERS]
-    cache.clear()
-    yield
-    cache.clear()
-
-
-def sign_in(client, username, password, address="203.0.113.7"):
-    return client.post("/accounts/login/", {"username": username, "password": password}, REMOTE_ADDR=address)
-
-
-@pytest.mark.django_db
-def test_repeated_failed_sign_ins_for_one_username_are_refused_for_a_while_with_429(
-    fresh_throttle, client, user, other_user
-):
-    for _ in range(MAX_FAILURES_PER_USERNAME):
-        response = sign_in(client, "alice", "wrong password")
-        assert response.status_code == 200
-        assert b"Please enter a correct username and password" in response.content
-
-    # Locked: even the right password is refused (it is not checked), with a clear message.
-    refused = sign_in(client, "ALICE ", PASSWORD)
-    assert refused.status_code == 429
-    assert "Too many failed sign-in attempts" in refused.content.decode()
-    assert int(refused["Retry-After"]) > 0
-    assert "_auth_user_id" not in client.session
-
-    # Someone else signing in from the same address is not affected.
-    other = Client()
-    assert sign_in(other, "bob", PASSWORD).status_code == 302
-
-
-@pytest.mark.django_db
-def test_many_failed_sign_ins_from_one_address_lock_that_address_only(fresh_throttle, client, user):
-    for n in range(MAX_FAILURES_PER_ADDRESS):
-        # A different made-up username each time: the per-username limit is never reached.
-        assert sign_in(client, f"guess{n}", "wrong", address="198.51.100.9").status_code == 200
-    assert sign_in(client, "alice", PASSWORD, address="198.51.100.9").status_code == 429
-    assert sign_in(Client(), "alice", PASSWORD, address="192.0.2.44").status_code == 302
-
-
-@pytest.mark.django_db
-def test_a_successful_sign_in_clears_the_usernames_failures(fresh_throttle, client, user):
-    for _ in range(MAX_FAILURES_PER_USERNAME - 1):
-        sign_in(client, "alice", "wrong password")
-    assert sign_in(client, "alice", PASSWORD).status_code == 302
-    client.logout()
-    for _ in range(MAX_FAILURES_PER_USERNAME - 1):
-        assert sign_in(client, "alice", "wrong password").status_code == 200
-    assert sign_in(client, "alice", PASSWORD).status_code == 302
+# --- the sign-in form ---------------------------------------------------------------------------------------
 
 
 @pytest.mark.django_db
@@ -548,129 +468,3 @@ def test_the_sign_in_form_reflects_no_markup(fresh_throttle, client):
     response = sign_in(client, MARKUP, "x")
     assert response.status_code == 200
     assert "<script>alert" not in response.content.decode()
-
-
-@pytest.mark.django_db
-def test_the_admin_sign_in_form_shares_the_same_lock(fresh_throttle, rf, staff_user):
-    from tokens.throttle import ThrottledAdminAuthenticationForm
-
-    def admin_form(password):
-        request = rf.post("/admin/login/", REMOTE_ADDR="203.0.113.8")
-        return ThrottledAdminAuthenticationForm(request, data={"username": "sam", "password": password})
-
-    assert admin_form(PASSWORD).is_valid()
-    for _ in range(MAX_FAILURES_PER_USERNAME):
-        assert sign_in(Client(), "sam", "wrong password", address="203.0.113.8").status_code == 200
-    locked = admin_form(PASSWORD)
-    assert not locked.is_valid()
-    assert locked.has_error("__all__", code="throttled")
-
-
-@pytest.mark.django_db
-def test_the_admin_sign_in_page_refuses_a_locked_username(fresh_throttle, staff_user):
-    for _ in range(MAX_FAILURES_PER_USERNAME):
-        sign_in(Client(), "sam", "wrong password")
-    admin_client = Client()
-    response = admin_client.post("/admin/login/?next=/admin/", {"username": "sam", "password": PASSWORD,
-                                                                 "next": "/admin/"}, REMOTE_ADDR="203.0.113.7")
-    assert response.status_code == 200
-    assert "Too many failed sign-in attempts" in response.content.decode()
-    assert "_auth_user_id" not in admin_client.session
-
-
-# --- password reset -----------------------------------------------------------------------------------------
-
-
-@pytest.mark.django_db
-def test_password_reset_is_not_offered_while_mail_would_only_be_printed_to_the_log(
-    fresh_throttle, client, user, settings, capsys
-):
-    settings.EMAIL_BACKEND = "django.core.mail.backends.console.EmailBackend"
-    user.email = "alice@example.org"
-    user.save()
-    assert client.get("/accounts/password_reset/").status_code == 404
-    assert client.post("/accounts/password_reset/", {"email": "alice@example.org"}).status_code == 404
-    assert client.get("/accounts/reset/MQ/set-password/").status_code == 404
-    assert "password_reset" not in client.get("/accounts/login/").content.decode()
-    printed = capsys.readouterr()
-    assert "/reset/" not in printed.out + printed.err
-
-
-@pytest.mark.django_db
-def test_password_reset_requests_are_limited_per_email_with_the_same_answer_and_no_link_in_any_log(
-    fresh_throttle, client, user, caplog, capsys
-):
-    user.email = "alice@example.org"
-    user.save()
-    assert 'href="/accounts/password_reset/"' in client.get("/accounts/login/").content.decode()
-    answers = [
-        client.post("/accounts/password_reset/", {"email": "Alice@example.org"}, REMOTE_ADDR=f"192.0.2.{n}")
-        for n in range(MAX_RESETS_PER_EMAIL + 3)
-    ]
-    # Limited or not, every request gets the same answer: nothing says whether mail was sent.
-    assert {(a.status_code, a["Location"]) for a in answers} == {(302, "/accounts/password_reset/done/")}
-    assert len(mail.outbox) == MAX_RESETS_PER_EMAIL
-    link = next(line for line in mail.outbox[0].body.splitlines() if "/reset/" in line).strip()
-    printed = capsys.readouterr()
-    assert link not in printed.out + printed.err + caplog.text
-
-
-# --- guessing credentials against the API ----------------------------------------------------------------
-
-
-def _legacy(client, key, address="203.0.113.50", **extra):
-    return client.get("/api/users/me", HTTP_REST_API_KEY=key, REMOTE_ADDR=address, **extra)
-
-
-LEGACY_KEY = "f00d-legacy-key-for-guessing-tests-42"
-
-
-@pytest.mark.django_db
-def test_a_client_guessing_legacy_keys_gets_429_with_retry_after_even_for_a_right_key(client, user, policy):
-    LegacyApiKey.objects.import_key(user=user, key=LEGACY_KEY)
-    for n in range(MAX_API_FAILURES_PER_ADDRESS):
-        assert _legacy(client, f"guessed-key-number-{n:04d}").status_code == 401
-    locked = _legacy(client, LEGACY_KEY)
-    assert_clear_api_error(locked, 429)
-    assert locked.json()["error"] == "too_many_requests"
-    assert 0 < int(locked["Retry-After"]) <= 60
-    # Other clients are not affected; the locked one is refused before the lookup, so nothing is recorded.
-    assert _legacy(client, LEGACY_KEY, address="198.51.100.77").status_code == 200
-    assert UsageRecord.objects.filter(ip="203.0.113.50").count() == 0
-
-
-@pytest.mark.django_db
-def test_a_client_failing_again_and_again_with_a_revoked_bearer_token_gets_429(client, issued, staff_user):
-    token, value = issued
-    token.revoke(actor=staff_user)
-    statuses = [
-        client.get("/api/users/me", **bearer(value), REMOTE_ADDR="203.0.113.51").status_code
-        for _ in range(MAX_API_FAILURES_PER_ADDRESS + 2)
-    ]
-    assert statuses == [401] * MAX_API_FAILURES_PER_ADDRESS + [429, 429]
-
-
-@pytest.mark.django_db
-def test_valid_credentials_never_meet_the_api_failure_limit_and_write_no_counter(
-    client, issued, user, policy
-):
-    LegacyApiKey.objects.import_key(user=user, key=LEGACY_KEY)
-    for _ in range(3 * MAX_API_FAILURES_PER_ADDRESS):
-        assert client.get("/api/users/me", **bearer(issued[1])).status_code == 200
-        assert _legacy(client, LEGACY_KEY).status_code == 200
-    assert AttemptCounter.objects.count() == 0
-
-
-@pytest.mark.django_db
-def test_refused_unknown_credentials_are_listed_for_administrators_by_client_address(client, user, staff_user,
-                                                                                      policy):
-    for n in range(3):
-        _legacy(client, f"unknown-key-from-a-scanner-{n}", HTTP_USER_AGENT="scanner/2.0")
-    _legacy(client, "unknown-key-from-elsewhere-00", address="192.0.2.99")
-    assert {(r.ip, r.attempts, r.last_user_agent) for r in RefusedClient.objects.all()} == {
-        ("203.0.113.50", 3, "scanner/2.0"), ("192.0.2.99", 1, ""),
-    }
-    admin = Client()
-    admin.force_login(staff_user)
-    page = admin.get("/admin/tokens/refusedclient/").content.decode()
-    assert "203.0.113.50" in page and "scanner/2.0" in page and "192.0.2.99" in page

@@ -239,21 +239,6 @@ def test_set_restrictions_changes_everything_or_nothing_and_records_one_event_ea
         ("access_changed", "bob"), ("addresses_changed", "bob")]
 
 
-def test_a_narrowed_user_has_only_the_intersection_of_its_list_and_its_own_permissions(staff_user, user):
-    from django.contrib.auth.models import Permission
-
-    from tokens.auth import narrow_permissions
-
-    user.user_permissions.add(Permission.objects.get(codename="view_user", content_type__app_label="auth"))
-    user = type(user).objects.get(pk=user.pk)
-    narrow_permissions(user, ["auth.view_user", "auth.view_group"])
-    assert user.has_perm("auth.view_user") and not user.has_perm("auth.view_group")
-    assert user.has_perms(["auth.view_user"]) and not user.has_perm("auth.delete_user")
-    assert user.get_all_permissions() == {"auth.view_user"}
-    assert user.has_module_perms("auth") and not user.has_module_perms("tokens")
-    narrow_permissions(staff_user, ["auth.view_group"])
-    assert staff_user.has_perm("auth.view_group") and not staff_user.has_perm("auth.view_user")
-
 
 # --- rotation -----------------------------------------------------------------------------------------------
 

@@ -20,7 +20,8 @@ could take over the account. Reset requests are limited per address and per e-ma
 answer is the same page whether a mail was sent, limited, or the address is unknown.
 
 API authentication: a client address that keeps failing is answered 429 for a while (see
-``api_failure_refusal``); only failures write, so integrations with valid credentials never pay for it.
+``api_client_locked`` and ``count_api_failure``); only failures write, so integrations with valid
+credentials never pay for it.
 """
 
 import math
