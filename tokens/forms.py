@@ -27,6 +27,70 @@ ALL_PERMISSIONS = "all"
 ONLY_THESE = "only"
 
 
+class ExpiryFields(forms.Form):
+    """The expiry choice of the create and rotate forms: presets, a custom date and time, or none.
+
+    The choices only offer what the policy allows, and the model checks the resulting date again, so a
+    forged "never" or an out-of-bounds custom date is refused either way.
+    """
+
+    expiry = forms.ChoiceField(label=_("Expiration"), widget=forms.RadioSelect)
+    custom_expiry = forms.DateTimeField(
+        label=_("Custom date and time"),
+        required=False,
+        input_formats=[DATETIME_LOCAL, "%Y-%m-%dT%H:%M:%S", "%Y-%m-%d %H:%M"],
+        widget=forms.DateTimeInput(attrs={"type": "datetime-local"}, format=DATETIME_LOCAL),
+    )
+    # One-time value: resubmitting this very form finds the token it made instead of making another.
+    nonce = forms.RegexField(regex=r"^[A-Za-z0-9_-]{20,64}$", widget=forms.HiddenInput)
+
+    custom_expiry_missing = _("Pick the date and time the token stops working.")
+
+    def offer_expiries(self, *, policy, user, first=(), never=True, initial=None):
+        """Offer *first*, the policy's presets, a custom date and "no expiry" where *user* may have it."""
+        self.presets = {key: delta for key, _label, delta in policy.preset_choices()}
+        choices = [*first, *((key, label) for key, label, _delta in policy.preset_choices())]
+        choices.append((CUSTOM, _("Custom date and time")))
+        if never and policy.allows_no_expiry(user):
+            choices.append((NEVER, _("No expiry")))
+        self.fields["expiry"].choices = choices
+        self.fields["expiry"].initial = initial or choices[0][0]
+        # Bounds for the browser's picker; the server checks them again whatever the browser sends.
+        local_now = timezone.localtime(self.now)
+        self.fields["custom_expiry"].widget.attrs.update(
+            min=(local_now + policy.minimum_lifetime).strftime(DATETIME_LOCAL),
+            max=(local_now + policy.maximum_lifetime).strftime(DATETIME_LOCAL),
+        )
+        self.fields["custom_expiry"].help_text = _("Time zone: %(zone)s.") % {
+            "zone": timezone.get_current_timezone_name()
+        }
+        self.fields["nonce"].initial = new_nonce()
+
+    def clean(self):
+        cleaned = super().clean()
+        if (
+            cleaned.get("expiry") == CUSTOM
+            and cleaned.get("custom_expiry") is None
+            and "custom_expiry" not in self.errors
+        ):
+            self.add_error("custom_expiry", self.custom_expiry_missing)
+        return cleaned
+
+    @property
+    def expiry_error_field(self):
+        """Return the field an expiry refusal belongs next to."""
+        return "custom_expiry" if self.data.get("expiry") == CUSTOM else "expiry"
+
+    def chosen_expiry(self):
+        """Return the chosen expiry (None for "no expiry"); call after is_valid()."""
+        choice = self.cleaned_data["expiry"]
+        if choice == NEVER:
+            return None
+        if choice == CUSTOM:
+            return self.cleaned_data["custom_expiry"]
+        return self.now + self.presets[choice]
+
+
 class RestrictionFields(forms.Form):
     """Access, permissions and allowed addresses: shared by the create form and the token page.
 
@@ -94,12 +158,8 @@ class RestrictionFields(forms.Form):
         return rest
 
 
-class TokenCreateForm(RestrictionFields, forms.Form):
-    """Name, purpose and an expiry choice built from the site policy for this user.
-
-    The choices only offer what the policy allows, and ``Token.objects.issue`` checks the resulting
-    date again, so a forged "never" or an out-of-bounds custom date is refused either way.
-    """
+class TokenCreateForm(ExpiryFields, RestrictionFields, forms.Form):
+    """Name, purpose, an expiry choice built from the site policy for this user, and the restrictions."""
 
     name = forms.CharField(
         label=_("Name"),
@@ -113,15 +173,6 @@ class TokenCreateForm(RestrictionFields, forms.Form):
         widget=forms.Textarea(attrs={"rows": 3}),
         help_text=_("Optional. A note for yourself and your administrators."),
     )
-    expiry = forms.ChoiceField(label=_("Expiration"), widget=forms.RadioSelect)
-    custom_expiry = forms.DateTimeField(
-        label=_("Custom date and time"),
-        required=False,
-        input_formats=[DATETIME_LOCAL, "%Y-%m-%dT%H:%M:%S", "%Y-%m-%d %H:%M"],
-        widget=forms.DateTimeInput(attrs={"type": "datetime-local"}, format=DATETIME_LOCAL),
-    )
-    # One-time value: resubmitting this very form finds the token it made instead of making another.
-    nonce = forms.RegexField(regex=r"^[A-Za-z0-9_-]{20,64}$", widget=forms.HiddenInput)
 
     field_order = ("name", "purpose", "expiry", "custom_expiry", "access", "permission_scope", "permissions",
                    "allowed_ips", "nonce")
@@ -130,50 +181,15 @@ class TokenCreateForm(RestrictionFields, forms.Form):
         super().__init__(*args, user=user, **kwargs)
         self.fields["access"].initial = policy.default_access
         self.now = now or timezone.now()
-        self.presets = {key: delta for key, _label, delta in policy.preset_choices()}
-        choices = [(key, label) for key, label, _delta in policy.preset_choices()]
-        choices.append((CUSTOM, _("Custom date and time")))
-        if policy.allows_no_expiry(user):
-            choices.append((NEVER, _("No expiry")))
-        self.fields["expiry"].choices = choices
-        default = next((key for key, delta in self.presets.items() if delta == policy.default_lifetime), None)
-        self.fields["expiry"].initial = default or CUSTOM
-        local_now = timezone.localtime(self.now)
+        presets = policy.preset_choices()
+        default = next((key for key, _label, delta in presets if delta == policy.default_lifetime), None)
+        self.offer_expiries(policy=policy, user=user, initial=default or CUSTOM)
         if default is None:
-            self.fields["custom_expiry"].initial = policy.default_expiry(local_now)
-        # Bounds for the browser's picker; the server checks them again whatever the browser sends.
-        self.fields["custom_expiry"].widget.attrs.update(
-            min=(local_now + policy.minimum_lifetime).strftime(DATETIME_LOCAL),
-            max=(local_now + policy.maximum_lifetime).strftime(DATETIME_LOCAL),
-        )
-        self.fields["custom_expiry"].help_text = _("Time zone: %(zone)s.") % {
-            "zone": timezone.get_current_timezone_name()
-        }
-        self.fields["nonce"].initial = new_nonce()
-
-    def clean(self):
-        cleaned = super().clean()
-        if (
-            cleaned.get("expiry") == CUSTOM
-            and cleaned.get("custom_expiry") is None
-            and "custom_expiry" not in self.errors
-        ):
-            self.add_error("custom_expiry", _("Pick the date and time the token stops working."))
-        return cleaned
-
-    @property
-    def expiry_error_field(self):
-        """Return the field an expiry refusal belongs next to."""
-        return "custom_expiry" if self.data.get("expiry") == CUSTOM else "expiry"
+            self.fields["custom_expiry"].initial = policy.default_expiry(timezone.localtime(self.now))
 
     def expires_at(self):
         """Return the chosen expiry (None for "no expiry"); call after is_valid()."""
-        choice = self.cleaned_data["expiry"]
-        if choice == NEVER:
-            return None
-        if choice == CUSTOM:
-            return self.cleaned_data["custom_expiry"]
-        return self.now + self.presets[choice]
+        return self.chosen_expiry()
 
     def add_model_errors(self, error: ValidationError):
         """Put the field errors of ``Token.objects.issue`` next to the fields they concern."""
@@ -200,7 +216,7 @@ class TokenRestrictionsForm(RestrictionFields):
         # nothing the token can do (it has only what the owner holds).
 
 
-class TokenRotateForm(forms.Form):
+class TokenRotateForm(ExpiryFields, forms.Form):
     """Rotate: how long the old value keeps working, and the new token's expiry (same lifetime by default).
 
     The overlaps offered are those within the policy's longest; ``Token.rotate`` checks the overlap
@@ -208,15 +224,9 @@ class TokenRotateForm(forms.Form):
     """
 
     overlap = forms.ChoiceField(label=_("Old value keeps working for"), widget=forms.RadioSelect)
-    expiry = forms.ChoiceField(label=_("New token expires"), widget=forms.RadioSelect)
-    custom_expiry = forms.DateTimeField(
-        label=_("Custom date and time"),
-        required=False,
-        input_formats=[DATETIME_LOCAL, "%Y-%m-%dT%H:%M:%S", "%Y-%m-%d %H:%M"],
-        widget=forms.DateTimeInput(attrs={"type": "datetime-local"}, format=DATETIME_LOCAL),
-    )
-    # One-time value: resubmitting this very form finds the token it made instead of rotating again.
-    nonce = forms.RegexField(regex=r"^[A-Za-z0-9_-]{20,64}$", widget=forms.HiddenInput)
+
+    field_order = ("overlap", "expiry", "custom_expiry", "nonce")
+    custom_expiry_missing = _("Pick the date and time the new token stops working.")
 
     def __init__(self, *args, token, policy, now=None, **kwargs):
         super().__init__(*args, **kwargs)
@@ -227,7 +237,7 @@ class TokenRotateForm(forms.Form):
             (key, label) for key, label, delta in OVERLAP_CHOICES if key in self.overlaps
         ]
         self.fields["overlap"].initial = "1d" if "1d" in self.overlaps else "none"
-        self.presets = {key: delta for key, _label, delta in policy.preset_choices()}
+        self.fields["expiry"].label = _("New token expires")
         if token.expires_at is None:
             same = _("The same as now: no expiry") if policy.allows_no_expiry(token.user) else None
         else:
@@ -237,50 +247,23 @@ class TokenRotateForm(forms.Form):
             same = _("The same lifetime as now: %(lifetime)s") % {
                 "lifetime": describe_lifetime(timedelta(minutes=max(minutes, 1)))
             }
-        choices = [(SAME, same)] if same else []
-        choices += [(key, label) for key, label, _delta in policy.preset_choices()]
-        choices.append((CUSTOM, _("Custom date and time")))
-        if policy.allows_no_expiry(token.user) and token.expires_at is not None:
-            choices.append((NEVER, _("No expiry")))
-        self.fields["expiry"].choices = choices
-        self.fields["expiry"].initial = choices[0][0]
-        local_now = timezone.localtime(self.now)
-        self.fields["custom_expiry"].widget.attrs.update(
-            min=(local_now + policy.minimum_lifetime).strftime(DATETIME_LOCAL),
-            max=(local_now + policy.maximum_lifetime).strftime(DATETIME_LOCAL),
+        # "No expiry" is offered as such only to a token that has an expiry today.
+        self.offer_expiries(
+            policy=policy, user=token.user, first=[(SAME, same)] if same else [],
+            never=token.expires_at is not None,
         )
-        self.fields["custom_expiry"].help_text = _("Time zone: %(zone)s.") % {
-            "zone": timezone.get_current_timezone_name()
-        }
-        self.fields["nonce"].initial = new_nonce()
-
-    def clean(self):
-        cleaned = super().clean()
-        if (
-            cleaned.get("expiry") == CUSTOM
-            and cleaned.get("custom_expiry") is None
-            and "custom_expiry" not in self.errors
-        ):
-            self.add_error("custom_expiry", _("Pick the date and time the new token stops working."))
-        return cleaned
 
     def rotation(self):
         """Return the keyword arguments of ``Token.rotate`` (overlap, expiry if chosen); after is_valid()."""
         given = {"overlap": self.overlaps[self.cleaned_data["overlap"]], "now": self.now,
                  "nonce": self.cleaned_data["nonce"]}
-        choice = self.cleaned_data["expiry"]
-        if choice == NEVER:
-            given["expires_at"] = None
-        elif choice == CUSTOM:
-            given["expires_at"] = self.cleaned_data["custom_expiry"]
-        elif choice != SAME:
-            given["expires_at"] = self.now + self.presets[choice]
+        if self.cleaned_data["expiry"] != SAME:
+            given["expires_at"] = self.chosen_expiry()
         return given
 
     def add_model_errors(self, error: ValidationError):
         """Put the errors of ``Token.rotate`` next to the fields they concern."""
-        expiry = "custom_expiry" if self.data.get("expiry") == CUSTOM else "expiry"
-        fields = {"overlap": "overlap", "expires_at": expiry}
+        fields = {"overlap": "overlap", "expires_at": self.expiry_error_field}
         for key, messages in error.message_dict.items():
             self.add_error(fields.get(key), messages)
 
