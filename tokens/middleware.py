@@ -13,7 +13,7 @@ from .api.errors import api_error, service_unavailable, unauthorized
 from .auth import AuthError, authenticate
 from .constants import API_PREFIX, MIGRATION_GUIDE_PATH
 from .http import client_ip
-from .models import TokenEvent, UsageRecord
+from .models import LegacyApiKey, Token, TokenEvent, UsageRecord
 
 log = logging.getLogger(__name__)
 
@@ -117,24 +117,28 @@ class ApiAuthenticationMiddleware:
 
     @staticmethod
     def _first_events(credential, now, ip):
-        # Rare writes: the first use of a token, and a legacy key's first use each day.
+        # Rare writes: the first use of a token, and a legacy key's first use each day. The lookup read
+        # last_used_at, which the request path sets only here (once per token, once a day per key) and
+        # the summariser moves forward later: the UPDATE that finds it still unset is the first use.
         if credential.method == "bearer" and credential.first_use:
-            TokenEvent.objects.bulk_create(
-                [TokenEvent(user_id=credential.user.pk, token_id=credential.id, kind=TokenEvent.Kind.FIRST_USED, at=now, ip=ip)],
-                ignore_conflicts=True,
-            )
+            if Token.objects.mark_first_use(credential.id, at=now):
+                TokenEvent.objects.bulk_create(
+                    [TokenEvent(user_id=credential.user.pk, token_id=credential.id, kind=TokenEvent.Kind.FIRST_USED, at=now, ip=ip)],
+                    ignore_conflicts=True,
+                )
         elif credential.method == "legacy_key" and (
             credential.last_used_at is None or credential.last_used_at.date() < now.date()
         ):
-            TokenEvent.objects.bulk_create(
-                [
-                    TokenEvent(
-                        user_id=credential.user.pk, legacy_key_id=credential.id, kind=TokenEvent.Kind.LEGACY_USED, at=now, ip=ip,
-                        detail=now.date().isoformat(),
-                    )
-                ],
-                ignore_conflicts=True,
-            )
+            if LegacyApiKey.objects.mark_first_use_of_day(credential.id, at=now):
+                TokenEvent.objects.bulk_create(
+                    [
+                        TokenEvent(
+                            user_id=credential.user.pk, legacy_key_id=credential.id, kind=TokenEvent.Kind.LEGACY_USED, at=now, ip=ip,
+                            detail=now.date().isoformat(),
+                        )
+                    ],
+                    ignore_conflicts=True,
+                )
 
     @staticmethod
     def _deprecation_headers(response, credential):

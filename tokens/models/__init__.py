@@ -2,6 +2,7 @@ from .events import TokenEvent
 from .legacy import LegacyApiKey
 from .policy import ExpirationPolicy
 from .tokens import Token, TokenStatus
-from .usage import ClientAddress, DailyUsage, UsageRecord
+from .usage import ClientAddress, DailyUsage, UsageRecord, UsageSummaryState
 
-__all__ = ["ClientAddress", "DailyUsage", "ExpirationPolicy", "LegacyApiKey", "Token", "TokenEvent", "TokenStatus", "UsageRecord"]
+__all__ = ["ClientAddress", "DailyUsage", "ExpirationPolicy", "LegacyApiKey", "Token", "TokenEvent", "TokenStatus", "UsageRecord",
+           "UsageSummaryState"]

@@ -1,6 +1,9 @@
+from datetime import UTC, datetime, time
+
 from django.conf import settings
 from django.core.exceptions import ValidationError
 from django.db import models, transaction
+from django.db.models import Q
 from django.utils import timezone
 from django.utils.translation import gettext_lazy as _
 
@@ -34,6 +37,19 @@ class LegacyApiKeyQuerySet(models.QuerySet):
             if digests.get(row.pepper_id) == row.digest:
                 return row
         return None
+
+
+    def mark_first_use_of_day(self, pk, *, at):
+        """Set the last use of key *pk* to *at* unless it was used earlier that UTC day; return True if set.
+
+        The request path's write to a key row: once a day per key, for the "legacy key used" event and
+        the "never used" filter (the summariser keeps the last use current in between). Only the key's
+        row is locked (docs/security.md, "Lock order", step 2).
+        """
+        day_start = datetime.combine(at.astimezone(UTC).date(), time.min, tzinfo=UTC)
+        return bool(
+            self.filter(Q(last_used_at__isnull=True) | Q(last_used_at__lt=day_start), pk=pk).update(last_used_at=at)
+        )
 
 
 class LegacyApiKeyManager(models.Manager.from_queryset(LegacyApiKeyQuerySet)):

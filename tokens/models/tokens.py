@@ -112,6 +112,15 @@ class TokenQuerySet(models.QuerySet):
             ignore_conflicts=True,
         )
 
+    def mark_first_use(self, pk, *, at):
+        """Set the last use of never-used token *pk* to *at*; return True if this call was its first use.
+
+        The one write the request path makes to a token row, once in the token's life (the summariser
+        keeps the last use current afterwards). Only the token's row is locked (docs/security.md,
+        "Lock order", step 2).
+        """
+        return bool(self.filter(pk=pk, last_used_at__isnull=True).update(last_used_at=at))
+
     def exceeding(self, maximum, now=None):
         """Return active tokens that live longer than *maximum* from now (or never expire)."""
         now = now or timezone.now()
