@@ -12,7 +12,8 @@ from django.utils.translation import gettext_lazy as _
 from django.utils.translation import ngettext_lazy
 
 from ..charts import daily_chart
-from ..models import ClientAddress, DailyUsage, ExpirationPolicy, LegacyApiKey
+from ..models import ClientAddress, DailyUsage, ExpirationPolicy, LegacyApiKey, UsageRecord
+from ..models.usage import client_addresses, usage_totals
 from .common import CredentialColumnsMixin, ReadOnlyAdmin, revoke_each
 from .filters import MIGRATION_WINDOW_DAYS, LegacyStatusFilter, RecentUseFilter
 
@@ -89,9 +90,15 @@ class LegacyApiKeyAdmin(CredentialColumnsMixin, ReadOnlyAdmin):
         now = timezone.now()
         since = now - timedelta(days=MIGRATION_WINDOW_DAYS)
         keys = LegacyApiKey.objects.all()
+        legacy_records = UsageRecord.objects.filter(legacy_key__isnull=False)
+        # Used in the window: by the summaries, or by a record not summarised yet (a subquery, an index
+        # range above the watermark). last_used_at itself is set at a key's first use each day.
+        used = Q(last_used_at__gte=since) | Q(
+            pk__in=legacy_records.unsummarised().filter(accepted=True, at__gte=since).values("legacy_key_id")
+        )
         in_use = (
             keys.active()
-            .filter(last_used_at__gte=since)
+            .filter(used)
             .select_related("user")
             .annotate(
                 active_tokens=Count(
@@ -104,13 +111,20 @@ class LegacyApiKeyAdmin(CredentialColumnsMixin, ReadOnlyAdmin):
             )
             .order_by("-last_used_at")
         )
-        clients = (
-            ClientAddress.objects.filter(legacy_key__isnull=False, last_seen__gte=since)
-            .select_related("legacy_key__user")
-            .order_by("-last_seen")[:100]
+        _count, clients = client_addresses(
+            ClientAddress.objects.filter(legacy_key__isnull=False, last_seen__gte=since).select_related(
+                "legacy_key__user"
+            ),
+            legacy_records,
+            limit=100,
+            related=("legacy_key__user",),
         )
-        legacy = DailyUsage.objects.filter(legacy_key__isnull=False).series(days=MIGRATION_WINDOW_DAYS)
-        bearer = DailyUsage.objects.filter(token__isnull=False).series(days=MIGRATION_WINDOW_DAYS)
+        legacy = DailyUsage.objects.filter(legacy_key__isnull=False).series(
+            days=MIGRATION_WINDOW_DAYS, records=legacy_records
+        )
+        bearer = DailyUsage.objects.filter(token__isnull=False).series(
+            days=MIGRATION_WINDOW_DAYS, records=UsageRecord.objects.filter(token__isnull=False)
+        )
         chart = daily_chart(
             [day for day, _a, _r in legacy],
             [
@@ -133,12 +147,12 @@ class LegacyApiKeyAdmin(CredentialColumnsMixin, ReadOnlyAdmin):
                 "never_used": keys.active().filter(last_used_at__isnull=True).count(),
                 "revoked": keys.filter(revoked_at__isnull=False).count(),
                 "users_in_use": keys.active()
-                .filter(last_used_at__gte=since)
+                .filter(used)
                 .values("user")
                 .distinct()
                 .count(),
             },
-            "in_use": in_use,
+            "in_use": sorted(usage_totals(in_use), key=lambda key: key.last_used_at, reverse=True),
             "clients": clients,
             "chart": chart,
             "legacy_total": sum(accepted for _d, accepted, _r in legacy),

@@ -6,7 +6,7 @@ from datetime import UTC, datetime, time, timedelta
 
 from django.conf import settings
 from django.db import DatabaseError, connections, models, transaction
-from django.db.models import Count, Max, Min, Q, Sum
+from django.db.models import Count, Max, Min, Q, Sum, prefetch_related_objects
 from django.db.models.functions import TruncDate
 from django.utils import timezone
 from django.utils.translation import gettext_lazy as _
@@ -557,12 +557,13 @@ def usage_totals(credentials):
     return credentials
 
 
-def client_addresses(addresses, records, *, limit):
+def client_addresses(addresses, records, *, limit, related=()):
     """Return (count, rows): the ClientAddress queryset *addresses* with the tail of *records* folded in.
 
     *records* is the UsageRecord queryset of the same credentials. The rows are the newest *limit* by
     last use, as ``addresses.order_by("-last_seen")[:limit]`` would give once summarised. A constant
-    number of queries (five when the tail holds addresses, two when it does not).
+    number of queries (five when the tail holds addresses, two when it does not; one more per
+    *related* lookup, which is prefetched for the rows the tail adds).
     """
     tail = list(
         records.unsummarised()
@@ -609,4 +610,7 @@ def client_addresses(addresses, records, *, limit):
         merged.append(address)
     merged.extend(shown.values())
     merged.sort(key=lambda address: address.last_seen, reverse=True)
-    return count, merged[:limit]
+    merged = merged[:limit]
+    if related:
+        prefetch_related_objects(merged, *related)
+    return count, merged
