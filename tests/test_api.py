@@ -9,6 +9,7 @@ from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 
 from tokens.models import ExpirationPolicy, Token, TokenEvent, UsageRecord
+from tokens.models.usage import usage_totals
 
 from .conftest import bearer
 
@@ -343,6 +344,7 @@ def test_every_use_is_recorded_with_its_details(client, issued):
         ("GET", "/api/users/me", 200, True), ("GET", "/api/tokens/999", 404, True)]
     assert records[0].ip == "203.0.113.9" and records[0].user_agent == "deploy-script/1.0"
     token.refresh_from_db()
+    usage_totals([token])
     assert token.request_count == 2 and token.last_used_ip == "127.0.0.1"
     assert TokenEvent.objects.filter(token=token, kind="first_used").count() == 1
 

@@ -10,6 +10,7 @@ from django.core.management.base import CommandError
 from django.utils import timezone
 
 from tokens.models import ExpirationPolicy, LegacyApiKey, TokenEvent, UsageRecord
+from tokens.models.usage import usage_totals
 
 pytestmark = pytest.mark.django_db
 
@@ -259,6 +260,7 @@ def test_every_use_is_recorded_with_client_details_and_one_activity_event_a_day(
         (user.pk, True, 200, "198.51.100.4", "old-cron/1.0", "/api/users/me")
     }
     alice_key.refresh_from_db()
+    usage_totals([alice_key])
     assert alice_key.request_count == 3
     assert (alice_key.last_used_ip, alice_key.last_used_user_agent) == ("198.51.100.4", "old-cron/1.0")
     assert alice_key.last_used_at is not None

@@ -32,6 +32,10 @@ def _start(day):
     return datetime.combine(day, time.min, tzinfo=UTC)
 
 
+def day_end(day):
+    return _start(day + timedelta(days=1))
+
+
 def day_partitions(cursor):
     """Return {day: table name} of the day partitions that exist."""
     cursor.execute(

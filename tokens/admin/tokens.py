@@ -307,7 +307,7 @@ class TokenAdmin(CredentialColumnsMixin, admin.ModelAdmin):
         return HttpResponseRedirect(reverse("admin:tokens_token_change", args=[token.pk]))
 
     def save_model(self, request, obj, form, change):
-        # Never obj.save(): the database trigger keeps the counters, and a full save would overwrite them.
+        # Never obj.save(): the summariser keeps the counters, and a full save would overwrite them.
         # Renames go through Token.rename, which records the event the owner sees.
         current = Token.objects.get(pk=obj.pk)
         try:

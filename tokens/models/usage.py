@@ -7,7 +7,7 @@ from datetime import UTC, datetime, time, timedelta
 from django.conf import settings
 from django.db import DatabaseError, connections, models, transaction
 from django.db.models import Count, Max, Min, Q, Sum, prefetch_related_objects
-from django.db.models.functions import TruncDate
+from django.db.models.functions import Coalesce, TruncDate
 from django.utils import timezone
 from django.utils.translation import gettext_lazy as _
 
@@ -27,11 +27,11 @@ class UsageRecordQuerySet(models.QuerySet):
 
     def summarised(self):
         """The records the summaries already hold (at or below the watermark)."""
-        return self.filter(pk__lte=models.Subquery(_watermark()))
+        return self.filter(pk__lte=_watermark())
 
     def unsummarised(self):
         """The records the summaries do not hold yet: an index range on the newest ids."""
-        return self.filter(pk__gt=models.Subquery(_watermark()))
+        return self.filter(pk__gt=_watermark())
 
     def record(self, *, token_id=None, legacy_key_id=None, user_id, at, accepted, method, path, status, ip,
                user_agent, duration_ms):
@@ -85,6 +85,11 @@ class UsageRecordQuerySet(models.QuerySet):
                 finally:
                     conn.connection.execute("PRAGMA synchronous=FULL")
         summarising.count_record(self.db)
+
+    def summarised_through(self):
+        """The watermark: the highest record id the summaries hold."""
+        state = UsageSummaryState.objects.using(self.db).filter(pk=1).first()
+        return state.summarised_through if state else 0
 
     def summarise(self, *, batch_size=None, max_batches=None):
         """Fold the records above the watermark into the summaries; return how many were folded in.
@@ -286,7 +291,10 @@ class UsageSummaryState(models.Model):
 
 
 def _watermark():
-    return UsageSummaryState.objects.filter(pk=1).values("summarised_through")[:1]
+    # No row (a database flushed by the tests) means nothing is summarised yet.
+    return Coalesce(
+        models.Subquery(UsageSummaryState.objects.filter(pk=1).values("summarised_through")[:1]), 0
+    )
 
 
 log = logging.getLogger(__name__)
@@ -351,7 +359,10 @@ class Summariser:
         return total
 
     def _batch(self, conn, batch_size):
-        state = UsageSummaryState.objects.using(conn.alias).select_for_update(skip_locked=True).filter(pk=1).first()
+        states = UsageSummaryState.objects.using(conn.alias)
+        # Made by migration 0004; made again at 0 after the tests flush the tables.
+        states.bulk_create([UsageSummaryState(pk=1)], ignore_conflicts=True)
+        state = states.select_for_update(skip_locked=True).filter(pk=1).first()
         if state is None:
             return None
         low = state.summarised_through
