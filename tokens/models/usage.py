@@ -290,6 +290,9 @@ class UsageSummaryState(models.Model):
         constraints = [models.CheckConstraint(condition=Q(pk=1), name="usage_summary_state_single_row")]
 
 
+_WATERMARK_SQL = "COALESCE((SELECT summarised_through FROM tokens_usagesummarystate WHERE id = 1), 0)"
+
+
 def _watermark():
     # No row (a database flushed by the tests) means nothing is summarised yet.
     return Coalesce(
@@ -536,35 +539,30 @@ def summarise_after_response(**kwargs):
 def usage_totals(credentials):
     """Add the unsummarised records to each credential's ``request_count`` and last use; return them.
 
-    *credentials* are Token or LegacyApiKey instances (one kind). One query, two when the tail holds
-    accepted requests: the readers' half of "exact when read".
+    *credentials* are Token or LegacyApiKey instances (one kind). Always one query, whatever the tail
+    holds: per credential, the count of accepted records above the watermark (an index range on the
+    newest ids) joined to the newest of them. The readers' half of "exact when read".
     """
     credentials = [c for c in credentials if c is not None]
     if not credentials:
         return credentials
-    field = "token" if credentials[0].event_field == "token" else "legacy_key"
+    column = "token_id" if credentials[0].event_field == "token" else "legacy_key_id"
     by_id = {c.pk: c for c in credentials}
-    tail = list(
-        UsageRecord.objects.unsummarised()
-        .filter(**{f"{field}_id__in": list(by_id)}, accepted=True)
-        .values(f"{field}_id")
-        .annotate(n=Count("pk"), newest=Max("pk"))
-        .order_by()
+    table = UsageRecord._meta.db_table
+    placeholders = ", ".join(["%s"] * len(by_id))
+    newest = UsageRecord.objects.raw(
+        f"SELECT r.id, r.at, r.ip, r.user_agent, tail.credential, tail.n FROM ("
+        f"SELECT {column} AS credential, COUNT(*) AS n, MAX(id) AS newest FROM {table} "
+        f"WHERE id > {_WATERMARK_SQL} AND accepted = %s AND {column} IN ({placeholders}) GROUP BY {column}"
+        f") tail JOIN {table} r ON r.id = tail.newest",
+        [True, *by_id],
     )
-    if not tail:
-        return credentials
-    newest = {
-        pk: (at, ip, agent)
-        for pk, at, ip, agent in UsageRecord.objects.filter(pk__in=[row["newest"] for row in tail]).values_list(
-            "pk", "at", "ip", "user_agent"
-        )
-    }
-    for row in tail:
-        credential = by_id[row[f"{field}_id"]]
-        credential.request_count += row["n"]
-        at, ip, agent = newest[row["newest"]]
-        if credential.last_used_at is None or at >= credential.last_used_at:
-            credential.last_used_at, credential.last_used_ip, credential.last_used_user_agent = at, ip, agent
+    for record in newest:
+        credential = by_id[record.credential]
+        credential.request_count += record.n
+        if credential.last_used_at is None or record.at >= credential.last_used_at:
+            credential.last_used_at, credential.last_used_ip = record.at, record.ip
+            credential.last_used_user_agent = record.user_agent
     return credentials
 
 
@@ -572,56 +570,62 @@ def client_addresses(addresses, records, *, limit, related=()):
     """Return (count, rows): the ClientAddress queryset *addresses* with the tail of *records* folded in.
 
     *records* is the UsageRecord queryset of the same credentials. The rows are the newest *limit* by
-    last use, as ``addresses.order_by("-last_seen")[:limit]`` would give once summarised. A constant
-    number of queries (five when the tail holds addresses, two when it does not; one more per
-    *related* lookup, which is prefetched for the rows the tail adds).
+    last use, as ``addresses.order_by("-last_seen")[:limit]`` would give once summarised. Always three
+    queries (the tail's addresses, the count, the rows), plus one per *related* lookup prefetched.
     """
-    tail = list(
+    tail_sql, tail_params = (
         records.unsummarised()
         .exclude(ip=None)
         .values("token_id", "legacy_key_id", "ip")
         .annotate(first=Min("at"), last=Max("at"), n=Count("pk"), newest=Max("pk"))
         .order_by()
+        .query.sql_with_params()
     )
-    newest_first = addresses.order_by("-last_seen", "-id")
-    if not tail:
-        return addresses.count(), list(newest_first[:limit])
-
-    def key(token_id, legacy_key_id, ip):
-        return ("token", token_id) if token_id else ("legacy_key", legacy_key_id), ip
-
-    agents = dict(UsageRecord.objects.filter(pk__in=[row["newest"] for row in tail]).values_list("pk", "user_agent"))
-    # Matched against every stored address, not only *addresses*: a filtered set (recent ones) may not
-    # hold the row a tail address adds to.
-    known = {
-        key(row.token_id, row.legacy_key_id, row.ip): row
-        for row in ClientAddress.objects.filter(
-            Q(token_id__in={r["token_id"] for r in tail if r["token_id"]})
-            | Q(legacy_key_id__in={r["legacy_key_id"] for r in tail if r["legacy_key_id"]}),
-            ip__in={r["ip"] for r in tail},
+    table = UsageRecord._meta.db_table
+    # The user agent of each address's newest record, in the same query.
+    tail = list(
+        UsageRecord.objects.raw(
+            f"SELECT r.id, r.user_agent, tail.token_id AS tail_token, tail.legacy_key_id AS tail_key, "
+            f"tail.ip AS tail_ip, tail.first AS tail_first, tail.last AS tail_last, tail.n AS tail_n "
+            f"FROM ({tail_sql}) tail JOIN {table} r ON r.id = tail.newest",
+            tail_params,
         )
-    }
-    shown = {row.pk: row for row in newest_first[:limit]}
-    merged = []
+    )
     count = addresses.count()
+    newest_first = addresses.order_by("-last_seen", "-id")
+    # Stored rows: the newest *limit*, and every stored row a tail address adds to (matched against all
+    # stored addresses, not only *addresses*: a filtered set, such as recent ones, may not hold it).
+    pairs = Q(pk__in=newest_first.values("pk")[:limit])
     for row in tail:
-        address = known.get(key(row["token_id"], row["legacy_key_id"], row["ip"]))
+        pairs |= Q(token_id=row.tail_token, legacy_key_id=row.tail_key, ip=row.tail_ip)
+    stored = ClientAddress.objects.filter(pairs)
+    if related:
+        stored = stored.select_related(*related)
+    by_key = {(row.token_id, row.legacy_key_id, row.ip): row for row in stored}
+    for row in tail:
+        first, last = _aware(row.tail_first), _aware(row.tail_last)
+        address = by_key.get((row.tail_token, row.tail_key, row.tail_ip))
         if address is None:
             address = ClientAddress(
-                token_id=row["token_id"], legacy_key_id=row["legacy_key_id"], ip=row["ip"],
-                first_seen=row["first"], last_seen=row["last"], last_user_agent=agents[row["newest"]], requests=0,
+                token_id=row.tail_token, legacy_key_id=row.tail_key, ip=row.tail_ip,
+                first_seen=first, last_seen=last, last_user_agent=row.user_agent, requests=0,
             )
+            by_key[(row.tail_token, row.tail_key, row.tail_ip)] = address
             count += 1
         else:
-            address = shown.pop(address.pk, address)
-            address.first_seen = min(address.first_seen, row["first"])
-            if row["last"] >= address.last_seen:
-                address.last_seen, address.last_user_agent = row["last"], agents[row["newest"]]
-        address.requests += row["n"]
-        merged.append(address)
-    merged.extend(shown.values())
-    merged.sort(key=lambda address: address.last_seen, reverse=True)
+            address.first_seen = min(address.first_seen, first)
+            if last >= address.last_seen:
+                address.last_seen, address.last_user_agent = last, row.user_agent
+        address.requests += row.tail_n
+    merged = sorted(by_key.values(), key=lambda address: (address.last_seen, address.pk or 0), reverse=True)
     merged = merged[:limit]
     if related:
         prefetch_related_objects(merged, *related)
     return count, merged
+
+
+def _aware(value):
+    """A datetime from a raw query's extra column (SQLite gives text, naive UTC)."""
+    if isinstance(value, str):
+        value = datetime.fromisoformat(value)
+    return value if value.tzinfo is not None else value.replace(tzinfo=UTC)
