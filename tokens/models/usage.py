@@ -550,11 +550,14 @@ def usage_totals(credentials):
     by_id = {c.pk: c for c in credentials}
     table = UsageRecord._meta.db_table
     placeholders = ", ".join(["%s"] * len(by_id))
+    # Scalar subqueries, not a join, for the newest record's columns: each is one probe of the primary
+    # key, whatever the planner guesses about the size of the tail.
     newest = UsageRecord.objects.raw(
-        f"SELECT r.id, r.at, r.ip, r.user_agent, tail.credential, tail.n FROM ("
+        f"SELECT tail.newest AS id, {_of_newest('at')}, {_of_newest('ip')}, {_of_newest('user_agent')}, "
+        f"tail.credential, tail.n FROM ("
         f"SELECT {column} AS credential, COUNT(*) AS n, MAX(id) AS newest FROM {table} "
         f"WHERE id > {_WATERMARK_SQL} AND accepted = %s AND {column} IN ({placeholders}) GROUP BY {column}"
-        f") tail JOIN {table} r ON r.id = tail.newest",
+        f") tail",
         [True, *by_id],
     )
     for record in newest:
@@ -564,6 +567,11 @@ def usage_totals(credentials):
             credential.last_used_at, credential.last_used_ip = record.at, record.ip
             credential.last_used_user_agent = record.user_agent
     return credentials
+
+
+def _of_newest(column):
+    table = UsageRecord._meta.db_table
+    return f"(SELECT r.{column} FROM {table} r WHERE r.id = tail.newest) AS {column}"
 
 
 def client_addresses(addresses, records, *, limit, related=()):
@@ -581,13 +589,12 @@ def client_addresses(addresses, records, *, limit, related=()):
         .order_by()
         .query.sql_with_params()
     )
-    table = UsageRecord._meta.db_table
     # The user agent of each address's newest record, in the same query.
     tail = list(
         UsageRecord.objects.raw(
-            f"SELECT r.id, r.user_agent, tail.token_id AS tail_token, tail.legacy_key_id AS tail_key, "
-            f"tail.ip AS tail_ip, tail.first AS tail_first, tail.last AS tail_last, tail.n AS tail_n "
-            f"FROM ({tail_sql}) tail JOIN {table} r ON r.id = tail.newest",
+            f"SELECT tail.newest AS id, {_of_newest('user_agent')}, tail.token_id AS tail_token, "
+            f"tail.legacy_key_id AS tail_key, tail.ip AS tail_ip, tail.first AS tail_first, "
+            f"tail.last AS tail_last, tail.n AS tail_n FROM ({tail_sql}) tail",
             tail_params,
         )
     )
