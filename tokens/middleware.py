@@ -2,8 +2,9 @@
 
 import logging
 import time
+from functools import partial
 
-from django.db import DatabaseError
+from django.db import DatabaseError, transaction
 from django.template.response import SimpleTemplateResponse
 from django.utils import timezone
 from django.utils.http import http_date
@@ -94,7 +95,8 @@ class ApiAuthenticationMiddleware:
         now = timezone.now()
         ip = client_ip(request)
         try:
-            UsageRecord.objects.record(
+            record = partial(
+                UsageRecord.objects.record,
                 token_id=credential.id if credential.method == "bearer" else None,
                 legacy_key_id=credential.id if credential.method == "legacy_key" else None,
                 user_id=credential.user.pk,
@@ -107,38 +109,49 @@ class ApiAuthenticationMiddleware:
                 user_agent=request.META.get("HTTP_USER_AGENT", ""),
                 duration_ms=(time.perf_counter() - started) * 1000,
             )
-            if accepted:
-                self._first_events(credential, now, ip)
+            if accepted and self._marks_use(credential, now):
+                # The rare request that writes the credential's row (its first use; a key's first use
+                # of the day) writes it and the record together, or neither.
+                with transaction.atomic():
+                    marked = self._mark_use(credential, now)
+                    record()
+                if marked:
+                    self._use_event(credential, now, ip)
+            else:
+                record()
         except DatabaseError:
             log.error("usage record could not be written")
             # An accepted request that cannot be recorded is not served; a refusal stays a refusal.
             return service_unavailable() if accepted else response
         return response
 
+    # The first use of a token, and a legacy key's first use each day, write the credential's row and
+    # an event: the lookup read last_used_at, which the request path sets only then (the summariser
+    # moves it forward later), and the UPDATE that still finds it unset is the one that writes the event.
     @staticmethod
-    def _first_events(credential, now, ip):
-        # Rare writes: the first use of a token, and a legacy key's first use each day. The lookup read
-        # last_used_at, which the request path sets only here (once per token, once a day per key) and
-        # the summariser moves forward later: the UPDATE that finds it still unset is the first use.
-        if credential.method == "bearer" and credential.first_use:
-            if Token.objects.mark_first_use(credential.id, at=now):
-                TokenEvent.objects.bulk_create(
-                    [TokenEvent(user_id=credential.user.pk, token_id=credential.id, kind=TokenEvent.Kind.FIRST_USED, at=now, ip=ip)],
-                    ignore_conflicts=True,
-                )
-        elif credential.method == "legacy_key" and (
-            credential.last_used_at is None or credential.last_used_at.date() < now.date()
-        ):
-            if LegacyApiKey.objects.mark_first_use_of_day(credential.id, at=now):
-                TokenEvent.objects.bulk_create(
-                    [
-                        TokenEvent(
-                            user_id=credential.user.pk, legacy_key_id=credential.id, kind=TokenEvent.Kind.LEGACY_USED, at=now, ip=ip,
-                            detail=now.date().isoformat(),
-                        )
-                    ],
-                    ignore_conflicts=True,
-                )
+    def _marks_use(credential, now):
+        if credential.method == "bearer":
+            return credential.first_use
+        return credential.last_used_at is None or credential.last_used_at.date() < now.date()
+
+    @staticmethod
+    def _mark_use(credential, now):
+        if credential.method == "bearer":
+            return Token.objects.mark_first_use(credential.id, at=now)
+        return LegacyApiKey.objects.mark_first_use_of_day(credential.id, at=now)
+
+    @staticmethod
+    def _use_event(credential, now, ip):
+        if credential.method == "bearer":
+            event = TokenEvent(
+                user_id=credential.user.pk, token_id=credential.id, kind=TokenEvent.Kind.FIRST_USED, at=now, ip=ip
+            )
+        else:
+            event = TokenEvent(
+                user_id=credential.user.pk, legacy_key_id=credential.id, kind=TokenEvent.Kind.LEGACY_USED, at=now,
+                ip=ip, detail=now.date().isoformat(),
+            )
+        TokenEvent.objects.bulk_create([event], ignore_conflicts=True)
 
     @staticmethod
     def _deprecation_headers(response, credential):
