@@ -34,7 +34,8 @@ def _snapshot():
 
 
 @pytest.mark.parametrize(
-    "name", ["create_token", "revoke_token", "import_legacy_keys", "prune_usage", "notify_expiring_tokens"]
+    "name",
+    ["create_token", "revoke_token", "import_legacy_keys", "prune_usage", "notify_expiring_tokens", "summarise_usage"],
 )
 def test_every_command_explains_itself_with_help(name, capsys):
     with pytest.raises(SystemExit) as exit_:
@@ -143,6 +144,19 @@ def test_prune_usage_deletes_only_records_past_retention_in_batches_and_keeps_to
     assert token.client_addresses.get().requests == 7
     out, _err = run("prune_usage")
     assert "Deleted 0 usage record(s)" in out
+
+
+def test_summarise_usage_folds_the_records_into_the_counts_once(client, issued):
+    token, value = issued
+    _requests(client, value, 3)
+    out, _err = run("summarise_usage", "--batch-size", "2")
+    assert "Summarised 3 usage record(s)" in out
+    assert Token.objects.get(pk=token.pk).request_count == 3
+    out, _err = run("summarise_usage")
+    assert "Summarised 0 usage record(s)" in out
+    assert _shown(token)[0] == 3
+    with pytest.raises(CommandError, match="--batch-size must be a positive number"):
+        run("summarise_usage", "--batch-size", "0")
 
 
 def test_prune_usage_follows_the_policy_retention(client, issued, policy):
