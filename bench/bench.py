@@ -267,7 +267,7 @@ def start_server(port, workers):
         try:
             urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=1).read()
             return server
-        except (urllib.error.URLError, ConnectionError):
+        except (urllib.error.URLError, ConnectionError, TimeoutError):  # TimeoutError: workers still booting
             time.sleep(0.2)
     stop_server(server)
     raise SystemExit("gunicorn did not answer within 30 s")
