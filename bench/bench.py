@@ -261,16 +261,19 @@ def start_server(port, workers):
     ]
     server = subprocess.Popen(command, cwd=ROOT, start_new_session=True)
     deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        if server.poll() is not None:
-            raise SystemExit(f"gunicorn exited with {server.returncode}")
-        try:
-            urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=1).read()
-            return server
-        except (urllib.error.URLError, ConnectionError, TimeoutError):  # TimeoutError: workers still booting
-            time.sleep(0.2)
-    stop_server(server)
-    raise SystemExit("gunicorn did not answer within 30 s")
+    try:
+        while time.monotonic() < deadline:
+            if server.poll() is not None:
+                raise SystemExit(f"gunicorn exited with {server.returncode}")
+            try:
+                urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=1).read()
+                return server
+            except (urllib.error.URLError, ConnectionError, TimeoutError):  # TimeoutError: workers still booting
+                time.sleep(0.2)
+        raise SystemExit("gunicorn did not answer within 30 s")
+    except BaseException:
+        stop_server(server)  # never leave a server behind
+        raise
 
 
 def stop_server(server):
