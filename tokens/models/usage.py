@@ -91,7 +91,7 @@ class UsageRecordQuerySet(models.QuerySet):
         state = UsageSummaryState.objects.using(self.db).filter(pk=1).first()
         return state.summarised_through if state else 0
 
-    def summarise(self, *, batch_size=None, max_batches=None):
+    def summarise(self, *, batch_size=None, max_batches=None, wait=False):
         """Fold the records above the watermark into the summaries; return how many were folded in.
 
         Bounded batches, each one short transaction that updates the summaries and moves the watermark
@@ -99,9 +99,10 @@ class UsageRecordQuerySet(models.QuerySet):
         several processes and nodes at once: the watermark row is taken with ``FOR UPDATE SKIP LOCKED``
         on PostgreSQL (a second summariser finds it taken and returns 0) and under SQLite's write
         lock (``BEGIN IMMEDIATE``) on SQLite. Stops when a batch comes back short, or after
-        *max_batches*.
+        *max_batches*. With *wait*, it waits for a summariser running elsewhere instead of returning
+        (``prune_usage``, which must not delete what is not summarised yet).
         """
-        return summarising.summarise(self.db, batch_size=batch_size, max_batches=max_batches)
+        return summarising.summarise(self.db, batch_size=batch_size, max_batches=max_batches, wait=wait)
 
     def address_is_new(self, *, ip, token_id=None, legacy_key_id=None, before_id=None):
         """Tell whether *ip* was never seen for this credential: one query, two index probes.
@@ -340,7 +341,7 @@ class Summariser:
                 # The next run catches up; the readers stay exact meanwhile (summary + tail).
                 log.warning("usage summarising failed; the next run will catch up")
 
-    def summarise(self, alias, *, batch_size=None, max_batches=None):
+    def summarise(self, alias, *, batch_size=None, max_batches=None, wait=False):
         batch_size = batch_size or BATCH_SIZE
         conn = connections[alias]
         total = batches = 0
@@ -349,10 +350,10 @@ class Summariser:
                 # Queue with the usage INSERTs first, then take the write lock (BEGIN IMMEDIATE): the
                 # other order could leave an INSERT holding the turn and waiting for this lock.
                 with sqlite_turns.turns.turn(conn), transaction.atomic(using=alias):
-                    folded = self._batch(conn, batch_size)
+                    folded = self._batch(conn, batch_size, wait)
             else:
                 with transaction.atomic(using=alias):
-                    folded = self._batch(conn, batch_size)
+                    folded = self._batch(conn, batch_size, wait)
             if folded is None:  # another summariser holds the watermark
                 break
             total += folded
@@ -361,11 +362,12 @@ class Summariser:
                 break
         return total
 
-    def _batch(self, conn, batch_size):
+    def _batch(self, conn, batch_size, wait):
         states = UsageSummaryState.objects.using(conn.alias)
         # Made by migration 0004; made again at 0 after the tests flush the tables.
         states.bulk_create([UsageSummaryState(pk=1)], ignore_conflicts=True)
-        state = states.select_for_update(skip_locked=True).filter(pk=1).first()
+        # Waiting is bounded by the lock timeout (5 s on PostgreSQL); another summariser's batch is short.
+        state = states.select_for_update(skip_locked=not wait).filter(pk=1).first()
         if state is None:
             return None
         low = state.summarised_through

@@ -56,7 +56,7 @@ class Command(BaseCommand):
         if connection.vendor == "postgresql":
             made = usage_partitions.create_ahead(connection, today=now.date())
         # Old records are deleted only once the summaries hold them.
-        UsageRecord.objects.summarise()
+        UsageRecord.objects.summarise(wait=True)
         if connection.vendor == "postgresql":
             dropped, dropped_records = self._drop_days(cutoff)
         deleted, batches = self._delete_in_batches(cutoff, batch_size, pause)
