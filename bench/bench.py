@@ -268,7 +268,8 @@ def start_server(port, workers):
             try:
                 urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=1).read()
                 return server
-            except (urllib.error.URLError, ConnectionError, TimeoutError):  # TimeoutError: workers still booting
+            # TimeoutError: the workers are still booting (a loaded machine, many workers).
+            except (urllib.error.URLError, ConnectionError, TimeoutError):
                 time.sleep(0.2)
         raise SystemExit("gunicorn did not answer within 30 s")
     except BaseException:

@@ -25,7 +25,8 @@ INSERT INTO tokens_usagerecord ({COLUMNS})
 SELECT CASE WHEN i %% %(n)s < %(t)s THEN (%(tokens)s::bigint[])[1 + i %% %(n)s] END,
        CASE WHEN i %% %(n)s >= %(t)s THEN (%(keys)s::bigint[])[1 + i %% %(n)s - %(t)s] END,
        %(user)s, now() - (i * %(step)s) * interval '1 second', i %% 7 <> 0, 'GET', '/api/users/me',
-       CASE WHEN i %% 7 <> 0 THEN 200 ELSE 401 END, ('198.51.100.' || (i %% 23))::inet, 'agent/' || (i %% 5), 2.0
+       CASE WHEN i %% 7 <> 0 THEN 200 ELSE 401 END, ('198.51.100.' || (i %% 23))::inet,
+       'agent/' || (i %% 5), 2.0
 FROM generate_series(0, %(last)s) AS i
 """
 SQLITE_LOAD = f"""
@@ -55,7 +56,8 @@ def _summaries(cursor, vendor):
         token = "token_id" if column == "token_id" else "CAST(NULL AS bigint)"
         key = "legacy_key_id" if column == "legacy_key_id" else "CAST(NULL AS bigint)"
         cursor.execute(
-            "INSERT INTO tokens_clientaddress (token_id, legacy_key_id, ip, first_seen, last_seen, last_user_agent, "
+            "INSERT INTO tokens_clientaddress (token_id, legacy_key_id, ip, first_seen, last_seen, "
+            "last_user_agent, "
             "requests) SELECT g.t, g.k, g.ip, g.first, g.last, "
             "(SELECT r.user_agent FROM tokens_usagerecord r WHERE r.id = g.newest), g.n FROM ("
             f"SELECT {token} AS t, {key} AS k, ip, min(at) AS first, max(at) AS last, max(id) AS newest, "
@@ -64,13 +66,16 @@ def _summaries(cursor, vendor):
         cursor.execute(
             f"UPDATE {table} SET request_count = (SELECT count(*) FROM tokens_usagerecord u "
             f"WHERE u.{column} = {table}.id AND u.accepted), "
-            f"last_used_at = (SELECT max(at) FROM tokens_usagerecord u WHERE u.{column} = {table}.id AND u.accepted)"
+            f"last_used_at = (SELECT max(at) FROM tokens_usagerecord u "
+            f"WHERE u.{column} = {table}.id AND u.accepted)"
         )
         cursor.execute(
-            f"UPDATE {table} SET last_used_ip = (SELECT ip FROM tokens_usagerecord u WHERE u.{column} = {table}.id "
+            f"UPDATE {table} SET last_used_ip = (SELECT ip FROM tokens_usagerecord u "
+            f"WHERE u.{column} = {table}.id "
             f"AND u.accepted AND u.at = {table}.last_used_at ORDER BY id DESC LIMIT 1), "
             f"last_used_user_agent = COALESCE((SELECT user_agent FROM tokens_usagerecord u WHERE "
-            f"u.{column} = {table}.id AND u.accepted AND u.at = {table}.last_used_at ORDER BY id DESC LIMIT 1), '')"
+            f"u.{column} = {table}.id AND u.accepted AND u.at = {table}.last_used_at "
+            "ORDER BY id DESC LIMIT 1), '')"
         )
 
 
@@ -85,14 +90,20 @@ def _snapshot(credentials):
         credential = type(credential).objects.get(pk=credential.pk)
         usage_totals([credential])
         records = UsageRecord.objects.filter(**{kind: credential})
-        count, addresses = client_addresses(ClientAddress.objects.filter(**{kind: credential}), records, limit=100)
+        count, addresses = client_addresses(
+            ClientAddress.objects.filter(**{kind: credential}), records, limit=100
+        )
         shown[f"{kind} {credential.pk}"] = {
             "request_count": credential.request_count,
             "last_used_at": credential.last_used_at.isoformat(),
             "last_used_ip": credential.last_used_ip,
             "last_used_user_agent": credential.last_used_user_agent,
-            "daily": [(d.isoformat(), a, r) for d, a, r in DailyUsage.objects.filter(**{kind: credential}).series(
-                days=45, records=records)],
+            "daily": [
+                (d.isoformat(), a, r)
+                for d, a, r in DailyUsage.objects.filter(**{kind: credential}).series(
+                    days=45, records=records
+                )
+            ],
             "addresses": [count, sorted((a.ip, a.requests, a.last_seen.isoformat()) for a in addresses)],
             "records": records.count(),
         }
@@ -100,12 +111,16 @@ def _snapshot(credentials):
 
 
 def _old_snapshot(connection):
-    """The same numbers at migration 0003, straight from the trigger's tables (the new models do not fit yet)."""
+    """The same numbers at migration 0003, from the trigger's tables (the new models do not fit yet)."""
     shown = {}
     with connection.cursor() as cursor:
-        for kind, column, table in (("token", "token_id", "tokens_token"),
-                                    ("legacy_key", "legacy_key_id", "tokens_legacyapikey")):
-            cursor.execute(f"SELECT id, request_count, last_used_at, last_used_ip, last_used_user_agent FROM {table}")
+        for kind, column, table in (
+            ("token", "token_id", "tokens_token"),
+            ("legacy_key", "legacy_key_id", "tokens_legacyapikey"),
+        ):
+            cursor.execute(
+                f"SELECT id, request_count, last_used_at, last_used_ip, last_used_user_agent FROM {table}"
+            )
             for pk, count, at, ip, agent in cursor.fetchall():
                 shown[f"{kind} {pk}"] = {"request_count": count, "last_used_at": at, "ip": ip, "agent": agent}
                 cursor.execute(f"SELECT count(*) FROM tokens_usagerecord WHERE {column} = %s", [pk])
@@ -136,7 +151,8 @@ def convert(n):
     with connection.cursor() as cursor:
         user_table = get_user_model()._meta.db_table
         cursor.execute(
-            f"INSERT INTO {user_table} (password, is_superuser, username, first_name, last_name, email, is_staff, "
+            f"INSERT INTO {user_table} (password, is_superuser, username, first_name, last_name, email, "
+            "is_staff, "
             "is_active, date_joined) VALUES ('!', %s, 'convert', '', '', '', %s, %s, %s)",
             [False, False, True, timezone.now()],
         )
@@ -145,15 +161,17 @@ def convert(n):
         tokens, keys = [], []
         for i in range(TOKENS):
             cursor.execute(
-                "INSERT INTO tokens_token (pepper_id, request_count, last_used_user_agent, user_id, name, purpose, "
-                "public_id, digest, last_characters, created_at) VALUES (1, 0, '', %s, %s, '', %s, %s, 'abcd', %s)",
+                "INSERT INTO tokens_token (pepper_id, request_count, last_used_user_agent, user_id, name, "
+                "purpose, public_id, digest, last_characters, created_at) "
+                "VALUES (1, 0, '', %s, %s, '', %s, %s, 'abcd', %s)",
                 [user, f"t{i}", f"convert{i:05d}", f"{i:064x}", timezone.now()],
             )
             cursor.execute("SELECT id FROM tokens_token WHERE public_id = %s", [f"convert{i:05d}"])
             tokens.append(cursor.fetchone()[0])
         for i in range(KEYS):
             cursor.execute(
-                "INSERT INTO tokens_legacyapikey (pepper_id, request_count, last_used_user_agent, user_id, digest, "
+                "INSERT INTO tokens_legacyapikey (pepper_id, request_count, last_used_user_agent, user_id, "
+                "digest, "
                 "imported_at) VALUES (1, 0, '', %s, %s, %s)",
                 [user, f"{i + 100:064x}", timezone.now()],
             )
@@ -166,16 +184,35 @@ def convert(n):
         if vendor == "postgresql":
             cursor.execute("SET LOCAL statement_timeout = 0")
             cursor.execute("SET LOCAL session_replication_role = replica")
-            cursor.execute(POSTGRESQL_LOAD, {"n": TOKENS + KEYS, "t": TOKENS, "tokens": tokens, "keys": keys,
-                                             "user": user, "step": step, "last": n - 1})
+            cursor.execute(
+                POSTGRESQL_LOAD,
+                {
+                    "n": TOKENS + KEYS,
+                    "t": TOKENS,
+                    "tokens": tokens,
+                    "keys": keys,
+                    "user": user,
+                    "step": step,
+                    "last": n - 1,
+                },
+            )
             cursor.execute("SET LOCAL session_replication_role = origin")
         else:
             cursor.execute("SELECT sql FROM sqlite_master WHERE name = 'tokens_usage_summaries'")
             (trigger,) = cursor.fetchone()
             cursor.execute("DROP TRIGGER tokens_usage_summaries")
-            connection.connection.execute(SQLITE_LOAD, {"n": TOKENS + KEYS, "t": TOKENS, "tokens": json.dumps(tokens),
-                                                        "keys": json.dumps(keys), "user": user, "step": step,
-                                                        "last": n - 1})
+            connection.connection.execute(
+                SQLITE_LOAD,
+                {
+                    "n": TOKENS + KEYS,
+                    "t": TOKENS,
+                    "tokens": json.dumps(tokens),
+                    "keys": json.dumps(keys),
+                    "user": user,
+                    "step": step,
+                    "last": n - 1,
+                },
+            )
             cursor.execute(trigger)
         _summaries(cursor, vendor)
     load_s = time.perf_counter() - started
@@ -206,27 +243,45 @@ def convert(n):
     refused = [sum(n["daily"][i][2] for n in new.values()) for i in range(45)]
     if [sum(daily), sum(refused)] != old["daily"]:
         problems.append(f"daily totals {old['daily']} became {[sum(daily), sum(refused)]}")
-    if [UsageRecord.objects.count(), UsageRecord.objects.order_by("-pk").values_list("pk", flat=True).first()] != (
-        old["all records"]
-    ):
+    if [
+        UsageRecord.objects.count(),
+        UsageRecord.objects.order_by("-pk").values_list("pk", flat=True).first(),
+    ] != (old["all records"]):
         problems.append("records or ids changed")
     # One more request per credential after the conversion: counted once, with a newer id.
     for credential in credentials:
         kind = "token_id" if credential.event_field == "token" else "legacy_key_id"
-        UsageRecord.objects.record(**{kind: credential.pk}, user_id=user, at=timezone.now(), accepted=True,
-                                   method="GET", path="/api/users/me", status=200, ip="203.0.113.1",
-                                   user_agent="after", duration_ms=1.0)
+        UsageRecord.objects.record(
+            **{kind: credential.pk},
+            user_id=user,
+            at=timezone.now(),
+            accepted=True,
+            method="GET",
+            path="/api/users/me",
+            status=200,
+            ip="203.0.113.1",
+            user_agent="after",
+            duration_ms=1.0,
+        )
     after = _snapshot(credentials)
     for name, numbers in after.items():
-        if numbers["request_count"] != new[name]["request_count"] + 1 or numbers["last_used_ip"] != "203.0.113.1":
+        if (
+            numbers["request_count"] != new[name]["request_count"] + 1
+            or numbers["last_used_ip"] != "203.0.113.1"
+        ):
             problems.append(f"{name}: the request after the conversion was not counted once")
     if UsageRecord.objects.order_by("-pk").values_list("pk", flat=True).first() <= old["all records"][1]:
         problems.append("a new record reused an old id")
     summarised = UsageRecord.objects.summarise()
     if _snapshot(credentials) != after or summarised != len(credentials):
         problems.append("summarising changed what the pages show")
-    return {"database": vendor, "records": n, "load_s": round(load_s, 1), "migrate_s": round(migrate_s, 1),
-            "problems": problems}
+    return {
+        "database": vendor,
+        "records": n,
+        "load_s": round(load_s, 1),
+        "migrate_s": round(migrate_s, 1),
+        "problems": problems,
+    }
 
 
 if __name__ == "__main__":

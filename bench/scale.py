@@ -10,6 +10,7 @@
   recording INSERTs meanwhile. PostgreSQL drops the day's partition; SQLite deletes in batches.
 """
 
+import io
 import json
 import os
 import statistics
@@ -18,15 +19,22 @@ import threading
 import time
 from datetime import timedelta
 
-HOT_WORKERS = int(os.environ.get("BENCH_HOT_WORKERS", 8))
-RETENTION_RECORDS = int(os.environ.get("BENCH_RETENTION_RECORDS", 1_000_000))
+HOT_WORKERS = int(os.environ.get("BENCH_HOT_WORKERS", "8"))
+RETENTION_RECORDS = int(os.environ.get("BENCH_RETENTION_RECORDS", "1000000"))
 
 
 def _wrk(port, tokens, seconds):
     from bench.bench import BENCH_DIR
 
     command = [
-        "wrk", "-t8", "-c8", f"-d{seconds}s", "--timeout", "5s", "-s", str(BENCH_DIR / "hot.lua"),
+        "wrk",
+        "-t8",
+        "-c8",
+        f"-d{seconds}s",
+        "--timeout",
+        "5s",
+        "-s",
+        str(BENCH_DIR / "hot.lua"),
         f"http://127.0.0.1:{port}/api/users/me",
     ]
     env = {**os.environ, "BENCH_TOKENS": " ".join(tokens)}
@@ -61,8 +69,12 @@ def hot_token(port, *, rounds, seconds):
     finally:
         stop_server(server)
     ratio = statistics.median(s[0] / p[0] for s, p in zip(shared, spread))
-    rate = {name: statistics.median(r for r, _p99 in results) for name, results in (("s", shared), ("p", spread))}
-    p99 = {name: statistics.median(p for _r, p in results) for name, results in (("s", shared), ("p", spread))}
+    rate = {
+        name: statistics.median(r for r, _p99 in results) for name, results in (("s", shared), ("p", spread))
+    }
+    p99 = {
+        name: statistics.median(p for _r, p in results) for name, results in (("s", shared), ("p", spread))
+    }
     return [
         "",
         f"Hot token (gunicorn sync × {HOT_WORKERS} workers, wrk -t8 -c8, {rounds} rounds × {seconds} s each, "
@@ -82,13 +94,16 @@ def _load_day(token, day_start, count):
 
     from tokens import usage_partitions
 
-    columns = "token_id, legacy_key_id, user_id, at, accepted, method, path, status, ip, user_agent, duration_ms"
+    columns = (
+        "token_id, legacy_key_id, user_id, at, accepted, method, path, status, ip, user_agent, duration_ms"
+    )
     step = 86_000 / count  # seconds between records, all inside the day
     with transaction.atomic(), connection.cursor() as cursor:
         if connection.vendor == "postgresql":
             usage_partitions.create_day(cursor, day_start.date())
             cursor.execute(
-                f"INSERT INTO tokens_usagerecord ({columns}) SELECT %s, NULL, %s, %s + i * %s * interval '1 second', "
+                f"INSERT INTO tokens_usagerecord ({columns}) "
+                "SELECT %s, NULL, %s, %s + i * %s * interval '1 second', "
                 "true, 'GET', '/api/users/me', 200, '192.0.2.7', 'bench-retention', 1.0 "
                 "FROM generate_series(0, %s) AS i",
                 [token.pk, token.user_id, day_start, step, count - 1],
@@ -99,8 +114,13 @@ def _load_day(token, day_start, count):
                 f"INSERT INTO tokens_usagerecord ({columns}) SELECT :token, NULL, :user, "
                 "strftime('%Y-%m-%d %H:%M:%f', :start, '+' || (i * :step) || ' seconds'), 1, 'GET', "
                 "'/api/users/me', 200, '192.0.2.7', 'bench-retention', 1.0 FROM seq",
-                {"last": count - 1, "token": token.pk, "user": token.user_id,
-                 "start": day_start.strftime("%Y-%m-%d %H:%M:%S"), "step": step},
+                {
+                    "last": count - 1,
+                    "token": token.pk,
+                    "user": token.user_id,
+                    "start": day_start.strftime("%Y-%m-%d %H:%M:%S"),
+                    "step": step,
+                },
             )
 
 
@@ -114,7 +134,9 @@ def retention():
     from tokens.models import Token, UsageRecord
 
     owner = get_user_model().objects.create_user("bench-retention")
-    token, _value = Token.objects.issue(user=owner, name="retention", expires_at=timezone.now() + timedelta(days=1))
+    token, _value = Token.objects.issue(
+        user=owner, name="retention", expires_at=timezone.now() + timedelta(days=1)
+    )
     day_start = (timezone.now() - timedelta(days=100)).replace(hour=0, minute=0, second=0, microsecond=0)
     started = time.perf_counter()
     _load_day(token, day_start, RETENTION_RECORDS)
@@ -131,8 +153,15 @@ def retention():
             while not stop.is_set():
                 began = time.perf_counter()
                 UsageRecord.objects.record(
-                    token_id=token.pk, user_id=owner.pk, at=timezone.now(), accepted=True, method="GET",
-                    path="/api/users/me", status=200, ip="192.0.2.8", user_agent="bench-retention-live",
+                    token_id=token.pk,
+                    user_id=owner.pk,
+                    at=timezone.now(),
+                    accepted=True,
+                    method="GET",
+                    path="/api/users/me",
+                    status=200,
+                    ip="192.0.2.8",
+                    user_agent="bench-retention-live",
                     duration_ms=1.0,
                 )
                 latencies.append(time.perf_counter() - began)
@@ -145,7 +174,7 @@ def retention():
     before = len(latencies)
     started = time.perf_counter()
     try:
-        call_command("prune_usage", stdout=open(os.devnull, "w"))
+        call_command("prune_usage", stdout=io.StringIO())
     finally:
         prune_s = time.perf_counter() - started
         during = latencies[before:]
@@ -160,7 +189,8 @@ def retention():
         f"summarised in {summarise_s:.1f} s: {RETENTION_RECORDS / summarise_s:,.0f} records/s); "
         f"prune_usage {how} while a thread keeps recording usage:",
         "",
-        "| prune_usage | records left from that day | usage INSERTs meanwhile | median INSERT ms | slowest INSERT ms |",
+        "| prune_usage | records left from that day | usage INSERTs meanwhile | median INSERT ms "
+        "| slowest INSERT ms |",
         "| ---: | ---: | ---: | ---: | ---: |",
         f"| {prune_s:.2f} s | {left:,} | {len(during):,} | "
         f"{(statistics.median(during) * 1000 if during else float('nan')):.2f} | {slowest:.1f} |",

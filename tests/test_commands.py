@@ -9,7 +9,7 @@ from django.core.management import call_command
 from django.core.management.base import CommandError
 from django.utils import timezone
 
-from tokens.models import DailyUsage, ExpirationPolicy, LegacyApiKey, Token, TokenEvent, UsageRecord
+from tokens.models import ExpirationPolicy, LegacyApiKey, Token, TokenEvent, UsageRecord
 from tokens.models.usage import usage_totals
 
 from .conftest import bearer
@@ -35,7 +35,10 @@ def _snapshot():
 
 @pytest.mark.parametrize(
     "name",
-    ["create_token", "revoke_token", "import_legacy_keys", "prune_usage", "notify_expiring_tokens", "summarise_usage"],
+    [
+        "create_token", "revoke_token", "import_legacy_keys", "prune_usage", "notify_expiring_tokens",
+        "summarise_usage",
+    ],
 )
 def test_every_command_explains_itself_with_help(name, capsys):
     with pytest.raises(SystemExit) as exit_:

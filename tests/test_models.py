@@ -141,7 +141,8 @@ def test_counts_days_and_addresses_are_exact_before_and_after_summarising(user, 
     before = _shown(token)
     count, ip, agent, series, address_count, addresses = before
     assert (count, ip, agent) == (3, "192.0.2.2", "client/2")
-    assert len(series) == 30 and series[-1][1:] == (2, 1) and series[-2][1:] == (1, 0) and series[0][1:] == (0, 0)
+    assert len(series) == 30
+    assert series[-1][1:] == (2, 1) and series[-2][1:] == (1, 0) and series[0][1:] == (0, 0)
     assert address_count == 2 and addresses == [("192.0.2.1", 2, "test"), ("192.0.2.2", 2, "client/2")]
     assert Token.objects.get(pk=token.pk).request_count == 0  # nothing summarised yet: the tail did it
 

@@ -4,7 +4,7 @@ import logging
 import time
 from functools import partial
 
-from django.db import DatabaseError, transaction
+from django.db import DatabaseError
 from django.template.response import SimpleTemplateResponse
 from django.utils import timezone
 from django.utils.http import http_date
@@ -95,30 +95,26 @@ class ApiAuthenticationMiddleware:
         now = timezone.now()
         ip = client_ip(request)
         try:
-            record = partial(
-                UsageRecord.objects.record,
-                token_id=credential.id if credential.method == "bearer" else None,
-                legacy_key_id=credential.id if credential.method == "legacy_key" else None,
-                user_id=credential.user.pk,
-                at=now,
-                accepted=accepted,
-                method=request.method,
-                path=request.path,
-                status=response.status_code,
-                ip=ip,
-                user_agent=request.META.get("HTTP_USER_AGENT", ""),
-                duration_ms=(time.perf_counter() - started) * 1000,
-            )
+            fields = {
+                "token_id": credential.id if credential.method == "bearer" else None,
+                "legacy_key_id": credential.id if credential.method == "legacy_key" else None,
+                "user_id": credential.user.pk,
+                "at": now,
+                "accepted": accepted,
+                "method": request.method,
+                "path": request.path,
+                "status": response.status_code,
+                "ip": ip,
+                "user_agent": request.META.get("HTTP_USER_AGENT", ""),
+                "duration_ms": (time.perf_counter() - started) * 1000,
+            }
             if accepted and self._marks_use(credential, now):
                 # The rare request that writes the credential's row (its first use; a key's first use
                 # of the day) writes it and the record together, or neither.
-                with transaction.atomic():
-                    marked = self._mark_use(credential, now)
-                    record()
-                if marked:
+                if UsageRecord.objects.record_with(partial(self._mark_use, credential, now), **fields):
                     self._use_event(credential, now, ip)
             else:
-                record()
+                UsageRecord.objects.record(**fields)
         except DatabaseError:
             log.error("usage record could not be written")
             # An accepted request that cannot be recorded is not served; a refusal stays a refusal.
@@ -144,12 +140,13 @@ class ApiAuthenticationMiddleware:
     def _use_event(credential, now, ip):
         if credential.method == "bearer":
             event = TokenEvent(
-                user_id=credential.user.pk, token_id=credential.id, kind=TokenEvent.Kind.FIRST_USED, at=now, ip=ip
+                user_id=credential.user.pk, token_id=credential.id, kind=TokenEvent.Kind.FIRST_USED, at=now,
+                ip=ip,
             )
         else:
             event = TokenEvent(
-                user_id=credential.user.pk, legacy_key_id=credential.id, kind=TokenEvent.Kind.LEGACY_USED, at=now,
-                ip=ip, detail=now.date().isoformat(),
+                user_id=credential.user.pk, legacy_key_id=credential.id, kind=TokenEvent.Kind.LEGACY_USED,
+                at=now, ip=ip, detail=now.date().isoformat(),
             )
         TokenEvent.objects.bulk_create([event], ignore_conflicts=True)
 

@@ -46,7 +46,7 @@ def day_partitions(cursor):
     days = {}
     for (name,) in cursor.fetchall():
         if name != DEFAULT and name.startswith(f"{TABLE}_p"):
-            days[datetime.strptime(name[len(TABLE) + 2:], "%Y%m%d").date()] = name
+            days[datetime.strptime(name[len(TABLE) + 2 :], "%Y%m%d").date()] = name
     return days
 
 
@@ -61,7 +61,8 @@ def create_day(cursor, day):
     if cursor.fetchone()[0] is not None:
         return False
     cursor.execute(
-        f"SELECT EXISTS (SELECT 1 FROM {DEFAULT} WHERE at >= %s AND at < %s)", [_start(day), _start(day + timedelta(1))]
+        f"SELECT EXISTS (SELECT 1 FROM {DEFAULT} WHERE at >= %s AND at < %s)",
+        [_start(day), _start(day + timedelta(1))],
     )
     if cursor.fetchone()[0]:
         return False
@@ -81,7 +82,8 @@ def create_ahead(connection, *, today, days=AHEAD_DAYS):
                 cursor.execute(f"SET LOCAL lock_timeout = '{LOCK_TIMEOUT}'")
                 made += create_day(cursor, today + timedelta(offset))
         except DatabaseError:
-            pass  # the table was busy: the next run makes it, and the default partition catches records meanwhile
+            # The table was busy: the next run makes it; the default partition catches records meanwhile.
+            pass
     return made
 
 

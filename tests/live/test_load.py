@@ -9,7 +9,6 @@ import time
 from collections import Counter
 
 import pytest
-from django.db.models import Sum
 
 from tokens.models import Token, UsageRecord
 from tokens.models.usage import DailyUsage, usage_totals
@@ -60,7 +59,8 @@ def test_eight_clients_making_250_requests_each_with_one_token_are_counted_exact
     assert token.request_count == 2000
     assert UsageRecord.objects.filter(token=token).count() == 2000
     assert UsageRecord.objects.filter(token=token, accepted=True, status=200).count() == 2000
-    series = DailyUsage.objects.filter(token=token).series(days=2, records=UsageRecord.objects.filter(token=token))
+    records = UsageRecord.objects.filter(token=token)
+    series = DailyUsage.objects.filter(token=token).series(days=2, records=records)
     assert sum(accepted for _day, accepted, _refused in series) == 2000
     assert token.last_used_user_agent.startswith("load-client/")
     log = main_server.log()

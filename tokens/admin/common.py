@@ -8,7 +8,6 @@ from django.utils.translation import gettext_lazy as _
 from ..models.usage import usage_totals
 
 
-
 class ReadOnlyAdmin(admin.ModelAdmin):
     """Records written by the system: viewable and filterable, never added, edited or deleted here."""
 

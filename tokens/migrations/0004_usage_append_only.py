@@ -26,7 +26,9 @@ from django.utils import timezone
 
 from tokens import usage_partitions
 
-COLUMNS = "id, at, accepted, method, path, status, ip, user_agent, duration_ms, legacy_key_id, token_id, user_id"
+COLUMNS = (
+    "id, at, accepted, method, path, status, ip, user_agent, duration_ms, legacy_key_id, token_id, user_id"
+)
 
 PARTITIONED = """
 CREATE TABLE tokens_usagerecord (
@@ -48,9 +50,14 @@ CREATE TABLE tokens_usagerecord (
 """
 
 INDEXES = [
-    "CREATE INDEX usage_token_at ON tokens_usagerecord (token_id, at DESC, id DESC) WHERE token_id IS NOT NULL",
-    "CREATE INDEX usage_legacy_at ON tokens_usagerecord (legacy_key_id, at DESC, id DESC) "
-    "WHERE legacy_key_id IS NOT NULL",
+    (
+        "CREATE INDEX usage_token_at ON tokens_usagerecord (token_id, at DESC, id DESC) "
+        "WHERE token_id IS NOT NULL"
+    ),
+    (
+        "CREATE INDEX usage_legacy_at ON tokens_usagerecord (legacy_key_id, at DESC, id DESC) "
+        "WHERE legacy_key_id IS NOT NULL"
+    ),
     "CREATE INDEX usage_user_at ON tokens_usagerecord (user_id, at DESC)",
     "CREATE INDEX usage_at ON tokens_usagerecord (at)",
 ]
@@ -106,12 +113,13 @@ def partition(apps, schema_editor):
         while day <= today + timedelta(days=usage_partitions.AHEAD_DAYS):
             usage_partitions.create_day(cursor, day)
             day += timedelta(days=1)
-        cursor.execute(f"INSERT INTO tokens_usagerecord ({COLUMNS}) SELECT {COLUMNS} FROM tokens_usagerecord_old")
+        cursor.execute(
+            f"INSERT INTO tokens_usagerecord ({COLUMNS}) SELECT {COLUMNS} FROM tokens_usagerecord_old"
+        )
         cursor.execute("DROP TABLE tokens_usagerecord_old")
         for statement in INDEXES:
             cursor.execute(statement)
         cursor.execute("ANALYZE tokens_usagerecord")
-
 
 
 class Migration(migrations.Migration):
@@ -125,7 +133,12 @@ class Migration(migrations.Migration):
         migrations.CreateModel(
             name="UsageSummaryState",
             fields=[
-                ("id", models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name="ID")),
+                (
+                    "id",
+                    models.BigAutoField(
+                        auto_created=True, primary_key=True, serialize=False, verbose_name="ID"
+                    ),
+                ),
                 (
                     "summarised_through",
                     models.BigIntegerField(default=0, verbose_name="summarised through record id"),
@@ -136,7 +149,9 @@ class Migration(migrations.Migration):
                 "verbose_name": "usage summary state",
                 "verbose_name_plural": "usage summary state",
                 "constraints": [
-                    models.CheckConstraint(condition=models.Q(("pk", 1)), name="usage_summary_state_single_row")
+                    models.CheckConstraint(
+                        condition=models.Q(("pk", 1)), name="usage_summary_state_single_row"
+                    )
                 ],
             },
         ),
@@ -145,8 +160,13 @@ class Migration(migrations.Migration):
             model_name="usagerecord",
             name="token",
             field=models.ForeignKey(
-                blank=True, db_constraint=False, db_index=False, null=True,
-                on_delete=models.deletion.CASCADE, related_name="usage_records", to="tokens.token",
+                blank=True,
+                db_constraint=False,
+                db_index=False,
+                null=True,
+                on_delete=models.deletion.CASCADE,
+                related_name="usage_records",
+                to="tokens.token",
                 verbose_name="token",
             ),
         ),
@@ -154,8 +174,13 @@ class Migration(migrations.Migration):
             model_name="usagerecord",
             name="legacy_key",
             field=models.ForeignKey(
-                blank=True, db_constraint=False, db_index=False, null=True,
-                on_delete=models.deletion.CASCADE, related_name="usage_records", to="tokens.legacyapikey",
+                blank=True,
+                db_constraint=False,
+                db_index=False,
+                null=True,
+                on_delete=models.deletion.CASCADE,
+                related_name="usage_records",
+                to="tokens.legacyapikey",
                 verbose_name="legacy key",
             ),
         ),
@@ -163,8 +188,12 @@ class Migration(migrations.Migration):
             model_name="usagerecord",
             name="user",
             field=models.ForeignKey(
-                db_constraint=False, db_index=False, on_delete=models.deletion.CASCADE, related_name="+",
-                to=settings.AUTH_USER_MODEL, verbose_name="user",
+                db_constraint=False,
+                db_index=False,
+                on_delete=models.deletion.CASCADE,
+                related_name="+",
+                to=settings.AUTH_USER_MODEL,
+                verbose_name="user",
             ),
         ),
         migrations.RunPython(partition),

@@ -4,5 +4,7 @@ from .policy import ExpirationPolicy
 from .tokens import Token, TokenStatus
 from .usage import ClientAddress, DailyUsage, UsageRecord, UsageSummaryState
 
-__all__ = ["ClientAddress", "DailyUsage", "ExpirationPolicy", "LegacyApiKey", "Token", "TokenEvent", "TokenStatus", "UsageRecord",
-           "UsageSummaryState"]
+__all__ = [
+    "ClientAddress", "DailyUsage", "ExpirationPolicy", "LegacyApiKey", "Token", "TokenEvent", "TokenStatus",
+    "UsageRecord", "UsageSummaryState",
+]

@@ -48,7 +48,9 @@ class LegacyApiKeyQuerySet(models.QuerySet):
         """
         day_start = datetime.combine(at.astimezone(UTC).date(), time.min, tzinfo=UTC)
         return bool(
-            self.filter(Q(last_used_at__isnull=True) | Q(last_used_at__lt=day_start), pk=pk).update(last_used_at=at)
+            self.filter(Q(last_used_at__isnull=True) | Q(last_used_at__lt=day_start), pk=pk).update(
+                last_used_at=at
+            )
         )
 
 

@@ -1,6 +1,7 @@
 import logging
 import threading
 import time as clock
+from contextlib import nullcontext
 from dataclasses import dataclass
 from datetime import UTC, datetime, time, timedelta
 
@@ -13,7 +14,6 @@ from django.utils.translation import gettext_lazy as _
 
 from .. import sqlite_turns
 from ..constants import PATH_MAX_LENGTH, USER_AGENT_MAX_LENGTH
-
 
 _INSERT = (
     "INSERT INTO tokens_usagerecord (token_id, legacy_key_id, user_id, at, accepted, method, path, status, "
@@ -86,6 +86,20 @@ class UsageRecordQuerySet(models.QuerySet):
                     conn.connection.execute("PRAGMA synchronous=FULL")
         summarising.count_record(self.db)
 
+    def record_with(self, mark, **fields):
+        """Run *mark()*, a write to the credential's row, and ``record(**fields)`` in one transaction.
+
+        Both or neither: the rare request that marks a first use is not counted as used unless its
+        record is written. On SQLite it still takes its turn with the other usage INSERTs (before the
+        write lock, as they do). Return what *mark()* returned.
+        """
+        conn = connections[self.db]
+        queued = conn.vendor == "sqlite" and conn.get_autocommit()
+        with sqlite_turns.turns.turn(conn) if queued else nullcontext(), transaction.atomic(using=self.db):
+            marked = mark()
+            self.record(**fields)
+        return marked
+
     def summarised_through(self):
         """The watermark: the highest record id the summaries hold."""
         state = UsageSummaryState.objects.using(self.db).filter(pk=1).first()
@@ -116,7 +130,8 @@ class UsageRecordQuerySet(models.QuerySet):
         if before_id is not None:
             tail = tail.filter(pk__lt=before_id)
         seen = ClientAddress.objects.filter(**{f"{field}_id": credential_id}, ip=ip)
-        return not UsageSummaryState.objects.filter(models.Q(models.Exists(seen)) | models.Q(models.Exists(tail))).exists()
+        either = models.Q(models.Exists(seen)) | models.Q(models.Exists(tail))
+        return not UsageSummaryState.objects.filter(either).exists()
 
 
 class UsageRecord(models.Model):
@@ -443,11 +458,12 @@ def _fold(conn, rows):
     from .legacy import LegacyApiKey
     from .tokens import Token
 
+    def present(model, ids):
+        return set(model.objects.using(conn.alias).filter(pk__in=ids).values_list("pk", flat=True))
+
     existing = {
-        "token": set(Token.objects.using(conn.alias).filter(pk__in={r[1] for r in rows if r[1]}).values_list("pk", flat=True)),
-        "legacy_key": set(
-            LegacyApiKey.objects.using(conn.alias).filter(pk__in={r[2] for r in rows if r[2]}).values_list("pk", flat=True)
-        ),
+        "token": present(Token, {r[1] for r in rows if r[1]}),
+        "legacy_key": present(LegacyApiKey, {r[2] for r in rows if r[2]}),
     }
     uses, days, addresses = {}, {}, {}
     for pk, token_id, legacy_key_id, at, accepted, ip, user_agent in rows:
@@ -501,7 +517,8 @@ def _fold(conn, rows):
             )
             if day_rows:
                 cursor.executemany(
-                    f"INSERT INTO tokens_dailyusage ({field}_id, day, accepted, refused) VALUES (%s, %s, %s, %s) "
+                    f"INSERT INTO tokens_dailyusage ({field}_id, day, accepted, refused) "
+                    "VALUES (%s, %s, %s, %s) "
                     f"ON CONFLICT ({field}_id, day) WHERE {field}_id IS NOT NULL DO UPDATE SET "
                     "accepted = tokens_dailyusage.accepted + excluded.accepted, "
                     "refused = tokens_dailyusage.refused + excluded.refused",
@@ -512,15 +529,18 @@ def _fold(conn, rows):
             )
             if address_rows:
                 cursor.executemany(
-                    f"INSERT INTO tokens_clientaddress ({field}_id, ip, first_seen, last_seen, last_user_agent, "
-                    "requests) VALUES (%s, %s, %s, %s, %s, %s) "
+                    f"INSERT INTO tokens_clientaddress ({field}_id, ip, first_seen, last_seen, "
+                    "last_user_agent, requests) VALUES (%s, %s, %s, %s, %s, %s) "
                     f"ON CONFLICT ({field}_id, ip) WHERE {field}_id IS NOT NULL DO UPDATE SET "
                     f"first_seen = {oldest}(tokens_clientaddress.first_seen, excluded.first_seen), "
                     "last_user_agent = CASE WHEN excluded.last_seen >= tokens_clientaddress.last_seen "
                     "THEN excluded.last_user_agent ELSE tokens_clientaddress.last_user_agent END, "
                     f"last_seen = {newest}(tokens_clientaddress.last_seen, excluded.last_seen), "
                     "requests = tokens_clientaddress.requests + excluded.requests",
-                    [(c, ip, adapt(first), adapt(last), agent, n) for c, ip, first, last, agent, n in address_rows],
+                    [
+                        (c, ip, adapt(first), adapt(last), agent, n)
+                        for c, ip, first, last, agent, n in address_rows
+                    ],
                 )
 
 

@@ -62,7 +62,8 @@ class Command(BaseCommand):
         deleted, batches = self._delete_in_batches(cutoff, batch_size, pause)
         partitions = (
             f" Made {made} and dropped {dropped} day partition(s) ({dropped_records} record(s))."
-            if connection.vendor == "postgresql" else ""
+            if connection.vendor == "postgresql"
+            else ""
         )
         self.stdout.write(
             f"Deleted {deleted + dropped_records} usage record(s) older than {cutoff:%Y-%m-%d %H:%M} UTC "

@@ -12,10 +12,16 @@ class Command(BaseCommand):
 
     def add_arguments(self, parser):
         parser.add_argument(
-            "--batch-size", type=int, default=5000, help="Records per batch, each its own transaction (default 5000)."
+            "--batch-size",
+            type=int,
+            default=5000,
+            help="Records per batch, each its own transaction (default 5000).",
         )
         parser.add_argument(
-            "--max-batches", type=int, default=None, help="Stop after this many batches (default: until caught up)."
+            "--max-batches",
+            type=int,
+            default=None,
+            help="Stop after this many batches (default: until caught up).",
         )
 
     def handle(self, *args, batch_size, max_batches, **options):
