@@ -7,7 +7,7 @@ HOST ?= 127.0.0.1
 PORT ?= 8000
 WORKERS ?= 2
 
-.PHONY: run test test-postgres bench setup check clean
+.PHONY: run test lint format bench setup clean browser nginx
 
 $(VENV)/.run-installed: pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -30,13 +30,50 @@ run: setup
 	exec $(VENV)/bin/gunicorn portal.wsgi --bind $(HOST):$(PORT) --workers $(WORKERS) \
 		--access-logfile - --forwarded-allow-ips '$(or $(FORWARDED_ALLOW_IPS),127.0.0.1)'
 
-# Browser tests drive Debian's Chromium; install it when it is missing.
-/usr/bin/chromium:
-	apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium fonts-dejavu-core
+# Browser tests drive Chromium: $(CHROMIUM) if set, else Debian's or Ubuntu's package (installed with
+# apt-get where there is one), else Playwright's own build. With none of them, stop and say so: the browser
+# tests never skip quietly (tests/browser/conftest.py fails them in CI).
+browser: $(VENV)/.dev-installed
+	@if [ -n "$(CHROMIUM)" ] && [ -x "$(CHROMIUM)" ]; then exit 0; fi; \
+	if [ -x /usr/bin/chromium ]; then exit 0; fi; \
+	if command -v apt-get >/dev/null 2>&1 && apt-get update -qq \
+		&& DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium fonts-dejavu-core; then exit 0; fi; \
+	echo "No Debian Chromium here: installing Playwright's own Chromium instead."; \
+	if $(PY) -m playwright install chromium; then exit 0; fi; \
+	echo "make test: no Chromium for the browser tests. Install it (apt-get install chromium, or" \
+		"$(PY) -m playwright install chromium), or set CHROMIUM=/path/to/chromium." >&2; \
+	exit 1
 
-test: $(VENV)/.dev-installed /usr/bin/chromium
+# The gateway tests put Debian's nginx in front of the portal (tests/live/test_gateway.py): installed here
+# with apt-get, never started as the system service (the tests run their own with a generated config).
+# A policy-rc.d that refuses (only while installing, when the machine has none) keeps the package from
+# starting the service on port 80.
+nginx:
+	@if command -v nginx >/dev/null 2>&1 || [ -x /usr/sbin/nginx ]; then exit 0; fi; \
+	if command -v apt-get >/dev/null 2>&1; then \
+		ours=""; if [ ! -e /usr/sbin/policy-rc.d ]; then printf '#!/bin/sh\nexit 101\n' > /usr/sbin/policy-rc.d \
+			&& chmod 755 /usr/sbin/policy-rc.d && ours=1; fi; \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nginx; status=$$?; \
+		if [ -n "$$ours" ]; then rm -f /usr/sbin/policy-rc.d; fi; \
+		if [ $$status = 0 ]; then exit 0; fi; \
+	fi; \
+	echo "make test: no nginx for the gateway tests. Install it (apt-get install nginx)." >&2; \
+	exit 1
+
+test: $(VENV)/.dev-installed browser nginx
 	$(PY) manage.py collectstatic --noinput --verbosity 0
 	$(PY) -m pytest $(PYTEST_ARGS)
+
+# The habits a machine enforces; CI runs this first, and .pre-commit-config.yaml runs the same.
+lint: $(VENV)/.dev-installed
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+	$(PY) manage.py check --fail-level WARNING
+	$(PY) manage.py makemigrations --check --dry-run
+
+format: $(VENV)/.dev-installed
+	$(VENV)/bin/ruff check --fix .
+	$(VENV)/bin/ruff format .
 
 bench: $(VENV)/.dev-installed
 	bash bench/run

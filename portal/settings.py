@@ -1,31 +1,104 @@
-"""Settings for the bearer-token portal, read from the environment (and `.env` if present)."""
+"""Settings for the bearer-token portal, read from the environment (and `.env` if present).
 
+Every value a person sets is checked here, at import, which both `manage.py` and `gunicorn portal.wsgi`
+do first: a setting that cannot work stops the process with one line that names it and says how to fix
+it, never a traceback and never a server that runs on a setting it misread.
+"""
+
+import ipaddress
+import logging
 import os
+import re
 import secrets
+import sys
+import time
+import zoneinfo
 from pathlib import Path
 
 import environ
 
+from tokens.credentials import PEPPER_HINT, PepperError, parse_peppers
+
 BASE_DIR = Path(__file__).resolve().parent.parent
 
-env = environ.Env(
-    DEBUG=(bool, False),
-    ALLOWED_HOSTS=(list, ["127.0.0.1", "localhost"]),
-    CSRF_TRUSTED_ORIGINS=(list, []),
-    TIME_ZONE=(str, "UTC"),
-    TRUSTED_PROXIES=(list, []),
-    SECURE_TLS=(bool, False),
-    CONN_MAX_AGE=(int, 600),
-    LOG_LEVEL=(str, "INFO"),
-    SITE_URL=(str, "http://127.0.0.1:8000"),
-    DATABASE_LOCK_TIMEOUT=(float, 5),
-    DATABASE_STATEMENT_TIMEOUT=(float, 20),
-)
+# gunicorn stops the whole server ("App failed to load") when a worker exits with this code, instead of
+# starting worker after worker; manage.py simply exits with it.
+CONFIGURATION_ERROR = 4
+
+
+def _refuse(name, problem, fix):
+    """Stop the process with one line on stderr naming the setting *name*, its *problem* and the *fix*."""
+    sys.stderr.write(f"Configuration error: {name} {problem}. {fix}\n")
+    sys.stderr.flush()
+    sys.exit(CONFIGURATION_ERROR)
+
+
+env = environ.Env()
 environ.Env.read_env(BASE_DIR / ".env")
 
+
+def _raw(name, default):
+    return os.environ.get(name, default)
+
+
+def _bool(name, default):
+    # django-environ reads any unknown word as False: "SECURE_TLS=ture" would silently switch TLS off.
+    raw = _raw(name, default).strip().lower()
+    if raw in ("1", "true", "yes", "on", "y"):
+        return True
+    if raw in ("0", "false", "no", "off", "n", ""):
+        return False
+    _refuse(name, f"is {raw!r}, which is neither true nor false", f"Set {name}=true or {name}=false.")
+
+
+def _whole_number(name, default):
+    raw = _raw(name, default).strip()
+    if not re.fullmatch(r"[0-9]{1,9}", raw):
+        _refuse(name, f"is {raw!r}, not a whole number of seconds",
+                f"Set {name} to 0 or more, e.g. {name}=600.")
+    return int(raw)
+
+
+def _seconds(name, default):
+    raw = _raw(name, default).strip()
+    if not re.fullmatch(r"[0-9]{1,6}(\.[0-9]{1,3})?", raw):
+        _refuse(name, f"is {raw!r}, not a number of seconds", f"Set {name} to 0 (off) or more, e.g. {name}=5.")
+    return float(raw)
+
+
+def _list(name, default=""):
+    return [item.strip() for item in _raw(name, default).split(",") if item.strip()]
+
+
+def _networks(name):
+    items = _list(name)
+    for item in items:
+        try:
+            ipaddress.ip_network(item, strict=False)
+        except ValueError:
+            _refuse(name, f"has {item!r}, which is not an IP address or network",
+                    f"List addresses or networks separated by commas, e.g. {name}=10.0.0.1,192.168.0.0/24.")
+    return items
+
+
+def _private_folder(path):
+    """Create *path* readable by this account only (0700), and tighten it if it exists looser.
+
+    The folder holds the SQLite database (session keys, digests) and the generated secrets.
+    """
+    try:
+        path.mkdir(mode=0o700, parents=True, exist_ok=True)
+        if path.stat().st_mode & 0o077:
+            path.chmod(0o700)
+    except OSError as error:
+        _refuse("DATA_DIR", f"({path}) cannot be created or made private: {error.strerror}",
+                "Point DATA_DIR at a folder this account owns.")
+    return path
+
+
+DEBUG = _bool("DEBUG", "false")
 # Untracked folder for the SQLite database and secrets generated on first start.
-DATA_DIR = Path(env.str("DATA_DIR", default=str(BASE_DIR / "data")))
-DATA_DIR.mkdir(parents=True, exist_ok=True)
+DATA_DIR = _private_folder(Path(_raw("DATA_DIR", str(BASE_DIR / "data"))))
 
 
 def _persisted_secret(filename, make):
@@ -38,12 +111,12 @@ def _persisted_secret(filename, make):
     try:
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     except FileExistsError:
+        if path.stat().st_mode & 0o077:
+            path.chmod(0o600)  # an older version or a copy left it readable by others
         for _ in range(50):
             value = path.read_text().strip()
             if value:
                 return value
-            import time
-
             time.sleep(0.01)
         raise
     value = make()
@@ -52,24 +125,36 @@ def _persisted_secret(filename, make):
     return value
 
 
-DEBUG = env("DEBUG")
-SECRET_KEY = env.str("SECRET_KEY", default="") or _persisted_secret(
-    "secret_key", lambda: secrets.token_urlsafe(50)
-)
+SECRET_KEY = _raw("SECRET_KEY", "") or _persisted_secret("secret_key", lambda: secrets.token_urlsafe(50))
 # TOKEN_PEPPERS: "id=value,id=value". Token digests are HMACs under these, never under SECRET_KEY.
-# The highest id signs new tokens; older ids keep verifying the tokens made with them.
-TOKEN_PEPPERS = env.dict("TOKEN_PEPPERS", default={}) or {
-    "1": _persisted_secret("token_pepper", lambda: secrets.token_urlsafe(48))
-}
+# The highest id signs new tokens; older ids keep verifying the tokens made with them. The rules are
+# those of the system check (tokens.credentials.pepper_problems).
+if _raw("TOKEN_PEPPERS", "").strip():
+    try:
+        TOKEN_PEPPERS = parse_peppers(_raw("TOKEN_PEPPERS", ""))
+    except PepperError as error:
+        _refuse("TOKEN_PEPPERS", f"cannot be used: {error}", PEPPER_HINT + ".")
+else:
+    TOKEN_PEPPERS = {"1": _persisted_secret("token_pepper", lambda: secrets.token_urlsafe(48))}
 
-ALLOWED_HOSTS = env("ALLOWED_HOSTS")
-CSRF_TRUSTED_ORIGINS = env("CSRF_TRUSTED_ORIGINS")
-SITE_URL = env("SITE_URL").rstrip("/")
+ALLOWED_HOSTS = _list("ALLOWED_HOSTS", "127.0.0.1,localhost")
+CSRF_TRUSTED_ORIGINS = _list("CSRF_TRUSTED_ORIGINS")
+for _origin in CSRF_TRUSTED_ORIGINS:
+    if not re.fullmatch(r"https?://[^/\s]+", _origin):
+        _refuse("CSRF_TRUSTED_ORIGINS", f"has {_origin!r}, which is not an origin",
+                "List origins with their scheme and no path, "
+                "e.g. CSRF_TRUSTED_ORIGINS=https://tokens.example.com.")
+SITE_URL = _raw("SITE_URL", "http://127.0.0.1:8000").strip().rstrip("/")
+if not re.fullmatch(r"https?://[^/\s]+(/\S*)?", SITE_URL):
+    _refuse("SITE_URL", f"is {SITE_URL!r}, not an http(s) address",
+            "Set the address people open, e.g. SITE_URL=https://tokens.example.com.")
+# GitHub secret scanning: a file holding GitHub's public keys document (see docs/tokens.md); empty: off.
+GITHUB_SECRET_SCANNING_KEYS = _raw("GITHUB_SECRET_SCANNING_KEYS", "").strip()
 # Client IPs are taken from X-Forwarded-For only when the direct peer is one of these proxies.
-TRUSTED_PROXIES = env("TRUSTED_PROXIES")
+TRUSTED_PROXIES = _networks("TRUSTED_PROXIES")
 
 INSTALLED_APPS = [
-    "django.contrib.admin",
+    "portal.apps.PortalAdminConfig",  # django.contrib.admin with the throttled sign-in (portal/admin.py)
     "django.contrib.auth",
     "django.contrib.contenttypes",
     "django.contrib.sessions",
@@ -111,10 +196,25 @@ TEMPLATES = [
     },
 ]
 
-DATABASES = {
-    "default": env.db("DATABASE_URL", default=f"sqlite:///{DATA_DIR / 'portal.sqlite3'}"),
-}
+_DATABASE_FIX = (
+    "Use sqlite:////absolute/path/portal.sqlite3 or postgres://user:password@host:5432/name "
+    "(percent-encode special characters in the password)."
+)
+try:
+    # The URL itself is never printed: it may hold a password.
+    _database_url = _raw("DATABASE_URL", f"sqlite:///{DATA_DIR / 'portal.sqlite3'}")
+    DATABASES = {"default": env.db_url_config(_database_url)}
+except Exception:  # django-environ raises ValueError, KeyError or ImproperlyConfigured as it goes
+    _refuse("DATABASE_URL", "cannot be read as a database URL", _DATABASE_FIX)
 _db = DATABASES["default"]
+_ENGINES = ("django.db.backends.sqlite3", "django.db.backends.postgresql")
+if _db.get("ENGINE") not in _ENGINES or not _db.get("NAME"):
+    _refuse("DATABASE_URL", "names no SQLite file or PostgreSQL database (the two this portal supports)",
+            _DATABASE_FIX)
+CONN_MAX_AGE = _whole_number("CONN_MAX_AGE", "600")
+# PostgreSQL only; read on every engine so that a mistake is told at once, not on the first deployment.
+DATABASE_LOCK_TIMEOUT = _seconds("DATABASE_LOCK_TIMEOUT", "5")
+DATABASE_STATEMENT_TIMEOUT = _seconds("DATABASE_STATEMENT_TIMEOUT", "20")
 if _db["ENGINE"] == "django.db.backends.sqlite3":
     # WAL lets readers and one writer work at once across gunicorn workers; the busy timeout makes a
     # writer wait instead of failing with "database is locked"; IMMEDIATE takes the write lock at BEGIN
@@ -140,10 +240,10 @@ if _db["ENGINE"] == "django.db.backends.sqlite3":
     # Opening a SQLite connection (file, pragmas, Django's SQL functions) costs far more than the
     # token check itself; keep one per process. Every autocommitted statement still reads the latest
     # commit, so a revocation is seen by the very next request.
-    _db["CONN_MAX_AGE"] = env("CONN_MAX_AGE")
+    _db["CONN_MAX_AGE"] = CONN_MAX_AGE
 else:
     # A new PostgreSQL connection per request costs more than the request; keep them, checked.
-    _db["CONN_MAX_AGE"] = env("CONN_MAX_AGE")
+    _db["CONN_MAX_AGE"] = CONN_MAX_AGE
     _db["CONN_HEALTH_CHECKS"] = True
     _db.setdefault("OPTIONS", {}).setdefault("connect_timeout", 5)
     # Nothing waits forever (docs/security.md, "Lock order"). Every transaction here holds its row
@@ -157,8 +257,8 @@ else:
             None,
             [
                 _db["OPTIONS"].get("options", ""),
-                f"-c lock_timeout={int(env('DATABASE_LOCK_TIMEOUT') * 1000)}",
-                f"-c statement_timeout={int(env('DATABASE_STATEMENT_TIMEOUT') * 1000)}",
+                f"-c lock_timeout={int(DATABASE_LOCK_TIMEOUT * 1000)}",
+                f"-c statement_timeout={int(DATABASE_STATEMENT_TIMEOUT * 1000)}",
             ],
         )
     )
@@ -197,7 +297,12 @@ LOGIN_REDIRECT_URL = "profile"
 LOGOUT_REDIRECT_URL = "login"
 
 LANGUAGE_CODE = "en-us"
-TIME_ZONE = env("TIME_ZONE")
+TIME_ZONE = _raw("TIME_ZONE", "UTC").strip()
+try:
+    zoneinfo.ZoneInfo(TIME_ZONE)
+except (ValueError, zoneinfo.ZoneInfoNotFoundError):
+    _refuse("TIME_ZONE", f"is {TIME_ZONE!r}, not a known time zone",
+            "Use a name such as UTC or Europe/Paris.")
 USE_I18N = True
 USE_TZ = True
 
@@ -209,7 +314,11 @@ STORAGES = {
     "staticfiles": {"BACKEND": "whitenoise.storage.CompressedManifestStaticFilesStorage"},
 }
 
-EMAIL_CONFIG = env.email_url("EMAIL_URL", default="consolemail://")
+try:
+    EMAIL_CONFIG = env.email_url_config(_raw("EMAIL_URL", "consolemail://"))
+except Exception:  # as for DATABASE_URL: never print the URL, it may hold a password
+    _refuse("EMAIL_URL", "cannot be read as a mail server URL",
+            "Use e.g. smtp+tls://user:password@mail.example.com:587 or consolemail://.")
 vars().update(EMAIL_CONFIG)
 DEFAULT_FROM_EMAIL = env.str("DEFAULT_FROM_EMAIL", default="portal@localhost")
 
@@ -221,7 +330,7 @@ SECURE_CROSS_ORIGIN_OPENER_POLICY = "same-origin"
 SESSION_COOKIE_HTTPONLY = True
 # The CSRF cookie stays readable by scripts (Django's default): a browser script that writes to the API
 # with the session sends it back as X-CSRFToken. HttpOnly would add no protection here.
-if env("SECURE_TLS"):
+if _bool("SECURE_TLS", "false"):
     SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
     SECURE_SSL_REDIRECT = True
     SECURE_HSTS_SECONDS = 31536000
@@ -232,6 +341,9 @@ SECURE_REDIRECT_EXEMPT = [r"^healthz$"]
 
 # One line per record on stdout, key=value, for a log collector. Request bodies and headers are never
 # logged, so no token value can reach a log line.
+LOG_LEVEL = _raw("LOG_LEVEL", "INFO").strip().upper()
+if LOG_LEVEL not in logging.getLevelNamesMapping():
+    _refuse("LOG_LEVEL", f"is {LOG_LEVEL!r}, not a log level", "Use DEBUG, INFO, WARNING, ERROR or CRITICAL.")
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
@@ -239,7 +351,7 @@ LOGGING = {
         "line": {"format": "time=%(asctime)s level=%(levelname)s logger=%(name)s msg=%(message)r"},
     },
     "handlers": {"stdout": {"class": "logging.StreamHandler", "stream": "ext://sys.stdout", "formatter": "line"}},
-    "root": {"handlers": ["stdout"], "level": env("LOG_LEVEL")},
+    "root": {"handlers": ["stdout"], "level": LOG_LEVEL},
     # Refused API calls are recorded as usage records; logging each 4xx again would only cost time.
     "loggers": {"django.db.backends": {"level": "WARNING"}, "django.request": {"level": "ERROR"}},
 }

@@ -1,8 +1,9 @@
 from django.contrib import admin
-from django.urls import include, path
+from django.urls import include, path, re_path
 
+from tokens import gateway, throttle
 from tokens import views as token_views
-from tokens.constants import API_PREFIX
+from tokens.constants import API_PREFIX, FORWARD_AUTH_PATH
 from tokens.throttle import ThrottledLoginView
 
 from . import views
@@ -10,8 +11,25 @@ from . import views
 # The API first: it is what most requests ask for, and the resolver tries patterns in order.
 urlpatterns = [
     path(API_PREFIX.lstrip("/"), include("tokens.api.urls")),
+    # Reverse proxies ask here before every request to an API they guard (tokens/gateway.py); Envoy
+    # appends the original path.
+    path(FORWARD_AUTH_PATH.lstrip("/"), gateway.forward_auth, name="forward-auth"),
+    re_path(rf"^{FORWARD_AUTH_PATH.lstrip('/')}(?P<suffix>/.*)$", gateway.forward_auth),
     path("admin/", admin.site.urls),
     path("accounts/login/", ThrottledLoginView.as_view(), name="login"),
+    # Django's reset views, each answering 404 unless mail really leaves the server (tokens/throttle.py).
+    path("accounts/password_reset/", throttle.ThrottledPasswordResetView.as_view(), name="password_reset"),
+    path(
+        "accounts/password_reset/done/", throttle.PasswordResetDoneView.as_view(), name="password_reset_done"
+    ),
+    path(
+        "accounts/reset/<uidb64>/<token>/",
+        throttle.PasswordResetConfirmView.as_view(),
+        name="password_reset_confirm",
+    ),
+    path(
+        "accounts/reset/done/", throttle.PasswordResetCompleteView.as_view(), name="password_reset_complete"
+    ),
     path("accounts/", include("django.contrib.auth.urls")),
     path("profile/", token_views.profile, name="profile"),
     path("profile/integrations/authorizations/", include("tokens.urls")),

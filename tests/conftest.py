@@ -4,9 +4,10 @@ from datetime import timedelta
 
 import pytest
 from django.contrib.auth.models import Permission
+from django.core.cache import cache
 from django.utils import timezone
 
-from tokens.models import ExpirationPolicy, Token
+from tokens.models import ExpirationPolicy, LegacyApiKey, Token, TokenEvent, UsageRecord
 
 PASSWORD = "correct horse battery staple 42"
 
@@ -68,3 +69,66 @@ def issued(user, issue):
 
 def bearer(value):
     return {"HTTP_AUTHORIZATION": f"Bearer {value}"}
+
+
+def _snapshot(*, tokens_only=False):
+    """Everything a refused or hostile request could change: tokens, events, legacy keys, usage records.
+
+    *tokens_only*: the tokens and their events only, for a request whose refusal is itself recorded as a use.
+    """
+    tokens = (
+        list(Token.objects.order_by("pk").values()),
+        list(TokenEvent.objects.order_by("pk").values()),
+    )
+    if tokens_only:
+        return tokens
+    return (
+        *tokens,
+        list(LegacyApiKey.objects.order_by("pk").values()),
+        UsageRecord.objects.count(),
+    )
+
+
+def assert_clear_api_error(response, status):
+    assert response.status_code == status, response.content[:500]
+    assert response["Content-Type"] == "application/json"
+    body = response.json()
+    assert set(body) >= {"error", "detail"}
+    assert body["detail"].strip() and "Traceback" not in body["detail"]
+    return body
+
+
+# --- sign-in ------------------------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def fresh_throttle(db, settings):
+    """An empty throttle, and a cheap hasher: these tests make dozens of sign-in attempts."""
+    settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher", *settings.PASSWORD_HASHERS]
+    cache.clear()
+    yield
+    cache.clear()
+
+
+def sign_in(client, username, password, address="203.0.113.7"):
+    return client.post("/accounts/login/", {"username": username, "password": password}, REMOTE_ADDR=address)
+
+
+# --- legacy keys --------------------------------------------------------------------------------------------
+
+ALICE_KEY = "a1b2c3d4e5f6-alice-legacy-key"
+BOB_KEY = "f6e5d4c3b2a1-bob-legacy-key"
+LINK = '</docs/migration/>; rel="deprecation"; type="text/plain"'
+
+
+@pytest.fixture
+def alice_key(user, policy):
+    return LegacyApiKey.objects.import_key(user=user, key=ALICE_KEY)[0]
+
+
+def me(client, key, **extra):
+    return client.get("/api/users/me", headers={"Rest-Api-Key": key}, **extra)
+
+
+def _set_policy(**fields):
+    ExpirationPolicy.objects.filter(pk=1).update(**fields)

@@ -13,7 +13,8 @@ During the whole test session this plugin
   the database, every session and every entry of the cache table;
 * allows a value to appear only in its single reveal: the response to the very request that generated
   it, when that request is one of the reveal endpoints (``POST /api/tokens``, the create form's POST,
-  the admin's add form), or the stdout of the ``create_token`` command that generated it.
+  the admin's add form, and the three rotations: API, token page, admin), or the stdout of the
+  ``create_token`` or ``rotate_token`` command that generated it.
 
 Anything else is a leak. A leak fails the test during which it happened (as an error in its teardown)
 and the session. Reports show only the first and last characters of a value, so the report does not
@@ -34,8 +35,12 @@ REVEALS = (
     ("POST", re.compile(r"^/api/tokens/?$")),
     ("POST", re.compile(r"^/profile/integrations/authorizations/new/$")),
     ("POST", re.compile(r"^/admin/tokens/token/add/$")),
+    # Rotation: the new value's one reveal, exactly like a creation's.
+    ("POST", re.compile(r"^/api/tokens/(?:[0-9]+|self)/rotate$")),
+    ("POST", re.compile(r"^/profile/integrations/authorizations/[0-9]+/rotate/$")),
+    ("POST", re.compile(r"^/admin/tokens/token/[0-9]+/rotate/$")),
 )
-REVEALING_COMMANDS = frozenset({"create_token"})
+REVEALING_COMMANDS = frozenset({"create_token", "rotate_token"})
 # Shorter legacy keys could match ordinary text by chance; the tests use longer ones.
 MIN_KEY_LENGTH = 12
 

@@ -6,7 +6,7 @@ from datetime import timedelta
 import pytest
 from django.utils import timezone
 
-from tokens.models import ExpirationPolicy, LegacyApiKey, Token, TokenEvent, UsageRecord
+from tokens.models import BrownoutWindow, ExpirationPolicy, LegacyApiKey, Token, TokenEvent, UsageRecord
 from tokens.models.usage import usage_totals
 
 from .conftest import bearer
@@ -25,24 +25,39 @@ def staff(client, staff_user):
     return client
 
 
+LIFETIMES = ("default_lifetime", "minimum_lifetime", "maximum_lifetime")
+
+
 def _policy_form(policy, **changes):
-    """Return the policy change form's POST data for *policy*, with *changes* applied."""
+    """Return the policy change form's POST data for *policy*, with *changes* applied.
+
+    Lifetimes are given as people type them, "30 days"; the form has a number and a unit for each.
+    """
     data = {
-        "default_lifetime": "30 00:00:00",
-        "minimum_lifetime": "0 00:05:00",
-        "maximum_lifetime": "365 00:00:00",
+        "default_lifetime": "30 days",
+        "minimum_lifetime": "5 minutes",
+        "maximum_lifetime": "1 years",
+        "security_level": policy.security_level,
+        "rehearsal_level": policy.rehearsal_level,
+        "brownouts-TOTAL_FORMS": "0",
+        "brownouts-INITIAL_FORMS": "0",
         "no_expiry_allowed_for": policy.no_expiry_allowed_for,
         "presets": list(policy.presets),
         "max_active_tokens": "",
         "expiry_notice_days": str(policy.expiry_notice_days),
         "usage_retention_days": str(policy.usage_retention_days),
-        "legacy_keys_accepted": "on",
         "legacy_deprecated_at_0": "2026-01-01",
         "legacy_deprecated_at_1": "00:00:00",
         "legacy_sunset_at_0": "",
         "legacy_sunset_at_1": "",
+        "default_access": policy.default_access,
+        "max_rotation_overlap": "7 days",
+        "self_rotation_allowed": "on" if policy.self_rotation_allowed else None,
     }
     data.update(changes)
+    for name in (*LIFETIMES, "max_rotation_overlap"):
+        if name in data:
+            data[f"{name}_0"], data[f"{name}_1"] = data.pop(name).split(" ", 1)
     return {key: value for key, value in data.items() if value is not None}
 
 
@@ -86,17 +101,17 @@ def test_the_policy_page_groups_its_fields_with_help_texts(staff, policy):
     "changes, field, message",
     [
         (
-            {"minimum_lifetime": "2 00:00:00", "default_lifetime": "1 00:00:00"},
+            {"minimum_lifetime": "2 days", "default_lifetime": "1 days"},
             "default_lifetime",
             "The default lifetime must lie between the minimum and the maximum.",
         ),
         (
-            {"maximum_lifetime": "0 00:01:00"},
+            {"maximum_lifetime": "1 minutes"},
             "maximum_lifetime",
             "The maximum lifetime must not be shorter than the minimum.",
         ),
         (
-            {"maximum_lifetime": "30 00:00:00"},
+            {"maximum_lifetime": "30 days"},
             "presets",
             "Every preset must lie between the minimum and the maximum lifetime.",
         ),
@@ -104,6 +119,17 @@ def test_the_policy_page_groups_its_fields_with_help_texts(staff, policy):
             {"legacy_sunset_at_0": "2025-06-01", "legacy_sunset_at_1": "00:00:00"},
             "legacy_sunset_at",
             "The sunset must come after the deprecation date.",
+        ),
+        # Millions of days: "now + maximum" would pass the year 9999 (OverflowError, a 500).
+        (
+            {"maximum_lifetime": "1000000 days"},
+            "maximum_lifetime",
+            "A lifetime can be at most 100 years.",
+        ),
+        (
+            {"maximum_lifetime": "1000000 years", "default_lifetime": "1000000 years"},
+            "default_lifetime",
+            "A lifetime can be at most 100 years.",
         ),
     ],
 )
@@ -122,7 +148,7 @@ def test_a_consistent_policy_is_saved_and_existing_tokens_are_left_alone(staff, 
         POLICY_URL,
         _policy_form(
             policy,
-            maximum_lifetime="90 00:00:00",
+            maximum_lifetime="90 days",
             presets=["1h", "1d", "7d", "30d", "90d"],
             max_active_tokens="5",
         ),
@@ -152,6 +178,148 @@ def test_the_policy_page_lists_tokens_exceeding_the_maximum_and_links_to_them(
     assert "/admin/tokens/token/?exceeds=yes" in page
     listed = _text(staff.get(TOKENS_URL + "?exceeds=yes"))
     assert "long-lived" in listed and "short-lived" not in listed
+
+
+def test_the_policy_page_shows_lifetimes_as_a_number_and_a_unit(staff, policy):
+    ExpirationPolicy.objects.filter(pk=1).update(
+        default_lifetime=timedelta(days=30), minimum_lifetime=timedelta(minutes=5),
+        maximum_lifetime=timedelta(days=365),
+    )
+    form = staff.get(POLICY_URL).context["adminform"].form
+    shown = {name: form[name].field.widget.decompress(form.initial[name]) for name in LIFETIMES}
+    assert shown == {
+        "default_lifetime": [30, "days"],
+        "minimum_lifetime": [5, "minutes"],
+        "maximum_lifetime": [1, "years"],
+    }
+    page = _text(staff.get(POLICY_URL))
+    assert "30 00:00:00" not in page and "00:05:00" not in page
+    assert 'name="default_lifetime_0" value="30"' in page
+    assert '<option value="minutes" selected>' in page
+
+
+def test_lifetimes_entered_as_a_number_and_a_unit_are_saved_as_that_duration(staff, policy):
+    response = staff.post(
+        POLICY_URL,
+        _policy_form(
+            policy, minimum_lifetime="2 hours", default_lifetime="7 days", maximum_lifetime="2 years",
+            presets=["1d", "7d", "30d", "90d", "1y"],
+        ),
+    )
+    assert response.status_code == 302, response.context["adminform"].form.errors
+    saved = ExpirationPolicy.objects.get()
+    assert (saved.minimum_lifetime, saved.default_lifetime, saved.maximum_lifetime) == (
+        timedelta(hours=2), timedelta(days=7), timedelta(days=730)
+    )
+
+
+@pytest.mark.parametrize(
+    "number", ["²", "1.5", "1e3", "-1", "0", "", "3\x00", "\u202e5", "9" * 40, "1000000000"]
+)
+def test_a_lifetime_that_is_not_a_sensible_whole_number_is_a_form_error_and_changes_nothing(
+    staff, policy, number
+):
+    before = ExpirationPolicy.objects.values().get()
+    response = staff.post(POLICY_URL, _policy_form(policy, maximum_lifetime=f"{number} years"))
+    assert response.status_code == 200
+    assert response.context["adminform"].form.errors["maximum_lifetime"]
+    assert ExpirationPolicy.objects.values().get() == before
+
+
+def test_a_lifetime_longer_than_a_hundred_years_is_refused_with_a_clear_error(staff, policy):
+    response = staff.post(POLICY_URL, _policy_form(policy, maximum_lifetime="101 years"))
+    errors = response.context["adminform"].form.errors
+    assert errors["maximum_lifetime"] == ["A lifetime can be at most 100 years."]
+
+
+def test_each_change_of_level_rehearsal_sunset_or_window_is_an_audited_event(staff, staff_user, policy):
+    response = staff.post(
+        POLICY_URL,
+        _policy_form(
+            policy,
+            security_level="high",
+            rehearsal_level="bearer_only",
+            legacy_sunset_at_0="2031-09-01",
+            legacy_sunset_at_1="00:00:00",
+            new_address_alerts="on",
+            **{
+                "brownouts-TOTAL_FORMS": "1",
+                "brownouts-0-starts_at_0": "2031-05-04",
+                "brownouts-0-starts_at_1": "10:00:00",
+                "brownouts-0-ends_at_0": "2031-05-04",
+                "brownouts-0-ends_at_1": "11:00:00",
+                "brownouts-0-note": "first brownout",
+            },
+        ),
+    )
+    assert response.status_code == 302
+    events = {e.kind: e for e in TokenEvent.objects.all()}
+    # The form also sends a deprecation date of its own: one "policy changed" event names it, and only it;
+    # the transition's settings have their own events, not a second one.
+    assert set(events) == {"level_changed", "rehearsal_changed", "sunset_changed", "brownout_changed", "policy_changed"}
+    assert events["policy_changed"].detail == "legacy_deprecated_at"
+    assert events["level_changed"].detail == "compatibility → high"
+    assert events["rehearsal_changed"].detail == "none → bearer_only"
+    assert events["sunset_changed"].detail == "- → 2031-09-01T00:00:00Z"
+    assert events["brownout_changed"].detail == "+ 2031-05-04T10:00:00Z – 2031-05-04T11:00:00Z first brownout"
+    assert {(e.user_id, e.actor_id) for e in events.values()} == {(staff_user.pk, staff_user.pk)}
+    assert ExpirationPolicy.objects.get().rehearsal_started_at is not None
+    stream = _text(staff.get("/admin/tokens/tokenevent/"))
+    labels = ("security level changed", "rehearsal changed", "brownout window changed", "legacy sunset changed")
+    for label in labels:
+        assert label in stream
+    # Saving again without a change writes nothing.
+    window = BrownoutWindow.objects.get()
+    staff.post(
+        POLICY_URL,
+        _policy_form(
+            ExpirationPolicy.objects.get(),
+            legacy_sunset_at_0="2031-09-01",
+            legacy_sunset_at_1="00:00:00",
+            new_address_alerts="on",
+            **{
+                "brownouts-TOTAL_FORMS": "1",
+                "brownouts-INITIAL_FORMS": "1",
+                "brownouts-0-id": str(window.pk),
+                "brownouts-0-policy": "1",
+                "brownouts-0-starts_at_0": "2031-05-04",
+                "brownouts-0-starts_at_1": "10:00:00",
+                "brownouts-0-ends_at_0": "2031-05-04",
+                "brownouts-0-ends_at_1": "11:00:00",
+                "brownouts-0-note": "first brownout",
+            },
+        ),
+    )
+    assert TokenEvent.objects.count() == 5  # a save that changes nothing records nothing
+
+
+def test_a_brownout_that_ends_before_it_starts_is_a_form_error(staff, policy):
+    response = staff.post(
+        POLICY_URL,
+        _policy_form(
+            policy,
+            **{
+                "brownouts-TOTAL_FORMS": "1",
+                "brownouts-0-starts_at_0": "2031-05-04",
+                "brownouts-0-starts_at_1": "11:00:00",
+                "brownouts-0-ends_at_0": "2031-05-04",
+                "brownouts-0-ends_at_1": "10:00:00",
+            },
+        ),
+    )
+    assert response.status_code == 200
+    assert "A brownout must end after it starts." in _text(response)
+    assert not BrownoutWindow.objects.exists() and not TokenEvent.objects.exists()
+
+
+def test_the_transition_section_shows_keys_in_use_and_what_the_next_level_would_refuse(staff, policy, user, client):
+    LegacyApiKey.objects.import_key(user=user, key=LEGACY_KEY)
+    for _ in range(2):
+        client.get("/api/users/me", HTTP_REST_API_KEY=LEGACY_KEY)
+    page = _text(staff.get(POLICY_URL))
+    assert "Transition" in page
+    numbers = re.search(r'<dl class="transition-numbers">.*?</dl>', page, re.S).group(0)
+    assert re.sub(r"\s+", " ", re.sub(r"<[^>]+>", " ", numbers)).split() == ["Level", "in", "force", "Compatibility:", "bearer", "tokens,", "legacy", "keys", "and", "browser", "sessions", "Legacy", "keys", "used", "in", "the", "last", "30", "days", "1", "Requests", "in", "the", "last", "30", "days", "that", "High", "would", "refuse", "2"]
 
 
 def test_shortening_brings_exceeding_tokens_to_the_maximum_and_tells_their_owners(
@@ -241,19 +409,37 @@ def test_the_token_list_filters_by_owner_and_searches_owner_email_and_name(staff
     assert names(f"{TOKENS_URL}?q=backup") == {"backup-job"}
 
 
-def test_a_pasted_value_in_the_search_box_finds_exactly_its_token_and_leaves_the_address(
-    staff, user, other_user, issue
-):
+def test_a_value_pasted_in_the_search_box_is_not_looked_up_from_the_address(staff, user, other_user, issue):
     issue(user, name="deploy-bot")
     leaked, value = issue(other_user, name="backup-job")
     response = staff.get(TOKENS_URL, {"q": value})
     assert response.status_code == 302
-    assert response["Location"] == f"{TOKENS_URL}?id__exact={leaked.pk}"
-    page = staff.get(response["Location"])
-    assert [t.name for t in page.context["cl"].result_list] == ["backup-job"]
-    text = _text(page)
-    assert "That value is token “backup-job” of bob (Active)" in text
+    assert response["Location"] == TOKENS_URL
+    text = _text(staff.get(response["Location"]))
+    assert "not searched from the address" in text and "Find a token by its value" in text
+    assert "backup-job" in text  # the plain list, which shows every token anyway
+    assert "That value is token" not in text and "of bob" not in text
     assert value not in text and leaked.digest not in text
+
+
+@pytest.mark.parametrize(
+    "lookup", ["digest__startswith", "public_id__startswith", "digest", "public_id__exact"]
+)
+def test_the_token_list_refuses_filters_on_the_digest_or_the_public_id(staff, user, issue, lookup):
+    token, _value = issue(user, name="deploy-bot")
+    prefix = (token.digest if lookup.startswith("digest") else token.public_id)[:2]
+    response = staff.get(TOKENS_URL, {lookup: prefix if "startswith" in lookup else prefix + "x"})
+    assert response.status_code == 400
+    assert "deploy-bot" not in _text(response)
+
+
+@pytest.mark.parametrize("url, lookup", [
+    ("/admin/tokens/usagerecord/", "token__digest__startswith"),
+    ("/admin/tokens/tokenevent/", "token__public_id__startswith"),
+    ("/admin/tokens/legacyapikey/", "digest__startswith"),
+])
+def test_the_other_lists_refuse_filters_that_reach_a_digest_or_public_id(staff, url, lookup):
+    assert staff.get(url, {lookup: "a"}).status_code == 400
 
 
 def test_the_find_form_posts_the_value_so_it_is_in_no_address(staff, user, issue):
@@ -273,8 +459,6 @@ def test_the_find_form_posts_the_value_so_it_is_in_no_address(staff, user, issue
 def test_a_forged_or_broken_value_finds_nothing(staff, user, issue, mangle):
     _token, value = issue(user, name="deploy-bot")
     response = staff.post(TOKENS_URL + "find/", {"value": mangle(value)}, follow=True)
-    assert "No token matches that value" in _text(response)
-    response = staff.get(TOKENS_URL, {"q": mangle(value)}, follow=True)
     assert "No token matches that value" in _text(response)
 
 
@@ -608,3 +792,179 @@ def test_staff_without_token_permissions_cannot_learn_whose_a_value_is(make_user
     response = client.get(TOKENS_URL, {"q": value}, follow=True)
     assert response.status_code == 403
     assert "alice" not in _text(response)
+
+
+def test_staff_who_may_only_add_tokens_cannot_read_another_users_name_through_the_add_form(
+    make_user, client, user
+):
+    _staff_with(make_user, client, "add_token")
+    page = _text(client.get(TOKENS_URL + f"add/?user={user.pk}"))
+    assert user.get_username() not in page
+    _page, nonce = _add_form(client)
+    expires = timezone.now() + timedelta(days=10)
+    refused = client.post(TOKENS_URL + "add/", {
+        "user": user.pk, "name": "probe", "purpose": "", "nonce": nonce,
+        "expires_at_0": expires.strftime("%Y-%m-%d"), "expires_at_1": expires.strftime("%H:%M:%S"),
+    })
+    assert "Only superusers can create a token for another user" in _text(refused)
+    assert user.get_username() not in _text(refused)
+    assert not Token.objects.exists()
+
+
+def test_a_superuser_can_still_preselect_the_owner_of_a_new_token(staff, make_user):
+    service = make_user("backup-service")
+    assert "backup-service" in _text(staff.get(TOKENS_URL + f"add/?user={service.pk}"))
+# --- least privilege ----------------------------------------------------------------------------------------
+
+
+def _view_user():
+    from django.contrib.auth.models import Permission
+
+    return Permission.objects.get(codename="view_user", content_type__app_label="auth")
+
+
+def test_the_token_list_filters_by_access_and_shows_it(staff, user, issue):
+    issue(user, name="reader", access="read")
+    issue(user, name="writer")
+    page = _text(staff.get(TOKENS_URL + "?access__exact=read"))
+    assert "reader" in page and "writer" not in page
+    assert "Read only" in page
+
+
+def test_the_change_page_shows_and_changes_the_limits_through_set_restrictions(staff, staff_user, user, issue):
+    user.user_permissions.add(_view_user())
+    token, _value = issue(user, access="read", permissions=["auth.view_user"], allowed_ips=["192.0.2.0/24"])
+    page = _text(staff.get(f"{TOKENS_URL}{token.pk}/change/"))
+    assert "auth.view_user" in page and "192.0.2.0/24" in page
+    response = staff.post(f"{TOKENS_URL}{token.pk}/change/", {
+        "name": token.name, "purpose": "", "access": "read_write", "permissions_text": "auth.view_user",
+        "allowed_ips_text": "192.0.2.0/24\n2001:db8::1"})
+    assert response.status_code == 302
+    token.refresh_from_db()
+    assert (token.access, token.allowed_ips) == ("read_write", ["192.0.2.0/24", "2001:db8::1"])
+    kinds = set(TokenEvent.objects.filter(token=token, actor=staff_user).values_list("kind", flat=True))
+    assert kinds == {"access_changed", "addresses_changed"}
+
+
+def test_a_superuser_cannot_grant_a_token_more_than_its_owner_holds(staff, user, issue):
+    token, _value = issue(user)
+    response = staff.post(f"{TOKENS_URL}{token.pk}/change/", {
+        "name": token.name, "purpose": "", "access": "read_write", "permissions_text": "auth.delete_user",
+        "allowed_ips_text": ""})
+    assert response.status_code == 200
+    assert "The owner does not hold: auth.delete_user" in _text(response)
+    token.refresh_from_db()
+    assert token.permissions is None
+    _page, nonce = _add_form(staff)
+    expires = timezone.now() + timedelta(days=10)
+    response = staff.post(TOKENS_URL + "add/", {
+        "user": user.pk, "name": "service", "purpose": "", "nonce": nonce, "access": "read",
+        "permissions_text": "auth.delete_user", "allowed_ips_text": "",
+        "expires_at_0": expires.strftime("%Y-%m-%d"), "expires_at_1": expires.strftime("%H:%M:%S")})
+    assert "The owner does not hold: auth.delete_user" in _text(response)
+    assert not Token.objects.filter(name="service").exists()
+
+
+def test_adding_a_token_in_the_admin_takes_its_limits(staff, user):
+    _page, nonce = _add_form(staff)
+    expires = timezone.now() + timedelta(days=10)
+    response = staff.post(TOKENS_URL + "add/", {
+        "user": user.pk, "name": "service", "purpose": "", "nonce": nonce, "access": "read",
+        "permissions_text": "", "allowed_ips_text": "203.0.113.0/24",
+        "expires_at_0": expires.strftime("%Y-%m-%d"), "expires_at_1": expires.strftime("%H:%M:%S")})
+    assert response.status_code == 200
+    token = Token.objects.get(name="service")
+    assert (token.access, token.permissions, token.allowed_ips) == ("read", None, ["203.0.113.0/24"])
+
+
+def test_staff_who_are_not_superusers_cannot_change_another_users_token_limits(make_user, client, user, issue):
+    from django.contrib.auth.models import Permission
+
+    clerk = make_user("clerk", is_staff=True)
+    clerk.user_permissions.add(*Permission.objects.filter(content_type__app_label="tokens", codename__endswith="token"))
+    client.force_login(clerk)
+    token, _value = issue(user, allowed_ips=["192.0.2.1"])
+    response = client.post(f"{TOKENS_URL}{token.pk}/change/", {
+        "name": token.name, "purpose": "", "access": "read_write", "permissions_text": "", "allowed_ips_text": ""})
+    assert response.status_code == 200
+    assert "Only superusers can change the limits" in _text(response)
+    token.refresh_from_db()
+    assert token.allowed_ips == ["192.0.2.1"]
+
+
+def test_the_policy_page_sets_the_default_access_and_the_allow_list_rule(staff, policy):
+    response = staff.post(POLICY_URL, _policy_form(policy, default_access="read",
+                                                   require_allowed_ips_without_expiry="on"))
+    assert response.status_code == 302
+    policy.refresh_from_db()
+    assert policy.default_access == "read" and policy.require_allowed_ips_without_expiry
+# --- every admin change is an event (the event feed exports them) -------------------------------------------
+
+
+def test_saving_the_policy_records_who_changed_which_settings(staff, staff_user, policy):
+    staff.post(POLICY_URL, _policy_form(policy, expiry_notice_days="3", new_address_alerts="on"))
+    event = TokenEvent.objects.get(kind=TokenEvent.Kind.POLICY_CHANGED)
+    assert (event.user, event.actor) == (staff_user, staff_user)
+    assert "expiry_notice_days" in event.detail.split(", ")
+    assert event.ip == "127.0.0.1"
+
+
+def test_switching_new_address_alerts_off_in_the_policy_is_saved_and_recorded(staff, policy):
+    staff.post(POLICY_URL, _policy_form(policy))  # the box unticked
+    policy.refresh_from_db()
+    assert policy.new_address_alerts is False
+    assert "new_address_alerts" in TokenEvent.objects.get(kind=TokenEvent.Kind.POLICY_CHANGED).detail
+
+
+def test_changing_a_purpose_in_the_admin_is_an_event_the_owner_sees(staff, staff_user, user, issue):
+    token, _value = issue(user, name="deploy-bot")
+    staff.post(f"{TOKENS_URL}{token.pk}/change/", {"name": "deploy-bot", "purpose": "Nightly deploys"})
+    event = TokenEvent.objects.get(token=token, kind=TokenEvent.Kind.PURPOSE_CHANGED)
+    assert (event.user, event.actor, event.detail) == (user, staff_user, "Nightly deploys")
+
+
+# --- rotation -----------------------------------------------------------------------------------------------
+
+
+def test_the_rotate_action_takes_one_token_to_its_rotate_page_and_reveals_the_new_value_once(staff, staff_user):
+    soon = timezone.now() + timedelta(days=9)
+    token, _ = Token.objects.issue(user=staff_user, name="ops", expires_at=soon)
+    other, _ = Token.objects.issue(user=staff_user, name="two", expires_at=timezone.now() + timedelta(days=9))
+    refused = _action(staff, TOKENS_URL, "rotate_one", [token, other])
+    assert "Select exactly one token" in _text(refused) and Token.objects.count() == 2
+    page = _action(staff, TOKENS_URL, "rotate_one", [token])
+    assert page.redirect_chain[-1][0] == f"{TOKENS_URL}{token.pk}/rotate/"
+    nonce = re.search(r'name="nonce" value="([^"]+)"', _text(page)).group(1)
+    data = {"overlap": "1h", "expiry": "same", "custom_expiry": "", "nonce": nonce}
+    revealed = staff.post(f"{TOKENS_URL}{token.pk}/rotate/", data)
+    assert revealed.status_code == 200 and "no-store" in revealed["Cache-Control"]
+    new = Token.objects.get(replaces=token)
+    value = revealed.context["value"]
+    assert Token.objects.find_by_value(value) == new and "keeps working until" in _text(revealed)
+    again = staff.post(f"{TOKENS_URL}{token.pk}/rotate/", data, follow=True)
+    assert value not in _text(again) and Token.objects.count() == 3
+    # Both tokens show the link to the other on their admin page.
+    assert f"{TOKENS_URL}{new.pk}/change/" in _text(staff.get(f"{TOKENS_URL}{token.pk}/change/"))
+    assert f"{TOKENS_URL}{token.pk}/change/" in _text(staff.get(f"{TOKENS_URL}{new.pk}/change/"))
+
+
+def test_only_a_superuser_rotates_another_users_token_in_the_admin(client, make_user, user):
+    from django.contrib.auth.models import Permission
+
+    clerk = make_user("clerk", is_staff=True)
+    clerk.user_permissions.add(*Permission.objects.filter(codename__in=["change_token", "view_token"]))
+    client.force_login(clerk)
+    token, _ = Token.objects.issue(user=user, name="alice's", expires_at=timezone.now() + timedelta(days=9))
+    response = client.get(f"{TOKENS_URL}{token.pk}/rotate/", follow=True)
+    assert "Only superusers can rotate" in _text(response)
+    assert client.post(f"{TOKENS_URL}{token.pk}/rotate/", {"overlap": "none", "expiry": "same",
+                                                          "nonce": "n" * 43}).status_code == 302
+    assert Token.objects.count() == 1 and Token.objects.get().status == "active"
+
+
+def test_the_policy_sets_the_longest_overlap_including_none_and_the_self_rotation_switch(staff, policy):
+    response = staff.post(POLICY_URL, _policy_form(policy, max_rotation_overlap="0 hours",
+                                                   self_rotation_allowed=None))
+    assert response.status_code == 302, _text(response)
+    policy.refresh_from_db()
+    assert policy.max_rotation_overlap == timedelta(0) and policy.self_rotation_allowed is False

@@ -1,4 +1,7 @@
-"""The JSON API through Django's test client: authentication, errors, every endpoint, bad input."""
+"""The JSON API through Django's test client: every endpoint, permissions, bad input.
+
+Authentication is in test_auth.py, the answers and usage records of the middleware in test_middleware.py.
+"""
 
 import json
 from datetime import timedelta
@@ -7,133 +10,13 @@ import pytest
 from django.db import connection
 from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
+from django.utils.http import http_date
 
-from tokens.models import ExpirationPolicy, Token, TokenEvent, UsageRecord
-from tokens.models.usage import usage_totals
+from tokens.models import ExpirationPolicy, Token, TokenEvent
 
-from .conftest import bearer
+from .conftest import _snapshot, bearer
 
 pytestmark = pytest.mark.django_db
-
-
-def _snapshot():
-    return (
-        list(Token.objects.order_by("pk").values()),
-        list(TokenEvent.objects.order_by("pk").values()),
-    )
-
-
-# --- authentication ---------------------------------------------------------------------------------------
-
-
-def test_a_valid_token_authenticates_as_its_owner(client, user, issued):
-    token, value = issued
-    response = client.get("/api/users/me", **bearer(value))
-    assert response.status_code == 200
-    body = response.json()
-    assert body["username"] == "alice"
-    assert body["auth"] == {"method": "bearer", "token_id": token.pk, "legacy_key_id": None}
-
-
-@pytest.mark.parametrize("scheme", ["Bearer", "bearer", "BEARER", "bEaReR"])
-def test_the_bearer_scheme_is_case_insensitive(client, issued, scheme):
-    assert client.get("/api/users/me", HTTP_AUTHORIZATION=f"{scheme} {issued[1]}").status_code == 200
-
-
-def test_no_credentials_get_401_with_a_bearer_challenge_and_json(client):
-    response = client.get("/api/users/me")
-    assert response.status_code == 401
-    assert response["WWW-Authenticate"] == 'Bearer realm="api"'
-    assert set(response.json()) == {"error", "detail"}
-
-
-@pytest.mark.parametrize("value, detail", [
-    ("nonsense", "malformed"),
-    ("bpt_" + "A" * 52, "malformed"),
-])
-def test_malformed_tokens_get_invalid_token(client, value, detail):
-    response = client.get("/api/users/me", **bearer(value))
-    assert response.status_code == 401
-    assert 'error="invalid_token"' in response["WWW-Authenticate"]
-    assert "error_description=" in response["WWW-Authenticate"]
-    assert detail in response.json()["detail"]
-
-
-def test_a_forged_token_is_refused_without_any_query(client, issued):
-    value = issued[1]
-    forged = value[:-8] + ("A" * 8 if not value.endswith("A" * 8) else "B" * 8)
-    with CaptureQueriesContext(connection) as queries:
-        response = client.get("/api/users/me", **bearer(forged))
-    assert response.status_code == 401
-    assert len(queries) == 0
-
-
-def test_a_valid_token_costs_one_lookup_and_one_usage_insert(client, issued):
-    client.get("/api/users/me", **bearer(issued[1]))  # first use writes the first_used event once
-    with CaptureQueriesContext(connection) as queries:
-        response = client.get("/api/users/me", **bearer(issued[1]))
-    assert response.status_code == 200
-    sql = [q["sql"] for q in queries]
-    assert len(sql) == 2, sql
-    assert sql[0].startswith("SELECT") and "public_id" in sql[0]
-    assert sql[1].startswith("INSERT INTO tokens_usagerecord")
-
-
-def test_a_known_id_with_a_wrong_secret_answers_like_an_unknown_id(client, user, issue, settings):
-    token, value = issue(user)
-    Token.objects.filter(pk=token.pk).update(digest="0" * 64)
-    wrong = client.get("/api/users/me", **bearer(value))
-    token.delete()
-    unknown = client.get("/api/users/me", **bearer(value))
-    assert wrong.status_code == unknown.status_code == 401
-    assert wrong.json() == unknown.json()
-
-
-def test_a_revoked_token_fails_on_the_very_next_request(client, user, issued):
-    token, value = issued
-    assert client.get("/api/users/me", **bearer(value)).status_code == 200
-    token.revoke(actor=user)
-    response = client.get("/api/users/me", **bearer(value))
-    assert response.status_code == 401
-    assert "revoked" in response.json()["detail"]
-
-
-def test_an_expired_token_fails(client, user, issued):
-    token, value = issued
-    Token.objects.filter(pk=token.pk).update(expires_at=timezone.now() - timedelta(seconds=1))
-    response = client.get("/api/users/me", **bearer(value))
-    assert response.status_code == 401 and "expired" in response.json()["detail"]
-
-
-def test_a_deactivated_owners_tokens_stop_at_once(client, user, issued):
-    user.is_active = False
-    user.save()
-    response = client.get("/api/users/me", **bearer(issued[1]))
-    assert response.status_code == 401 and "deactivated" in response.json()["detail"]
-
-
-def test_a_failed_token_never_falls_back_to_the_session(client, user, issued):
-    client.force_login(user)
-    assert client.get("/api/users/me").json()["auth"]["method"] == "session"
-    assert client.get("/api/users/me", **bearer("bpt_garbage")).status_code == 401
-
-
-def test_other_authorization_schemes_count_as_no_credentials(client):
-    response = client.get("/api/users/me", HTTP_AUTHORIZATION="Basic YWxpY2U6c2VjcmV0")
-    assert response.status_code == 401 and response["WWW-Authenticate"] == 'Bearer realm="api"'
-
-
-def test_bearer_requests_need_no_csrf_token_but_session_writes_do(user, issued):
-    from django.test import Client
-
-    strict = Client(enforce_csrf_checks=True)
-    token, value = issued
-    assert strict.patch(f"/api/tokens/{token.pk}", json.dumps({"name": "x"}), content_type="application/json",
-                        **bearer(value)).status_code == 200
-    strict.force_login(user)
-    refused = strict.patch(f"/api/tokens/{token.pk}", json.dumps({"name": "y"}), content_type="application/json")
-    assert refused.status_code == 403
-    assert Token.objects.get(pk=token.pk).name == "x"
 
 
 # --- permissions --------------------------------------------------------------------------------------------
@@ -189,7 +72,9 @@ def test_token_json_never_carries_the_value_or_digest(client, issued):
     token, value = issued
     body = client.get(f"/api/tokens/{token.pk}", **bearer(value)).json()
     assert set(body) == {"id", "name", "purpose", "status", "created_at", "expires_at", "revoked_at", "last_used_at",
-                         "last_used_ip", "last_used_user_agent", "request_count", "last_characters"}
+                         "last_used_ip", "last_used_user_agent", "request_count", "last_characters",
+                         "access", "permissions", "allowed_ips", "alerts",
+                         "replaces", "replaced_by", "rotation_ends_at"}
     text = json.dumps(body)
     assert value not in text and token.digest not in text
     assert body["last_characters"] == value[-4:]
@@ -281,11 +166,11 @@ def test_bad_create_input_gets_400_with_field_messages_and_changes_nothing(clien
     if body.get("expires_at") == "PLACEHOLDER_TOO_SHORT":
         body["expires_at"] = (timezone.now() + timedelta(minutes=2)).isoformat()
     client.force_login(user)
-    before = _snapshot()
+    before = _snapshot(tokens_only=True)
     response = client.post("/api/tokens", body, content_type="application/json")
     assert response.status_code == 400, response.content
     assert field in response.json()["fields"]
-    assert _snapshot() == before
+    assert _snapshot(tokens_only=True) == before
 
 
 @pytest.mark.parametrize("payload, content_type, status", [
@@ -297,11 +182,11 @@ def test_bad_create_input_gets_400_with_field_messages_and_changes_nothing(clien
 ])
 def test_non_json_bodies_are_refused_and_change_nothing(client, user, payload, content_type, status):
     client.force_login(user)
-    before = _snapshot()
+    before = _snapshot(tokens_only=True)
     response = client.post("/api/tokens", payload, content_type=content_type)
     assert response.status_code == status
     assert set(response.json()) >= {"error", "detail"}
-    assert _snapshot() == before
+    assert _snapshot(tokens_only=True) == before
 
 
 def test_duplicate_active_names_are_refused_but_a_revoked_name_can_be_reused(client, user, issue):
@@ -311,62 +196,6 @@ def test_duplicate_active_names_are_refused_but_a_revoked_name_can_be_reused(cli
     assert duplicate.status_code == 400 and "name" in duplicate.json()["fields"]
     token.revoke(actor=user)
     assert client.post("/api/tokens", {"name": "ci"}, content_type="application/json").status_code == 201
-
-
-def test_unknown_api_urls_and_wrong_methods_answer_json(client, issued):
-    missing = client.get("/api/nothing-here", **bearer(issued[1]))
-    assert missing.status_code == 404 and missing.json()["error"] == "not_found"
-    wrong = client.put("/api/tokens", **bearer(issued[1]))
-    assert wrong.status_code == 405 and wrong.json()["error"] == "method_not_allowed"
-    assert "GET" in wrong["Allow"]
-
-
-def test_api_errors_are_json_503_when_the_database_is_down(client, issued, monkeypatch):
-    from django.db import OperationalError
-
-    def refuse(*args, **kwargs):
-        raise OperationalError("server closed the connection")
-
-    value = issued[1]
-    connection.close()
-    monkeypatch.setattr(connection, "get_new_connection", refuse)
-    response = client.get("/api/users/me", **bearer(value))
-    assert response.status_code == 503
-    assert response.json()["error"] == "service_unavailable"
-
-
-def test_every_use_is_recorded_with_its_details(client, issued):
-    token, value = issued
-    client.get("/api/users/me", HTTP_USER_AGENT="deploy-script/1.0", REMOTE_ADDR="203.0.113.9", **bearer(value))
-    client.get("/api/tokens/999", **bearer(value))
-    records = list(UsageRecord.objects.order_by("pk"))
-    assert [(r.method, r.path, r.status, r.accepted) for r in records] == [
-        ("GET", "/api/users/me", 200, True), ("GET", "/api/tokens/999", 404, True)]
-    assert records[0].ip == "203.0.113.9" and records[0].user_agent == "deploy-script/1.0"
-    token.refresh_from_db()
-    usage_totals([token])
-    assert token.request_count == 2 and token.last_used_ip == "127.0.0.1"
-    assert TokenEvent.objects.filter(token=token, kind="first_used").count() == 1
-
-
-def test_refused_attempts_with_a_well_formed_token_are_recorded_but_not_counted_as_use(client, user, issued):
-    token, value = issued
-    token.revoke(actor=user)
-    client.get("/api/users/me", **bearer(value))
-    record = UsageRecord.objects.get()
-    assert (record.status, record.accepted) == (401, False)
-    token.refresh_from_db()
-    assert token.request_count == 0 and token.last_used_at is None
-
-
-def test_the_client_ip_comes_from_x_forwarded_for_only_behind_a_trusted_proxy(client, issued, settings):
-    token, value = issued
-    settings.TRUSTED_PROXIES = ["10.0.0.0/8"]
-    client.get("/api/users/me", REMOTE_ADDR="198.51.100.7", HTTP_X_FORWARDED_FOR="1.2.3.4", **bearer(value))
-    client.get("/api/users/me", REMOTE_ADDR="10.1.1.1", HTTP_X_FORWARDED_FOR="1.2.3.4, 10.2.2.2", **bearer(value))
-    client.get("/api/users/me", REMOTE_ADDR="10.1.1.1", HTTP_X_FORWARDED_FOR="evil", **bearer(value))
-    assert list(UsageRecord.objects.order_by("pk").values_list("ip", flat=True)) == [
-        "198.51.100.7", "1.2.3.4", "10.1.1.1"]
 
 
 def test_the_usage_endpoint_returns_daily_counts_and_recent_requests(client, issued):
@@ -394,19 +223,253 @@ def test_the_active_token_limit_is_enforced_with_a_clear_message(client, user, i
     assert client.post("/api/tokens", {"name": "three"}, content_type="application/json").status_code == 201
 
 
-@pytest.mark.parametrize("header", ["Bearer\t\tbpt_x y", "Token bpt_abc", "Bearer,bpt_abc", "bearer", "Bearer  "])
-def test_a_malformed_bearer_header_is_refused_even_with_a_session(client, user, header):
-    client.force_login(user)
-    response = client.get("/api/users/me", HTTP_AUTHORIZATION=header)
-    assert response.status_code == 401
-    assert 'error="invalid_token"' in response["WWW-Authenticate"]
-
-
-def test_a_tab_may_separate_the_scheme_from_the_token(client, issued):
-    assert client.get("/api/users/me", HTTP_AUTHORIZATION=f"Bearer\t{issued[1]}").status_code == 200
-
-
 def test_no_cache_may_store_an_api_answer(client, issued):
     token, value = issued
     for path in ("/api/users/me", f"/api/tokens/{token.pk}", "/api/tokens?page=x"):
         assert client.get(path, **bearer(value))["Cache-Control"] == "no-store"
+
+
+# --- least privilege ----------------------------------------------------------------------------------------
+
+
+def test_nobody_can_grant_a_token_a_permission_its_owner_lacks(client, user, issued):
+    token, _value = issued
+    client.force_login(user)
+    before = _snapshot(tokens_only=True)
+    created = client.post("/api/tokens", {"name": "x", "permissions": ["auth.view_user"]},
+                          content_type="application/json")
+    assert created.status_code == 400
+    assert "does not hold: auth.view_user" in created.json()["fields"]["permissions"][0]
+    changed = client.patch(f"/api/tokens/{token.pk}", {"permissions": ["auth.delete_user"]},
+                           content_type="application/json")
+    assert changed.status_code == 400
+    assert "does not hold: auth.delete_user" in changed.json()["fields"]["permissions"][0]
+    assert _snapshot(tokens_only=True) == before
+
+
+def test_create_and_patch_accept_access_permissions_and_allowed_ips(client, viewer):
+    client.force_login(viewer)
+    created = client.post("/api/tokens", {
+        "name": "ro", "access": "read", "permissions": ["auth.view_user", "auth.view_user"],
+        "allowed_ips": ["203.0.113.7/32", " 2001:DB8::/32 "],
+    }, content_type="application/json")
+    assert created.status_code == 201, created.json()
+    body = created.json()
+    assert (body["access"], body["permissions"], body["allowed_ips"]) == (
+        "read", ["auth.view_user"], ["203.0.113.7", "2001:db8::/32"])
+    changed = client.patch(f"/api/tokens/{body['id']}", {"access": "read_write", "permissions": None,
+                                                         "allowed_ips": []}, content_type="application/json")
+    assert changed.status_code == 200
+    assert (changed.json()["access"], changed.json()["permissions"], changed.json()["allowed_ips"]) == (
+        "read_write", None, [])
+    kinds = set(TokenEvent.objects.filter(token_id=body["id"]).values_list("kind", flat=True))
+    assert {"access_changed", "permissions_changed", "addresses_changed"} <= kinds
+    assert set(TokenEvent.objects.filter(kind="access_changed").values_list("actor__username", flat=True)) == {
+        "victor"}
+
+
+@pytest.mark.parametrize("body, field", [
+    ({"access": "write"}, "access"),
+    ({"access": None}, "access"),
+    ({"permissions": "auth.view_user"}, "permissions"),
+    ({"permissions": [1]}, "permissions"),
+    ({"permissions": ["auth.view_user\x00"]}, "permissions"),
+    ({"allowed_ips": "203.0.113.1"}, "allowed_ips"),
+    ({"allowed_ips": ["203.0.113.1/24"]}, "allowed_ips"),
+    ({"allowed_ips": ["fe80::1%eth0"]}, "allowed_ips"),
+    ({"allowed_ips": ["１.２.３.４"]}, "allowed_ips"),
+    ({"allowed_ips": ["10.0.0.1\u202e"]}, "allowed_ips"),
+    ({"allowed_ips": ["not an address"]}, "allowed_ips"),
+    ({"allowed_ips": [f"10.0.0.{i}" for i in range(51)]}, "allowed_ips"),
+    ({"allowed_ips": [[]]}, "allowed_ips"),
+])
+def test_bad_restrictions_get_400_with_the_field_and_change_nothing(client, user, issued, body, field):
+    token, _value = issued
+    client.force_login(user)
+    before = _snapshot(tokens_only=True)
+    for response in (
+        client.post("/api/tokens", {"name": "new", **body}, content_type="application/json"),
+        client.patch(f"/api/tokens/{token.pk}", {"name": "renamed", **body}, content_type="application/json"),
+    ):
+        assert response.status_code == 400, response.json()
+        # The field is known, and refused for its value.
+        assert field in response.json()["fields"] and response.json()["fields"][field] != ["Unknown field."]
+    assert _snapshot(tokens_only=True) == before
+
+
+def test_the_policy_can_require_an_allow_list_for_tokens_without_expiry(client, user, policy):
+    policy.no_expiry_allowed_for = ExpirationPolicy.NoExpiry.EVERYONE
+    policy.require_allowed_ips_without_expiry = True
+    policy.save()
+    client.force_login(user)
+    refused = client.post("/api/tokens", {"name": "forever", "expires_at": None}, content_type="application/json")
+    assert refused.status_code == 400 and "allowed_ips" in refused.json()["fields"]
+    made = client.post("/api/tokens", {"name": "forever", "expires_at": None, "allowed_ips": ["192.0.2.1"]},
+                       content_type="application/json")
+    assert made.status_code == 201
+    cleared = client.patch(f"/api/tokens/{made.json()['id']}", {"allowed_ips": []}, content_type="application/json")
+    assert cleared.status_code == 400 and "allowed_ips" in cleared.json()["fields"]
+
+
+def test_the_policy_chooses_the_default_access_of_new_tokens(client, user, policy):
+    policy.default_access = "read"
+    policy.save()
+    client.force_login(user)
+    made = client.post("/api/tokens", {"name": "default"}, content_type="application/json")
+    assert made.json()["access"] == "read"
+
+
+
+# --- rotation ---------------------------------------------------------------------------------------------
+
+
+def _rotate(client, url, body=None, **headers):
+    data = json.dumps(body) if body is not None else ""
+    return client.post(url, data, content_type="application/json", **headers)
+
+
+def test_rotating_with_a_session_answers_201_with_the_new_value_once_and_links_both_tokens(client, user, issued):
+    token, old_value = issued
+    client.force_login(user)
+    response = _rotate(client, f"/api/tokens/{token.pk}/rotate", {"overlap": 3600})
+    assert response.status_code == 201
+    assert "no-store" in response["Cache-Control"]
+    body = response.json()
+    assert body["token"].startswith("bpt_") and body["replaces"] == token.pk and body["status"] == "active"
+    assert body["name"] == token.name and response["Location"] == f"/api/tokens/{body['id']}"
+    old = client.get(f"/api/tokens/{token.pk}").json()
+    assert old["status"] == "rotating" and old["replaced_by"] == body["id"] and old["rotation_ends_at"]
+    # The new value works at once, the old one still does during the overlap; neither is ever shown again.
+    client.logout()
+    assert client.get("/api/users/me", **bearer(body["token"])).status_code == 200
+    assert client.get("/api/users/me", **bearer(old_value)).status_code == 200
+    assert "token" not in client.get(f"/api/tokens/{body['id']}", **bearer(body["token"])).json()
+
+
+def test_a_rotating_tokens_lookup_is_still_one_query_and_its_responses_carry_deprecation_headers(client, issued):
+    token, old_value = issued
+    new, new_value = token.rotate(overlap=timedelta(hours=1), actor=token.user)
+    token.refresh_from_db()
+    client.get("/api/users/me", **bearer(old_value))  # the first use's event
+    with CaptureQueriesContext(connection) as queries:
+        response = client.get("/api/users/me", **bearer(old_value))
+    assert response.status_code == 200 and len(queries) == 2
+    assert response["Deprecation"] == f"@{int(token.rotated_at.timestamp())}"
+    assert response["Sunset"] == http_date(token.rotation_ends_at.timestamp())
+    page = f"/profile/integrations/authorizations/{token.pk}/"
+    assert response["Link"] == f'<{page}>; rel="deprecation"; type="text/html"'
+    # Refusals of the rotating token say so too; the new token's responses carry none of it.
+    denied = client.delete(f"/api/tokens/{new.pk}", **bearer(old_value))
+    assert "Sunset" in denied
+    fresh = client.get("/api/users/me", **bearer(new_value))
+    assert not {"Deprecation", "Sunset", "Link"} & set(fresh.headers)
+
+
+def test_the_old_value_works_until_exactly_the_end_of_the_overlap_and_never_after(client, issued):
+    import time
+
+    token, old_value = issued
+    token.rotate(overlap=timedelta(seconds=2), actor=token.user)
+    token.refresh_from_db()
+    ends = token.rotation_ends_at
+    seen = set()
+    while timezone.now() < ends + timedelta(milliseconds=500):
+        before = timezone.now()
+        response = client.get("/api/users/me", **bearer(old_value))
+        after = timezone.now()
+        if after < ends:
+            assert response.status_code == 200 and "Sunset" in response
+            seen.add("served")
+        elif before >= ends:
+            assert response.status_code == 401 and "Sunset" not in response
+            assert "rotated" in response.json()["detail"]
+            seen.add("refused")
+        time.sleep(0.05)
+    assert seen == {"served", "refused"}
+    assert client.get(f"/api/tokens/{token.pk}", **bearer(old_value)).status_code == 401
+
+
+@pytest.mark.parametrize("state", ["rotating", "expired", "revoked"])
+def test_rotating_a_token_that_is_not_active_is_a_409_conflict_and_creates_nothing(client, user, issue, state):
+    token, _ = issue(user)
+    if state == "rotating":
+        token.rotate(overlap=timedelta(hours=1), actor=user)
+    elif state == "expired":
+        Token.objects.filter(pk=token.pk).update(expires_at=timezone.now() - timedelta(seconds=1))
+    else:
+        token.revoke(actor=user)
+    client.force_login(user)
+    before = _snapshot()
+    response = _rotate(client, f"/api/tokens/{token.pk}/rotate", {})
+    assert response.status_code == 409
+    assert response.json()["error"] == "conflict" and state in response.json()["detail"]
+    assert _snapshot() == before
+
+
+@pytest.mark.parametrize("overlap", [-1, True, 1.5, "3600", 10**40, 7 * 86400 + 1, None, [], {"s": 1}])
+def test_a_bad_overlap_is_a_400_naming_the_field_and_changes_nothing(client, user, issued, overlap):
+    client.force_login(user)
+    before = _snapshot()
+    response = _rotate(client, f"/api/tokens/{issued[0].pk}/rotate", {"overlap": overlap})
+    assert response.status_code == 400 and "overlap" in response.json()["fields"]
+    assert _snapshot() == before
+
+
+def test_a_bearer_token_rotates_other_tokens_only_when_the_policy_lets_tokens_manage_tokens(client, user, issue):
+    target, _ = issue(user, name="target")
+    _, value = issue(user, name="caller")
+    refused = _rotate(client, f"/api/tokens/{target.pk}/rotate", {}, **bearer(value))
+    assert refused.status_code == 403 and Token.objects.get(pk=target.pk).status == "active"
+    policy = ExpirationPolicy.load()
+    policy.bearer_can_create_tokens = True
+    policy.save()
+    assert _rotate(client, f"/api/tokens/{target.pk}/rotate", {}, **bearer(value)).status_code == 201
+
+
+def test_another_users_token_cannot_be_rotated(client, user, other_user, issue):
+    theirs, _ = issue(other_user, name="theirs")
+    client.force_login(user)
+    assert _rotate(client, f"/api/tokens/{theirs.pk}/rotate", {}).status_code == 404
+    assert Token.objects.get(pk=theirs.pk).status == "active"
+
+
+def test_a_token_rotates_itself_with_its_callers_address_recorded_and_the_owner_mailed(client, user, issued):
+    from django.core import mail
+
+    token, value = issued
+    # No body at all, as `curl -X POST` sends it.
+    response = client.generic("POST", "/api/tokens/self/rotate", **bearer(value), REMOTE_ADDR="198.51.100.7")
+    assert response.status_code == 201 and response.json()["replaces"] == token.pk
+    assert "no-store" in response["Cache-Control"]
+    event = TokenEvent.objects.get(token=token, kind=TokenEvent.Kind.ROTATED)
+    assert event.ip == "198.51.100.7"
+    [message] = mail.outbox
+    assert message.to == [user.email] and "198.51.100.7" in message.body
+    assert value not in message.body and response.json()["token"] not in message.body
+    # No body: no overlap, so the calling value stops at once; the new one works.
+    assert client.get("/api/users/me", **bearer(value)).status_code == 401
+    assert client.get("/api/users/me", **bearer(response.json()["token"])).status_code == 200
+
+
+def test_self_rotation_can_be_switched_off_and_needs_a_read_write_bearer_token(client, user, issue):
+    _, read_only = issue(user, name="ro", access="read")
+    refused = client.generic("POST", "/api/tokens/self/rotate", **bearer(read_only))
+    assert refused.status_code == 403 and refused.json()["error"] == "insufficient_scope"
+    client.force_login(user)
+    assert client.generic("POST", "/api/tokens/self/rotate").status_code == 403  # a session is not a token
+    client.logout()
+    policy = ExpirationPolicy.load()
+    policy.self_rotation_allowed = False
+    policy.save()
+    _, value = issue(user, name="rw")
+    before = _snapshot()
+    assert client.generic("POST", "/api/tokens/self/rotate", **bearer(value)).status_code == 403
+    assert _snapshot()[0] == before[0]
+
+
+def test_the_token_list_filters_rotating_tokens(client, user, issue):
+    token, _ = issue(user)
+    token.rotate(overlap=timedelta(hours=1), actor=user)
+    client.force_login(user)
+    body = client.get("/api/tokens?status=rotating").json()
+    assert [t["id"] for t in body["results"]] == [token.pk]

@@ -12,7 +12,7 @@ from django.utils import timezone
 from tokens.models import ExpirationPolicy, LegacyApiKey, Token, TokenEvent, UsageRecord
 from tokens.models.usage import usage_totals
 
-from .conftest import bearer
+from .conftest import _snapshot, bearer
 
 pytestmark = pytest.mark.django_db
 
@@ -24,20 +24,11 @@ def run(*args, **options):
     return out.getvalue(), err.getvalue()
 
 
-def _snapshot():
-    return (
-        list(Token.objects.order_by("pk").values()),
-        list(TokenEvent.objects.order_by("pk").values()),
-        list(LegacyApiKey.objects.order_by("pk").values()),
-        UsageRecord.objects.count(),
-    )
-
-
 @pytest.mark.parametrize(
     "name",
     [
-        "create_token", "revoke_token", "import_legacy_keys", "prune_usage", "notify_expiring_tokens",
-        "summarise_usage",
+        "create_token", "revoke_token", "rotate_token", "import_legacy_keys", "prune_usage",
+        "notify_expiring_tokens", "send_alerts", "export_events", "summarise_usage",
     ],
 )
 def test_every_command_explains_itself_with_help(name, capsys):
@@ -67,6 +58,10 @@ def test_create_token_prints_the_value_once_on_stdout_under_the_policy(user, pol
         (["alice", "service", "--never"], "Tokens without an expiry date are not allowed"),
         (["alice", "service", "--days", "0"], "The lifetime must be positive"),
         (["alice", "   "], "Enter a name"),
+        # Past the year 9999: an OverflowError (a traceback) before the lifetime was bounded.
+        (["alice", "service", "--days", "9999999"], "The lifetime can be at most 100 years"),
+        (["alice", "service", "--hours", str(10**12)], "The lifetime can be at most 100 years"),
+        (["alice", "evil\u202egnp"], "U\\+202E"),
     ],
 )
 def test_create_token_refuses_bad_input_and_creates_nothing(user, policy, args, message):
@@ -230,6 +225,9 @@ def test_notify_mails_each_owner_once_listing_their_expiring_tokens_with_links(e
     assert "alice-later" not in alice.body and "alice-revoked" not in alice.body
     assert f"https://tokens.example.org/profile/integrations/authorizations/{soon.pk}/" in alice.body
     assert f"https://tokens.example.org/profile/integrations/authorizations/{week.pk}/" in alice.body
+    # Straight to each token's rotate page: replacing a token is one click from the notice.
+    assert f"https://tokens.example.org/profile/integrations/authorizations/{soon.pk}/rotate/" in alice.body
+    assert f"https://tokens.example.org/profile/integrations/authorizations/{week.pk}/rotate/" in alice.body
     assert soon.expires_at.strftime("%Y-%m-%d %H:%M") in alice.body
     for message in mail.outbox:
         for token, value in expiring.values():
@@ -302,3 +300,107 @@ def test_import_refuses_keys_that_could_never_sign_in(user, tmp_path):
     with pytest.raises(CommandError, match="2 bad row"):
         run("import_legacy_keys", str(csv_file))
     assert not LegacyApiKey.objects.exists()
+
+
+def test_create_token_makes_a_read_only_narrowed_address_bound_token(viewer, policy):
+    out, err = run("create_token", "victor", "monitor", "--days", "10", "--read-only",
+                   "--permission", "auth.view_user", "--allow-ip", "192.0.2.0/24", "--allow-ip", "2001:db8::1")
+    token = Token.objects.get()
+    assert (token.access, token.permissions, token.allowed_ips) == (
+        "read", ["auth.view_user"], ["192.0.2.0/24", "2001:db8::1"])
+    assert "Read only" in err and "192.0.2.0/24" in err and out.strip() not in err
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--permission", "auth.delete_user"], "The owner does not hold: auth.delete_user"),
+        (["--allow-ip", "192.0.2.1/24"], "did you mean 192.0.2.0/24"),
+        (["--allow-ip", "not-an-ip"], "is not an IPv4 or IPv6 address"),
+    ],
+)
+def test_create_token_refuses_limits_the_user_cannot_have_and_creates_nothing(user, policy, args, message):
+    with pytest.raises(CommandError, match=message):
+        run("create_token", "alice", "service", "--days", "10", *args)
+    assert not Token.objects.exists()
+# --- export_events -----------------------------------------------------------------------------------------
+
+
+def test_export_events_prints_every_event_after_the_cursor_as_json_lines(user, issue):
+    import json
+
+    token, _value = issue(user, name="exported")
+    token.rename("renamed", actor=user)
+    token.revoke(actor=None, detail="reported leaked · github")
+    ids = list(TokenEvent.objects.order_by("pk").values_list("pk", flat=True))
+
+    out, _err = run("export_events")
+    lines = [json.loads(line) for line in out.splitlines()]
+    assert [line["id"] for line in lines] == ids
+    assert [line["kind"] for line in lines] == ["created", "renamed", "revoked"]
+    assert lines[2] == {
+        "id": ids[2], "at": lines[2]["at"], "kind": "revoked", "user": {"id": user.pk, "username": "alice"},
+        "actor": None, "token_id": token.pk, "legacy_key_id": None, "ip": None,
+        "detail": "reported leaked · github",
+    }
+    out, _err = run("export_events", "--after", str(ids[0]))
+    assert [json.loads(line)["id"] for line in out.splitlines()] == ids[1:]
+    out, _err = run("export_events", "--after", str(ids[0]), "--limit", "1")
+    assert [json.loads(line)["id"] for line in out.splitlines()] == ids[1:2]
+
+
+@pytest.mark.parametrize("args", [["--after", "-1"], ["--after", "²"], ["--limit", "0"],
+                                  ["--after", "9" * 30]])
+def test_export_events_refuses_bad_arguments(args):
+    with pytest.raises((CommandError, SystemExit)):
+        run("export_events", *args)
+
+
+@pytest.mark.parametrize("args", [["--interval", "0"], ["--interval", "nan"], ["--loop", "--rounds", "0"]])
+def test_send_alerts_refuses_bad_arguments(args):
+    with pytest.raises(CommandError):
+        run("send_alerts", *args)
+
+
+# --- rotate_token -------------------------------------------------------------------------------------------
+
+
+def test_rotate_token_prints_the_new_value_once_on_stdout_and_keeps_the_old_for_the_overlap(user, issue):
+    old, old_value = issue(user, name="service", access="read")
+    out, err = run("rotate_token", str(old.pk), "--overlap", "1h")
+    value = out.strip()
+    new = Token.objects.get(replaces=old)
+    assert Token.objects.find_by_value(value) == new and new.access == "read"
+    assert f"#{new.pk}" in err and value not in err and old_value not in out + err
+    old.refresh_from_db()
+    assert old.status == "rotating" and old.rotation_ends_at - old.rotated_at == timedelta(hours=1)
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["999999"], "No token with id 999999"),
+        (["²"], "whole number"),
+        (["{pk}", "--overlap", "forever"], "--overlap takes"),
+        (["{pk}", "--overlap", "²"], "--overlap takes"),
+        (["{pk}", "--overlap", "8d"], "--overlap takes"),
+        (["{pk}", "--overlap", "999999"], "longest overlap"),
+        (["{pk}", "--never"], "without an expiry"),
+        (["{pk}", "--days", "99999999"], "at most"),
+    ],
+)
+def test_rotate_token_refuses_bad_input_clearly_and_changes_nothing(user, issue, args, message):
+    token, _ = issue(user)
+    before = _snapshot()
+    with pytest.raises(CommandError, match=message):
+        run("rotate_token", *[a.format(pk=token.pk) for a in args])
+    assert _snapshot() == before
+
+
+def test_rotate_token_refuses_a_token_that_is_already_rotating(user, issue):
+    token, _ = issue(user)
+    run("rotate_token", str(token.pk), "--overlap", "1d")
+    before = _snapshot()
+    with pytest.raises(CommandError, match=r"Only an active token can be rotated; #\d+ is rotating"):
+        run("rotate_token", str(token.pk))
+    assert _snapshot() == before

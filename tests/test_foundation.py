@@ -141,3 +141,129 @@ def test_the_migration_guide_is_served_to_get_and_head(client):
     assert response.status_code == 200 and response["Content-Type"].startswith("text/plain")
     assert b"Authorization: Bearer" in response.content
     assert client.head("/docs/migration/").status_code == 200
+
+
+# --- settings a person can get wrong stop the process with one line ----------------------------------------
+
+GOOD_PEPPER = "p" * 40
+BAD_SETTINGS = [
+    ({"TOKEN_PEPPERS": "1=x"}, "TOKEN_PEPPERS", "shorter than 32 characters"),
+    ({"TOKEN_PEPPERS": "abc"}, "TOKEN_PEPPERS", "not of the form id=value"),
+    ({"TOKEN_PEPPERS": f"²={GOOD_PEPPER}"}, "TOKEN_PEPPERS", "not a whole number"),
+    ({"DATABASE_URL": "mysql://u:secret-pw@db/x"}, "DATABASE_URL", "PostgreSQL"),
+    ({"DATABASE_URL": "postgres://u:secret-pw@db:port/x"}, "DATABASE_URL", "postgres://user:password@"),
+    ({"CONN_MAX_AGE": "ten"}, "CONN_MAX_AGE", "whole number"),
+    ({"DATABASE_LOCK_TIMEOUT": "\u00b2"}, "DATABASE_LOCK_TIMEOUT", "number of seconds"),
+    ({"TRUSTED_PROXIES": "10.0.0.1,proxy.example"}, "TRUSTED_PROXIES", "'proxy.example'"),
+    ({"SECURE_TLS": "ture"}, "SECURE_TLS", "SECURE_TLS=true"),
+    ({"DEBUG": "maybe"}, "DEBUG", "neither true nor false"),
+    ({"TIME_ZONE": "Mars/Olympus"}, "TIME_ZONE", "Europe/Paris"),
+    ({"LOG_LEVEL": "LOUD"}, "LOG_LEVEL", "INFO"),
+    ({"SITE_URL": "tokens.example.com"}, "SITE_URL", "https://"),
+    ({"CSRF_TRUSTED_ORIGINS": "tokens.example.com"}, "CSRF_TRUSTED_ORIGINS", "scheme"),
+    ({"EMAIL_URL": "carrier-pigeon://loft"}, "EMAIL_URL", "smtp"),
+]
+
+
+def _server_env(tmp_path, **env):
+    drop = ("DEBUG", "SECRET_KEY", "DATABASE_URL", "ALLOWED_HOSTS", "TOKEN_PEPPERS", "CONN_MAX_AGE",
+            "TRUSTED_PROXIES", "SECURE_TLS", "TIME_ZONE", "LOG_LEVEL", "SITE_URL", "EMAIL_URL")
+    base = {k: v for k, v in os.environ.items() if k not in drop}
+    return {**base, "DATA_DIR": str(tmp_path / "data"), "DJANGO_SETTINGS_MODULE": "portal.settings", **env}
+
+
+def _assert_one_line_refusal(output, name, hint):
+    lines = [line for line in output.splitlines() if line.startswith("Configuration error:")]
+    assert len(lines) >= 1, output
+    assert all(line == lines[0] for line in lines), output  # each gunicorn process says the same
+    assert lines[0].startswith(f"Configuration error: {name} ") and hint in lines[0], lines[0]
+    assert "Traceback" not in output and "secret-pw" not in output, output
+
+
+@pytest.mark.parametrize("env, name, hint", BAD_SETTINGS)
+def test_a_setting_that_cannot_work_stops_manage_py_with_one_line_naming_it(tmp_path, env, name, hint):
+    result = subprocess.run([sys.executable, "manage.py", "check"], cwd=ROOT,
+                            env=_server_env(tmp_path, **env), capture_output=True, text=True, timeout=60)
+    assert result.returncode != 0
+    assert result.stderr.strip().count("\n") == 0, result.stderr
+    _assert_one_line_refusal(result.stderr, name, hint)
+
+
+@pytest.mark.parametrize("env, name, hint", [BAD_SETTINGS[0], BAD_SETTINGS[1], BAD_SETTINGS[7]])
+def test_a_setting_that_cannot_work_stops_gunicorn_before_it_serves(tmp_path, env, name, hint):
+    result = subprocess.run(
+        [str(ROOT / ".venv" / "bin" / "gunicorn"), "portal.wsgi", "--bind", f"127.0.0.1:{_free_port()}",
+         "--workers", "2"],
+        cwd=ROOT, env=_server_env(tmp_path, **env), capture_output=True, text=True, timeout=60,
+    )
+    assert result.returncode != 0
+    _assert_one_line_refusal(result.stdout + result.stderr, name, hint)
+    assert "Booting worker" not in result.stdout + result.stderr  # refused before any worker started
+
+
+def test_a_pepper_value_may_end_with_equals_signs(tmp_path):
+    out = _settings_in_subprocess({"TOKEN_PEPPERS": f"1={GOOD_PEPPER}==,2={GOOD_PEPPER}"},
+                                  "settings.TOKEN_PEPPERS['1'][-2:]", tmp_path)
+    assert out == "=="
+
+
+# --- the data folder and the database are this account's only ----------------------------------------------
+
+
+def _free_port():
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def _modes(folder):
+    return {path.name: oct(path.stat().st_mode & 0o777) for path in [folder, *folder.iterdir()]}
+
+
+@pytest.mark.parametrize("umask", [0o022, 0o000])
+def test_the_data_folder_and_every_file_in_it_are_private_whatever_the_umask(tmp_path, umask):
+    import http.client
+    import time
+
+    data = tmp_path / "data"
+    data.mkdir(mode=0o755)
+    data.chmod(0o755)  # made looser by hand, or by an older version
+    env = _server_env(tmp_path)
+
+    def run(*args):
+        return subprocess.run([sys.executable, "manage.py", *args], cwd=ROOT, env=env, capture_output=True,
+                              text=True, timeout=120, check=True, preexec_fn=lambda: os.umask(umask))
+
+    run("migrate", "--noinput", "-v", "0")
+    run("createcachetable")
+    run("shell", "-c", "from django.contrib.auth.models import User; User.objects.create_user('svc')")
+    value = run("create_token", "svc", "probe", "--days", "1").stdout.strip()
+    port = _free_port()
+    server = subprocess.Popen(
+        [str(ROOT / ".venv" / "bin" / "gunicorn"), "portal.wsgi", "--bind", f"127.0.0.1:{port}",
+         "--workers", "2"],
+        cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        preexec_fn=lambda: os.umask(umask),
+    )
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                connection = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+                connection.request("GET", "/api/users/me", headers={"Authorization": f"Bearer {value}"})
+                status = connection.getresponse().status
+                break
+            except OSError:
+                assert time.monotonic() < deadline and server.poll() is None, "gunicorn did not start"
+                time.sleep(0.2)
+        assert status == 200
+        modes = _modes(data)
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
+    assert {"portal.sqlite3", "portal.sqlite3-wal", "portal.sqlite3-shm", "portal.sqlite3-usage.lock",
+            "secret_key", "token_pepper"} <= set(modes), modes
+    assert modes.pop("data") == "0o700"
+    assert set(modes.values()) == {"0o600"}, modes

@@ -1,14 +1,14 @@
-"""Hostile input through the whole Django stack (middleware, CSRF, views, templates) and the sign-in throttle.
+"""Hostile input through the whole Django stack (middleware, CSRF, views, templates).
 
 Every hostile request must get a 4xx with a clear message, change nothing in the database, and never
-come back unescaped. A few of these go through a real gunicorn in tests/live/test_hostile_http.py.
+come back unescaped. A few of these go through a real gunicorn in tests/live/test_hostile_http.py. The
+sign-in throttle and the API failure limit are in test_throttle.py.
 """
 
 import json
 import string
 
 import pytest
-from django.core.cache import cache
 from django.db import connection
 from django.test import Client
 from django.test.utils import CaptureQueriesContext
@@ -17,32 +17,12 @@ from hypothesis import strategies as st
 
 from tokens import credentials
 from tokens.constants import TOKEN_PREFIX
-from tokens.models import LegacyApiKey, Token, TokenEvent, UsageRecord
-from tokens.throttle import MAX_FAILURES_PER_ADDRESS, MAX_FAILURES_PER_USERNAME
+from tokens.models import Token, UsageRecord
 
-from .conftest import PASSWORD, bearer
+from .conftest import _snapshot, assert_clear_api_error, bearer, sign_in
 
 MARKUP = '<script>alert("x")</script><img src=x onerror=alert(1)>'
 FUZZ = settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
-
-
-def snapshot():
-    """Everything a hostile request could change."""
-    return (
-        list(Token.objects.order_by("pk").values()),
-        list(TokenEvent.objects.order_by("pk").values()),
-        list(LegacyApiKey.objects.order_by("pk").values()),
-        UsageRecord.objects.count(),
-    )
-
-
-def assert_clear_api_error(response, status):
-    assert response.status_code == status, response.content[:500]
-    assert response["Content-Type"] == "application/json"
-    body = response.json()
-    assert set(body) >= {"error", "detail"}
-    assert body["detail"].strip() and "Traceback" not in body["detail"]
-    return body
 
 
 # --- the token parser --------------------------------------------------------------------------------------
@@ -87,22 +67,22 @@ HEADER_TEXT = st.text(alphabet=st.characters(min_codepoint=0, max_codepoint=255)
 def test_any_authorization_header_is_refused_with_401_json_and_nothing_recorded(
     client, issued, scheme, value
 ):
-    before = snapshot()
+    before = _snapshot()
     response = client.get("/api/users/me", HTTP_AUTHORIZATION=scheme + value)
     assert_clear_api_error(response, 401)
     assert response["WWW-Authenticate"].startswith('Bearer realm="api"')
-    assert snapshot() == before
+    assert _snapshot() == before
 
 
 @pytest.mark.django_db
 @FUZZ
 @given(value=HEADER_TEXT)
 def test_any_legacy_key_header_that_is_not_a_key_is_refused_with_401_json(client, user, value):
-    before = snapshot()
+    before = _snapshot()
     response = client.get("/api/users/me", HTTP_REST_API_KEY=value)
     body = assert_clear_api_error(response, 401)
     assert "Bearer" in body["detail"] or "malformed" in body["detail"]
-    assert snapshot() == before
+    assert _snapshot() == before
 
 
 @pytest.mark.django_db
@@ -150,13 +130,13 @@ def test_bad_names_through_the_api_get_400_with_the_field_and_change_nothing(
     client, user, issued, name, message
 ):
     client.force_login(user)
-    before = snapshot()
+    before = _snapshot()
     created = client.post("/api/tokens", {"name": name}, content_type="application/json")
     body = assert_clear_api_error(created, 400)
     assert any(message in m for m in body["fields"]["name"])
     renamed = client.patch(f"/api/tokens/{issued[0].pk}", {"name": name}, content_type="application/json")
     assert any(message in m for m in assert_clear_api_error(renamed, 400)["fields"]["name"])
-    assert snapshot() == before
+    assert _snapshot() == before
 
 
 @pytest.mark.django_db
@@ -181,14 +161,14 @@ def test_markup_in_a_name_is_stored_as_text_and_always_shown_escaped(client, use
 def test_bad_names_through_the_html_create_form_get_400_and_create_nothing(client, user, name):
     client.force_login(user)
     form = client.get("/profile/integrations/authorizations/new/").context["form"]
-    before = snapshot()
+    before = _snapshot()
     response = client.post("/profile/integrations/authorizations/new/", {
         "name": name, "purpose": "", "expiry": "30d", "nonce": form["nonce"].initial,
     })
     assert response.status_code == 400
     assert b'class="field-error"' in response.content
     assert b"Null characters are not allowed" in response.content or b"at most 100" in response.content
-    assert snapshot() == before
+    assert _snapshot() == before
 
 
 @pytest.mark.django_db
@@ -238,11 +218,158 @@ def test_wrong_content_types_and_broken_json_get_a_clear_4xx_and_change_nothing(
     client, user, issued, body, content_type, status, detail
 ):
     client.force_login(user)
-    before = snapshot()
+    before = _snapshot()
     for method, path in (("post", "/api/tokens"), ("patch", f"/api/tokens/{issued[0].pk}")):
         response = getattr(client, method)(path, body, content_type=content_type)
         assert detail in assert_clear_api_error(response, status)["detail"], method
-    assert snapshot() == before
+    assert _snapshot() == before
+
+
+@pytest.mark.django_db
+def test_json_nested_thousands_of_levels_deep_gets_a_400_and_changes_nothing(client, user, issued):
+    client.force_login(user)
+    before = _snapshot()
+    body = "[" * 3000 + "]" * 3000  # 6 KB, under the size limit, deeper than the parser's stack
+    for nested in (body, '{"name": ' + body + "}"):
+        for method, path in (("post", "/api/tokens"), ("patch", f"/api/tokens/{issued[0].pk}")):
+            response = getattr(client, method)(path, nested, content_type="application/json")
+            assert "nests too deeply" in assert_clear_api_error(response, 400)["detail"], method
+    assert _snapshot() == before
+
+
+# --- numbers in the address: Unicode digits, huge values ---------------------------------------------------
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize("param", ["page", "page_size"])
+@pytest.mark.parametrize("raw", ["²", "١", "½", "9" * 5000, "-1", "1e3"])
+def test_page_numbers_that_are_not_plain_ascii_digits_get_a_400_naming_the_parameter(
+    client, issued, param, raw
+):
+    _token, value = issued
+    for path in ("/api/tokens", f"/api/tokens/{issued[0].pk}/usage"):
+        response = client.get(path, {param: raw}, **bearer(value))
+        body = assert_clear_api_error(response, 400)
+        assert param in body["fields"], path
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize("raw", ["²", "9" * 40])
+def test_a_unicode_or_huge_request_cursor_on_the_token_page_is_ignored(client, user, issued, raw):
+    client.force_login(user)
+    response = client.get(f"/profile/integrations/authorizations/{issued[0].pk}/", {"before": raw})
+    assert response.status_code == 200
+
+
+# --- invisible and unstorable characters in names and purposes ---------------------------------------------
+
+INVISIBLE = [
+    ("del\x7fchar", "U+007F"),
+    ("csi\x9b31m", "U+009B"),
+    ("evil\u202egnp.exe", "U+202E"),
+    ("zero\u200bwidth", "U+200B"),
+    ("line\u2028separator", "U+2028"),
+    ("para\u2029separator", "U+2029"),
+    ("lone\ud800surrogate", "U+D800"),
+    ("private\ue000use", "U+E000"),
+]
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize("name, code", INVISIBLE)
+def test_control_invisible_and_surrogate_characters_in_a_name_get_400_naming_them(
+    client, user, issued, name, code
+):
+    client.force_login(user)
+    before = _snapshot()
+    created = client.post("/api/tokens", {"name": name}, content_type="application/json")
+    assert code in " ".join(assert_clear_api_error(created, 400)["fields"]["name"])
+    renamed = client.patch(f"/api/tokens/{issued[0].pk}", {"name": name}, content_type="application/json")
+    assert code in " ".join(assert_clear_api_error(renamed, 400)["fields"]["name"])
+    assert _snapshot() == before
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize("purpose, code", [*INVISIBLE, ("nul\x00byte", "U+0000")])
+def test_control_invisible_and_surrogate_characters_in_a_purpose_get_400_naming_them(
+    client, user, purpose, code
+):
+    client.force_login(user)
+    before = _snapshot()
+    created = client.post("/api/tokens", {"name": "ok", "purpose": purpose}, content_type="application/json")
+    assert code in " ".join(assert_clear_api_error(created, 400)["fields"]["purpose"])
+    assert _snapshot() == before
+
+
+@pytest.mark.django_db
+def test_a_purpose_of_several_lines_and_a_name_with_emoji_are_still_accepted(client, user):
+    client.force_login(user)
+    body = {"name": "nas01 backup 💾 – café", "purpose": "line one\r\n\tline two"}
+    response = client.post("/api/tokens", body, content_type="application/json")
+    assert response.status_code == 201
+    assert response.json()["purpose"] == "line one\r\n\tline two"
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize("name, code", [(n, c) for n, c in INVISIBLE if c != "U+D800"])
+def test_invisible_characters_in_a_name_through_the_html_form_get_a_field_error(client, user, name, code):
+    client.force_login(user)
+    form = client.get("/profile/integrations/authorizations/new/").context["form"]
+    before = _snapshot()
+    response = client.post("/profile/integrations/authorizations/new/", {
+        "name": name, "purpose": "", "expiry": "30d", "nonce": form["nonce"].initial,
+    })
+    assert response.status_code == 400
+    assert code in " ".join(response.context["form"].errors["name"])
+    assert _snapshot() == before
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize(
+    "expires_at", ["9999-12-31T23:59:59Z", "9999-12-31T23:59:59-23:59", "0001-01-01T00:00:00+23:59"]
+)
+def test_an_expiry_at_the_ends_of_the_calendar_gets_a_400(client, user, expires_at):
+    client.force_login(user)
+    before = _snapshot()
+    body = {"name": "far", "expires_at": expires_at}
+    response = client.post("/api/tokens", body, content_type="application/json")
+    assert "expires_at" in assert_clear_api_error(response, 400)["fields"]
+    assert _snapshot() == before
+
+
+@pytest.mark.django_db
+def test_a_custom_expiry_in_the_year_9999_through_the_html_form_gets_a_field_error(client, user):
+    client.force_login(user)
+    form = client.get("/profile/integrations/authorizations/new/").context["form"]
+    before = _snapshot()
+    response = client.post("/profile/integrations/authorizations/new/", {
+        "name": "far", "purpose": "", "expiry": "custom", "custom_expiry": "9999-12-31T23:59",
+        "nonce": form["nonce"].initial,
+    })
+    assert response.status_code == 400
+    assert "longest lifetime" in " ".join(response.context["form"].errors["custom_expiry"])
+    assert _snapshot() == before
+
+
+# --- NUL and other unstorable characters in the request path ----------------------------------------------
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize("path, stored", [
+    ("/api/tokens%00", "/api/tokens\\x00"),
+    ("/api/users/me%00/x", "/api/users/me\\x00/x"),
+    ("/api/%5Cx00", "/api/\\\\x00"),  # a real backslash cannot pose as an escaped NUL
+])
+def test_every_use_is_recorded_whatever_the_path_holds(client, issued, user, path, stored):
+    token, value = issued
+    response = client.get(path, **bearer(value), HTTP_USER_AGENT="agent\x00zero")
+    assert response.status_code == 404  # no such route; not 503, not 500
+    token.revoke(actor=user)
+    refused = client.get(path, **bearer(value))
+    assert refused.status_code == 401
+    records = list(UsageRecord.objects.filter(token=token).order_by("at", "pk"))
+    assert [(r.path, r.accepted) for r in records] == [(stored, True), (stored, False)]
+    assert records[0].user_agent == "agent\\x00zero"
 
 
 # --- CSRF --------------------------------------------------------------------------------------------------
@@ -259,7 +386,7 @@ def csrf_client(user):
 def test_form_posts_without_a_csrf_token_are_refused_with_403_and_change_nothing(csrf_client, user, issued):
     token, _value = issued
     nonce = csrf_client.get("/profile/integrations/authorizations/new/").context["form"]["nonce"].initial
-    before = snapshot()
+    before = _snapshot()
     posts = [
         ("/profile/integrations/authorizations/new/", {"name": "csrf", "expiry": "30d", "nonce": nonce}),
         (f"/profile/integrations/authorizations/{token.pk}/rename/", {"name": "renamed by a forged form"}),
@@ -270,13 +397,13 @@ def test_form_posts_without_a_csrf_token_are_refused_with_403_and_change_nothing
         response = csrf_client.post(path, data)
         assert response.status_code == 403, path
         assert b"CSRF" in response.content, path
-    assert snapshot() == before
+    assert _snapshot() == before
 
 
 @pytest.mark.django_db
 def test_api_writes_with_a_session_but_no_csrf_token_are_refused_as_json(csrf_client, issued):
     token, _value = issued
-    before = snapshot()
+    before = _snapshot()
     create = csrf_client.post("/api/tokens", {"name": "csrf"}, content_type="application/json")
     assert_clear_api_error(create, 403)
     assert create.json()["error"] == "csrf_failed" and "CSRF" in create.json()["detail"]
@@ -284,7 +411,7 @@ def test_api_writes_with_a_session_but_no_csrf_token_are_refused_as_json(csrf_cl
     assert_clear_api_error(revoke, 403)
     rename = csrf_client.patch(f"/api/tokens/{token.pk}", {"name": "x"}, content_type="application/json")
     assert_clear_api_error(rename, 403)
-    assert snapshot() == before
+    assert _snapshot() == before
     # Reading needs no CSRF token, and a bearer token needs none at all.
     assert csrf_client.get("/api/tokens").status_code == 200
 
@@ -297,7 +424,7 @@ def test_another_users_token_id_answers_exactly_like_an_unknown_id(client, user,
     theirs, _value = issue(other_user, name="theirs")
     unknown = theirs.pk + 1000
     client.force_login(user)
-    before = snapshot()
+    before = _snapshot()
     requests = [
         ("get", "/api/tokens/{}", None),
         ("get", "/api/tokens/{}/usage", None),
@@ -320,7 +447,7 @@ def test_another_users_token_id_answers_exactly_like_an_unknown_id(client, user,
         # Same status, same body, same work (the same number of queries): nothing tells the two apart.
         assert answers[0] == answers[1], template
         assert answers[0][0] == 404, template
-    assert snapshot() == before
+    assert _snapshot() == before
     assert Token.objects.get(pk=theirs.pk).status == "active"
 
 
@@ -333,61 +460,7 @@ def test_a_bearer_token_cannot_reach_another_users_token_either(client, issued, 
     assert Token.objects.get(pk=theirs.pk).revoked_at is None
 
 
-# --- sign-in abuse -----------------------------------------------------------------------------------------
-
-
-@pytest.fixture
-def fresh_throttle(db, settings):
-    """An empty throttle, and a cheap hasher: these tests make dozens of sign-in attempts."""
-    settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher", *settings.PASSWORD_HASHERS]
-    cache.clear()
-    yield
-    cache.clear()
-
-
-def sign_in(client, username, password, address="203.0.113.7"):
-    return client.post("/accounts/login/", {"username": username, "password": password}, REMOTE_ADDR=address)
-
-
-@pytest.mark.django_db
-def test_repeated_failed_sign_ins_for_one_username_are_refused_for_a_while_with_429(
-    fresh_throttle, client, user, other_user
-):
-    for _ in range(MAX_FAILURES_PER_USERNAME):
-        response = sign_in(client, "alice", "wrong password")
-        assert response.status_code == 200
-        assert b"Please enter a correct username and password" in response.content
-
-    # Locked: even the right password is refused (it is not checked), with a clear message.
-    refused = sign_in(client, "ALICE ", PASSWORD)
-    assert refused.status_code == 429
-    assert "Too many failed sign-in attempts" in refused.content.decode()
-    assert int(refused["Retry-After"]) > 0
-    assert "_auth_user_id" not in client.session
-
-    # Someone else signing in from the same address is not affected.
-    other = Client()
-    assert sign_in(other, "bob", PASSWORD).status_code == 302
-
-
-@pytest.mark.django_db
-def test_many_failed_sign_ins_from_one_address_lock_that_address_only(fresh_throttle, client, user):
-    for n in range(MAX_FAILURES_PER_ADDRESS):
-        # A different made-up username each time: the per-username limit is never reached.
-        assert sign_in(client, f"guess{n}", "wrong", address="198.51.100.9").status_code == 200
-    assert sign_in(client, "alice", PASSWORD, address="198.51.100.9").status_code == 429
-    assert sign_in(Client(), "alice", PASSWORD, address="192.0.2.44").status_code == 302
-
-
-@pytest.mark.django_db
-def test_a_successful_sign_in_clears_the_usernames_failures(fresh_throttle, client, user):
-    for _ in range(MAX_FAILURES_PER_USERNAME - 1):
-        sign_in(client, "alice", "wrong password")
-    assert sign_in(client, "alice", PASSWORD).status_code == 302
-    client.logout()
-    for _ in range(MAX_FAILURES_PER_USERNAME - 1):
-        assert sign_in(client, "alice", "wrong password").status_code == 200
-    assert sign_in(client, "alice", PASSWORD).status_code == 302
+# --- the sign-in form ---------------------------------------------------------------------------------------
 
 
 @pytest.mark.django_db
@@ -395,31 +468,3 @@ def test_the_sign_in_form_reflects_no_markup(fresh_throttle, client):
     response = sign_in(client, MARKUP, "x")
     assert response.status_code == 200
     assert "<script>alert" not in response.content.decode()
-
-
-@pytest.mark.django_db
-def test_the_admin_sign_in_form_shares_the_same_lock(fresh_throttle, rf, staff_user):
-    from tokens.throttle import ThrottledAdminAuthenticationForm
-
-    def admin_form(password):
-        request = rf.post("/admin/login/", REMOTE_ADDR="203.0.113.8")
-        return ThrottledAdminAuthenticationForm(request, data={"username": "sam", "password": password})
-
-    assert admin_form(PASSWORD).is_valid()
-    for _ in range(MAX_FAILURES_PER_USERNAME):
-        assert sign_in(Client(), "sam", "wrong password", address="203.0.113.8").status_code == 200
-    locked = admin_form(PASSWORD)
-    assert not locked.is_valid()
-    assert locked.has_error("__all__", code="throttled")
-
-
-@pytest.mark.django_db
-def test_the_admin_sign_in_page_refuses_a_locked_username(fresh_throttle, staff_user):
-    for _ in range(MAX_FAILURES_PER_USERNAME):
-        sign_in(Client(), "sam", "wrong password")
-    admin_client = Client()
-    response = admin_client.post("/admin/login/?next=/admin/", {"username": "sam", "password": PASSWORD,
-                                                                 "next": "/admin/"}, REMOTE_ADDR="203.0.113.7")
-    assert response.status_code == 200
-    assert "Too many failed sign-in attempts" in response.content.decode()
-    assert "_auth_user_id" not in admin_client.session

@@ -1,22 +1,21 @@
-"""Legacy API keys: the CSV import, deprecated-but-working authentication, sunset, and no key ever shown."""
+"""Legacy API keys: the CSV import, weak keys refused, and no key ever shown.
+
+Their authentication is in test_auth.py; the Deprecation, Sunset and Link headers and the usage records
+of their uses in test_middleware.py.
+"""
 
 import io
-from datetime import timedelta
-from email.utils import parsedate_to_datetime
 
 import pytest
+from django.core.exceptions import ValidationError
 from django.core.management import call_command
 from django.core.management.base import CommandError
-from django.utils import timezone
 
-from tokens.models import ExpirationPolicy, LegacyApiKey, TokenEvent, UsageRecord
-from tokens.models.usage import usage_totals
+from tokens.models import LegacyApiKey
+
+from .conftest import ALICE_KEY, BOB_KEY, _set_policy, me
 
 pytestmark = pytest.mark.django_db
-
-ALICE_KEY = "a1b2c3d4e5f6-alice-legacy-key"
-BOB_KEY = "f6e5d4c3b2a1-bob-legacy-key"
-LINK = '</docs/migration/>; rel="deprecation"; type="text/plain"'
 
 
 def run_import(tmp_path, text, *options):
@@ -29,19 +28,6 @@ def run_import(tmp_path, text, *options):
     except CommandError as error:
         return out.getvalue(), err.getvalue(), error
     return out.getvalue(), err.getvalue(), None
-
-
-@pytest.fixture
-def alice_key(user, policy):
-    return LegacyApiKey.objects.import_key(user=user, key=ALICE_KEY)[0]
-
-
-def me(client, key, **extra):
-    return client.get("/api/users/me", headers={"Rest-Api-Key": key}, **extra)
-
-
-def _set_policy(**fields):
-    ExpirationPolicy.objects.filter(pk=1).update(**fields)
 
 
 # --- import -------------------------------------------------------------------------------------------------
@@ -127,151 +113,33 @@ def test_a_missing_file_is_a_clear_error(tmp_path):
         call_command("import_legacy_keys", str(tmp_path / "missing.csv"))
 
 
-# --- authentication -----------------------------------------------------------------------------------------
+# --- weak keys, and no key ever shown -----------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("header", ["Rest-Api-Key", "rest-api-key", "REST-API-KEY", "rEsT-aPi-KeY"])
-def test_a_legacy_key_authenticates_as_its_owner_in_any_header_case(client, alice_key, header):
-    response = client.get("/api/users/me", headers={header: ALICE_KEY})
-    assert response.status_code == 200
-    body = response.json()
-    assert body["username"] == "alice"
-    assert body["auth"]["method"] == "legacy_key"
-
-
-def test_the_owner_acts_with_its_own_permissions_through_a_legacy_key(client, alice_key, viewer):
-    assert client.get("/api/users", headers={"Rest-Api-Key": ALICE_KEY}).status_code == 403
-    LegacyApiKey.objects.import_key(user=viewer, key=BOB_KEY)
-    assert client.get("/api/users", headers={"Rest-Api-Key": BOB_KEY}).status_code == 200
-
-
-def test_bearer_wins_when_both_headers_are_sent(client, alice_key, other_user, issue):
-    token, value = issue(other_user)
-    response = client.get("/api/users/me", headers={"Rest-Api-Key": ALICE_KEY, **_auth(value)})
-    assert response.json()["username"] == "bob"
-    assert response.json()["auth"]["method"] == "bearer"
-    for header in ("Deprecation", "Sunset", "Link"):
-        assert header not in response
-    assert list(UsageRecord.objects.values_list("token_id", "legacy_key_id")) == [(token.pk, None)]
-    # A bad bearer token is refused even with a good key beside it: no fallback to the weaker credential.
-    refused = client.get("/api/users/me", headers={"Rest-Api-Key": ALICE_KEY, **_auth(value[:-1] + ("x" if value[-1] != "x" else "y"))})
-    assert refused.status_code == 401
-
-
-def _auth(value):
-    return {"Authorization": f"Bearer {value}"}
-
-
-def test_every_legacy_response_is_marked_deprecated_with_a_sunset_and_a_link(client, alice_key):
-    deprecated = timezone.now().replace(microsecond=0) - timedelta(days=10)
-    sunset = (timezone.now() + timedelta(days=60)).replace(microsecond=0)
-    _set_policy(legacy_deprecated_at=deprecated, legacy_sunset_at=sunset)
-    for response in (
-        me(client, ALICE_KEY),
-        client.get("/api/tokens/999", headers={"Rest-Api-Key": ALICE_KEY}),
-    ):
-        assert response.status_code in (200, 404)
-        assert response["Deprecation"] == f"@{int(deprecated.timestamp())}"
-        assert response["Sunset"].endswith(" GMT")
-        assert parsedate_to_datetime(response["Sunset"]) == sunset
-        assert response["Link"] == LINK
-
-
-def test_without_a_sunset_date_no_sunset_header_is_sent(client, alice_key):
-    _set_policy(legacy_sunset_at=None)
-    response = me(client, ALICE_KEY)
-    assert response.status_code == 200
-    assert "Sunset" not in response
-    assert response["Deprecation"].startswith("@") and response["Link"] == LINK
-
-
-def test_the_link_points_to_the_migration_guide(client, alice_key):
-    target = me(client, ALICE_KEY)["Link"].split(">")[0].lstrip("<")
-    guide = client.get(target)
-    assert guide.status_code == 200
-    text = guide.content.decode()
-    for needle in (
-        "Authorization: Bearer",
-        "Rest-Api-Key",
-        "curl",
-        "import requests",
-        "Sunset",
-        "Deprecation",
-    ):
-        assert needle in text
-
-
-@pytest.mark.parametrize(
-    "policy_change, detail",
-    [
-        ({"legacy_sunset_at": "past"}, "Legacy API keys reached their sunset. Use a bearer token"),
-        ({"legacy_keys_accepted": False}, "Legacy API keys are switched off. Use a bearer token"),
-    ],
-)
-def test_after_the_sunset_or_when_switched_off_a_key_gets_401_telling_to_use_a_bearer_token(
-    client, alice_key, policy_change, detail
+@pytest.mark.parametrize("key, reason", [
+    ("k", "at least 16 characters"),
+    ("short-key-123", "at least 16 characters"),
+    ("aaaaaaaaaaaaaaaaaaaaaaaa", "two kinds"),
+    ("1234567890123456789", "two kinds"),
+    ("abababab12121212", "different characters"),
+])
+def test_a_weak_key_is_refused_at_import_with_a_message_for_its_row_and_is_not_imported(
+    tmp_path, user, key, reason
 ):
-    if policy_change.get("legacy_sunset_at") == "past":
-        _set_policy(
-            legacy_deprecated_at=timezone.now() - timedelta(days=90),
-            legacy_sunset_at=timezone.now() - timedelta(seconds=1),
-        )
-    else:
-        _set_policy(**policy_change)
-    response = me(client, ALICE_KEY)
-    assert response.status_code == 401
-    assert response.json()["error"] == "invalid_token"
-    assert response.json()["detail"].startswith(detail)
-    assert 'error="invalid_token"' in response["WWW-Authenticate"]
-    assert "Use a bearer token" in response["WWW-Authenticate"]
-    assert response["Link"] == LINK
-    record = UsageRecord.objects.get()
-    assert (record.legacy_key_id, record.accepted, record.status) == (alice_key.pk, False, 401)
-    alice_key.refresh_from_db()
-    assert alice_key.request_count == 0
-
-
-def test_a_sunset_in_the_future_still_lets_keys_in(client, alice_key):
-    _set_policy(legacy_sunset_at=timezone.now() + timedelta(minutes=5))
-    assert me(client, ALICE_KEY).status_code == 200
-
-
-def test_a_revoked_key_is_refused_at_once(client, alice_key, staff_user):
-    assert me(client, ALICE_KEY).status_code == 200
-    alice_key.revoke(actor=staff_user)
-    response = me(client, ALICE_KEY)
-    assert response.status_code == 401
-    assert "revoked" in response.json()["detail"] and "bearer token" in response.json()["detail"]
-
-
-def test_an_unknown_key_and_a_deactivated_owner_are_refused(client, alice_key, user):
-    assert me(client, "not-a-key-anyone-was-given").status_code == 401
-    user.is_active = False
-    user.save()
-    assert me(client, ALICE_KEY).status_code == 401
-
-
-def test_every_use_is_recorded_with_client_details_and_one_activity_event_a_day(client, alice_key, user):
-    for _ in range(3):
-        me(client, ALICE_KEY, HTTP_USER_AGENT="old-cron/1.0", REMOTE_ADDR="198.51.100.4")
-    records = UsageRecord.objects.filter(legacy_key=alice_key)
-    assert records.count() == 3
-    assert {(r.user_id, r.accepted, r.status, r.ip, r.user_agent, r.path) for r in records} == {
-        (user.pk, True, 200, "198.51.100.4", "old-cron/1.0", "/api/users/me")
-    }
-    alice_key.refresh_from_db()
-    usage_totals([alice_key])
-    assert alice_key.request_count == 3
-    assert (alice_key.last_used_ip, alice_key.last_used_user_agent) == ("198.51.100.4", "old-cron/1.0")
-    assert alice_key.last_used_at is not None
-    events = TokenEvent.objects.filter(legacy_key=alice_key, kind="legacy_used")
-    assert events.count() == 1
-    assert events.get().user == user and events.get().detail == timezone.now().date().isoformat()
+    text = f"username,key\nalice,{ALICE_KEY}\nalice,{key}\n"
+    out, err, error = run_import(tmp_path, text, "--skip-invalid")
+    assert error is None
+    assert "line 3:" in err and reason in err
+    assert len(key) < 12 or key not in err + out  # the message names the row, never the key
+    assert LegacyApiKey.objects.count() == 1
+    with pytest.raises(ValidationError):
+        LegacyApiKey.objects.import_key(user=user, key=key)
+    assert LegacyApiKey.objects.count() == 1
 
 
 def test_no_response_or_page_ever_carries_a_key(client, alice_key, user, staff_user):
     responses = [me(client, ALICE_KEY), client.get("/api/tokens", headers={"Rest-Api-Key": ALICE_KEY})]
-    _set_policy(legacy_keys_accepted=False)
+    _set_policy(security_level="high")
     responses.append(me(client, ALICE_KEY))
     client.force_login(user)
     responses += [
@@ -291,25 +159,3 @@ def test_no_response_or_page_ever_carries_a_key(client, alice_key, user, staff_u
         assert response.status_code in (200, 401)
         blob = response.content.decode() + "".join(f"{k}: {v}" for k, v in response.items())
         assert ALICE_KEY not in blob and alice_key.digest not in blob
-
-
-def test_a_legacy_key_survives_pepper_rotation_by_being_re_digested_on_use(client, user, settings):
-    from tokens import credentials
-
-    old = dict(settings.TOKEN_PEPPERS)
-    LegacyApiKey.objects.import_key(user=user, key=ALICE_KEY)
-    settings.TOKEN_PEPPERS = {**old, "9": "n" * 40}  # step 1 of the rotation: a newer pepper
-    assert me(client, ALICE_KEY).status_code == 200
-    row = LegacyApiKey.objects.get()
-    assert row.pepper_id == 9 and row.digest == credentials.digest(ALICE_KEY, credentials.peppers()[0])
-    settings.TOKEN_PEPPERS = {"9": "n" * 40}  # step 3: the old pepper retired
-    assert me(client, ALICE_KEY).status_code == 200
-
-
-def test_an_unknown_or_malformed_key_is_pointed_to_the_migration_guide(client, policy):
-    for key in ("not-a-key-anyone-was-given", "tab\tinside"):
-        response = me(client, key)
-        assert response.status_code == 401
-        assert response["Link"] == LINK
-        assert "bearer token" in response.json()["detail"] or "malformed" in response.json()["detail"]
-    assert "Link" not in client.get("/api/users/me", HTTP_AUTHORIZATION="Bearer bpt_nope")

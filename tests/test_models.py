@@ -19,7 +19,7 @@ def test_the_policy_starts_with_the_documented_defaults(policy):
     assert policy.maximum_lifetime == timedelta(days=365)
     assert policy.no_expiry_allowed_for == "nobody"
     assert policy.presets == ["1h", "1d", "7d", "30d", "90d", "1y"]
-    assert policy.legacy_keys_accepted and policy.legacy_sunset_at is None
+    assert policy.security_level == "compatibility" and policy.legacy_sunset_at is None
     assert policy.usage_retention_days == 90 and policy.max_active_tokens is None
     assert not policy.bearer_can_create_tokens
 
@@ -230,3 +230,225 @@ def test_lifetime_limits_are_told_in_plain_words(user, policy):
     with pytest.raises(ValidationError) as error:
         Token.objects.issue(user=user, name="x", expires_at=timezone.now() + timedelta(minutes=2))
     assert error.value.message_dict["expires_at"] == ["The shortest lifetime allowed is 5 minutes."]
+
+
+def test_saving_a_token_read_before_some_requests_keeps_their_count(user, issue):
+    token, _value = issue(user)
+    stale = Token.objects.get(pk=token.pk)
+    UsageRecord.objects.record(
+        token_id=token.pk, user_id=user.pk, at=timezone.now(), accepted=True, method="GET", path="/api/users/me",
+        status=200, ip="192.0.2.1", user_agent="ci", duration_ms=1.0,
+    )
+    UsageRecord.objects.summarise()  # the counters are on the token's row now, after *stale* was read
+    stale.purpose = "nightly backups"
+    stale.save()
+    token.refresh_from_db()
+    assert (token.purpose, token.request_count, token.last_used_ip) == ("nightly backups", 1, "192.0.2.1")
+    with pytest.raises(ValueError, match="kept by the database"):
+        stale.save(update_fields=["request_count"])
+# --- least privilege ----------------------------------------------------------------------------------------
+
+
+def test_existing_and_new_tokens_default_to_full_access_from_anywhere(user, issue):
+    token, _value = issue(user)
+    assert (token.access, token.permissions, token.allowed_ips, token.is_restricted) == ("read_write", None, [], False)
+
+
+def test_allowed_addresses_are_normalised_and_deduplicated():
+    from tokens.models.restrictions import clean_allowed_ips
+
+    assert clean_allowed_ips([" 192.0.2.1 ", "192.0.2.1/32", "2001:DB8:0::1", "2001:db8::/32", "10.0.0.0/8"]) == [
+        "192.0.2.1", "2001:db8::1", "2001:db8::/32", "10.0.0.0/8"]
+    assert clean_allowed_ips([f"10.0.0.{i}" for i in range(50)]) == [f"10.0.0.{i}" for i in range(50)]
+
+
+@pytest.mark.parametrize("entry", [
+    "", "10.0.0.256", "10.0.0.1/33", "10.0.0.1/8", "fe80::1%eth0", "١٢٣.1.1.1", "10.0.0.1\x00", "10.0.0.1\u202e",
+    "\ud800", "x" * 10_000, 3, None, "2001:db8::/129",
+])
+def test_anything_but_an_address_or_network_is_refused(entry):
+    from tokens.models.restrictions import clean_allowed_ips
+
+    with pytest.raises(ValidationError) as error:
+        clean_allowed_ips([entry])
+    assert "allowed_ips" in error.value.message_dict
+
+
+@pytest.mark.parametrize("allowed, address, expected", [
+    (["192.0.2.0/24"], "192.0.2.200", True),
+    (["192.0.2.0/24"], "192.0.3.1", False),
+    (["2001:db8::/32"], "2001:db8:1::5", True),
+    (["2001:db8::/32"], "2001:db9::5", False),
+    (["192.0.2.7"], "::ffff:192.0.2.7", True),
+    (["192.0.2.7"], None, False),
+    ([], "198.51.100.1", True),
+])
+def test_an_address_is_allowed_only_inside_the_list(allowed, address, expected):
+    from tokens.models.restrictions import address_allowed
+
+    assert address_allowed(allowed, address) is expected
+
+
+def test_set_restrictions_changes_everything_or_nothing_and_records_one_event_each(user, other_user, issue):
+    token, _value = issue(user)
+    with pytest.raises(ValidationError) as error:
+        token.set_restrictions(access="read", allowed_ips=["nowhere"], permissions=["auth.view_user"], actor=user)
+    assert set(error.value.message_dict) == {"allowed_ips", "permissions"}
+    token.refresh_from_db()
+    assert (token.access, token.permissions, token.allowed_ips) == ("read_write", None, [])
+    assert token.set_restrictions(access="read", allowed_ips=["192.0.2.1"], actor=other_user) == [
+        "access", "allowed_ips"]
+    assert token.set_restrictions(access="read", actor=user) == []
+    events = TokenEvent.objects.filter(token=token).exclude(kind="created")
+    assert sorted((e.kind, e.actor.username) for e in events) == [
+        ("access_changed", "bob"), ("addresses_changed", "bob")]
+
+
+
+# --- rotation -----------------------------------------------------------------------------------------------
+
+
+def _perm(codename):
+    from django.contrib.auth.models import Permission
+
+    return Permission.objects.get(codename=codename, content_type__app_label="auth")
+
+
+def test_a_rotation_issues_a_token_with_every_setting_of_the_old_one_and_links_both(user, issue):
+    user.user_permissions.add(_perm("view_user"))
+    old, _value = issue(user, name="backup", purpose="nightly", access="read", permissions=["auth.view_user"],
+                        allowed_ips=["192.0.2.0/24"])
+    new, plaintext = old.rotate(overlap=timedelta(hours=1), actor=user, ip="192.0.2.9")
+    assert plaintext.startswith("bpt_") and new.pk != old.pk
+    assert (new.name, new.purpose, new.access, new.permissions, new.allowed_ips) == (
+        "backup", "nightly", "read", ["auth.view_user"], ["192.0.2.0/24"])
+    old = Token.objects.select_related("replaced_by").get(pk=old.pk)
+    assert new.replaces_id == old.pk and old.replaced_by_token.pk == new.pk
+    assert old.status == "rotating" and new.status == "active"
+    assert old.rotation_ends_at == old.rotated_at + timedelta(hours=1)
+    kinds = {(e.token_id, e.kind, e.ip) for e in TokenEvent.objects.filter(kind=TokenEvent.Kind.ROTATED)}
+    assert kinds == {(old.pk, "rotated", "192.0.2.9"), (new.pk, "rotated", "192.0.2.9")}
+
+
+def test_the_new_expiry_is_the_old_lifetime_from_now_unless_another_is_chosen(user, issue):
+    old, _ = issue(user, days=7)
+    new, _ = old.rotate(overlap=timedelta(0), actor=user)
+    assert abs((new.expires_at - new.created_at) - timedelta(days=7)) < timedelta(seconds=5)
+    chosen = timezone.now() + timedelta(days=2)
+    newer, _ = new.rotate(overlap=timedelta(0), actor=user, expires_at=chosen)
+    assert newer.expires_at == chosen
+
+
+def test_a_lifetime_the_policy_no_longer_allows_is_brought_within_it_on_rotation(user, issue, policy):
+    old, _ = issue(user, days=300)
+    policy.maximum_lifetime = timedelta(days=90)
+    policy.default_lifetime = timedelta(days=30)
+    policy.presets = ["1h", "1d", "7d", "30d", "90d"]
+    policy.save()
+    new, _ = old.rotate(overlap=timedelta(0), actor=user)
+    assert abs((new.expires_at - new.created_at) - timedelta(days=90)) < timedelta(seconds=5)
+
+
+def test_the_overlap_never_outlives_the_old_tokens_own_expiry(user):
+    old, _ = Token.objects.issue(user=user, name="short", expires_at=timezone.now() + timedelta(minutes=30))
+    old.rotate(overlap=timedelta(days=1), actor=user, expires_at=timezone.now() + timedelta(days=1))
+    old.refresh_from_db()
+    assert old.rotation_ends_at == old.expires_at
+
+
+@pytest.mark.parametrize("state", ["rotating", "expired", "revoked", "rotation over"])
+def test_only_an_active_token_can_be_rotated_and_a_refused_rotation_creates_nothing(user, issue, state):
+    token, _ = issue(user)
+    if state == "rotating":
+        token.rotate(overlap=timedelta(hours=1), actor=user)
+    elif state == "rotation over":
+        token.rotate(overlap=timedelta(0), actor=user)
+    elif state == "expired":
+        Token.objects.filter(pk=token.pk).update(expires_at=timezone.now() - timedelta(seconds=1))
+    else:
+        token.revoke(actor=user)
+    count = Token.objects.count()
+    with pytest.raises(Token.NotRotatable):
+        Token.objects.get(pk=token.pk).rotate(overlap=timedelta(0), actor=user)
+    assert Token.objects.count() == count
+
+
+def test_an_overlap_beyond_the_policys_longest_is_refused_and_changes_nothing(user, issue, policy):
+    policy.max_rotation_overlap = timedelta(days=1)
+    policy.save()
+    token, _ = issue(user)
+    for overlap in (timedelta(days=7), timedelta(seconds=-1)):
+        with pytest.raises(ValidationError) as error:
+            token.rotate(overlap=overlap, actor=user)
+        assert "overlap" in error.value.message_dict
+    token.refresh_from_db()
+    assert token.status == "active" and Token.objects.count() == 1
+
+
+def test_a_refused_new_expiry_leaves_the_old_token_active(user, issue):
+    token, _ = issue(user)
+    with pytest.raises(ValidationError):
+        token.rotate(overlap=timedelta(hours=1), actor=user, expires_at=None)  # "no expiry" not allowed
+    token.refresh_from_db()
+    assert token.status == "active" and token.rotation_ends_at is None and Token.objects.count() == 1
+
+
+def test_the_active_token_cap_counts_the_new_token_but_not_the_rotating_one(user, issue, policy):
+    policy.max_active_tokens = 2
+    policy.save()
+    first, _ = issue(user, name="one")
+    issue(user, name="two")
+    first.rotate(overlap=timedelta(days=1), actor=user)  # at the cap: still allowed
+    assert Token.objects.for_user(user).active().count() == 2
+    assert list(Token.objects.for_user(user).rotating()) == [first]
+    with pytest.raises(ValidationError):
+        issue(user, name="three")
+
+
+def test_revoking_a_rotating_token_ends_its_overlap_at_once(user, issue):
+    token, _ = issue(user)
+    token.rotate(overlap=timedelta(days=1), actor=user)
+    assert token.revoke(actor=user) is True
+    assert Token.objects.get(pk=token.pk).status == "revoked"
+    assert Token.objects.revoked().filter(pk=token.pk).exists()
+
+
+def test_a_token_whose_overlap_is_over_counts_as_revoked_everywhere_and_a_revoke_changes_nothing(user, issue):
+    token, _ = issue(user)
+    token.rotate(overlap=timedelta(0), actor=user)
+    token = Token.objects.get(pk=token.pk)
+    assert token.status == "revoked" and token.ended_at == token.rotation_ends_at
+    assert list(Token.objects.revoked()) == [token]
+    assert not Token.objects.rotating().exists()
+    assert token.revoke(actor=user) is False
+    assert not TokenEvent.objects.filter(token=token, kind=TokenEvent.Kind.REVOKED).exists()
+
+
+@pytest.mark.django_db(transaction=True)
+def test_parallel_rotations_of_one_token_create_exactly_one_new_token(user, issue):
+    import threading
+
+    from django.db import connection
+
+    token, _ = issue(user)
+    barrier = threading.Barrier(4)
+    outcomes = []
+
+    def rotate():
+        try:
+            barrier.wait()
+            Token.objects.get(pk=token.pk).rotate(overlap=timedelta(hours=1), actor=user)
+            outcomes.append("rotated")
+        except Token.NotRotatable:
+            outcomes.append("conflict")
+        finally:
+            connection.close()
+
+    threads = [threading.Thread(target=rotate) for _ in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert sorted(outcomes) == ["conflict", "conflict", "conflict", "rotated"]
+    assert Token.objects.filter(replaces=token).count() == 1
+    assert Token.objects.for_user(user).count() == 2

@@ -14,6 +14,7 @@ from datetime import timedelta
 import jsonschema_rs
 import pytest
 import schemathesis
+from django.contrib.auth.models import Permission
 from django.core import signals
 from django.core.wsgi import get_wsgi_application
 from django.db import close_old_connections
@@ -32,12 +33,15 @@ DOC = document()
 
 
 def api_routes(patterns=None, prefix=""):
-    """Yield every route of the URL resolver under api/, as written in the URLconf."""
+    """Yield every route of the URL resolver under api/, and forward-auth, as written in the URLconf.
+
+    Envoy's form, /forward-auth/<original path>, is the same operation (its summary says so).
+    """
     for entry in patterns if patterns is not None else get_resolver().url_patterns:
         route = prefix + str(entry.pattern)
         if isinstance(entry, URLResolver):
             yield from api_routes(entry.url_patterns, route)
-        elif isinstance(entry, URLPattern) and route.startswith("api/"):
+        elif isinstance(entry, URLPattern) and (route.startswith("api/") or route == "forward-auth"):
             yield route
 
 
@@ -219,3 +223,70 @@ def test_generated_requests_never_get_a_5xx_and_every_response_conforms(case, fu
         case.call_and_validate(
             headers=fuzz_auth, excluded_checks=[schemathesis.checks.positive_data_acceptance]
         )
+
+
+@pytest.mark.django_db
+def test_least_privilege_fields_and_refusals_match_the_documented_schemas(client, session, user, issue):
+    token, value = issue(user, access="read", permissions=[], allowed_ips=["127.0.0.1", "2001:db8::/32"])
+    _, far = issue(user, name="far", allowed_ips=["192.0.2.1"])
+    validate(client.get(f"/api/tokens/{token.pk}", **bearer(value)), "/api/tokens/{id}", "get")
+    validate(client.get("/api/users/me", **bearer(value)), "/api/users/me", "get")
+    cases = [
+        (client.delete(f"/api/tokens/{token.pk}", **bearer(value)), "/api/tokens/{id}", "delete", "insufficient_scope"),
+        (client.patch(f"/api/tokens/{token.pk}", {"name": "x"}, content_type="application/json", **bearer(value)),
+         "/api/tokens/{id}", "patch", "insufficient_scope"),
+        (client.get("/api/tokens", **bearer(far)), "/api/tokens", "get", "ip_not_allowed"),
+        (client.get("/api/users/me", **bearer(far)), "/api/users/me", "get", "ip_not_allowed"),
+    ]
+    for response, path, method, error in cases:
+        assert response.status_code == 403
+        assert validate(response, path, method)["error"] == error
+    created = session.post("/api/tokens", {"name": "ro", "access": "read", "allowed_ips": ["192.0.2.0/24"]},
+                           content_type="application/json")
+    assert validate(created, "/api/tokens", "post")["access"] == "read"
+    changed = session.patch(f"/api/tokens/{token.pk}", {"access": "read_write", "permissions": None},
+                            content_type="application/json")
+    assert validate(changed, "/api/tokens/{id}", "patch")["permissions"] is None
+    refused = session.patch(f"/api/tokens/{token.pk}", {"allowed_ips": ["nowhere"]}, content_type="application/json")
+    assert "allowed_ips" in validate(refused, "/api/tokens/{id}", "patch")["fields"]
+    props = DOC["components"]["schemas"]["Token"]["properties"]
+    assert {"access", "permissions", "allowed_ips"} <= set(props)
+
+
+@pytest.mark.django_db
+def test_introspection_and_forward_auth_answers_match_the_documented_schemas(client, user, issue):
+    permission = Permission.objects.get(codename="introspect_token", content_type__app_label="tokens")
+    user.user_permissions.add(permission)
+    _, value = issue(user, name="resource server")
+    _, read_only = issue(user, name="read only", access="read")
+    form = "application/x-www-form-urlencoded"
+    asked = client.post("/api/introspect", f"token={read_only}", content_type=form, **bearer(value))
+    active = validate(asked, "/api/introspect", "post")
+    assert active["active"] is True and active["scope"] == "read"
+    inactive = client.post("/api/introspect", "token=bpt_nothing", content_type=form, **bearer(value))
+    assert validate(inactive, "/api/introspect", "post") == {"active": False}
+    for response, status in [
+        (client.post("/api/introspect", "", content_type=form, **bearer(value)), 400),
+        (client.post("/api/introspect", "{}", content_type="application/json", **bearer(value)), 415),
+        # Introspection is a POST (RFC 7662): a read-only token is refused it, like any write.
+        (client.post("/api/introspect", "token=x", content_type=form, **bearer(read_only)), 403),
+    ]:
+        assert response.status_code == status
+        validate(response, "/api/introspect", "post")
+    allowed = client.get("/forward-auth", **bearer(value))
+    assert allowed.status_code == 200
+    validate(allowed, "/forward-auth", "get")
+    assert set(DOC["paths"]["/forward-auth"]["get"]["responses"]["200"]["headers"]) <= set(allowed.headers)
+    validate(client.get("/forward-auth"), "/forward-auth", "get")
+    validate(client.delete("/forward-auth", **bearer(read_only)), "/forward-auth", "delete")
+def test_rotation_responses_match_the_documented_schemas(client, session, user, issue):
+    token, _value = issue(user, name="rotated")
+    rotated = validate(session.post(f"/api/tokens/{token.pk}/rotate", {"overlap": 60},
+                                    content_type="application/json"), "/api/tokens/{id}/rotate", "post")
+    assert rotated["replaces"] == token.pk and rotated["token"].startswith("bpt_")
+    old = validate(session.get(f"/api/tokens/{token.pk}"), "/api/tokens/{id}", "get")
+    assert (old["status"], old["replaced_by"]) == ("rotating", rotated["id"])
+    again = session.post(f"/api/tokens/{token.pk}/rotate", {}, content_type="application/json")
+    assert again.status_code == 409 and validate(again, "/api/tokens/{id}/rotate", "post")["error"] == "conflict"
+    itself = client.generic("POST", "/api/tokens/self/rotate", **bearer(rotated["token"]))
+    assert validate(itself, "/api/tokens/self/rotate", "post")["replaces"] == rotated["id"]

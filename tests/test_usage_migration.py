@@ -1,4 +1,4 @@
-"""Migration 0004 converts a database with usage records without losing a record or changing a count.
+"""Migration 0010 converts a database with usage records without losing a record or changing a count.
 
 Runs ``bench/convert.py`` on a database of its own (a SQLite file, or a new database on the test's
 PostgreSQL server) with a few thousand records: CI stays quick. The same script converted a database

@@ -12,7 +12,7 @@ from django.test.utils import CaptureQueriesContext
 from django.urls import reverse
 from django.utils import timezone
 
-from tokens.models import ExpirationPolicy, LegacyApiKey, Token, TokenEvent, UsageRecord
+from tokens.models import BrownoutWindow, ExpirationPolicy, LegacyApiKey, Token, TokenEvent, UsageRecord
 
 from .conftest import PASSWORD, bearer
 
@@ -515,6 +515,23 @@ def test_a_used_legacy_key_shows_a_deprecation_notice_without_its_value(signed_i
     assert "legacy keys stop working on Mar 1, 2031, 12:00 UTC" in signed_in.get(LIST).content.decode()
 
 
+def test_the_legacy_notice_shows_the_upcoming_brownout_windows_to_the_keys_owner(signed_in, user, policy):
+    LegacyApiKey.objects.import_key(user=user, key=LEGACY_KEY)
+    Client().get("/api/users/me", HTTP_REST_API_KEY=LEGACY_KEY)
+    past = BrownoutWindow.objects.create(
+        policy=policy, starts_at=datetime(2020, 1, 1, tzinfo=ZoneInfo("UTC")),
+        ends_at=datetime(2020, 1, 1, 1, tzinfo=ZoneInfo("UTC")), note="long over",
+    )
+    BrownoutWindow.objects.create(
+        policy=policy, starts_at=datetime(2031, 5, 4, 10, tzinfo=ZoneInfo("UTC")),
+        ends_at=datetime(2031, 5, 4, 11, tzinfo=ZoneInfo("UTC")), note="first brownout",
+    )
+    html = signed_in.get(LIST).content.decode()
+    assert "Scheduled brownouts" in html
+    assert "May 4, 2031, 10:00 UTC" in html and "May 4, 2031, 11:00 UTC" in html and "first brownout" in html
+    assert past.note not in html
+
+
 def test_a_revoked_legacy_key_shows_no_notice(signed_in, user, staff_user):
     key, _created = LegacyApiKey.objects.import_key(user=user, key=LEGACY_KEY)
     Client().get("/api/users/me", HTTP_REST_API_KEY=LEGACY_KEY)
@@ -527,46 +544,188 @@ def test_signing_in_through_the_form_lands_on_the_profile(client, user):
     assert response.redirect_chain[-1][0] == "/profile/"
 
 
-# --- the chart helper (also used by the admin's migration overview) -----------------------------------------
+# --- least privilege ----------------------------------------------------------------------------------------
 
 
-def test_the_chart_stacks_series_per_day_on_a_round_scale():
-    from datetime import date
+def _perm(codename):
+    from django.contrib.auth.models import Permission
 
-    from tokens.charts import daily_chart
-
-    days = [date(2026, 3, 1) + timedelta(days=i) for i in range(3)]
-    chart = daily_chart(
-        days,
-        [("bearer", "series-bearer", [10, 0, 30]), ("legacy", "series-legacy", [5, 0, 0])],
-        title="Legacy vs bearer",
-    )
-    assert [tick["label"] for tick in chart["y_ticks"]] == ["0", "8", "16", "24", "32"]
-    bearer_first, legacy_first, bearer_third = chart["bars"]
-    assert bearer_first["height"] == pytest.approx(bearer_third["height"] / 3, abs=0.05)
-    assert legacy_first["y"] + legacy_first["height"] == pytest.approx(
-        bearer_first["y"], abs=0.05
-    )  # stacked on top
-    assert legacy_first["fill"] == "#b42318" and legacy_first["css_class"] == "series-legacy"
-    assert chart["rows"][0] == {"day": days[0], "values": [10, 5], "total": 15}
-    assert "45 requests" in chart["summary"] and "Mar 3 with 30" in chart["summary"]
-    with pytest.raises(ValueError):
-        daily_chart(days, [("short", "x", [1])], title="Broken")
+    return Permission.objects.get(codename=codename, content_type__app_label="auth")
 
 
-def test_the_chart_renders_accessibly_and_says_when_there_is_nothing(rf):
-    from datetime import date
+def test_the_create_form_offers_access_and_the_owners_permissions_in_words(signed_in, user, policy):
+    user.user_permissions.add(_perm("view_user"))
+    policy.default_access = "read"
+    policy.save()
+    html = signed_in.get(NEW).content.decode()
+    assert "Read and write" in html and "Read only" in html
+    assert re.search(r'<input type="radio" name="access" value="read"[^>]*checked', html)
+    assert "All my permissions" in html and "Only these" in html
+    assert "Can view user" in html and 'value="auth.view_user"' in html
+    # Only what the owner holds is offered.
+    assert "Can delete user" not in html
+    assert 'name="allowed_ips"' in html
 
-    from django.template.loader import render_to_string
 
-    from tokens.charts import daily_chart
+def test_creating_a_read_only_narrowed_address_bound_token_from_the_form(signed_in, user):
+    user.user_permissions.add(_perm("view_user"))
+    data = {**new_form(signed_in), "access": "read", "permission_scope": "only", "permissions": ["auth.view_user"],
+            "allowed_ips": "203.0.113.7\r\n\r\n 2001:db8::/32 \r\n"}
+    response = signed_in.post(NEW, data)
+    assert response.status_code == 200
+    token = Token.objects.get()
+    assert (token.access, token.permissions, token.allowed_ips) == (
+        "read", ["auth.view_user"], ["203.0.113.7", "2001:db8::/32"])
 
-    days = [date(2026, 3, 1) + timedelta(days=i) for i in range(30)]
-    html = render_to_string(
-        "tokens/includes/daily_chart.html",
-        {"chart": daily_chart(days, [("accepted", "series-accepted", [0] * 30)], title="Quiet")},
-    )
-    assert 'role="img"' in html and '<title id="chart-quiet-title">Quiet</title>' in html
-    assert "No requests in this period" in html and "No requests from Mar 1 to Mar 30." in html
-    assert html.count("<tr>") == 31  # header + one row per day in the data table
-    assert " style=" not in html
+
+@pytest.mark.parametrize("extra, where", [
+    ({"allowed_ips": "203.0.113.7\nnot-an-address"}, 'name="allowed_ips"'),
+    ({"permission_scope": "only", "permissions": ["auth.delete_user"]}, "permission-list"),
+    ({"access": "admin"}, "restriction-access"),
+])
+def test_bad_limits_on_the_create_form_are_refused_next_to_the_field_and_create_nothing(signed_in, extra, where):
+    response = signed_in.post(NEW, {**new_form(signed_in), **extra})
+    assert response.status_code == 400
+    html = response.content.decode()
+    assert re.search(rf'{where}[^<]*(?:<(?!/fieldset)[^<]*)*?class="field-error"', html, re.S)
+    assert not Token.objects.exists()
+
+
+def test_the_token_page_says_what_it_can_do_in_words(signed_in, user, issue):
+    user.user_permissions.add(_perm("view_user"), _perm("view_group"))
+    token, _value = issue(user, access="read", permissions=["auth.view_group", "auth.view_user"],
+                          allowed_ips=["198.51.100.0/24"])
+    user.user_permissions.remove(_perm("view_group"))
+    html = signed_in.get(detail(token)).content.decode()
+    assert "Read only: it can look" in html
+    assert "Can view user" in html
+    assert re.search(r"no longer yours.*?Can view group", html, re.S)
+    assert "198.51.100.0/24" in html
+
+
+def test_the_token_page_changes_the_limits_and_the_activity_stream_names_who_and_what(signed_in, user, issue):
+    token, _value = issue(user)
+    response = signed_in.post(reverse("tokens:restrict", args=[token.pk]), {
+        "access": "read", "permission_scope": "only", "allowed_ips": "192.0.2.1"})
+    assert response.status_code == 303
+    token.refresh_from_db()
+    assert (token.access, token.permissions, token.allowed_ips) == ("read", [], ["192.0.2.1"])
+    events = {e.kind: e for e in TokenEvent.objects.filter(token=token)}
+    assert events["access_changed"].actor == user
+    assert events["access_changed"].detail == "Read and write → Read only"
+    assert events["addresses_changed"].detail == "anywhere → 192.0.2.1"
+    html = signed_in.get("/profile/").content.decode()
+    assert "Access changed for" in html and "Read and write → Read only" in html
+    assert "Allowed addresses changed for" in html and "Permissions changed for" in html
+
+
+def test_a_bad_change_on_the_token_page_is_refused_and_changes_nothing(signed_in, user, issue):
+    token, _value = issue(user)
+    response = signed_in.post(reverse("tokens:restrict", args=[token.pk]), {
+        "access": "read", "permission_scope": "all", "allowed_ips": "10.0.0.1/8"})
+    assert response.status_code == 400
+    assert "did you mean 10.0.0.0/8" in response.content.decode()
+    token.refresh_from_db()
+    assert (token.access, token.allowed_ips) == ("read_write", [])
+    assert not TokenEvent.objects.exclude(kind="created").exists()
+
+
+def test_another_users_token_limits_cannot_be_changed(signed_in, other_user, issue):
+    token, _value = issue(other_user)
+    assert signed_in.post(reverse("tokens:restrict", args=[token.pk]), {"access": "read"}).status_code == 404
+    token.refresh_from_db()
+    assert token.access == "read_write"
+
+
+def test_the_list_badges_read_only_limited_and_address_bound_tokens(signed_in, user, issue):
+    issue(user, name="plain")
+    issue(user, name="tight", access="read", permissions=[], allowed_ips=["192.0.2.1", "192.0.2.2"])
+    html = signed_in.get(LIST).content.decode()
+    tight = html[html.index("tight"):]
+    plain = html[html.index("plain"):html.index("tight")] if html.index("plain") < html.index("tight") else html[
+        html.index("plain"):]
+    assert "Read only" in tight[:1500] and "Limited permissions" in tight[:1500] and "2 addresses" in tight[:1500]
+    assert "badge-limit" not in plain[:800]
+
+
+# --- rotation -----------------------------------------------------------------------------------------------
+
+
+def rotate_url(token):
+    return reverse("tokens:rotate", args=[token.pk])
+
+
+def rotate_form(client, token, **choices):
+    html = client.get(rotate_url(token)).content.decode()
+    nonce = re.search(r'name="nonce" value="([^"]+)"', html).group(1)
+    return {"overlap": "1d", "expiry": "same", "custom_expiry": "", "nonce": nonce, **choices}
+
+
+def test_the_token_page_offers_rotate_and_the_form_offers_overlaps_within_the_policy(signed_in, issued, policy):
+    token, _ = issued
+    assert f'href="{rotate_url(token)}"' in signed_in.get(detail(token)).content.decode()
+    policy.max_rotation_overlap = timedelta(days=1)
+    policy.save()
+    form = signed_in.get(rotate_url(token)).context["form"]
+    assert [key for key, _label in form.fields["overlap"].choices] == ["none", "1h", "1d"]
+    assert form.fields["expiry"].initial == "same"
+
+
+def test_rotating_on_the_page_answers_with_the_reveal_once_and_never_stores_the_value(signed_in, user, issued):
+    token, old_value = issued
+    response = signed_in.post(rotate_url(token), rotate_form(signed_in, token))
+    assert response.status_code == 200
+    assert "tokens/token_reveal.html" in [t.name for t in response.templates]
+    assert "no-store" in response["Cache-Control"]
+    value = response.context["plaintext"]
+    new = Token.objects.get(replaces=token)
+    html = response.content.decode()
+    assert f'value="{value}"' in html and "replaces the old one" in html
+    for session in Session.objects.all():
+        assert value not in str(session.get_decoded())
+    for url in (detail(new), detail(token), LIST, "/profile/", rotate_url(token)):
+        assert value not in signed_in.get(url).content.decode(), url
+    assert Client().get("/api/users/me", **bearer(value)).status_code == 200
+    assert Client().get("/api/users/me", **bearer(old_value)).status_code == 200  # one day of overlap
+    old_page = signed_in.get(detail(token)).content.decode()
+    assert "Rotating" in old_page and f'href="{detail(new)}"' in old_page
+    assert f'href="{detail(token)}"' in signed_in.get(detail(new)).content.decode()
+
+
+def test_resubmitting_the_rotate_form_rotates_nothing_more_and_lands_on_the_new_token(signed_in, issued):
+    token, _ = issued
+    data = rotate_form(signed_in, token)
+    value = signed_in.post(rotate_url(token), data).context["plaintext"]
+    again = signed_in.post(rotate_url(token), data, follow=True)
+    new = Token.objects.get(replaces=token)
+    assert again.redirect_chain == [(detail(new), 303)]
+    assert value not in again.content.decode() and "cannot be shown again" in again.content.decode()
+    assert Token.objects.count() == 2
+
+
+def test_a_token_that_is_not_active_is_not_offered_rotation_and_a_forged_post_creates_nothing(signed_in, issued):
+    token, _ = issued
+    data = rotate_form(signed_in, token)
+    token.revoke(actor=token.user)
+    assert f'href="{rotate_url(token)}"' not in signed_in.get(detail(token)).content.decode()
+    page = signed_in.get(rotate_url(token), follow=True)
+    assert page.redirect_chain == [(detail(token), 303)] and "Only an active token" in page.content.decode()
+    posted = signed_in.post(rotate_url(token), data, follow=True)
+    assert "Only an active token" in posted.content.decode() and Token.objects.count() == 1
+
+
+def test_a_forged_overlap_beyond_the_policy_is_a_form_error_and_changes_nothing(signed_in, issued, policy):
+    token, _ = issued
+    policy.max_rotation_overlap = timedelta(hours=1)
+    policy.save()
+    response = signed_in.post(rotate_url(token), rotate_form(signed_in, token, overlap="7d"))
+    assert response.status_code == 400 and response.context["form"].errors["overlap"]
+    assert Token.objects.count() == 1 and Token.objects.get().status == "active"
+
+
+def test_another_users_token_has_no_rotate_page(signed_in, other_user):
+    soon = timezone.now() + timedelta(days=1)
+    theirs, _ = Token.objects.issue(user=other_user, name="theirs", expires_at=soon)
+    assert signed_in.get(rotate_url(theirs)).status_code == 404
+    forged = {"overlap": "none", "expiry": "same", "nonce": "x" * 43}
+    assert signed_in.post(rotate_url(theirs), forged).status_code == 404

@@ -1,5 +1,6 @@
 from django.apps import AppConfig
 from django.core.signals import request_finished, setting_changed
+from django.db.backends.signals import connection_created
 from django.utils.translation import gettext_lazy as _
 
 
@@ -8,7 +9,7 @@ class TokensConfig(AppConfig):
     verbose_name = _("API tokens")
 
     def ready(self):
-        from . import auth, checks, http, sqlite_turns  # noqa: F401  (checks registers the system checks)
+        from . import auth, checks, http, private_files, sqlite_turns  # noqa: F401  (checks registers checks)
         from .models import usage
 
         # SQLite: each process checkpoints its WAL once the response has been sent (sqlite_turns).
@@ -18,3 +19,5 @@ class TokensConfig(AppConfig):
         # The hot path parses some settings once per process; tests that override them must not see stale values.
         setting_changed.connect(auth.forget_cached_settings, dispatch_uid="tokens.auth.settings")
         setting_changed.connect(http.forget_cached_settings, dispatch_uid="tokens.http.settings")
+        # The SQLite files hold session keys and digests: private to this account (private_files).
+        connection_created.connect(private_files.keep_sqlite_files_private, dispatch_uid="tokens.private_files")

@@ -3,8 +3,11 @@
 This is the hot path of every API call, so it is written for cost:
 
 * shape and signature are checked first, with no query (``credentials.parse``);
-* a well-formed token costs one indexed raw SELECT that brings the owner along;
-* a legacy key costs one raw SELECT that brings the owner and the policy along;
+* a well-formed token costs one indexed raw SELECT that brings the owner along, and the token's
+  access level, narrowed permissions and address allow-list, and its rotation (when it was rotated,
+  when the overlap ends): their checks and the deprecation headers need no other query;
+* a legacy key costs one raw SELECT that brings the owner, the policy and the end of the brownout
+  window open now (if any) along; the cutover rule (``cutover_verdict``) then decides without a query;
 * on a kept PostgreSQL connection that lookup is also the health check (see ``_fetch``).
 
 Nothing is cached between requests: a revoked token, an expired token, a deactivated owner or a
@@ -13,7 +16,7 @@ changed policy is seen by the very next request on every process and node.
 
 import re
 from dataclasses import dataclass
-from datetime import UTC
+from datetime import UTC, datetime
 from functools import lru_cache
 
 from django.contrib.auth import get_user_model
@@ -21,12 +24,15 @@ from django.core.exceptions import ValidationError
 from django.db import InterfaceError, OperationalError, connection
 from django.utils import timezone
 from django.utils.translation import gettext as _
+from django.utils.translation import gettext_lazy as _lazy
 
 from . import credentials
-from .constants import LEGACY_KEY_HEADER, TOKEN_PREFIX
-from .models import ExpirationPolicy, LegacyApiKey, Token
+from .constants import LEGACY_KEY_HEADER, SAFE_METHODS, TOKEN_PREFIX, Access
+from .http import client_ip
+from .models import BrownoutWindow, ExpirationPolicy, LegacyApiKey, Token
 from .models.legacy import clean_legacy_key
-from .models.policy import legacy_refusal
+from .models.policy import cutover_verdict
+from .models.restrictions import address_allowed, load_list
 
 
 _BEARER_RE = re.compile(r"[Bb][Ee][Aa][Rr][Ee][Rr][ \t]+(\S+)")
@@ -35,7 +41,8 @@ _BEARER_RE = re.compile(r"[Bb][Ee][Aa][Rr][Ee][Rr][ \t]+(\S+)")
 class AuthError(Exception):
     """Refuse the request with 401 and an RFC 6750 ``WWW-Authenticate`` challenge."""
 
-    def __init__(self, description, *, error="invalid_token", credential=None, legacy=False):
+    def __init__(self, description, *, error="invalid_token", credential=None, legacy=False, looked_up=False,
+                 like_unknown=False):
         super().__init__(description)
         self.error = error
         self.description = description
@@ -43,6 +50,22 @@ class AuthError(Exception):
         self.credential = credential
         # A refused legacy key, known or not: the answer points to the migration guide.
         self.legacy = legacy or (credential is not None and credential.method == "legacy_key")
+        # The value was looked up in the database (it could have been a guess): the failure counts
+        # against the client's limit. Values refused by their shape or signature cost no query and do not.
+        self.looked_up = looked_up or credential is not None
+        # Answer exactly as for an unknown value (no deprecation headers), though the use is recorded.
+        self.like_unknown = like_unknown
+
+
+class Refused(Exception):
+    """Refuse a valid credential with 403: what it asks is more than the token may do."""
+
+    def __init__(self, description, *, error, credential, scope=None):
+        super().__init__(description)
+        self.error = error  # "insufficient_scope" or "ip_not_allowed"
+        self.description = description
+        self.scope = scope  # the scope the request needed ("write"), for the challenge
+        self.credential = credential
 
 
 @dataclass
@@ -56,10 +79,24 @@ class Authentication:
     deprecated_at: object = None  # legacy keys only
     sunset_at: object = None
     last_used_at: object = None
+    # Least privilege (bearer tokens; legacy keys keep full access).
+    access: str = Access.READ_WRITE
+    permissions: object = None  # None: all of the owner's; else a list of "app_label.codename"
+    allowed_ips: object = ()
+    # A rotated bearer token in its overlap: when it was rotated and when its value stops (else None).
+    rotated_at: object = None
+    rotation_ends_at: object = None
+    # Served, but the rehearsed security level would refuse it (recorded with the use).
+    would_refuse: bool = False
+    # The address of the last accepted use: a request from it cannot be from a new address.
+    last_used_ip: str | None = None
 
 
 def _aware(value):
-    # SQLite hands back naive UTC datetimes from a raw cursor; PostgreSQL aware ones.
+    # SQLite hands back naive UTC datetimes from a raw cursor (text for an aggregate, which has no
+    # declared type); PostgreSQL aware ones.
+    if isinstance(value, str):
+        value = datetime.fromisoformat(value)
     if value is not None and value.tzinfo is None:
         return value.replace(tzinfo=UTC)
     return value
@@ -86,7 +123,8 @@ def _table(model):
 def _token_sql(vendor):
     User, _names, user_sql = _user_columns()
     return (
-        "SELECT t.id, t.digest, t.pepper_id, t.expires_at, t.revoked_at, t.last_used_at, "
+        "SELECT t.id, t.digest, t.pepper_id, t.expires_at, t.revoked_at, t.last_used_at, t.last_used_ip, "
+        "t.access, t.permissions, t.allowed_ips, t.rotated_at, t.rotation_ends_at, "
         f"{user_sql} FROM {_table(Token)} t JOIN {_table(User)} u ON u.id = t.user_id "
         "WHERE t.public_id = %s"
     )
@@ -97,8 +135,11 @@ def _legacy_sql(vendor, n_digests):
     User, _names, user_sql = _user_columns()
     placeholders = ", ".join(["%s"] * n_digests)
     return (
-        "SELECT k.id, k.digest, k.pepper_id, k.revoked_at, k.last_used_at, "
-        "p.legacy_keys_accepted, p.legacy_deprecated_at, p.legacy_sunset_at, "
+        "SELECT k.id, k.digest, k.pepper_id, k.revoked_at, k.last_used_at, k.last_used_ip, "
+        "p.security_level, p.rehearsal_level, p.legacy_deprecated_at, p.legacy_sunset_at, "
+        # The brownout open now: a range scan of the few windows not yet over (index brownout_ends).
+        f"(SELECT MAX(b.ends_at) FROM {_table(BrownoutWindow)} b "
+        "WHERE b.ends_at > %s AND b.starts_at <= %s), "
         f"{user_sql} FROM {_table(LegacyApiKey)} k JOIN {_table(User)} u ON u.id = k.user_id "
         f"JOIN {_table(ExpirationPolicy)} p ON p.id = 1 WHERE k.digest IN ({placeholders})"
     )
@@ -151,43 +192,121 @@ def authenticate_bearer(value):
     row = rows[0] if rows else None
     # A known id with the wrong secret gets the same answer as an unknown id: no enumeration.
     if row is None or not credentials.matches(parsed, row[1], row[2]):
-        raise AuthError(_("The token is not valid."))
-    token_id, _digest, _pepper, expires_at, revoked_at, last_used_at = row[:6]
-    user = _build_user(row[6:])
-    credential = Authentication("bearer", token_id, user, first_use=last_used_at is None)
+        raise AuthError(_("The token is not valid."), looked_up=True)
+    token_id, _digest, _pepper, expires_at, revoked_at, last_used_at, last_used_ip = row[:7]
+    access, permissions, allowed_ips, rotated_at, rotation_ends_at = row[7:12]
+    user = _build_user(row[12:])
+    rotation_ends_at = _aware(rotation_ends_at)
+    credential = Authentication(
+        "bearer", token_id, user, first_use=last_used_at is None, last_used_ip=last_used_ip, access=access,
+        # An unrestricted token's columns read NULL and "[]": no JSON parsing on its path.
+        permissions=None if permissions is None else load_list(permissions),
+        allowed_ips=() if allowed_ips in ("[]", []) else load_list(allowed_ips),
+        rotated_at=_aware(rotated_at), rotation_ends_at=rotation_ends_at,
+    )
+    now = timezone.now()
     if revoked_at is not None:
         raise AuthError(_("The token has been revoked."), credential=credential)
-    if expires_at is not None and _aware(expires_at) <= timezone.now():
+    # The end of a rotation's overlap is a revocation that needs no job: the very moment it passes,
+    # on every process and node, the old value is refused.
+    if rotation_ends_at is not None and rotation_ends_at <= now:
+        raise AuthError(
+            _("The token was rotated and its overlap has ended: use its replacement."), credential=credential
+        )
+    if expires_at is not None and _aware(expires_at) <= now:
         raise AuthError(_("The token has expired."), credential=credential)
     if not user.is_active:
         raise AuthError(_("The token's owner is deactivated."), credential=credential)
+    if credential.permissions is not None:
+        narrow_permissions(user, credential.permissions)
     return credential
 
 
-def authenticate_legacy(key):
-    """Return the Authentication for legacy API key *key*, or raise AuthError."""
+UNKNOWN_LEGACY_KEY = _lazy("The API key is not valid. Use a bearer token (Authorization: Bearer <token>).")
+
+
+def narrow_permissions(user, permissions):
+    """Let *user* hold, for this request, only those of *permissions* it holds itself right now.
+
+    The owner's own answer is asked first-hand on each check (its backends read the database once per
+    request), so a permission taken from the owner is gone from the token at once, and one given to
+    the owner never reaches a token that was not narrowed to it. Superusers too: their "everything"
+    is cut down to the list. Per instance, so only this request's user object is affected.
+    """
+    allowed = frozenset(permissions)
+    owner = type(user)
+
+    def has_perm(perm, obj=None):
+        return perm in allowed and owner.has_perm(user, perm, obj)
+
+    def has_module_perms(app_label):
+        return any(p.startswith(f"{app_label}.") for p in allowed) and owner.has_module_perms(user, app_label)
+
+    def get_all_permissions(obj=None):
+        return owner.get_all_permissions(user, obj) & allowed
+
+    user.has_perm = has_perm
+    user.has_module_perms = has_module_perms
+    user.get_all_permissions = get_all_permissions
+
+
+def check_restrictions(request, credential, *, method=None):
+    """Raise Refused unless the token may be used from this address and for this method.
+
+    *method* is the request's own method unless given: behind forward authentication it is the
+    original request's (tokens/gateway.py), which the proxy states.
+    """
+    # The address first: from outside the allow-list a token may do nothing at all.
+    if credential.allowed_ips:
+        address = client_ip(request)
+        if not address_allowed(credential.allowed_ips, address):
+            seen = address or _("an unknown address")
+            raise Refused(
+                _("This token may not be used from %(address)s.") % {"address": seen},
+                error="ip_not_allowed",
+                credential=credential,
+            )
+    if credential.access == Access.READ and (method or request.method) not in SAFE_METHODS:
+        raise Refused(
+            _("This token is read-only: it may only make GET, HEAD and OPTIONS requests."),
+            error="insufficient_scope",
+            scope="write",
+            credential=credential,
+        )
+
+
+def authenticate_legacy(key, *, now=None):
+    """Return the Authentication for legacy API key *key* at *now*, or raise AuthError."""
     try:
         clean_legacy_key(key)
     except ValidationError:
         raise AuthError(_("The API key is malformed."), legacy=True) from None
     digests = credentials.legacy_digests(key)
-    rows = _fetch(_legacy_sql(connection.vendor, len(digests)), list(digests.values()))
+    now = now or timezone.now()
+    moment = connection.ops.adapt_datetimefield_value(now)
+    rows = _fetch(_legacy_sql(connection.vendor, len(digests)), [moment, moment, *digests.values()])
     row = next((r for r in rows if digests.get(r[2]) == r[1]), None)
     if row is None:
-        raise AuthError(_("The API key is not valid. Use a bearer token (Authorization: Bearer <token>)."),
-                        legacy=True)
-    key_id, _digest, _pepper, revoked_at, last_used_at, accepted, deprecated_at, sunset_at = row[:8]
-    user = _build_user(row[8:])
+        raise AuthError(UNKNOWN_LEGACY_KEY, legacy=True, looked_up=True)
+    key_id, _digest, _pepper, revoked_at, last_used_at, last_used_ip = row[:6]
+    level, rehearsal, deprecated_at, sunset_at, brownout = row[6:11]
+    user = _build_user(row[11:])
     credential = Authentication(
         "legacy_key", key_id, user, first_use=last_used_at is None,
         deprecated_at=_aware(deprecated_at), sunset_at=_aware(sunset_at), last_used_at=_aware(last_used_at),
+        last_used_ip=last_used_ip,
     )
     if revoked_at is not None:
-        raise AuthError(_("The API key has been revoked. Use a bearer token (Authorization: Bearer <token>)."),
-                        credential=credential)
-    refusal = legacy_refusal(accepted=accepted, sunset_at=credential.sunset_at)
-    if refusal is not None:
-        raise AuthError(str(refusal), credential=credential)
+        # Answered exactly like an unknown key: "has been revoked" would tell a guesser that the value
+        # was once a key. The refusal is still recorded as a use of this key, for its owner and admins.
+        raise AuthError(UNKNOWN_LEGACY_KEY, credential=credential, like_unknown=True)
+    verdict = cutover_verdict(
+        method="legacy_key", security_level=level, rehearsal_level=rehearsal, sunset_at=credential.sunset_at,
+        brownout_ends_at=_aware(brownout), now=now,
+    )
+    if verdict.refusal is not None:
+        raise AuthError(str(verdict.refusal), credential=credential)
+    credential.would_refuse = verdict.would_refuse
     if not user.is_active:
         raise AuthError(_("The API key's owner is deactivated."), credential=credential)
     newest = credentials.peppers()[0].id
@@ -198,13 +317,18 @@ def authenticate_legacy(key):
     return credential
 
 
-def authenticate(request):
-    """Return the Authentication the request carries, None when it carries none, or raise AuthError."""
+def authenticate(request, *, method=None):
+    """Return the Authentication the request carries, None when it carries none, or raise AuthError/Refused.
+
+    *method*: the method the credential is used for, when not the request's own (forward authentication).
+    """
     header = request.META.get("HTTP_AUTHORIZATION")
     if header:
         match = _BEARER_RE.fullmatch(header.strip())
         if match:
-            return authenticate_bearer(match.group(1))
+            credential = authenticate_bearer(match.group(1))
+            check_restrictions(request, credential, method=method)
+            return credential
         # A header that tries to be ours and is malformed is refused, never ignored: ignoring it would
         # let the request go on as the browser session. Other schemes (a proxy's Basic…) are not ours.
         if header.lstrip()[:6].lower() == "bearer" or TOKEN_PREFIX in header:

@@ -16,7 +16,7 @@ MARGIN_TOP = 16
 MARGIN_BOTTOM = 44
 Y_TICKS = 4
 # Fallback colours, drawn as SVG presentation attributes: the chart stays readable on a page without
-# portal.css (the admin), while portal.css, when loaded, wins over them through the same class names.
+# static/css/charts.css, while charts.css, when loaded, wins over them through the same class names.
 SERIES_FILLS = {
     "series-accepted": "#1f5fbf",
     "series-refused": "#d9822b",
@@ -43,8 +43,8 @@ def daily_chart(days, series, *, title, chart_id=None):
     *series* is a list of ``(label, css_class, values)``; each *values* list has one number per day.
     The series are stacked bottom to top in the given order. *css_class* colours a series: the classes
     ``series-accepted``, ``series-refused``, ``series-bearer`` and ``series-legacy`` have colours both
-    in static/css/portal.css and as SVG attributes (SERIES_FILLS), so the chart also reads well on a
-    page without portal.css, such as the admin; any other class is drawn in blue unless a stylesheet
+    in static/css/charts.css and as SVG attributes (SERIES_FILLS), so the chart also reads well on a
+    page that does not load charts.css; any other class is drawn in blue unless a stylesheet
     colours it. *title* names the chart (its SVG <title> and caption). *chart_id* makes
     the element ids unique when a page shows several charts (default: derived from the title).
 

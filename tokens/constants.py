@@ -2,6 +2,7 @@
 
 from datetime import timedelta
 
+from django.db import models
 from django.utils.translation import gettext_lazy as _
 
 # Base62: letters and digits only, so a double click selects the whole value and nothing needs escaping.
@@ -20,11 +21,15 @@ PURPOSE_MAX_LENGTH = 500
 USER_AGENT_MAX_LENGTH = 255
 PATH_MAX_LENGTH = 255
 LEGACY_KEY_MAX_LENGTH = 200
+# Imported legacy keys must resist online guessing (see check_legacy_key_strength).
+LEGACY_KEY_MIN_LENGTH = 16
+LEGACY_KEY_MIN_DISTINCT = 8
 
 API_PREFIX = "/api/"  # where portal/urls.py mounts tokens.api.urls; the middleware guards it
 API_REALM = "api"
 LEGACY_KEY_HEADER = "HTTP_REST_API_KEY"  # "Rest-Api-Key", any case
 MIGRATION_GUIDE_PATH = "/docs/migration/"
+FORWARD_AUTH_PATH = "/forward-auth"  # what reverse proxies ask for every request to a guarded API
 
 PRESET_CHOICES = (
     ("1h", _("1 hour"), timedelta(hours=1)),
@@ -35,3 +40,25 @@ PRESET_CHOICES = (
     ("1y", _("1 year"), timedelta(days=365)),
 )
 PRESETS = {key: delta for key, _label, delta in PRESET_CHOICES}
+
+# Rotation: how long the old value keeps working beside the new one (the policy sets the longest).
+OVERLAP_CHOICES = (
+    ("none", _("None: the old value stops at once"), timedelta(0)),
+    ("1h", _("1 hour"), timedelta(hours=1)),
+    ("1d", _("1 day"), timedelta(days=1)),
+    ("7d", _("7 days"), timedelta(days=7)),
+)
+DEFAULT_MAX_ROTATION_OVERLAP = timedelta(days=7)
+
+# Least privilege: what a token may do, on top of its owner's permissions.
+MAX_ALLOWED_IPS = 50
+ALLOWED_IP_MAX_LENGTH = 64  # the longest IPv6 network in text is 43 characters; anything longer is not one
+PERMISSION_MAX_LENGTH = 255
+SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
+
+
+class Access(models.TextChoices):
+    """A token's access level: read-only tokens may only use the safe methods."""
+
+    READ = "read", _("Read only")
+    READ_WRITE = "read_write", _("Read and write")

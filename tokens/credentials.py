@@ -26,6 +26,15 @@ from .constants import (
     TOKEN_PREFIX,
 )
 
+# Pepper rules, shared by the startup validation in portal/settings.py and the system check.
+MIN_PEPPER_LENGTH = 32
+MAX_PEPPER_ID = 32767  # stored in a PositiveSmallIntegerField
+PEPPER_HINT = (
+    "Write it as id=value pairs, e.g. TOKEN_PEPPERS=1=<value>,2=<value>, each id a whole number from 1 to "
+    f"{MAX_PEPPER_ID} and each value at least {MIN_PEPPER_LENGTH} characters; make one with: "
+    "python -c 'import secrets; print(secrets.token_urlsafe(48))'"
+)
+
 TOKEN_RE = re.compile(
     rf"{TOKEN_PREFIX}[0-9A-Za-z]{{{PUBLIC_ID_LENGTH + SECRET_LENGTH + SIGNATURE_LENGTH}}}"
 )
@@ -48,6 +57,49 @@ class ParsedToken:
     public_id: str
     pepper_id: int
     digest: str
+
+
+class PepperError(ValueError):
+    """TOKEN_PEPPERS cannot make safe digests; the message says why, never showing a value."""
+
+
+def parse_peppers(raw):
+    """Return ``{id: value}`` from TOKEN_PEPPERS written as ``id=value,id=value``, or raise PepperError.
+
+    A value may itself contain "=" (only the first one separates): base64 values end with it.
+    """
+    peppers = {}
+    for index, pair in enumerate(raw.split(","), start=1):
+        pid, sep, value = pair.strip().partition("=")
+        if not sep:
+            raise PepperError(f"entry {index} is not of the form id=value")
+        pid = pid.strip()
+        if pid in peppers:
+            raise PepperError(f"id {pid!r} appears twice")
+        peppers[pid] = value.strip()
+    validate_peppers(peppers)
+    return peppers
+
+
+def pepper_problems(peppers):
+    """Return ``[(check id, sentence)]``: what makes *peppers* (``{id: value}``) unusable, if anything."""
+    if not peppers:
+        return [("E001", "it is empty")]
+    problems = []
+    for pid, value in peppers.items():
+        # ASCII digits only: "²".isdigit() is True, yet int("²") fails.
+        if not re.fullmatch(r"[0-9]{1,5}", str(pid)) or not 0 < int(pid) <= MAX_PEPPER_ID:
+            problems.append(("E002", f"id {str(pid)!r} is not a whole number from 1 to {MAX_PEPPER_ID}"))
+        elif len(str(value)) < MIN_PEPPER_LENGTH:
+            # Never the value itself: it is a secret.
+            problems.append(("E003", f"the value of id {pid} is shorter than {MIN_PEPPER_LENGTH} characters"))
+    return problems
+
+
+def validate_peppers(peppers):
+    problems = pepper_problems(peppers)
+    if problems:
+        raise PepperError("; ".join(sentence for _id, sentence in problems))
 
 
 def _derive(secret, purpose):

@@ -1,16 +1,20 @@
 """Forms of Profile > Integrations > Authorizations. They parse input; the model enforces the policy."""
 
 import secrets
+from datetime import timedelta
 
 from django import forms
 from django.core.exceptions import ValidationError
 from django.utils import timezone
 from django.utils.translation import gettext_lazy as _
 
-from .constants import NAME_MAX_LENGTH, PURPOSE_MAX_LENGTH
+from .constants import MAX_ALLOWED_IPS, NAME_MAX_LENGTH, OVERLAP_CHOICES, PURPOSE_MAX_LENGTH, Access
+from .models.policy import describe_lifetime
+from .models.restrictions import permission_choices
 
 CUSTOM = "custom"
 NEVER = "never"
+SAME = "same"
 DATETIME_LOCAL = "%Y-%m-%dT%H:%M"
 
 
@@ -19,7 +23,78 @@ def new_nonce():
     return secrets.token_urlsafe(32)
 
 
-class TokenCreateForm(forms.Form):
+ALL_PERMISSIONS = "all"
+ONLY_THESE = "only"
+
+
+class RestrictionFields(forms.Form):
+    """Access, permissions and allowed addresses: shared by the create form and the token page.
+
+    The form only parses; ``Token.objects.issue`` and ``Token.set_restrictions`` check the values
+    against the owner's permissions and the policy, whatever a forged form sends.
+    """
+
+    # Not required: a form posted without them (an older page, a script) gets the policy's default
+    # access and all of the owner's permissions, as before these fields existed.
+    access = forms.ChoiceField(
+        label=_("Access"), choices=Access.choices, widget=forms.RadioSelect, required=False
+    )
+    permission_scope = forms.ChoiceField(
+        label=_("Permissions"),
+        choices=[
+            (ALL_PERMISSIONS, _("All my permissions")),
+            (ONLY_THESE, _("Only these")),
+        ],
+        initial=ALL_PERMISSIONS,
+        widget=forms.RadioSelect,
+        required=False,
+    )
+    permissions = forms.MultipleChoiceField(
+        label=_("Permissions this token may use"),
+        required=False,
+        widget=forms.CheckboxSelectMultiple,
+    )
+    allowed_ips = forms.CharField(
+        label=_("Allowed addresses"),
+        required=False,
+        widget=forms.Textarea(attrs={"rows": 3, "spellcheck": "false", "autocapitalize": "off"}),
+        help_text=_(
+            "One IPv4 or IPv6 address or network per line, e.g. 203.0.113.7 or 2001:db8::/32. "
+            "Empty: any address. At most %(n)d."
+        ) % {"n": MAX_ALLOWED_IPS},
+    )
+
+    def __init__(self, *args, user, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.fields["permissions"].choices = permission_choices(user)
+
+    def clean(self):
+        cleaned = super().clean()
+        if cleaned.get("permission_scope") != ONLY_THESE:
+            cleaned["permissions"] = None
+        lines = cleaned.get("allowed_ips", "").splitlines()
+        cleaned["allowed_ips"] = [line.strip() for line in lines if line.strip()]
+        return cleaned
+
+    def restrictions(self):
+        """Return the access, permissions and allowed_ips keyword arguments; call after is_valid()."""
+        given = {key: self.cleaned_data[key] for key in ("permissions", "allowed_ips")}
+        if self.cleaned_data.get("access"):
+            given["access"] = self.cleaned_data["access"]
+        return given
+
+    def add_restriction_errors(self, error: ValidationError):
+        """Put errors of ``issue``/``set_restrictions`` next to the fields they concern; return the rest."""
+        rest = {}
+        for key, messages in error.message_dict.items():
+            if key in ("access", "permissions", "allowed_ips"):
+                self.add_error(key, messages)
+            else:
+                rest[key] = messages
+        return rest
+
+
+class TokenCreateForm(RestrictionFields, forms.Form):
     """Name, purpose and an expiry choice built from the site policy for this user.
 
     The choices only offer what the policy allows, and ``Token.objects.issue`` checks the resulting
@@ -48,8 +123,12 @@ class TokenCreateForm(forms.Form):
     # One-time value: resubmitting this very form finds the token it made instead of making another.
     nonce = forms.RegexField(regex=r"^[A-Za-z0-9_-]{20,64}$", widget=forms.HiddenInput)
 
+    field_order = ("name", "purpose", "expiry", "custom_expiry", "access", "permission_scope", "permissions",
+                   "allowed_ips", "nonce")
+
     def __init__(self, *args, user, policy, now=None, **kwargs):
-        super().__init__(*args, **kwargs)
+        super().__init__(*args, user=user, **kwargs)
+        self.fields["access"].initial = policy.default_access
         self.now = now or timezone.now()
         self.presets = {key: delta for key, _label, delta in policy.preset_choices()}
         choices = [(key, label) for key, label, _delta in policy.preset_choices()]
@@ -99,6 +178,109 @@ class TokenCreateForm(forms.Form):
     def add_model_errors(self, error: ValidationError):
         """Put the field errors of ``Token.objects.issue`` next to the fields they concern."""
         fields = {"name": "name", "purpose": "purpose", "expires_at": self.expiry_error_field}
+        for key, messages in self.add_restriction_errors(error).items():
+            self.add_error(fields.get(key), messages)
+
+
+class TokenRestrictionsForm(RestrictionFields):
+    """The token page's edit form for what a token may do, filled in from the token."""
+
+    def __init__(self, *args, token, **kwargs):
+        kwargs.setdefault(
+            "initial",
+            {
+                "access": token.access,
+                "permission_scope": ALL_PERMISSIONS if token.permissions is None else ONLY_THESE,
+                "permissions": token.permissions or [],
+                "allowed_ips": "\n".join(token.allowed_ips),
+            },
+        )
+        super().__init__(*args, user=token.user, **kwargs)
+        # A permission the owner has lost since is not offered again: saving drops it, which changes
+        # nothing the token can do (it has only what the owner holds).
+
+
+class TokenRotateForm(forms.Form):
+    """Rotate: how long the old value keeps working, and the new token's expiry (same lifetime by default).
+
+    The overlaps offered are those within the policy's longest; ``Token.rotate`` checks the overlap
+    and the expiry again, whatever a forged form sends.
+    """
+
+    overlap = forms.ChoiceField(label=_("Old value keeps working for"), widget=forms.RadioSelect)
+    expiry = forms.ChoiceField(label=_("New token expires"), widget=forms.RadioSelect)
+    custom_expiry = forms.DateTimeField(
+        label=_("Custom date and time"),
+        required=False,
+        input_formats=[DATETIME_LOCAL, "%Y-%m-%dT%H:%M:%S", "%Y-%m-%d %H:%M"],
+        widget=forms.DateTimeInput(attrs={"type": "datetime-local"}, format=DATETIME_LOCAL),
+    )
+    # One-time value: resubmitting this very form finds the token it made instead of rotating again.
+    nonce = forms.RegexField(regex=r"^[A-Za-z0-9_-]{20,64}$", widget=forms.HiddenInput)
+
+    def __init__(self, *args, token, policy, now=None, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.now = now or timezone.now()
+        longest = policy.max_rotation_overlap
+        self.overlaps = {key: delta for key, _label, delta in OVERLAP_CHOICES if delta <= longest}
+        self.fields["overlap"].choices = [
+            (key, label) for key, label, delta in OVERLAP_CHOICES if key in self.overlaps
+        ]
+        self.fields["overlap"].initial = "1d" if "1d" in self.overlaps else "none"
+        self.presets = {key: delta for key, _label, delta in policy.preset_choices()}
+        if token.expires_at is None:
+            same = _("The same as now: no expiry") if policy.allows_no_expiry(token.user) else None
+        else:
+            # To the nearest minute: an expiry computed a moment before the row's creation time is
+            # still "30 days", not "43199 minutes".
+            minutes = round((token.expires_at - token.created_at).total_seconds() / 60)
+            same = _("The same lifetime as now: %(lifetime)s") % {
+                "lifetime": describe_lifetime(timedelta(minutes=max(minutes, 1)))
+            }
+        choices = [(SAME, same)] if same else []
+        choices += [(key, label) for key, label, _delta in policy.preset_choices()]
+        choices.append((CUSTOM, _("Custom date and time")))
+        if policy.allows_no_expiry(token.user) and token.expires_at is not None:
+            choices.append((NEVER, _("No expiry")))
+        self.fields["expiry"].choices = choices
+        self.fields["expiry"].initial = choices[0][0]
+        local_now = timezone.localtime(self.now)
+        self.fields["custom_expiry"].widget.attrs.update(
+            min=(local_now + policy.minimum_lifetime).strftime(DATETIME_LOCAL),
+            max=(local_now + policy.maximum_lifetime).strftime(DATETIME_LOCAL),
+        )
+        self.fields["custom_expiry"].help_text = _("Time zone: %(zone)s.") % {
+            "zone": timezone.get_current_timezone_name()
+        }
+        self.fields["nonce"].initial = new_nonce()
+
+    def clean(self):
+        cleaned = super().clean()
+        if (
+            cleaned.get("expiry") == CUSTOM
+            and cleaned.get("custom_expiry") is None
+            and "custom_expiry" not in self.errors
+        ):
+            self.add_error("custom_expiry", _("Pick the date and time the new token stops working."))
+        return cleaned
+
+    def rotation(self):
+        """Return the keyword arguments of ``Token.rotate`` (overlap, expiry if chosen); after is_valid()."""
+        given = {"overlap": self.overlaps[self.cleaned_data["overlap"]], "now": self.now,
+                 "nonce": self.cleaned_data["nonce"]}
+        choice = self.cleaned_data["expiry"]
+        if choice == NEVER:
+            given["expires_at"] = None
+        elif choice == CUSTOM:
+            given["expires_at"] = self.cleaned_data["custom_expiry"]
+        elif choice != SAME:
+            given["expires_at"] = self.now + self.presets[choice]
+        return given
+
+    def add_model_errors(self, error: ValidationError):
+        """Put the errors of ``Token.rotate`` next to the fields they concern."""
+        expiry = "custom_expiry" if self.data.get("expiry") == CUSTOM else "expiry"
+        fields = {"overlap": "overlap", "expires_at": expiry}
         for key, messages in error.message_dict.items():
             self.add_error(fields.get(key), messages)
 

@@ -16,7 +16,8 @@ from .models import Token
 
 def own_token_or_404(request, pk):
     """Return the signed-in user's token *pk*; anything else is a 404, like an id that does not exist."""
-    return get_object_or_404(Token.objects.for_user(request.user).select_related("revoked_by"), pk=pk)
+    tokens = Token.objects.for_user(request.user).select_related("revoked_by", "replaced_by", "replaces")
+    return get_object_or_404(tokens, pk=pk)
 
 
 def no_store(response):
@@ -37,6 +38,12 @@ def _trusted(address):
     except ValueError:
         return False
     return any(ip in network for network in _trusted_networks())
+
+
+def from_trusted_proxy(request):
+    """Return True when the direct peer is one of TRUSTED_PROXIES, whose word about the client we believe."""
+    remote = request.META.get("REMOTE_ADDR")
+    return bool(remote and settings.TRUSTED_PROXIES and _trusted(remote))
 
 
 def client_ip(request):

@@ -53,7 +53,7 @@ class WriterTurns:
         key = (os.getpid(), path)
         if key not in self._files:
             try:
-                self._files[key] = os.open(path, os.O_RDWR | os.O_CREAT, 0o660)
+                self._files[key] = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
             except OSError as error:
                 log.warning("usage INSERTs will not take turns: cannot open %s (%s)", path, error.strerror)
                 self._files[key] = None

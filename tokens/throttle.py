@@ -1,86 +1,145 @@
-"""Sign-in throttle: repeated failed sign-ins from one address, or for one username, are refused for a while.
+"""Throttles: sign-in, password-reset requests and failed API authentication, on one atomic counter.
 
-Counts live in Django's cache, which settings make a database cache shared by every process and node,
-so an attacker gains nothing by spreading attempts over workers. While a username or an address is
-locked the password is not even checked (a right guess during the lock teaches the attacker nothing)
-and the form answers 429 with a message that says when to try again.
+Every throttle counts with ``AttemptCounter.objects.hit``: one UPSERT in the database shared by every
+process and node, that returns the new count. The attempt is counted BEFORE the work it limits (the
+password hash, the reset mail, the credential lookup), so sixteen attempts in flight at once get the
+counts 1 to 16 and only those within the limit go on; an attempt beyond it is refused without the
+work. (The database cache used before had no atomic increment: parallel sign-ins all read the old
+count, all had their password checked, and a right one among them signed in.)
 
-Two limits, because they answer two attacks: many passwords against one account (per username) and
-many accounts from one client (per address). Someone who fails on purpose can lock a username for
-the window; that costs its owner at most the window, never the account, and other users signing in
-from elsewhere are not affected.
+Sign-in, two limits because they answer two attacks: many passwords against one account (per
+username) and many accounts from one client (per address). While either is used up the password is
+not even checked (a right guess during the lock teaches nothing) and the form answers 429. A sign-in
+that succeeds clears its username's count and gives its attempt back to the address, so the address
+limit counts failures only. Someone who fails on purpose can lock a username for the window; that
+costs its owner at most the window, never the account.
 
-The cache has no atomic increment, so a burst of simultaneous failures may be counted a little short;
-each attempt still costs an Argon2 verification and the lock closes within a few attempts.
+Password reset is offered only with a mail backend that sends mail (``password_reset_offered``): the
+console backend would print each reset link into the server's log, where anyone who reads the log
+could take over the account. Reset requests are limited per address and per e-mail address, and the
+answer is the same page whether a mail was sent, limited, or the address is unknown.
+
+API authentication: a client address that keeps failing is answered 429 for a while (see
+``api_client_locked`` and ``count_api_failure``); only failures write, so integrations with valid
+credentials never pay for it.
 """
 
-import hashlib
+import math
+from dataclasses import dataclass
 from datetime import timedelta
 
+from django.conf import settings
 from django.contrib.admin.forms import AdminAuthenticationForm
+from django.contrib.auth import views as auth_views
 from django.contrib.auth.forms import AuthenticationForm
-from django.contrib.auth.views import LoginView
-from django.core.cache import cache
 from django.core.exceptions import NON_FIELD_ERRORS, ValidationError
+from django.http import Http404, HttpResponseRedirect
+from django.utils import timezone
+from django.utils.crypto import salted_hmac
 from django.utils.translation import gettext_lazy as _
 
 from .http import client_ip
+from .models import AttemptCounter
 
 MAX_FAILURES_PER_USERNAME = 5
 MAX_FAILURES_PER_ADDRESS = 20
 LOCK_WINDOW = timedelta(minutes=15)
 
+MAX_RESETS_PER_EMAIL = 3
+MAX_RESETS_PER_ADDRESS = 10
+RESET_WINDOW = timedelta(hours=1)
 
-def _keys(request, username):
-    # The username is hashed so the cache table never holds a list of guessed names.
-    name = hashlib.sha256(username.strip().casefold().encode()).hexdigest()
-    return {
-        f"sign-in-failures:user:{name}": MAX_FAILURES_PER_USERNAME,
-        f"sign-in-failures:address:{client_ip(request) or 'unknown'}": MAX_FAILURES_PER_ADDRESS,
+# Far above what an integration with a valid credential does by mistake (a cron job retrying a revoked
+# token once a minute, a deploy rolling out a new one), far below what guessing needs.
+MAX_API_FAILURES_PER_ADDRESS = 30
+API_FAILURE_WINDOW = timedelta(minutes=1)
+
+# Backends that do not send mail: console and file write each message, reset link included, where
+# operators and log collectors read; dummy drops it. Reset is not offered with them.
+NON_SENDING_MAIL_BACKENDS = frozenset(
+    {
+        "django.core.mail.backends.console.EmailBackend",
+        "django.core.mail.backends.filebased.EmailBackend",
+        "django.core.mail.backends.dummy.EmailBackend",
     }
+)
 
 
-def is_locked(request, username):
-    """Return True while *username* or the request's address has used up its failed sign-ins."""
-    keys = _keys(request, username)
-    counts = cache.get_many(list(keys))
-    return any(counts.get(key, 0) >= limit for key, limit in keys.items())
+@dataclass(frozen=True)
+class Limit:
+    """At most *most* attempts per *window* under keys that start with *scope*."""
+
+    scope: str
+    most: int
+    window: timedelta
+
+    def count(self, subject, *, now=None):
+        """Count one attempt for *subject*; return None while within the limit, else seconds to wait."""
+        now = now or timezone.now()
+        hits, started = AttemptCounter.objects.hit(key=self.key(subject), window=self.window, now=now)
+        if hits <= self.most:
+            return None
+        return max(1, math.ceil((started + self.window - now).total_seconds()))
+
+    def key(self, subject):
+        return f"{self.scope}:{subject}"
 
 
-def record_failure(request, username):
-    """Count one failed sign-in for *username* and the request's address; the window restarts."""
-    keys = _keys(request, username)
-    counts = cache.get_many(list(keys))
-    cache.set_many({key: counts.get(key, 0) + 1 for key in keys}, timeout=LOCK_WINDOW.total_seconds())
+def _hashed(text):
+    # Usernames and e-mail addresses are keyed-hashed, so the table never holds a list of guessed names.
+    return salted_hmac("tokens.throttle", text.strip().casefold()).hexdigest()[:64]
 
 
-def forget_username(request, username):
-    """Clear the username's failures after a successful sign-in (the address keeps its count)."""
-    cache.delete(next(iter(_keys(request, username))))
+def _address(request):
+    return client_ip(request) or "unknown"
+
+
+SIGN_IN_USERNAME = Limit("sign-in:user", MAX_FAILURES_PER_USERNAME, LOCK_WINDOW)
+SIGN_IN_ADDRESS = Limit("sign-in:address", MAX_FAILURES_PER_ADDRESS, LOCK_WINDOW)
+RESET_EMAIL = Limit("reset:email", MAX_RESETS_PER_EMAIL, RESET_WINDOW)
+RESET_ADDRESS = Limit("reset:address", MAX_RESETS_PER_ADDRESS, RESET_WINDOW)
+API_ADDRESS = Limit("api:address", MAX_API_FAILURES_PER_ADDRESS, API_FAILURE_WINDOW)
+
+
+def count_sign_in(request, username):
+    """Count a sign-in attempt for *username* and the address; return seconds to wait, or None to go on."""
+    waits = [
+        SIGN_IN_USERNAME.count(_hashed(username)),
+        SIGN_IN_ADDRESS.count(_address(request)),
+    ]
+    waits = [wait for wait in waits if wait is not None]
+    return max(waits) if waits else None
+
+
+def forget_sign_in(request, username):
+    """After a successful sign-in: clear the username's count, give the address its attempt back."""
+    AttemptCounter.objects.forget(key=SIGN_IN_USERNAME.key(_hashed(username)))
+    AttemptCounter.objects.give_back(key=SIGN_IN_ADDRESS.key(_address(request)))
 
 
 class ThrottleMixin:
-    """Refuse a locked sign-in before the password is checked, and count each failure."""
+    """Count each sign-in before the password is checked; refuse it without the check past the limit."""
 
     throttled_message = _(
         "Too many failed sign-in attempts. For your account's safety, signing in is paused for "
         "%(minutes)d minutes. Try again later."
     )
+    retry_after = None
 
     def clean(self):
         username = self.cleaned_data.get("username") or ""
-        # Checked before the password, so a correct guess during the lock is worth nothing.
-        if is_locked(self.request, username):
+        # Counted first, atomically: parallel attempts cannot all slip under the limit, and a correct
+        # guess beyond it is worth nothing because the password is never looked at.
+        self.retry_after = count_sign_in(self.request, username)
+        if self.retry_after is not None:
             raise ValidationError(
                 self.throttled_message,
                 code="throttled",
-                params={"minutes": int(LOCK_WINDOW.total_seconds() // 60)},
+                params={"minutes": max(1, math.ceil(self.retry_after / 60))},
             )
-        try:
-            return super().clean()
-        except ValidationError:
-            record_failure(self.request, username)
-            raise
+        cleaned = super().clean()
+        forget_sign_in(self.request, username)
+        return cleaned
 
 
 class ThrottledAuthenticationForm(ThrottleMixin, AuthenticationForm):
@@ -88,21 +147,87 @@ class ThrottledAuthenticationForm(ThrottleMixin, AuthenticationForm):
 
 
 class ThrottledAdminAuthenticationForm(ThrottleMixin, AdminAuthenticationForm):
-    """The admin's sign-in form, for ``admin.site.login_form`` (same counts as the site's form)."""
+    """The admin's sign-in form (``portal.admin.PortalAdminSite``), with the same counts as the site's."""
 
 
-class ThrottledLoginView(LoginView):
+class ThrottledLoginView(auth_views.LoginView):
     """Django's LoginView with the throttle: a locked sign-in answers 429 Too Many Requests."""
 
     form_class = ThrottledAuthenticationForm
+
+    def get_context_data(self, **kwargs):
+        return {**super().get_context_data(**kwargs), "password_reset_offered": password_reset_offered()}
 
     def form_invalid(self, form):
         response = super().form_invalid(form)
         if form.has_error(NON_FIELD_ERRORS, code="throttled"):
             response.status_code = 429
-            response["Retry-After"] = str(int(LOCK_WINDOW.total_seconds()))
+            response["Retry-After"] = str(form.retry_after)
         return response
 
+
+# --- password reset ---------------------------------------------------------------------------------------
+
+
+def password_reset_offered():
+    """Return True when reset mails really leave the server (never into a log or a file)."""
+    return settings.EMAIL_BACKEND not in NON_SENDING_MAIL_BACKENDS
+
+
+class ResetOfferedMixin:
+    """Answer 404 on every reset page while reset is not offered: the links would only reach a log."""
+
+    def dispatch(self, request, *args, **kwargs):
+        if not password_reset_offered():
+            raise Http404
+        return super().dispatch(request, *args, **kwargs)
+
+
+class ThrottledPasswordResetView(ResetOfferedMixin, auth_views.PasswordResetView):
+    """Send a reset mail at most a few times an hour per e-mail address and per client address.
+
+    A limited request gets the same "check your mail" page as any other, so the answer says nothing
+    about whether an address has an account or was asked for too often.
+    """
+
     def form_valid(self, form):
-        forget_username(self.request, form.get_user().get_username())
+        email = form.cleaned_data["email"]
+        # Both counted, each before any mail is made.
+        limited = [RESET_ADDRESS.count(_address(self.request)), RESET_EMAIL.count(_hashed(email))]
+        if any(wait is not None for wait in limited):
+            return HttpResponseRedirect(self.get_success_url())
         return super().form_valid(form)
+
+
+class PasswordResetDoneView(ResetOfferedMixin, auth_views.PasswordResetDoneView):
+    pass
+
+
+class PasswordResetConfirmView(ResetOfferedMixin, auth_views.PasswordResetConfirmView):
+    pass
+
+
+class PasswordResetCompleteView(ResetOfferedMixin, auth_views.PasswordResetCompleteView):
+    pass
+
+
+# --- API authentication failures ---------------------------------------------------------------------------
+
+
+def api_client_locked(request):
+    """Return seconds to wait while the request's address has used up its failures, else None.
+
+    One indexed read; asked only before a lookup that could be a guess (see the middleware).
+    """
+    now = timezone.now()
+    hits, started = AttemptCounter.objects.current(
+        key=API_ADDRESS.key(_address(request)), window=API_ADDRESS.window, now=now
+    )
+    if hits < API_ADDRESS.most:
+        return None
+    return max(1, math.ceil((started + API_ADDRESS.window - now).total_seconds()))
+
+
+def count_api_failure(request):
+    """Count one failed API authentication for the address; return seconds to wait past the limit."""
+    return API_ADDRESS.count(_address(request))

@@ -10,4 +10,7 @@ urlpatterns = [
     path("<int:pk>/", views.token_detail, name="detail"),
     path("<int:pk>/rename/", views.token_rename, name="rename"),
     path("<int:pk>/revoke/", views.token_revoke, name="revoke"),
+    path("<int:pk>/rotate/", views.token_rotate, name="rotate"),
+    path("<int:pk>/restrictions/", views.token_restrict, name="restrict"),
+    path("<int:pk>/alerts/", views.token_alerts, name="alerts"),
 ]

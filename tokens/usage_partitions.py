@@ -11,7 +11,7 @@ the step gives up, records keep flowing, and the next run of the command tries a
 default partition, ``DETACH … CONCURRENTLY`` would need no such lock; PostgreSQL refuses it while a
 default partition exists, and losing no record is worth the instant (measured in docs/performance.md).
 
-No model is imported: migration 0004 uses this module too.
+No model is imported: migration 0010 uses this module too.
 """
 
 from datetime import UTC, datetime, time, timedelta

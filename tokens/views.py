@@ -1,5 +1,7 @@
 """HTML pages: the profile and Profile > Integrations > Authorizations, all scoped to request.user."""
 
+import re
+
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
 from django.core.exceptions import ValidationError
@@ -15,11 +17,12 @@ from django.views.decorators.csrf import csrf_protect
 from django.views.decorators.debug import sensitive_post_parameters, sensitive_variables
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
-from .http import client_ip, no_store, own_token_or_404
 from .charts import daily_chart
 from .constants import MIGRATION_GUIDE_PATH
-from .forms import TokenCreateForm, TokenRenameForm
+from .forms import TokenCreateForm, TokenRenameForm, TokenRestrictionsForm, TokenRotateForm
+from .http import client_ip, no_store, own_token_or_404
 from .models import (
+    BrownoutWindow,
     ClientAddress,
     DailyUsage,
     ExpirationPolicy,
@@ -29,6 +32,8 @@ from .models import (
     TokenStatus,
     UsageRecord,
 )
+from .models.policy import SecurityLevel
+from .models.restrictions import owner_permissions, permission_names
 from .models.usage import client_addresses, usage_totals
 
 TOKENS_PER_PAGE = 20
@@ -96,10 +101,14 @@ def _legacy_notice(user):
     if not keys:
         return {"legacy_keys": []}
     policy = ExpirationPolicy.load()
+    now = timezone.now()
     return {
         "legacy_keys": keys,
         "legacy_sunset_at": policy.legacy_sunset_at,
-        "legacy_accepted": policy.legacy_refusal() is None,
+        "legacy_accepted": policy.level_in_force(now) == SecurityLevel.COMPATIBILITY,
+        # Scheduled brownouts still to come (or under way), so owners can watch their clients in them.
+        "brownouts": list(BrownoutWindow.objects.upcoming(now)[:10]),
+        "now": now,
         "migration_guide_url": MIGRATION_GUIDE_PATH,
     }
 
@@ -135,6 +144,7 @@ def token_create(request):
                 policy=policy,
                 now=form.now,
                 nonce=form.cleaned_data["nonce"],
+                **form.restrictions(),
             )
         except Token.AlreadyIssued as repeat:
             messages.info(
@@ -178,7 +188,19 @@ def token_detail(request, pk):
     )
 
 
-def _detail_context(request, token, rename_form):
+def _abilities(token):
+    """Return what the token may do, in words: its permissions by name, and those the owner lost since."""
+    if token.permissions is None:
+        return {"permission_names": None, "lapsed": []}
+    names = permission_names(token.permissions)
+    held = owner_permissions(token.user)
+    return {
+        "permission_names": [names[p] for p in token.permissions if p in held],
+        "lapsed": [names[p] for p in token.permissions if p not in held],
+    }
+
+
+def _detail_context(request, token, rename_form, restrictions_form=None):
     """Return the detail page context with a constant number of queries, however much the token was used."""
     usage_totals([token])
     records = UsageRecord.objects.filter(token=token)
@@ -211,6 +233,8 @@ def _detail_context(request, token, rename_form):
     return {
         "token": token,
         "rename_form": rename_form,
+        "restrictions_form": restrictions_form or TokenRestrictionsForm(token=token),
+        **_abilities(token),
         "chart": chart,
         "days_total": sum(accepted + refused for _day, accepted, refused in rows),
         "address_count": address_count,
@@ -223,10 +247,8 @@ def _detail_context(request, token, rename_form):
 
 
 def _int_or_none(value):
-    try:
-        return int(value) if value is not None else None
-    except ValueError:
-        return None
+    # ASCII digits, few enough for a 64-bit id: "²" or a hundred digits is simply no cursor.
+    return int(value) if value is not None and re.fullmatch(r"[0-9]{1,18}", value) else None
 
 
 @login_required
@@ -251,6 +273,85 @@ def token_rename(request, pk):
 
 
 @login_required
+@require_POST
+@csrf_protect
+def token_restrict(request, pk):
+    """Change what the token may do: access, permissions, allowed addresses (one event per change)."""
+    token = own_token_or_404(request, pk)
+    form = TokenRestrictionsForm(request.POST, token=token)
+    if form.is_valid():
+        try:
+            changed = token.set_restrictions(**form.restrictions(), actor=request.user, ip=client_ip(request))
+        except ValidationError as error:
+            for errors in form.add_restriction_errors(error).values():
+                form.add_error(None, errors)
+        else:
+            if changed:
+                messages.success(
+                    request,
+                    _("Saved. “%(name)s” is limited as shown from its next request on.")
+                    % {"name": token.name},
+                )
+            return _see_other(_detail_url(token))
+    context = _detail_context(request, token, TokenRenameForm(initial={"name": token.name}), form)
+    return render(request, "tokens/token_detail.html", context, status=400)
+
+
+@login_required
+@require_http_methods(["GET", "POST"])
+@never_cache
+@csrf_protect
+@sensitive_post_parameters()
+@sensitive_variables("plaintext")
+def token_rotate(request, pk):
+    """Ask for the overlap and the expiry (GET), then rotate and answer with the new value's one reveal.
+
+    Every show-once rule of the create form holds: the reveal is this response, sent ``no-store``; the
+    value is kept nowhere; a resubmission carries the same nonce and lands on the new token's page.
+    """
+    token = own_token_or_404(request, pk)
+    policy = ExpirationPolicy.load()
+    if request.method == "GET" and not token.is_active:
+        return _not_rotatable(request, token, token.status)
+    form = TokenRotateForm(request.POST or None, token=token, policy=policy)
+    if request.method == "POST" and form.is_valid():
+        try:
+            new, plaintext = token.rotate(**form.rotation(), actor=request.user, ip=client_ip(request),
+                                          policy=policy)
+        except Token.AlreadyIssued as repeat:
+            messages.info(
+                request,
+                _(
+                    "This form was already submitted and rotated “%(name)s”. The new value was shown once "
+                    "and cannot be shown again; if you did not copy it, revoke the new token and rotate "
+                    "again from the old one while it still works, or create a new token."
+                )
+                % {"name": repeat.token.name},
+            )
+            return _see_other(_detail_url(repeat.token))
+        except Token.NotRotatable as refusal:
+            return _not_rotatable(request, token, refusal.status)
+        except ValidationError as error:
+            form.add_model_errors(error)
+        else:
+            response = render(
+                request, "tokens/token_reveal.html", {"token": new, "plaintext": plaintext, "replaced": token}
+            )
+            return no_store(response)
+    status = 400 if request.method == "POST" else 200
+    return render(request, "tokens/token_rotate.html", {"token": token, "form": form}, status=status)
+
+
+def _not_rotatable(request, token, status):
+    messages.error(
+        request,
+        _("Only an active token can be rotated; “%(name)s” is %(status)s.")
+        % {"name": token.name, "status": TokenStatus(status).label.lower()},
+    )
+    return _see_other(_detail_url(token))
+
+
+@login_required
 @require_http_methods(["GET", "POST"])
 @csrf_protect
 def token_revoke(request, pk):
@@ -265,4 +366,20 @@ def token_revoke(request, pk):
         )
     else:
         messages.info(request, _("“%(name)s” was already revoked.") % {"name": token.name})
+    return _see_other(_detail_url(token))
+
+
+@login_required
+@require_POST
+@csrf_protect
+def token_alerts(request, pk):
+    """Switch the token's new-address alerts on or off (the detail page's form)."""
+    token = own_token_or_404(request, pk)
+    enabled = request.POST.get("alerts") == "on"
+    if token.set_alerts(enabled, actor=request.user, ip=client_ip(request)):
+        if enabled:
+            messages.success(request, _("You will be mailed when “%(name)s” is used from a new address.")
+                             % {"name": token.name})
+        else:
+            messages.success(request, _("Alerts for “%(name)s” are muted.") % {"name": token.name})
     return _see_other(_detail_url(token))

@@ -3,11 +3,12 @@
 from datetime import timedelta
 
 import pytest
+from django.core import mail
 from django.utils import timezone
 from playwright.sync_api import Error as PlaywrightError
 from playwright.sync_api import expect
 
-from tokens.models import ExpirationPolicy, LegacyApiKey, Token, UsageRecord
+from tokens.models import BrownoutWindow, ExpirationPolicy, LegacyApiKey, Token, TokenEvent, UsageRecord
 
 from ..conftest import PASSWORD
 
@@ -35,7 +36,7 @@ def admin_page(page, staff_user):
     return page
 
 
-def _record(*, day, token=None, key=None, count, ip, agent):
+def _record(*, day, token=None, key=None, count, ip, agent, would_refuse=False):
     at = timezone.now() - timedelta(days=day)
     owner = (token or key).user_id
     for _ in range(count):
@@ -51,6 +52,7 @@ def _record(*, day, token=None, key=None, count, ip, agent):
             ip=ip,
             user_agent=agent,
             duration_ms=3.0,
+            would_refuse=would_refuse,
         )
 
 
@@ -58,6 +60,7 @@ def _record(*, day, token=None, key=None, count, ip, agent):
 def populated(make_user, staff_user):
     """A site in the middle of its migration: tokens in every state, keys still in use, a month of traffic."""
     alice, bob, carol = make_user("alice"), make_user("bob"), make_user("carol")
+    ExpirationPolicy.load()  # the row, even after a live test flushed the database
     ExpirationPolicy.objects.filter(pk=1).update(no_expiry_allowed_for="staff")
     now = timezone.now()
 
@@ -125,6 +128,57 @@ def test_an_administrator_sees_the_token_list_policy_and_migration_overview(
     expect(page.locator("#result_list")).to_be_visible()
     page.goto("/admin/tokens/tokenevent/")
     expect(page.locator("#result_list")).to_be_visible()
+    assert not csp_violations, csp_violations
+
+
+def test_an_administrator_rehearses_schedules_a_brownout_and_tells_the_owners(
+    admin_page, populated, screenshot, csp_violations
+):
+    page = admin_page
+    page.set_viewport_size({"width": 1680, "height": 900})
+    # Two weeks of a High rehearsal: the keys' requests were served and marked "would be refused".
+    ExpirationPolicy.objects.filter(pk=1).update(
+        rehearsal_level="high", rehearsal_started_at=timezone.now() - timedelta(days=14),
+        maximum_lifetime=timedelta(days=365),
+    )
+    alice_key, bob_key = LegacyApiKey.objects.order_by("pk")[:2]
+    for day in reversed(range(14)):
+        _record(day=day, key=alice_key, count=2 + day // 3, ip="203.0.113.7", agent="legacy-sync/2.1",
+                would_refuse=True)
+        if day % 4 == 0:
+            _record(day=day, key=bob_key, count=3, ip="198.51.100.20", agent="curl/7.88.1", would_refuse=True)
+
+    page.goto("/admin/tokens/expirationpolicy/1/change/")
+    # Lifetimes read as a person thinks: a number and a unit.
+    expect(page.locator("input[name=default_lifetime_0]")).to_have_value("30")
+    expect(page.locator("select[name=default_lifetime_1]")).to_have_value("days")
+    expect(page.locator("input[name=maximum_lifetime_0]")).to_have_value("1")
+    expect(page.locator("select[name=maximum_lifetime_1]")).to_have_value("years")
+    expect(page.locator(".transition-numbers")).to_contain_text("Legacy keys used in the last 30 days")
+    starts = timezone.now() + timedelta(days=7)
+    page.locator("input[name=brownouts-0-starts_at_0]").fill(starts.strftime("%Y-%m-%d"))
+    page.locator("input[name=brownouts-0-starts_at_1]").fill("10:00:00")
+    page.locator("input[name=brownouts-0-ends_at_0]").fill(starts.strftime("%Y-%m-%d"))
+    page.locator("input[name=brownouts-0-ends_at_1]").fill("11:00:00")
+    page.locator("input[name=brownouts-0-note]").fill("first brownout")
+    screenshot(page, "admin_policy_transition")
+    page.get_by_role("button", name="Save and continue editing").click()
+    expect(page.get_by_text("was changed successfully")).to_be_visible()
+    assert BrownoutWindow.objects.get().note == "first brownout"
+    assert TokenEvent.objects.filter(kind="brownout_changed").count() == 1
+
+    page.goto("/admin/tokens/legacyapikey/migration/")
+    expect(page.get_by_role("img", name="Requests the rehearsed level would refuse, per day")).to_be_visible()
+    expect(page.locator(".rehearsal-verdict")).to_contain_text("requests would fail")
+    expect(page.locator(".rehearsal-clients").get_by_text("legacy-sync/2.1")).to_be_visible()
+    expect(page.locator(".brownouts").get_by_text("first brownout")).to_be_visible()
+    screenshot(page, "admin_migration_rehearsal")
+    page.get_by_role("button", name="E-mail the owners of keys still in use").click()
+    expect(page.get_by_text("Mailed 2 owners about 2 legacy keys.")).to_be_visible()
+    assert sorted(m.to[0] for m in mail.outbox) == ["alice@example.com", "bob@example.com"]
+    page.get_by_role("button", name="E-mail the owners of keys still in use").click()
+    expect(page.get_by_text("Nobody new to mail")).to_be_visible()
+    assert len(mail.outbox) == 2
     assert not csp_violations, csp_violations
 
 

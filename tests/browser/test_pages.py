@@ -193,9 +193,9 @@ def test_the_list_and_the_detail_page_show_tokens_and_their_usage(
     page.goto("/profile/integrations/authorizations/")
     page.get_by_role("link", name="CI pipeline").click()
     usage = page.get_by_role("region", name="Usage")
-    assert "61 requests in total" in usage.locator(".stats").inner_text().replace(
+    assert "60 requests in total" in usage.locator(".stats").inner_text().replace(
         "\n", " "
-    )  # 54 + 7 live, accepted
+    )  # 54 + 6 live, accepted; the 403 for a missing permission is a refused use
     chart = page.get_by_role("img", name="Requests per day, last 30 days")
     assert chart.is_visible()
     assert page.locator(".chart-bar").count() >= 9
@@ -253,3 +253,81 @@ def test_without_javascript_a_person_still_creates_reads_and_revokes_a_token(sig
     page.get_by_role("button", name="Revoke token").click()
     page.get_by_text("Revoked “No-script client”.").wait_for()
     assert call_api(live_server, headers={"Authorization": f"Bearer {value}"})[0] == 401
+
+
+def test_a_person_creates_a_read_only_token_bound_to_addresses_and_narrows_it_further(
+    sign_in, user, page, live_server
+):
+    sign_in(user)
+    page.goto(live_server.url + "/profile/integrations/authorizations/new/")
+    page.get_by_label("Name", exact=True).fill("Dashboard")
+    assert page.get_by_label("Read and write").is_checked()  # the policy default
+    assert page.get_by_label("All my permissions").is_checked()
+    page.get_by_label("Read only").check()
+    page.get_by_label("Allowed addresses").fill("127.0.0.1\n2001:db8::/32")
+    page.get_by_role("button", name="Create token").click()
+    page.get_by_role("heading", name="Copy your new token").wait_for()
+    value = page.get_by_label("Value of “Dashboard”").input_value()
+    token = Token.objects.get(name="Dashboard")
+    assert (token.access, token.permissions, token.allowed_ips) == ("read", None, ["127.0.0.1", "2001:db8::/32"])
+
+    auth = {"Authorization": f"Bearer {value}"}
+    status, body = call_api(live_server, headers=auth)
+    assert status == 200 and body["auth"]["access"] == "read"
+    request = urllib.request.Request(f"{live_server.url}/api/tokens/{token.pk}", method="DELETE", headers=auth)
+    with pytest.raises(urllib.error.HTTPError) as refused:
+        urllib.request.urlopen(request, timeout=10)
+    assert refused.value.code == 403
+    assert 'scope="write"' in refused.value.headers["WWW-Authenticate"]
+
+    # The list shows the limits at a glance; the token page says them in words and changes them.
+    page.goto(live_server.url + "/profile/integrations/authorizations/")
+    row = page.get_by_role("row").filter(has_text="Dashboard")
+    assert "Read only" in row.inner_text() and "2 addresses" in row.inner_text()
+    row.get_by_role("link", name="Dashboard").click()
+    assert "Read only: it can look" in page.content()
+    page.get_by_text("Change what it can do").click()
+    page.get_by_label("Allowed addresses").fill("192.0.2.1")
+    page.get_by_role("button", name="Save limits").click()
+    page.get_by_text("Only these addresses:").wait_for()
+    assert "192.0.2.1" in page.content()
+    status, body = call_api(live_server, headers=auth)
+    assert status == 403 and body["error"] == "ip_not_allowed" and "127.0.0.1" in body["detail"]
+    assert UsageRecord.objects.filter(token=token, accepted=False).count() == 2
+
+
+def test_a_person_rotates_a_token_with_an_overlap_and_both_values_work_until_it_ends(
+    sign_in, user, page, live_server
+):
+    token, old_value = Token.objects.issue(user=user, name="Inventory sync",
+                                           expires_at=timezone.now() + timedelta(days=30))
+    sign_in(user)
+    page.goto(f"/profile/integrations/authorizations/{token.pk}/")
+    page.get_by_role("link", name="Rotate…").click()
+    page.get_by_role("heading", name="Rotate “Inventory sync”").wait_for()
+    assert page.get_by_label("The same lifetime as now: 30 days").is_checked()
+    page.get_by_role("group", name="Old value keeps working for").get_by_label("1 hour").check()
+    page.get_by_role("button", name="Rotate token").click()
+
+    page.get_by_role("heading", name="Copy your new token").wait_for()
+    value = page.get_by_label("Value of “Inventory sync”").input_value()
+    assert value.startswith("bpt_") and value != old_value
+    page.get_by_text("keeps working until").wait_for()
+    assert call_api(live_server, headers={"Authorization": f"Bearer {value}"})[0] == 200
+    assert call_api(live_server, headers={"Authorization": f"Bearer {old_value}"})[0] == 200
+
+    # A reload rotates nothing more and never shows the value again.
+    page.reload()
+    page.wait_for_url(re.compile(r"/authorizations/\d+/$"))
+    page.get_by_text("cannot be shown again").wait_for()
+    assert value not in page.content() and Token.objects.count() == 2
+    new = Token.objects.get(replaces=token)
+    assert page.get_by_role("link", name=re.compile("Inventory sync")).count() >= 1  # "Replaces" link
+    page.goto(f"/profile/integrations/authorizations/{token.pk}/")
+    assert "Rotating" in page.get_by_role("heading", level=1).inner_text()
+    assert page.get_by_role("link", name="Rotate…").count() == 0
+    page.get_by_role("link", name=re.compile(rf"…{new.last_characters}")).click()
+    page.wait_for_url(re.compile(rf"/authorizations/{new.pk}/$"))
+
+    page.get_by_role("link", name="Profile").first.click()
+    assert "Rotated Inventory sync" in page.get_by_role("region", name="Activity Stream").inner_text()

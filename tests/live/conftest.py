@@ -229,6 +229,21 @@ def live_db(transactional_db):
     return transactional_db
 
 
+# Clusters started this session. The main database is flushed after each test; these are not.
+_running_clusters = []
+
+
+@pytest.fixture(autouse=True)
+def no_failures_carried_over():
+    """Start each test with no failed authentications counted on the throw-away cluster.
+
+    Every client here is 127.0.0.1, so one test's refusals would count against the next test's
+    clients on the shared cluster, and the API failure limit would answer them 429.
+    """
+    for cluster in _running_clusters:
+        cluster.sql("DELETE FROM tokens_attemptcounter")
+
+
 # --- the throw-away PostgreSQL cluster ----------------------------------------------------------------------
 
 
@@ -319,8 +334,10 @@ class PostgresCluster(DatabaseShell):
 def throwaway_postgres():
     cluster = PostgresCluster()
     try:
-        yield cluster.start_new()
+        _running_clusters.append(cluster.start_new())
+        yield cluster
     finally:
+        _running_clusters.clear()
         cluster.destroy()
 
 

@@ -2,15 +2,19 @@
 
 import re
 import socket
+import threading
+import time
 from urllib.parse import urlencode
 
 import pytest
 from django.core.cache import cache
+from django.db import connection
 
 from tokens.models import Token, UsageRecord
 from tokens.throttle import MAX_FAILURES_PER_USERNAME
 
 from ..conftest import PASSWORD
+from .conftest import GunicornServer, database_url
 
 pytestmark = pytest.mark.live
 
@@ -100,3 +104,59 @@ def test_the_sign_in_throttle_holds_across_gunicorn_workers(main_server, user):
         assert locked.headers["retry-after"]
     finally:
         cache.clear()
+
+
+def test_the_access_log_never_holds_the_token_of_a_password_reset_link(main_server):
+    secret = "c0ffee-4f1-0123456789abcdef0123"
+    client = main_server.client()
+    link = f"/accounts/reset/MQ/{secret}/"
+    client.get(link, headers={"Referer": f"{main_server.url}{link}"})
+    client.get("/healthz")  # a request after it, so the access line has been written
+    time.sleep(0.5)
+    log = main_server.log()
+    assert "/accounts/reset/MQ/[redacted]/" in log
+    assert secret not in log
+
+
+def test_sixteen_parallel_sign_ins_over_eight_workers_get_at_most_the_limit_of_password_checks(
+    user, live_log_dir
+):
+    server = GunicornServer(database_url(connection.settings_dict), workers=8, log_dir=live_log_dir).start()
+    passwords = ["wrong password"] * 15 + [PASSWORD]
+    forms = []
+    for _ in passwords:
+        client = server.client()
+        page = client.get("/accounts/login/")
+        csrf = re.search(r"csrftoken=([^;]+)", page.headers["set-cookie"]).group(1)
+        field = re.search(r'name="csrfmiddlewaretoken" value="([^"]+)"', page.text).group(1)
+        forms.append((client, csrf, field))
+    answers = [None] * len(passwords)
+    start = threading.Barrier(len(passwords))
+
+    def attempt(n):
+        client, csrf, field = forms[n]
+        start.wait()
+        if passwords[n] == PASSWORD:
+            time.sleep(0.2)  # the right guess comes while the wrong ones are being checked
+        answers[n] = client.request(
+            "POST", "/accounts/login/",
+            headers={"Cookie": f"csrftoken={csrf}", "Content-Type": "application/x-www-form-urlencoded"},
+            body=urlencode(
+                {"username": user.username, "password": passwords[n], "csrfmiddlewaretoken": field}
+            ),
+        ).status
+
+    threads = [threading.Thread(target=attempt, args=(n,)) for n in range(len(passwords))]
+    try:
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(timeout=120)
+    finally:
+        server.stop()
+    # Each attempt is counted before its password is checked: only the first five are checked at all
+    # (200, "wrong password"); every other one is refused unchecked, the right password included.
+    checked = [status for status in answers if status != 429]
+    assert len(checked) <= MAX_FAILURES_PER_USERNAME, answers
+    assert set(checked) <= {200}, answers
+    assert answers[-1] == 429, answers

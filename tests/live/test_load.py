@@ -114,9 +114,10 @@ def test_a_revoke_issued_mid_load_is_honoured_by_every_request_that_starts_after
     after = [status for started, _finished, status in everything if started > revoked_at]
     before = [status for _started, finished, status in everything if finished < revoke_started[0]]
     assert len(after) >= CLIENTS * 20
-    assert set(after) == {401}, Counter(after)
+    # Refused: 401, or 429 once a client has failed often enough to meet the API failure limit.
+    assert 401 in after and set(after) <= {401, 429}, Counter(after)
     assert set(before) == {200}
-    assert {status for _s, _f, status in everything} <= {200, 401}  # never a 5xx, never anything else
+    assert {status for _s, _f, status in everything} <= {200, 401, 429}  # never a 5xx, nothing else
 
     # Exact usage: every answered request is one record; the count holds the accepted ones (and the DELETE).
     token.refresh_from_db()
@@ -124,6 +125,6 @@ def test_a_revoke_issued_mid_load_is_honoured_by_every_request_that_starts_after
     accepted = sum(1 for entry in everything if entry[2] == 200) + 1
     assert token.request_count == accepted
     assert UsageRecord.objects.filter(token=token).count() == len(everything) + 1
-    refused = UsageRecord.objects.filter(token=token, accepted=False, status=401).count()
+    refused = UsageRecord.objects.filter(token=token, accepted=False).count()
     assert refused == len(everything) + 1 - accepted
     assert Token.objects.get(pk=token.pk).status == "revoked"

@@ -266,7 +266,7 @@ def test_revoking_the_owners_tokens_and_then_the_one_in_use_gives_no_5xx_and_exa
     revoker.close()
 
     assert answers == {204: 11}
-    assert set(clients) <= {200, 401} and clients[401] >= CLIENTS
+    assert set(clients) <= {200, 401, 429} and clients[401] >= CLIENTS
     numbers = counts(database, made)
     assert numbers["token"]["revoked"]
     assert_exact(numbers["token"], answered=clients.total() + 11, accepted=clients[200] + 11)
@@ -356,10 +356,12 @@ print(json.dumps({{"answers": answers, "active": User.objects.get(pk={made['owne
     )
 
     assert json.loads(result.strip().splitlines()[-1]) == {"answers": [302] * 20, "active": True}
-    assert set(tokens) <= {200, 401} and set(keys) <= {200, 401}
+    assert set(tokens) <= {200, 401, 429} and set(keys) <= {200, 401, 429}
     numbers = counts(database, made, key=made["key_ids"][0])
     assert_exact(numbers["token"], answered=tokens.total(), accepted=tokens[200])
-    assert_exact(numbers["legacy_key"], answered=keys.total(), accepted=keys[200])
+    # A legacy key from a client past the API failure limit is refused (429) before its lookup, so
+    # that answer is no use of the key: every other answer is one record.
+    assert_exact(numbers["legacy_key"], answered=keys.total() - keys[429], accepted=keys[200])
     assert_clean_log(server)
 
 
@@ -379,11 +381,11 @@ print(json.dumps({{"revoked": done}}))
 
     assert json.loads(result.strip().splitlines()[-1]) == {"revoked": 8}
     assert tokens == {200: tokens.total()}
-    assert set(keys) <= {200, 401} and keys[401] >= CLIENTS // 2
+    assert set(keys) <= {200, 401, 429} and keys[401] >= CLIENTS // 2
     numbers = counts(database, made, key=in_use)
     assert numbers["legacy_key"]["revoked"]
     assert_exact(numbers["token"], answered=tokens.total(), accepted=tokens.total())
-    assert_exact(numbers["legacy_key"], answered=keys.total(), accepted=keys[200])
+    assert_exact(numbers["legacy_key"], answered=keys.total() - keys[429], accepted=keys[200])
     assert_clean_log(server)
 
 

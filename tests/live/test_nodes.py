@@ -89,7 +89,7 @@ def test_legacy_keys_switched_off_in_the_policy_are_refused_by_every_node_on_the
     assert answers[0].json()["auth"]["method"] == "legacy_key"
     assert "deprecation" in answers[0].headers and "link" in answers[0].headers
 
-    throwaway_postgres.sql("UPDATE tokens_expirationpolicy SET legacy_keys_accepted = false WHERE id = 1")
+    throwaway_postgres.sql("UPDATE tokens_expirationpolicy SET security_level = 'high' WHERE id = 1")
     try:
         for node in (node_b, node_a):
             answers = every_worker(node, "/api/users/me", headers)
@@ -97,8 +97,49 @@ def test_legacy_keys_switched_off_in_the_policy_are_refused_by_every_node_on_the
             assert all("switched off" in r.json()["detail"] for r in answers)
             assert all("Bearer" in r.json()["detail"] for r in answers)
     finally:
-        throwaway_postgres.sql("UPDATE tokens_expirationpolicy SET legacy_keys_accepted = true WHERE id = 1")
+        throwaway_postgres.sql(
+            "UPDATE tokens_expirationpolicy SET security_level = 'compatibility' WHERE id = 1"
+        )
     # Switched back on: accepted again at once, on both nodes.
     assert node_a.client().get("/api/users/me", headers=headers).status == 200
     again = node_b.client().get("/api/users/me", headers=headers)
     assert json.loads(again.body)["auth"]["method"] == "legacy_key"
+
+
+def test_a_rotated_tokens_old_value_works_on_every_node_until_the_end_of_its_overlap_then_nowhere(
+    postgres_nodes, throwaway_postgres
+):
+    import time
+    from datetime import UTC, datetime, timedelta
+    from email.utils import parsedate_to_datetime
+
+    node_a, node_b = postgres_nodes
+    owner = make_owner(throwaway_postgres)
+    old = {"Authorization": f"Bearer {owner['value']}"}
+    rotated = node_a.client().request("POST", "/api/tokens/self/rotate", headers=old, body={"overlap": 3})
+    assert rotated.status == 201
+    secret_scan.track(rotated.json()["token"])
+    new = {"Authorization": f"Bearer {rotated.json()['token']}"}
+    ends = datetime.fromisoformat(
+        node_b.client().get(f"/api/tokens/{owner['token']}", headers=new).json()["rotation_ends_at"]
+    )
+    # The new value works at once on the other node; the old one on both, saying when it stops.
+    assert {r.status for r in every_worker(node_b, "/api/users/me", new)} == {200}
+    seen = set()
+    while datetime.now(UTC) < ends + timedelta(seconds=1):
+        for node in (node_a, node_b):
+            before = datetime.now(UTC)
+            answer = node.client().get("/api/users/me", headers=old)
+            after = datetime.now(UTC)
+            if after < ends:
+                assert answer.status == 200
+                assert parsedate_to_datetime(answer.headers["sunset"]) == ends.replace(microsecond=0)
+                seen.add("served")
+            elif before >= ends:
+                assert answer.status == 401 and "sunset" not in answer.headers
+                seen.add("refused")
+        time.sleep(0.1)
+    assert seen == {"served", "refused"}
+    for node in (node_a, node_b):
+        assert {r.status for r in every_worker(node, "/api/users/me", old)} == {401}
+        assert node.client().get("/api/users/me", headers=new).status == 200

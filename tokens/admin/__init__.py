@@ -10,15 +10,17 @@ Activity Stream); their forms, list filters and shared pieces live in ``forms``,
 ``common``. Importing the page modules registers their admins.
 """
 
-from django.contrib import admin
 
-from ..throttle import ThrottledAdminAuthenticationForm
-from .activity import TokenEventAdmin, UsageRecordAdmin
+from .activity import RefusedClientAdmin, TokenEventAdmin, UsageRecordAdmin
 from .legacy import LegacyApiKeyAdmin
 from .policy import ExpirationPolicyAdmin
 from .tokens import TokenAdmin
 
-__all__ = ["ExpirationPolicyAdmin", "LegacyApiKeyAdmin", "TokenAdmin", "TokenEventAdmin", "UsageRecordAdmin"]
-
-# The admin's sign-in shares the site's throttle: the same counts lock both forms.
-admin.site.login_form = ThrottledAdminAuthenticationForm
+__all__ = [
+    "ExpirationPolicyAdmin",
+    "LegacyApiKeyAdmin",
+    "RefusedClientAdmin",
+    "TokenAdmin",
+    "TokenEventAdmin",
+    "UsageRecordAdmin",
+]

@@ -1,10 +1,10 @@
-"""What the system records: one usage record per API request, and the Activity Stream (both read-only)."""
+"""What the system records: usage records, refused unknown credentials and the Activity Stream (read-only)."""
 
 from django.contrib import admin
 from django.utils.html import format_html
 from django.utils.translation import gettext_lazy as _
 
-from ..models import TokenEvent, UsageRecord
+from ..models import RefusedClient, TokenEvent, UsageRecord
 from .common import ReadOnlyAdmin
 from .filters import HttpStatusFilter
 
@@ -68,3 +68,17 @@ class TokenEventAdmin(ReadOnlyAdmin):
     @admin.display(description=_("legacy key"))
     def legacy_key_label(self, obj):
         return _("#%(id)s") % {"id": obj.legacy_key_id} if obj.legacy_key_id else "-"
+
+
+@admin.register(RefusedClient)
+class RefusedClientAdmin(ReadOnlyAdmin):
+    """Who sends unknown credentials: one row per client address and hour, however many attempts.
+
+    A refused known credential (revoked, expired) is a usage record of that credential instead.
+    """
+
+    list_display = ("hour", "ip", "attempts", "first_seen", "last_seen", "last_user_agent")
+    search_fields = ("ip",)
+    date_hierarchy = "hour"
+    ordering = ("-hour", "-attempts")
+    fields = list_display

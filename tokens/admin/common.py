@@ -1,14 +1,31 @@
 """Pieces several admin pages share: read-only records, the credential columns and bulk-action messages."""
 
 from django.contrib import admin, messages
+from django.db.models.constants import LOOKUP_SEP
 from django.urls import reverse
 from django.utils.html import format_html
 from django.utils.translation import gettext_lazy as _
 
 from ..models.usage import usage_totals
 
+# Fields that identify a credential's value: never listed, shown, searched, or filtered on. A filter
+# such as ?digest__startswith=ab answers yes or no about the stored digest, one character at a time.
+SECRET_FIELDS = frozenset({"digest", "public_id"})
 
-class ReadOnlyAdmin(admin.ModelAdmin):
+
+class SecretLookupsRefusedMixin:
+    """Refuse list filters in the address that reach a secret field, on this model or through a relation.
+
+    Django allows any lookup on a model's own fields by default; a refused one answers 400.
+    """
+
+    def lookup_allowed(self, lookup, value, request=None):
+        if SECRET_FIELDS.intersection(lookup.split(LOOKUP_SEP)):
+            return False
+        return super().lookup_allowed(lookup, value, request)
+
+
+class ReadOnlyAdmin(SecretLookupsRefusedMixin, admin.ModelAdmin):
     """Records written by the system: viewable and filterable, never added, edited or deleted here."""
 
     def has_add_permission(self, request):

@@ -2,20 +2,141 @@
 
 from datetime import timedelta
 
-from django.contrib import admin
+from django.contrib import admin, messages
 from django.core.exceptions import PermissionDenied
-from django.db.models import Count, F, Q
+from django.db.models import Count, F, Max, Q
+from django.db.models.functions import TruncDate
+from django.shortcuts import redirect
 from django.template.response import TemplateResponse
-from django.urls import path
+from django.urls import path, reverse
 from django.utils import timezone
+from django.utils.decorators import method_decorator
 from django.utils.translation import gettext_lazy as _
-from django.utils.translation import ngettext_lazy
+from django.utils.translation import ngettext, ngettext_lazy
+from django.views.decorators.http import require_POST
 
 from ..charts import daily_chart
-from ..models import ClientAddress, DailyUsage, ExpirationPolicy, LegacyApiKey, UsageRecord
+from ..http import client_ip
+from ..models import (
+    BrownoutWindow,
+    ClientAddress,
+    DailyUsage,
+    ExpirationPolicy,
+    LegacyApiKey,
+    RehearsedSessionRequest,
+    UsageRecord,
+)
+from ..models.policy import RehearsalLevel, SecurityLevel
 from ..models.usage import client_addresses, usage_totals
 from .common import CredentialColumnsMixin, ReadOnlyAdmin, revoke_each
 from .filters import MIGRATION_WINDOW_DAYS, LegacyStatusFilter, RecentUseFilter
+
+
+def transition_numbers(policy, now=None):
+    """Return the numbers the next step of the cutover depends on (the policy page and the overview)."""
+    now = now or timezone.now()
+    since = now - timedelta(days=MIGRATION_WINDOW_DAYS)
+    level = policy.level_in_force(now)
+    following = policy.next_level(now)
+    if following == SecurityLevel.HIGH:
+        # High refuses exactly the legacy-key requests that are accepted today.
+        refused = UsageRecord.objects.filter(at__gte=since, legacy_key__isnull=False, accepted=True).count()
+        next_refused = str(refused)
+    elif following == SecurityLevel.BEARER_ONLY and policy.rehearsal_level == RehearsalLevel.BEARER_ONLY:
+        started = max(since, policy.rehearsal_started_at or since)
+        next_refused = str(RehearsedSessionRequest.objects.filter(at__gte=started).count())
+    elif following == SecurityLevel.BEARER_ONLY:
+        # Session requests are only recorded while Bearer only is rehearsed.
+        next_refused = str(_("not counted yet: rehearse Bearer only to count browser sessions on the API"))
+    else:
+        next_refused = "-"
+    return {
+        "window_days": MIGRATION_WINDOW_DAYS,
+        "level": level,
+        "level_label": SecurityLevel(level).label,
+        "next_level": following,
+        "next_label": (
+            _("Requests in the last %(n)d days that %(level)s would refuse")
+            % {"n": MIGRATION_WINDOW_DAYS, "level": SecurityLevel(following).label.split(":")[0]}
+            if following
+            else _("Next level")
+        ),
+        "next_refused": next_refused if following else _("none: the strictest level is in force"),
+        "keys_in_use": LegacyApiKey.objects.active().used_since(since).count(),
+    }
+
+
+def rehearsal_report(policy, now=None):
+    """Return what the rehearsed level would refuse if the switch happened now, from the recorded uses.
+
+    Counted from the records themselves (by "at", the usage_at index), since the rehearsal started and
+    within the overview's window: per day, per key and owner, per client address and user agent.
+    """
+    now = now or timezone.now()
+    since = now - timedelta(days=MIGRATION_WINDOW_DAYS)
+    if policy.rehearsal_level == RehearsalLevel.NONE:
+        return None
+    started = max(since, policy.rehearsal_started_at or since)
+    legacy = UsageRecord.objects.filter(at__gte=started, would_refuse=True)
+    sessions = RehearsedSessionRequest.objects.filter(at__gte=started)
+    if policy.rehearsal_level != RehearsalLevel.BEARER_ONLY:
+        sessions = sessions.none()
+    per_day = {}
+    for rows in (legacy, sessions):
+        for row in rows.annotate(day=TruncDate("at")).values("day").annotate(n=Count("pk")):
+            per_day[row["day"]] = per_day.get(row["day"], 0) + row["n"]
+    first = now.date() - timedelta(days=MIGRATION_WINDOW_DAYS - 1)
+    days = [first + timedelta(days=i) for i in range(MIGRATION_WINDOW_DAYS)]
+    chart = daily_chart(
+        days,
+        [
+            (
+                _("requests the rehearsed level would refuse"),
+                "series-refused",
+                [per_day.get(d, 0) for d in days],
+            )
+        ],
+        title=_("Requests the rehearsed level would refuse, per day"),
+        chart_id="rehearsal-chart",
+    )
+    per_key = list(
+        legacy.values("legacy_key_id", "legacy_key__user__username", "legacy_key__user__email")
+        .annotate(requests=Count("pk"), last=Max("at"))
+        .order_by("-requests", "legacy_key_id")[:100]
+    )
+    per_session_user = list(
+        sessions.values("user_id", "user__username", "user__email")
+        .annotate(requests=Count("pk"), last=Max("at"))
+        .order_by("-requests", "user_id")[:100]
+    )
+    clients = {}
+    for rows, kind in ((legacy, _("legacy key")), (sessions, _("browser session"))):
+        for row in rows.values("ip", "user_agent").annotate(requests=Count("pk"), last=Max("at")):
+            entry = clients.setdefault(
+                (row["ip"], row["user_agent"]),
+                {
+                    "ip": row["ip"],
+                    "user_agent": row["user_agent"],
+                    "requests": 0,
+                    "last": row["last"],
+                    "kinds": [],
+                },
+            )
+            entry["requests"] += row["requests"]
+            entry["last"] = max(entry["last"], row["last"])
+            entry["kinds"].append(kind)
+    requests = sum(per_day.values())
+    return {
+        "level": policy.get_rehearsal_level_display(),
+        "started": started,
+        "chart": chart,
+        "per_key": per_key,
+        "per_session_user": per_session_user,
+        "clients": sorted(clients.values(), key=lambda c: (-c["requests"], str(c["ip"])))[:100],
+        "requests": requests,
+        "clients_total": len(clients),
+        "nothing_would_break": requests == 0,
+    }
 
 
 @admin.register(LegacyApiKey)
@@ -71,6 +192,7 @@ class LegacyApiKeyAdmin(CredentialColumnsMixin, ReadOnlyAdmin):
             request,
             queryset,
             message=ngettext_lazy("Revoked %(n)d legacy key.", "Revoked %(n)d legacy keys.", "n"),
+            ip=client_ip(request),
         )
 
     def get_urls(self):
@@ -79,6 +201,11 @@ class LegacyApiKeyAdmin(CredentialColumnsMixin, ReadOnlyAdmin):
                 "migration/",
                 self.admin_site.admin_view(self.migration_view),
                 name="tokens_legacyapikey_migration",
+            ),
+            path(
+                "migration/notify/",
+                self.admin_site.admin_view(self.notify_owners_view),
+                name="tokens_legacyapikey_notify",
             ),
             *super().get_urls(),
         ]
@@ -91,14 +218,9 @@ class LegacyApiKeyAdmin(CredentialColumnsMixin, ReadOnlyAdmin):
         since = now - timedelta(days=MIGRATION_WINDOW_DAYS)
         keys = LegacyApiKey.objects.all()
         legacy_records = UsageRecord.objects.filter(legacy_key__isnull=False)
-        # Used in the window: by the summaries, or by a record not summarised yet (a subquery, an index
-        # range above the watermark). last_used_at itself is set at a key's first use each day.
-        used = Q(last_used_at__gte=since) | Q(
-            pk__in=legacy_records.unsummarised().filter(accepted=True, at__gte=since).values("legacy_key_id")
-        )
         in_use = (
             keys.active()
-            .filter(used)
+            .used_since(since)
             .select_related("user")
             .annotate(
                 active_tokens=Count(
@@ -147,7 +269,7 @@ class LegacyApiKeyAdmin(CredentialColumnsMixin, ReadOnlyAdmin):
                 "never_used": keys.active().filter(last_used_at__isnull=True).count(),
                 "revoked": keys.filter(revoked_at__isnull=False).count(),
                 "users_in_use": keys.active()
-                .filter(used)
+                .used_since(since)
                 .values("user")
                 .distinct()
                 .count(),
@@ -159,5 +281,47 @@ class LegacyApiKeyAdmin(CredentialColumnsMixin, ReadOnlyAdmin):
             "bearer_total": sum(accepted for _d, accepted, _r in bearer),
             "policy": policy,
             "refusal": policy.legacy_refusal(now),
+            "transition": transition_numbers(policy, now),
+            "rehearsal": rehearsal_report(policy, now),
+            "brownouts": BrownoutWindow.objects.upcoming(now),
+            "can_notify": self.has_revoke_permission(request),
         }
         return TemplateResponse(request, "admin/tokens/legacyapikey/migration.html", context)
+
+    @method_decorator(require_POST)
+    def notify_owners_view(self, request):
+        """Mail the owners of keys used in the last 30 days (POST, CSRF by the admin); at most once a day."""
+        if not self.has_revoke_permission(request):
+            raise PermissionDenied
+        report = LegacyApiKey.objects.notify_owners(actor=request.user)
+        if report.owners:
+            self.message_user(
+                request,
+                _("Mailed %(owners)s about %(keys)s.")
+                % {
+                    "owners": ngettext("%(n)d owner", "%(n)d owners", report.owners)
+                    % {"n": report.owners},
+                    "keys": ngettext("%(n)d legacy key", "%(n)d legacy keys", report.keys)
+                    % {"n": report.keys},
+                },
+                messages.SUCCESS,
+            )
+        else:
+            self.message_user(
+                request, _("Nobody new to mail: every owner in use was already mailed today."), messages.INFO
+            )
+        if report.without_email:
+            self.message_user(
+                request,
+                _("Owners without an e-mail address, not mailed: %(names)s.")
+                % {"names": ", ".join(report.without_email)},
+                messages.WARNING,
+            )
+        if report.failed:
+            self.message_user(
+                request,
+                _("Could not mail: %(names)s. Check EMAIL_URL and send again.")
+                % {"names": ", ".join(report.failed)},
+                messages.ERROR,
+            )
+        return redirect(reverse("admin:tokens_legacyapikey_migration"))

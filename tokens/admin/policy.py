@@ -1,5 +1,7 @@
 """The expiration policy: one row, edited in place, checked by the model's ``clean()``."""
 
+from datetime import datetime
+
 from django.contrib import admin, messages
 from django.shortcuts import redirect
 from django.urls import reverse
@@ -7,10 +9,26 @@ from django.utils.html import format_html, format_html_join
 from django.utils.translation import gettext_lazy as _
 from django.utils.translation import ngettext
 
-from ..models import ExpirationPolicy, Token
+from ..http import client_ip
+from ..models import BrownoutWindow, ExpirationPolicy, Token
 from .forms import ExpirationPolicyForm
+from .legacy import transition_numbers
 
 EXCEEDING_SHOWN = 10
+
+
+class BrownoutWindowInline(admin.TabularInline):
+    """Scheduled brownouts, edited with the policy: every change is audited with the policy's save."""
+
+    model = BrownoutWindow
+    extra = 1
+    fields = ("starts_at", "ends_at", "note")
+    verbose_name = _("brownout window (legacy keys refused inside it)")
+    verbose_name_plural = _("Transition: brownout windows (legacy keys refused inside them, as under High)")
+
+
+def _shown(value):
+    return value.replace(microsecond=0) if isinstance(value, datetime) else value
 
 
 @admin.register(ExpirationPolicy)
@@ -18,6 +36,7 @@ class ExpirationPolicyAdmin(admin.ModelAdmin):
     """The one policy row: no list, no add, no delete. Validation is the model's ``clean()``."""
 
     form = ExpirationPolicyForm
+    inlines = (BrownoutWindowInline,)
     fieldsets = (
         (
             _("Token lifetimes"),
@@ -33,14 +52,31 @@ class ExpirationPolicyAdmin(admin.ModelAdmin):
         ),
         (_("Tokens exceeding the maximum"), {"fields": ("exceeding_tokens",)}),
         (_("Limits"), {"fields": ("max_active_tokens", "bearer_can_create_tokens")}),
-        (_("Notices and retention"), {"fields": ("expiry_notice_days", "usage_retention_days")}),
+        (_("Least privilege"), {"fields": ("default_access", "require_allowed_ips_without_expiry")}),
+        (_("Rotation"), {"fields": ("max_rotation_overlap", "self_rotation_allowed")}),
         (
-            _("Legacy API keys"),
-            {"fields": ("legacy_keys_accepted", "legacy_deprecated_at", "legacy_sunset_at")},
+            _("Notices and retention"),
+            {"fields": ("expiry_notice_days", "new_address_alerts", "usage_retention_days")},
+        ),
+        (
+            _("Transition"),
+            {
+                "fields": (
+                    "transition_numbers",
+                    "security_level",
+                    "rehearsal_level",
+                    "legacy_deprecated_at",
+                    "legacy_sunset_at",
+                ),
+                "description": _(
+                    "Rehearse a level, tell the owners from the migration overview, schedule brownouts "
+                    "(below), then switch. See docs/admin.md, \"The cutover\"."
+                ),
+            },
         ),
         (_("History"), {"fields": ("updated_at",)}),
     )
-    readonly_fields = ("exceeding_tokens", "updated_at")
+    readonly_fields = ("exceeding_tokens", "transition_numbers", "updated_at")
 
     def has_add_permission(self, request):
         return False
@@ -53,11 +89,51 @@ class ExpirationPolicyAdmin(admin.ModelAdmin):
         policy = ExpirationPolicy.load()
         return redirect(reverse("admin:tokens_expirationpolicy_change", args=[policy.pk]))
 
+    @admin.display(description=_("where the migration stands"))
+    def transition_numbers(self, obj):
+        """The numbers the next step depends on: keys still in use, requests the next level would refuse."""
+        if obj is None or obj.pk is None:
+            return "-"
+        numbers = transition_numbers(obj)
+        return format_html(
+            '<dl class="transition-numbers">'
+            "<dt>{}</dt><dd>{}</dd><dt>{}</dt><dd>{}</dd><dt>{}</dt><dd>{}</dd></dl>"
+            '<p><a href="{}">{}</a></p>',
+            _("Level in force"),
+            numbers["level_label"],
+            _("Legacy keys used in the last %(n)d days") % {"n": numbers["window_days"]},
+            numbers["keys_in_use"],
+            numbers["next_label"],
+            numbers["next_refused"],
+            reverse("admin:tokens_legacyapikey_migration"),
+            _("Open the migration overview"),
+        )
+
+    def save_model(self, request, obj, form, change):
+        # What the audit compares against: the row as stored before this save, and its windows.
+        stored = ExpirationPolicy.objects.get(pk=obj.pk)
+        obj._transition_before = stored.transition_state()
+        # Compared as the form shows them: form.changed_data also names a date and time typed back
+        # unchanged, and the form has no microseconds to give back.
+        changed = [
+            field.name
+            for field in obj._meta.concrete_fields
+            if field.name != "updated_at" and _shown(getattr(stored, field.attname)) != _shown(getattr(obj, field.attname))
+        ]
+        self._save_policy(request, obj, changed)
+
+    def save_related(self, request, form, formsets, change):
+        super().save_related(request, form, formsets, change)
+        # Inside the admin's save transaction: the change and its events are written together.
+        form.instance.record_transition_changes(before=form.instance._transition_before, actor=request.user)
+
     @admin.display(description=_("active tokens living longer than the maximum"))
     def exceeding_tokens(self, obj):
         if obj is None or obj.pk is None:
             return "-"
-        tokens = Token.objects.exceeding(obj.maximum_lifetime).select_related("user").order_by("expires_at")
+        # The maximum in force, not *obj*'s: a refused form leaves the refused value on the instance.
+        maximum = ExpirationPolicy.objects.values_list("maximum_lifetime", flat=True).get(pk=obj.pk)
+        tokens = Token.objects.exceeding(maximum).select_related("user").order_by("expires_at")
         total = tokens.count()
         if not total:
             return _("None: every active token expires within the maximum lifetime.")
@@ -87,9 +163,11 @@ class ExpirationPolicyAdmin(admin.ModelAdmin):
             _("Open them in the token list to shorten them to the maximum"),
         )
 
-    def save_model(self, request, obj, form, change):
+    def _save_policy(self, request, obj, changed):
         # The policy row only, then a plain read: no token or owner row (docs/security.md, "Lock order").
-        super().save_model(request, obj, form, change)
+        obj.save()
+        # The Activity Stream and the event feed say who changed which settings, like any token change.
+        obj.record_change(actor=request.user, fields=changed, ip=client_ip(request))
         # Lowering the maximum leaves existing tokens alone; say so, so nothing changes silently.
         exceeding = Token.objects.exceeding(obj.maximum_lifetime).count()
         if exceeding:

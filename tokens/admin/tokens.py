@@ -3,14 +3,14 @@
 import secrets
 
 from django.contrib import admin, messages
-from django.contrib.admin import helpers
 from django.contrib.admin.views.main import SEARCH_VAR
 from django.core.exceptions import PermissionDenied, ValidationError
-from django.http import HttpResponseNotAllowed, HttpResponseRedirect
+from django.http import Http404, HttpResponseNotAllowed, HttpResponseRedirect
 from django.template.response import TemplateResponse
 from django.urls import path, reverse
 from django.utils import timezone
 from django.utils.decorators import method_decorator
+from django.utils.html import format_html
 from django.utils.translation import gettext_lazy as _
 from django.utils.translation import ngettext, ngettext_lazy
 from django.views.decorators.cache import never_cache
@@ -18,8 +18,9 @@ from django.views.decorators.debug import sensitive_post_parameters
 
 from ..http import client_ip, no_store
 from ..constants import TOKEN_PREFIX
-from ..models import ExpirationPolicy, Token
-from .common import CredentialColumnsMixin, report_action, revoke_each
+from ..forms import TokenRotateForm
+from ..models import ExpirationPolicy, Token, TokenStatus
+from .common import CredentialColumnsMixin, SecretLookupsRefusedMixin, report_action, revoke_each
 from .filters import ExceedsPolicyFilter, ExpiryWindowFilter, NeverUsedFilter, StatusFilter
 from .forms import TokenAddForm, TokenChangeForm
 
@@ -29,7 +30,7 @@ def _looks_like_token(term):
 
 
 @admin.register(Token)
-class TokenAdmin(CredentialColumnsMixin, admin.ModelAdmin):
+class TokenAdmin(SecretLookupsRefusedMixin, CredentialColumnsMixin, admin.ModelAdmin):
     list_display = (
         "name",
         "owner",
@@ -38,6 +39,7 @@ class TokenAdmin(CredentialColumnsMixin, admin.ModelAdmin):
         "expires_at",
         "last_used_at",
         "request_count",
+        "access",
         "pepper_id",
     )
     list_display_links = ("name",)
@@ -46,6 +48,7 @@ class TokenAdmin(CredentialColumnsMixin, admin.ModelAdmin):
         ExpiryWindowFilter,
         NeverUsedFilter,
         ExceedsPolicyFilter,
+        "access",
         ("user", admin.RelatedOnlyFieldListFilter),
     )
     list_select_related = ("user",)
@@ -56,18 +59,23 @@ class TokenAdmin(CredentialColumnsMixin, admin.ModelAdmin):
     )
     ordering = ("-created_at", "-id")
     raw_id_fields = ("user",)
-    actions = ("revoke_selected", "shorten_to_policy_maximum")
+    actions = ("revoke_selected", "shorten_to_policy_maximum", "rotate_one")
     add_form = TokenAddForm
     usage_lookup = "token"
     usage_link_text = _("Requests made with this token")
     form = TokenChangeForm
-    add_fieldsets = ((None, {"fields": ("user", "name", "purpose", "expires_at", "nonce")}),)
+    add_fieldsets = (
+        (None, {"fields": ("user", "name", "purpose", "expires_at", "nonce")}),
+        (_("What it can do"), {"fields": ("access", "permissions_text", "allowed_ips_text")}),
+    )
     fieldsets = (
-        (None, {"fields": ("name", "purpose", "user", "status_label", "last_characters")}),
+        (None, {"fields": ("name", "purpose", "user", "status_label", "last_characters", "alerts")}),
+        (_("What it can do"), {"fields": ("access", "permissions_text", "allowed_ips_text")}),
         (
             _("Lifetime"),
             {"fields": ("created_at", "expires_at", "revoked_at", "revoked_by", "expiry_notified_at")},
         ),
+        (_("Rotation"), {"fields": ("replaces_link", "replaced_by_link", "rotated_at", "rotation_ends_at")}),
         (
             _("Use"),
             {
@@ -85,6 +93,7 @@ class TokenAdmin(CredentialColumnsMixin, admin.ModelAdmin):
     # The digest and the public id are never listed, shown or searchable.
     readonly_fields = (
         "user",
+        "alerts",
         "status_label",
         "last_characters",
         "created_at",
@@ -92,6 +101,10 @@ class TokenAdmin(CredentialColumnsMixin, admin.ModelAdmin):
         "revoked_at",
         "revoked_by",
         "expiry_notified_at",
+        "replaces_link",
+        "replaced_by_link",
+        "rotated_at",
+        "rotation_ends_at",
         "last_used_at",
         "last_used_ip",
         "last_used_user_agent",
@@ -105,7 +118,7 @@ class TokenAdmin(CredentialColumnsMixin, admin.ModelAdmin):
         return False
 
     def get_queryset(self, request):
-        return super().get_queryset(request).select_related("user", "revoked_by")
+        return super().get_queryset(request).select_related("user", "revoked_by", "replaces", "replaced_by")
 
     def get_fieldsets(self, request, obj=None):
         return self.add_fieldsets if obj is None else super().get_fieldsets(request, obj)
@@ -116,32 +129,66 @@ class TokenAdmin(CredentialColumnsMixin, admin.ModelAdmin):
     def get_form(self, request, obj=None, **kwargs):
         if obj is None:
             kwargs["form"] = self.add_form
-        return super().get_form(request, obj, **kwargs)
+        form = super().get_form(request, obj, **kwargs)  # a class made for this request
+        if obj is None:
+            form.requesting_user = request.user
+        else:
+            # The same rule as adding: only a superuser may change what somebody else's token can do.
+            form.may_change_limits = request.user.is_superuser or obj.user_id == request.user.pk
+        return form
 
     @admin.display(description=_("status"))
     def status_label(self, obj):
         return obj.status.label
 
-    # Search: a pasted value finds exactly its token and is never used as a text pattern.
+    @staticmethod
+    def _token_link(token):
+        if token is None:
+            return "–"
+        url = reverse("admin:tokens_token_change", args=[token.pk])
+        return format_html('<a href="{}">{} (#{}, …{})</a>', url, token.name, token.pk, token.last_characters)
+
+    @admin.display(description=_("replaces"))
+    def replaces_link(self, obj):
+        return self._token_link(obj.replaces)
+
+    @admin.display(description=_("replaced by"))
+    def replaced_by_link(self, obj):
+        return self._token_link(obj.replaced_by_token)
+
+    # Search: a pasted value is never looked up from the address, and never used as a text pattern.
 
     def get_search_results(self, request, queryset, search_term):
         if _looks_like_token(search_term):
-            token = Token.objects.find_by_value(search_term)
-            return (queryset.filter(pk=token.pk) if token else queryset.none()), False
+            return queryset.none(), False
         return super().get_search_results(request, queryset, search_term)
 
     def changelist_view(self, request, extra_context=None):
-        """Keep a pasted value out of the page: answer with a value-free address of the result."""
+        """Send a value typed into the search box (a GET, so in the address) to the POST-only finder.
+
+        A value in the address lands in access logs, proxies and browser history: it is not looked up
+        (an attacker's log reader would learn whose it is), and the page answers with a value-free address.
+        """
         term = request.GET.get(SEARCH_VAR, "")
-        # Only someone allowed to see tokens may learn whose a value is.
         if request.method == "GET" and _looks_like_token(term) and self.has_view_or_change_permission(request):
-            found, _duplicates = self.get_search_results(request, self.get_queryset(request), term)
-            return self._show_found(request, found.first())
+            self.message_user(
+                request,
+                _(
+                    "Token values are not searched from the address, where logs and browser history "
+                    "keep them. Paste it into \u201cFind a token by its value\u201d below instead, and "
+                    "revoke the token if it leaked."
+                ),
+                messages.WARNING,
+            )
+            return HttpResponseRedirect(reverse("admin:tokens_token_changelist"))
         return super().changelist_view(request, extra_context)
 
     def get_urls(self):
         return [
             path("find/", self.admin_site.admin_view(self.find_by_value_view), name="tokens_token_find"),
+            path(
+                "<int:pk>/rotate/", self.admin_site.admin_view(self.rotate_view), name="tokens_token_rotate"
+            ),
             *super().get_urls(),
         ]
 
@@ -211,28 +258,82 @@ class TokenAdmin(CredentialColumnsMixin, admin.ModelAdmin):
             rest=_("The others already expire within the maximum or are not active."),
         )
 
-    # Add: through Token.objects.issue, then the value once in the response.
+    @admin.action(description=_("Rotate the selected token (one)…"), permissions=("change",))
+    def rotate_one(self, request, queryset):
+        """Open the rotate page of the one selected token: rotating shows a value, so one at a time."""
+        if len(queryset) != 1:
+            self.message_user(request, _("Select exactly one token to rotate."), messages.WARNING)
+            return None
+        return HttpResponseRedirect(reverse("admin:tokens_token_rotate", args=[queryset[0].pk]))
 
-    @staticmethod
-    def _may_create_for(request, form):
-        """Allow only superusers to create a token for somebody else; add the form error otherwise.
+    @method_decorator(never_cache)
+    @method_decorator(sensitive_post_parameters())
+    def rotate_view(self, request, pk):
+        """Rotate one token through ``Token.rotate`` (overlap, expiry), then the new value once."""
+        token = Token.objects.select_related("user").filter(pk=pk).first()
+        if token is None:
+            raise Http404
+        if not self.has_change_permission(request, token):
+            raise PermissionDenied
+        change_url = reverse("admin:tokens_token_change", args=[token.pk])
+        # The same rule as adding: the value acts as its owner, so only a superuser rotates another's token.
+        if not (request.user.is_superuser or token.user_id == request.user.pk):
+            self.message_user(request, _("Only superusers can rotate another user's token."), messages.ERROR)
+            return HttpResponseRedirect(change_url)
+        policy = ExpirationPolicy.load()
+        if request.method == "GET" and not token.is_active:
+            return self._not_rotatable(request, token, token.status)
+        form = TokenRotateForm(request.POST or None, token=token, policy=policy)
+        if request.method == "POST" and form.is_valid():
+            try:
+                new, plaintext = token.rotate(
+                    **form.rotation(), actor=request.user, ip=client_ip(request), policy=policy
+                )
+            except Token.AlreadyIssued as again:
+                return self._already_issued(request, again.token)
+            except Token.NotRotatable as refusal:
+                return self._not_rotatable(request, token, refusal.status)
+            except ValidationError as error:
+                form.add_model_errors(error)
+            else:
+                self.log_change(request, token, [{"changed": {"fields": ["rotation_ends_at"]}}])
+                return self._reveal(request, new, plaintext, title=_("Token rotated"), replaced=token)
+        context = {
+            **self.admin_site.each_context(request),
+            "title": _("Rotate token"),
+            "opts": self.opts,
+            "token": token,
+            "form": form,
+        }
+        return TemplateResponse(request, "admin/tokens/token/rotate.html", context)
 
-        The value acts as its owner, so creating one for another user is acting as them. A superuser
-        can do anything already (and creates tokens for service accounts); other staff create their own.
-        """
-        if form.cleaned_data["user"] == request.user or request.user.is_superuser:
-            return True
-        form.add_error("user", _("Only superusers can create a token for another user."))
-        return False
+    def _not_rotatable(self, request, token, status):
+        self.message_user(
+            request,
+            _("Only an active token can be rotated; \u201c%(name)s\u201d is %(status)s.")
+            % {"name": token.name, "status": TokenStatus(status).label.lower()},
+            messages.ERROR,
+        )
+        return HttpResponseRedirect(reverse("admin:tokens_token_change", args=[token.pk]))
+
+    # Add: Django's own view shows the form and its errors (TokenAddForm applies every rule of
+    # Token.objects.issue); a valid submission is issued here instead of saved, and its value shown once.
+
+    def get_changeform_initial_data(self, request):
+        # ?user=<id> preselects the owner for superusers only: for anyone else the owner widget would
+        # print the name of any user id put in the address.
+        owner = request.GET.get("user") if request.user.is_superuser else request.user.pk
+        return {
+            "expires_at": ExpirationPolicy.load().default_expiry(),
+            "nonce": secrets.token_urlsafe(32),
+            **({"user": owner} if owner else {}),
+        }
 
     @method_decorator(never_cache)
     def add_view(self, request, form_url="", extra_context=None):
-        if not self.has_add_permission(request):
-            raise PermissionDenied
-        Form = self.get_form(request, None, change=False)
-        if request.method == "POST":
-            form = Form(request.POST)
-            if form.is_valid() and self._may_create_for(request, form):
+        if request.method == "POST" and self.has_add_permission(request):
+            form = self.get_form(request, None, change=False)(request.POST)
+            if form.is_valid():
                 data = form.cleaned_data
                 try:
                     token, plaintext = Token.objects.issue(
@@ -243,52 +344,31 @@ class TokenAdmin(CredentialColumnsMixin, admin.ModelAdmin):
                         actor=request.user,
                         ip=client_ip(request),
                         nonce=data["nonce"],
+                        access=data["access"],
+                        permissions=data["permissions"],
+                        allowed_ips=data["allowed_ips"],
                     )
                 except Token.AlreadyIssued as again:
                     return self._already_issued(request, again.token)
-                except ValidationError as error:
-                    form.add_error(None, error)
+                except ValidationError:
+                    pass  # changed since the form was checked (a name just taken): Django's view says why
                 else:
                     self.log_addition(request, token, [{"added": {}}])
                     return self._reveal(request, token, plaintext)
-        else:
-            policy = ExpirationPolicy.load()
-            form = Form(
-                initial={
-                    "expires_at": policy.default_expiry(),
-                    "nonce": secrets.token_urlsafe(32),
-                    **{key: value for key, value in request.GET.items() if key == "user"},
-                }
-            )
-        admin_form = helpers.AdminForm(form, list(self.get_fieldsets(request)), {}, (), model_admin=self)
-        context = {
-            **self.admin_site.each_context(request),
-            "title": _("Add token"),
-            "subtitle": None,
-            "adminform": admin_form,
-            "object_id": None,
-            "original": None,
-            "is_popup": False,
-            "to_field": None,
-            "media": self.media + admin_form.media,
-            "inline_admin_formsets": [],
-            "errors": helpers.AdminErrorList(form, []),
-            "preserved_filters": self.get_preserved_filters(request),
-            **(extra_context or {}),
-        }
-        return self.render_change_form(request, context, add=True, form_url=form_url)
+        return super().add_view(request, form_url, extra_context)
 
-    def _reveal(self, request, token, plaintext):
+    def _reveal(self, request, token, plaintext, *, title=None, replaced=None):
         # The value lives only in this response: not in the session, a message, a log or a cache.
         response = TemplateResponse(
             request,
             "admin/tokens/token/reveal.html",
             {
                 **self.admin_site.each_context(request),
-                "title": _("Token created"),
+                "title": title or _("Token created"),
                 "opts": self.opts,
                 "token": token,
                 "value": plaintext,
+                "replaced": replaced,
             },
         )
         return no_store(response)
@@ -307,13 +387,22 @@ class TokenAdmin(CredentialColumnsMixin, admin.ModelAdmin):
         return HttpResponseRedirect(reverse("admin:tokens_token_change", args=[token.pk]))
 
     def save_model(self, request, obj, form, change):
-        # Never obj.save(): the summariser keeps the counters, and a full save would overwrite them.
-        # Renames go through Token.rename, which records the event the owner sees.
+        if not change:
+            # add_view issues every valid add form; nothing may save a token without its digest.
+            raise PermissionDenied
+        # Each change through the model method that checks it and records the event the owner sees.
         current = Token.objects.get(pk=obj.pk)
         try:
             if "name" in form.changed_data:
                 current.rename(form.cleaned_data["name"], actor=request.user, ip=client_ip(request))
             if "purpose" in form.changed_data:
-                Token.objects.filter(pk=obj.pk).update(purpose=form.cleaned_data["purpose"])
+                # Through the model, so the owner and the event feed see the change like a rename.
+                current.change_purpose(
+                    form.cleaned_data["purpose"], actor=request.user, ip=client_ip(request)
+                )
+            changes = form.restriction_changes()
+            if changes:
+                # Through set_restrictions: checked against the owner and the policy, one event per change.
+                current.set_restrictions(**changes, actor=request.user, ip=client_ip(request))
         except ValidationError as error:
             self.message_user(request, " ".join(error.messages), messages.ERROR)

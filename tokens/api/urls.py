@@ -1,5 +1,6 @@
 from django.urls import path
 
+from . import incident, introspect
 from . import views as api
 
 urlpatterns = [
@@ -8,6 +9,12 @@ urlpatterns = [
     path("users/<int:pk>", api.users_detail, name="api-user"),
     path("tokens", api.tokens_collection, name="api-tokens"),
     path("tokens/<int:pk>", api.tokens_detail, name="api-token"),
+    path("tokens/self/rotate", api.tokens_self_rotate, name="api-token-self-rotate"),
+    path("tokens/<int:pk>/rotate", api.tokens_rotate, name="api-token-rotate"),
     path("tokens/<int:pk>/usage", api.tokens_usage, name="api-token-usage"),
+    path("credentials/revoke", incident.credentials_revoke, name="api-credentials-revoke"),
+    path("secret-scanning/github", incident.github_secret_scanning, name="api-secret-scanning-github"),
+    path("events", incident.events_feed, name="api-events"),
+    path("introspect", introspect.introspect, name="api-introspect"),
     path("openapi.json", api.openapi, name="api-openapi"),
 ]

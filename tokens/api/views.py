@@ -1,20 +1,23 @@
 """The JSON API's views (under /api/). Authentication happens in ApiAuthenticationMiddleware before these run."""
 
 import json
-from datetime import datetime
+import re
+from datetime import datetime, timedelta
 from functools import wraps
 
 from django.contrib.auth import get_user_model
 from django.core.exceptions import ValidationError
 from django.core.paginator import EmptyPage, Paginator
+from django.db import transaction
 from django.http import HttpResponse, JsonResponse
 from django.shortcuts import get_object_or_404
 from django.urls import reverse
 from django.utils.translation import gettext as _
 from django.views.csrf import csrf_failure as django_csrf_failure
+from django.views.decorators.debug import sensitive_variables
 from django.views.decorators.http import require_GET, require_http_methods
 
-from ..constants import API_PREFIX
+from ..constants import API_PREFIX, Access
 from ..http import client_ip, no_store, own_token_or_404
 from ..models import ExpirationPolicy, Token, TokenStatus, UsageRecord
 from ..models.usage import client_addresses, usage_totals
@@ -47,13 +50,26 @@ def token_json(token):
         "status": token.status,
         "created_at": _iso(token.created_at),
         "expires_at": _iso(token.expires_at),
-        "revoked_at": _iso(token.revoked_at),
+        # A rotation whose overlap is over revoked the token at its end.
+        "revoked_at": _iso(token.ended_at),
         "last_used_at": _iso(token.last_used_at),
         "last_used_ip": token.last_used_ip,
         "last_used_user_agent": token.last_used_user_agent,
         "request_count": token.request_count,
         "last_characters": token.last_characters,
+        "access": token.access,
+        "permissions": token.permissions,
+        "allowed_ips": token.allowed_ips,
+        "alerts": token.alerts,
+        # Rotation: the token this one replaced, the one that replaced it, when this value stops.
+        "replaces": token.replaces_id,
+        "replaced_by": _pk(token.replaced_by_token),
+        "rotation_ends_at": _iso(token.rotation_ends_at),
     }
+
+
+def _pk(instance):
+    return None if instance is None else instance.pk
 
 
 def user_json(user):
@@ -101,7 +117,8 @@ def _int_param(request, name, default, maximum=None):
     raw = request.GET.get(name)
     if raw is None:
         return default
-    if not raw.isdigit() or int(raw) < 1 or (maximum and int(raw) > maximum):
+    # ASCII digits only, and few of them: "²".isdigit() is True, yet int("²") raises.
+    if not re.fullmatch(r"[0-9]{1,9}", raw) or int(raw) < 1 or (maximum and int(raw) > maximum):
         limit = _(" up to %(max)d") % {"max": maximum} if maximum else ""
         raise BadRequest(_("%(name)s must be a whole number from 1%(limit)s.") % {"name": name, "limit": limit},
                          {name: [_("Enter a whole number from 1%(limit)s.") % {"limit": limit}]})
@@ -147,6 +164,9 @@ def _json_body(request, allowed, required=()):
         body = json.loads(request.body)
     except (ValueError, UnicodeDecodeError):
         raise BadRequest(_("The body is not valid JSON.")) from None
+    except RecursionError:
+        # A few kilobytes of "[[[[…" nest deeper than the parser's stack: no field of ours nests at all.
+        raise BadRequest(_("The body nests too deeply.")) from None
     if not isinstance(body, dict):
         raise BadRequest(_("The body must be a JSON object."))
     fields = {key: [_("Unknown field.")] for key in body if key not in allowed}
@@ -183,6 +203,8 @@ def users_me(request):
         "method": auth.method if auth else "session",
         "token_id": auth.id if auth and auth.method == "bearer" else None,
         "legacy_key_id": auth.id if auth and auth.method == "legacy_key" else None,
+        # A session and a legacy key act with the user's full access; a token with its own.
+        "access": auth.access if auth else Access.READ_WRITE,
     }
     return JsonResponse(body)
 
@@ -207,7 +229,7 @@ def users_detail(request, pk):
 def tokens_collection(request):
     """List the caller's tokens, or create one (POST)."""
     if request.method == "GET":
-        tokens = Token.objects.for_user(request.user)
+        tokens = Token.objects.for_user(request.user).select_related("replaced_by")
         status = request.GET.get("status")
         if status is not None:
             if status not in TokenStatus.values:
@@ -223,7 +245,9 @@ def tokens_collection(request):
     # A leaked token must not be able to mint more: creating needs a session unless the policy says so.
     if request.auth is not None and not (request.auth.method == "bearer" and policy.bearer_can_create_tokens):
         return forbidden(request, _("Tokens can only be created from a signed-in session."))
-    body = _json_body(request, {"name", "purpose", "expires_at"}, required=("name",))
+    body = _json_body(request, {"name", "purpose", "expires_at", *RESTRICTIONS}, required=("name",))
+    if "access" in body and body["access"] is None:
+        raise ValidationError({"access": _("Use “read” or “read_write”.")})
     if "expires_at" in body:
         expires_at = parse_expiry(body["expires_at"])
     else:
@@ -231,24 +255,113 @@ def tokens_collection(request):
     token, plaintext = Token.objects.issue(
         user=request.user, name=body["name"], purpose=body.get("purpose") or "", expires_at=expires_at,
         ip=client_ip(request), policy=policy,
+        # Omitted: the policy's default access, all of the owner's permissions, any address.
+        access=body.get("access", policy.default_access), permissions=body.get("permissions"),
+        allowed_ips=body.get("allowed_ips"),
     )
     response = no_store(JsonResponse({**token_json(token), "token": plaintext}, status=201))
     response["Location"] = reverse("api-token", args=[token.pk])
     return response
 
 
+RESTRICTIONS = ("access", "permissions", "allowed_ips")
+
+
 @_api_view(["GET", "PATCH", "DELETE"])
 def tokens_detail(request, pk):
-    """Show, rename (PATCH {"name"}) or revoke (DELETE) one of the caller's tokens."""
+    """Show, change (PATCH name, access, permissions, allowed_ips, alerts) or revoke (DELETE) one of your tokens."""
     token = own_token_or_404(request, pk)
     if request.method == "PATCH":
-        body = _json_body(request, {"name"}, required=("name",))
-        token.rename(body["name"], actor=request.user, ip=client_ip(request))
+        body = _json_body(request, {"name", "alerts", *RESTRICTIONS})
+        if not body:
+            raise BadRequest(_("Send at least one of: name, access, permissions, allowed_ips, alerts."),
+                             {"non_field_errors": [_("Nothing to change.")]})
+        if "alerts" in body and not isinstance(body["alerts"], bool):
+            raise BadRequest(_("The request has invalid fields."), {"alerts": [_("Must be true or false.")]})
+        ip = client_ip(request)
+        # One transaction: a bad field anywhere in the body leaves the name unchanged too.
+        with transaction.atomic():
+            if "name" in body:
+                token.rename(body["name"], actor=request.user, ip=ip)
+            changes = {key: body[key] for key in RESTRICTIONS if key in body}
+            if changes:
+                token.set_restrictions(**changes, actor=request.user, ip=ip)
+            if "alerts" in body:
+                token.set_alerts(body["alerts"], actor=request.user, ip=ip)
     elif request.method == "DELETE":
         token.revoke(actor=request.user, ip=client_ip(request))
         return HttpResponse(status=204)
     usage_totals([token])
     return JsonResponse(token_json(token))
+
+
+def _parse_overlap(body, policy):
+    """Return the body's ``overlap`` (whole seconds, default 0) as a timedelta, or raise ValidationError."""
+    raw = body.get("overlap", 0)
+    # JSON numbers only, whole and in range: true is an int to Python, 1e400 a float, "3600" a string.
+    if isinstance(raw, bool) or not isinstance(raw, int):
+        raise ValidationError({"overlap": _("Use a whole number of seconds.")})
+    longest = int(policy.max_rotation_overlap.total_seconds())
+    if not 0 <= raw <= longest:
+        raise ValidationError(
+            {"overlap": _("Use a whole number of seconds from 0 to %(max)d (the policy's longest).")
+             % {"max": longest}}
+        )
+    return timedelta(seconds=raw)
+
+
+def _rotate(request, token, policy):
+    """Rotate *token* as the body asks and answer 201 with the new token and its value, once."""
+    # No body at all is {}: a client rotating itself can POST without one (no overlap, same lifetime).
+    body = _json_body(request, {"overlap", "expires_at"}) if request.body else {}
+    overlap = _parse_overlap(body, policy)
+    extra = {"expires_at": parse_expiry(body["expires_at"])} if "expires_at" in body else {}
+    try:
+        new, plaintext = token.rotate(
+            overlap=overlap, actor=request.user, ip=client_ip(request), policy=policy, **extra
+        )
+    except Token.NotRotatable as refusal:
+        return api_error(
+            409,
+            _("Only an active token can be rotated; this one is %(status)s.") % {"status": refusal.status},
+        )
+    response = no_store(JsonResponse({**token_json(new), "token": plaintext}, status=201))
+    response["Location"] = reverse("api-token", args=[new.pk])
+    return response
+
+
+@_api_view(["POST"])
+@sensitive_variables("plaintext")
+def tokens_rotate(request, pk):
+    """Rotate one of your tokens: a new value with the same settings; the old one works for the overlap."""
+    token = own_token_or_404(request, pk)
+    policy = ExpirationPolicy.load()
+    # Rotating mints a value, like creating: a bearer token may only when the policy lets tokens manage
+    # tokens (a leaked token must not mint more); a token rotates itself at /api/tokens/self/rotate.
+    if request.auth is not None and not (request.auth.method == "bearer" and policy.bearer_can_create_tokens):
+        return forbidden(request, _("Tokens can only be rotated from a signed-in session."))
+    return _rotate(request, token, policy)
+
+
+@_api_view(["POST"])
+@sensitive_variables("plaintext")
+def tokens_self_rotate(request):
+    """Rotate the bearer token making the call: recorded with the caller's address and mailed to the owner."""
+    if request.auth is None or request.auth.method != "bearer":
+        return forbidden(
+            request, _("Only a bearer token can rotate itself: call this with the token to replace.")
+        )
+    policy = ExpirationPolicy.load()
+    if not policy.self_rotation_allowed:
+        return forbidden(
+            request, _("Tokens may not rotate themselves here: the owner rotates them on the site.")
+        )
+    token = own_token_or_404(request, request.auth.id)
+    response = _rotate(request, token, policy)
+    if response.status_code == 201:
+        # The value is out already: a mail that cannot be sent is logged, the rotation stands.
+        token.mail_owner_about_self_rotation(ip=client_ip(request))
+    return response
 
 
 def usage_record_json(record):

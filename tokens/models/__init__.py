@@ -1,10 +1,24 @@
+from .alerts import AlertDelivery
+from .attempts import AttemptCounter, RefusedClient
 from .events import TokenEvent
 from .legacy import LegacyApiKey
-from .policy import ExpirationPolicy
+from .policy import BrownoutWindow, ExpirationPolicy, RehearsedSessionRequest
 from .tokens import Token, TokenStatus
 from .usage import ClientAddress, DailyUsage, UsageRecord, UsageSummaryState
 
 __all__ = [
-    "ClientAddress", "DailyUsage", "ExpirationPolicy", "LegacyApiKey", "Token", "TokenEvent", "TokenStatus",
-    "UsageRecord", "UsageSummaryState",
+    "AlertDelivery",
+    "AttemptCounter",
+    "BrownoutWindow",
+    "ClientAddress",
+    "DailyUsage",
+    "ExpirationPolicy",
+    "LegacyApiKey",
+    "RefusedClient",
+    "RehearsedSessionRequest",
+    "Token",
+    "TokenEvent",
+    "TokenStatus",
+    "UsageRecord",
+    "UsageSummaryState",
 ]

@@ -1,5 +1,6 @@
 from django.conf import settings
 from django.db import models, transaction
+from django.db.models import Q
 from django.utils import timezone
 from django.utils.translation import gettext_lazy as _
 
@@ -58,15 +59,39 @@ class Credential(models.Model):
         editable=False,
     )
 
+    # Kept by the database from the usage records, never written from Python (see save()).
+    usage_fields = ("last_used_at", "last_used_ip", "last_used_user_agent", "request_count")
+
     class Meta:
         abstract = True
+
+    def save(self, *args, update_fields=None, **kwargs):
+        """Save the row without ever writing the usage counters.
+
+        They change under every request the credential makes: writing back the values this instance
+        read earlier would lose the requests counted since.
+        """
+        if update_fields is None and not self._state.adding:
+            update_fields = [
+                field.name
+                for field in self._meta.concrete_fields
+                if not field.primary_key and field.name not in self.usage_fields
+            ]
+        elif update_fields is not None and set(update_fields) & set(self.usage_fields):
+            raise ValueError("The usage counters are kept by the database; do not save them.")
+        super().save(*args, update_fields=update_fields, **kwargs)
+
+    @classmethod
+    def revocable(cls, now):
+        """Return the Q of rows a revoke at *now* changes (not revoked yet)."""
+        return Q(revoked_at__isnull=True)
 
     def _revoke(self, *, actor, kind, ip=None, detail=""):
         """Revoke from the very next request on and record *kind*; a second revoke changes nothing."""
         now = timezone.now()
         # One row lock, the credential's own (docs/security.md, "Lock order").
         with transaction.atomic():
-            changed = type(self).objects.filter(pk=self.pk, revoked_at__isnull=True).update(
+            changed = type(self).objects.filter(type(self).revocable(now), pk=self.pk).update(
                 revoked_at=now, revoked_by=actor
             )
             if changed:

@@ -1,16 +1,43 @@
-from datetime import UTC, datetime, time
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, time, timedelta
+from itertools import groupby
 
 from django.conf import settings
 from django.core.exceptions import ValidationError
-from django.db import models, transaction
+from django.core.mail import send_mail
+from django.db import IntegrityError, models, transaction
 from django.db.models import Q
+from django.template.loader import render_to_string
+from django.urls import reverse
 from django.utils import timezone
 from django.utils.translation import gettext_lazy as _
 
 from .. import credentials
-from ..constants import DIGEST_LENGTH, LEGACY_KEY_MAX_LENGTH
+from ..constants import (
+    DIGEST_LENGTH,
+    LEGACY_KEY_MAX_LENGTH,
+    LEGACY_KEY_MIN_DISTINCT,
+    LEGACY_KEY_MIN_LENGTH,
+    MIGRATION_GUIDE_PATH,
+)
 from .base import Credential
 from .events import TokenEvent
+from .policy import BrownoutWindow, ExpirationPolicy
+from .usage import UsageRecord, usage_totals
+
+# "Still in use": the window of the migration overview and of the owners' notices.
+NOTICE_WINDOW = timedelta(days=30)
+
+
+@dataclass
+class NoticeReport:
+    """What one run of ``notify_owners`` did: owners and keys mailed, owners skipped or failed."""
+
+    owners: int = 0
+    keys: int = 0
+    already: int = 0
+    without_email: list = field(default_factory=list)
+    failed: list = field(default_factory=list)
 
 
 def clean_legacy_key(key):
@@ -26,6 +53,35 @@ def clean_legacy_key(key):
     return key
 
 
+def check_legacy_key_strength(key):
+    """Raise ValidationError({"key": …}) unless *key* is too strong to guess online; used at import only.
+
+    The rule: at least LEGACY_KEY_MIN_LENGTH characters, from at least two kinds (lower-case letters,
+    upper-case letters, digits, other symbols), with at least LEGACY_KEY_MIN_DISTINCT different
+    characters. A 32-character hex key or a UUID passes; "k", a 16-digit number or "aaaa…" does not.
+    Keys already imported are not checked again: authentication only applies ``clean_legacy_key``.
+    """
+    if len(key) < LEGACY_KEY_MIN_LENGTH:
+        raise ValidationError(
+            {"key": _("The key is too weak: a key must be at least %(n)d characters long.")
+             % {"n": LEGACY_KEY_MIN_LENGTH}}
+        )
+    kinds = {
+        "lower" if c.islower() else "upper" if c.isupper() else "digit" if c in "0123456789" else "other"
+        for c in key
+    }
+    if len(kinds) < 2:
+        raise ValidationError(
+            {"key": _("The key is too weak: it must mix at least two kinds of characters "
+                      "(lower-case, upper-case, digits, symbols).")}
+        )
+    if len(set(key)) < LEGACY_KEY_MIN_DISTINCT:
+        raise ValidationError(
+            {"key": _("The key is too weak: it must have at least %(n)d different characters.")
+             % {"n": LEGACY_KEY_MIN_DISTINCT}}
+        )
+
+
 class LegacyApiKeyQuerySet(models.QuerySet):
     def active(self):
         return self.filter(revoked_at__isnull=True)
@@ -39,7 +95,19 @@ class LegacyApiKeyQuerySet(models.QuerySet):
         return None
 
 
-    def mark_first_use_of_day(self, pk, *, at):
+    def used_since(self, moment):
+        """Return the keys with an accepted use at or after *moment*.
+
+        By the summaries (last_used_at, which the request path also sets at a key's first use each
+        day), or by a record the summaries do not hold yet (a subquery, an index range above the
+        watermark): exact without waiting for the summariser.
+        """
+        tail = UsageRecord.objects.unsummarised().filter(
+            legacy_key__isnull=False, accepted=True, at__gte=moment
+        )
+        return self.filter(Q(last_used_at__gte=moment) | Q(pk__in=tail.values("legacy_key_id")))
+
+    def mark_first_use_of_day(self, pk, *, at, ip=None):
         """Set the last use of key *pk* to *at* unless it was used earlier that UTC day; return True if set.
 
         The request path's write to a key row: once a day per key, for the "legacy key used" event and
@@ -49,15 +117,81 @@ class LegacyApiKeyQuerySet(models.QuerySet):
         day_start = datetime.combine(at.astimezone(UTC).date(), time.min, tzinfo=UTC)
         return bool(
             self.filter(Q(last_used_at__isnull=True) | Q(last_used_at__lt=day_start), pk=pk).update(
-                last_used_at=at
+                last_used_at=at, last_used_ip=ip
             )
         )
 
 
 class LegacyApiKeyManager(models.Manager.from_queryset(LegacyApiKeyQuerySet)):
+    def notify_owners(self, *, actor, now=None):
+        """Mail every owner of an active key used in the last 30 days about the cutover; return a report.
+
+        One mail per owner, naming each key by id (never its value) with its last use, the sunset date,
+        the brownout windows still to come and how to migrate. A key is mailed at most once a day: its
+        "legacy_notified" event (unique per key and day) is claimed before the mail goes out and given
+        back if sending fails, so a second click, or two administrators at once, send nothing new.
+        """
+        now = now or timezone.now()
+        day = now.date().isoformat()
+        keys = (
+            self.active()
+            .used_since(now - NOTICE_WINDOW)
+            .filter(user__is_active=True)
+            .select_related("user")
+            .order_by("user_id", "pk")
+        )
+        # The mail shows each key's last use and count: summaries + the records not summarised yet.
+        keys = usage_totals(list(keys))
+        policy = ExpirationPolicy.load()
+        context = {
+            "sunset_at": policy.legacy_sunset_at,
+            "level_refuses": policy.legacy_refusal(now) is not None,
+            "brownouts": list(BrownoutWindow.objects.upcoming(now)),
+            "guide_url": settings.SITE_URL + MIGRATION_GUIDE_PATH,
+            "new_token_url": settings.SITE_URL + reverse("tokens:new"),
+        }
+        report = NoticeReport()
+        for user, owned in groupby(keys, key=lambda key: key.user):
+            owned = list(owned)
+            if not user.email:
+                report.without_email.append(user.get_username())
+                continue
+            claimed = [key for key in owned if self._claim_notice(key, actor=actor, now=now, day=day)]
+            report.already += len(owned) - len(claimed)
+            if not claimed:
+                continue
+            try:
+                mail_context = {"user": user, "keys": claimed, **context}
+                subject = render_to_string("email/legacy_cutover_subject.txt", mail_context).strip()
+                body = render_to_string("email/legacy_cutover.txt", mail_context)
+                send_mail(subject, body, None, [user.email])
+            except Exception as error:
+                # Give the claims back, so the next click tries this owner again.
+                TokenEvent.objects.filter(
+                    kind=TokenEvent.Kind.LEGACY_NOTIFIED, legacy_key__in=claimed, detail=day
+                ).delete()
+                report.failed.append(f"{user.get_username()} ({type(error).__name__})")
+                continue
+            report.owners += 1
+            report.keys += len(claimed)
+        return report
+
+    @staticmethod
+    def _claim_notice(key, *, actor, now, day):
+        try:
+            with transaction.atomic():
+                TokenEvent.objects.create(
+                    user_id=key.user_id, legacy_key_id=key.pk, actor_id=actor.pk if actor else None,
+                    kind=TokenEvent.Kind.LEGACY_NOTIFIED, at=now, detail=day,
+                )
+        except IntegrityError:
+            return False  # already mailed today (event_legacy_notice_per_day)
+        return True
+
     def import_key(self, *, user, key):
         """Store *key* for *user* as a digest; return (row, created). An already imported key is skipped."""
         key = clean_legacy_key(key)
+        check_legacy_key_strength(key)
         existing = self.find(key)
         if existing is not None:
             if existing.user_id != user.pk:
@@ -112,6 +246,6 @@ class LegacyApiKey(Credential):
     def status(self):
         return "revoked" if self.revoked_at else "active"
 
-    def revoke(self, *, actor):
+    def revoke(self, *, actor, ip=None, detail=""):
         """Refuse the key from the very next request on. A second revoke changes nothing."""
-        return self._revoke(actor=actor, kind=TokenEvent.Kind.LEGACY_REVOKED)
+        return self._revoke(actor=actor, kind=TokenEvent.Kind.LEGACY_REVOKED, ip=ip, detail=detail)

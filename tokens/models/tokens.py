@@ -1,8 +1,15 @@
+import logging
+import unicodedata
+from datetime import UTC
+
 from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.core.exceptions import ValidationError
+from django.core.mail import send_mail
 from django.db import models, transaction
-from django.db.models import Q
+from django.db.models import F, Q
+from django.template.loader import render_to_string
+from django.urls import reverse
 from django.utils import timezone
 from django.utils.translation import gettext_lazy as _
 
@@ -13,10 +20,53 @@ from ..constants import (
     NAME_MAX_LENGTH,
     PUBLIC_ID_LENGTH,
     PURPOSE_MAX_LENGTH,
+    Access,
 )
 from .base import Credential
 from .events import TokenEvent
 from .policy import ExpirationPolicy
+from .restrictions import (
+    clean_access,
+    clean_allowed_ips,
+    clean_permissions,
+    describe_change,
+    owner_permissions,
+)
+
+log = logging.getLogger(__name__)
+
+# set_restrictions(): a field left out keeps its value.
+UNCHANGED = object()
+
+
+# Unicode categories no name needs and that let one text pass for another in the admin, the Activity
+# Stream and e-mails: controls (Cc: NUL, DEL, C1 such as the terminal escape U+009B), format characters
+# (Cf: bidirectional overrides such as U+202E, zero-width spaces and joiners), line and paragraph
+# separators (Zl, Zp), lone surrogates (Cs: not text at all, no database can store them), private-use
+# (Co) and unassigned (Cn) code points, which show as nothing or as anything.
+REFUSED_CATEGORIES = frozenset({"Cc", "Cf", "Zl", "Zp", "Cs", "Co", "Cn"})
+
+
+def refused_character(text, *, allowed=""):
+    """Return the first character of *text* a name or purpose may not hold (unless *allowed*), or None."""
+    for character in text:
+        if character not in allowed and unicodedata.category(character) in REFUSED_CATEGORIES:
+            return character
+    return None
+
+
+def _refuse_invisible(field, text, *, allowed=""):
+    character = refused_character(text, allowed=allowed)
+    if character is not None:
+        raise ValidationError(
+            {
+                field: _(
+                    "This cannot contain control characters or invisible formatting characters "
+                    "(found U+%(code)04X%(what)s)."
+                )
+                % {"code": ord(character), "what": f" {unicodedata.name(character, '')}".rstrip()}
+            }
+        )
 
 
 def clean_name(name):
@@ -28,12 +78,12 @@ def clean_name(name):
         raise ValidationError({"name": _("Enter a name.")})
     if len(name) > NAME_MAX_LENGTH:
         raise ValidationError({"name": _("Use at most %(n)d characters.") % {"n": NAME_MAX_LENGTH}})
-    if "\x00" in name or any(ord(c) < 32 for c in name):
-        raise ValidationError({"name": _("The name cannot contain control characters.")})
+    _refuse_invisible("name", name)
     return name
 
 
 def clean_purpose(purpose):
+    """Return *purpose* trimmed ("" for None), or raise ValidationError({"purpose": …})."""
     if purpose is None:
         return ""
     if not isinstance(purpose, str):
@@ -41,8 +91,8 @@ def clean_purpose(purpose):
     purpose = purpose.strip()
     if len(purpose) > PURPOSE_MAX_LENGTH:
         raise ValidationError({"purpose": _("Use at most %(n)d characters.") % {"n": PURPOSE_MAX_LENGTH}})
-    if "\x00" in purpose:
-        raise ValidationError({"purpose": _("The purpose cannot contain NUL characters.")})
+    # A note of several lines: line breaks and tabs are what a textarea sends.
+    _refuse_invisible("purpose", purpose, allowed="\n\r\t")
     return purpose
 
 
@@ -60,6 +110,8 @@ class TokenStatus(models.TextChoices):
     """A token's derived status: the one list the querysets, pages, API, admin and badge use."""
 
     ACTIVE = "active", _("Active")
+    # Rotated: a replacement exists, and this value still works until its rotation_ends_at.
+    ROTATING = "rotating", _("Rotating")
     EXPIRED = "expired", _("Expired")
     REVOKED = "revoked", _("Revoked")
 
@@ -72,10 +124,15 @@ class TokenQuerySet(models.QuerySet):
     def status_condition(status, now=None):
         """Return the Q that selects tokens with the derived *status* (a TokenStatus value)."""
         now = now or timezone.now()
+        # A rotation past its overlap end is a revocation that took effect by itself: no job has to run
+        # for the old value to stop, and every status reads it the same way as the lookup in auth.py.
+        live = Q(revoked_at__isnull=True) & (Q(rotation_ends_at__isnull=True) | Q(rotation_ends_at__gt=now))
+        unexpired = Q(expires_at__isnull=True) | Q(expires_at__gt=now)
         return {
-            TokenStatus.ACTIVE: Q(revoked_at__isnull=True) & (Q(expires_at__isnull=True) | Q(expires_at__gt=now)),
-            TokenStatus.EXPIRED: Q(revoked_at__isnull=True, expires_at__lte=now),
-            TokenStatus.REVOKED: Q(revoked_at__isnull=False),
+            TokenStatus.ACTIVE: live & unexpired & Q(rotation_ends_at__isnull=True),
+            TokenStatus.ROTATING: live & unexpired & Q(rotation_ends_at__isnull=False),
+            TokenStatus.EXPIRED: live & Q(expires_at__lte=now),
+            TokenStatus.REVOKED: Q(revoked_at__isnull=False) | Q(rotation_ends_at__lte=now),
         }[status]
 
     def with_status(self, status, now=None):
@@ -89,6 +146,9 @@ class TokenQuerySet(models.QuerySet):
 
     def revoked(self):
         return self.with_status(TokenStatus.REVOKED)
+
+    def rotating(self, now=None):
+        return self.with_status(TokenStatus.ROTATING, now)
 
     def check_name_free(self, *, user_id, name, exclude_pk=None, now=None):
         """Raise ValidationError({"name": …}) if *user_id* has another active token called *name*.
@@ -112,14 +172,37 @@ class TokenQuerySet(models.QuerySet):
             ignore_conflicts=True,
         )
 
-    def mark_first_use(self, pk, *, at):
-        """Set the last use of never-used token *pk* to *at*; return True if this call was its first use.
+    def mark_first_use(self, pk, *, at, ip=None):
+        """Set the last use of never-used token *pk* to *at* from *ip*; return True if this was its first use.
 
         The one write the request path makes to a token row, once in the token's life (the summariser
-        keeps the last use current afterwards). Only the token's row is locked (docs/security.md,
-        "Lock order", step 2).
+        keeps the last use current afterwards). The address too, so the new-address check is free for
+        the requests that follow from it before the summariser runs. Only the token's row is locked
+        (docs/security.md, "Lock order", step 2).
         """
-        return bool(self.filter(pk=pk, last_used_at__isnull=True).update(last_used_at=at))
+        return bool(self.filter(pk=pk, last_used_at__isnull=True).update(last_used_at=at, last_used_ip=ip))
+
+    def _notice_pending(self, window):
+        # Not yet mailed in the current window. A notice sent before the window opened belongs to an
+        # earlier expiry that has since been extended, so it does not count.
+        return Q(expiry_notified_at__isnull=True) | Q(expiry_notified_at__lt=F("expires_at") - window)
+
+    def due_for_expiry_notice(self, window, now=None):
+        """Return active tokens of active owners that expire within *window* and were not mailed for it."""
+        now = now or timezone.now()
+        return (
+            self.active(now)
+            .filter(expires_at__lte=now + window, user__is_active=True)
+            .filter(self._notice_pending(window))
+        )
+
+    def claim_expiry_notice(self, ids, window, now):
+        """Mark tokens *ids* as mailed at *now*; return the ids this call marked (a concurrent run gets the rest).
+
+        Token rows only, no owner row (docs/security.md, "Lock order").
+        """
+        self.filter(pk__in=ids).filter(self._notice_pending(window)).update(expiry_notified_at=now)
+        return set(self.filter(pk__in=ids, expiry_notified_at=now).values_list("pk", flat=True))
 
     def exceeding(self, maximum, now=None):
         """Return active tokens that live longer than *maximum* from now (or never expire)."""
@@ -135,39 +218,75 @@ class AlreadyIssued(Exception):
         self.token = token
 
 
-class TokenManager(models.Manager.from_queryset(TokenQuerySet)):
-    def issue(self, *, user, name, purpose="", expires_at, actor=None, ip=None, policy=None, now=None, nonce=None):
-        """Create a token for *user* under the site policy and return ``(token, plaintext)``.
+class NotRotatable(Exception):
+    """Only an active token can be rotated; ``status`` is the TokenStatus this one has."""
 
-        The plaintext exists only in the return value: only its keyed digest is stored.
-        Raise ValidationError with field errors when the name, purpose or expiry is not allowed.
-        With a one-time *nonce* (from the create form), a second call with the same nonce creates
-        nothing and raises AlreadyIssued with the first token: a resubmitted form never makes two.
+    def __init__(self, status):
+        super().__init__(f"not rotatable: {status}")
+        self.status = status
+
+
+class TokenManager(models.Manager.from_queryset(TokenQuerySet)):
+    def check_issue(
+        self, *, user, name, purpose="", expires_at, access=None, permissions=None, allowed_ips=None,
+        policy=None, now=None,
+    ):
+        """Apply every rule of ``issue`` and return ``(name, purpose, access, permissions, allowed_ips)``.
+
+        Raise ValidationError with field errors otherwise. ``issue`` calls it under the owner's lock;
+        a form may call it first to show the errors next to its fields (the admin's add form does).
         """
         now = now or timezone.now()
         name = clean_name(name)
         purpose = clean_purpose(purpose)
+        policy = policy or ExpirationPolicy.load()
+        policy.check_expiry(user, expires_at, now)
+        self.check_name_free(user_id=user.pk, name=name, now=now)
+        access, permissions, allowed_ips = _clean_restrictions(
+            user=user,
+            access=policy.default_access if access is None else access,
+            permissions=permissions,
+            allowed_ips=allowed_ips,
+        )
+        policy.check_allowed_ips(expires_at, allowed_ips)
+        if policy.max_active_tokens is not None and self.for_user(user).active(now).count() >= policy.max_active_tokens:
+            raise ValidationError(
+                {
+                    "__all__": _(
+                        "You have reached the limit of %(n)d active tokens. Revoke one you no longer need first."
+                    )
+                    % {"n": policy.max_active_tokens}
+                }
+            )
+        return name, purpose, access, permissions, allowed_ips
+
+    def issue(
+        self, *, user, name, purpose="", expires_at, actor=None, ip=None, policy=None, now=None, nonce=None,
+        access=None, permissions=None, allowed_ips=None, replaces=None,
+    ):
+        """Create a token for *user* under the site policy and return ``(token, plaintext)``.
+
+        The plaintext exists only in the return value: only its keyed digest is stored.
+        Raise ValidationError with field errors when the name, purpose, expiry, access, permissions or
+        allowed addresses are not allowed. *access* None takes the policy's default; *permissions*
+        None inherits all of the owner's; *allowed_ips* None or ``[]`` allows any address.
+        With a one-time *nonce* (from the create form), a second call with the same nonce creates
+        nothing and raises AlreadyIssued with the first token: a resubmitted form never makes two.
+        *replaces* is the token a rotation replaces (``Token.rotate`` passes it, holding its row).
+        """
+        now = now or timezone.now()
         with transaction.atomic():
             # Concurrent creates for one user queue here, so the name check and the active-token limit
-            # below cannot both pass for two requests at once.
+            # cannot both pass for two requests at once.
             lock_owner(user.pk)
             if nonce is not None:
                 earlier = self.filter(user=user, creation_nonce=nonce).first()
                 if earlier is not None:
                     raise AlreadyIssued(earlier)
-            policy = policy or ExpirationPolicy.load()
-            policy.check_expiry(user, expires_at, now)
-            self.check_name_free(user_id=user.pk, name=name, now=now)
-            active = self.for_user(user).active(now)
-            if policy.max_active_tokens is not None and active.count() >= policy.max_active_tokens:
-                raise ValidationError(
-                    {
-                        "__all__": _(
-                            "You have reached the limit of %(n)d active tokens. Revoke one you no longer need first."
-                        )
-                        % {"n": policy.max_active_tokens}
-                    }
-                )
+            name, purpose, access, permissions, allowed_ips = self.check_issue(
+                user=user, name=name, purpose=purpose, expires_at=expires_at, access=access,
+                permissions=permissions, allowed_ips=allowed_ips, policy=policy, now=now,
+            )
             plaintext, parsed = credentials.generate()
             token = self.create(
                 user=user,
@@ -180,6 +299,10 @@ class TokenManager(models.Manager.from_queryset(TokenQuerySet)):
                 digest=parsed.digest,
                 last_characters=credentials.last_characters(plaintext),
                 creation_nonce=nonce,
+                access=access,
+                permissions=permissions,
+                allowed_ips=allowed_ips,
+                replaces=replaces,
             )
             TokenEvent.objects.create(
                 user=user, token=token, kind=TokenEvent.Kind.CREATED, actor=actor or user, at=now, ip=ip,
@@ -199,12 +322,34 @@ class TokenManager(models.Manager.from_queryset(TokenQuerySet)):
         return None
 
 
+def _clean_restrictions(*, user, access=UNCHANGED, permissions=UNCHANGED, allowed_ips=UNCHANGED):
+    """Clean the given restrictions together; raise one ValidationError naming every bad field."""
+    cleaned, errors = [], {}
+    for field, value, clean in (
+        ("access", access, clean_access),
+        ("permissions", permissions, lambda v: clean_permissions(user, v)),
+        ("allowed_ips", allowed_ips, clean_allowed_ips),
+    ):
+        if value is UNCHANGED:
+            cleaned.append(UNCHANGED)
+            continue
+        try:
+            cleaned.append(clean(value))
+        except ValidationError as error:
+            errors.update(error.message_dict)
+            cleaned.append(None)
+    if errors:
+        raise ValidationError(errors)
+    return cleaned
+
+
 class Token(Credential):
     """A named bearer token. The value itself is never stored: see ``credentials``."""
 
     event_field = "token"
 
     AlreadyIssued = AlreadyIssued
+    NotRotatable = NotRotatable
 
     user = models.ForeignKey(
         settings.AUTH_USER_MODEL,
@@ -262,6 +407,62 @@ class Token(Credential):
         blank=True,
         editable=False,
     )
+    # Least privilege. Read from the one lookup row on every request (see auth.py); changed only
+    # through issue() and set_restrictions(), which check them against the owner and the policy.
+    access = models.CharField(
+        verbose_name=_("access"),
+        max_length=10,
+        choices=Access.choices,
+        default=Access.READ_WRITE,
+        help_text=_("Read only: GET, HEAD and OPTIONS; anything else is refused."),
+    )
+    permissions = models.JSONField(
+        verbose_name=_("permissions"),
+        null=True,
+        blank=True,
+        default=None,
+        help_text=_(
+            "Empty: all of the owner's permissions. Otherwise a list of “app_label.codename”; the token "
+            "has those the owner still holds at each request."
+        ),
+    )
+    allowed_ips = models.JSONField(
+        verbose_name=_("allowed client addresses"),
+        default=list,
+        blank=True,
+        help_text=_("IPv4/IPv6 addresses or networks the token may be used from; empty: anywhere."),
+    )
+    alerts = models.BooleanField(
+        verbose_name=_("new-address alerts"),
+        default=True,
+        help_text=_("Mail the owner when the token is used from an address it was never used from."),
+    )
+
+    # Rotation. The new token points at the one it replaces (one-to-one: one old token can never have
+    # two replacements, whatever runs in parallel); the old token holds when it was rotated and when
+    # its value stops, both read by the one lookup of auth.py.
+    replaces = models.OneToOneField(
+        "self",
+        verbose_name=_("replaces"),
+        on_delete=models.SET_NULL,
+        null=True,
+        blank=True,
+        editable=False,
+        related_name="replaced_by",
+    )
+    rotated_at = models.DateTimeField(
+        verbose_name=_("rotated at"),
+        null=True,
+        blank=True,
+        editable=False,
+    )
+    rotation_ends_at = models.DateTimeField(
+        verbose_name=_("old value works until"),
+        null=True,
+        blank=True,
+        editable=False,
+        help_text=_("After a rotation: the end of the overlap, when this value stops working."),
+    )
 
     objects = TokenManager()
 
@@ -269,6 +470,8 @@ class Token(Credential):
         verbose_name = _("token")
         verbose_name_plural = _("tokens")
         ordering = ("-created_at", "-id")
+        # RFC 7662: a resource server's token may ask whether other tokens are active (api/introspect.py).
+        permissions = (("introspect_token", _("Can introspect tokens")),)
         indexes = [
             models.Index(fields=["user", "-created_at"], name="token_user_created"),
             models.Index(fields=["expires_at"], name="token_expires"),
@@ -276,6 +479,12 @@ class Token(Credential):
         constraints = [
             models.CheckConstraint(condition=~Q(name=""), name="token_name_not_empty"),
             models.UniqueConstraint(fields=["user", "creation_nonce"], name="token_creation_nonce_once"),
+            models.CheckConstraint(condition=Q(access__in=Access.values), name="token_access_known"),
+            models.CheckConstraint(
+                condition=Q(rotated_at__isnull=True, rotation_ends_at__isnull=True)
+                | Q(rotated_at__isnull=False, rotation_ends_at__gte=F("rotated_at")),
+                name="token_rotation_ends_after_start",
+            ),
         ]
 
     def __str__(self):
@@ -284,15 +493,92 @@ class Token(Credential):
 
     @property
     def status(self):
-        if self.revoked_at is not None:
+        return self.status_at(timezone.now())
+
+    def status_at(self, now):
+        """Return the TokenStatus at *now*, by the same rules as ``TokenQuerySet.status_condition``."""
+        rotation_over = self.rotation_ends_at is not None and self.rotation_ends_at <= now
+        if self.revoked_at is not None or rotation_over:
             return TokenStatus.REVOKED
-        if self.expires_at is not None and self.expires_at <= timezone.now():
+        if self.expires_at is not None and self.expires_at <= now:
             return TokenStatus.EXPIRED
+        if self.rotation_ends_at is not None:
+            return TokenStatus.ROTATING
         return TokenStatus.ACTIVE
+
+    @property
+    def ended_at(self):
+        """Return when the value stopped by revocation or by the end of its rotation's overlap, or None."""
+        if self.revoked_at is not None:
+            return self.revoked_at
+        if self.rotation_ends_at is not None and self.rotation_ends_at <= timezone.now():
+            return self.rotation_ends_at
+        return None
+
+    @property
+    def replaced_by_token(self):
+        """Return the token that replaced this one, or None (one query unless select_related)."""
+        return getattr(self, "replaced_by", None)
 
     @property
     def is_active(self):
         return self.status == TokenStatus.ACTIVE
+
+    @property
+    def is_restricted(self):
+        """Return whether the token can do less than its owner (read only, narrowed or address-bound)."""
+        return self.access == Access.READ or self.permissions is not None or bool(self.allowed_ips)
+
+    def set_restrictions(
+        self, *, access=UNCHANGED, permissions=UNCHANGED, allowed_ips=UNCHANGED, actor, ip=None, policy=None
+    ):
+        """Change the access, permissions or allowed addresses; record one event per changed field.
+
+        A field left out keeps its value. Every given value is checked first against the owner's
+        permissions now and the policy: on any error nothing changes. Return the changed field names.
+        """
+        access, permissions, allowed_ips = _clean_restrictions(
+            user=self.user, access=access, permissions=permissions, allowed_ips=allowed_ips
+        )
+        kinds = {
+            "access": TokenEvent.Kind.ACCESS_CHANGED,
+            "permissions": TokenEvent.Kind.PERMISSIONS_CHANGED,
+            "allowed_ips": TokenEvent.Kind.ADDRESSES_CHANGED,
+        }
+        with transaction.atomic():
+            # The row as it is now, locked: the events' "old → new" must describe the real change.
+            # NO KEY: requests' usage INSERTs check their foreign key on this row and must not wait.
+            current = (
+                Token.objects.select_for_update(no_key=True)
+                .filter(pk=self.pk)
+                .values("access", "permissions", "allowed_ips", "expires_at")
+                .get()
+            )
+            given = {"access": access, "permissions": permissions, "allowed_ips": allowed_ips}
+            new = {
+                field: value
+                for field, value in given.items()
+                if value is not UNCHANGED and value != current[field]
+            }
+            if "allowed_ips" in new:
+                policy = policy or ExpirationPolicy.load()
+                policy.check_allowed_ips(current["expires_at"], new["allowed_ips"])
+            if not new:
+                return []
+            Token.objects.filter(pk=self.pk).update(**new)
+            now = timezone.now()
+            TokenEvent.objects.bulk_create(
+                [
+                    TokenEvent(
+                        user_id=self.user_id, token=self, kind=kinds[field], actor=actor, ip=ip, at=now,
+                        detail=describe_change(field, current[field], value),
+                    )
+                    for field, value in new.items()
+                ]
+            )
+        for field, value in new.items():
+            setattr(self, field, value)
+        return list(new)
 
     def rename(self, name, *, actor, ip=None):
         """Change the name (the value never changes) and record the event."""
@@ -311,8 +597,133 @@ class Token(Credential):
             )
 
     def revoke(self, *, actor, ip=None, detail=""):
-        """Revoke the token from the very next request on. A second revoke changes nothing."""
+        """Revoke the token from the very next request on. A second revoke changes nothing.
+
+        A rotating token is revoked too: its overlap ends at once. One whose overlap is over is
+        revoked already (by its rotation) and stays as it is.
+        """
         return self._revoke(actor=actor, kind=TokenEvent.Kind.REVOKED, ip=ip, detail=detail)
+
+    def set_alerts(self, enabled, *, actor, ip=None):
+        """Switch new-address alerts on or off for this token and record the change."""
+        enabled = bool(enabled)
+        # One row lock, the token's own (docs/security.md, "Lock order").
+        with transaction.atomic():
+            changed = Token.objects.filter(pk=self.pk).exclude(alerts=enabled).update(alerts=enabled)
+            if changed:
+                TokenEvent.objects.create(
+                    user_id=self.user_id, token=self, kind=TokenEvent.Kind.ALERTS_CHANGED, actor=actor, ip=ip,
+                    detail="on" if enabled else "off",
+                )
+        self.alerts = enabled
+        return bool(changed)
+
+    def change_purpose(self, purpose, *, actor, ip=None):
+        """Change the purpose (a note) and record the event."""
+        purpose = clean_purpose(purpose)
+        if purpose == self.purpose:
+            return False
+        with transaction.atomic():
+            Token.objects.filter(pk=self.pk).update(purpose=purpose)
+            TokenEvent.objects.create(
+                user_id=self.user_id, token=self, kind=TokenEvent.Kind.PURPOSE_CHANGED, actor=actor, ip=ip,
+                detail=purpose[:255],
+            )
+        self.purpose = purpose
+        return True
+
+    @classmethod
+    def revocable(cls, now):
+        return super().revocable(now) & (Q(rotation_ends_at__isnull=True) | Q(rotation_ends_at__gt=now))
+
+    def rotate(self, *, overlap, expires_at=UNCHANGED, actor, ip=None, nonce=None, policy=None, now=None):
+        """Replace the value: issue a token with the same settings; this one works *overlap* longer.
+
+        Return ``(new_token, plaintext)``. The new token keeps the name, purpose, access, permissions
+        (those the owner still holds) and allowed addresses; its expiry is *expires_at* if given (None:
+        no expiry, where allowed), else this token's lifetime from now within the policy. This token
+        is ``rotating`` until ``rotation_ends_at`` (now + *overlap*, never past its own expiry) and
+        revoked from then on. Raise NotRotatable unless it is active, AlreadyIssued for a *nonce*
+        already used, ValidationError for a refused overlap or expiry; on any error nothing changes.
+        """
+        now = now or timezone.now()
+        policy = policy or ExpirationPolicy.load()
+        policy.check_overlap(overlap)
+        user = self.user
+        with transaction.atomic():
+            # Lock order (docs/security.md): the owner first, as issue() does, then this token's row.
+            lock_owner(user.pk)
+            if nonce is not None:
+                earlier = Token.objects.filter(user_id=user.pk, creation_nonce=nonce).first()
+                if earlier is not None:
+                    raise AlreadyIssued(earlier)
+            # The row as it is now, locked: of two rotations at once, the second finds it rotating.
+            # NO KEY: requests' usage INSERTs check their foreign key on this row and must not wait.
+            old = Token.objects.select_for_update(no_key=True).get(pk=self.pk)
+            status = old.status_at(now)
+            if status != TokenStatus.ACTIVE:
+                raise NotRotatable(status)
+            if expires_at is UNCHANGED:
+                lifetime = None if old.expires_at is None else old.expires_at - old.created_at
+                expires_at = policy.rotation_expiry(user, lifetime, now)
+            ends_at = now + overlap
+            if old.expires_at is not None:
+                ends_at = min(ends_at, old.expires_at)
+            # Rotating before issuing: the old token no longer counts as active, so the name is free for
+            # its replacement and the active-token cap counts the new token only.
+            Token.objects.filter(pk=old.pk).update(rotated_at=now, rotation_ends_at=ends_at)
+            permissions = old.permissions
+            if permissions is not None:
+                # What the owner lost since is gone from the old token already; the copy leaves it out.
+                held = owner_permissions(user)
+                permissions = [p for p in permissions if p in held]
+            token, plaintext = Token.objects.issue(
+                user=user, name=old.name, purpose=old.purpose, expires_at=expires_at, actor=actor, ip=ip,
+                policy=policy, now=now, nonce=nonce, access=old.access, permissions=permissions,
+                allowed_ips=old.allowed_ips, replaces=old,
+            )
+            until = ends_at.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+            TokenEvent.objects.bulk_create(
+                [
+                    TokenEvent(
+                        user_id=user.pk, token=old, kind=TokenEvent.Kind.ROTATED, actor=actor, ip=ip,
+                        at=now, detail=f"→ #{token.pk}; old value works until {until}",
+                    ),
+                    TokenEvent(
+                        user_id=user.pk, token=token, kind=TokenEvent.Kind.ROTATED, actor=actor, ip=ip,
+                        at=now, detail=f"replaces #{old.pk}",
+                    ),
+                ]
+            )
+        self.rotated_at, self.rotation_ends_at = now, ends_at
+        self.replaced_by = token
+        return token, plaintext
+
+    def mail_owner_about_self_rotation(self, *, ip):
+        """Mail the owner that this token rotated itself from *ip* (never a value); False if it failed.
+
+        Called after the rotation committed: a token that replaced itself is what a thief holding it
+        would do, so the owner hears of it at once with the address, and where to revoke both.
+        """
+        user = self.user
+        if not user.email:
+            return False
+        replacement = self.replaced_by_token
+        context = {
+            "user": user,
+            "token": self,
+            "replacement": replacement,
+            "ip": ip or "?",
+            "old_url": settings.SITE_URL + reverse("tokens:detail", args=[self.pk]),
+            "new_url": settings.SITE_URL + reverse("tokens:detail", args=[replacement.pk]),
+        }
+        try:
+            subject = render_to_string("email/token_rotated_subject.txt", context).strip()
+            send_mail(subject, render_to_string("email/token_rotated.txt", context), None, [user.email])
+        except Exception as error:  # whatever failed, the rotation itself stands
+            log.error("self-rotation notice for token %s not sent: %s", self.pk, type(error).__name__)
+            return False
+        return True
 
     def shorten(self, expires_at, *, actor):
         """Bring the expiry forward to *expires_at* (policy maximum lowered) and tell the owner."""

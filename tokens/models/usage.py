@@ -17,8 +17,20 @@ from ..constants import PATH_MAX_LENGTH, USER_AGENT_MAX_LENGTH
 
 _INSERT = (
     "INSERT INTO tokens_usagerecord (token_id, legacy_key_id, user_id, at, accepted, method, path, status, "
-    "ip, user_agent, duration_ms) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)"
+    "ip, user_agent, duration_ms, would_refuse) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)"
 )
+
+
+def storable(text, limit):
+    """Return *text* as both databases can store it, cut to *limit* characters.
+
+    PostgreSQL refuses NUL in text and neither database takes a lone surrogate, yet a request path
+    (``/api/tokens%00``) or a user agent may hold either. A refused INSERT would leave the use of a
+    revoked token unrecorded, so they are written as visible escapes instead: NUL as ``\\x00``, a
+    surrogate as ``\\udXXX``, and a backslash as ``\\\\`` so that no stored text can pose as an escape.
+    """
+    text = text.replace("\\", "\\\\").replace("\x00", "\\x00")
+    return text.encode("utf-8", "backslashreplace").decode("utf-8")[:limit]
 
 
 class UsageRecordQuerySet(models.QuerySet):
@@ -34,7 +46,7 @@ class UsageRecordQuerySet(models.QuerySet):
         return self.filter(pk__gt=_watermark())
 
     def record(self, *, token_id=None, legacy_key_id=None, user_id, at, accepted, method, path, status, ip,
-               user_agent, duration_ms):
+               user_agent, duration_ms, would_refuse=False):
         """Insert one record with a single autocommitted, append-only statement.
 
         No trigger and no foreign-key check: the INSERT locks no shared row (not the credential's, not
@@ -64,12 +76,13 @@ class UsageRecordQuerySet(models.QuerySet):
             user_id,
             conn.ops.adapt_datetimefield_value(at),
             accepted,
-            method[:10],
-            path[:PATH_MAX_LENGTH],
+            storable(method, 10),
+            storable(path, PATH_MAX_LENGTH),
             status,
             ip,
-            user_agent[:USER_AGENT_MAX_LENGTH],
+            storable(user_agent, USER_AGENT_MAX_LENGTH),
             duration_ms,
+            would_refuse,
         ]
         with conn.cursor() as cursor:
             if not (relaxed and conn.vendor == "sqlite"):
@@ -141,7 +154,7 @@ class UsageRecord(models.Model):
     the credential's counters and last use, the per-day summary and the client addresses, which
     survive pruning; until then the readers add it themselves (summary + tail), so counts are exact
     as soon as the response has been received. On PostgreSQL the table is partitioned by day on
-    ``at`` (migration 0004, ``prune_usage``).
+    ``at`` (migration 0010, ``prune_usage``).
     """
 
     # No database foreign keys (db_constraint=False): their check on every INSERT cost about 25 µs and
@@ -168,6 +181,9 @@ class UsageRecord(models.Model):
     ip = models.GenericIPAddressField(verbose_name=_("client IP"), null=True, blank=True)
     user_agent = models.CharField(verbose_name=_("user agent"), max_length=USER_AGENT_MAX_LENGTH, blank=True)
     duration_ms = models.FloatField(verbose_name=_("duration (ms)"))
+    # The cutover rehearsal: served, but the rehearsed security level would have refused it. Counted
+    # from these rows directly (the overview's window, by "at"), not by the summaries.
+    would_refuse = models.BooleanField(verbose_name=_("would be refused"), default=False, db_default=False)
 
     objects = UsageRecordQuerySet.as_manager()
 
@@ -379,7 +395,7 @@ class Summariser:
 
     def _batch(self, conn, batch_size, wait):
         states = UsageSummaryState.objects.using(conn.alias)
-        # Made by migration 0004; made again at 0 after the tests flush the tables.
+        # Made by migration 0010; made again at 0 after the tests flush the tables.
         states.bulk_create([UsageSummaryState(pk=1)], ignore_conflicts=True)
         # Waiting is bounded by the lock timeout (5 s on PostgreSQL); another summariser's batch is short.
         state = states.select_for_update(skip_locked=not wait).filter(pk=1).first()

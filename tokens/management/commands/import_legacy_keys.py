@@ -8,7 +8,7 @@ from django.core.management.base import BaseCommand, CommandError
 
 from tokens import credentials
 from tokens.models import LegacyApiKey
-from tokens.models.legacy import clean_legacy_key
+from tokens.models.legacy import check_legacy_key_strength, clean_legacy_key
 
 HEADER = ["username", "key"]
 
@@ -93,6 +93,7 @@ class Command(BaseCommand):
             # The rule import_key applies, checked here so that a bad row is reported before any write.
             try:
                 clean_legacy_key(key)
+                check_legacy_key_strength(key)
             except ValidationError as error:
                 errors.append((line, " ".join(error.messages)))
                 continue

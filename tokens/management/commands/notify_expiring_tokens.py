@@ -4,7 +4,6 @@ from itertools import groupby
 from django.conf import settings
 from django.core.mail import send_mail
 from django.core.management.base import BaseCommand, CommandError
-from django.db.models import F, Q
 from django.template.loader import render_to_string
 from django.urls import reverse
 from django.utils import timezone
@@ -16,7 +15,8 @@ class Command(BaseCommand):
     help = (
         "Email each token owner once about their active tokens that expire within the policy's notice "
         "window (ExpirationPolicy.expiry_notice_days): one email per owner listing every such token with "
-        "its expiry and a link to its page. Safe to run daily from cron: a token is mailed once per "
+        "its expiry, a link to its page and one to rotate it. Safe to run daily from cron: a token is mailed "
+        "once per "
         "window; if its expiry is later moved and it approaches again, it is mailed again. Also writes "
         'the Activity Stream\'s "expired" events for tokens that have expired.'
     )
@@ -32,11 +32,7 @@ class Command(BaseCommand):
             Token.objects.record_expiries(now=now)
         window = timedelta(days=ExpirationPolicy.load().expiry_notice_days)
         due = (
-            Token.objects.active(now)
-            .filter(expires_at__lte=now + window, user__is_active=True)
-            # Mailed already when the notice was sent inside the current window. A notice sent before the
-            # window opened belongs to an earlier expiry that has since been extended, so it does not count.
-            .filter(Q(expiry_notified_at__isnull=True) | Q(expiry_notified_at__lt=F("expires_at") - window))
+            Token.objects.due_for_expiry_notice(window, now)
             .select_related("user")
             .order_by("user_id", "expires_at", "pk")
         )
@@ -50,7 +46,8 @@ class Command(BaseCommand):
             if dry_run:
                 self.stdout.write(f"Would mail {user.get_username()} about {len(tokens)} token(s).")
                 continue
-            claimed = self._claim(tokens, now, window)
+            claimed_ids = Token.objects.claim_expiry_notice([t.pk for t in tokens], window, now)
+            claimed = [token for token in tokens if token.pk in claimed_ids]
             if not claimed:
                 continue  # another run is mailing this owner right now
             try:
@@ -76,23 +73,20 @@ class Command(BaseCommand):
             )
 
     @staticmethod
-    def _claim(tokens, now, window):
-        """Mark *tokens* as notified and return those this run marked (a concurrent run gets the others)."""
-        # Token rows only, no owner row (docs/security.md, "Lock order").
-        ids = [token.pk for token in tokens]
-        Token.objects.filter(pk__in=ids).filter(
-            Q(expiry_notified_at__isnull=True) | Q(expiry_notified_at__lt=F("expires_at") - window)
-        ).update(expiry_notified_at=now)
-        claimed = set(Token.objects.filter(pk__in=ids, expiry_notified_at=now).values_list("pk", flat=True))
-        return [token for token in tokens if token.pk in claimed]
-
-    @staticmethod
     def _send(user, tokens):
-        # The list URL plus the id is the token's own page; the value is nowhere in the mail.
+        # Each token's own page and its rotate page; the value is nowhere in the mail.
         base = settings.SITE_URL + reverse("tokens:list")
         context = {
             "user": user,
-            "tokens": [{"name": t.name, "expires_at": t.expires_at, "url": f"{base}{t.pk}/"} for t in tokens],
+            "tokens": [
+                {
+                    "name": t.name,
+                    "expires_at": t.expires_at,
+                    "url": settings.SITE_URL + reverse("tokens:detail", args=[t.pk]),
+                    "rotate_url": settings.SITE_URL + reverse("tokens:rotate", args=[t.pk]),
+                }
+                for t in tokens
+            ],
             "list_url": base,
             "site_url": settings.SITE_URL,
         }

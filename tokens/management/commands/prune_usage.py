@@ -7,7 +7,7 @@ from django.db.models import Max, Min
 from django.utils import timezone
 
 from tokens import usage_partitions
-from tokens.models import ExpirationPolicy, UsageRecord
+from tokens.models import AttemptCounter, ExpirationPolicy, RefusedClient, UsageRecord
 
 
 class Command(BaseCommand):
@@ -60,6 +60,9 @@ class Command(BaseCommand):
         if connection.vendor == "postgresql":
             dropped, dropped_records = self._drop_days(cutoff)
         deleted, batches = self._delete_in_batches(cutoff, batch_size, pause)
+        # Throttle counters past any window and refused-credential rows past the retention: small tables.
+        AttemptCounter.objects.expired().delete()
+        RefusedClient.objects.older_than(cutoff).delete()
         partitions = (
             f" Made {made} and dropped {dropped} day partition(s) ({dropped_records} record(s))."
             if connection.vendor == "postgresql"

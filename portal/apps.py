@@ -1,0 +1,7 @@
+from django.contrib.admin.apps import AdminConfig
+
+
+class PortalAdminConfig(AdminConfig):
+    """django.contrib.admin, with the portal's admin site as ``admin.site`` (Django's documented way)."""
+
+    default_site = "portal.admin.PortalAdminSite"

@@ -1,0 +1,86 @@
+"""Send the new-address alerts: off the request path, from ``manage.py send_alerts`` (cron or ``--loop``).
+
+Each pending ``new_address`` event is claimed once (``AlertDelivery.objects.claim``), so several
+senders never mail the same event twice; a mail that fails is unclaimed and tried again next run.
+"""
+
+import logging
+from dataclasses import dataclass, field
+from datetime import timedelta
+
+from django.conf import settings
+from django.core.mail import send_mail
+from django.template.loader import render_to_string
+from django.urls import reverse
+from django.utils import timezone
+
+from .models import AlertDelivery, ExpirationPolicy
+from .models.alerts import ALERTS_PER_DAY
+
+log = logging.getLogger(__name__)
+
+Outcome = AlertDelivery.Outcome
+
+
+@dataclass
+class Report:
+    """How many events ended how, and the owners whose mail failed (tried again next run)."""
+
+    outcomes: dict = field(default_factory=dict)
+    failed: list = field(default_factory=list)
+
+    def count(self, outcome):
+        self.outcomes[outcome] = self.outcomes.get(outcome, 0) + 1
+
+
+def _outcome(event, policy, now):
+    """Return what to do with *event*: Outcome.SENT to mail it, or why not."""
+    if not policy.new_address_alerts:
+        return Outcome.SWITCHED_OFF
+    if event.token_id and not event.token.alerts:
+        return Outcome.MUTED
+    if not event.user.email:
+        return Outcome.NO_EMAIL
+    if AlertDelivery.objects.sent_since(now - timedelta(days=1), event=event).count() >= ALERTS_PER_DAY:
+        return Outcome.CAPPED
+    return Outcome.SENT
+
+
+def send_pending(now=None):
+    """Mail the owner of each pending ``new_address`` event (at most ALERTS_PER_DAY a credential a day)."""
+    now = now or timezone.now()
+    policy = ExpirationPolicy.load()
+    report = Report()
+    for event in AlertDelivery.objects.pending_events(now):
+        outcome = _outcome(event, policy, now)
+        if not AlertDelivery.objects.claim(event, outcome=outcome, now=now):
+            continue  # another sender has it
+        if outcome == Outcome.SENT:
+            try:
+                _send(event)
+            except Exception as error:  # noqa: BLE001 - whatever failed, the owner was not mailed
+                AlertDelivery.objects.filter(event=event).delete()
+                report.failed.append(f"{event.user.get_username()} ({type(error).__name__})")
+                continue
+        report.count(outcome)
+    return report
+
+
+def _send(event):
+    # A link to the credential's page, where it can be revoked; the value is nowhere in the mail.
+    if event.token_id:
+        credential_url = settings.SITE_URL + reverse("tokens:detail", args=[event.token_id])
+    else:
+        credential_url = settings.SITE_URL + reverse("tokens:list")
+    context = {
+        "user": event.user,
+        "event": event,
+        "name": event.token.name if event.token_id else "",
+        "last_characters": event.token.last_characters if event.token_id else "",
+        "key_id": event.legacy_key_id,
+        "user_agent": event.detail,
+        "credential_url": credential_url,
+    }
+    subject = render_to_string("email/new_address_subject.txt", context).strip()
+    body = render_to_string("email/new_address.txt", context)
+    send_mail(subject, body, None, [event.user.email])

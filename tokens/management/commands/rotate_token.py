@@ -1,0 +1,82 @@
+import re
+from datetime import timedelta
+
+from django.core.exceptions import ValidationError
+from django.core.management.base import BaseCommand, CommandError
+from django.utils import timezone
+
+from tokens.constants import OVERLAP_CHOICES
+from tokens.models import Token, TokenStatus
+from tokens.models.policy import LONGEST_LIFETIME, describe_lifetime
+
+OVERLAPS = {key: delta for key, _label, delta in OVERLAP_CHOICES}
+
+
+def parse_overlap(text):
+    """Return the overlap *text* names ("none", "1h", "1d", "7d" or whole seconds) as a timedelta."""
+    if text in OVERLAPS:
+        return OVERLAPS[text]
+    # ASCII digits only, and few of them: "²".isdigit() is True, yet int("²") raises.
+    if re.fullmatch(r"[0-9]{1,10}", text):
+        return timedelta(seconds=int(text))
+    raise CommandError(f"--overlap takes {', '.join(OVERLAPS)} or a whole number of seconds.")
+
+
+class Command(BaseCommand):
+    help = (
+        "Rotate a bearer token by its id: issue a new token with the same name, purpose, access, permissions "
+        "and allowed addresses, print its value once, and let the old value work for --overlap longer. "
+        "The new expiry is the old token's lifetime from now (within the policy) unless --days, --hours "
+        "or --never is given."
+    )
+
+    def add_arguments(self, parser):
+        parser.add_argument("id", help="The id of the token to rotate.")
+        parser.add_argument(
+            "--overlap",
+            default="none",
+            help="How long the old value keeps working: none (default), 1h, 1d, 7d, or seconds.",
+        )
+        lifetime = parser.add_mutually_exclusive_group()
+        lifetime.add_argument("--days", type=int)
+        lifetime.add_argument("--hours", type=int)
+        lifetime.add_argument(
+            "--never", action="store_true", help="No expiry (only where the policy allows it)."
+        )
+
+    def handle(self, *args, id, overlap, days, hours, never, **options):
+        if not re.fullmatch(r"[0-9]{1,18}", id):
+            raise CommandError(f"The token id is a whole number, not {id!r}.")
+        token = Token.objects.select_related("user").filter(pk=int(id)).first()
+        if token is None:
+            raise CommandError(f"No token with id {id}.")
+        given = {}
+        if never:
+            given["expires_at"] = None
+        elif days is not None or hours is not None:
+            if (days or hours or 0) <= 0:
+                raise CommandError("The lifetime must be positive.")
+            # Checked before any date arithmetic: --days 9999999 would overflow the year 9999.
+            if (days or 0) > LONGEST_LIFETIME.days or (hours or 0) > LONGEST_LIFETIME.days * 24:
+                raise CommandError(f"The lifetime can be at most {describe_lifetime(LONGEST_LIFETIME)}.")
+            given["expires_at"] = timezone.now() + timedelta(days=days or 0, hours=hours or 0)
+        overlap = parse_overlap(overlap)
+        if overlap > LONGEST_LIFETIME:
+            raise CommandError("The overlap is longer than the policy can allow.")
+        try:
+            # Nobody signed in did this: the Activity Stream shows no actor for it.
+            new, plaintext = token.rotate(overlap=overlap, actor=None, **given)
+        except Token.NotRotatable as refusal:
+            status = TokenStatus(refusal.status).label.lower()
+            raise CommandError(f"Only an active token can be rotated; #{token.pk} is {status}.") from None
+        except ValidationError as error:
+            problems = "; ".join(f"{k}: {' '.join(v)}" for k, v in error.message_dict.items())
+            raise CommandError(problems) from None
+        expiry = new.expires_at.isoformat() if new.expires_at else "never"
+        self.stderr.write(
+            f"Rotated token #{token.pk} {token.name!r} of {token.user.get_username()}: the new token is "
+            f"#{new.pk}, expires {expiry}; the old value works until {token.rotation_ends_at.isoformat()}."
+        )
+        self.stderr.write("The value follows; it is not stored and will not be shown again.")
+        # The value alone on stdout, so it can be piped straight into a secret store.
+        self.stdout.write(plaintext)
