@@ -11,7 +11,7 @@ the same run. Before the load, a direct WSGI call loop measures µs/request and 
 (and PostgreSQL health-check round trips) each path costs in-process; in the same rounds, the bearer
 request's lookup and its usage record are also timed alone, which gives the cost of recording as a
 ratio. Last, a token's page is timed with a thousand and with a million usage records
-(``bench/pages.py``).
+(``bench/pages.py``), and the hot-token and retention scenarios run (``bench/scale.py``).
 """
 
 import argparse
@@ -31,6 +31,7 @@ from datetime import timedelta
 from pathlib import Path
 
 from bench.pages import page_scaling
+from bench.scale import hot_token, retention
 
 BENCH_DIR = Path(__file__).resolve().parent
 ROOT = BENCH_DIR.parent
@@ -272,16 +273,20 @@ def start_server(port, workers):
     ]
     server = subprocess.Popen(command, cwd=ROOT, start_new_session=True)
     deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        if server.poll() is not None:
-            raise SystemExit(f"gunicorn exited with {server.returncode}")
-        try:
-            urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=1).read()
-            return server
-        except (urllib.error.URLError, ConnectionError):
-            time.sleep(0.2)
-    stop_server(server)
-    raise SystemExit("gunicorn did not answer within 30 s")
+    try:
+        while time.monotonic() < deadline:
+            if server.poll() is not None:
+                raise SystemExit(f"gunicorn exited with {server.returncode}")
+            try:
+                urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=1).read()
+                return server
+            # TimeoutError: the workers are still booting (a loaded machine, many workers).
+            except (urllib.error.URLError, ConnectionError, TimeoutError):
+                time.sleep(0.2)
+        raise SystemExit("gunicorn did not answer within 30 s")
+    except BaseException:
+        stop_server(server)  # never leave a server behind
+        raise
 
 
 def stop_server(server):
@@ -339,10 +344,11 @@ def load(paths, *, port, rounds, seconds, connections, workers):
 
 
 def check_counts():
-    """Return (recorded, rows) for the bench token: the trigger's counter and the raw records."""
+    """Return (recorded, rows) for the bench token: its count as the pages read it, and the raw records."""
     from tokens.models import Token, UsageRecord
+    from tokens.models.usage import usage_totals
 
-    token = Token.objects.get(name="bench")
+    token = usage_totals([Token.objects.get(name="bench")])[0]
     return token.request_count, UsageRecord.objects.filter(token=token, accepted=True).count()
 
 
@@ -480,6 +486,8 @@ def main():
                   connections=args.connections, workers=args.workers, counts=check_counts(),
                   pieces=pieces)
     text += "\n" + "\n".join(page_scaling())
+    text += "\n" + "\n".join(hot_token(args.port, rounds=args.rounds, seconds=args.seconds))
+    text += "\n" + "\n".join(retention())
     print(text, flush=True)
     if args.out:
         args.out.parent.mkdir(parents=True, exist_ok=True)

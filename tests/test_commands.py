@@ -9,7 +9,8 @@ from django.core.management import call_command
 from django.core.management.base import CommandError
 from django.utils import timezone
 
-from tokens.models import DailyUsage, ExpirationPolicy, LegacyApiKey, Token, TokenEvent, UsageRecord
+from tokens.models import ExpirationPolicy, LegacyApiKey, Token, TokenEvent, UsageRecord
+from tokens.models.usage import usage_totals
 
 from .conftest import _snapshot, bearer
 
@@ -27,7 +28,7 @@ def run(*args, **options):
     "name",
     [
         "create_token", "revoke_token", "rotate_token", "import_legacy_keys", "prune_usage",
-        "notify_expiring_tokens", "send_alerts", "export_events",
+        "notify_expiring_tokens", "send_alerts", "export_events", "summarise_usage",
     ],
 )
 def test_every_command_explains_itself_with_help(name, capsys):
@@ -112,6 +113,14 @@ def _requests(client, value, count):
         assert client.get("/api/users/me", **bearer(value)).status_code == 200
 
 
+def _shown(token):
+    """The token's count and 150 days of daily totals as its pages show them (summaries + tail)."""
+    token = Token.objects.get(pk=token.pk)
+    return usage_totals([token])[0].request_count, token.daily_usage.series(
+        days=150, records=UsageRecord.objects.filter(token=token)
+    )
+
+
 def _age(days, ids):
     UsageRecord.objects.filter(pk__in=ids).update(at=timezone.now() - timedelta(days=days))
 
@@ -122,16 +131,30 @@ def test_prune_usage_deletes_only_records_past_retention_in_batches_and_keeps_to
     ids = list(UsageRecord.objects.order_by("pk").values_list("pk", flat=True))
     _age(120, ids[:5])
     _age(60, ids[5:6])
-    daily_before = list(DailyUsage.objects.values("day", "accepted"))
+    shown_before = _shown(token)
+    assert shown_before[0] == 7 and sum(a for _d, a, _r in shown_before[1]) == 7
     out, _err = run("prune_usage", "--batch-size", "2")
     assert "Deleted 5 usage record(s)" in out and "in 3 batch(es)" in out
     assert list(UsageRecord.objects.order_by("pk").values_list("pk", flat=True)) == ids[5:]
+    assert _shown(token) == shown_before
     token.refresh_from_db()
-    assert token.request_count == 7
-    assert list(DailyUsage.objects.values("day", "accepted")) == daily_before
+    assert token.request_count == 7  # summarised before anything was deleted
     assert token.client_addresses.get().requests == 7
     out, _err = run("prune_usage")
     assert "Deleted 0 usage record(s)" in out
+
+
+def test_summarise_usage_folds_the_records_into_the_counts_once(client, issued):
+    token, value = issued
+    _requests(client, value, 3)
+    out, _err = run("summarise_usage", "--batch-size", "2")
+    assert "Summarised 3 usage record(s)" in out
+    assert Token.objects.get(pk=token.pk).request_count == 3
+    out, _err = run("summarise_usage")
+    assert "Summarised 0 usage record(s)" in out
+    assert _shown(token)[0] == 3
+    with pytest.raises(CommandError, match="--batch-size must be a positive number"):
+        run("summarise_usage", "--batch-size", "0")
 
 
 def test_prune_usage_follows_the_policy_retention(client, issued, policy):

@@ -11,6 +11,7 @@ from django.test.utils import CaptureQueriesContext
 
 from tokens import credentials
 from tokens.models import LegacyApiKey, RefusedClient, UsageRecord
+from tokens.models.usage import usage_totals
 
 from .conftest import bearer
 
@@ -108,6 +109,7 @@ def test_every_call_is_recorded_with_the_original_method_path_and_client_address
     )
     assert record.user_agent == "shop-app/1.0"
     token.refresh_from_db()
+    usage_totals([token])
     assert token.request_count == 1
     assert token.last_used_ip == "203.0.113.9"
 

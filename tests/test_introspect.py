@@ -9,6 +9,7 @@ from django.test import Client
 from django.utils import timezone
 
 from tokens.models import ExpirationPolicy, LegacyApiKey, Token, UsageRecord
+from tokens.models.usage import usage_totals
 
 from .conftest import bearer
 
@@ -99,6 +100,7 @@ def test_each_answer_is_recorded_as_a_use_of_the_introspected_token(client, user
     introspect(client, resource_server, {"token": value})
     assert UsageRecord.objects.filter(token=token, accepted=False).count() == 1
     token.refresh_from_db()
+    usage_totals([token])
     assert token.request_count == 1  # accepted uses; the refused one is on the token's page
 
 

@@ -14,6 +14,7 @@ from django.db import connection
 from django.utils import timezone
 
 from tokens.models import Token, TokenEvent, UsageRecord
+from tokens.models.usage import usage_totals
 
 from .conftest import ALICE_KEY, LINK, _set_policy, bearer, me
 
@@ -146,6 +147,7 @@ def test_every_use_is_recorded_with_its_details(client, issued):
         ("GET", "/api/users/me", 200, True), ("GET", "/api/tokens/999", 404, True)]
     assert records[0].ip == "203.0.113.9" and records[0].user_agent == "deploy-script/1.0"
     token.refresh_from_db()
+    usage_totals([token])
     assert token.request_count == 2 and token.last_used_ip == "127.0.0.1"
     assert TokenEvent.objects.filter(token=token, kind="first_used").count() == 1
 
@@ -176,6 +178,7 @@ def test_every_use_is_recorded_with_client_details_and_one_activity_event_a_day(
         (user.pk, True, 200, "198.51.100.4", "old-cron/1.0", "/api/users/me")
     }
     alice_key.refresh_from_db()
+    usage_totals([alice_key])
     assert alice_key.request_count == 3
     assert (alice_key.last_used_ip, alice_key.last_used_user_agent) == ("198.51.100.4", "old-cron/1.0")
     assert alice_key.last_used_at is not None

@@ -1,4 +1,4 @@
-"""Models: statuses, querysets, the policy's rules, events, and the usage trigger's summaries."""
+"""Models: statuses, querysets, the policy's rules, events, and the usage summaries (summary + tail)."""
 
 from datetime import timedelta
 
@@ -8,6 +8,7 @@ from django.db import IntegrityError, transaction
 from django.utils import timezone
 
 from tokens.models import ClientAddress, DailyUsage, ExpirationPolicy, Token, TokenEvent, UsageRecord
+from tokens.models.usage import client_addresses, usage_totals
 
 pytestmark = pytest.mark.django_db
 
@@ -111,35 +112,98 @@ def test_expired_events_are_written_once(user, issue):
     assert TokenEvent.objects.filter(token=token, kind="expired").count() == 1
 
 
-def _record(token, *, accepted=True, ip="192.0.2.1", at=None):
+def _record(token, *, accepted=True, ip="192.0.2.1", at=None, agent="test"):
     UsageRecord.objects.record(token_id=token.pk, user_id=token.user_id, at=at or timezone.now(), accepted=accepted,
                                method="GET", path="/api/users/me", status=200 if accepted else 401, ip=ip,
-                               user_agent="test", duration_ms=1.0)
+                               user_agent=agent, duration_ms=1.0)
 
 
-def test_the_usage_trigger_keeps_counts_days_and_addresses(user, issue):
+def _shown(token):
+    """What the pages show for *token*: count, last use, 30 days, addresses (summary + unsummarised tail)."""
+    token = Token.objects.get(pk=token.pk)
+    usage_totals([token])
+    records = UsageRecord.objects.filter(token=token)
+    count, addresses = client_addresses(ClientAddress.objects.filter(token=token), records, limit=10)
+    return (
+        token.request_count, token.last_used_ip, token.last_used_user_agent,
+        token.daily_usage.series(records=records),
+        count, sorted((a.ip, a.requests, a.last_user_agent) for a in addresses),
+    )
+
+
+def test_counts_days_and_addresses_are_exact_before_and_after_summarising(user, issue):
     token, _ = issue(user)
     yesterday = timezone.now() - timedelta(days=1)
     _record(token, at=yesterday)
     _record(token, ip="192.0.2.2")
-    _record(token, ip="192.0.2.2")
+    _record(token, ip="192.0.2.2", agent="client/2")
     _record(token, accepted=False)
+    before = _shown(token)
+    count, ip, agent, series, address_count, addresses = before
+    assert (count, ip, agent) == (3, "192.0.2.2", "client/2")
+    assert len(series) == 30
+    assert series[-1][1:] == (2, 1) and series[-2][1:] == (1, 0) and series[0][1:] == (0, 0)
+    assert address_count == 2 and addresses == [("192.0.2.1", 2, "test"), ("192.0.2.2", 2, "client/2")]
+    assert Token.objects.get(pk=token.pk).request_count == 0  # nothing summarised yet: the tail did it
+
+    assert UsageRecord.objects.summarise() == 4
+    assert _shown(token) == before
     token.refresh_from_db()
     assert token.request_count == 3 and token.last_used_ip == "192.0.2.2"
     days = {d.day: (d.accepted, d.refused) for d in DailyUsage.objects.filter(token=token)}
     assert days == {yesterday.date(): (1, 0), timezone.now().date(): (2, 1)}
-    assert {(c.ip, c.requests) for c in ClientAddress.objects.filter(token=token)} == {
-        ("192.0.2.1", 2), ("192.0.2.2", 2)}
-    series = token.daily_usage.series()
-    assert len(series) == 30 and series[-1][1:] == (2, 1) and series[-2][1:] == (1, 0) and series[0][1:] == (0, 0)
+    assert UsageRecord.objects.summarise() == 0 and _shown(token) == before  # idempotent
+
+    _record(token, ip="192.0.2.3")  # half summarised, half tail
+    assert _shown(token)[0] == 4 and _shown(token)[4] == 3
+
+
+def test_summarising_in_small_batches_counts_each_record_once(user, issue):
+    token, _ = issue(user)
+    for i in range(7):
+        _record(token, ip=f"192.0.2.{i % 3}")
+    before = _shown(token)
+    assert UsageRecord.objects.summarise(batch_size=2, max_batches=1) == 2
+    assert _shown(token) == before
+    assert UsageRecord.objects.summarise(batch_size=2) == 5
+    assert _shown(token) == before
+    assert Token.objects.get(pk=token.pk).request_count == 7
+
+
+def test_records_of_a_deleted_token_are_deleted_with_it_and_never_summarised(user, issue):
+    token, _ = issue(user)
+    other, _ = issue(user, name="other")
+    _record(token)
+    _record(other)
+    Token.objects.filter(pk=token.pk).delete()
+    assert not UsageRecord.objects.filter(token_id=token.pk).exists()
+    # A request that raced the deletion left a record behind: the summariser skips it.
+    _record(token)
+    assert UsageRecord.objects.summarise() == 2  # read past, counted nowhere
+    assert Token.objects.get(pk=other.pk).request_count == 1
+    assert not DailyUsage.objects.filter(token_id=token.pk).exists()
+
+
+def test_an_address_is_new_until_a_record_or_the_summary_holds_it(user, issue):
+    token, _ = issue(user)
+    assert UsageRecord.objects.address_is_new(token_id=token.pk, ip="192.0.2.9")
+    _record(token, ip="192.0.2.9")
+    assert not UsageRecord.objects.address_is_new(token_id=token.pk, ip="192.0.2.9")
+    newest = UsageRecord.objects.latest("pk").pk
+    assert UsageRecord.objects.address_is_new(token_id=token.pk, ip="192.0.2.9", before_id=newest)
+    UsageRecord.objects.summarise()
+    assert not UsageRecord.objects.address_is_new(token_id=token.pk, ip="192.0.2.9", before_id=newest + 1)
+    assert UsageRecord.objects.address_is_new(token_id=token.pk, ip="192.0.2.10")
 
 
 def test_summaries_survive_pruning_the_raw_records(user, issue):
     token, _ = issue(user)
     _record(token)
+    UsageRecord.objects.summarise()
     UsageRecord.objects.all().delete()
     token.refresh_from_db()
     assert token.request_count == 1 and DailyUsage.objects.get(token=token).accepted == 1
+    assert _shown(token)[0] == 1
 
 
 @pytest.mark.django_db(transaction=True)
@@ -175,6 +239,7 @@ def test_saving_a_token_read_before_some_requests_keeps_their_count(user, issue)
         token_id=token.pk, user_id=user.pk, at=timezone.now(), accepted=True, method="GET", path="/api/users/me",
         status=200, ip="192.0.2.1", user_agent="ci", duration_ms=1.0,
     )
+    UsageRecord.objects.summarise()  # the counters are on the token's row now, after *stale* was read
     stale.purpose = "nightly backups"
     stale.save()
     token.refresh_from_db()

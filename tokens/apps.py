@@ -10,9 +10,12 @@ class TokensConfig(AppConfig):
 
     def ready(self):
         from . import auth, checks, http, private_files, sqlite_turns  # noqa: F401  (checks registers checks)
+        from .models import usage
 
         # SQLite: each process checkpoints its WAL once the response has been sent (sqlite_turns).
         request_finished.connect(sqlite_turns.checkpoint_after_response, dispatch_uid="tokens.checkpoint")
+        # Every process folds usage records into the summaries now and then, after a response is sent.
+        request_finished.connect(usage.summarise_after_response, dispatch_uid="tokens.usage.summarise")
         # The hot path parses some settings once per process; tests that override them must not see stale values.
         setting_changed.connect(auth.forget_cached_settings, dispatch_uid="tokens.auth.settings")
         setting_changed.connect(http.forget_cached_settings, dispatch_uid="tokens.http.settings")

@@ -3,6 +3,7 @@
 import logging
 import time
 from dataclasses import dataclass
+from functools import partial
 
 from django.core.exceptions import ValidationError
 from django.db import DatabaseError
@@ -16,8 +17,16 @@ from .api.errors import api_error, refused, service_unavailable, too_many_reques
 from .auth import AuthError, Refused, authenticate
 from .constants import API_PREFIX, FORWARD_AUTH_PATH, LEGACY_KEY_HEADER, MIGRATION_GUIDE_PATH
 from .http import client_ip
-from .models import ExpirationPolicy, RefusedClient, RehearsedSessionRequest, TokenEvent, UsageRecord
-from .models.alerts import record_new_address
+from .models import (
+    ExpirationPolicy,
+    LegacyApiKey,
+    RefusedClient,
+    RehearsedSessionRequest,
+    Token,
+    TokenEvent,
+    UsageRecord,
+)
+from .models.alerts import is_new_address, record_new_address
 from .models.legacy import clean_legacy_key
 from .throttle import api_client_locked, count_api_failure
 
@@ -132,29 +141,41 @@ def record_use(request, use, credential, response, *, accepted, deprecation=True
     elif credential.rotation_ends_at is not None and credential.rotation_ends_at > now:
         _rotation_headers(response, credential)
     ip = client_ip(request)
+    token_id = credential.id if credential.method == "bearer" else None
+    legacy_key_id = credential.id if credential.method == "legacy_key" else None
+    user_agent = request.META.get("HTTP_USER_AGENT", "")
+    fields = {
+        "token_id": token_id,
+        "legacy_key_id": legacy_key_id,
+        "user_id": credential.user.pk,
+        "at": now,
+        "accepted": accepted,
+        "method": use.method,
+        "path": use.path,
+        "status": response.status_code,
+        "ip": ip,
+        "user_agent": user_agent,
+        "duration_ms": (time.perf_counter() - use.started) * 1000,
+        "would_refuse": accepted and credential.would_refuse,
+    }
     try:
-        UsageRecord.objects.record(
-            token_id=credential.id if credential.method == "bearer" else None,
-            legacy_key_id=credential.id if credential.method == "legacy_key" else None,
-            user_id=credential.user.pk,
-            at=now,
-            accepted=accepted,
-            method=use.method,
-            path=use.path,
-            status=response.status_code,
-            ip=ip,
-            user_agent=request.META.get("HTTP_USER_AGENT", ""),
-            duration_ms=(time.perf_counter() - use.started) * 1000,
-            would_refuse=accepted and credential.would_refuse,
+        # Asked before the record is written, so that this request's own record is not "seen" yet;
+        # two first requests at once both find the address new and write one event (its unique key).
+        new_address = accepted and is_new_address(
+            token_id=token_id, legacy_key_id=legacy_key_id, ip=ip, last_ip=credential.last_used_ip
         )
-        if accepted:
-            _first_events(credential, now, ip)
+        if accepted and _marks_use(credential, now):
+            # The rare request that writes the credential's row (its first use; a key's first use
+            # of the day) writes it and the record together, or neither.
+            if UsageRecord.objects.record_with(partial(_mark_use, credential, now, ip), **fields):
+                _use_event(credential, now, ip)
+        else:
+            UsageRecord.objects.record(**fields)
+        if new_address:
             # The mail goes out later, from manage.py send_alerts.
             record_new_address(
-                token_id=credential.id if credential.method == "bearer" else None,
-                legacy_key_id=credential.id if credential.method == "legacy_key" else None,
-                user_id=credential.user.pk, ip=ip, at=now, last_ip=credential.last_used_ip,
-                user_agent=request.META.get("HTTP_USER_AGENT", ""),
+                token_id=token_id, legacy_key_id=legacy_key_id, user_id=credential.user.pk, ip=ip, at=now,
+                user_agent=user_agent,
             )
     except DatabaseError:
         log.error("usage record could not be written")
@@ -163,30 +184,33 @@ def record_use(request, use, credential, response, *, accepted, deprecation=True
     return response
 
 
-def _first_events(credential, now, ip):
-    # Rare writes: the first use of a token, and a legacy key's first use each day.
-    if credential.method == "bearer" and credential.first_use:
-        TokenEvent.objects.bulk_create(
-            [
-                TokenEvent(
-                    user_id=credential.user.pk, token_id=credential.id, kind=TokenEvent.Kind.FIRST_USED,
-                    at=now, ip=ip,
-                )
-            ],
-            ignore_conflicts=True,
+# The first use of a token, and a legacy key's first use each day, write the credential's row and
+# an event: the lookup read last_used_at, which the request path sets only then (the summariser
+# moves it forward later), and the UPDATE that still finds it unset is the one that writes the event.
+def _marks_use(credential, now):
+    if credential.method == "bearer":
+        return credential.first_use
+    return credential.last_used_at is None or credential.last_used_at.date() < now.date()
+
+
+def _mark_use(credential, now, ip):
+    if credential.method == "bearer":
+        return Token.objects.mark_first_use(credential.id, at=now, ip=ip)
+    return LegacyApiKey.objects.mark_first_use_of_day(credential.id, at=now, ip=ip)
+
+
+def _use_event(credential, now, ip):
+    if credential.method == "bearer":
+        event = TokenEvent(
+            user_id=credential.user.pk, token_id=credential.id, kind=TokenEvent.Kind.FIRST_USED, at=now,
+            ip=ip,
         )
-    elif credential.method == "legacy_key" and (
-        credential.last_used_at is None or credential.last_used_at.date() < now.date()
-    ):
-        TokenEvent.objects.bulk_create(
-            [
-                TokenEvent(
-                    user_id=credential.user.pk, legacy_key_id=credential.id, kind=TokenEvent.Kind.LEGACY_USED,
-                    at=now, ip=ip, detail=now.date().isoformat(),
-                )
-            ],
-            ignore_conflicts=True,
+    else:
+        event = TokenEvent(
+            user_id=credential.user.pk, legacy_key_id=credential.id, kind=TokenEvent.Kind.LEGACY_USED,
+            at=now, ip=ip, detail=now.date().isoformat(),
         )
+    TokenEvent.objects.bulk_create([event], ignore_conflicts=True)
 
 
 def _rotation_headers(response, credential):

@@ -17,10 +17,10 @@ from django.views.decorators.csrf import csrf_protect
 from django.views.decorators.debug import sensitive_post_parameters, sensitive_variables
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
-from .http import client_ip, no_store, own_token_or_404
 from .charts import daily_chart
 from .constants import MIGRATION_GUIDE_PATH
 from .forms import TokenCreateForm, TokenRenameForm, TokenRestrictionsForm, TokenRotateForm
+from .http import client_ip, no_store, own_token_or_404
 from .models import (
     BrownoutWindow,
     ClientAddress,
@@ -32,8 +32,9 @@ from .models import (
     TokenStatus,
     UsageRecord,
 )
-from .models.restrictions import owner_permissions, permission_names
 from .models.policy import SecurityLevel
+from .models.restrictions import owner_permissions, permission_names
+from .models.usage import client_addresses, usage_totals
 
 TOKENS_PER_PAGE = 20
 EVENTS_PER_PAGE = 25
@@ -71,6 +72,7 @@ def token_list(request):
     )
     shown = tokens.with_status(status, now) if status else tokens
     page = Paginator(shown, TOKENS_PER_PAGE).get_page(request.GET.get("page"))
+    page.object_list = usage_totals(list(page.object_list))
     filters = [("", _("All"), counts["all"])] + [(key, label, counts[key]) for key, label in TokenStatus.choices]
     return render(
         request,
@@ -87,13 +89,15 @@ def token_list(request):
 
 def _legacy_notice(user):
     """Return the context for the deprecation notice: the user's legacy keys still in use (never a value)."""
-    keys = list(
+    # last_used_at is set on a key's first use each day (middleware), so "used" needs no tail query.
+    keys = usage_totals(
         LegacyApiKey.objects.filter(user=user, revoked_at__isnull=True, last_used_at__isnull=False)
         .only(
             "pk", "last_used_at", "last_used_ip", "last_used_user_agent", "request_count"
         )
         .order_by("-last_used_at")
     )
+    keys.sort(key=lambda key: key.last_used_at, reverse=True)
     if not keys:
         return {"legacy_keys": []}
     policy = ExpirationPolicy.load()
@@ -198,7 +202,9 @@ def _abilities(token):
 
 def _detail_context(request, token, rename_form, restrictions_form=None):
     """Return the detail page context with a constant number of queries, however much the token was used."""
-    rows = DailyUsage.objects.filter(token=token).series()
+    usage_totals([token])
+    records = UsageRecord.objects.filter(token=token)
+    rows = DailyUsage.objects.filter(token=token).series(records=records)
     chart = daily_chart(
         [day for day, _accepted, _refused in rows],
         [
@@ -208,11 +214,13 @@ def _detail_context(request, token, rename_form, restrictions_form=None):
         title=_("Requests per day, last 30 days"),
         chart_id="usage-chart",
     )
-    addresses = ClientAddress.objects.filter(token=token).order_by("-last_seen")
+    address_count, addresses = client_addresses(
+        ClientAddress.objects.filter(token=token), records, limit=ADDRESSES_SHOWN
+    )
     # Keyset pagination over the raw records: newest first, "older" continues below the last row shown.
     # An offset paginator would COUNT and skip over millions of rows; the (token, at) index serves this
     # directly, and the page size + 1 row tells whether there is an older page.
-    records = UsageRecord.objects.filter(token=token).order_by("-at", "-id")
+    records = records.order_by("-at", "-id")
     before = _int_or_none(request.GET.get("before"))
     if before is not None:
         cursor = UsageRecord.objects.filter(token=token, pk=before).values_list("at", flat=True).first()
@@ -229,8 +237,8 @@ def _detail_context(request, token, rename_form, restrictions_form=None):
         **_abilities(token),
         "chart": chart,
         "days_total": sum(accepted + refused for _day, accepted, refused in rows),
-        "address_count": addresses.count(),
-        "addresses": addresses[:ADDRESSES_SHOWN],
+        "address_count": address_count,
+        "addresses": addresses,
         "recent": recent[:REQUESTS_PER_PAGE],
         "older": older,
         "paged": before is not None,
@@ -350,6 +358,7 @@ def token_revoke(request, pk):
     """Ask for confirmation (GET), then revoke (POST): works without JavaScript."""
     token = own_token_or_404(request, pk)
     if request.method == "GET":
+        usage_totals([token])
         return render(request, "tokens/token_revoke.html", {"token": token})
     if token.revoke(actor=request.user, ip=client_ip(request)):
         messages.success(

@@ -9,10 +9,9 @@ import time
 from collections import Counter
 
 import pytest
-from django.db.models import Sum
 
 from tokens.models import Token, UsageRecord
-from tokens.models.usage import DailyUsage
+from tokens.models.usage import DailyUsage, usage_totals
 
 pytestmark = pytest.mark.live
 
@@ -56,10 +55,13 @@ def test_eight_clients_making_250_requests_each_with_one_token_are_counted_exact
     total = sum(statuses, Counter())
     assert total == {200: CLIENTS * REQUESTS_EACH}
     token.refresh_from_db()
+    usage_totals([token])  # as the pages read it: summaries + the records not summarised yet
     assert token.request_count == 2000
     assert UsageRecord.objects.filter(token=token).count() == 2000
     assert UsageRecord.objects.filter(token=token, accepted=True, status=200).count() == 2000
-    assert DailyUsage.objects.filter(token=token).aggregate(n=Sum("accepted"))["n"] == 2000
+    records = UsageRecord.objects.filter(token=token)
+    series = DailyUsage.objects.filter(token=token).series(days=2, records=records)
+    assert sum(accepted for _day, accepted, _refused in series) == 2000
     assert token.last_used_user_agent.startswith("load-client/")
     log = main_server.log()
     assert "database is locked" not in log
@@ -119,6 +121,7 @@ def test_a_revoke_issued_mid_load_is_honoured_by_every_request_that_starts_after
 
     # Exact usage: every answered request is one record; the count holds the accepted ones (and the DELETE).
     token.refresh_from_db()
+    usage_totals([token])
     accepted = sum(1 for entry in everything if entry[2] == 200) + 1
     assert token.request_count == accepted
     assert UsageRecord.objects.filter(token=token).count() == len(everything) + 1

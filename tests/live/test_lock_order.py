@@ -82,13 +82,17 @@ COUNTS = """
 import json
 from django.db.models import Sum
 from tokens.models import LegacyApiKey, Token, UsageRecord
-from tokens.models.usage import DailyUsage
+from tokens.models.usage import DailyUsage, usage_totals
 out = {{}}
 for kind, model, pk in (("token", Token, {token}), ("legacy_key", LegacyApiKey, {key})):
     if pk is None:
         continue
-    row = model.objects.get(pk=pk)
-    daily = DailyUsage.objects.filter(**{{kind: pk}}).aggregate(a=Sum("accepted"), r=Sum("refused"))
+    # As the pages read them: the summaries plus the records not summarised yet.
+    row = usage_totals([model.objects.get(pk=pk)])[0]
+    series = DailyUsage.objects.filter(**{{kind: pk}}).series(
+        days=800, records=UsageRecord.objects.filter(**{{kind: pk}})
+    )
+    daily = {{"a": sum(a for _d, a, _r in series), "r": sum(r for _d, _a, r in series)}}
     out[kind] = {{
         "request_count": row.request_count,
         "records": UsageRecord.objects.filter(**{{kind: pk}}).count(),

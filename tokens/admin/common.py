@@ -6,6 +6,8 @@ from django.urls import reverse
 from django.utils.html import format_html
 from django.utils.translation import gettext_lazy as _
 
+from ..models.usage import usage_totals
+
 # Fields that identify a credential's value: never listed, shown, searched, or filtered on. A filter
 # such as ?digest__startswith=ab answers yes or no about the stored digest, one character at a time.
 SECRET_FIELDS = frozenset({"digest", "public_id"})
@@ -41,6 +43,19 @@ class CredentialColumnsMixin:
 
     usage_lookup = None  # the UsageRecord field that points at this model
     usage_link_text = None
+
+    # The counters and last use shown are the summaries plus the records not summarised yet: one
+    # query per page of the list, one per object shown.
+    def get_changelist_instance(self, request):
+        changelist = super().get_changelist_instance(request)
+        changelist.result_list = usage_totals(list(changelist.result_list))
+        return changelist
+
+    def get_object(self, request, object_id, from_field=None):
+        credential = super().get_object(request, object_id, from_field)
+        if credential is not None:
+            usage_totals([credential])
+        return credential
 
     @admin.display(description=_("owner"), ordering="user__username")
     def owner(self, obj):

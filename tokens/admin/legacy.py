@@ -27,6 +27,7 @@ from ..models import (
     UsageRecord,
 )
 from ..models.policy import RehearsalLevel, SecurityLevel
+from ..models.usage import client_addresses, usage_totals
 from .common import CredentialColumnsMixin, ReadOnlyAdmin, revoke_each
 from .filters import MIGRATION_WINDOW_DAYS, LegacyStatusFilter, RecentUseFilter
 
@@ -61,7 +62,7 @@ def transition_numbers(policy, now=None):
             else _("Next level")
         ),
         "next_refused": next_refused if following else _("none: the strictest level is in force"),
-        "keys_in_use": LegacyApiKey.objects.active().filter(last_used_at__gte=since).count(),
+        "keys_in_use": LegacyApiKey.objects.active().used_since(since).count(),
     }
 
 
@@ -216,9 +217,10 @@ class LegacyApiKeyAdmin(CredentialColumnsMixin, ReadOnlyAdmin):
         now = timezone.now()
         since = now - timedelta(days=MIGRATION_WINDOW_DAYS)
         keys = LegacyApiKey.objects.all()
+        legacy_records = UsageRecord.objects.filter(legacy_key__isnull=False)
         in_use = (
             keys.active()
-            .filter(last_used_at__gte=since)
+            .used_since(since)
             .select_related("user")
             .annotate(
                 active_tokens=Count(
@@ -231,13 +233,20 @@ class LegacyApiKeyAdmin(CredentialColumnsMixin, ReadOnlyAdmin):
             )
             .order_by("-last_used_at")
         )
-        clients = (
-            ClientAddress.objects.filter(legacy_key__isnull=False, last_seen__gte=since)
-            .select_related("legacy_key__user")
-            .order_by("-last_seen")[:100]
+        _count, clients = client_addresses(
+            ClientAddress.objects.filter(legacy_key__isnull=False, last_seen__gte=since).select_related(
+                "legacy_key__user"
+            ),
+            legacy_records,
+            limit=100,
+            related=("legacy_key__user",),
         )
-        legacy = DailyUsage.objects.filter(legacy_key__isnull=False).series(days=MIGRATION_WINDOW_DAYS)
-        bearer = DailyUsage.objects.filter(token__isnull=False).series(days=MIGRATION_WINDOW_DAYS)
+        legacy = DailyUsage.objects.filter(legacy_key__isnull=False).series(
+            days=MIGRATION_WINDOW_DAYS, records=legacy_records
+        )
+        bearer = DailyUsage.objects.filter(token__isnull=False).series(
+            days=MIGRATION_WINDOW_DAYS, records=UsageRecord.objects.filter(token__isnull=False)
+        )
         chart = daily_chart(
             [day for day, _a, _r in legacy],
             [
@@ -260,12 +269,12 @@ class LegacyApiKeyAdmin(CredentialColumnsMixin, ReadOnlyAdmin):
                 "never_used": keys.active().filter(last_used_at__isnull=True).count(),
                 "revoked": keys.filter(revoked_at__isnull=False).count(),
                 "users_in_use": keys.active()
-                .filter(last_used_at__gte=since)
+                .used_since(since)
                 .values("user")
                 .distinct()
                 .count(),
             },
-            "in_use": in_use,
+            "in_use": sorted(usage_totals(in_use), key=lambda key: key.last_used_at, reverse=True),
             "clients": clients,
             "chart": chart,
             "legacy_total": sum(accepted for _d, accepted, _r in legacy),

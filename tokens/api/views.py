@@ -20,6 +20,7 @@ from django.views.decorators.http import require_GET, require_http_methods
 from ..constants import API_PREFIX, Access
 from ..http import client_ip, no_store, own_token_or_404
 from ..models import ExpirationPolicy, Token, TokenStatus, UsageRecord
+from ..models.usage import client_addresses, usage_totals
 from .errors import api_error, forbidden
 from .openapi import document
 
@@ -124,8 +125,11 @@ def _int_param(request, name, default, maximum=None):
     return int(raw)
 
 
-def paginate(request, queryset, serialize):
-    """Return the paginated list body: {"count", "next", "previous", "results"}."""
+def paginate(request, queryset, serialize, *, prepare=None):
+    """Return the paginated list body: {"count", "next", "previous", "results"}.
+
+    *prepare* receives the page's objects as a list before they are serialised (``usage_totals``).
+    """
     page_size = _int_param(request, "page_size", DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE)
     number = _int_param(request, "page", 1)
     paginator = Paginator(queryset, page_size)
@@ -146,7 +150,7 @@ def paginate(request, queryset, serialize):
         "count": paginator.count,
         "next": link(page.next_page_number()) if page.has_next() else None,
         "previous": link(page.previous_page_number()) if page.has_previous() else None,
-        "results": [serialize(item) for item in page.object_list],
+        "results": [serialize(item) for item in (prepare or list)(list(page.object_list))],
     }
 
 
@@ -235,7 +239,7 @@ def tokens_collection(request):
                     {"status": [_("Use one of: %(statuses)s.") % {"statuses": statuses}]},
                 )
             tokens = tokens.with_status(status)
-        return JsonResponse(paginate(request, tokens, token_json))
+        return JsonResponse(paginate(request, tokens, token_json, prepare=usage_totals))
 
     policy = ExpirationPolicy.load()
     # A leaked token must not be able to mint more: creating needs a session unless the policy says so.
@@ -287,6 +291,7 @@ def tokens_detail(request, pk):
     elif request.method == "DELETE":
         token.revoke(actor=request.user, ip=client_ip(request))
         return HttpResponse(status=204)
+    usage_totals([token])
     return JsonResponse(token_json(token))
 
 
@@ -376,16 +381,19 @@ def usage_record_json(record):
 def tokens_usage(request, pk):
     """Return a token's usage: totals, requests per day for 30 days, client IPs, recent requests."""
     token = own_token_or_404(request, pk)
-    body = paginate(request, UsageRecord.objects.filter(token=token), usage_record_json)
+    records = UsageRecord.objects.filter(token=token)
+    body = paginate(request, records, usage_record_json)
+    usage_totals([token])
     body["request_count"] = token.request_count
     body["last_used_at"] = _iso(token.last_used_at)
     body["daily"] = [
         {"date": day.isoformat(), "accepted": accepted, "refused": refused}
-        for day, accepted, refused in token.daily_usage.series()
+        for day, accepted, refused in token.daily_usage.series(records=records)
     ]
+    _count, addresses = client_addresses(token.client_addresses.all(), records, limit=100)
     body["client_ips"] = [
         {"ip": c.ip, "requests": c.requests, "first_seen": _iso(c.first_seen), "last_seen": _iso(c.last_seen)}
-        for c in token.client_addresses.all()[:100]
+        for c in addresses
     ]
     return JsonResponse(body)
 

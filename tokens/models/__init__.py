@@ -4,7 +4,7 @@ from .events import TokenEvent
 from .legacy import LegacyApiKey
 from .policy import BrownoutWindow, ExpirationPolicy, RehearsedSessionRequest
 from .tokens import Token, TokenStatus
-from .usage import ClientAddress, DailyUsage, UsageRecord
+from .usage import ClientAddress, DailyUsage, UsageRecord, UsageSummaryState
 
 __all__ = [
     "AlertDelivery",
@@ -20,4 +20,5 @@ __all__ = [
     "TokenEvent",
     "TokenStatus",
     "UsageRecord",
+    "UsageSummaryState",
 ]

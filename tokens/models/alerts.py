@@ -1,10 +1,11 @@
 """New-address alerts: the request path notes a credential's first use from an address, a command mails it.
 
-The request path writes only a ``new_address`` event (``record_new_address``, one indexed read per
-request and a rare insert). Everything slow, the mail, happens off it: ``manage.py send_alerts``
-reads the recent ``new_address`` events that have no ``AlertDelivery`` yet, claims each one by
-inserting its delivery row (unique per event, so two senders never mail the same event) and mails
-the owner, at most ``ALERTS_PER_DAY`` times per credential in any 24 hours.
+The request path writes only a ``new_address`` event (``is_new_address``: one query for a request
+from another address than the last use's; ``record_new_address``: a rare insert). Everything slow,
+the mail, happens off it: ``manage.py send_alerts`` reads the recent ``new_address`` events that
+have no ``AlertDelivery`` yet, claims each one by inserting its delivery row (unique per event, so
+two senders never mail the same event) and mails the owner, at most ``ALERTS_PER_DAY`` times per
+credential in any 24 hours.
 """
 
 from datetime import timedelta
@@ -14,42 +15,46 @@ from django.utils import timezone
 from django.utils.translation import gettext_lazy as _
 
 from .events import TokenEvent
-from .usage import ClientAddress
+from .usage import UsageRecord, storable
 
 ALERTS_PER_DAY = 5
 # Events older than this are no longer worth a mail (the sender was down): they are marked skipped.
 ALERT_MAX_AGE = timedelta(hours=24)
 
 
-def record_new_address(
-    *, token_id=None, legacy_key_id=None, user_id, ip, at, last_ip=None, user_agent=""
-):
-    """Write the ``new_address`` event when the usage record written at *at* was the first from *ip*.
+def is_new_address(*, token_id=None, legacy_key_id=None, ip, last_ip=None):
+    """Tell whether a request from *ip* is the credential's first from that address.
 
-    The one place that decides "new address", so it can move with the usage store. Today the usage
-    trigger keeps a ClientAddress row per credential and address whose ``first_seen`` is the time of
-    the record that created it: when that equals *at*, this request was the first from *ip*. The
-    event's unique constraint (credential, ip) makes two first requests at the same moment write one.
-    The event's detail is the client's user agent.
+    The one place that decides "new address", asked before the request's own usage record is
+    written: new means no record of the credential from *ip*, summarised or not
+    (``UsageRecord.objects.address_is_new``: the summaries' unique (credential, ip) row, or the
+    unsummarised tail). Two first requests at the same moment may both find it new; the event's
+    unique constraint (credential, ip) makes them write one.
 
     Free for the usual request: one from the address of the credential's last accepted use
-    (*last_ip*, which authentication read anyway) cannot be new. Any other costs one indexed read.
+    (*last_ip*, which authentication read anyway) cannot be new. Any other costs one query.
     """
     if ip is None or ip == last_ip:
         return False
+    return UsageRecord.objects.address_is_new(ip=ip, token_id=token_id, legacy_key_id=legacy_key_id)
+
+
+def record_new_address(*, token_id=None, legacy_key_id=None, user_id, ip, at, user_agent=""):
+    """Write the ``new_address`` event for a request from *ip* that ``is_new_address`` found new.
+
+    The event's detail is the client's user agent, NUL and lone surrogates escaped as in the usage
+    record (``storable``): PostgreSQL refuses NUL in text, and the request would fail with it.
+    """
     credential = {"token_id": token_id} if token_id is not None else {"legacy_key_id": legacy_key_id}
-    if not ClientAddress.objects.filter(ip=ip, first_seen=at, **credential).exists():
-        return False
     TokenEvent.objects.bulk_create(
         [
             TokenEvent(
-                user_id=user_id, kind=TokenEvent.Kind.NEW_ADDRESS, at=at, ip=ip, detail=user_agent[:255],
-                **credential,
+                user_id=user_id, kind=TokenEvent.Kind.NEW_ADDRESS, at=at, ip=ip,
+                detail=storable(user_agent, 255), **credential,
             )
         ],
         ignore_conflicts=True,
     )
-    return True
 
 
 class AlertDeliveryQuerySet(models.QuerySet):

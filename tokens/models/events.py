@@ -13,7 +13,7 @@ from django.utils.translation import gettext_lazy as _
 
 
 # The PostgreSQL advisory lock that makes the event feed gap-free (docs/security.md, "Lock order"): every
-# INSERT into tokens_tokenevent takes it shared for its transaction (a statement trigger, migration 0004),
+# INSERT into tokens_tokenevent takes it shared for its transaction (a statement trigger, migration 0007),
 # and the feed reader tries to take it exclusively for the one statement that reads the highest id.
 EVENT_FEED_LOCK = 0x746F6B65  # "toke"
 # How long the feed reader tries for the lock before it answers "nothing new yet".

@@ -1,11 +1,12 @@
 from dataclasses import dataclass, field
-from datetime import timedelta
+from datetime import UTC, datetime, time, timedelta
 from itertools import groupby
 
 from django.conf import settings
 from django.core.exceptions import ValidationError
 from django.core.mail import send_mail
 from django.db import IntegrityError, models, transaction
+from django.db.models import Q
 from django.template.loader import render_to_string
 from django.urls import reverse
 from django.utils import timezone
@@ -22,6 +23,7 @@ from ..constants import (
 from .base import Credential
 from .events import TokenEvent
 from .policy import BrownoutWindow, ExpirationPolicy
+from .usage import UsageRecord, usage_totals
 
 # "Still in use": the window of the migration overview and of the owners' notices.
 NOTICE_WINDOW = timedelta(days=30)
@@ -93,6 +95,33 @@ class LegacyApiKeyQuerySet(models.QuerySet):
         return None
 
 
+    def used_since(self, moment):
+        """Return the keys with an accepted use at or after *moment*.
+
+        By the summaries (last_used_at, which the request path also sets at a key's first use each
+        day), or by a record the summaries do not hold yet (a subquery, an index range above the
+        watermark): exact without waiting for the summariser.
+        """
+        tail = UsageRecord.objects.unsummarised().filter(
+            legacy_key__isnull=False, accepted=True, at__gte=moment
+        )
+        return self.filter(Q(last_used_at__gte=moment) | Q(pk__in=tail.values("legacy_key_id")))
+
+    def mark_first_use_of_day(self, pk, *, at, ip=None):
+        """Set the last use of key *pk* to *at* unless it was used earlier that UTC day; return True if set.
+
+        The request path's write to a key row: once a day per key, for the "legacy key used" event and
+        the "never used" filter (the summariser keeps the last use current in between). Only the key's
+        row is locked (docs/security.md, "Lock order", step 2).
+        """
+        day_start = datetime.combine(at.astimezone(UTC).date(), time.min, tzinfo=UTC)
+        return bool(
+            self.filter(Q(last_used_at__isnull=True) | Q(last_used_at__lt=day_start), pk=pk).update(
+                last_used_at=at, last_used_ip=ip
+            )
+        )
+
+
 class LegacyApiKeyManager(models.Manager.from_queryset(LegacyApiKeyQuerySet)):
     def notify_owners(self, *, actor, now=None):
         """Mail every owner of an active key used in the last 30 days about the cutover; return a report.
@@ -106,10 +135,13 @@ class LegacyApiKeyManager(models.Manager.from_queryset(LegacyApiKeyQuerySet)):
         day = now.date().isoformat()
         keys = (
             self.active()
-            .filter(last_used_at__gte=now - NOTICE_WINDOW, user__is_active=True)
+            .used_since(now - NOTICE_WINDOW)
+            .filter(user__is_active=True)
             .select_related("user")
             .order_by("user_id", "pk")
         )
+        # The mail shows each key's last use and count: summaries + the records not summarised yet.
+        keys = usage_totals(list(keys))
         policy = ExpirationPolicy.load()
         context = {
             "sunset_at": policy.legacy_sunset_at,

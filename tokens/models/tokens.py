@@ -172,6 +172,16 @@ class TokenQuerySet(models.QuerySet):
             ignore_conflicts=True,
         )
 
+    def mark_first_use(self, pk, *, at, ip=None):
+        """Set the last use of never-used token *pk* to *at* from *ip*; return True if this was its first use.
+
+        The one write the request path makes to a token row, once in the token's life (the summariser
+        keeps the last use current afterwards). The address too, so the new-address check is free for
+        the requests that follow from it before the summariser runs. Only the token's row is locked
+        (docs/security.md, "Lock order", step 2).
+        """
+        return bool(self.filter(pk=pk, last_used_at__isnull=True).update(last_used_at=at, last_used_ip=ip))
+
     def _notice_pending(self, window):
         # Not yet mailed in the current window. A notice sent before the window opened belongs to an
         # earlier expiry that has since been extended, so it does not count.

@@ -1,14 +1,19 @@
-from datetime import timedelta
+import logging
+import threading
+import time as clock
+from contextlib import nullcontext
+from dataclasses import dataclass
+from datetime import UTC, datetime, time, timedelta
 
 from django.conf import settings
-from django.db import connections, models
-from django.db.models import Q, Sum
+from django.db import DatabaseError, connections, models, transaction
+from django.db.models import Count, Max, Min, Q, Sum, prefetch_related_objects
+from django.db.models.functions import Coalesce, TruncDate
 from django.utils import timezone
 from django.utils.translation import gettext_lazy as _
 
 from .. import sqlite_turns
 from ..constants import PATH_MAX_LENGTH, USER_AGENT_MAX_LENGTH
-
 
 _INSERT = (
     "INSERT INTO tokens_usagerecord (token_id, legacy_key_id, user_id, at, accepted, method, path, status, "
@@ -32,17 +37,27 @@ class UsageRecordQuerySet(models.QuerySet):
     def older_than(self, moment):
         return self.filter(at__lt=moment)
 
+    def summarised(self):
+        """The records the summaries already hold (at or below the watermark)."""
+        return self.filter(pk__lte=_watermark())
+
+    def unsummarised(self):
+        """The records the summaries do not hold yet: an index range on the newest ids."""
+        return self.filter(pk__gt=_watermark())
+
     def record(self, *, token_id=None, legacy_key_id=None, user_id, at, accepted, method, path, status, ip,
                user_agent, duration_ms, would_refuse=False):
-        """Insert one record with a single autocommitted statement (the trigger does the rest).
+        """Insert one record with a single autocommitted, append-only statement.
 
-        Its locks come in a fixed order: the credential's row (trigger), its day and address rows,
-        then at commit FOR KEY SHARE on the owner's row (foreign keys). Every other writer must fit
-        around that: docs/security.md, "Lock order".
+        No trigger and no foreign-key check: the INSERT locks no shared row (not the credential's, not
+        a summary's, not the owner's), so any number of requests for one token run side by side. The
+        counters, last use, per-day and per-address summaries are derived later by ``summarise`` and
+        read exactly as summary + unsummarised tail (``usage_totals``, ``DailyUsageQuerySet.series``,
+        ``client_addresses``).
 
         This runs on every API request, so it skips the ORM's query building: one raw INSERT.
         Outside a transaction it commits at once without waiting for the disk (SQLite
-        ``synchronous=NORMAL``, PostgreSQL asynchronous commit): the counts are exact as soon as
+        ``synchronous=NORMAL``, PostgreSQL asynchronous commit): the record is visible as soon as
         the statement returns; a crash of the machine or of the database server may lose the last
         moments of records, never a security write (see docs/performance.md).
         """
@@ -52,9 +67,8 @@ class UsageRecordQuerySet(models.QuerySet):
         # may hold a security write.
         relaxed = conn.get_autocommit()
         if relaxed and conn.vendor == "postgresql":
-            # The statement switches its own implicit transaction to asynchronous commit: the row and
-            # the trigger's counts are visible to everyone at once, but the commit does not wait for
-            # the WAL flush.
+            # The statement switches its own implicit transaction to asynchronous commit: the row is
+            # visible to everyone at once, but the commit does not wait for the WAL flush.
             sql += " RETURNING set_config('synchronous_commit', 'off', true)"
         params = [
             token_id,
@@ -73,37 +87,91 @@ class UsageRecordQuerySet(models.QuerySet):
         with conn.cursor() as cursor:
             if not (relaxed and conn.vendor == "sqlite"):
                 cursor.execute(sql, params)
-                return
-            # Every other commit is synchronous=FULL (settings.py); this one need not wait for an
-            # fsync. A connection flag rather than a statement: set on the driver's own connection.
-            conn.connection.execute("PRAGMA synchronous=NORMAL")
-            try:
-                # Queued behind the other processes' usage INSERTs rather than sleeping on the lock.
-                with sqlite_turns.turns.turn(conn):
-                    cursor.execute(sql, params)
-            finally:
-                conn.connection.execute("PRAGMA synchronous=FULL")
+            else:
+                # Every other commit is synchronous=FULL (settings.py); this one need not wait for an
+                # fsync. A connection flag rather than a statement: set on the driver's own connection.
+                conn.connection.execute("PRAGMA synchronous=NORMAL")
+                try:
+                    # Queued behind the other processes' usage INSERTs rather than sleeping on the lock.
+                    with sqlite_turns.turns.turn(conn):
+                        cursor.execute(sql, params)
+                finally:
+                    conn.connection.execute("PRAGMA synchronous=FULL")
+        summarising.count_record(self.db)
+
+    def record_with(self, mark, **fields):
+        """Run *mark()*, a write to the credential's row, and ``record(**fields)`` in one transaction.
+
+        Both or neither: the rare request that marks a first use is not counted as used unless its
+        record is written. On SQLite it still takes its turn with the other usage INSERTs (before the
+        write lock, as they do). Return what *mark()* returned.
+        """
+        conn = connections[self.db]
+        queued = conn.vendor == "sqlite" and conn.get_autocommit()
+        with sqlite_turns.turns.turn(conn) if queued else nullcontext(), transaction.atomic(using=self.db):
+            marked = mark()
+            self.record(**fields)
+        return marked
+
+    def summarised_through(self):
+        """The watermark: the highest record id the summaries hold."""
+        state = UsageSummaryState.objects.using(self.db).filter(pk=1).first()
+        return state.summarised_through if state else 0
+
+    def summarise(self, *, batch_size=None, max_batches=None, wait=False):
+        """Fold the records above the watermark into the summaries; return how many were folded in.
+
+        Bounded batches, each one short transaction that updates the summaries and moves the watermark
+        together, so a batch counts once or not at all (idempotent; a crash loses nothing). Safe with
+        several processes and nodes at once: the watermark row is taken with ``FOR UPDATE SKIP LOCKED``
+        on PostgreSQL (a second summariser finds it taken and returns 0) and under SQLite's write
+        lock (``BEGIN IMMEDIATE``) on SQLite. Stops when a batch comes back short, or after
+        *max_batches*. With *wait*, it waits for a summariser running elsewhere instead of returning
+        (``prune_usage``, which must not delete what is not summarised yet).
+        """
+        return summarising.summarise(self.db, batch_size=batch_size, max_batches=max_batches, wait=wait)
+
+    def address_is_new(self, *, ip, token_id=None, legacy_key_id=None, before_id=None):
+        """Tell whether *ip* was never seen for this credential: one query, two index probes.
+
+        Seen means a row of the summaries' unique (credential, ip) index, or a record of the
+        unsummarised tail from that ip; *before_id* (the id of the request being handled) leaves that
+        request and any later one out. Meant for new-address alerts (docs/scaling.md).
+        """
+        field, credential_id = ("token", token_id) if token_id is not None else ("legacy_key", legacy_key_id)
+        tail = self.unsummarised().filter(**{f"{field}_id": credential_id}, ip=ip)
+        if before_id is not None:
+            tail = tail.filter(pk__lt=before_id)
+        seen = ClientAddress.objects.filter(**{f"{field}_id": credential_id}, ip=ip)
+        either = models.Q(models.Exists(seen)) | models.Q(models.Exists(tail))
+        return not UsageSummaryState.objects.filter(either).exists()
 
 
 class UsageRecord(models.Model):
     """One API request made with a token or legacy key (accepted, or refused with a well-formed one).
 
-    Inserting a row is the whole write path of a request: a database trigger (migration 0002) adds
-    it to the credential's counters and last use, the per-day summary and the client address list in
-    the same statement, so counts are exact under any concurrency and survive pruning.
+    Inserting a row is the whole write path of a request, append-only. ``summarise`` later adds it to
+    the credential's counters and last use, the per-day summary and the client addresses, which
+    survive pruning; until then the readers add it themselves (summary + tail), so counts are exact
+    as soon as the response has been received. On PostgreSQL the table is partitioned by day on
+    ``at`` (migration 0010, ``prune_usage``).
     """
 
+    # No database foreign keys (db_constraint=False): their check on every INSERT cost about 25 µs and
+    # took FOR KEY SHARE on the owner's row (issue 13). Integrity is kept by Django instead: deleting a
+    # user, token or key deletes its records (on_delete=CASCADE runs in the ORM), and the summariser
+    # skips a record whose credential is gone (a request that raced the deletion).
     token = models.ForeignKey(
         "tokens.Token", verbose_name=_("token"), on_delete=models.CASCADE, null=True, blank=True,
-        related_name="usage_records", db_index=False,
+        related_name="usage_records", db_index=False, db_constraint=False,
     )
     legacy_key = models.ForeignKey(
         "tokens.LegacyApiKey", verbose_name=_("legacy key"), on_delete=models.CASCADE, null=True, blank=True,
-        related_name="usage_records", db_index=False,
+        related_name="usage_records", db_index=False, db_constraint=False,
     )
     user = models.ForeignKey(
         settings.AUTH_USER_MODEL, verbose_name=_("user"), on_delete=models.CASCADE, related_name="+",
-        db_index=False,
+        db_index=False, db_constraint=False,
     )
     at = models.DateTimeField(verbose_name=_("time"), default=timezone.now)
     accepted = models.BooleanField(verbose_name=_("accepted"), default=True)
@@ -114,7 +182,7 @@ class UsageRecord(models.Model):
     user_agent = models.CharField(verbose_name=_("user agent"), max_length=USER_AGENT_MAX_LENGTH, blank=True)
     duration_ms = models.FloatField(verbose_name=_("duration (ms)"))
     # The cutover rehearsal: served, but the rehearsed security level would have refused it. Counted
-    # from these rows directly (the overview's window, by "at"), not by the trigger or the summaries.
+    # from these rows directly (the overview's window, by "at"), not by the summaries.
     would_refuse = models.BooleanField(verbose_name=_("would be refused"), default=False, db_default=False)
 
     objects = UsageRecordQuerySet.as_manager()
@@ -149,10 +217,12 @@ class UsageRecord(models.Model):
 
 
 class DailyUsageQuerySet(models.QuerySet):
-    def series(self, days=30, today=None):
+    def series(self, days=30, today=None, *, records=None):
         """Return [(date, accepted, refused)] for the last *days* UTC days, zeros included, oldest first.
 
-        Rows of several credentials in the queryset are summed per day.
+        Rows of several credentials in the queryset are summed per day. *records* (a UsageRecord
+        queryset for the same credentials) adds the records not summarised yet, so the numbers are
+        exact: one more query, an index range above the watermark.
         """
         today = today or timezone.now().date()
         start = today - timedelta(days=days - 1)
@@ -162,11 +232,25 @@ class DailyUsageQuerySet(models.QuerySet):
             .values("day")
             .annotate(a=Sum("accepted"), r=Sum("refused"))
         }
+        if records is not None:
+            since = datetime.combine(start, time.min, tzinfo=UTC)
+            until = datetime.combine(today + timedelta(days=1), time.min, tzinfo=UTC)
+            tail = (
+                records.unsummarised()
+                .filter(at__gte=since, at__lt=until)
+                .annotate(day=TruncDate("at", tzinfo=UTC))
+                .values("day")
+                .annotate(a=Count("pk", filter=Q(accepted=True)), r=Count("pk", filter=Q(accepted=False)))
+                .order_by()
+            )
+            for row in tail:
+                accepted, refused = rows.get(row["day"], (0, 0))
+                rows[row["day"]] = (accepted + row["a"], refused + row["r"])
         return [(start + timedelta(days=i), *rows.get(start + timedelta(days=i), (0, 0))) for i in range(days)]
 
 
 class DailyUsage(models.Model):
-    """Requests per UTC day per credential, kept by the trigger; survives pruning of UsageRecord."""
+    """Requests per UTC day per credential, kept by ``summarise``; survives pruning of UsageRecord."""
 
     token = models.ForeignKey(
         "tokens.Token", on_delete=models.CASCADE, null=True, blank=True, related_name="daily_usage", db_index=False
@@ -194,7 +278,7 @@ class DailyUsage(models.Model):
 
 
 class ClientAddress(models.Model):
-    """Each client IP a credential was used from, kept by the trigger; survives pruning."""
+    """Each client IP a credential was used from, kept by ``summarise``; survives pruning."""
 
     token = models.ForeignKey(
         "tokens.Token", on_delete=models.CASCADE, null=True, blank=True, related_name="client_addresses",
@@ -221,3 +305,372 @@ class ClientAddress(models.Model):
             ),
         ]
 
+
+class UsageSummaryState(models.Model):
+    """The summaries' watermark: every record with an id at or below it is in the summaries.
+
+    One row (pk=1). The summariser locks it for the length of a batch, which is what lets several
+    processes and nodes run it at once without folding a record in twice.
+    """
+
+    summarised_through = models.BigIntegerField(verbose_name=_("summarised through record id"), default=0)
+    updated_at = models.DateTimeField(verbose_name=_("updated at"), null=True, blank=True)
+
+    class Meta:
+        verbose_name = _("usage summary state")
+        verbose_name_plural = _("usage summary state")
+        constraints = [models.CheckConstraint(condition=Q(pk=1), name="usage_summary_state_single_row")]
+
+
+_WATERMARK_SQL = "COALESCE((SELECT summarised_through FROM tokens_usagesummarystate WHERE id = 1), 0)"
+
+
+def _watermark():
+    # No row (a database flushed by the tests) means nothing is summarised yet.
+    return Coalesce(
+        models.Subquery(UsageSummaryState.objects.filter(pk=1).values("summarised_through")[:1]), 0
+    )
+
+
+log = logging.getLogger(__name__)
+
+BATCH_SIZE = 5_000  # records per summarising transaction
+SUMMARISE_EVERY = 500  # usage records a process writes between its own summarising runs
+SETTLE_WAIT = 2.0  # seconds a PostgreSQL summariser waits for INSERTs in flight to finish
+
+
+class Summariser:
+    """Fold records into the summaries: from cron (``summarise_usage``) and after responses.
+
+    Each process counts its usage INSERTs; every ``SUMMARISE_EVERY`` of them it runs one batch once the
+    response has been sent (``request_finished``, like the SQLite checkpoint), so under traffic the
+    tail stays a few thousand records long and the readers' tail query stays short.
+    """
+
+    def __init__(self):
+        self._lock = threading.Lock()
+        self._records = 0
+        self._due = set()
+
+    def count_record(self, alias):
+        with self._lock:
+            self._records += 1
+            if self._records % SUMMARISE_EVERY == 0:
+                self._due.add(alias)
+
+    def after_response(self):
+        if not self._due:  # the common case: no lock taken
+            return
+        with self._lock:
+            due, self._due = self._due, set()
+        for alias in due:
+            if connections[alias].in_atomic_block:
+                continue
+            try:
+                self.summarise(alias, max_batches=1)
+            except DatabaseError:
+                # The next run catches up; the readers stay exact meanwhile (summary + tail).
+                log.warning("usage summarising failed; the next run will catch up")
+
+    def summarise(self, alias, *, batch_size=None, max_batches=None, wait=False):
+        batch_size = batch_size or BATCH_SIZE
+        conn = connections[alias]
+        total = batches = 0
+        while max_batches is None or batches < max_batches:
+            if conn.vendor == "sqlite":
+                # Queue with the usage INSERTs first, then take the write lock (BEGIN IMMEDIATE): the
+                # other order could leave an INSERT holding the turn and waiting for this lock.
+                with sqlite_turns.turns.turn(conn), transaction.atomic(using=alias):
+                    folded = self._batch(conn, batch_size, wait)
+            else:
+                with transaction.atomic(using=alias):
+                    folded = self._batch(conn, batch_size, wait)
+            if folded is None:  # another summariser holds the watermark
+                break
+            total += folded
+            batches += 1
+            if folded < batch_size:
+                break
+        return total
+
+    def _batch(self, conn, batch_size, wait):
+        states = UsageSummaryState.objects.using(conn.alias)
+        # Made by migration 0010; made again at 0 after the tests flush the tables.
+        states.bulk_create([UsageSummaryState(pk=1)], ignore_conflicts=True)
+        # Waiting is bounded by the lock timeout (5 s on PostgreSQL); another summariser's batch is short.
+        state = states.select_for_update(skip_locked=not wait).filter(pk=1).first()
+        if state is None:
+            return None
+        low = state.summarised_through
+        high = _settled_bound(conn)
+        records = UsageRecord.objects.using(conn.alias).filter(pk__gt=low)
+        if high is not None:
+            records = records.filter(pk__lte=high)
+        rows = list(
+            records.order_by("pk").values_list(
+                "pk", "token_id", "legacy_key_id", "at", "accepted", "ip", "user_agent"
+            )[:batch_size]
+        )
+        if not rows:
+            return 0
+        _fold(conn, rows)
+        UsageSummaryState.objects.using(conn.alias).filter(pk=1).update(
+            summarised_through=rows[-1][0], updated_at=timezone.now()
+        )
+        return len(rows)
+
+
+def _settled_bound(conn):
+    """Return the highest record id no INSERT in flight can still commit below (None: no bound needed).
+
+    SQLite: the summariser holds the write lock, so no INSERT is in flight. PostgreSQL: ids come from
+    a sequence before their INSERT commits, so id 7 can become visible after id 8; a watermark moved
+    past 8 would skip 7 for ever. Every INSERT holds its lock on the table from before it takes an id
+    until it ends, so: read the sequence (S), list the transactions holding that lock, and wait for
+    them to end. Every id up to S is then committed or rolled back. New INSERTs are never waited for
+    and never blocked (pg_locks is only read).
+    """
+    if conn.vendor != "postgresql":
+        return None
+    with conn.cursor() as cursor:
+        cursor.execute(
+            "SELECT last_value, is_called FROM tokens_usagerecord_id_seq"
+        )
+        last_value, is_called = cursor.fetchone()
+        bound = last_value if is_called else last_value - 1
+        cursor.execute(
+            "SELECT array_agg(DISTINCT virtualtransaction) FROM pg_locks WHERE relation = "
+            "'tokens_usagerecord'::regclass AND mode = 'RowExclusiveLock' AND pid <> pg_backend_pid()"
+        )
+        (writers,) = cursor.fetchone()
+        deadline = clock.monotonic() + SETTLE_WAIT
+        pause = 0.0005
+        while writers:
+            cursor.execute(
+                "SELECT array_agg(virtualxid) FROM pg_locks WHERE locktype = 'virtualxid' "
+                "AND granted AND virtualxid = ANY(%s)",
+                [writers],
+            )
+            (writers,) = cursor.fetchone()
+            if not writers:
+                break
+            if clock.monotonic() > deadline:
+                # A transaction that inserted a record and stays open (a test, a shell): leave the
+                # watermark where it is and try again next time.
+                return -1
+            clock.sleep(pause)
+            pause = min(pause * 2, 0.05)
+    return bound
+
+
+@dataclass
+class _Use:
+    accepted: int = 0
+    last: tuple = None  # (at, id, ip, user agent) of the newest accepted record
+
+
+def _fold(conn, rows):
+    """Add *rows* (id, token_id, legacy_key_id, at, accepted, ip, user_agent) to the summaries."""
+    from .legacy import LegacyApiKey
+    from .tokens import Token
+
+    def present(model, ids):
+        return set(model.objects.using(conn.alias).filter(pk__in=ids).values_list("pk", flat=True))
+
+    existing = {
+        "token": present(Token, {r[1] for r in rows if r[1]}),
+        "legacy_key": present(LegacyApiKey, {r[2] for r in rows if r[2]}),
+    }
+    uses, days, addresses = {}, {}, {}
+    for pk, token_id, legacy_key_id, at, accepted, ip, user_agent in rows:
+        field, credential = ("token", token_id) if token_id else ("legacy_key", legacy_key_id)
+        if credential not in existing[field]:
+            continue  # its credential was deleted after the request: nothing to count it for
+        key = (field, credential)
+        use = uses.setdefault(key, _Use())
+        if accepted:
+            use.accepted += 1
+            if use.last is None or (at, pk) > use.last[:2]:
+                use.last = (at, pk, ip, user_agent)
+        day = days.setdefault((field, credential, at.astimezone(UTC).date()), [0, 0])
+        day[0 if accepted else 1] += 1
+        if ip is not None:
+            seen = addresses.get((field, credential, ip))
+            if seen is None:
+                addresses[(field, credential, ip)] = [at, at, user_agent, 1]
+            else:
+                seen[0] = min(seen[0], at)
+                if at >= seen[1]:
+                    seen[1], seen[2] = at, user_agent
+                seen[3] += 1
+    adapt = conn.ops.adapt_datetimefield_value
+    newest = "GREATEST" if conn.vendor == "postgresql" else "MAX"
+    oldest = "LEAST" if conn.vendor == "postgresql" else "MIN"
+    with conn.cursor() as cursor:
+        # Credential rows in id order, so two writers holding several never wait for each other in a circle.
+        for field, table in (("token", "tokens_token"), ("legacy_key", "tokens_legacyapikey")):
+            # Refused-only credentials change nothing here (request_count counts accepted requests).
+            counted = sorted(
+                (credential, use) for (kind, credential), use in uses.items() if kind == field and use.last
+            )
+            if counted:
+                # last_used_at in every CASE is the row's value before this UPDATE (SQL semantics).
+                newer = "last_used_at IS NULL OR last_used_at <= %s"
+                cursor.executemany(
+                    f"UPDATE {table} SET request_count = request_count + %s, "
+                    f"last_used_at = CASE WHEN {newer} THEN %s ELSE last_used_at END, "
+                    f"last_used_ip = CASE WHEN {newer} THEN %s ELSE last_used_ip END, "
+                    f"last_used_user_agent = CASE WHEN {newer} THEN %s ELSE last_used_user_agent END "
+                    "WHERE id = %s",
+                    [
+                        (use.accepted, *_last_use_params(use.last, adapt), credential)
+                        for credential, use in counted
+                    ],
+                )
+        for field in ("token", "legacy_key"):
+            day_rows = sorted(
+                (credential, day, a, r) for (kind, credential, day), (a, r) in days.items() if kind == field
+            )
+            if day_rows:
+                cursor.executemany(
+                    f"INSERT INTO tokens_dailyusage ({field}_id, day, accepted, refused) "
+                    "VALUES (%s, %s, %s, %s) "
+                    f"ON CONFLICT ({field}_id, day) WHERE {field}_id IS NOT NULL DO UPDATE SET "
+                    "accepted = tokens_dailyusage.accepted + excluded.accepted, "
+                    "refused = tokens_dailyusage.refused + excluded.refused",
+                    [(c, conn.ops.adapt_datefield_value(d), a, r) for c, d, a, r in day_rows],
+                )
+            address_rows = sorted(
+                (credential, ip, *seen) for (kind, credential, ip), seen in addresses.items() if kind == field
+            )
+            if address_rows:
+                cursor.executemany(
+                    f"INSERT INTO tokens_clientaddress ({field}_id, ip, first_seen, last_seen, "
+                    "last_user_agent, requests) VALUES (%s, %s, %s, %s, %s, %s) "
+                    f"ON CONFLICT ({field}_id, ip) WHERE {field}_id IS NOT NULL DO UPDATE SET "
+                    f"first_seen = {oldest}(tokens_clientaddress.first_seen, excluded.first_seen), "
+                    "last_user_agent = CASE WHEN excluded.last_seen >= tokens_clientaddress.last_seen "
+                    "THEN excluded.last_user_agent ELSE tokens_clientaddress.last_user_agent END, "
+                    f"last_seen = {newest}(tokens_clientaddress.last_seen, excluded.last_seen), "
+                    "requests = tokens_clientaddress.requests + excluded.requests",
+                    [
+                        (c, ip, adapt(first), adapt(last), agent, n)
+                        for c, ip, first, last, agent, n in address_rows
+                    ],
+                )
+
+
+def _last_use_params(last, adapt):
+    """The CASE parameters of the credential UPDATE for the newest accepted record *last*."""
+    at, _pk, ip, agent = last
+    return (adapt(at), adapt(at), adapt(at), ip, adapt(at), agent)
+
+
+summarising = Summariser()
+
+
+def summarise_after_response(**kwargs):
+    """Receive ``request_finished`` (connected in ``TokensConfig.ready``): run a batch if one is due."""
+    summarising.after_response()
+
+
+def usage_totals(credentials):
+    """Add the unsummarised records to each credential's ``request_count`` and last use; return them.
+
+    *credentials* are Token or LegacyApiKey instances (one kind). Always one query, whatever the tail
+    holds: per credential, the count of accepted records above the watermark (an index range on the
+    newest ids) joined to the newest of them. The readers' half of "exact when read".
+    """
+    credentials = [c for c in credentials if c is not None]
+    if not credentials:
+        return credentials
+    column = "token_id" if credentials[0].event_field == "token" else "legacy_key_id"
+    by_id = {c.pk: c for c in credentials}
+    table = UsageRecord._meta.db_table
+    placeholders = ", ".join(["%s"] * len(by_id))
+    # Scalar subqueries, not a join, for the newest record's columns: each is one probe of the primary
+    # key, whatever the planner guesses about the size of the tail.
+    newest = UsageRecord.objects.raw(
+        f"SELECT tail.newest AS id, {_of_newest('at')}, {_of_newest('ip')}, {_of_newest('user_agent')}, "
+        f"tail.credential, tail.n FROM ("
+        f"SELECT {column} AS credential, COUNT(*) AS n, MAX(id) AS newest FROM {table} "
+        f"WHERE id > {_WATERMARK_SQL} AND accepted = %s AND {column} IN ({placeholders}) GROUP BY {column}"
+        f") tail",
+        [True, *by_id],
+    )
+    for record in newest:
+        credential = by_id[record.credential]
+        credential.request_count += record.n
+        if credential.last_used_at is None or record.at >= credential.last_used_at:
+            credential.last_used_at, credential.last_used_ip = record.at, record.ip
+            credential.last_used_user_agent = record.user_agent
+    return credentials
+
+
+def _of_newest(column):
+    table = UsageRecord._meta.db_table
+    return f"(SELECT r.{column} FROM {table} r WHERE r.id = tail.newest) AS {column}"
+
+
+def client_addresses(addresses, records, *, limit, related=()):
+    """Return (count, rows): the ClientAddress queryset *addresses* with the tail of *records* folded in.
+
+    *records* is the UsageRecord queryset of the same credentials. The rows are the newest *limit* by
+    last use, as ``addresses.order_by("-last_seen")[:limit]`` would give once summarised. Always three
+    queries (the tail's addresses, the count, the rows), plus one per *related* lookup prefetched.
+    """
+    tail_sql, tail_params = (
+        records.unsummarised()
+        .exclude(ip=None)
+        .values("token_id", "legacy_key_id", "ip")
+        .annotate(first=Min("at"), last=Max("at"), n=Count("pk"), newest=Max("pk"))
+        .order_by()
+        .query.sql_with_params()
+    )
+    # The user agent of each address's newest record, in the same query.
+    tail = list(
+        UsageRecord.objects.raw(
+            f"SELECT tail.newest AS id, {_of_newest('user_agent')}, tail.token_id AS tail_token, "
+            f"tail.legacy_key_id AS tail_key, tail.ip AS tail_ip, tail.first AS tail_first, "
+            f"tail.last AS tail_last, tail.n AS tail_n FROM ({tail_sql}) tail",
+            tail_params,
+        )
+    )
+    count = addresses.count()
+    newest_first = addresses.order_by("-last_seen", "-id")
+    # Stored rows: the newest *limit*, and every stored row a tail address adds to (matched against all
+    # stored addresses, not only *addresses*: a filtered set, such as recent ones, may not hold it).
+    pairs = Q(pk__in=newest_first.values("pk")[:limit])
+    for row in tail:
+        pairs |= Q(token_id=row.tail_token, legacy_key_id=row.tail_key, ip=row.tail_ip)
+    stored = ClientAddress.objects.filter(pairs)
+    if related:
+        stored = stored.select_related(*related)
+    by_key = {(row.token_id, row.legacy_key_id, row.ip): row for row in stored}
+    for row in tail:
+        first, last = _aware(row.tail_first), _aware(row.tail_last)
+        address = by_key.get((row.tail_token, row.tail_key, row.tail_ip))
+        if address is None:
+            address = ClientAddress(
+                token_id=row.tail_token, legacy_key_id=row.tail_key, ip=row.tail_ip,
+                first_seen=first, last_seen=last, last_user_agent=row.user_agent, requests=0,
+            )
+            by_key[(row.tail_token, row.tail_key, row.tail_ip)] = address
+            count += 1
+        else:
+            address.first_seen = min(address.first_seen, first)
+            if last >= address.last_seen:
+                address.last_seen, address.last_user_agent = last, row.user_agent
+        address.requests += row.tail_n
+    merged = sorted(by_key.values(), key=lambda address: (address.last_seen, address.pk or 0), reverse=True)
+    merged = merged[:limit]
+    if related:
+        prefetch_related_objects(merged, *related)
+    return count, merged
+
+
+def _aware(value):
+    """A datetime from a raw query's extra column (SQLite gives text, naive UTC)."""
+    if isinstance(value, str):
+        value = datetime.fromisoformat(value)
+    return value if value.tzinfo is not None else value.replace(tzinfo=UTC)
