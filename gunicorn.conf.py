@@ -6,7 +6,7 @@ work stop gunicorn with the settings' one-line message: checked only in the work
 print it and exit, and gunicorn would halt with a traceback of its own.
 """
 
-import portal.settings  # noqa: F401,E402  (exits with one line on a bad setting)
+import portal.settings  # noqa: F401  (exits with one line on a bad setting)
 
 # The access log must never hold the token of a password-reset link: see portal/gunicorn_log.py.
 logger_class = "portal.gunicorn_log.RedactingLogger"

@@ -85,9 +85,13 @@ def prepare():
     # matching entry (loopback, where wrk and the in-process calls come from) is the last of ten.
     user.user_permissions.add(Permission.objects.get(codename="view_user", content_type__app_label="auth"))
     _restricted, restricted = Token.objects.issue(
-        user=user, name="bench-restricted", expires_at=expires_at, access="read",
+        user=user,
+        name="bench-restricted",
+        expires_at=expires_at,
+        access="read",
         permissions=["auth.view_user"],
-        allowed_ips=[f"198.51.100.{i}" for i in range(1, 5)] + [f"2001:db8::{i}" for i in range(1, 5)]
+        allowed_ips=[f"198.51.100.{i}" for i in range(1, 5)]
+        + [f"2001:db8::{i}" for i in range(1, 5)]
         + ["::1", "127.0.0.0/8"],
     )
     legacy = "legacy-" + secrets.token_urlsafe(24)
@@ -100,10 +104,20 @@ def prepare():
         Case("none", "no credentials (401)", "/api/users/me", status=401),
         Case("forged", "forged bearer (401)", "/api/users/me", "Authorization", f"Bearer {forged}", 401),
         Case("bearer", "bearer, usage recorded", "/api/users/me", "Authorization", f"Bearer {bearer}"),
-        Case("restricted", "bearer read-only + allow-list + narrowed, recorded", "/api/users/me",
-             "Authorization", f"Bearer {restricted}"),
-        Case("unrecorded", "bearer, not recorded (bench only)", "/bench/bearer-unrecorded/me",
-             "Authorization", f"Bearer {bearer}"),
+        Case(
+            "restricted",
+            "bearer read-only + allow-list + narrowed, recorded",
+            "/api/users/me",
+            "Authorization",
+            f"Bearer {restricted}",
+        ),
+        Case(
+            "unrecorded",
+            "bearer, not recorded (bench only)",
+            "/bench/bearer-unrecorded/me",
+            "Authorization",
+            f"Bearer {bearer}",
+        ),
         Case("legacy", "legacy key, usage recorded", "/api/users/me", "Rest-Api-Key", legacy),
         Case("knox", "knox TokenAuthentication", "/bench/knox/me", "Authorization", f"Token {knox}"),
         Case("drf", "DRF TokenAuthentication", "/bench/drf/me", "Authorization", f"Token {drf}"),
@@ -267,9 +281,18 @@ def in_process(paths, *, rounds, seconds):
 
 def start_server(port, workers):
     command = [
-        str(Path(sys.executable).with_name("gunicorn")), "portal.wsgi",
-        "--bind", f"127.0.0.1:{port}", "--workers", str(workers), "--worker-class", "sync",
-        "--log-level", "critical", "--chdir", str(ROOT),
+        str(Path(sys.executable).with_name("gunicorn")),
+        "portal.wsgi",
+        "--bind",
+        f"127.0.0.1:{port}",
+        "--workers",
+        str(workers),
+        "--worker-class",
+        "sync",
+        "--log-level",
+        "critical",
+        "--chdir",
+        str(ROOT),
     ]
     server = subprocess.Popen(command, cwd=ROOT, start_new_session=True)
     deadline = time.monotonic() + 30
@@ -315,13 +338,20 @@ def probe(port, path):
 def wrk(port, path, *, seconds, connections):
     env = {**os.environ, "BENCH_HEADER": path.header, "BENCH_VALUE": path.value}
     command = [
-        "wrk", "-t1", f"-c{connections}", f"-d{seconds}s", "--timeout", "5s",
-        "-s", str(BENCH_DIR / "report.lua"), f"http://127.0.0.1:{port}{path.url}",
+        "wrk",
+        "-t1",
+        f"-c{connections}",
+        f"-d{seconds}s",
+        "--timeout",
+        "5s",
+        "-s",
+        str(BENCH_DIR / "report.lua"),
+        f"http://127.0.0.1:{port}{path.url}",
     ]
     path.runs += 1
     output = subprocess.run(command, env=env, capture_output=True, text=True, check=True).stdout
     line = next(line for line in output.splitlines() if line.startswith("BENCH "))
-    summary = json.loads(line[len("BENCH "):])
+    summary = json.loads(line[len("BENCH ") :])
     expected_errors = summary["requests"] if path.status >= 300 else 0
     if summary["non2xx"] != expected_errors:
         raise SystemExit(
@@ -367,12 +397,12 @@ def recording_cost(bearer, pieces):
     """
     by = {p.key: p for p in pieces}
     lookup, record = by["lookup"], by["record"]
-    rounds = list(zip(bearer.micros, lookup.micros, record.micros))
+    rounds = list(zip(bearer.micros, lookup.micros, record.micros, strict=False))
 
     def median(values):
         return statistics.median(list(values))
 
-    full_us, lookup_us, record_us = (median(column) for column in zip(*rounds))
+    full_us, lookup_us, record_us = (median(column) for column in zip(*rounds, strict=False))
     times_lookup = median(r / lk for _b, lk, r in rounds)
     share = median(r / b for b, _lk, r in rounds)
     with_without = median(b / (b - r) for b, _lk, r in rounds)
@@ -430,8 +460,10 @@ def report(paths, *, database, rounds, seconds, connections, workers, counts, pi
     for name, value, goal in checks:
         lines.append(f"| {name} | {value:.2f}× | {'yes' if value >= goal else 'no'} |")
     in_process_ratio = statistics.median(bearer.micros) / base_us
-    lines.append(f"| bearer in-process ≤ 3× no-credentials (µs) | {in_process_ratio:.2f}× | "
-                 f"{'yes' if in_process_ratio <= 3 else 'no'} |")
+    lines.append(
+        f"| bearer in-process ≤ 3× no-credentials (µs) | {in_process_ratio:.2f}× | "
+        f"{'yes' if in_process_ratio <= 3 else 'no'} |"
+    )
     no_query = "yes" if forged.queries == 0 else "no"
     lines.append(f"| forged token: no query | {forged.queries} queries | {no_query} |")
     lines += recording_cost(bearer, pieces)
@@ -480,11 +512,24 @@ def main():
     django.setup()
     paths = prepare()
     pieces = in_process(paths, rounds=args.rounds, seconds=min(1.0, args.seconds / 5))
-    load(paths, port=args.port, rounds=args.rounds, seconds=args.seconds, connections=args.connections,
-         workers=args.workers)
-    text = report(paths, database=args.database, rounds=args.rounds, seconds=args.seconds,
-                  connections=args.connections, workers=args.workers, counts=check_counts(),
-                  pieces=pieces)
+    load(
+        paths,
+        port=args.port,
+        rounds=args.rounds,
+        seconds=args.seconds,
+        connections=args.connections,
+        workers=args.workers,
+    )
+    text = report(
+        paths,
+        database=args.database,
+        rounds=args.rounds,
+        seconds=args.seconds,
+        connections=args.connections,
+        workers=args.workers,
+        counts=check_counts(),
+        pieces=pieces,
+    )
     text += "\n" + "\n".join(page_scaling())
     text += "\n" + "\n".join(hot_token(args.port, rounds=args.rounds, seconds=args.seconds))
     text += "\n" + "\n".join(retention())

@@ -131,14 +131,16 @@ def prepare():
 
     call_command("migrate", verbosity=0)
     user, _created = get_user_model().objects.get_or_create(username="gateway-bench")
-    _token, value = Token.objects.issue(user=user, name=f"gateway {time.time_ns()}",
-                                        expires_at=timezone.now() + timedelta(days=1))
+    _token, value = Token.objects.issue(
+        user=user, name=f"gateway {time.time_ns()}", expires_at=timezone.now() + timedelta(days=1)
+    )
     auth = f"Bearer {value}"
     return [
         Case("open", "nginx → upstream (no authentication)", "/open/x"),
         Case("guarded", "nginx + auth_request → portal → upstream", "/guarded/x", "Authorization", auth),
-        Case("bearer", "portal's own bearer path (GET /api/users/me)", "/api/users/me",
-             "Authorization", auth),
+        Case(
+            "bearer", "portal's own bearer path (GET /api/users/me)", "/api/users/me", "Authorization", auth
+        ),
     ]
 
 
@@ -194,8 +196,14 @@ def main():
         if nginx is not None:
             stop_nginx(nginx, folder)
         stop_server(server)
-    text = report(cases, database=args.database, rounds=args.rounds, seconds=args.seconds,
-                  connections=args.connections, workers=args.workers)
+    text = report(
+        cases,
+        database=args.database,
+        rounds=args.rounds,
+        seconds=args.seconds,
+        connections=args.connections,
+        workers=args.workers,
+    )
     print(text, flush=True)
     if args.out:
         args.out.parent.mkdir(parents=True, exist_ok=True)

@@ -68,7 +68,7 @@ def hot_token(port, *, rounds, seconds):
                 results.append(_wrk(port, tokens, seconds))
     finally:
         stop_server(server)
-    ratio = statistics.median(s[0] / p[0] for s, p in zip(shared, spread))
+    ratio = statistics.median(s[0] / p[0] for s, p in zip(shared, spread, strict=False))
     rate = {
         name: statistics.median(r for r, _p99 in results) for name, results in (("s", shared), ("p", spread))
     }

@@ -54,15 +54,18 @@ def _bool(name, default):
 def _whole_number(name, default):
     raw = _raw(name, default).strip()
     if not re.fullmatch(r"[0-9]{1,9}", raw):
-        _refuse(name, f"is {raw!r}, not a whole number of seconds",
-                f"Set {name} to 0 or more, e.g. {name}=600.")
+        _refuse(
+            name, f"is {raw!r}, not a whole number of seconds", f"Set {name} to 0 or more, e.g. {name}=600."
+        )
     return int(raw)
 
 
 def _seconds(name, default):
     raw = _raw(name, default).strip()
     if not re.fullmatch(r"[0-9]{1,6}(\.[0-9]{1,3})?", raw):
-        _refuse(name, f"is {raw!r}, not a number of seconds", f"Set {name} to 0 (off) or more, e.g. {name}=5.")
+        _refuse(
+            name, f"is {raw!r}, not a number of seconds", f"Set {name} to 0 (off) or more, e.g. {name}=5."
+        )
     return float(raw)
 
 
@@ -76,8 +79,11 @@ def _networks(name):
         try:
             ipaddress.ip_network(item, strict=False)
         except ValueError:
-            _refuse(name, f"has {item!r}, which is not an IP address or network",
-                    f"List addresses or networks separated by commas, e.g. {name}=10.0.0.1,192.168.0.0/24.")
+            _refuse(
+                name,
+                f"has {item!r}, which is not an IP address or network",
+                f"List addresses or networks separated by commas, e.g. {name}=10.0.0.1,192.168.0.0/24.",
+            )
     return items
 
 
@@ -91,8 +97,11 @@ def _private_folder(path):
         if path.stat().st_mode & 0o077:
             path.chmod(0o700)
     except OSError as error:
-        _refuse("DATA_DIR", f"({path}) cannot be created or made private: {error.strerror}",
-                "Point DATA_DIR at a folder this account owns.")
+        _refuse(
+            "DATA_DIR",
+            f"({path}) cannot be created or made private: {error.strerror}",
+            "Point DATA_DIR at a folder this account owns.",
+        )
     return path
 
 
@@ -141,13 +150,19 @@ ALLOWED_HOSTS = _list("ALLOWED_HOSTS", "127.0.0.1,localhost")
 CSRF_TRUSTED_ORIGINS = _list("CSRF_TRUSTED_ORIGINS")
 for _origin in CSRF_TRUSTED_ORIGINS:
     if not re.fullmatch(r"https?://[^/\s]+", _origin):
-        _refuse("CSRF_TRUSTED_ORIGINS", f"has {_origin!r}, which is not an origin",
-                "List origins with their scheme and no path, "
-                "e.g. CSRF_TRUSTED_ORIGINS=https://tokens.example.com.")
+        _refuse(
+            "CSRF_TRUSTED_ORIGINS",
+            f"has {_origin!r}, which is not an origin",
+            "List origins with their scheme and no path, "
+            "e.g. CSRF_TRUSTED_ORIGINS=https://tokens.example.com.",
+        )
 SITE_URL = _raw("SITE_URL", "http://127.0.0.1:8000").strip().rstrip("/")
 if not re.fullmatch(r"https?://[^/\s]+(/\S*)?", SITE_URL):
-    _refuse("SITE_URL", f"is {SITE_URL!r}, not an http(s) address",
-            "Set the address people open, e.g. SITE_URL=https://tokens.example.com.")
+    _refuse(
+        "SITE_URL",
+        f"is {SITE_URL!r}, not an http(s) address",
+        "Set the address people open, e.g. SITE_URL=https://tokens.example.com.",
+    )
 # GitHub secret scanning: a file holding GitHub's public keys document (see docs/tokens.md); empty: off.
 GITHUB_SECRET_SCANNING_KEYS = _raw("GITHUB_SECRET_SCANNING_KEYS", "").strip()
 # Client IPs are taken from X-Forwarded-For only when the direct peer is one of these proxies.
@@ -209,8 +224,11 @@ except Exception:  # django-environ raises ValueError, KeyError or ImproperlyCon
 _db = DATABASES["default"]
 _ENGINES = ("django.db.backends.sqlite3", "django.db.backends.postgresql")
 if _db.get("ENGINE") not in _ENGINES or not _db.get("NAME"):
-    _refuse("DATABASE_URL", "names no SQLite file or PostgreSQL database (the two this portal supports)",
-            _DATABASE_FIX)
+    _refuse(
+        "DATABASE_URL",
+        "names no SQLite file or PostgreSQL database (the two this portal supports)",
+        _DATABASE_FIX,
+    )
 CONN_MAX_AGE = _whole_number("CONN_MAX_AGE", "600")
 # PostgreSQL only; read on every engine so that a mistake is told at once, not on the first deployment.
 DATABASE_LOCK_TIMEOUT = _seconds("DATABASE_LOCK_TIMEOUT", "5")
@@ -301,8 +319,9 @@ TIME_ZONE = _raw("TIME_ZONE", "UTC").strip()
 try:
     zoneinfo.ZoneInfo(TIME_ZONE)
 except (ValueError, zoneinfo.ZoneInfoNotFoundError):
-    _refuse("TIME_ZONE", f"is {TIME_ZONE!r}, not a known time zone",
-            "Use a name such as UTC or Europe/Paris.")
+    _refuse(
+        "TIME_ZONE", f"is {TIME_ZONE!r}, not a known time zone", "Use a name such as UTC or Europe/Paris."
+    )
 USE_I18N = True
 USE_TZ = True
 
@@ -317,8 +336,11 @@ STORAGES = {
 try:
     EMAIL_CONFIG = env.email_url_config(_raw("EMAIL_URL", "consolemail://"))
 except Exception:  # as for DATABASE_URL: never print the URL, it may hold a password
-    _refuse("EMAIL_URL", "cannot be read as a mail server URL",
-            "Use e.g. smtp+tls://user:password@mail.example.com:587 or consolemail://.")
+    _refuse(
+        "EMAIL_URL",
+        "cannot be read as a mail server URL",
+        "Use e.g. smtp+tls://user:password@mail.example.com:587 or consolemail://.",
+    )
 vars().update(EMAIL_CONFIG)
 DEFAULT_FROM_EMAIL = env.str("DEFAULT_FROM_EMAIL", default="portal@localhost")
 
@@ -350,7 +372,9 @@ LOGGING = {
     "formatters": {
         "line": {"format": "time=%(asctime)s level=%(levelname)s logger=%(name)s msg=%(message)r"},
     },
-    "handlers": {"stdout": {"class": "logging.StreamHandler", "stream": "ext://sys.stdout", "formatter": "line"}},
+    "handlers": {
+        "stdout": {"class": "logging.StreamHandler", "stream": "ext://sys.stdout", "formatter": "line"}
+    },
     "root": {"handlers": ["stdout"], "level": LOG_LEVEL},
     # Refused API calls are recorded as usage records; logging each 4xx again would only cost time.
     "loggers": {"django.db.backends": {"level": "WARNING"}, "django.request": {"level": "ERROR"}},

@@ -7,7 +7,10 @@ from django.views.decorators.http import require_safe
 @require_safe
 @never_cache
 def healthz(request):
-    """Answer GET or HEAD with 200 when the database answers a query, 503 when it does not. No authentication."""
+    """Answer GET or HEAD with 200 when the database answers a query, 503 when it does not.
+
+    No authentication: load balancers call it.
+    """
     try:
         connection.ensure_connection()
         with connection.cursor() as cursor:

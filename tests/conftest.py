@@ -17,8 +17,9 @@ pytest_plugins = ["tests.secret_scan"]
 @pytest.fixture
 def make_user(django_user_model):
     def make(username="alice", **extra):
-        return django_user_model.objects.create_user(username=username, password=PASSWORD,
-                                                     email=f"{username}@example.com", **extra)
+        return django_user_model.objects.create_user(
+            username=username, password=PASSWORD, email=f"{username}@example.com", **extra
+        )
 
     return make
 

@@ -27,6 +27,7 @@ import logging
 import re
 import threading
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import pytest
 
@@ -134,7 +135,7 @@ def observe_response(*, method, path, status, headers, body, source):
 
 def observe_log_file(path):
     try:
-        text = open(path, encoding="utf-8", errors="replace").read()
+        text = Path(path).read_text(encoding="utf-8", errors="replace")
     except FileNotFoundError:
         return []
     return scanner.observe(text, where=f"log file {path}")
@@ -249,12 +250,20 @@ def _no_secret_leaks(request):
     leaks = scanner.leaks[before:]
     scanner.current_test = None
     if leaks:
-        pytest.fail("secret scan: a token value or legacy key appeared outside its single reveal:\n"
-                    + "\n".join(f"  {leak}" for leak in leaks), pytrace=False)
+        pytest.fail(
+            "secret scan: a token value or legacy key appeared outside its single reveal:\n"
+            + "\n".join(f"  {leak}" for leak in leaks),
+            pytrace=False,
+        )
 
 
-DB_FIXTURES = {"db", "transactional_db", "django_db_reset_sequences", "django_db_serialized_rollback",
-               "live_server"}
+DB_FIXTURES = {
+    "db",
+    "transactional_db",
+    "django_db_reset_sequences",
+    "django_db_serialized_rollback",
+    "live_server",
+}
 
 
 def _uses_database(item):

@@ -182,7 +182,8 @@ def test_the_policy_page_lists_tokens_exceeding_the_maximum_and_links_to_them(
 
 def test_the_policy_page_shows_lifetimes_as_a_number_and_a_unit(staff, policy):
     ExpirationPolicy.objects.filter(pk=1).update(
-        default_lifetime=timedelta(days=30), minimum_lifetime=timedelta(minutes=5),
+        default_lifetime=timedelta(days=30),
+        minimum_lifetime=timedelta(minutes=5),
         maximum_lifetime=timedelta(days=365),
     )
     form = staff.get(POLICY_URL).context["adminform"].form
@@ -202,14 +203,19 @@ def test_lifetimes_entered_as_a_number_and_a_unit_are_saved_as_that_duration(sta
     response = staff.post(
         POLICY_URL,
         _policy_form(
-            policy, minimum_lifetime="2 hours", default_lifetime="7 days", maximum_lifetime="2 years",
+            policy,
+            minimum_lifetime="2 hours",
+            default_lifetime="7 days",
+            maximum_lifetime="2 years",
             presets=["1d", "7d", "30d", "90d", "1y"],
         ),
     )
     assert response.status_code == 302, response.context["adminform"].form.errors
     saved = ExpirationPolicy.objects.get()
     assert (saved.minimum_lifetime, saved.default_lifetime, saved.maximum_lifetime) == (
-        timedelta(hours=2), timedelta(days=7), timedelta(days=730)
+        timedelta(hours=2),
+        timedelta(days=7),
+        timedelta(days=730),
     )
 
 
@@ -256,7 +262,13 @@ def test_each_change_of_level_rehearsal_sunset_or_window_is_an_audited_event(sta
     events = {e.kind: e for e in TokenEvent.objects.all()}
     # The form also sends a deprecation date of its own: one "policy changed" event names it, and only it;
     # the transition's settings have their own events, not a second one.
-    assert set(events) == {"level_changed", "rehearsal_changed", "sunset_changed", "brownout_changed", "policy_changed"}
+    assert set(events) == {
+        "level_changed",
+        "rehearsal_changed",
+        "sunset_changed",
+        "brownout_changed",
+        "policy_changed",
+    }
     assert events["policy_changed"].detail == "legacy_deprecated_at"
     assert events["level_changed"].detail == "compatibility → high"
     assert events["rehearsal_changed"].detail == "none → bearer_only"
@@ -265,7 +277,12 @@ def test_each_change_of_level_rehearsal_sunset_or_window_is_an_audited_event(sta
     assert {(e.user_id, e.actor_id) for e in events.values()} == {(staff_user.pk, staff_user.pk)}
     assert ExpirationPolicy.objects.get().rehearsal_started_at is not None
     stream = _text(staff.get("/admin/tokens/tokenevent/"))
-    labels = ("security level changed", "rehearsal changed", "brownout window changed", "legacy sunset changed")
+    labels = (
+        "security level changed",
+        "rehearsal changed",
+        "brownout window changed",
+        "legacy sunset changed",
+    )
     for label in labels:
         assert label in stream
     # Saving again without a change writes nothing.
@@ -312,14 +329,48 @@ def test_a_brownout_that_ends_before_it_starts_is_a_form_error(staff, policy):
     assert not BrownoutWindow.objects.exists() and not TokenEvent.objects.exists()
 
 
-def test_the_transition_section_shows_keys_in_use_and_what_the_next_level_would_refuse(staff, policy, user, client):
+def test_the_transition_section_shows_keys_in_use_and_what_the_next_level_would_refuse(
+    staff, policy, user, client
+):
     LegacyApiKey.objects.import_key(user=user, key=LEGACY_KEY)
     for _ in range(2):
         client.get("/api/users/me", HTTP_REST_API_KEY=LEGACY_KEY)
     page = _text(staff.get(POLICY_URL))
     assert "Transition" in page
     numbers = re.search(r'<dl class="transition-numbers">.*?</dl>', page, re.S).group(0)
-    assert re.sub(r"\s+", " ", re.sub(r"<[^>]+>", " ", numbers)).split() == ["Level", "in", "force", "Compatibility:", "bearer", "tokens,", "legacy", "keys", "and", "browser", "sessions", "Legacy", "keys", "used", "in", "the", "last", "30", "days", "1", "Requests", "in", "the", "last", "30", "days", "that", "High", "would", "refuse", "2"]
+    assert re.sub(r"\s+", " ", re.sub(r"<[^>]+>", " ", numbers)).split() == [
+        "Level",
+        "in",
+        "force",
+        "Compatibility:",
+        "bearer",
+        "tokens,",
+        "legacy",
+        "keys",
+        "and",
+        "browser",
+        "sessions",
+        "Legacy",
+        "keys",
+        "used",
+        "in",
+        "the",
+        "last",
+        "30",
+        "days",
+        "1",
+        "Requests",
+        "in",
+        "the",
+        "last",
+        "30",
+        "days",
+        "that",
+        "High",
+        "would",
+        "refuse",
+        "2",
+    ]
 
 
 def test_shortening_brings_exceeding_tokens_to_the_maximum_and_tells_their_owners(
@@ -345,7 +396,7 @@ def test_shortening_brings_exceeding_tokens_to_the_maximum_and_tells_their_owner
 
 
 def test_the_token_list_shows_every_users_tokens_with_their_metadata(staff, user, other_user, issue, client):
-    token, value = issue(user, name="deploy-bot")
+    _token, value = issue(user, name="deploy-bot")
     issue(other_user, name="backup-job")
     client.get("/api/users/me", **bearer(value))
     page = _text(staff.get(TOKENS_URL))
@@ -382,7 +433,7 @@ def test_the_token_list_filters_by_status_expiry_and_use(
     staff, user, issue, client, policy, query, shown, hidden
 ):
     ExpirationPolicy.objects.filter(pk=1).update(no_expiry_allowed_for="everyone")
-    fresh, value = issue(user, name="fresh", days=20)
+    _fresh, value = issue(user, name="fresh", days=20)
     client.get("/api/users/me", **bearer(value))
     issue(user, name="soon", days=3)
     issue(user, name="forever", days=None)
@@ -433,17 +484,20 @@ def test_the_token_list_refuses_filters_on_the_digest_or_the_public_id(staff, us
     assert "deploy-bot" not in _text(response)
 
 
-@pytest.mark.parametrize("url, lookup", [
-    ("/admin/tokens/usagerecord/", "token__digest__startswith"),
-    ("/admin/tokens/tokenevent/", "token__public_id__startswith"),
-    ("/admin/tokens/legacyapikey/", "digest__startswith"),
-])
+@pytest.mark.parametrize(
+    "url, lookup",
+    [
+        ("/admin/tokens/usagerecord/", "token__digest__startswith"),
+        ("/admin/tokens/tokenevent/", "token__public_id__startswith"),
+        ("/admin/tokens/legacyapikey/", "digest__startswith"),
+    ],
+)
 def test_the_other_lists_refuse_filters_that_reach_a_digest_or_public_id(staff, url, lookup):
     assert staff.get(url, {lookup: "a"}).status_code == 400
 
 
 def test_the_find_form_posts_the_value_so_it_is_in_no_address(staff, user, issue):
-    leaked, value = issue(user, name="deploy-bot")
+    _leaked, value = issue(user, name="deploy-bot")
     page = _text(staff.get(TOKENS_URL))
     assert 'action="/admin/tokens/token/find/"' in page and 'method="post"' in page
     response = staff.post(TOKENS_URL + "find/", {"value": value})
@@ -680,7 +734,7 @@ def test_usage_records_are_read_only_and_filter_by_token_user_status_and_date(
     staff, user, other_user, issue, client
 ):
     token, value = issue(user, name="deploy-bot")
-    other, other_value = issue(other_user, name="backup-job")
+    _other, other_value = issue(other_user, name="backup-job")
     client.get("/api/users/me", **bearer(value))
     client.get("/api/tokens/999999", **bearer(value))
     client.get("/api/users/me", **bearer(other_value))
@@ -766,17 +820,25 @@ def _staff_with(make_user, client, *codenames):
     from django.contrib.auth.models import Permission
 
     member = make_user("stella", is_staff=True)
-    member.user_permissions.add(*Permission.objects.filter(content_type__app_label="tokens", codename__in=codenames))
+    member.user_permissions.add(
+        *Permission.objects.filter(content_type__app_label="tokens", codename__in=codenames)
+    )
     client.force_login(member)
     return member
 
 
 def test_only_a_superuser_can_create_a_token_for_another_user(make_user, client, user):
     member = _staff_with(make_user, client, "add_token", "view_token")
-    page, nonce = _add_form(client)
+    _page, nonce = _add_form(client)
     expires = timezone.now() + timedelta(days=10)
-    data = {"user": user.pk, "name": "takeover", "purpose": "", "nonce": nonce,
-            "expires_at_0": expires.strftime("%Y-%m-%d"), "expires_at_1": expires.strftime("%H:%M:%S")}
+    data = {
+        "user": user.pk,
+        "name": "takeover",
+        "purpose": "",
+        "nonce": nonce,
+        "expires_at_0": expires.strftime("%Y-%m-%d"),
+        "expires_at_1": expires.strftime("%H:%M:%S"),
+    }
     refused = client.post(TOKENS_URL + "add/", data)
     assert refused.status_code == 200
     assert "Only superusers can create a token for another user" in _text(refused)
@@ -802,10 +864,17 @@ def test_staff_who_may_only_add_tokens_cannot_read_another_users_name_through_th
     assert user.get_username() not in page
     _page, nonce = _add_form(client)
     expires = timezone.now() + timedelta(days=10)
-    refused = client.post(TOKENS_URL + "add/", {
-        "user": user.pk, "name": "probe", "purpose": "", "nonce": nonce,
-        "expires_at_0": expires.strftime("%Y-%m-%d"), "expires_at_1": expires.strftime("%H:%M:%S"),
-    })
+    refused = client.post(
+        TOKENS_URL + "add/",
+        {
+            "user": user.pk,
+            "name": "probe",
+            "purpose": "",
+            "nonce": nonce,
+            "expires_at_0": expires.strftime("%Y-%m-%d"),
+            "expires_at_1": expires.strftime("%H:%M:%S"),
+        },
+    )
     assert "Only superusers can create a token for another user" in _text(refused)
     assert user.get_username() not in _text(refused)
     assert not Token.objects.exists()
@@ -814,6 +883,8 @@ def test_staff_who_may_only_add_tokens_cannot_read_another_users_name_through_th
 def test_a_superuser_can_still_preselect_the_owner_of_a_new_token(staff, make_user):
     service = make_user("backup-service")
     assert "backup-service" in _text(staff.get(TOKENS_URL + f"add/?user={service.pk}"))
+
+
 # --- least privilege ----------------------------------------------------------------------------------------
 
 
@@ -831,14 +902,23 @@ def test_the_token_list_filters_by_access_and_shows_it(staff, user, issue):
     assert "Read only" in page
 
 
-def test_the_change_page_shows_and_changes_the_limits_through_set_restrictions(staff, staff_user, user, issue):
+def test_the_change_page_shows_and_changes_the_limits_through_set_restrictions(
+    staff, staff_user, user, issue
+):
     user.user_permissions.add(_view_user())
     token, _value = issue(user, access="read", permissions=["auth.view_user"], allowed_ips=["192.0.2.0/24"])
     page = _text(staff.get(f"{TOKENS_URL}{token.pk}/change/"))
     assert "auth.view_user" in page and "192.0.2.0/24" in page
-    response = staff.post(f"{TOKENS_URL}{token.pk}/change/", {
-        "name": token.name, "purpose": "", "access": "read_write", "permissions_text": "auth.view_user",
-        "allowed_ips_text": "192.0.2.0/24\n2001:db8::1"})
+    response = staff.post(
+        f"{TOKENS_URL}{token.pk}/change/",
+        {
+            "name": token.name,
+            "purpose": "",
+            "access": "read_write",
+            "permissions_text": "auth.view_user",
+            "allowed_ips_text": "192.0.2.0/24\n2001:db8::1",
+        },
+    )
     assert response.status_code == 302
     token.refresh_from_db()
     assert (token.access, token.allowed_ips) == ("read_write", ["192.0.2.0/24", "2001:db8::1"])
@@ -848,19 +928,36 @@ def test_the_change_page_shows_and_changes_the_limits_through_set_restrictions(s
 
 def test_a_superuser_cannot_grant_a_token_more_than_its_owner_holds(staff, user, issue):
     token, _value = issue(user)
-    response = staff.post(f"{TOKENS_URL}{token.pk}/change/", {
-        "name": token.name, "purpose": "", "access": "read_write", "permissions_text": "auth.delete_user",
-        "allowed_ips_text": ""})
+    response = staff.post(
+        f"{TOKENS_URL}{token.pk}/change/",
+        {
+            "name": token.name,
+            "purpose": "",
+            "access": "read_write",
+            "permissions_text": "auth.delete_user",
+            "allowed_ips_text": "",
+        },
+    )
     assert response.status_code == 200
     assert "The owner does not hold: auth.delete_user" in _text(response)
     token.refresh_from_db()
     assert token.permissions is None
     _page, nonce = _add_form(staff)
     expires = timezone.now() + timedelta(days=10)
-    response = staff.post(TOKENS_URL + "add/", {
-        "user": user.pk, "name": "service", "purpose": "", "nonce": nonce, "access": "read",
-        "permissions_text": "auth.delete_user", "allowed_ips_text": "",
-        "expires_at_0": expires.strftime("%Y-%m-%d"), "expires_at_1": expires.strftime("%H:%M:%S")})
+    response = staff.post(
+        TOKENS_URL + "add/",
+        {
+            "user": user.pk,
+            "name": "service",
+            "purpose": "",
+            "nonce": nonce,
+            "access": "read",
+            "permissions_text": "auth.delete_user",
+            "allowed_ips_text": "",
+            "expires_at_0": expires.strftime("%Y-%m-%d"),
+            "expires_at_1": expires.strftime("%H:%M:%S"),
+        },
+    )
     assert "The owner does not hold: auth.delete_user" in _text(response)
     assert not Token.objects.filter(name="service").exists()
 
@@ -868,24 +965,46 @@ def test_a_superuser_cannot_grant_a_token_more_than_its_owner_holds(staff, user,
 def test_adding_a_token_in_the_admin_takes_its_limits(staff, user):
     _page, nonce = _add_form(staff)
     expires = timezone.now() + timedelta(days=10)
-    response = staff.post(TOKENS_URL + "add/", {
-        "user": user.pk, "name": "service", "purpose": "", "nonce": nonce, "access": "read",
-        "permissions_text": "", "allowed_ips_text": "203.0.113.0/24",
-        "expires_at_0": expires.strftime("%Y-%m-%d"), "expires_at_1": expires.strftime("%H:%M:%S")})
+    response = staff.post(
+        TOKENS_URL + "add/",
+        {
+            "user": user.pk,
+            "name": "service",
+            "purpose": "",
+            "nonce": nonce,
+            "access": "read",
+            "permissions_text": "",
+            "allowed_ips_text": "203.0.113.0/24",
+            "expires_at_0": expires.strftime("%Y-%m-%d"),
+            "expires_at_1": expires.strftime("%H:%M:%S"),
+        },
+    )
     assert response.status_code == 200
     token = Token.objects.get(name="service")
     assert (token.access, token.permissions, token.allowed_ips) == ("read", None, ["203.0.113.0/24"])
 
 
-def test_staff_who_are_not_superusers_cannot_change_another_users_token_limits(make_user, client, user, issue):
+def test_staff_who_are_not_superusers_cannot_change_another_users_token_limits(
+    make_user, client, user, issue
+):
     from django.contrib.auth.models import Permission
 
     clerk = make_user("clerk", is_staff=True)
-    clerk.user_permissions.add(*Permission.objects.filter(content_type__app_label="tokens", codename__endswith="token"))
+    clerk.user_permissions.add(
+        *Permission.objects.filter(content_type__app_label="tokens", codename__endswith="token")
+    )
     client.force_login(clerk)
     token, _value = issue(user, allowed_ips=["192.0.2.1"])
-    response = client.post(f"{TOKENS_URL}{token.pk}/change/", {
-        "name": token.name, "purpose": "", "access": "read_write", "permissions_text": "", "allowed_ips_text": ""})
+    response = client.post(
+        f"{TOKENS_URL}{token.pk}/change/",
+        {
+            "name": token.name,
+            "purpose": "",
+            "access": "read_write",
+            "permissions_text": "",
+            "allowed_ips_text": "",
+        },
+    )
     assert response.status_code == 200
     assert "Only superusers can change the limits" in _text(response)
     token.refresh_from_db()
@@ -893,11 +1012,14 @@ def test_staff_who_are_not_superusers_cannot_change_another_users_token_limits(m
 
 
 def test_the_policy_page_sets_the_default_access_and_the_allow_list_rule(staff, policy):
-    response = staff.post(POLICY_URL, _policy_form(policy, default_access="read",
-                                                   require_allowed_ips_without_expiry="on"))
+    response = staff.post(
+        POLICY_URL, _policy_form(policy, default_access="read", require_allowed_ips_without_expiry="on")
+    )
     assert response.status_code == 302
     policy.refresh_from_db()
     assert policy.default_access == "read" and policy.require_allowed_ips_without_expiry
+
+
 # --- every admin change is an event (the event feed exports them) -------------------------------------------
 
 
@@ -926,7 +1048,9 @@ def test_changing_a_purpose_in_the_admin_is_an_event_the_owner_sees(staff, staff
 # --- rotation -----------------------------------------------------------------------------------------------
 
 
-def test_the_rotate_action_takes_one_token_to_its_rotate_page_and_reveals_the_new_value_once(staff, staff_user):
+def test_the_rotate_action_takes_one_token_to_its_rotate_page_and_reveals_the_new_value_once(
+    staff, staff_user
+):
     soon = timezone.now() + timedelta(days=9)
     token, _ = Token.objects.issue(user=staff_user, name="ops", expires_at=soon)
     other, _ = Token.objects.issue(user=staff_user, name="two", expires_at=timezone.now() + timedelta(days=9))
@@ -957,14 +1081,19 @@ def test_only_a_superuser_rotates_another_users_token_in_the_admin(client, make_
     token, _ = Token.objects.issue(user=user, name="alice's", expires_at=timezone.now() + timedelta(days=9))
     response = client.get(f"{TOKENS_URL}{token.pk}/rotate/", follow=True)
     assert "Only superusers can rotate" in _text(response)
-    assert client.post(f"{TOKENS_URL}{token.pk}/rotate/", {"overlap": "none", "expiry": "same",
-                                                          "nonce": "n" * 43}).status_code == 302
+    assert (
+        client.post(
+            f"{TOKENS_URL}{token.pk}/rotate/", {"overlap": "none", "expiry": "same", "nonce": "n" * 43}
+        ).status_code
+        == 302
+    )
     assert Token.objects.count() == 1 and Token.objects.get().status == "active"
 
 
 def test_the_policy_sets_the_longest_overlap_including_none_and_the_self_rotation_switch(staff, policy):
-    response = staff.post(POLICY_URL, _policy_form(policy, max_rotation_overlap="0 hours",
-                                                   self_rotation_allowed=None))
+    response = staff.post(
+        POLICY_URL, _policy_form(policy, max_rotation_overlap="0 hours", self_rotation_allowed=None)
+    )
     assert response.status_code == 302, _text(response)
     policy.refresh_from_db()
     assert policy.max_rotation_overlap == timedelta(0) and policy.self_rotation_allowed is False

@@ -36,7 +36,8 @@ def test_a_new_address_produces_one_alert_and_a_known_one_none(client, issued, m
     use(client, value, "198.51.100.20")
 
     assert [(e.ip, e.detail) for e in new_address_events(token)] == [
-        ("192.0.2.1", "curl/8.5"), ("198.51.100.20", "evil-scraper/1.0"),
+        ("192.0.2.1", "curl/8.5"),
+        ("198.51.100.20", "evil-scraper/1.0"),
     ]
     assert mailoutbox == []  # nothing is mailed on the request path
     send_pending()
@@ -81,7 +82,8 @@ def test_at_most_five_alert_mails_per_token_a_day(client, issued, user, issue, m
 
     assert len(mailoutbox) == ALERTS_PER_DAY + 1  # five for the busy token, one for the other
     assert report.outcomes == {
-        AlertDelivery.Outcome.SENT: ALERTS_PER_DAY + 1, AlertDelivery.Outcome.CAPPED: 3,
+        AlertDelivery.Outcome.SENT: ALERTS_PER_DAY + 1,
+        AlertDelivery.Outcome.CAPPED: 3,
     }
     # Once those mails are a day old, the token may alert again.
     AlertDelivery.objects.update(at=timezone.now() - timedelta(days=1, minutes=1))
@@ -92,8 +94,9 @@ def test_at_most_five_alert_mails_per_token_a_day(client, issued, user, issue, m
 
 def test_a_muted_token_and_the_policy_switch_send_no_alert(client, user, issue, mailoutbox):
     muted, muted_value = issue(user, name="muted")
-    response = client.patch(f"/api/tokens/{muted.pk}", {"alerts": False}, content_type="application/json",
-                            **bearer(muted_value))
+    response = client.patch(
+        f"/api/tokens/{muted.pk}", {"alerts": False}, content_type="application/json", **bearer(muted_value)
+    )
     assert response.status_code == 200 and response.json()["alerts"] is False
     use(client, muted_value, "192.0.2.50")
     send_pending()
@@ -128,8 +131,12 @@ def test_the_owner_mutes_and_unmutes_alerts_on_the_token_page(client, user, issu
 def test_patch_refuses_a_non_boolean_alerts_value_and_changes_nothing(client, issued):
     token, value = issued
     for bad in ("false", 0, None, [], {"a": 1}):
-        response = client.patch(f"/api/tokens/{token.pk}", {"alerts": bad, "name": "new name"},
-                                content_type="application/json", **bearer(value))
+        response = client.patch(
+            f"/api/tokens/{token.pk}",
+            {"alerts": bad, "name": "new name"},
+            content_type="application/json",
+            **bearer(value),
+        )
         assert response.status_code == 400 and "alerts" in response.json()["fields"]
     token.refresh_from_db()
     assert (token.alerts, token.name) == (True, "ci")

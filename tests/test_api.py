@@ -71,10 +71,27 @@ def test_a_page_past_the_end_is_404(client, issued):
 def test_token_json_never_carries_the_value_or_digest(client, issued):
     token, value = issued
     body = client.get(f"/api/tokens/{token.pk}", **bearer(value)).json()
-    assert set(body) == {"id", "name", "purpose", "status", "created_at", "expires_at", "revoked_at", "last_used_at",
-                         "last_used_ip", "last_used_user_agent", "request_count", "last_characters",
-                         "access", "permissions", "allowed_ips", "alerts",
-                         "replaces", "replaced_by", "rotation_ends_at"}
+    assert set(body) == {
+        "id",
+        "name",
+        "purpose",
+        "status",
+        "created_at",
+        "expires_at",
+        "revoked_at",
+        "last_used_at",
+        "last_used_ip",
+        "last_used_user_agent",
+        "request_count",
+        "last_characters",
+        "access",
+        "permissions",
+        "allowed_ips",
+        "alerts",
+        "replaces",
+        "replaced_by",
+        "rotation_ends_at",
+    }
     text = json.dumps(body)
     assert value not in text and token.digest not in text
     assert body["last_characters"] == value[-4:]
@@ -92,8 +109,12 @@ def test_another_users_token_is_404_like_a_missing_one(client, user, other_user,
 
 def test_rename_changes_the_name_and_records_an_event(client, issued):
     token, value = issued
-    response = client.patch(f"/api/tokens/{token.pk}", json.dumps({"name": "  deploy bot  "}),
-                            content_type="application/json", **bearer(value))
+    response = client.patch(
+        f"/api/tokens/{token.pk}",
+        json.dumps({"name": "  deploy bot  "}),
+        content_type="application/json",
+        **bearer(value),
+    )
     assert response.status_code == 200 and response.json()["name"] == "deploy bot"
     assert TokenEvent.objects.filter(token=token, kind="renamed").exists()
 
@@ -110,7 +131,9 @@ def test_delete_revokes_and_a_second_delete_is_harmless(client, user, issue):
 
 def test_a_session_can_create_a_token_and_sees_the_value_once(client, user):
     client.force_login(user)
-    response = client.post("/api/tokens", {"name": "laptop", "purpose": "scripts"}, content_type="application/json")
+    response = client.post(
+        "/api/tokens", {"name": "laptop", "purpose": "scripts"}, content_type="application/json"
+    )
     assert response.status_code == 201
     assert "no-store" in response["Cache-Control"]
     body = response.json()
@@ -123,17 +146,23 @@ def test_a_session_can_create_a_token_and_sees_the_value_once(client, user):
 
 
 def test_a_bearer_token_cannot_mint_tokens_unless_the_policy_allows_it(client, issued, policy):
-    response = client.post("/api/tokens", {"name": "more"}, content_type="application/json", **bearer(issued[1]))
+    response = client.post(
+        "/api/tokens", {"name": "more"}, content_type="application/json", **bearer(issued[1])
+    )
     assert response.status_code == 403 and Token.objects.count() == 1
     policy.bearer_can_create_tokens = True
     policy.save()
-    response = client.post("/api/tokens", {"name": "more"}, content_type="application/json", **bearer(issued[1]))
+    response = client.post(
+        "/api/tokens", {"name": "more"}, content_type="application/json", **bearer(issued[1])
+    )
     assert response.status_code == 201
 
 
 def test_no_expiry_is_only_allowed_where_the_policy_says(client, user, policy):
     client.force_login(user)
-    refused = client.post("/api/tokens", {"name": "forever", "expires_at": None}, content_type="application/json")
+    refused = client.post(
+        "/api/tokens", {"name": "forever", "expires_at": None}, content_type="application/json"
+    )
     assert refused.status_code == 400 and "expires_at" in refused.json()["fields"]
     policy.no_expiry_allowed_for = ExpirationPolicy.NoExpiry.EVERYONE
     policy.save()
@@ -145,23 +174,26 @@ def _in(days):
     return (timezone.now() + timedelta(days=days)).isoformat()
 
 
-@pytest.mark.parametrize("body, field", [
-    ({"name": ""}, "name"),
-    ({"name": "   "}, "name"),
-    ({"name": "x" * 101}, "name"),
-    ({"name": "nul\x00byte"}, "name"),
-    ({"name": 42}, "name"),
-    ({}, "name"),
-    ({"name": "ok", "color": "red"}, "color"),
-    ({"name": "ok", "purpose": ["list"]}, "purpose"),
-    ({"name": "ok", "purpose": "p" * 501}, "purpose"),
-    ({"name": "ok", "expires_at": "yesterday"}, "expires_at"),
-    ({"name": "ok", "expires_at": 12}, "expires_at"),
-    ({"name": "ok", "expires_at": "2030-01-01T00:00:00"}, "expires_at"),
-    ({"name": "ok", "expires_at": "2001-01-01T00:00:00Z"}, "expires_at"),
-    ({"name": "ok", "expires_at": "2999-01-01T00:00:00Z"}, "expires_at"),
-    ({"name": "ok", "expires_at": "PLACEHOLDER_TOO_SHORT"}, "expires_at"),
-])
+@pytest.mark.parametrize(
+    "body, field",
+    [
+        ({"name": ""}, "name"),
+        ({"name": "   "}, "name"),
+        ({"name": "x" * 101}, "name"),
+        ({"name": "nul\x00byte"}, "name"),
+        ({"name": 42}, "name"),
+        ({}, "name"),
+        ({"name": "ok", "color": "red"}, "color"),
+        ({"name": "ok", "purpose": ["list"]}, "purpose"),
+        ({"name": "ok", "purpose": "p" * 501}, "purpose"),
+        ({"name": "ok", "expires_at": "yesterday"}, "expires_at"),
+        ({"name": "ok", "expires_at": 12}, "expires_at"),
+        ({"name": "ok", "expires_at": "2030-01-01T00:00:00"}, "expires_at"),
+        ({"name": "ok", "expires_at": "2001-01-01T00:00:00Z"}, "expires_at"),
+        ({"name": "ok", "expires_at": "2999-01-01T00:00:00Z"}, "expires_at"),
+        ({"name": "ok", "expires_at": "PLACEHOLDER_TOO_SHORT"}, "expires_at"),
+    ],
+)
 def test_bad_create_input_gets_400_with_field_messages_and_changes_nothing(client, user, body, field):
     if body.get("expires_at") == "PLACEHOLDER_TOO_SHORT":
         body["expires_at"] = (timezone.now() + timedelta(minutes=2)).isoformat()
@@ -173,13 +205,16 @@ def test_bad_create_input_gets_400_with_field_messages_and_changes_nothing(clien
     assert _snapshot(tokens_only=True) == before
 
 
-@pytest.mark.parametrize("payload, content_type, status", [
-    ("{not json", "application/json", 400),
-    ("[1, 2]", "application/json", 400),
-    ('"name"', "application/json", 400),
-    ("name=x", "application/x-www-form-urlencoded", 415),
-    ("\xff\xfe", "application/json", 400),
-])
+@pytest.mark.parametrize(
+    "payload, content_type, status",
+    [
+        ("{not json", "application/json", 400),
+        ("[1, 2]", "application/json", 400),
+        ('"name"', "application/json", 400),
+        ("name=x", "application/x-www-form-urlencoded", 415),
+        ("\xff\xfe", "application/json", 400),
+    ],
+)
 def test_non_json_bodies_are_refused_and_change_nothing(client, user, payload, content_type, status):
     client.force_login(user)
     before = _snapshot(tokens_only=True)
@@ -236,12 +271,14 @@ def test_nobody_can_grant_a_token_a_permission_its_owner_lacks(client, user, iss
     token, _value = issued
     client.force_login(user)
     before = _snapshot(tokens_only=True)
-    created = client.post("/api/tokens", {"name": "x", "permissions": ["auth.view_user"]},
-                          content_type="application/json")
+    created = client.post(
+        "/api/tokens", {"name": "x", "permissions": ["auth.view_user"]}, content_type="application/json"
+    )
     assert created.status_code == 400
     assert "does not hold: auth.view_user" in created.json()["fields"]["permissions"][0]
-    changed = client.patch(f"/api/tokens/{token.pk}", {"permissions": ["auth.delete_user"]},
-                           content_type="application/json")
+    changed = client.patch(
+        f"/api/tokens/{token.pk}", {"permissions": ["auth.delete_user"]}, content_type="application/json"
+    )
     assert changed.status_code == 400
     assert "does not hold: auth.delete_user" in changed.json()["fields"]["permissions"][0]
     assert _snapshot(tokens_only=True) == before
@@ -249,40 +286,59 @@ def test_nobody_can_grant_a_token_a_permission_its_owner_lacks(client, user, iss
 
 def test_create_and_patch_accept_access_permissions_and_allowed_ips(client, viewer):
     client.force_login(viewer)
-    created = client.post("/api/tokens", {
-        "name": "ro", "access": "read", "permissions": ["auth.view_user", "auth.view_user"],
-        "allowed_ips": ["203.0.113.7/32", " 2001:DB8::/32 "],
-    }, content_type="application/json")
+    created = client.post(
+        "/api/tokens",
+        {
+            "name": "ro",
+            "access": "read",
+            "permissions": ["auth.view_user", "auth.view_user"],
+            "allowed_ips": ["203.0.113.7/32", " 2001:DB8::/32 "],
+        },
+        content_type="application/json",
+    )
     assert created.status_code == 201, created.json()
     body = created.json()
     assert (body["access"], body["permissions"], body["allowed_ips"]) == (
-        "read", ["auth.view_user"], ["203.0.113.7", "2001:db8::/32"])
-    changed = client.patch(f"/api/tokens/{body['id']}", {"access": "read_write", "permissions": None,
-                                                         "allowed_ips": []}, content_type="application/json")
+        "read",
+        ["auth.view_user"],
+        ["203.0.113.7", "2001:db8::/32"],
+    )
+    changed = client.patch(
+        f"/api/tokens/{body['id']}",
+        {"access": "read_write", "permissions": None, "allowed_ips": []},
+        content_type="application/json",
+    )
     assert changed.status_code == 200
     assert (changed.json()["access"], changed.json()["permissions"], changed.json()["allowed_ips"]) == (
-        "read_write", None, [])
+        "read_write",
+        None,
+        [],
+    )
     kinds = set(TokenEvent.objects.filter(token_id=body["id"]).values_list("kind", flat=True))
     assert {"access_changed", "permissions_changed", "addresses_changed"} <= kinds
-    assert set(TokenEvent.objects.filter(kind="access_changed").values_list("actor__username", flat=True)) == {
-        "victor"}
+    assert set(
+        TokenEvent.objects.filter(kind="access_changed").values_list("actor__username", flat=True)
+    ) == {"victor"}
 
 
-@pytest.mark.parametrize("body, field", [
-    ({"access": "write"}, "access"),
-    ({"access": None}, "access"),
-    ({"permissions": "auth.view_user"}, "permissions"),
-    ({"permissions": [1]}, "permissions"),
-    ({"permissions": ["auth.view_user\x00"]}, "permissions"),
-    ({"allowed_ips": "203.0.113.1"}, "allowed_ips"),
-    ({"allowed_ips": ["203.0.113.1/24"]}, "allowed_ips"),
-    ({"allowed_ips": ["fe80::1%eth0"]}, "allowed_ips"),
-    ({"allowed_ips": ["１.２.３.４"]}, "allowed_ips"),
-    ({"allowed_ips": ["10.0.0.1\u202e"]}, "allowed_ips"),
-    ({"allowed_ips": ["not an address"]}, "allowed_ips"),
-    ({"allowed_ips": [f"10.0.0.{i}" for i in range(51)]}, "allowed_ips"),
-    ({"allowed_ips": [[]]}, "allowed_ips"),
-])
+@pytest.mark.parametrize(
+    "body, field",
+    [
+        ({"access": "write"}, "access"),
+        ({"access": None}, "access"),
+        ({"permissions": "auth.view_user"}, "permissions"),
+        ({"permissions": [1]}, "permissions"),
+        ({"permissions": ["auth.view_user\x00"]}, "permissions"),
+        ({"allowed_ips": "203.0.113.1"}, "allowed_ips"),
+        ({"allowed_ips": ["203.0.113.1/24"]}, "allowed_ips"),
+        ({"allowed_ips": ["fe80::1%eth0"]}, "allowed_ips"),
+        ({"allowed_ips": ["１.２.３.４"]}, "allowed_ips"),
+        ({"allowed_ips": ["10.0.0.1\u202e"]}, "allowed_ips"),
+        ({"allowed_ips": ["not an address"]}, "allowed_ips"),
+        ({"allowed_ips": [f"10.0.0.{i}" for i in range(51)]}, "allowed_ips"),
+        ({"allowed_ips": [[]]}, "allowed_ips"),
+    ],
+)
 def test_bad_restrictions_get_400_with_the_field_and_change_nothing(client, user, issued, body, field):
     token, _value = issued
     client.force_login(user)
@@ -302,12 +358,19 @@ def test_the_policy_can_require_an_allow_list_for_tokens_without_expiry(client, 
     policy.require_allowed_ips_without_expiry = True
     policy.save()
     client.force_login(user)
-    refused = client.post("/api/tokens", {"name": "forever", "expires_at": None}, content_type="application/json")
+    refused = client.post(
+        "/api/tokens", {"name": "forever", "expires_at": None}, content_type="application/json"
+    )
     assert refused.status_code == 400 and "allowed_ips" in refused.json()["fields"]
-    made = client.post("/api/tokens", {"name": "forever", "expires_at": None, "allowed_ips": ["192.0.2.1"]},
-                       content_type="application/json")
+    made = client.post(
+        "/api/tokens",
+        {"name": "forever", "expires_at": None, "allowed_ips": ["192.0.2.1"]},
+        content_type="application/json",
+    )
     assert made.status_code == 201
-    cleared = client.patch(f"/api/tokens/{made.json()['id']}", {"allowed_ips": []}, content_type="application/json")
+    cleared = client.patch(
+        f"/api/tokens/{made.json()['id']}", {"allowed_ips": []}, content_type="application/json"
+    )
     assert cleared.status_code == 400 and "allowed_ips" in cleared.json()["fields"]
 
 
@@ -319,7 +382,6 @@ def test_the_policy_chooses_the_default_access_of_new_tokens(client, user, polic
     assert made.json()["access"] == "read"
 
 
-
 # --- rotation ---------------------------------------------------------------------------------------------
 
 
@@ -328,7 +390,9 @@ def _rotate(client, url, body=None, **headers):
     return client.post(url, data, content_type="application/json", **headers)
 
 
-def test_rotating_with_a_session_answers_201_with_the_new_value_once_and_links_both_tokens(client, user, issued):
+def test_rotating_with_a_session_answers_201_with_the_new_value_once_and_links_both_tokens(
+    client, user, issued
+):
     token, old_value = issued
     client.force_login(user)
     response = _rotate(client, f"/api/tokens/{token.pk}/rotate", {"overlap": 3600})
@@ -346,7 +410,9 @@ def test_rotating_with_a_session_answers_201_with_the_new_value_once_and_links_b
     assert "token" not in client.get(f"/api/tokens/{body['id']}", **bearer(body["token"])).json()
 
 
-def test_a_rotating_tokens_lookup_is_still_one_query_and_its_responses_carry_deprecation_headers(client, issued):
+def test_a_rotating_tokens_lookup_is_still_one_query_and_its_responses_carry_deprecation_headers(
+    client, issued
+):
     token, old_value = issued
     new, new_value = token.rotate(overlap=timedelta(hours=1), actor=token.user)
     token.refresh_from_db()
@@ -390,7 +456,9 @@ def test_the_old_value_works_until_exactly_the_end_of_the_overlap_and_never_afte
 
 
 @pytest.mark.parametrize("state", ["rotating", "expired", "revoked"])
-def test_rotating_a_token_that_is_not_active_is_a_409_conflict_and_creates_nothing(client, user, issue, state):
+def test_rotating_a_token_that_is_not_active_is_a_409_conflict_and_creates_nothing(
+    client, user, issue, state
+):
     token, _ = issue(user)
     if state == "rotating":
         token.rotate(overlap=timedelta(hours=1), actor=user)
@@ -415,7 +483,9 @@ def test_a_bad_overlap_is_a_400_naming_the_field_and_changes_nothing(client, use
     assert _snapshot() == before
 
 
-def test_a_bearer_token_rotates_other_tokens_only_when_the_policy_lets_tokens_manage_tokens(client, user, issue):
+def test_a_bearer_token_rotates_other_tokens_only_when_the_policy_lets_tokens_manage_tokens(
+    client, user, issue
+):
     target, _ = issue(user, name="target")
     _, value = issue(user, name="caller")
     refused = _rotate(client, f"/api/tokens/{target.pk}/rotate", {}, **bearer(value))

@@ -29,7 +29,12 @@ def test_a_valid_token_authenticates_as_its_owner(client, user, issued):
     assert response.status_code == 200
     body = response.json()
     assert body["username"] == "alice"
-    assert body["auth"] == {"method": "bearer", "token_id": token.pk, "legacy_key_id": None, "access": "read_write"}
+    assert body["auth"] == {
+        "method": "bearer",
+        "token_id": token.pk,
+        "legacy_key_id": None,
+        "access": "read_write",
+    }
 
 
 @pytest.mark.parametrize("scheme", ["Bearer", "bearer", "BEARER", "bEaReR"])
@@ -46,7 +51,9 @@ def test_other_authorization_schemes_count_as_no_credentials(client):
     assert response.status_code == 401 and response["WWW-Authenticate"] == 'Bearer realm="api"'
 
 
-@pytest.mark.parametrize("header", ["Bearer\t\tbpt_x y", "Token bpt_abc", "Bearer,bpt_abc", "bearer", "Bearer  "])
+@pytest.mark.parametrize(
+    "header", ["Bearer\t\tbpt_x y", "Token bpt_abc", "Bearer,bpt_abc", "bearer", "Bearer  "]
+)
 def test_a_malformed_bearer_header_is_refused_even_with_a_session(client, user, header):
     client.force_login(user)
     response = client.get("/api/users/me", HTTP_AUTHORIZATION=header)
@@ -126,19 +133,25 @@ def test_a_read_only_token_can_read(client, user, issue):
     assert client.get("/api/users/me", **bearer(value)).json()["auth"]["access"] == "read"
     assert client.get("/api/tokens", **bearer(value)).status_code == 200
     # HEAD and OPTIONS pass the access check and reach the views (which answer them with 405 today).
-    for response in (client.head(f"/api/tokens/{token.pk}", **bearer(value)), client.options("/api/tokens", **bearer(value))):
+    for response in (
+        client.head(f"/api/tokens/{token.pk}", **bearer(value)),
+        client.options("/api/tokens", **bearer(value)),
+    ):
         assert response.status_code != 403
     assert not UsageRecord.objects.filter(accepted=False).exists()
 
 
-@pytest.mark.parametrize("method, path, body", [
-    ("post", "/api/tokens", {"name": "minted"}),
-    ("patch", "/api/tokens/{pk}", {"name": "renamed"}),
-    ("patch", "/api/tokens/{pk}", {"access": "read_write"}),
-    ("delete", "/api/tokens/{pk}", None),
-    ("put", "/api/tokens/{pk}", {"name": "x"}),
-    ("post", "/api/users/me", {}),
-])
+@pytest.mark.parametrize(
+    "method, path, body",
+    [
+        ("post", "/api/tokens", {"name": "minted"}),
+        ("patch", "/api/tokens/{pk}", {"name": "renamed"}),
+        ("patch", "/api/tokens/{pk}", {"access": "read_write"}),
+        ("delete", "/api/tokens/{pk}", None),
+        ("put", "/api/tokens/{pk}", {"name": "x"}),
+        ("post", "/api/users/me", {}),
+    ],
+)
 def test_a_read_only_token_cannot_write_on_any_unsafe_endpoint_and_the_attempt_is_recorded(
     client, user, issue, policy, method, path, body
 ):
@@ -202,12 +215,15 @@ def test_a_narrowed_user_has_only_the_intersection_of_its_list_and_its_own_permi
     assert staff_user.has_perm("auth.view_group") and not staff_user.has_perm("auth.view_user")
 
 
-@pytest.mark.parametrize("remote, forwarded, allowed", [
-    ("203.0.113.9", None, ["203.0.113.0/24"]),
-    ("2001:db8::7", None, ["2001:db8::/32"]),
-    ("10.1.1.1", "203.0.113.9", ["203.0.113.9"]),
-    ("fd00::1", "2001:db8::7, fd00::2", ["2001:db8::7"]),
-])
+@pytest.mark.parametrize(
+    "remote, forwarded, allowed",
+    [
+        ("203.0.113.9", None, ["203.0.113.0/24"]),
+        ("2001:db8::7", None, ["2001:db8::/32"]),
+        ("10.1.1.1", "203.0.113.9", ["203.0.113.9"]),
+        ("fd00::1", "2001:db8::7, fd00::2", ["2001:db8::7"]),
+    ],
+)
 def test_an_allow_listed_address_may_use_the_token_directly_and_behind_a_trusted_proxy(
     client, user, issue, trusted_proxy, remote, forwarded, allowed
 ):
@@ -216,14 +232,17 @@ def test_an_allow_listed_address_may_use_the_token_directly_and_behind_a_trusted
     assert client.get("/api/users/me", REMOTE_ADDR=remote, **extra, **bearer(value)).status_code == 200
 
 
-@pytest.mark.parametrize("remote, forwarded, seen", [
-    ("198.51.100.1", None, "198.51.100.1"),
-    ("2001:db8:ffff::1", None, "2001:db8:ffff::1"),
-    ("10.1.1.1", "198.51.100.1", "198.51.100.1"),
-    ("fd00::1", "2001:db8:ffff::1", "2001:db8:ffff::1"),
-    # An untrusted peer cannot claim an allowed address in X-Forwarded-For.
-    ("198.51.100.1", "203.0.113.9", "198.51.100.1"),
-])
+@pytest.mark.parametrize(
+    "remote, forwarded, seen",
+    [
+        ("198.51.100.1", None, "198.51.100.1"),
+        ("2001:db8:ffff::1", None, "2001:db8:ffff::1"),
+        ("10.1.1.1", "198.51.100.1", "198.51.100.1"),
+        ("fd00::1", "2001:db8:ffff::1", "2001:db8:ffff::1"),
+        # An untrusted peer cannot claim an allowed address in X-Forwarded-For.
+        ("198.51.100.1", "203.0.113.9", "198.51.100.1"),
+    ],
+)
 def test_an_address_outside_the_allow_list_is_refused_and_recorded(
     client, user, issue, trusted_proxy, remote, forwarded, seen
 ):
@@ -289,7 +308,10 @@ def test_bearer_wins_when_both_headers_are_sent(client, alice_key, other_user, i
         assert header not in response
     assert list(UsageRecord.objects.values_list("token_id", "legacy_key_id")) == [(token.pk, None)]
     # A bad bearer token is refused even with a good key beside it: no fallback to the weaker credential.
-    refused = client.get("/api/users/me", headers={"Rest-Api-Key": ALICE_KEY, **_auth(value[:-1] + ("x" if value[-1] != "x" else "y"))})
+    refused = client.get(
+        "/api/users/me",
+        headers={"Rest-Api-Key": ALICE_KEY, **_auth(value[:-1] + ("x" if value[-1] != "x" else "y"))},
+    )
     assert refused.status_code == 401
 
 

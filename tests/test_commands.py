@@ -27,8 +27,15 @@ def run(*args, **options):
 @pytest.mark.parametrize(
     "name",
     [
-        "create_token", "revoke_token", "rotate_token", "import_legacy_keys", "prune_usage",
-        "notify_expiring_tokens", "send_alerts", "export_events", "summarise_usage",
+        "create_token",
+        "revoke_token",
+        "rotate_token",
+        "import_legacy_keys",
+        "prune_usage",
+        "notify_expiring_tokens",
+        "send_alerts",
+        "export_events",
+        "summarise_usage",
     ],
 )
 def test_every_command_explains_itself_with_help(name, capsys):
@@ -289,25 +296,42 @@ def test_notify_leaves_tokens_unmarked_when_mail_cannot_be_sent(expiring, settin
     # A real SMTP backend pointed at a closed port: the send fails the way a down mail server does.
     settings.EMAIL_BACKEND = "django.core.mail.backends.smtp.EmailBackend"
     settings.EMAIL_HOST, settings.EMAIL_PORT, settings.EMAIL_TIMEOUT = "127.0.0.1", 9, 2
-    with pytest.raises(CommandError, match="Could not send to: alice .*, bob"):
+    with pytest.raises(CommandError, match=r"Could not send to: alice .*, bob"):
         run("notify_expiring_tokens")
     assert not Token.objects.filter(expiry_notified_at__isnull=False).exists()
 
 
 def test_import_refuses_keys_that_could_never_sign_in(user, tmp_path):
     csv_file = tmp_path / "keys.csv"
-    csv_file.write_text("username,key\nalice,abcdefghijklmnop\u00e91\nalice,tab\there-0123456789\n", encoding="utf-8")
+    csv_file.write_text(
+        "username,key\nalice,abcdefghijklmnop\u00e91\nalice,tab\there-0123456789\n", encoding="utf-8"
+    )
     with pytest.raises(CommandError, match="2 bad row"):
         run("import_legacy_keys", str(csv_file))
     assert not LegacyApiKey.objects.exists()
 
 
 def test_create_token_makes_a_read_only_narrowed_address_bound_token(viewer, policy):
-    out, err = run("create_token", "victor", "monitor", "--days", "10", "--read-only",
-                   "--permission", "auth.view_user", "--allow-ip", "192.0.2.0/24", "--allow-ip", "2001:db8::1")
+    out, err = run(
+        "create_token",
+        "victor",
+        "monitor",
+        "--days",
+        "10",
+        "--read-only",
+        "--permission",
+        "auth.view_user",
+        "--allow-ip",
+        "192.0.2.0/24",
+        "--allow-ip",
+        "2001:db8::1",
+    )
     token = Token.objects.get()
     assert (token.access, token.permissions, token.allowed_ips) == (
-        "read", ["auth.view_user"], ["192.0.2.0/24", "2001:db8::1"])
+        "read",
+        ["auth.view_user"],
+        ["192.0.2.0/24", "2001:db8::1"],
+    )
     assert "Read only" in err and "192.0.2.0/24" in err and out.strip() not in err
 
 
@@ -323,6 +347,8 @@ def test_create_token_refuses_limits_the_user_cannot_have_and_creates_nothing(us
     with pytest.raises(CommandError, match=message):
         run("create_token", "alice", "service", "--days", "10", *args)
     assert not Token.objects.exists()
+
+
 # --- export_events -----------------------------------------------------------------------------------------
 
 
@@ -339,8 +365,14 @@ def test_export_events_prints_every_event_after_the_cursor_as_json_lines(user, i
     assert [line["id"] for line in lines] == ids
     assert [line["kind"] for line in lines] == ["created", "renamed", "revoked"]
     assert lines[2] == {
-        "id": ids[2], "at": lines[2]["at"], "kind": "revoked", "user": {"id": user.pk, "username": "alice"},
-        "actor": None, "token_id": token.pk, "legacy_key_id": None, "ip": None,
+        "id": ids[2],
+        "at": lines[2]["at"],
+        "kind": "revoked",
+        "user": {"id": user.pk, "username": "alice"},
+        "actor": None,
+        "token_id": token.pk,
+        "legacy_key_id": None,
+        "ip": None,
         "detail": "reported leaked · github",
     }
     out, _err = run("export_events", "--after", str(ids[0]))
@@ -349,8 +381,9 @@ def test_export_events_prints_every_event_after_the_cursor_as_json_lines(user, i
     assert [json.loads(line)["id"] for line in out.splitlines()] == ids[1:2]
 
 
-@pytest.mark.parametrize("args", [["--after", "-1"], ["--after", "²"], ["--limit", "0"],
-                                  ["--after", "9" * 30]])
+@pytest.mark.parametrize(
+    "args", [["--after", "-1"], ["--after", "²"], ["--limit", "0"], ["--after", "9" * 30]]
+)
 def test_export_events_refuses_bad_arguments(args):
     with pytest.raises((CommandError, SystemExit)):
         run("export_events", *args)

@@ -4,7 +4,9 @@ import re
 from pathlib import Path
 
 import pytest
-from hypothesis import given, settings as hsettings, strategies as st
+from hypothesis import given
+from hypothesis import settings as hsettings
+from hypothesis import strategies as st
 
 from tokens import credentials
 from tokens.constants import TOKEN_LENGTH, TOKEN_PREFIX
@@ -36,8 +38,9 @@ def test_the_documented_scanner_pattern_matches_issued_tokens():
 def test_tokens_are_unique_and_carry_at_least_160_bits_of_secret():
     values = {credentials.generate()[0] for _ in range(200)}
     assert len(values) == 200
-    from tokens.constants import SECRET_LENGTH
     import math
+
+    from tokens.constants import SECRET_LENGTH
 
     assert SECRET_LENGTH * math.log2(62) >= 160
 
@@ -48,15 +51,18 @@ def test_parse_accepts_an_issued_token_and_gives_the_stored_digest():
     assert credentials.matches(credentials.parse(value), issued.digest, issued.pepper_id)
 
 
-@pytest.mark.parametrize("mangle", [
-    lambda v: v[:-1] + ("A" if v[-1] != "A" else "B"),  # signature changed
-    lambda v: v[:20] + ("A" if v[20] != "A" else "B") + v[21:],  # secret changed
-    lambda v: "xyz_" + v[4:],  # prefix
-    lambda v: v + "A",  # too long
-    lambda v: v[:-1],  # too short
-    lambda v: v.replace(v[10], "-", 1),  # character outside the alphabet
-    lambda v: "",
-])
+@pytest.mark.parametrize(
+    "mangle",
+    [
+        lambda v: v[:-1] + ("A" if v[-1] != "A" else "B"),  # signature changed
+        lambda v: v[:20] + ("A" if v[20] != "A" else "B") + v[21:],  # secret changed
+        lambda v: "xyz_" + v[4:],  # prefix
+        lambda v: v + "A",  # too long
+        lambda v: v[:-1],  # too short
+        lambda v: v.replace(v[10], "-", 1),  # character outside the alphabet
+        lambda v: "",
+    ],
+)
 def test_parse_rejects_malformed_and_forged_values(mangle):
     value, _ = credentials.generate()
     with pytest.raises(credentials.MalformedToken):
@@ -97,6 +103,6 @@ def test_a_token_signed_with_another_sites_pepper_is_rejected(settings):
 
 
 def test_matches_refuses_the_right_digest_under_another_pepper_id():
-    value, parsed = credentials.generate()
+    _value, parsed = credentials.generate()
     assert not credentials.matches(parsed, parsed.digest, 2)
     assert not credentials.matches(parsed, "0" * 64, 1)

@@ -15,19 +15,38 @@ ROOT = Path(__file__).resolve().parent.parent
 
 
 def _settings_in_subprocess(env, expression, tmp_path):
-    code = f"import django, os; os.environ['DJANGO_SETTINGS_MODULE']='portal.settings'; from django.conf import settings; print({expression})"
-    base = {k: v for k, v in os.environ.items() if k not in ("DEBUG", "SECRET_KEY", "DATABASE_URL", "ALLOWED_HOSTS")}
-    result = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env={**base, "DATA_DIR": str(tmp_path), **env},
-                            capture_output=True, text=True, check=True)
+    code = (
+        "import django, os; os.environ['DJANGO_SETTINGS_MODULE']='portal.settings'; "
+        f"from django.conf import settings; print({expression})"
+    )
+    base = {
+        k: v
+        for k, v in os.environ.items()
+        if k not in ("DEBUG", "SECRET_KEY", "DATABASE_URL", "ALLOWED_HOSTS")
+    }
+    result = subprocess.run(
+        [sys.executable, "-c", code],
+        cwd=ROOT,
+        env={**base, "DATA_DIR": str(tmp_path), **env},
+        capture_output=True,
+        text=True,
+        check=True,
+    )
     return result.stdout.strip()
 
 
 def test_settings_honour_the_environment(tmp_path):
     out = _settings_in_subprocess(
-        {"DEBUG": "true", "SECRET_KEY": "k" * 50, "ALLOWED_HOSTS": "a.example,b.example",
-         "DATABASE_URL": "postgres://u:p@db.example:5433/tokens", "TIME_ZONE": "Europe/Paris",
-         "TOKEN_PEPPERS": "1=" + "p" * 40 + ",2=" + "q" * 40},
-        "settings.DEBUG, settings.SECRET_KEY == 'k'*50, settings.ALLOWED_HOSTS, settings.DATABASES['default']['HOST'],"
+        {
+            "DEBUG": "true",
+            "SECRET_KEY": "k" * 50,
+            "ALLOWED_HOSTS": "a.example,b.example",
+            "DATABASE_URL": "postgres://u:p@db.example:5433/tokens",
+            "TIME_ZONE": "Europe/Paris",
+            "TOKEN_PEPPERS": "1=" + "p" * 40 + ",2=" + "q" * 40,
+        },
+        "settings.DEBUG, settings.SECRET_KEY == 'k'*50, settings.ALLOWED_HOSTS, "
+        "settings.DATABASES['default']['HOST'],"
         " settings.DATABASES['default']['PORT'], settings.TIME_ZONE, sorted(settings.TOKEN_PEPPERS)",
         tmp_path,
     )
@@ -82,8 +101,9 @@ def test_sign_in_works_through_the_real_form_with_csrf(user):
     token = page.cookies["csrftoken"].value
     refused = browser.post(reverse("login"), {"username": "alice", "password": PASSWORD})
     assert refused.status_code == 403  # no CSRF token: refused
-    response = browser.post(reverse("login"), {"username": "alice", "password": PASSWORD,
-                                               "csrfmiddlewaretoken": token})
+    response = browser.post(
+        reverse("login"), {"username": "alice", "password": PASSWORD, "csrfmiddlewaretoken": token}
+    )
     assert response.status_code == 302 and response["Location"] == reverse("profile")
     assert browser.get("/profile/").status_code == 200
 
@@ -166,8 +186,20 @@ BAD_SETTINGS = [
 
 
 def _server_env(tmp_path, **env):
-    drop = ("DEBUG", "SECRET_KEY", "DATABASE_URL", "ALLOWED_HOSTS", "TOKEN_PEPPERS", "CONN_MAX_AGE",
-            "TRUSTED_PROXIES", "SECURE_TLS", "TIME_ZONE", "LOG_LEVEL", "SITE_URL", "EMAIL_URL")
+    drop = (
+        "DEBUG",
+        "SECRET_KEY",
+        "DATABASE_URL",
+        "ALLOWED_HOSTS",
+        "TOKEN_PEPPERS",
+        "CONN_MAX_AGE",
+        "TRUSTED_PROXIES",
+        "SECURE_TLS",
+        "TIME_ZONE",
+        "LOG_LEVEL",
+        "SITE_URL",
+        "EMAIL_URL",
+    )
     base = {k: v for k, v in os.environ.items() if k not in drop}
     return {**base, "DATA_DIR": str(tmp_path / "data"), "DJANGO_SETTINGS_MODULE": "portal.settings", **env}
 
@@ -182,8 +214,14 @@ def _assert_one_line_refusal(output, name, hint):
 
 @pytest.mark.parametrize("env, name, hint", BAD_SETTINGS)
 def test_a_setting_that_cannot_work_stops_manage_py_with_one_line_naming_it(tmp_path, env, name, hint):
-    result = subprocess.run([sys.executable, "manage.py", "check"], cwd=ROOT,
-                            env=_server_env(tmp_path, **env), capture_output=True, text=True, timeout=60)
+    result = subprocess.run(
+        [sys.executable, "manage.py", "check"],
+        cwd=ROOT,
+        env=_server_env(tmp_path, **env),
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert result.returncode != 0
     assert result.stderr.strip().count("\n") == 0, result.stderr
     _assert_one_line_refusal(result.stderr, name, hint)
@@ -192,9 +230,19 @@ def test_a_setting_that_cannot_work_stops_manage_py_with_one_line_naming_it(tmp_
 @pytest.mark.parametrize("env, name, hint", [BAD_SETTINGS[0], BAD_SETTINGS[1], BAD_SETTINGS[7]])
 def test_a_setting_that_cannot_work_stops_gunicorn_before_it_serves(tmp_path, env, name, hint):
     result = subprocess.run(
-        [str(ROOT / ".venv" / "bin" / "gunicorn"), "portal.wsgi", "--bind", f"127.0.0.1:{_free_port()}",
-         "--workers", "2"],
-        cwd=ROOT, env=_server_env(tmp_path, **env), capture_output=True, text=True, timeout=60,
+        [
+            str(ROOT / ".venv" / "bin" / "gunicorn"),
+            "portal.wsgi",
+            "--bind",
+            f"127.0.0.1:{_free_port()}",
+            "--workers",
+            "2",
+        ],
+        cwd=ROOT,
+        env=_server_env(tmp_path, **env),
+        capture_output=True,
+        text=True,
+        timeout=60,
     )
     assert result.returncode != 0
     _assert_one_line_refusal(result.stdout + result.stderr, name, hint)
@@ -202,8 +250,9 @@ def test_a_setting_that_cannot_work_stops_gunicorn_before_it_serves(tmp_path, en
 
 
 def test_a_pepper_value_may_end_with_equals_signs(tmp_path):
-    out = _settings_in_subprocess({"TOKEN_PEPPERS": f"1={GOOD_PEPPER}==,2={GOOD_PEPPER}"},
-                                  "settings.TOKEN_PEPPERS['1'][-2:]", tmp_path)
+    out = _settings_in_subprocess(
+        {"TOKEN_PEPPERS": f"1={GOOD_PEPPER}==,2={GOOD_PEPPER}"}, "settings.TOKEN_PEPPERS['1'][-2:]", tmp_path
+    )
     assert out == "=="
 
 
@@ -233,8 +282,16 @@ def test_the_data_folder_and_every_file_in_it_are_private_whatever_the_umask(tmp
     env = _server_env(tmp_path)
 
     def run(*args):
-        return subprocess.run([sys.executable, "manage.py", *args], cwd=ROOT, env=env, capture_output=True,
-                              text=True, timeout=120, check=True, preexec_fn=lambda: os.umask(umask))
+        return subprocess.run(
+            [sys.executable, "manage.py", *args],
+            cwd=ROOT,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=120,
+            check=True,
+            preexec_fn=lambda: os.umask(umask),
+        )
 
     run("migrate", "--noinput", "-v", "0")
     run("createcachetable")
@@ -242,9 +299,18 @@ def test_the_data_folder_and_every_file_in_it_are_private_whatever_the_umask(tmp
     value = run("create_token", "svc", "probe", "--days", "1").stdout.strip()
     port = _free_port()
     server = subprocess.Popen(
-        [str(ROOT / ".venv" / "bin" / "gunicorn"), "portal.wsgi", "--bind", f"127.0.0.1:{port}",
-         "--workers", "2"],
-        cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        [
+            str(ROOT / ".venv" / "bin" / "gunicorn"),
+            "portal.wsgi",
+            "--bind",
+            f"127.0.0.1:{port}",
+            "--workers",
+            "2",
+        ],
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
         preexec_fn=lambda: os.umask(umask),
     )
     try:
@@ -263,7 +329,13 @@ def test_the_data_folder_and_every_file_in_it_are_private_whatever_the_umask(tmp
     finally:
         server.terminate()
         server.wait(timeout=30)
-    assert {"portal.sqlite3", "portal.sqlite3-wal", "portal.sqlite3-shm", "portal.sqlite3-usage.lock",
-            "secret_key", "token_pepper"} <= set(modes), modes
+    assert {
+        "portal.sqlite3",
+        "portal.sqlite3-wal",
+        "portal.sqlite3-shm",
+        "portal.sqlite3-usage.lock",
+        "secret_key",
+        "token_pepper",
+    } <= set(modes), modes
     assert modes.pop("data") == "0o700"
     assert set(modes.values()) == {"0o600"}, modes

@@ -99,13 +99,19 @@ def test_traefik_and_caddy_headers_state_the_original_method_and_uri_too(client,
 def test_every_call_is_recorded_with_the_original_method_path_and_client_address(client, issued):
     token, value = issued
     client.generic(
-        "PATCH", "/forward-auth",
+        "PATCH",
+        "/forward-auth",
         **nginx(method="PATCH", uri="/v2/orders/42?fields=a", client_address="203.0.113.9"),
-        HTTP_USER_AGENT="shop-app/1.0", **bearer(value),
+        HTTP_USER_AGENT="shop-app/1.0",
+        **bearer(value),
     )
     record = UsageRecord.objects.get(token=token)
     assert (record.method, record.path, record.ip, record.status, record.accepted) == (
-        "PATCH", "/v2/orders/42", "203.0.113.9", 200, True,
+        "PATCH",
+        "/v2/orders/42",
+        "203.0.113.9",
+        200,
+        True,
     )
     assert record.user_agent == "shop-app/1.0"
     token.refresh_from_db()
@@ -174,7 +180,8 @@ def test_envoy_appends_the_original_path_and_keeps_the_original_method(client, u
     assert client.get("/forward-auth/orders/42", **bearer(value)).status_code == 200
     assert client.delete("/forward-auth/orders/42", **bearer(value)).status_code == 403
     assert list(UsageRecord.objects.filter(token=token).order_by("pk").values_list("method", "path")) == [
-        ("GET", "/orders/42"), ("DELETE", "/orders/42"),
+        ("GET", "/orders/42"),
+        ("DELETE", "/orders/42"),
     ]
 
 
@@ -183,14 +190,17 @@ def test_a_non_ascii_username_is_percent_encoded_in_its_header(client, make_user
     assert client.get("/forward-auth", **nginx(), **bearer(value))["X-Auth-Username"] == "zo%C3%AB"
 
 
-@pytest.mark.parametrize("uri, path", [
-    ("/a%00b", "/a\\x00b"),
-    ("/caf%C3%A9/%ED%A0%80?x", "/café/\ufffd\ufffd\ufffd"),
-    ("/\xe2\x80\xaeevil", "/\u202eevil"),  # raw UTF-8 bytes, as WSGI hands them over (latin-1)
-    ("https://shop.example/orders?id=1", "/orders"),
-    ("http://[", "http://["),
-    ("/" + "x" * 5000, "/" + "x" * 254),
-])
+@pytest.mark.parametrize(
+    "uri, path",
+    [
+        ("/a%00b", "/a\\x00b"),
+        ("/caf%C3%A9/%ED%A0%80?x", "/café/\ufffd\ufffd\ufffd"),
+        ("/\xe2\x80\xaeevil", "/\u202eevil"),  # raw UTF-8 bytes, as WSGI hands them over (latin-1)
+        ("https://shop.example/orders?id=1", "/orders"),
+        ("http://[", "http://["),
+        ("/" + "x" * 5000, "/" + "x" * 254),
+    ],
+)
 def test_hostile_original_uris_are_recorded_as_visible_text_never_a_5xx(client, issued, uri, path):
     token, value = issued
     response = client.get("/forward-auth", **nginx(uri=uri), **bearer(value))

@@ -17,9 +17,11 @@ KEY_ID = "90a421169f0a406205f1563a953312f0be898d3c7b6c06b681aa86a874555f4a"
 
 
 def public_pem(private_key):
-    return private_key.public_key().public_bytes(
-        serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
-    ).decode()
+    return (
+        private_key.public_key()
+        .public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
+        .decode()
+    )
 
 
 @pytest.fixture
@@ -55,8 +57,15 @@ def post(client, body, *, key_id=KEY_ID, signature=None):
 
 def matches(*values):
     return json.dumps(
-        [{"token": v, "type": "bpt_portal_token", "url": f"https://github.com/o/r/blob/main/f{i}",
-          "source": "content"} for i, v in enumerate(values)]
+        [
+            {
+                "token": v,
+                "type": "bpt_portal_token",
+                "url": f"https://github.com/o/r/blob/main/f{i}",
+                "source": "content",
+            }
+            for i, v in enumerate(values)
+        ]
     ).encode()
 
 
@@ -73,12 +82,21 @@ def test_a_request_signed_like_github_is_verified_and_answered_in_githubs_format
 
     assert response.status_code == 200
     assert response.json() == [
-        {"token_hash": hashlib.sha256(active_value.encode()).hexdigest(), "token_type": "bpt_portal_token",
-         "label": "true_positive"},
-        {"token_hash": hashlib.sha256(revoked_value.encode()).hexdigest(), "token_type": "bpt_portal_token",
-         "label": "false_positive"},
-        {"token_hash": hashlib.sha256(made_up.encode()).hexdigest(), "token_type": "bpt_portal_token",
-         "label": "false_positive"},
+        {
+            "token_hash": hashlib.sha256(active_value.encode()).hexdigest(),
+            "token_type": "bpt_portal_token",
+            "label": "true_positive",
+        },
+        {
+            "token_hash": hashlib.sha256(revoked_value.encode()).hexdigest(),
+            "token_type": "bpt_portal_token",
+            "label": "false_positive",
+        },
+        {
+            "token_hash": hashlib.sha256(made_up.encode()).hexdigest(),
+            "token_type": "bpt_portal_token",
+            "label": "false_positive",
+        },
     ]
     active.refresh_from_db()
     assert active.revoked_at is not None
@@ -89,8 +107,19 @@ def test_a_request_signed_like_github_is_verified_and_answered_in_githubs_format
     assert "GitHub secret scanning" in mail.body and active_value not in mail.body
 
 
-@pytest.mark.parametrize("how", ["unsigned", "no key id", "unknown key id", "other key", "body changed",
-                                 "garbage signature", "non-ascii signature", "huge signature"])
+@pytest.mark.parametrize(
+    "how",
+    [
+        "unsigned",
+        "no key id",
+        "unknown key id",
+        "other key",
+        "body changed",
+        "garbage signature",
+        "non-ascii signature",
+        "huge signature",
+    ],
+)
 def test_a_missing_or_bad_signature_is_401_and_changes_nothing(client, user, issue, github_key, how):
     token, value = issue(user)
     body = matches(value)

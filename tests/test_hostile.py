@@ -44,14 +44,16 @@ def test_the_parser_refuses_well_shaped_values_that_were_not_signed_here(body):
 
 
 @FUZZ
-@given(position=st.integers(min_value=len(TOKEN_PREFIX), max_value=55),
-       replacement=st.sampled_from(string.ascii_letters + string.digits))
+@given(
+    position=st.integers(min_value=len(TOKEN_PREFIX), max_value=55),
+    replacement=st.sampled_from(string.ascii_letters + string.digits),
+)
 def test_changing_any_one_character_of_a_real_token_makes_it_malformed(position, replacement):
     value, _parsed = credentials.generate()
     if value[position] == replacement:
         return
     with pytest.raises(credentials.MalformedToken):
-        credentials.parse(value[:position] + replacement + value[position + 1:])
+        credentials.parse(value[:position] + replacement + value[position + 1 :])
 
 
 # --- the Authorization and Rest-Api-Key headers through the middleware -----------------------------------
@@ -89,16 +91,19 @@ def test_any_legacy_key_header_that_is_not_a_key_is_refused_with_401_json(client
 
 
 @pytest.mark.django_db
-@pytest.mark.parametrize("header, value", [
-    ("HTTP_AUTHORIZATION", "Bearer " + "A" * 65536),
-    ("HTTP_AUTHORIZATION", "Bearer bpt_" + "x" * 65536),
-    ("HTTP_AUTHORIZATION", "Bearer " + "ü" * 20000),
-    ("HTTP_AUTHORIZATION", "Bearer bpt_" + "é" * 52),
-    ("HTTP_AUTHORIZATION", "Bearer bpt_\x00" + "A" * 51),
-    ("HTTP_REST_API_KEY", "k" * 65536),
-    ("HTTP_REST_API_KEY", "clé-ünïcødé-ключ"),
-    ("HTTP_REST_API_KEY", "key\x00with-nul-byte"),
-])
+@pytest.mark.parametrize(
+    "header, value",
+    [
+        ("HTTP_AUTHORIZATION", "Bearer " + "A" * 65536),
+        ("HTTP_AUTHORIZATION", "Bearer bpt_" + "x" * 65536),
+        ("HTTP_AUTHORIZATION", "Bearer " + "ü" * 20000),
+        ("HTTP_AUTHORIZATION", "Bearer bpt_" + "é" * 52),
+        ("HTTP_AUTHORIZATION", "Bearer bpt_\x00" + "A" * 51),
+        ("HTTP_REST_API_KEY", "k" * 65536),
+        ("HTTP_REST_API_KEY", "clé-ünïcødé-ключ"),
+        ("HTTP_REST_API_KEY", "key\x00with-nul-byte"),
+    ],
+)
 def test_huge_and_non_ascii_credentials_get_a_clear_401_without_a_query(client, header, value):
     with CaptureQueriesContext(connection) as queries:
         response = client.get("/api/users/me", **{header: value})
@@ -109,7 +114,7 @@ def test_huge_and_non_ascii_credentials_get_a_clear_401_without_a_query(client, 
 
 @pytest.mark.django_db
 def test_a_good_prefix_and_id_with_a_bad_signature_is_refused_before_the_database(client, issued):
-    token, value = issued
+    _token, value = issued
     forged = value[:-8] + ("0" * 8 if not value.endswith("0" * 8) else "1" * 8)
     with CaptureQueriesContext(connection) as queries:
         response = client.get("/api/users/me", **bearer(forged))
@@ -123,12 +128,15 @@ def test_a_good_prefix_and_id_with_a_bad_signature_is_refused_before_the_databas
 
 
 @pytest.mark.django_db
-@pytest.mark.parametrize("name, message", [
-    ("nul\x00byte", "control characters"),
-    ("x" * 10_000, "at most 100"),
-    ("   ", "Enter a name"),
-    ("tab\tand\nnewline", "control characters"),
-])
+@pytest.mark.parametrize(
+    "name, message",
+    [
+        ("nul\x00byte", "control characters"),
+        ("x" * 10_000, "at most 100"),
+        ("   ", "Enter a name"),
+        ("tab\tand\nnewline", "control characters"),
+    ],
+)
 def test_bad_names_through_the_api_get_400_with_the_field_and_change_nothing(
     client, user, issued, name, message
 ):
@@ -150,8 +158,11 @@ def test_markup_in_a_name_is_stored_as_text_and_always_shown_escaped(client, use
     assert created["X-Content-Type-Options"] == "nosniff"  # JSON is never sniffed into HTML
     token = Token.objects.get(pk=created.json()["id"])
     assert token.name == MARKUP[:100]
-    for path in ("/profile/integrations/authorizations/", f"/profile/integrations/authorizations/{token.pk}/",
-                 "/profile/"):
+    for path in (
+        "/profile/integrations/authorizations/",
+        f"/profile/integrations/authorizations/{token.pk}/",
+        "/profile/",
+    ):
         page = client.get(path)
         assert page.status_code == 200
         html = page.content.decode()
@@ -165,9 +176,15 @@ def test_bad_names_through_the_html_create_form_get_400_and_create_nothing(clien
     client.force_login(user)
     form = client.get("/profile/integrations/authorizations/new/").context["form"]
     before = _snapshot()
-    response = client.post("/profile/integrations/authorizations/new/", {
-        "name": name, "purpose": "", "expiry": "30d", "nonce": form["nonce"].initial,
-    })
+    response = client.post(
+        "/profile/integrations/authorizations/new/",
+        {
+            "name": name,
+            "purpose": "",
+            "expiry": "30d",
+            "nonce": form["nonce"].initial,
+        },
+    )
     assert response.status_code == 400
     assert b'class="field-error"' in response.content
     assert b"Null characters are not allowed" in response.content or b"at most 100" in response.content
@@ -178,9 +195,15 @@ def test_bad_names_through_the_html_create_form_get_400_and_create_nothing(clien
 def test_markup_through_the_html_create_form_comes_back_escaped_on_the_reveal(client, user):
     client.force_login(user)
     form = client.get("/profile/integrations/authorizations/new/").context["form"]
-    response = client.post("/profile/integrations/authorizations/new/", {
-        "name": MARKUP[:100], "purpose": MARKUP, "expiry": "30d", "nonce": form["nonce"].initial,
-    })
+    response = client.post(
+        "/profile/integrations/authorizations/new/",
+        {
+            "name": MARKUP[:100],
+            "purpose": MARKUP,
+            "expiry": "30d",
+            "nonce": form["nonce"].initial,
+        },
+    )
     assert response.status_code == 200
     html = response.content.decode()
     assert "<script>alert" not in html and "<img src=x" not in html
@@ -194,8 +217,9 @@ def test_markup_and_nul_in_a_rename_form_are_refused_or_escaped(client, user, is
     refused = client.post(f"/profile/integrations/authorizations/{token.pk}/rename/", {"name": "a\x00b"})
     assert refused.status_code == 400
     assert Token.objects.get(pk=token.pk).name == token.name
-    renamed = client.post(f"/profile/integrations/authorizations/{token.pk}/rename/", {"name": MARKUP[:100]},
-                          follow=True)
+    renamed = client.post(
+        f"/profile/integrations/authorizations/{token.pk}/rename/", {"name": MARKUP[:100]}, follow=True
+    )
     assert renamed.status_code == 200
     assert "<script>alert" not in renamed.content.decode()
 
@@ -204,19 +228,22 @@ def test_markup_and_nul_in_a_rename_form_are_refused_or_escaped(client, user, is
 
 
 @pytest.mark.django_db
-@pytest.mark.parametrize("body, content_type, status, detail", [
-    ("name=x", "application/x-www-form-urlencoded", 415, "application/json"),
-    ('{"name": "x"}', "text/plain", 415, "application/json"),
-    ("<token><name>x</name></token>", "application/xml", 415, "application/json"),
-    ('{"name": "x"', "application/json", 400, "not valid JSON"),
-    (b'{"name": "\xff\xfe"}', "application/json", 400, "not valid JSON"),
-    ('["name", "x"]', "application/json", 400, "JSON object"),
-    ('"just a string"', "application/json", 400, "JSON object"),
-    ('{"name": 42}', "application/json", 400, "invalid fields"),
-    ('{"name": "x", "is_staff": true}', "application/json", 400, "invalid fields"),
-    ('{"name": "x", "expires_at": "tomorrow"}', "application/json", 400, "invalid fields"),
-    ('{"name": "' + "x" * 20_000 + '"}', "application/json", 413, "too large"),
-])
+@pytest.mark.parametrize(
+    "body, content_type, status, detail",
+    [
+        ("name=x", "application/x-www-form-urlencoded", 415, "application/json"),
+        ('{"name": "x"}', "text/plain", 415, "application/json"),
+        ("<token><name>x</name></token>", "application/xml", 415, "application/json"),
+        ('{"name": "x"', "application/json", 400, "not valid JSON"),
+        (b'{"name": "\xff\xfe"}', "application/json", 400, "not valid JSON"),
+        ('["name", "x"]', "application/json", 400, "JSON object"),
+        ('"just a string"', "application/json", 400, "JSON object"),
+        ('{"name": 42}', "application/json", 400, "invalid fields"),
+        ('{"name": "x", "is_staff": true}', "application/json", 400, "invalid fields"),
+        ('{"name": "x", "expires_at": "tomorrow"}', "application/json", 400, "invalid fields"),
+        ('{"name": "' + "x" * 20_000 + '"}', "application/json", 413, "too large"),
+    ],
+)
 def test_wrong_content_types_and_broken_json_get_a_clear_4xx_and_change_nothing(
     client, user, issued, body, content_type, status, detail
 ):
@@ -319,9 +346,15 @@ def test_invisible_characters_in_a_name_through_the_html_form_get_a_field_error(
     client.force_login(user)
     form = client.get("/profile/integrations/authorizations/new/").context["form"]
     before = _snapshot()
-    response = client.post("/profile/integrations/authorizations/new/", {
-        "name": name, "purpose": "", "expiry": "30d", "nonce": form["nonce"].initial,
-    })
+    response = client.post(
+        "/profile/integrations/authorizations/new/",
+        {
+            "name": name,
+            "purpose": "",
+            "expiry": "30d",
+            "nonce": form["nonce"].initial,
+        },
+    )
     assert response.status_code == 400
     assert code in " ".join(response.context["form"].errors["name"])
     assert _snapshot() == before
@@ -345,10 +378,16 @@ def test_a_custom_expiry_in_the_year_9999_through_the_html_form_gets_a_field_err
     client.force_login(user)
     form = client.get("/profile/integrations/authorizations/new/").context["form"]
     before = _snapshot()
-    response = client.post("/profile/integrations/authorizations/new/", {
-        "name": "far", "purpose": "", "expiry": "custom", "custom_expiry": "9999-12-31T23:59",
-        "nonce": form["nonce"].initial,
-    })
+    response = client.post(
+        "/profile/integrations/authorizations/new/",
+        {
+            "name": "far",
+            "purpose": "",
+            "expiry": "custom",
+            "custom_expiry": "9999-12-31T23:59",
+            "nonce": form["nonce"].initial,
+        },
+    )
     assert response.status_code == 400
     assert "longest lifetime" in " ".join(response.context["form"].errors["custom_expiry"])
     assert _snapshot() == before
@@ -358,11 +397,14 @@ def test_a_custom_expiry_in_the_year_9999_through_the_html_form_gets_a_field_err
 
 
 @pytest.mark.django_db
-@pytest.mark.parametrize("path, stored", [
-    ("/api/tokens%00", "/api/tokens\\x00"),
-    ("/api/users/me%00/x", "/api/users/me\\x00/x"),
-    ("/api/%5Cx00", "/api/\\\\x00"),  # a real backslash cannot pose as an escaped NUL
-])
+@pytest.mark.parametrize(
+    "path, stored",
+    [
+        ("/api/tokens%00", "/api/tokens\\x00"),
+        ("/api/users/me%00/x", "/api/users/me\\x00/x"),
+        ("/api/%5Cx00", "/api/\\\\x00"),  # a real backslash cannot pose as an escaped NUL
+    ],
+)
 def test_every_use_is_recorded_whatever_the_path_holds(client, issued, user, path, stored):
     token, value = issued
     response = client.get(path, **bearer(value), HTTP_USER_AGENT="agent\x00zero")

@@ -40,8 +40,13 @@ def test_a_reported_token_is_refused_on_the_next_request_and_its_owner_is_mailed
     [mail] = mailoutbox
     assert mail.to == ["alice@example.com"]
     assert token.name in mail.subject
-    for expected in (token.name, token.last_characters, "pastebin scan", "https://paste.example/abc",
-                     "/profile/integrations/authorizations/new/"):
+    for expected in (
+        token.name,
+        token.last_characters,
+        "pastebin scan",
+        "https://paste.example/abc",
+        "/profile/integrations/authorizations/new/",
+    ):
         assert expected in mail.body
     assert value not in mail.body and value not in mail.subject
 
@@ -105,8 +110,12 @@ def test_reports_past_the_per_address_limit_get_429_with_retry_after_and_revoke_
     token.refresh_from_db()
     assert token.revoked_at is None
     # Another address is not affected.
-    other = client.post(REVOKE, json.dumps({"credentials": [value]}), content_type="application/json",
-                        REMOTE_ADDR="198.51.100.7")
+    other = client.post(
+        REVOKE,
+        json.dumps({"credentials": [value]}),
+        content_type="application/json",
+        REMOTE_ADDR="198.51.100.7",
+    )
     assert other.status_code == 202
 
 
@@ -125,8 +134,19 @@ def test_reports_past_the_per_address_limit_get_429_with_retry_after_and_revoke_
         "[" * 100_000 + "]" * 100_000,
         '{"credentials": ["x"], "url": ' + "9" * 5000 + "}",
     ],
-    ids=["not-json", "list", "empty", "string", "number", "empty-value", "too-many", "source-type", "unknown",
-         "deep", "huge-number"],
+    ids=[
+        "not-json",
+        "list",
+        "empty",
+        "string",
+        "number",
+        "empty-value",
+        "too-many",
+        "source-type",
+        "unknown",
+        "deep",
+        "huge-number",
+    ],
 )
 def test_malformed_reports_are_400_and_revoke_nothing(client, issued, body):
     token, value = issued
@@ -190,19 +210,38 @@ def test_the_event_feed_lists_every_users_events_oldest_first_after_the_cursor(
     assert [e["id"] for e in events] == sorted(TokenEvent.objects.values_list("pk", flat=True))
     kinds = [(e["kind"], e["user"]["username"]) for e in events]
     # The collector's own first request comes last: its token's first use, from a new address.
-    assert kinds == [("created", "audrey"), ("created", "bob"), ("created", "alice"), ("renamed", "alice"),
-                     ("revoked", "bob"), ("policy_changed", "sam"), ("first_used", "audrey"),
-                     ("new_address", "audrey")]
+    assert kinds == [
+        ("created", "audrey"),
+        ("created", "bob"),
+        ("created", "alice"),
+        ("renamed", "alice"),
+        ("revoked", "bob"),
+        ("policy_changed", "sam"),
+        ("first_used", "audrey"),
+        ("new_address", "audrey"),
+    ]
     leak = events[4]
     assert (leak["token_id"], leak["actor"]) == (theirs.pk, None)
     assert leak["detail"] == "reported leaked · github"
     assert client.get(f"/api/events?after={events[-1]['id']}", **bearer(audit_value)).json() == {
-        "results": [], "next": None,
+        "results": [],
+        "next": None,
     }
 
 
-@pytest.mark.parametrize("query", ["after=²", "after=-1", "after=1e3", "after=" + "9" * 30, "limit=0",
-                                   "limit=1001", "limit=%00", "after=%EF%BC%91"])
+@pytest.mark.parametrize(
+    "query",
+    [
+        "after=²",
+        "after=-1",
+        "after=1e3",
+        "after=" + "9" * 30,
+        "limit=0",
+        "limit=1001",
+        "limit=%00",
+        "after=%EF%BC%91",
+    ],
+)
 def test_the_event_feed_refuses_hostile_cursors_with_400(client, auditor, issue, query):
     _token, value = issue(auditor)
     response = client.get(f"/api/events?{query}", **bearer(value))

@@ -60,9 +60,18 @@ def test_a_read_write_token_without_expiry_has_both_scopes_and_no_exp(client, us
     assert "exp" not in body
 
 
-@pytest.mark.parametrize("case", [
-    "revoked", "expired", "owner deactivated", "unknown", "malformed", "legacy key", "bound to addresses",
-])
+@pytest.mark.parametrize(
+    "case",
+    [
+        "revoked",
+        "expired",
+        "owner deactivated",
+        "unknown",
+        "malformed",
+        "legacy key",
+        "bound to addresses",
+    ],
+)
 def test_anything_not_active_is_answered_active_false_and_nothing_more(
     client, user, issue, resource_server, case
 ):
@@ -134,13 +143,16 @@ def test_a_session_or_a_legacy_key_cannot_introspect(client, user, issue, resour
     assert client.post("/api/introspect", form, content_type=FORM).status_code == 401
 
 
-@pytest.mark.parametrize("body, content_type, status", [
-    ("", FORM, 400),
-    ("token=", FORM, 400),
-    ("token=a&token=b", FORM, 400),
-    ('{"token": "x"}', "application/json", 415),
-    ("token=" + "x" * 20000, FORM, 413),
-])
+@pytest.mark.parametrize(
+    "body, content_type, status",
+    [
+        ("", FORM, 400),
+        ("token=", FORM, 400),
+        ("token=a&token=b", FORM, 400),
+        ('{"token": "x"}', "application/json", 415),
+        ("token=" + "x" * 20000, FORM, 413),
+    ],
+)
 def test_bad_requests_are_clear_json_errors(client, resource_server, body, content_type, status):
     response = client.post("/api/introspect", body, content_type=content_type, **bearer(resource_server))
     assert response.status_code == status

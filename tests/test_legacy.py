@@ -116,13 +116,16 @@ def test_a_missing_file_is_a_clear_error(tmp_path):
 # --- weak keys, and no key ever shown -----------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("key, reason", [
-    ("k", "at least 16 characters"),
-    ("short-key-123", "at least 16 characters"),
-    ("aaaaaaaaaaaaaaaaaaaaaaaa", "two kinds"),
-    ("1234567890123456789", "two kinds"),
-    ("abababab12121212", "different characters"),
-])
+@pytest.mark.parametrize(
+    "key, reason",
+    [
+        ("k", "at least 16 characters"),
+        ("short-key-123", "at least 16 characters"),
+        ("aaaaaaaaaaaaaaaaaaaaaaaa", "two kinds"),
+        ("1234567890123456789", "two kinds"),
+        ("abababab12121212", "different characters"),
+    ],
+)
 def test_a_weak_key_is_refused_at_import_with_a_message_for_its_row_and_is_not_imported(
     tmp_path, user, key, reason
 ):

@@ -31,10 +31,13 @@ def test_no_credentials_get_401_with_a_bearer_challenge_and_json(client):
     assert set(response.json()) == {"error", "detail"}
 
 
-@pytest.mark.parametrize("value, detail", [
-    ("nonsense", "malformed"),
-    ("bpt_" + "A" * 52, "malformed"),
-])
+@pytest.mark.parametrize(
+    "value, detail",
+    [
+        ("nonsense", "malformed"),
+        ("bpt_" + "A" * 52, "malformed"),
+    ],
+)
 def test_malformed_tokens_get_invalid_token(client, value, detail):
     response = client.get("/api/users/me", **bearer(value))
     assert response.status_code == 401
@@ -54,10 +57,19 @@ def test_bearer_requests_need_no_csrf_token_but_session_writes_do(user, issued):
 
     strict = Client(enforce_csrf_checks=True)
     token, value = issued
-    assert strict.patch(f"/api/tokens/{token.pk}", json.dumps({"name": "x"}), content_type="application/json",
-                        **bearer(value)).status_code == 200
+    assert (
+        strict.patch(
+            f"/api/tokens/{token.pk}",
+            json.dumps({"name": "x"}),
+            content_type="application/json",
+            **bearer(value),
+        ).status_code
+        == 200
+    )
     strict.force_login(user)
-    refused = strict.patch(f"/api/tokens/{token.pk}", json.dumps({"name": "y"}), content_type="application/json")
+    refused = strict.patch(
+        f"/api/tokens/{token.pk}", json.dumps({"name": "y"}), content_type="application/json"
+    )
     assert refused.status_code == 403
     assert Token.objects.get(pk=token.pk).name == "x"
 
@@ -140,11 +152,15 @@ def test_an_unknown_or_malformed_key_is_pointed_to_the_migration_guide(client, p
 
 def test_every_use_is_recorded_with_its_details(client, issued):
     token, value = issued
-    client.get("/api/users/me", HTTP_USER_AGENT="deploy-script/1.0", REMOTE_ADDR="203.0.113.9", **bearer(value))
+    client.get(
+        "/api/users/me", HTTP_USER_AGENT="deploy-script/1.0", REMOTE_ADDR="203.0.113.9", **bearer(value)
+    )
     client.get("/api/tokens/999", **bearer(value))
     records = list(UsageRecord.objects.order_by("pk"))
     assert [(r.method, r.path, r.status, r.accepted) for r in records] == [
-        ("GET", "/api/users/me", 200, True), ("GET", "/api/tokens/999", 404, True)]
+        ("GET", "/api/users/me", 200, True),
+        ("GET", "/api/tokens/999", 404, True),
+    ]
     assert records[0].ip == "203.0.113.9" and records[0].user_agent == "deploy-script/1.0"
     token.refresh_from_db()
     usage_totals([token])

@@ -30,15 +30,18 @@ def test_there_is_only_ever_one_policy_row(policy):
     assert ExpirationPolicy.load().pk == 1
 
 
-@pytest.mark.parametrize("changes, field", [
-    ({"minimum_lifetime": timedelta(days=10), "maximum_lifetime": timedelta(days=5)}, "maximum_lifetime"),
-    ({"default_lifetime": timedelta(days=400)}, "default_lifetime"),
-    ({"minimum_lifetime": timedelta(0)}, "minimum_lifetime"),
-    ({"presets": ["1h", "2w"]}, "presets"),
-    ({"presets": "1h"}, "presets"),
-    ({"maximum_lifetime": timedelta(days=60), "default_lifetime": timedelta(days=30)}, "presets"),
-    ({"legacy_sunset_at": timezone.now() - timedelta(days=1)}, "legacy_sunset_at"),
-])
+@pytest.mark.parametrize(
+    "changes, field",
+    [
+        ({"minimum_lifetime": timedelta(days=10), "maximum_lifetime": timedelta(days=5)}, "maximum_lifetime"),
+        ({"default_lifetime": timedelta(days=400)}, "default_lifetime"),
+        ({"minimum_lifetime": timedelta(0)}, "minimum_lifetime"),
+        ({"presets": ["1h", "2w"]}, "presets"),
+        ({"presets": "1h"}, "presets"),
+        ({"maximum_lifetime": timedelta(days=60), "default_lifetime": timedelta(days=30)}, "presets"),
+        ({"legacy_sunset_at": timezone.now() - timedelta(days=1)}, "legacy_sunset_at"),
+    ],
+)
 def test_the_policy_refuses_inconsistent_settings(policy, changes, field):
     for name, value in changes.items():
         setattr(policy, name, value)
@@ -68,7 +71,7 @@ def test_issue_stores_no_plaintext_and_str_is_the_name(user, issue):
     token, value = issue(user, name="deploy")
     row = Token.objects.filter(pk=token.pk).values().get()
     assert value not in repr(row)
-    assert value[len("bpt_") + 12:-8] not in repr(row)  # not even the secret part
+    assert value[len("bpt_") + 12 : -8] not in repr(row)  # not even the secret part
     assert str(token) == "deploy" and value not in repr(token)
     assert TokenEvent.objects.filter(token=token, kind="created").count() == 1
 
@@ -93,7 +96,7 @@ def test_status_and_status_filters(user, issue):
 
 
 def test_exceeding_finds_active_tokens_longer_than_a_new_maximum(user, issue, policy):
-    short, _ = issue(user, name="short", days=7)
+    _short, _ = issue(user, name="short", days=7)
     long, _ = issue(user, name="long", days=300)
     policy.no_expiry_allowed_for = "everyone"
     policy.save()
@@ -113,9 +116,18 @@ def test_expired_events_are_written_once(user, issue):
 
 
 def _record(token, *, accepted=True, ip="192.0.2.1", at=None, agent="test"):
-    UsageRecord.objects.record(token_id=token.pk, user_id=token.user_id, at=at or timezone.now(), accepted=accepted,
-                               method="GET", path="/api/users/me", status=200 if accepted else 401, ip=ip,
-                               user_agent=agent, duration_ms=1.0)
+    UsageRecord.objects.record(
+        token_id=token.pk,
+        user_id=token.user_id,
+        at=at or timezone.now(),
+        accepted=accepted,
+        method="GET",
+        path="/api/users/me",
+        status=200 if accepted else 401,
+        ip=ip,
+        user_agent=agent,
+        duration_ms=1.0,
+    )
 
 
 def _shown(token):
@@ -125,9 +137,12 @@ def _shown(token):
     records = UsageRecord.objects.filter(token=token)
     count, addresses = client_addresses(ClientAddress.objects.filter(token=token), records, limit=10)
     return (
-        token.request_count, token.last_used_ip, token.last_used_user_agent,
+        token.request_count,
+        token.last_used_ip,
+        token.last_used_user_agent,
         token.daily_usage.series(records=records),
-        count, sorted((a.ip, a.requests, a.last_user_agent) for a in addresses),
+        count,
+        sorted((a.ip, a.requests, a.last_user_agent) for a in addresses),
     )
 
 
@@ -224,9 +239,16 @@ def test_a_usage_record_leaves_every_later_commit_durable(user, issue):
 def test_lifetime_limits_are_told_in_plain_words(user, policy):
     from tokens.models.policy import describe_lifetime
 
-    assert [describe_lifetime(d) for d in (timedelta(days=365), timedelta(days=90), timedelta(hours=12),
-                                           timedelta(minutes=5), timedelta(days=1, minutes=30))] == [
-        "1 year", "90 days", "12 hours", "5 minutes", "1470 minutes"]
+    assert [
+        describe_lifetime(d)
+        for d in (
+            timedelta(days=365),
+            timedelta(days=90),
+            timedelta(hours=12),
+            timedelta(minutes=5),
+            timedelta(days=1, minutes=30),
+        )
+    ] == ["1 year", "90 days", "12 hours", "5 minutes", "1470 minutes"]
     with pytest.raises(ValidationError) as error:
         Token.objects.issue(user=user, name="x", expires_at=timezone.now() + timedelta(minutes=2))
     assert error.value.message_dict["expires_at"] == ["The shortest lifetime allowed is 5 minutes."]
@@ -236,8 +258,16 @@ def test_saving_a_token_read_before_some_requests_keeps_their_count(user, issue)
     token, _value = issue(user)
     stale = Token.objects.get(pk=token.pk)
     UsageRecord.objects.record(
-        token_id=token.pk, user_id=user.pk, at=timezone.now(), accepted=True, method="GET", path="/api/users/me",
-        status=200, ip="192.0.2.1", user_agent="ci", duration_ms=1.0,
+        token_id=token.pk,
+        user_id=user.pk,
+        at=timezone.now(),
+        accepted=True,
+        method="GET",
+        path="/api/users/me",
+        status=200,
+        ip="192.0.2.1",
+        user_agent="ci",
+        duration_ms=1.0,
     )
     UsageRecord.objects.summarise()  # the counters are on the token's row now, after *stale* was read
     stale.purpose = "nightly backups"
@@ -246,26 +276,48 @@ def test_saving_a_token_read_before_some_requests_keeps_their_count(user, issue)
     assert (token.purpose, token.request_count, token.last_used_ip) == ("nightly backups", 1, "192.0.2.1")
     with pytest.raises(ValueError, match="kept by the database"):
         stale.save(update_fields=["request_count"])
+
+
 # --- least privilege ----------------------------------------------------------------------------------------
 
 
 def test_existing_and_new_tokens_default_to_full_access_from_anywhere(user, issue):
     token, _value = issue(user)
-    assert (token.access, token.permissions, token.allowed_ips, token.is_restricted) == ("read_write", None, [], False)
+    assert (token.access, token.permissions, token.allowed_ips, token.is_restricted) == (
+        "read_write",
+        None,
+        [],
+        False,
+    )
 
 
 def test_allowed_addresses_are_normalised_and_deduplicated():
     from tokens.models.restrictions import clean_allowed_ips
 
-    assert clean_allowed_ips([" 192.0.2.1 ", "192.0.2.1/32", "2001:DB8:0::1", "2001:db8::/32", "10.0.0.0/8"]) == [
-        "192.0.2.1", "2001:db8::1", "2001:db8::/32", "10.0.0.0/8"]
+    assert clean_allowed_ips(
+        [" 192.0.2.1 ", "192.0.2.1/32", "2001:DB8:0::1", "2001:db8::/32", "10.0.0.0/8"]
+    ) == ["192.0.2.1", "2001:db8::1", "2001:db8::/32", "10.0.0.0/8"]
     assert clean_allowed_ips([f"10.0.0.{i}" for i in range(50)]) == [f"10.0.0.{i}" for i in range(50)]
 
 
-@pytest.mark.parametrize("entry", [
-    "", "10.0.0.256", "10.0.0.1/33", "10.0.0.1/8", "fe80::1%eth0", "١٢٣.1.1.1", "10.0.0.1\x00", "10.0.0.1\u202e",
-    "\ud800", "x" * 10_000, 3, None, "2001:db8::/129",
-])
+@pytest.mark.parametrize(
+    "entry",
+    [
+        "",
+        "10.0.0.256",
+        "10.0.0.1/33",
+        "10.0.0.1/8",
+        "fe80::1%eth0",
+        "١٢٣.1.1.1",
+        "10.0.0.1\x00",
+        "10.0.0.1\u202e",
+        "\ud800",
+        "x" * 10_000,
+        3,
+        None,
+        "2001:db8::/129",
+    ],
+)
 def test_anything_but_an_address_or_network_is_refused(entry):
     from tokens.models.restrictions import clean_allowed_ips
 
@@ -274,15 +326,18 @@ def test_anything_but_an_address_or_network_is_refused(entry):
     assert "allowed_ips" in error.value.message_dict
 
 
-@pytest.mark.parametrize("allowed, address, expected", [
-    (["192.0.2.0/24"], "192.0.2.200", True),
-    (["192.0.2.0/24"], "192.0.3.1", False),
-    (["2001:db8::/32"], "2001:db8:1::5", True),
-    (["2001:db8::/32"], "2001:db9::5", False),
-    (["192.0.2.7"], "::ffff:192.0.2.7", True),
-    (["192.0.2.7"], None, False),
-    ([], "198.51.100.1", True),
-])
+@pytest.mark.parametrize(
+    "allowed, address, expected",
+    [
+        (["192.0.2.0/24"], "192.0.2.200", True),
+        (["192.0.2.0/24"], "192.0.3.1", False),
+        (["2001:db8::/32"], "2001:db8:1::5", True),
+        (["2001:db8::/32"], "2001:db9::5", False),
+        (["192.0.2.7"], "::ffff:192.0.2.7", True),
+        (["192.0.2.7"], None, False),
+        ([], "198.51.100.1", True),
+    ],
+)
 def test_an_address_is_allowed_only_inside_the_list(allowed, address, expected):
     from tokens.models.restrictions import address_allowed
 
@@ -292,17 +347,22 @@ def test_an_address_is_allowed_only_inside_the_list(allowed, address, expected):
 def test_set_restrictions_changes_everything_or_nothing_and_records_one_event_each(user, other_user, issue):
     token, _value = issue(user)
     with pytest.raises(ValidationError) as error:
-        token.set_restrictions(access="read", allowed_ips=["nowhere"], permissions=["auth.view_user"], actor=user)
+        token.set_restrictions(
+            access="read", allowed_ips=["nowhere"], permissions=["auth.view_user"], actor=user
+        )
     assert set(error.value.message_dict) == {"allowed_ips", "permissions"}
     token.refresh_from_db()
     assert (token.access, token.permissions, token.allowed_ips) == ("read_write", None, [])
     assert token.set_restrictions(access="read", allowed_ips=["192.0.2.1"], actor=other_user) == [
-        "access", "allowed_ips"]
+        "access",
+        "allowed_ips",
+    ]
     assert token.set_restrictions(access="read", actor=user) == []
     events = TokenEvent.objects.filter(token=token).exclude(kind="created")
     assert sorted((e.kind, e.actor.username) for e in events) == [
-        ("access_changed", "bob"), ("addresses_changed", "bob")]
-
+        ("access_changed", "bob"),
+        ("addresses_changed", "bob"),
+    ]
 
 
 # --- rotation -----------------------------------------------------------------------------------------------
@@ -316,12 +376,23 @@ def _perm(codename):
 
 def test_a_rotation_issues_a_token_with_every_setting_of_the_old_one_and_links_both(user, issue):
     user.user_permissions.add(_perm("view_user"))
-    old, _value = issue(user, name="backup", purpose="nightly", access="read", permissions=["auth.view_user"],
-                        allowed_ips=["192.0.2.0/24"])
+    old, _value = issue(
+        user,
+        name="backup",
+        purpose="nightly",
+        access="read",
+        permissions=["auth.view_user"],
+        allowed_ips=["192.0.2.0/24"],
+    )
     new, plaintext = old.rotate(overlap=timedelta(hours=1), actor=user, ip="192.0.2.9")
     assert plaintext.startswith("bpt_") and new.pk != old.pk
     assert (new.name, new.purpose, new.access, new.permissions, new.allowed_ips) == (
-        "backup", "nightly", "read", ["auth.view_user"], ["192.0.2.0/24"])
+        "backup",
+        "nightly",
+        "read",
+        ["auth.view_user"],
+        ["192.0.2.0/24"],
+    )
     old = Token.objects.select_related("replaced_by").get(pk=old.pk)
     assert new.replaces_id == old.pk and old.replaced_by_token.pk == new.pk
     assert old.status == "rotating" and new.status == "active"

@@ -123,18 +123,27 @@ def test_real_success_responses_match_the_documented_schemas(client, session, vi
     validate(client.get("/api/users?page_size=1", **bearer(viewer_value)), "/api/users", "get")
     validate(client.get(f"/api/users/{user.pk}", **bearer(viewer_value)), "/api/users/{id}", "get")
     validate(client.get("/api/tokens?status=active", **auth), "/api/tokens", "get")
-    created = validate(session.post("/api/tokens", {"name": "made by a session", "purpose": None},
-                                    content_type="application/json"), "/api/tokens", "post")
+    created = validate(
+        session.post(
+            "/api/tokens", {"name": "made by a session", "purpose": None}, content_type="application/json"
+        ),
+        "/api/tokens",
+        "post",
+    )
     assert created["token"].startswith("bpt_")
     no_expiry_policy = ExpirationPolicy.load()
     no_expiry_policy.no_expiry_allowed_for = ExpirationPolicy.NoExpiry.EVERYONE
     no_expiry_policy.save()
-    forever = validate(session.post("/api/tokens", {"name": "forever", "expires_at": None},
-                                    content_type="application/json"), "/api/tokens", "post")
+    forever = validate(
+        session.post("/api/tokens", {"name": "forever", "expires_at": None}, content_type="application/json"),
+        "/api/tokens",
+        "post",
+    )
     assert forever["expires_at"] is None
     validate(client.get(f"/api/tokens/{token.pk}", **auth), "/api/tokens/{id}", "get")
-    renamed = client.patch(f"/api/tokens/{token.pk}", {"name": "renamed"},
-                           content_type="application/json", **auth)
+    renamed = client.patch(
+        f"/api/tokens/{token.pk}", {"name": "renamed"}, content_type="application/json", **auth
+    )
     validate(renamed, "/api/tokens/{id}", "patch")
     usage = validate(client.get(f"/api/tokens/{token.pk}/usage", **auth), "/api/tokens/{id}/usage", "get")
     assert usage["count"] >= 1 and len(usage["daily"]) == 30
@@ -158,16 +167,32 @@ def test_real_error_responses_match_the_documented_schemas(client, session, user
         (client.get("/api/tokens?page_size=1000", **auth), "/api/tokens", "get", 400),
         (client.get("/api/tokens?status=lost", **auth), "/api/tokens", "get", 400),
         (client.get("/api/tokens?page=99", **auth), "/api/tokens", "get", 404),
-        (client.post("/api/tokens", {"name": "x"}, content_type="application/json", **auth),
-         "/api/tokens", "post", 403),
-        (session.post("/api/tokens", {"name": ""}, content_type="application/json"),
-         "/api/tokens", "post", 400),
+        (
+            client.post("/api/tokens", {"name": "x"}, content_type="application/json", **auth),
+            "/api/tokens",
+            "post",
+            403,
+        ),
+        (
+            session.post("/api/tokens", {"name": ""}, content_type="application/json"),
+            "/api/tokens",
+            "post",
+            400,
+        ),
         (session.post("/api/tokens", "name=x", content_type="text/plain"), "/api/tokens", "post", 415),
-        (session.post("/api/tokens", json.dumps({"name": "x" * 20000}), content_type="application/json"),
-         "/api/tokens", "post", 413),
+        (
+            session.post("/api/tokens", json.dumps({"name": "x" * 20000}), content_type="application/json"),
+            "/api/tokens",
+            "post",
+            413,
+        ),
         (client.get(f"/api/tokens/{theirs.pk}", **auth), "/api/tokens/{id}", "get", 404),
-        (client.patch(f"/api/tokens/{token.pk}", {"nom": "x"}, content_type="application/json", **auth),
-         "/api/tokens/{id}", "patch", 400),
+        (
+            client.patch(f"/api/tokens/{token.pk}", {"nom": "x"}, content_type="application/json", **auth),
+            "/api/tokens/{id}",
+            "patch",
+            400,
+        ),
         (client.delete(f"/api/tokens/{theirs.pk}", **auth), "/api/tokens/{id}", "delete", 404),
         (client.get(f"/api/tokens/{theirs.pk}/usage", **auth), "/api/tokens/{id}/usage", "get", 404),
         (client.put(f"/api/tokens/{token.pk}", **auth), "/api/tokens/{id}", "get", 405),
@@ -210,12 +235,17 @@ def fuzz_auth(db, user, viewer, issue):
     return {"Authorization": f"Bearer {value}"}
 
 
-
 @pytest.mark.django_db
 @SCHEMA.parametrize()
-@settings(max_examples=25, deadline=None,
-          suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow,
-                                 HealthCheck.filter_too_much])
+@settings(
+    max_examples=25,
+    deadline=None,
+    suppress_health_check=[
+        HealthCheck.function_scoped_fixture,
+        HealthCheck.too_slow,
+        HealthCheck.filter_too_much,
+    ],
+)
 def test_generated_requests_never_get_a_5xx_and_every_response_conforms(case, fuzz_auth):
     # Each generated case starts with no failed authentication counted: the fuzzer's own checks send bad
     # credentials again and again and would meet the API failure limit (tests/test_throttle.py proves it).
@@ -235,22 +265,41 @@ def test_least_privilege_fields_and_refusals_match_the_documented_schemas(client
     validate(client.get(f"/api/tokens/{token.pk}", **bearer(value)), "/api/tokens/{id}", "get")
     validate(client.get("/api/users/me", **bearer(value)), "/api/users/me", "get")
     cases = [
-        (client.delete(f"/api/tokens/{token.pk}", **bearer(value)), "/api/tokens/{id}", "delete", "insufficient_scope"),
-        (client.patch(f"/api/tokens/{token.pk}", {"name": "x"}, content_type="application/json", **bearer(value)),
-         "/api/tokens/{id}", "patch", "insufficient_scope"),
+        (
+            client.delete(f"/api/tokens/{token.pk}", **bearer(value)),
+            "/api/tokens/{id}",
+            "delete",
+            "insufficient_scope",
+        ),
+        (
+            client.patch(
+                f"/api/tokens/{token.pk}", {"name": "x"}, content_type="application/json", **bearer(value)
+            ),
+            "/api/tokens/{id}",
+            "patch",
+            "insufficient_scope",
+        ),
         (client.get("/api/tokens", **bearer(far)), "/api/tokens", "get", "ip_not_allowed"),
         (client.get("/api/users/me", **bearer(far)), "/api/users/me", "get", "ip_not_allowed"),
     ]
     for response, path, method, error in cases:
         assert response.status_code == 403
         assert validate(response, path, method)["error"] == error
-    created = session.post("/api/tokens", {"name": "ro", "access": "read", "allowed_ips": ["192.0.2.0/24"]},
-                           content_type="application/json")
+    created = session.post(
+        "/api/tokens",
+        {"name": "ro", "access": "read", "allowed_ips": ["192.0.2.0/24"]},
+        content_type="application/json",
+    )
     assert validate(created, "/api/tokens", "post")["access"] == "read"
-    changed = session.patch(f"/api/tokens/{token.pk}", {"access": "read_write", "permissions": None},
-                            content_type="application/json")
+    changed = session.patch(
+        f"/api/tokens/{token.pk}",
+        {"access": "read_write", "permissions": None},
+        content_type="application/json",
+    )
     assert validate(changed, "/api/tokens/{id}", "patch")["permissions"] is None
-    refused = session.patch(f"/api/tokens/{token.pk}", {"allowed_ips": ["nowhere"]}, content_type="application/json")
+    refused = session.patch(
+        f"/api/tokens/{token.pk}", {"allowed_ips": ["nowhere"]}, content_type="application/json"
+    )
     assert "allowed_ips" in validate(refused, "/api/tokens/{id}", "patch")["fields"]
     props = DOC["components"]["schemas"]["Token"]["properties"]
     assert {"access", "permissions", "allowed_ips"} <= set(props)
@@ -282,14 +331,21 @@ def test_introspection_and_forward_auth_answers_match_the_documented_schemas(cli
     assert set(DOC["paths"]["/forward-auth"]["get"]["responses"]["200"]["headers"]) <= set(allowed.headers)
     validate(client.get("/forward-auth"), "/forward-auth", "get")
     validate(client.delete("/forward-auth", **bearer(read_only)), "/forward-auth", "delete")
+
+
 def test_rotation_responses_match_the_documented_schemas(client, session, user, issue):
     token, _value = issue(user, name="rotated")
-    rotated = validate(session.post(f"/api/tokens/{token.pk}/rotate", {"overlap": 60},
-                                    content_type="application/json"), "/api/tokens/{id}/rotate", "post")
+    rotated = validate(
+        session.post(f"/api/tokens/{token.pk}/rotate", {"overlap": 60}, content_type="application/json"),
+        "/api/tokens/{id}/rotate",
+        "post",
+    )
     assert rotated["replaces"] == token.pk and rotated["token"].startswith("bpt_")
     old = validate(session.get(f"/api/tokens/{token.pk}"), "/api/tokens/{id}", "get")
     assert (old["status"], old["replaced_by"]) == ("rotating", rotated["id"])
     again = session.post(f"/api/tokens/{token.pk}/rotate", {}, content_type="application/json")
-    assert again.status_code == 409 and validate(again, "/api/tokens/{id}/rotate", "post")["error"] == "conflict"
+    assert (
+        again.status_code == 409 and validate(again, "/api/tokens/{id}/rotate", "post")["error"] == "conflict"
+    )
     itself = client.generic("POST", "/api/tokens/self/rotate", **bearer(rotated["token"]))
     assert validate(itself, "/api/tokens/self/rotate", "post")["replaces"] == rotated["id"]

@@ -40,8 +40,14 @@ def _load_usage(tokens, per_token):
     now = timezone.now()
     adapt = connection.ops.adapt_datetimefield_value
     rows = [
-        (token.pk, token.user_id, adapt(now - timedelta(seconds=i * 97)), i % 10 != 0, 200 if i % 10 else 401,
-         f"192.0.2.{i % 40}")
+        (
+            token.pk,
+            token.user_id,
+            adapt(now - timedelta(seconds=i * 97)),
+            i % 10 != 0,
+            200 if i % 10 else 401,
+            f"192.0.2.{i % 40}",
+        )
         for token in tokens
         for i in range(per_token)
     ]

@@ -11,7 +11,6 @@ import sys
 import xml.etree.ElementTree as ET
 
 import pytest
-
 from django.conf import settings
 from django.core.management import call_command
 
@@ -20,7 +19,7 @@ from tokens.credentials import TOKEN_RE
 
 from .secret_scan import Scanner, _stored_state, scanner
 
-LEAKY_TESTS = '''
+LEAKY_TESTS = """
 import logging
 
 import pytest
@@ -77,7 +76,7 @@ def test_a_page_that_shows_a_token(client):
 def test_a_log_line_with_a_token():
     value, _parsed = credentials.generate()
     logging.getLogger("portal.leaky").warning("issued %s", value)
-'''
+"""
 
 
 def test_a_deliberate_leak_in_a_separate_pytest_run_fails_that_run_and_names_the_leaking_tests(tmp_path):
@@ -88,9 +87,26 @@ def test_a_deliberate_leak_in_a_separate_pytest_run_fails_that_run_and_names_the
     env = {key: value for key, value in os.environ.items() if key != "DATABASE_URL"}
     env.update(PYTHONPATH=str(settings.BASE_DIR), DATA_DIR=str(tmp_path / "data"))
     run = subprocess.run(
-        [sys.executable, "-m", "pytest", "-c", str(tmp_path / "pytest.ini"), "--rootdir", str(tmp_path),
-         "-p", "tests.secret_scan", "-p", "no:cacheprovider", f"--junitxml={report}", str(tmp_path)],
-        cwd=settings.BASE_DIR, env=env, capture_output=True, text=True, timeout=120,
+        [
+            sys.executable,
+            "-m",
+            "pytest",
+            "-c",
+            str(tmp_path / "pytest.ini"),
+            "--rootdir",
+            str(tmp_path),
+            "-p",
+            "tests.secret_scan",
+            "-p",
+            "no:cacheprovider",
+            f"--junitxml={report}",
+            str(tmp_path),
+        ],
+        cwd=settings.BASE_DIR,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
     )
     output = run.stdout + run.stderr
     assert run.returncode == 1, output

@@ -1,4 +1,7 @@
-"""SQLite: usage INSERTs queue on a file lock instead of sleeping on SQLite's, and checkpoint after the response."""
+"""SQLite: usage INSERTs queue on a file lock instead of sleeping on SQLite's lock.
+
+Each process also checkpoints the WAL after the response.
+"""
 
 import fcntl
 import os
@@ -75,8 +78,9 @@ def _records_in_the_database_file(tmp_path):
         return database.execute("SELECT count(*) FROM tokens_usagerecord").fetchone()[0]
 
 
-def test_the_log_reaches_the_database_file_after_every_few_hundred_inserts(client, user, issue, tmp_path,
-                                                                          monkeypatch):
+def test_the_log_reaches_the_database_file_after_every_few_hundred_inserts(
+    client, user, issue, tmp_path, monkeypatch
+):
     monkeypatch.setattr(sqlite_turns, "CHECKPOINT_EVERY", 5)  # 500 in production: same rule, quicker test
     monkeypatch.setattr(sqlite_turns, "turns", sqlite_turns.WriterTurns())
     _token, value = issue(user)
@@ -99,8 +103,16 @@ def test_a_due_checkpoint_runs_even_when_django_closes_the_connection_at_the_end
     with connection.cursor() as cursor:
         cursor.execute("PRAGMA wal_checkpoint(TRUNCATE)")
     UsageRecord.objects.record(
-        token_id=token.pk, user_id=user.pk, at=timezone.now(), accepted=True, method="GET", path="/api/users/me",
-        status=200, ip="192.0.2.1", user_agent="test", duration_ms=1.0,
+        token_id=token.pk,
+        user_id=user.pk,
+        at=timezone.now(),
+        accepted=True,
+        method="GET",
+        path="/api/users/me",
+        status=200,
+        ip="192.0.2.1",
+        user_agent="test",
+        duration_ms=1.0,
     )
     assert _records_in_the_database_file(tmp_path) == 0
     # Another worker has the database open, so closing this connection does not checkpoint by itself
@@ -134,7 +146,10 @@ def test_time_in_the_queue_counts_against_the_busy_timeout_so_a_stuck_writer_giv
 
     thread = threading.Thread(target=call)
     name = connection.settings_dict["NAME"]
-    with closing(sqlite3.connect(name, isolation_level=None)) as writer, open(f"{name}-usage.lock", "a+") as other:
+    with (
+        closing(sqlite3.connect(name, isolation_level=None)) as writer,
+        open(f"{name}-usage.lock", "a+") as other,
+    ):
         writer.execute("BEGIN IMMEDIATE")  # another writer holds SQLite's lock, and keeps it
         fcntl.flock(other, fcntl.LOCK_EX)
         try:

@@ -83,8 +83,11 @@ def test_the_admin_sign_in_page_refuses_a_locked_username(fresh_throttle, staff_
     for _ in range(MAX_FAILURES_PER_USERNAME):
         sign_in(Client(), "sam", "wrong password")
     admin_client = Client()
-    response = admin_client.post("/admin/login/?next=/admin/", {"username": "sam", "password": PASSWORD,
-                                                                 "next": "/admin/"}, REMOTE_ADDR="203.0.113.7")
+    response = admin_client.post(
+        "/admin/login/?next=/admin/",
+        {"username": "sam", "password": PASSWORD, "next": "/admin/"},
+        REMOTE_ADDR="203.0.113.7",
+    )
     assert response.status_code == 200
     assert "Too many failed sign-in attempts" in response.content.decode()
     assert "_auth_user_id" not in admin_client.session
@@ -174,13 +177,15 @@ def test_valid_credentials_never_meet_the_api_failure_limit_and_write_no_counter
 
 
 @pytest.mark.django_db
-def test_refused_unknown_credentials_are_listed_for_administrators_by_client_address(client, user, staff_user,
-                                                                                      policy):
+def test_refused_unknown_credentials_are_listed_for_administrators_by_client_address(
+    client, user, staff_user, policy
+):
     for n in range(3):
         _legacy(client, f"unknown-key-from-a-scanner-{n}", HTTP_USER_AGENT="scanner/2.0")
     _legacy(client, "unknown-key-from-elsewhere-00", address="192.0.2.99")
     assert {(r.ip, r.attempts, r.last_user_agent) for r in RefusedClient.objects.all()} == {
-        ("203.0.113.50", 3, "scanner/2.0"), ("192.0.2.99", 1, ""),
+        ("203.0.113.50", 3, "scanner/2.0"),
+        ("192.0.2.99", 1, ""),
     }
     admin = Client()
     admin.force_login(staff_user)

@@ -264,7 +264,9 @@ def test_a_name_already_in_use_is_refused_next_to_the_name(signed_in, user, issu
     response = signed_in.post(NEW, new_form(signed_in))
     assert response.status_code == 400
     assert re.search(
-        r'name="name".*?field-error"[^>]*>An active token of this owner already has this name', response.content.decode(), re.S
+        r'name="name".*?field-error"[^>]*>An active token of this owner already has this name',
+        response.content.decode(),
+        re.S,
     )
     assert Token.objects.count() == 1
 
@@ -432,7 +434,10 @@ def test_renaming_changes_the_name_and_writes_an_event(signed_in, user, issue):
 def test_a_bad_new_name_is_refused_next_to_the_field_and_changes_nothing(signed_in, user, issue):
     token, _value = issue(user, name="keep")
     issue(user, name="taken")
-    for name, message in (("", "This field is required."), ("taken", "An active token of this owner already has this name")):
+    for name, message in (
+        ("", "This field is required."),
+        ("taken", "An active token of this owner already has this name"),
+    ):
         response = signed_in.post(detail(token) + "rename/", {"name": name})
         assert response.status_code == 400
         assert message in response.content.decode()
@@ -519,12 +524,16 @@ def test_the_legacy_notice_shows_the_upcoming_brownout_windows_to_the_keys_owner
     LegacyApiKey.objects.import_key(user=user, key=LEGACY_KEY)
     Client().get("/api/users/me", HTTP_REST_API_KEY=LEGACY_KEY)
     past = BrownoutWindow.objects.create(
-        policy=policy, starts_at=datetime(2020, 1, 1, tzinfo=ZoneInfo("UTC")),
-        ends_at=datetime(2020, 1, 1, 1, tzinfo=ZoneInfo("UTC")), note="long over",
+        policy=policy,
+        starts_at=datetime(2020, 1, 1, tzinfo=ZoneInfo("UTC")),
+        ends_at=datetime(2020, 1, 1, 1, tzinfo=ZoneInfo("UTC")),
+        note="long over",
     )
     BrownoutWindow.objects.create(
-        policy=policy, starts_at=datetime(2031, 5, 4, 10, tzinfo=ZoneInfo("UTC")),
-        ends_at=datetime(2031, 5, 4, 11, tzinfo=ZoneInfo("UTC")), note="first brownout",
+        policy=policy,
+        starts_at=datetime(2031, 5, 4, 10, tzinfo=ZoneInfo("UTC")),
+        ends_at=datetime(2031, 5, 4, 11, tzinfo=ZoneInfo("UTC")),
+        note="first brownout",
     )
     html = signed_in.get(LIST).content.decode()
     assert "Scheduled brownouts" in html
@@ -569,21 +578,34 @@ def test_the_create_form_offers_access_and_the_owners_permissions_in_words(signe
 
 def test_creating_a_read_only_narrowed_address_bound_token_from_the_form(signed_in, user):
     user.user_permissions.add(_perm("view_user"))
-    data = {**new_form(signed_in), "access": "read", "permission_scope": "only", "permissions": ["auth.view_user"],
-            "allowed_ips": "203.0.113.7\r\n\r\n 2001:db8::/32 \r\n"}
+    data = {
+        **new_form(signed_in),
+        "access": "read",
+        "permission_scope": "only",
+        "permissions": ["auth.view_user"],
+        "allowed_ips": "203.0.113.7\r\n\r\n 2001:db8::/32 \r\n",
+    }
     response = signed_in.post(NEW, data)
     assert response.status_code == 200
     token = Token.objects.get()
     assert (token.access, token.permissions, token.allowed_ips) == (
-        "read", ["auth.view_user"], ["203.0.113.7", "2001:db8::/32"])
+        "read",
+        ["auth.view_user"],
+        ["203.0.113.7", "2001:db8::/32"],
+    )
 
 
-@pytest.mark.parametrize("extra, where", [
-    ({"allowed_ips": "203.0.113.7\nnot-an-address"}, 'name="allowed_ips"'),
-    ({"permission_scope": "only", "permissions": ["auth.delete_user"]}, "permission-list"),
-    ({"access": "admin"}, "restriction-access"),
-])
-def test_bad_limits_on_the_create_form_are_refused_next_to_the_field_and_create_nothing(signed_in, extra, where):
+@pytest.mark.parametrize(
+    "extra, where",
+    [
+        ({"allowed_ips": "203.0.113.7\nnot-an-address"}, 'name="allowed_ips"'),
+        ({"permission_scope": "only", "permissions": ["auth.delete_user"]}, "permission-list"),
+        ({"access": "admin"}, "restriction-access"),
+    ],
+)
+def test_bad_limits_on_the_create_form_are_refused_next_to_the_field_and_create_nothing(
+    signed_in, extra, where
+):
     response = signed_in.post(NEW, {**new_form(signed_in), **extra})
     assert response.status_code == 400
     html = response.content.decode()
@@ -593,8 +615,12 @@ def test_bad_limits_on_the_create_form_are_refused_next_to_the_field_and_create_
 
 def test_the_token_page_says_what_it_can_do_in_words(signed_in, user, issue):
     user.user_permissions.add(_perm("view_user"), _perm("view_group"))
-    token, _value = issue(user, access="read", permissions=["auth.view_group", "auth.view_user"],
-                          allowed_ips=["198.51.100.0/24"])
+    token, _value = issue(
+        user,
+        access="read",
+        permissions=["auth.view_group", "auth.view_user"],
+        allowed_ips=["198.51.100.0/24"],
+    )
     user.user_permissions.remove(_perm("view_group"))
     html = signed_in.get(detail(token)).content.decode()
     assert "Read only: it can look" in html
@@ -605,8 +631,10 @@ def test_the_token_page_says_what_it_can_do_in_words(signed_in, user, issue):
 
 def test_the_token_page_changes_the_limits_and_the_activity_stream_names_who_and_what(signed_in, user, issue):
     token, _value = issue(user)
-    response = signed_in.post(reverse("tokens:restrict", args=[token.pk]), {
-        "access": "read", "permission_scope": "only", "allowed_ips": "192.0.2.1"})
+    response = signed_in.post(
+        reverse("tokens:restrict", args=[token.pk]),
+        {"access": "read", "permission_scope": "only", "allowed_ips": "192.0.2.1"},
+    )
     assert response.status_code == 303
     token.refresh_from_db()
     assert (token.access, token.permissions, token.allowed_ips) == ("read", [], ["192.0.2.1"])
@@ -621,8 +649,10 @@ def test_the_token_page_changes_the_limits_and_the_activity_stream_names_who_and
 
 def test_a_bad_change_on_the_token_page_is_refused_and_changes_nothing(signed_in, user, issue):
     token, _value = issue(user)
-    response = signed_in.post(reverse("tokens:restrict", args=[token.pk]), {
-        "access": "read", "permission_scope": "all", "allowed_ips": "10.0.0.1/8"})
+    response = signed_in.post(
+        reverse("tokens:restrict", args=[token.pk]),
+        {"access": "read", "permission_scope": "all", "allowed_ips": "10.0.0.1/8"},
+    )
     assert response.status_code == 400
     assert "did you mean 10.0.0.0/8" in response.content.decode()
     token.refresh_from_db()
@@ -641,10 +671,17 @@ def test_the_list_badges_read_only_limited_and_address_bound_tokens(signed_in, u
     issue(user, name="plain")
     issue(user, name="tight", access="read", permissions=[], allowed_ips=["192.0.2.1", "192.0.2.2"])
     html = signed_in.get(LIST).content.decode()
-    tight = html[html.index("tight"):]
-    plain = html[html.index("plain"):html.index("tight")] if html.index("plain") < html.index("tight") else html[
-        html.index("plain"):]
-    assert "Read only" in tight[:1500] and "Limited permissions" in tight[:1500] and "2 addresses" in tight[:1500]
+    tight = html[html.index("tight") :]
+    plain = (
+        html[html.index("plain") : html.index("tight")]
+        if html.index("plain") < html.index("tight")
+        else html[html.index("plain") :]
+    )
+    assert (
+        "Read only" in tight[:1500]
+        and "Limited permissions" in tight[:1500]
+        and "2 addresses" in tight[:1500]
+    )
     assert "badge-limit" not in plain[:800]
 
 
@@ -661,7 +698,9 @@ def rotate_form(client, token, **choices):
     return {"overlap": "1d", "expiry": "same", "custom_expiry": "", "nonce": nonce, **choices}
 
 
-def test_the_token_page_offers_rotate_and_the_form_offers_overlaps_within_the_policy(signed_in, issued, policy):
+def test_the_token_page_offers_rotate_and_the_form_offers_overlaps_within_the_policy(
+    signed_in, issued, policy
+):
     token, _ = issued
     assert f'href="{rotate_url(token)}"' in signed_in.get(detail(token)).content.decode()
     policy.max_rotation_overlap = timedelta(days=1)
@@ -671,7 +710,9 @@ def test_the_token_page_offers_rotate_and_the_form_offers_overlaps_within_the_po
     assert form.fields["expiry"].initial == "same"
 
 
-def test_rotating_on_the_page_answers_with_the_reveal_once_and_never_stores_the_value(signed_in, user, issued):
+def test_rotating_on_the_page_answers_with_the_reveal_once_and_never_stores_the_value(
+    signed_in, user, issued
+):
     token, old_value = issued
     response = signed_in.post(rotate_url(token), rotate_form(signed_in, token))
     assert response.status_code == 200
@@ -703,7 +744,9 @@ def test_resubmitting_the_rotate_form_rotates_nothing_more_and_lands_on_the_new_
     assert Token.objects.count() == 2
 
 
-def test_a_token_that_is_not_active_is_not_offered_rotation_and_a_forged_post_creates_nothing(signed_in, issued):
+def test_a_token_that_is_not_active_is_not_offered_rotation_and_a_forged_post_creates_nothing(
+    signed_in, issued
+):
     token, _ = issued
     data = rotate_form(signed_in, token)
     token.revoke(actor=token.user)

@@ -58,7 +58,7 @@ def send_pending(now=None):
         if outcome == Outcome.SENT:
             try:
                 _send(event)
-            except Exception as error:  # noqa: BLE001 - whatever failed, the owner was not mailed
+            except Exception as error:
                 AlertDelivery.objects.filter(event=event).delete()
                 report.failed.append(f"{event.user.get_username()} ({type(error).__name__})")
                 continue

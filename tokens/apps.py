@@ -16,8 +16,11 @@ class TokensConfig(AppConfig):
         request_finished.connect(sqlite_turns.checkpoint_after_response, dispatch_uid="tokens.checkpoint")
         # Every process folds usage records into the summaries now and then, after a response is sent.
         request_finished.connect(usage.summarise_after_response, dispatch_uid="tokens.usage.summarise")
-        # The hot path parses some settings once per process; tests that override them must not see stale values.
+        # The hot path parses some settings once per process; tests that override them must see the new
+        # values.
         setting_changed.connect(auth.forget_cached_settings, dispatch_uid="tokens.auth.settings")
         setting_changed.connect(http.forget_cached_settings, dispatch_uid="tokens.http.settings")
         # The SQLite files hold session keys and digests: private to this account (private_files).
-        connection_created.connect(private_files.keep_sqlite_files_private, dispatch_uid="tokens.private_files")
+        connection_created.connect(
+            private_files.keep_sqlite_files_private, dispatch_uid="tokens.private_files"
+        )

@@ -34,15 +34,22 @@ from .models.legacy import clean_legacy_key
 from .models.policy import cutover_verdict
 from .models.restrictions import address_allowed, load_list
 
-
 _BEARER_RE = re.compile(r"[Bb][Ee][Aa][Rr][Ee][Rr][ \t]+(\S+)")
 
 
 class AuthError(Exception):
     """Refuse the request with 401 and an RFC 6750 ``WWW-Authenticate`` challenge."""
 
-    def __init__(self, description, *, error="invalid_token", credential=None, legacy=False, looked_up=False,
-                 like_unknown=False):
+    def __init__(
+        self,
+        description,
+        *,
+        error="invalid_token",
+        credential=None,
+        legacy=False,
+        looked_up=False,
+        like_unknown=False,
+    ):
         super().__init__(description)
         self.error = error
         self.description = description
@@ -106,7 +113,11 @@ def _aware(value):
 def _user_columns():
     User = get_user_model()
     fields = User._meta.concrete_fields
-    return User, [f.attname for f in fields], ", ".join(f"u.{connection.ops.quote_name(f.column)}" for f in fields)
+    return (
+        User,
+        [f.attname for f in fields],
+        ", ".join(f"u.{connection.ops.quote_name(f.column)}" for f in fields),
+    )
 
 
 def _build_user(values):
@@ -198,11 +209,17 @@ def authenticate_bearer(value):
     user = _build_user(row[12:])
     rotation_ends_at = _aware(rotation_ends_at)
     credential = Authentication(
-        "bearer", token_id, user, first_use=last_used_at is None, last_used_ip=last_used_ip, access=access,
+        "bearer",
+        token_id,
+        user,
+        first_use=last_used_at is None,
+        last_used_ip=last_used_ip,
+        access=access,
         # An unrestricted token's columns read NULL and "[]": no JSON parsing on its path.
         permissions=None if permissions is None else load_list(permissions),
         allowed_ips=() if allowed_ips in ("[]", []) else load_list(allowed_ips),
-        rotated_at=_aware(rotated_at), rotation_ends_at=rotation_ends_at,
+        rotated_at=_aware(rotated_at),
+        rotation_ends_at=rotation_ends_at,
     )
     now = timezone.now()
     if revoked_at is not None:
@@ -292,8 +309,13 @@ def authenticate_legacy(key, *, now=None):
     level, rehearsal, deprecated_at, sunset_at, brownout = row[6:11]
     user = _build_user(row[11:])
     credential = Authentication(
-        "legacy_key", key_id, user, first_use=last_used_at is None,
-        deprecated_at=_aware(deprecated_at), sunset_at=_aware(sunset_at), last_used_at=_aware(last_used_at),
+        "legacy_key",
+        key_id,
+        user,
+        first_use=last_used_at is None,
+        deprecated_at=_aware(deprecated_at),
+        sunset_at=_aware(sunset_at),
+        last_used_at=_aware(last_used_at),
         last_used_ip=last_used_ip,
     )
     if revoked_at is not None:
@@ -301,8 +323,12 @@ def authenticate_legacy(key, *, now=None):
         # was once a key. The refusal is still recorded as a use of this key, for its owner and admins.
         raise AuthError(UNKNOWN_LEGACY_KEY, credential=credential, like_unknown=True)
     verdict = cutover_verdict(
-        method="legacy_key", security_level=level, rehearsal_level=rehearsal, sunset_at=credential.sunset_at,
-        brownout_ends_at=_aware(brownout), now=now,
+        method="legacy_key",
+        security_level=level,
+        rehearsal_level=rehearsal,
+        sunset_at=credential.sunset_at,
+        brownout_ends_at=_aware(brownout),
+        now=now,
     )
     if verdict.refusal is not None:
         raise AuthError(str(verdict.refusal), credential=credential)
@@ -313,7 +339,9 @@ def authenticate_legacy(key, *, now=None):
     if row[2] != newest:
         # Legacy keys have no signature naming their pepper and never expire, so rotation cannot wait
         # for them: re-digest under the newest pepper on first use (rare; a cheap indexed UPDATE).
-        LegacyApiKey.objects.filter(pk=key_id, pepper_id=row[2]).update(digest=digests[newest], pepper_id=newest)
+        LegacyApiKey.objects.filter(pk=key_id, pepper_id=row[2]).update(
+            digest=digests[newest], pepper_id=newest
+        )
     return credential
 
 

@@ -34,10 +34,20 @@ def check_middleware_order(app_configs, **kwargs):
     middleware = list(settings.MIDDLEWARE)
     missing = [name for name in MIDDLEWARE_ORDER if name not in middleware]
     if missing:
-        return [Error(f"MIDDLEWARE lacks {', '.join(missing)}.",
-                      hint="Add it in this order: " + ", then ".join(MIDDLEWARE_ORDER) + ".", id="tokens.E010")]
+        return [
+            Error(
+                f"MIDDLEWARE lacks {', '.join(missing)}.",
+                hint="Add it in this order: " + ", then ".join(MIDDLEWARE_ORDER) + ".",
+                id="tokens.E010",
+            )
+        ]
     positions = [middleware.index(name) for name in MIDDLEWARE_ORDER]
     if positions != sorted(positions):
-        return [Error("MIDDLEWARE has the portal's middleware in the wrong order.",
-                      hint="Keep this order: " + ", then ".join(MIDDLEWARE_ORDER) + ".", id="tokens.E011")]
+        return [
+            Error(
+                "MIDDLEWARE has the portal's middleware in the wrong order.",
+                hint="Keep this order: " + ", then ".join(MIDDLEWARE_ORDER) + ".",
+                id="tokens.E011",
+            )
+        ]
     return []

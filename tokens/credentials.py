@@ -35,9 +35,7 @@ PEPPER_HINT = (
     "python -c 'import secrets; print(secrets.token_urlsafe(48))'"
 )
 
-TOKEN_RE = re.compile(
-    rf"{TOKEN_PREFIX}[0-9A-Za-z]{{{PUBLIC_ID_LENGTH + SECRET_LENGTH + SIGNATURE_LENGTH}}}"
-)
+TOKEN_RE = re.compile(rf"{TOKEN_PREFIX}[0-9A-Za-z]{{{PUBLIC_ID_LENGTH + SECRET_LENGTH + SIGNATURE_LENGTH}}}")
 _BODY_LENGTH = TOKEN_LENGTH - SIGNATURE_LENGTH
 
 
@@ -149,7 +147,9 @@ def generate():
     pepper = peppers()[0]
     body = TOKEN_PREFIX + _random(PUBLIC_ID_LENGTH) + _random(SECRET_LENGTH)
     value = body + _sign(body, pepper)
-    return value, ParsedToken(body[len(TOKEN_PREFIX) : len(TOKEN_PREFIX) + PUBLIC_ID_LENGTH], pepper.id, digest(value, pepper))
+    return value, ParsedToken(
+        body[len(TOKEN_PREFIX) : len(TOKEN_PREFIX) + PUBLIC_ID_LENGTH], pepper.id, digest(value, pepper)
+    )
 
 
 def parse(value):

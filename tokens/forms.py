@@ -125,7 +125,8 @@ class RestrictionFields(forms.Form):
         help_text=_(
             "One IPv4 or IPv6 address or network per line, e.g. 203.0.113.7 or 2001:db8::/32. "
             "Empty: any address. At most %(n)d."
-        ) % {"n": MAX_ALLOWED_IPS},
+        )
+        % {"n": MAX_ALLOWED_IPS},
     )
 
     def __init__(self, *args, user, **kwargs):
@@ -174,8 +175,17 @@ class TokenCreateForm(ExpiryFields, RestrictionFields, forms.Form):
         help_text=_("Optional. A note for yourself and your administrators."),
     )
 
-    field_order = ("name", "purpose", "expiry", "custom_expiry", "access", "permission_scope", "permissions",
-                   "allowed_ips", "nonce")
+    field_order = (
+        "name",
+        "purpose",
+        "expiry",
+        "custom_expiry",
+        "access",
+        "permission_scope",
+        "permissions",
+        "allowed_ips",
+        "nonce",
+    )
 
     def __init__(self, *args, user, policy, now=None, **kwargs):
         super().__init__(*args, user=user, **kwargs)
@@ -249,14 +259,19 @@ class TokenRotateForm(ExpiryFields, forms.Form):
             }
         # "No expiry" is offered as such only to a token that has an expiry today.
         self.offer_expiries(
-            policy=policy, user=token.user, first=[(SAME, same)] if same else [],
+            policy=policy,
+            user=token.user,
+            first=[(SAME, same)] if same else [],
             never=token.expires_at is not None,
         )
 
     def rotation(self):
         """Return the keyword arguments of ``Token.rotate`` (overlap, expiry if chosen); after is_valid()."""
-        given = {"overlap": self.overlaps[self.cleaned_data["overlap"]], "now": self.now,
-                 "nonce": self.cleaned_data["nonce"]}
+        given = {
+            "overlap": self.overlaps[self.cleaned_data["overlap"]],
+            "now": self.now,
+            "nonce": self.cleaned_data["nonce"],
+        }
         if self.cleaned_data["expiry"] != SAME:
             given["expires_at"] = self.chosen_expiry()
         return given

@@ -106,5 +106,5 @@ def mail_owner(credential, *, source, url):
     body = render_to_string("email/leaked_credential.txt", context)
     try:
         send_mail(subject, body, None, [user.email])
-    except Exception as error:  # noqa: BLE001 - the revocation stands whether or not the mail goes out
+    except Exception as error:
         log.error("leak notice not sent: user_id=%s error=%s", user.pk, type(error).__name__)

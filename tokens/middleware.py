@@ -126,8 +126,9 @@ def refuse(request, use, refusal):
             return service_unavailable()
     response = too_many_requests(wait) if wait else unauthorized(refusal.description, error=refusal.error)
     if refusal.credential is not None:
-        record_use(request, use, refusal.credential, response, accepted=False,
-                   deprecation=not refusal.like_unknown)
+        record_use(
+            request, use, refusal.credential, response, accepted=False, deprecation=not refusal.like_unknown
+        )
     if refusal.legacy:
         response["Link"] = MIGRATION_LINK
     return response
@@ -174,7 +175,11 @@ def record_use(request, use, credential, response, *, accepted, deprecation=True
         if new_address:
             # The mail goes out later, from manage.py send_alerts.
             record_new_address(
-                token_id=token_id, legacy_key_id=legacy_key_id, user_id=credential.user.pk, ip=ip, at=now,
+                token_id=token_id,
+                legacy_key_id=legacy_key_id,
+                user_id=credential.user.pk,
+                ip=ip,
+                at=now,
                 user_agent=user_agent,
             )
     except DatabaseError:
@@ -202,13 +207,20 @@ def _mark_use(credential, now, ip):
 def _use_event(credential, now, ip):
     if credential.method == "bearer":
         event = TokenEvent(
-            user_id=credential.user.pk, token_id=credential.id, kind=TokenEvent.Kind.FIRST_USED, at=now,
+            user_id=credential.user.pk,
+            token_id=credential.id,
+            kind=TokenEvent.Kind.FIRST_USED,
+            at=now,
             ip=ip,
         )
     else:
         event = TokenEvent(
-            user_id=credential.user.pk, legacy_key_id=credential.id, kind=TokenEvent.Kind.LEGACY_USED,
-            at=now, ip=ip, detail=now.date().isoformat(),
+            user_id=credential.user.pk,
+            legacy_key_id=credential.id,
+            kind=TokenEvent.Kind.LEGACY_USED,
+            at=now,
+            ip=ip,
+            detail=now.date().isoformat(),
         )
     TokenEvent.objects.bulk_create([event], ignore_conflicts=True)
 
@@ -286,8 +298,12 @@ class ApiAuthenticationMiddleware:
         """Record a session request the rehearsed ``bearer_only`` would refuse; return the response."""
         try:
             RehearsedSessionRequest.objects.record(
-                user_id=request.user.pk, at=timezone.now(), method=request.method, path=request.path,
-                ip=client_ip(request), user_agent=request.META.get("HTTP_USER_AGENT", ""),
+                user_id=request.user.pk,
+                at=timezone.now(),
+                method=request.method,
+                path=request.path,
+                ip=client_ip(request),
+                user_agent=request.META.get("HTTP_USER_AGENT", ""),
             )
         except DatabaseError:
             log.error("rehearsal record could not be written")

@@ -14,7 +14,6 @@ files it creates later follow; the ones the first connection made are tightened 
 import os
 import stat
 
-
 SQLITE_COMPANIONS = ("", "-wal", "-shm", "-journal", "-usage.lock")
 
 

@@ -73,7 +73,9 @@ def token_list(request):
     shown = tokens.with_status(status, now) if status else tokens
     page = Paginator(shown, TOKENS_PER_PAGE).get_page(request.GET.get("page"))
     page.object_list = usage_totals(list(page.object_list))
-    filters = [("", _("All"), counts["all"])] + [(key, label, counts[key]) for key, label in TokenStatus.choices]
+    filters = [("", _("All"), counts["all"])] + [
+        (key, label, counts[key]) for key, label in TokenStatus.choices
+    ]
     return render(
         request,
         "tokens/token_list.html",
@@ -92,9 +94,7 @@ def _legacy_notice(user):
     # last_used_at is set on a key's first use each day (middleware), so "used" needs no tail query.
     keys = usage_totals(
         LegacyApiKey.objects.filter(user=user, revoked_at__isnull=True, last_used_at__isnull=False)
-        .only(
-            "pk", "last_used_at", "last_used_ip", "last_used_user_agent", "request_count"
-        )
+        .only("pk", "last_used_at", "last_used_ip", "last_used_user_agent", "request_count")
         .order_by("-last_used_at")
     )
     keys.sort(key=lambda key: key.last_used_at, reverse=True)
@@ -316,8 +316,9 @@ def token_rotate(request, pk):
     form = TokenRotateForm(request.POST or None, token=token, policy=policy)
     if request.method == "POST" and form.is_valid():
         try:
-            new, plaintext = token.rotate(**form.rotation(), actor=request.user, ip=client_ip(request),
-                                          policy=policy)
+            new, plaintext = token.rotate(
+                **form.rotation(), actor=request.user, ip=client_ip(request), policy=policy
+            )
         except Token.AlreadyIssued as repeat:
             messages.info(
                 request,
@@ -378,8 +379,10 @@ def token_alerts(request, pk):
     enabled = request.POST.get("alerts") == "on"
     if token.set_alerts(enabled, actor=request.user, ip=client_ip(request)):
         if enabled:
-            messages.success(request, _("You will be mailed when “%(name)s” is used from a new address.")
-                             % {"name": token.name})
+            messages.success(
+                request,
+                _("You will be mailed when “%(name)s” is used from a new address.") % {"name": token.name},
+            )
         else:
             messages.success(request, _("Alerts for “%(name)s” are muted.") % {"name": token.name})
     return _see_other(_detail_url(token))

@@ -138,13 +138,20 @@ def test_an_administrator_rehearses_schedules_a_brownout_and_tells_the_owners(
     page.set_viewport_size({"width": 1680, "height": 900})
     # Two weeks of a High rehearsal: the keys' requests were served and marked "would be refused".
     ExpirationPolicy.objects.filter(pk=1).update(
-        rehearsal_level="high", rehearsal_started_at=timezone.now() - timedelta(days=14),
+        rehearsal_level="high",
+        rehearsal_started_at=timezone.now() - timedelta(days=14),
         maximum_lifetime=timedelta(days=365),
     )
     alice_key, bob_key = LegacyApiKey.objects.order_by("pk")[:2]
     for day in reversed(range(14)):
-        _record(day=day, key=alice_key, count=2 + day // 3, ip="203.0.113.7", agent="legacy-sync/2.1",
-                would_refuse=True)
+        _record(
+            day=day,
+            key=alice_key,
+            count=2 + day // 3,
+            ip="203.0.113.7",
+            agent="legacy-sync/2.1",
+            would_refuse=True,
+        )
         if day % 4 == 0:
             _record(day=day, key=bob_key, count=3, ip="198.51.100.20", agent="curl/7.88.1", would_refuse=True)
 

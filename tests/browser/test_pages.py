@@ -237,7 +237,9 @@ def test_a_user_whose_legacy_key_is_still_used_is_told_how_to_migrate(
 
 
 @pytest.mark.no_javascript
-def test_without_javascript_a_person_still_creates_reads_and_revokes_a_token(sign_in, user, page, live_server):
+def test_without_javascript_a_person_still_creates_reads_and_revokes_a_token(
+    sign_in, user, page, live_server
+):
     sign_in(user)
     page.goto("/profile/integrations/authorizations/new/")
     page.get_by_label("Name").fill("No-script client")
@@ -269,12 +271,18 @@ def test_a_person_creates_a_read_only_token_bound_to_addresses_and_narrows_it_fu
     page.get_by_role("heading", name="Copy your new token").wait_for()
     value = page.get_by_label("Value of “Dashboard”").input_value()
     token = Token.objects.get(name="Dashboard")
-    assert (token.access, token.permissions, token.allowed_ips) == ("read", None, ["127.0.0.1", "2001:db8::/32"])
+    assert (token.access, token.permissions, token.allowed_ips) == (
+        "read",
+        None,
+        ["127.0.0.1", "2001:db8::/32"],
+    )
 
     auth = {"Authorization": f"Bearer {value}"}
     status, body = call_api(live_server, headers=auth)
     assert status == 200 and body["auth"]["access"] == "read"
-    request = urllib.request.Request(f"{live_server.url}/api/tokens/{token.pk}", method="DELETE", headers=auth)
+    request = urllib.request.Request(
+        f"{live_server.url}/api/tokens/{token.pk}", method="DELETE", headers=auth
+    )
     with pytest.raises(urllib.error.HTTPError) as refused:
         urllib.request.urlopen(request, timeout=10)
     assert refused.value.code == 403
@@ -299,8 +307,9 @@ def test_a_person_creates_a_read_only_token_bound_to_addresses_and_narrows_it_fu
 def test_a_person_rotates_a_token_with_an_overlap_and_both_values_work_until_it_ends(
     sign_in, user, page, live_server
 ):
-    token, old_value = Token.objects.issue(user=user, name="Inventory sync",
-                                           expires_at=timezone.now() + timedelta(days=30))
+    token, old_value = Token.objects.issue(
+        user=user, name="Inventory sync", expires_at=timezone.now() + timedelta(days=30)
+    )
     sign_in(user)
     page.goto(f"/profile/integrations/authorizations/{token.pk}/")
     page.get_by_role("link", name="Rotate…").click()

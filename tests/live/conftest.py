@@ -110,8 +110,14 @@ class Client:
         if response.getheader("Connection", "").lower() == "close":
             self.connection.close()
         result = Response(response.status, response.getheaders(), data)
-        secret_scan.observe_response(method=method, path=path, status=result.status, headers=result.headers,
-                                     body=data, source=f"gunicorn:{self.port}")
+        secret_scan.observe_response(
+            method=method,
+            path=path,
+            status=result.status,
+            headers=result.headers,
+            body=data,
+            source=f"gunicorn:{self.port}",
+        )
         return result
 
     def get(self, path, **kwargs):
@@ -157,11 +163,27 @@ class GunicornServer:
         log = self.log_path.open("ab")
         self.process = subprocess.Popen(
             [
-                GUNICORN, "portal.wsgi", "--bind", f"127.0.0.1:{self.port}", "--workers", str(self.workers),
-                "--worker-class", "sync", "--timeout", "60", "--graceful-timeout", "5",
-                "--access-logfile", "-", "--error-logfile", "-",
+                GUNICORN,
+                "portal.wsgi",
+                "--bind",
+                f"127.0.0.1:{self.port}",
+                "--workers",
+                str(self.workers),
+                "--worker-class",
+                "sync",
+                "--timeout",
+                "60",
+                "--graceful-timeout",
+                "5",
+                "--access-logfile",
+                "-",
+                "--error-logfile",
+                "-",
             ],
-            cwd=BASE_DIR, env=server_env(self.database_url), stdout=log, stderr=subprocess.STDOUT,
+            cwd=BASE_DIR,
+            env=server_env(self.database_url),
+            stdout=log,
+            stderr=subprocess.STDOUT,
             start_new_session=True,
         )
         log.close()
@@ -264,7 +286,10 @@ class DatabaseShell:
         """Run manage.py against this database and return its stdout."""
         result = subprocess.run(
             [PYTHON, "manage.py", *args],
-            cwd=BASE_DIR, env=server_env(self.url), capture_output=True, text=True,
+            cwd=BASE_DIR,
+            env=server_env(self.url),
+            capture_output=True,
+            text=True,
         )
         if result.returncode:
             raise RuntimeError(f"manage.py {' '.join(args)} failed:\n{result.stdout}\n{result.stderr}")
@@ -294,7 +319,9 @@ class PostgresCluster(DatabaseShell):
     def start_new(self):
         result = subprocess.run(
             [str(BASE_DIR / "bin" / "throwaway-postgres"), "start", str(self.dir), str(self.port)],
-            capture_output=True, text=True, check=True,
+            capture_output=True,
+            text=True,
+            check=True,
         )
         self.url = result.stdout.strip().splitlines()[-1]
         self.manage("migrate", "--noinput", "-v0")
@@ -312,8 +339,13 @@ class PostgresCluster(DatabaseShell):
 
     def start(self):
         self._pg_ctl(
-            "-l", str(self.dir / "server.log"), "-w", "-t", "60",
-            "-o", f"-c listen_addresses=127.0.0.1 -p {self.port} -k {self.dir} -c max_connections=200",
+            "-l",
+            str(self.dir / "server.log"),
+            "-w",
+            "-t",
+            "60",
+            "-o",
+            f"-c listen_addresses=127.0.0.1 -p {self.port} -k {self.dir} -c max_connections=200",
             "start",
         )
 

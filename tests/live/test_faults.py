@@ -40,7 +40,8 @@ def post_sign_in(client, username, password):
     csrf_cookie = re.search(r"csrftoken=([^;]+)", page.headers["set-cookie"]).group(1)
     csrf_field = re.search(r'name="csrfmiddlewaretoken" value="([^"]+)"', page.text).group(1)
     return client.request(
-        "POST", "/accounts/login/",
+        "POST",
+        "/accounts/login/",
         headers={"Cookie": f"csrftoken={csrf_cookie}", "Content-Type": "application/x-www-form-urlencoded"},
         body=urlencode({"username": username, "password": password, "csrfmiddlewaretoken": csrf_field}),
     )
@@ -129,8 +130,10 @@ REFUSE_USAGE = {
 }
 ALLOW_USAGE = {
     "sqlite": ["DROP TRIGGER IF EXISTS test_refuse_usage"],
-    "postgresql": ["DROP TRIGGER IF EXISTS test_refuse_usage ON tokens_usagerecord",
-                   "DROP FUNCTION IF EXISTS test_refuse_usage()"],
+    "postgresql": [
+        "DROP TRIGGER IF EXISTS test_refuse_usage ON tokens_usagerecord",
+        "DROP FUNCTION IF EXISTS test_refuse_usage()",
+    ],
 }
 
 

@@ -101,8 +101,12 @@ class Upstream(http.server.ThreadingHTTPServer):
             def answer(handler):
                 length = int(handler.headers.get("Content-Length") or 0)
                 body = handler.rfile.read(length).decode() if length else ""
-                seen = {"method": handler.command, "path": handler.path, "body": body,
-                        "headers": {k.lower(): v for k, v in handler.headers.items()}}
+                seen = {
+                    "method": handler.command,
+                    "path": handler.path,
+                    "body": body,
+                    "headers": {k.lower(): v for k, v in handler.headers.items()},
+                }
                 self.seen.append(seen)
                 data = json.dumps(seen).encode()
                 handler.send_response(200)
@@ -136,12 +140,20 @@ class Nginx:
         self.process = None
 
     def start(self):
-        command = [self.binary, "-p", str(self.dir), "-c", str(self.dir / "nginx.conf"),
-                   "-e", str(self.dir / "error.log")]
+        command = [
+            self.binary,
+            "-p",
+            str(self.dir),
+            "-c",
+            str(self.dir / "nginx.conf"),
+            "-e",
+            str(self.dir / "error.log"),
+        ]
         checked = subprocess.run([*command, "-t"], capture_output=True, text=True)
         assert checked.returncode == 0, checked.stderr
-        self.process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                                        start_new_session=True)
+        self.process = subprocess.Popen(
+            command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True
+        )
         deadline = time.monotonic() + 20
         while time.monotonic() < deadline:
             assert self.process.poll() is None, self.log()
@@ -264,8 +276,12 @@ def test_a_revoke_takes_effect_on_the_very_next_request_through_nginx(through, u
 def test_usage_records_carry_the_original_method_path_and_client_address(through, user, issue):
     token, value = issue(user, access="read")
     through.get("/orders/42?expand=lines", headers=bearer(value, **{"User-Agent": "shop-app/2.1"}))
-    through.request("PATCH", "/orders/42", headers=bearer(value, **{"X-Forwarded-For": "203.0.113.9"}),
-                    body={"state": "paid"})
+    through.request(
+        "PATCH",
+        "/orders/42",
+        headers=bearer(value, **{"X-Forwarded-For": "203.0.113.9"}),
+        body={"state": "paid"},
+    )
     records = list(UsageRecord.objects.filter(token=token).order_by("pk"))
     assert [(r.method, r.path, r.status, r.accepted, r.ip) for r in records] == [
         ("GET", "/orders/42", 200, True, "127.0.0.1"),

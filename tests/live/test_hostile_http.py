@@ -67,14 +67,16 @@ def test_broken_json_and_markup_through_the_live_server_get_clear_answers(main_s
     auth = {"Authorization": f"Bearer {value}", "Content-Type": "application/json"}
     broken = client.request("PATCH", f"/api/tokens/{token.pk}", headers=auth, body='{"name": ')
     assert broken.status == 400 and "not valid JSON" in broken.json()["detail"]
-    wrong_type = client.request("PATCH", f"/api/tokens/{token.pk}",
-                                headers={**auth, "Content-Type": "text/html"}, body="<b>x</b>")
+    wrong_type = client.request(
+        "PATCH", f"/api/tokens/{token.pk}", headers={**auth, "Content-Type": "text/html"}, body="<b>x</b>"
+    )
     assert wrong_type.status == 415
     nul = client.request("PATCH", f"/api/tokens/{token.pk}", headers=auth, body={"name": "a\x00b"})
     assert nul.status == 400 and nul.json()["fields"]["name"]
     assert Token.objects.get(pk=token.pk).name == token.name
-    markup = client.request("PATCH", f"/api/tokens/{token.pk}", headers=auth,
-                            body={"name": "<script>x</script>"})
+    markup = client.request(
+        "PATCH", f"/api/tokens/{token.pk}", headers=auth, body={"name": "<script>x</script>"}
+    )
     assert markup.status == 200
     assert markup.headers["content-type"] == "application/json"
     assert markup.headers["x-content-type-options"] == "nosniff"
@@ -89,7 +91,8 @@ def test_the_sign_in_throttle_holds_across_gunicorn_workers(main_server, user):
         csrf = re.search(r"csrftoken=([^;]+)", page.headers["set-cookie"]).group(1)
         field = re.search(r'name="csrfmiddlewaretoken" value="([^"]+)"', page.text).group(1)
         return client.request(
-            "POST", "/accounts/login/",
+            "POST",
+            "/accounts/login/",
             headers={"Cookie": f"csrftoken={csrf}", "Content-Type": "application/x-www-form-urlencoded"},
             body=urlencode({"username": user.username, "password": password, "csrfmiddlewaretoken": field}),
         )
@@ -139,7 +142,8 @@ def test_sixteen_parallel_sign_ins_over_eight_workers_get_at_most_the_limit_of_p
         if passwords[n] == PASSWORD:
             time.sleep(0.2)  # the right guess comes while the wrong ones are being checked
         answers[n] = client.request(
-            "POST", "/accounts/login/",
+            "POST",
+            "/accounts/login/",
             headers={"Cookie": f"csrftoken={csrf}", "Content-Type": "application/x-www-form-urlencoded"},
             body=urlencode(
                 {"username": user.username, "password": passwords[n], "csrfmiddlewaretoken": field}

@@ -46,8 +46,10 @@ def test_eight_clients_making_250_requests_each_with_one_token_are_counted_exact
 
     def work(client, n):
         for _ in range(REQUESTS_EACH):
-            response = client.get("/api/users/me", headers={"Authorization": f"Bearer {value}",
-                                                            "User-Agent": f"load-client/{n}"})
+            response = client.get(
+                "/api/users/me",
+                headers={"Authorization": f"Bearer {value}", "User-Agent": f"load-client/{n}"},
+            )
             statuses[n][response.status] += 1
 
     run_clients(main_server, CLIENTS, work)

@@ -211,8 +211,9 @@ def test_renaming_a_token_40_times_while_four_clients_use_it_never_deadlocks_and
 
     def rename_40_times():
         return Counter(
-            renamer.request("PATCH", f"/api/tokens/{made['token']}", headers=headers,
-                            body={"name": f"renamed {i}"}).status
+            renamer.request(
+                "PATCH", f"/api/tokens/{made['token']}", headers=headers, body={"name": f"renamed {i}"}
+            ).status
             for i in range(40)
         )
 
@@ -239,7 +240,7 @@ from datetime import timedelta
 from django.contrib.auth import get_user_model
 from django.utils import timezone
 from tokens.models import Token
-owner = get_user_model().objects.get(pk={made['owner']})
+owner = get_user_model().objects.get(pk={made["owner"]})
 expires_at = timezone.now() + timedelta(days=7)
 made = [Token.objects.issue(user=owner, name=f"new {{i}}", expires_at=expires_at)[0].pk for i in range(25)]
 print(json.dumps({{"created": len(made)}}))
@@ -286,7 +287,7 @@ import json
 from datetime import timedelta
 from django.utils import timezone
 from tokens.models import Token
-token = Token.objects.get(pk={made['token']})
+token = Token.objects.get(pk={made["token"]})
 now = timezone.now()
 done = sum(token.shorten(now + timedelta(days=200 - i), actor=token.user) for i in range(30))
 print(json.dumps({{"shortened": done}}))
@@ -304,7 +305,7 @@ def test_saving_the_policy_in_the_admin_while_tokens_and_legacy_keys_are_in_use_
     made = setup(database, legacy_keys=1)
     # What the admin's change view does: the validated form saved in one transaction, then the count
     # of tokens that live longer than the maximum (ExpirationPolicyAdmin.save_model).
-    save = f"""
+    save = """
 import json
 from django.db import transaction
 from tokens.models import ExpirationPolicy, Token
@@ -315,7 +316,7 @@ for i in range(30):
         policy.full_clean()
         policy.save()
         Token.objects.exceeding(policy.maximum_lifetime).count()
-print(json.dumps({{"retention": ExpirationPolicy.load().usage_retention_days}}))
+print(json.dumps({"retention": ExpirationPolicy.load().usage_retention_days}))
 """
     result, (tokens, keys) = hammer_while(
         server, [bearer(made), legacy(made["keys"][0])], lambda: database.manage("shell", "-c", save)
@@ -341,11 +342,11 @@ from django.test import Client
 from django.contrib.auth import get_user_model
 User = get_user_model()
 client = Client(HTTP_HOST="localhost")
-client.force_login(User.objects.get(pk={made['admin']}))
-url = "/admin/auth/user/{made['owner']}/change/"
+client.force_login(User.objects.get(pk={made["admin"]}))
+url = "/admin/auth/user/{made["owner"]}/change/"
 answers = []
 for i in range(20):
-    owner = User.objects.get(pk={made['owner']})
+    owner = User.objects.get(pk={made["owner"]})
     data = {{"username": owner.username, "email": owner.email, "first_name": "", "last_name": "",
             "date_joined_0": owner.date_joined.strftime("%Y-%m-%d"),
             "date_joined_1": owner.date_joined.strftime("%H:%M:%S"),
@@ -354,7 +355,7 @@ for i in range(20):
     if i % 2:
         data["is_active"] = "on"
     answers.append(client.post(url, data).status_code)
-print(json.dumps({{"answers": answers, "active": User.objects.get(pk={made['owner']}).is_active}}))
+print(json.dumps({{"answers": answers, "active": User.objects.get(pk={made["owner"]}).is_active}}))
 """
     result, (tokens, keys) = hammer_while(
         server, [bearer(made), legacy(made["keys"][0])], lambda: database.manage("shell", "-c", toggle)
@@ -364,7 +365,9 @@ print(json.dumps({{"answers": answers, "active": User.objects.get(pk={made['owne
     assert set(tokens) <= {200, 401, 429} and set(keys) <= {200, 401, 429}
     numbers = counts(database, made, key=made["key_ids"][0])
     assert_exact(numbers["token"], answered=tokens.total(), accepted=tokens[200])
-    assert_exact(numbers["legacy_key"], answered=keys.total(), accepted=keys[200], unrecorded_at_most=keys[429])
+    assert_exact(
+        numbers["legacy_key"], answered=keys.total(), accepted=keys[200], unrecorded_at_most=keys[429]
+    )
     assert_clean_log(server)
 
 
@@ -375,7 +378,7 @@ def test_revoking_the_owners_legacy_keys_while_one_is_in_use_gives_no_5xx_and_ex
     revoke = f"""
 import json
 from tokens.models import LegacyApiKey
-done = sum(LegacyApiKey.objects.get(pk=pk).revoke(actor=None) for pk in {made['key_ids']})
+done = sum(LegacyApiKey.objects.get(pk=pk).revoke(actor=None) for pk in {made["key_ids"]})
 print(json.dumps({{"revoked": done}}))
 """
     result, (tokens, keys) = hammer_while(
@@ -388,7 +391,9 @@ print(json.dumps({{"revoked": done}}))
     numbers = counts(database, made, key=in_use)
     assert numbers["legacy_key"]["revoked"]
     assert_exact(numbers["token"], answered=tokens.total(), accepted=tokens.total())
-    assert_exact(numbers["legacy_key"], answered=keys.total(), accepted=keys[200], unrecorded_at_most=keys[429])
+    assert_exact(
+        numbers["legacy_key"], answered=keys.total(), accepted=keys[200], unrecorded_at_most=keys[429]
+    )
     assert_clean_log(server)
 
 

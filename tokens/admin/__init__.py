@@ -10,7 +10,6 @@ Activity Stream); their forms, list filters and shared pieces live in ``forms``,
 ``common``. Importing the page modules registers their admins.
 """
 
-
 from .activity import RefusedClientAdmin, TokenEventAdmin, UsageRecordAdmin
 from .legacy import LegacyApiKeyAdmin
 from .policy import ExpirationPolicyAdmin

@@ -106,7 +106,7 @@ class ExpirationPolicyForm(forms.ModelForm):
 
     class Meta:
         model = ExpirationPolicy
-        fields = "__all__"
+        fields = "__all__"  # noqa: DJ007 - every setting is the administrator's; a new one appears at once
         field_classes = {
             "default_lifetime": LifetimeField,
             "minimum_lifetime": LifetimeField,
@@ -163,6 +163,7 @@ class RestrictionsAdminFields(forms.Form):
 
     def clean_restrictions(self, cleaned, owner, only=None):
         """Check the restriction fields (or those in *only*) for *owner*; put errors next to their fields."""
+
         def permissions():
             # No owner chosen yet (its own error is on the form): nothing to check against.
             if owner is None:

@@ -268,11 +268,7 @@ class LegacyApiKeyAdmin(CredentialColumnsMixin, ReadOnlyAdmin):
                 "in_use": in_use.count(),
                 "never_used": keys.active().filter(last_used_at__isnull=True).count(),
                 "revoked": keys.filter(revoked_at__isnull=False).count(),
-                "users_in_use": keys.active()
-                .used_since(since)
-                .values("user")
-                .distinct()
-                .count(),
+                "users_in_use": keys.active().used_since(since).values("user").distinct().count(),
             },
             "in_use": sorted(usage_totals(in_use), key=lambda key: key.last_used_at, reverse=True),
             "clients": clients,
@@ -299,8 +295,7 @@ class LegacyApiKeyAdmin(CredentialColumnsMixin, ReadOnlyAdmin):
                 request,
                 _("Mailed %(owners)s about %(keys)s.")
                 % {
-                    "owners": ngettext("%(n)d owner", "%(n)d owners", report.owners)
-                    % {"n": report.owners},
+                    "owners": ngettext("%(n)d owner", "%(n)d owners", report.owners) % {"n": report.owners},
                     "keys": ngettext("%(n)d legacy key", "%(n)d legacy keys", report.keys)
                     % {"n": report.keys},
                 },

@@ -70,7 +70,7 @@ class ExpirationPolicyAdmin(admin.ModelAdmin):
                 ),
                 "description": _(
                     "Rehearse a level, tell the owners from the migration overview, schedule brownouts "
-                    "(below), then switch. See docs/admin.md, \"The cutover\"."
+                    '(below), then switch. See docs/admin.md, "The cutover".'
                 ),
             },
         ),
@@ -118,7 +118,8 @@ class ExpirationPolicyAdmin(admin.ModelAdmin):
         changed = [
             field.name
             for field in obj._meta.concrete_fields
-            if field.name != "updated_at" and _shown(getattr(stored, field.attname)) != _shown(getattr(obj, field.attname))
+            if field.name != "updated_at"
+            and _shown(getattr(stored, field.attname)) != _shown(getattr(obj, field.attname))
         ]
         self._save_policy(request, obj, changed)
 

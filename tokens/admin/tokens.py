@@ -16,9 +16,9 @@ from django.utils.translation import ngettext, ngettext_lazy
 from django.views.decorators.cache import never_cache
 from django.views.decorators.debug import sensitive_post_parameters
 
-from ..http import client_ip, no_store
 from ..constants import TOKEN_PREFIX
 from ..forms import TokenRotateForm
+from ..http import client_ip, no_store
 from ..models import ExpirationPolicy, Token, TokenStatus
 from .common import CredentialColumnsMixin, SecretLookupsRefusedMixin, report_action, revoke_each
 from .filters import ExceedsPolicyFilter, ExpiryWindowFilter, NeverUsedFilter, StatusFilter
@@ -170,7 +170,11 @@ class TokenAdmin(SecretLookupsRefusedMixin, CredentialColumnsMixin, admin.ModelA
         (an attacker's log reader would learn whose it is), and the page answers with a value-free address.
         """
         term = request.GET.get(SEARCH_VAR, "")
-        if request.method == "GET" and _looks_like_token(term) and self.has_view_or_change_permission(request):
+        if (
+            request.method == "GET"
+            and _looks_like_token(term)
+            and self.has_view_or_change_permission(request)
+        ):
             self.message_user(
                 request,
                 _(

@@ -80,5 +80,3 @@ def forbidden(request, detail):
         # Recorded as a refused use, like the middleware's own access and address refusals.
         response.refused_use = True
     return response
-
-

@@ -24,8 +24,8 @@ ERRORS = {
     "401": _error("Missing, malformed, unknown, expired or revoked credentials (RFC 6750 challenge)."),
     "403": _error(
         "Authenticated, but refused: the token lacks the permission, or is read-only and the method writes "
-        "(`insufficient_scope`, with `WWW-Authenticate: Bearer realm=\"api\", error=\"insufficient_scope\"` "
-        "and `scope=\"write\"` for the access case), or the token may not be used from the client's address "
+        '(`insufficient_scope`, with `WWW-Authenticate: Bearer realm="api", error="insufficient_scope"` '
+        'and `scope="write"` for the access case), or the token may not be used from the client\'s address '
         "(`ip_not_allowed`, the detail names the address seen). Recorded as a refused use."
     ),
     "404": _error("No such object among the caller's own (other users' ids answer the same)."),
@@ -101,7 +101,10 @@ SCHEMAS = {
         "properties": {
             "error": {"type": "string"},
             "detail": {"type": "string"},
-            "fields": {"type": "object", "additionalProperties": {"type": "array", "items": {"type": "string"}}},
+            "fields": {
+                "type": "object",
+                "additionalProperties": {"type": "array", "items": {"type": "string"}},
+            },
         },
     },
     "User": {
@@ -140,9 +143,25 @@ SCHEMAS = {
     "Token": {
         "type": "object",
         "required": [
-            "id", "name", "purpose", "status", "created_at", "expires_at", "revoked_at", "last_used_at",
-            "last_used_ip", "last_used_user_agent", "request_count", "last_characters",
-            "access", "permissions", "allowed_ips", "alerts", "replaces", "replaced_by", "rotation_ends_at",
+            "id",
+            "name",
+            "purpose",
+            "status",
+            "created_at",
+            "expires_at",
+            "revoked_at",
+            "last_used_at",
+            "last_used_ip",
+            "last_used_user_agent",
+            "request_count",
+            "last_characters",
+            "access",
+            "permissions",
+            "allowed_ips",
+            "alerts",
+            "replaces",
+            "replaced_by",
+            "rotation_ends_at",
         ],
         "properties": {
             "id": {"type": "integer"},
@@ -181,7 +200,9 @@ SCHEMAS = {
             {
                 "type": "object",
                 "required": ["token"],
-                "properties": {"token": {"type": "string", "description": "The value. Shown this once only."}},
+                "properties": {
+                    "token": {"type": "string", "description": "The value. Shown this once only."}
+                },
             },
         ]
     },
@@ -194,7 +215,9 @@ SCHEMAS = {
             "purpose": {"type": ["string", "null"], "maxLength": PURPOSE_MAX_LENGTH},
             "expires_at": {
                 **NULLABLE_TIME,
-                "description": "Omitted: the policy's default lifetime. null: no expiry, where the policy allows it.",
+                "description": (
+                    "Omitted: the policy's default lifetime. null: no expiry, where the policy allows it."
+                ),
             },
             "access": {**ACCESS, "description": "Omitted: the policy's default access."},
             "permissions": {**PERMISSIONS, "description": "Omitted or null: all of the owner's permissions."},
@@ -370,7 +393,7 @@ SCHEMAS = {
     "Introspection": {
         "description": (
             "RFC 7662, section 2.2. Anything not active (unknown, malformed, revoked, expired, a deactivated "
-            "owner, a legacy key, a token bound to addresses) is `{\"active\": false}` and nothing more."
+            'owner, a legacy key, a token bound to addresses) is `{"active": false}` and nothing more.'
         ),
         "oneOf": [
             {
@@ -407,7 +430,8 @@ ROTATE_RESPONSES = _responses(
         ),
         "content": _json(_ref("NewToken")),
     },
-    "400", "404",
+    "400",
+    "404",
 ) | {
     "409": _error(
         "Only an active token can be rotated (this one is rotating, expired or revoked); nothing was created."
@@ -430,8 +454,13 @@ PATHS = {
             "operationId": "users_list",
             "summary": "All users. Needs the owner's auth.view_user permission.",
             "parameters": PAGE_PARAMETERS,
-            "responses": _responses("200", {"description": "A page of users.", "content": _json(_page(_ref("User")))},
-                                    "400", "403", "404"),
+            "responses": _responses(
+                "200",
+                {"description": "A page of users.", "content": _json(_page(_ref("User")))},
+                "400",
+                "403",
+                "404",
+            ),
         }
     },
     "/api/users/{id}": {
@@ -439,7 +468,9 @@ PATHS = {
             "operationId": "users_detail",
             "summary": "One user. Needs the owner's auth.view_user permission.",
             "parameters": [ID_PARAMETER],
-            "responses": _responses("200", {"description": "The user.", "content": _json(_ref("User"))}, "403", "404"),
+            "responses": _responses(
+                "200", {"description": "The user.", "content": _json(_ref("User"))}, "403", "404"
+            ),
         }
     },
     "/api/tokens": {
@@ -450,18 +481,29 @@ PATHS = {
                 *PAGE_PARAMETERS,
                 {"name": "status", "in": "query", "schema": {"enum": TokenStatus.values}},
             ],
-            "responses": _responses("200", {"description": "A page of tokens.", "content": _json(_page(_ref("Token")))},
-                                    "400", "404"),
+            "responses": _responses(
+                "200",
+                {"description": "A page of tokens.", "content": _json(_page(_ref("Token")))},
+                "400",
+                "404",
+            ),
         },
         "post": {
             "operationId": "tokens_create",
-            "summary": "Create a token. Needs a signed-in session unless the policy lets bearer tokens create.",
+            "summary": (
+                "Create a token. Needs a signed-in session unless the policy lets bearer tokens create."
+            ),
             "requestBody": {"required": True, "content": _json(_ref("TokenCreate"))},
             "responses": _responses(
                 "201",
-                {"description": "Created. The value is in `token`, this once.", "content": _json(_ref("NewToken"))},
-                "400", "403",
-            ) | {"413": _error("The body is too large."), "415": _error("The body is not JSON.")},
+                {
+                    "description": "Created. The value is in `token`, this once.",
+                    "content": _json(_ref("NewToken")),
+                },
+                "400",
+                "403",
+            )
+            | {"413": _error("The body is too large."), "415": _error("The body is not JSON.")},
         },
     },
     "/api/tokens/{id}": {
@@ -469,7 +511,9 @@ PATHS = {
         "get": {
             "operationId": "tokens_detail",
             "summary": "One of the caller's tokens.",
-            "responses": _responses("200", {"description": "The token.", "content": _json(_ref("Token"))}, "404"),
+            "responses": _responses(
+                "200", {"description": "The token.", "content": _json(_ref("Token"))}, "404"
+            ),
         },
         "patch": {
             "operationId": "tokens_rename",  # kept from before PATCH took more than the name
@@ -518,7 +562,9 @@ PATHS = {
             "operationId": "tokens_usage",
             "summary": "A token's usage: totals, 30 days of daily counts, client IPs, recent requests.",
             "parameters": [ID_PARAMETER, *PAGE_PARAMETERS],
-            "responses": _responses("200", {"description": "Usage.", "content": _json(_ref("Usage"))}, "400", "404"),
+            "responses": _responses(
+                "200", {"description": "Usage.", "content": _json(_ref("Usage"))}, "400", "404"
+            ),
         }
     },
     "/api/credentials/revoke": {
@@ -571,7 +617,8 @@ PATHS = {
             "parameters": [
                 {"name": "after", "in": "query", "schema": {"type": "integer", "minimum": 0}},
                 {
-                    "name": "limit", "in": "query",
+                    "name": "limit",
+                    "in": "query",
                     "schema": {"type": "integer", "minimum": 1, "maximum": 1000},
                 },
             ],
@@ -596,7 +643,8 @@ PATHS = {
                 "200",
                 {"description": "Whether the token is active.", "content": _json(_ref("Introspection"))},
                 "400",
-            ) | {"413": _error("The body is too large."), "415": _error("The body is not a form.")},
+            )
+            | {"413": _error("The body is too large."), "415": _error("The body is not a form.")},
         }
     },
     "/api/openapi.json": {
@@ -604,7 +652,9 @@ PATHS = {
             "operationId": "openapi",
             "summary": "This document.",
             "security": [],
-            "responses": {"200": {"description": "The OpenAPI document.", "content": _json({"type": "object"})}},
+            "responses": {
+                "200": {"description": "The OpenAPI document.", "content": _json({"type": "object"})}
+            },
         }
     },
 }
@@ -612,7 +662,10 @@ PATHS = {
 
 def _stated(name, description):
     return {
-        "name": name, "in": "header", "required": False, "schema": {"type": "string"},
+        "name": name,
+        "in": "header",
+        "required": False,
+        "schema": {"type": "string"},
         "description": description,
     }
 
@@ -682,7 +735,7 @@ def document(request=None):
                 "the sunset announced in the `Sunset` header. A signed-in browser session may also call the "
                 "API. "
                 "Every response to a token in its rotation overlap carries `Deprecation: @<rotation time>`, "
-                "`Sunset: <end of the overlap>` and `Link: <its page>; rel=\"deprecation\"`."
+                '`Sunset: <end of the overlap>` and `Link: <its page>; rel="deprecation"`.'
             ),
         },
         "servers": [{"url": server}],
@@ -690,8 +743,12 @@ def document(request=None):
         "components": {
             "securitySchemes": {
                 "bearer": {"type": "http", "scheme": "bearer"},
-                "legacyKey": {"type": "apiKey", "in": "header", "name": "Rest-Api-Key",
-                              "description": "Deprecated; see the migration guide."},
+                "legacyKey": {
+                    "type": "apiKey",
+                    "in": "header",
+                    "name": "Rest-Api-Key",
+                    "description": "Deprecated; see the migration guide.",
+                },
             },
             "schemas": SCHEMAS,
         },

@@ -1,4 +1,7 @@
-"""The JSON API's views (under /api/). Authentication happens in ApiAuthenticationMiddleware before these run."""
+"""The JSON API's views (under /api/).
+
+Authentication happens in ApiAuthenticationMiddleware before these run.
+"""
 
 import json
 import re
@@ -109,7 +112,10 @@ def _api_view(methods):
 
 def _fields(error):
     if hasattr(error, "message_dict"):
-        return {("non_field_errors" if k == "__all__" else k): [str(m) for m in v] for k, v in error.message_dict.items()}
+        return {
+            ("non_field_errors" if k == "__all__" else k): [str(m) for m in v]
+            for k, v in error.message_dict.items()
+        }
     return {"non_field_errors": [str(m) for m in error.messages]}
 
 
@@ -120,8 +126,10 @@ def _int_param(request, name, default, maximum=None):
     # ASCII digits only, and few of them: "²".isdigit() is True, yet int("²") raises.
     if not re.fullmatch(r"[0-9]{1,9}", raw) or int(raw) < 1 or (maximum and int(raw) > maximum):
         limit = _(" up to %(max)d") % {"max": maximum} if maximum else ""
-        raise BadRequest(_("%(name)s must be a whole number from 1%(limit)s.") % {"name": name, "limit": limit},
-                         {name: [_("Enter a whole number from 1%(limit)s.") % {"limit": limit}]})
+        raise BadRequest(
+            _("%(name)s must be a whole number from 1%(limit)s.") % {"name": name, "limit": limit},
+            {name: [_("Enter a whole number from 1%(limit)s.") % {"limit": limit}]},
+        )
     return int(raw)
 
 
@@ -248,15 +256,17 @@ def tokens_collection(request):
     body = _json_body(request, {"name", "purpose", "expires_at", *RESTRICTIONS}, required=("name",))
     if "access" in body and body["access"] is None:
         raise ValidationError({"access": _("Use “read” or “read_write”.")})
-    if "expires_at" in body:
-        expires_at = parse_expiry(body["expires_at"])
-    else:
-        expires_at = policy.default_expiry()
+    expires_at = parse_expiry(body["expires_at"]) if "expires_at" in body else policy.default_expiry()
     token, plaintext = Token.objects.issue(
-        user=request.user, name=body["name"], purpose=body.get("purpose") or "", expires_at=expires_at,
-        ip=client_ip(request), policy=policy,
+        user=request.user,
+        name=body["name"],
+        purpose=body.get("purpose") or "",
+        expires_at=expires_at,
+        ip=client_ip(request),
+        policy=policy,
         # Omitted: the policy's default access, all of the owner's permissions, any address.
-        access=body.get("access", policy.default_access), permissions=body.get("permissions"),
+        access=body.get("access", policy.default_access),
+        permissions=body.get("permissions"),
         allowed_ips=body.get("allowed_ips"),
     )
     response = no_store(JsonResponse({**token_json(token), "token": plaintext}, status=201))
@@ -269,13 +279,18 @@ RESTRICTIONS = ("access", "permissions", "allowed_ips")
 
 @_api_view(["GET", "PATCH", "DELETE"])
 def tokens_detail(request, pk):
-    """Show, change (PATCH name, access, permissions, allowed_ips, alerts) or revoke (DELETE) one of your tokens."""
+    """Show, change (PATCH) or revoke (DELETE) one of the caller's tokens.
+
+    PATCH takes any of name, access, permissions, allowed_ips and alerts.
+    """
     token = own_token_or_404(request, pk)
     if request.method == "PATCH":
         body = _json_body(request, {"name", "alerts", *RESTRICTIONS})
         if not body:
-            raise BadRequest(_("Send at least one of: name, access, permissions, allowed_ips, alerts."),
-                             {"non_field_errors": [_("Nothing to change.")]})
+            raise BadRequest(
+                _("Send at least one of: name, access, permissions, allowed_ips, alerts."),
+                {"non_field_errors": [_("Nothing to change.")]},
+            )
         if "alerts" in body and not isinstance(body["alerts"], bool):
             raise BadRequest(_("The request has invalid fields."), {"alerts": [_("Must be true or false.")]})
         ip = client_ip(request)
@@ -304,8 +319,10 @@ def _parse_overlap(body, policy):
     longest = int(policy.max_rotation_overlap.total_seconds())
     if not 0 <= raw <= longest:
         raise ValidationError(
-            {"overlap": _("Use a whole number of seconds from 0 to %(max)d (the policy's longest).")
-             % {"max": longest}}
+            {
+                "overlap": _("Use a whole number of seconds from 0 to %(max)d (the policy's longest).")
+                % {"max": longest}
+            }
         )
     return timedelta(seconds=raw)
 
@@ -403,8 +420,10 @@ def csrf_failure(request, reason=""):
     if request.path_info.startswith(API_PREFIX):
         return api_error(
             403,
-            _("CSRF check failed: a signed-in session must send the X-CSRFToken header; "
-              "API clients should use a bearer token instead."),
+            _(
+                "CSRF check failed: a signed-in session must send the X-CSRFToken header; "
+                "API clients should use a bearer token instead."
+            ),
             error="csrf_failed",
         )
     return django_csrf_failure(request, reason)

@@ -20,7 +20,9 @@ def _index(name, partial, temporary=False):
     """The index as 0001 made it (*partial* False), or as it is now: partial, with ``-id`` for ties."""
     fields, name = FIELDS[name], f"{name}_tmp" if temporary else name
     if partial:
-        return models.Index(fields=[*fields, "-id"], name=name, condition=Q(**{f"{fields[0]}__isnull": False}))
+        return models.Index(
+            fields=[*fields, "-id"], name=name, condition=Q(**{f"{fields[0]}__isnull": False})
+        )
     return models.Index(fields=list(fields), name=name)
 
 

@@ -4,7 +4,6 @@ from django.db import migrations
 
 
 class Migration(migrations.Migration):
-
     dependencies = (("tokens", "0007_incident_response"),)
 
     operations = (

@@ -128,7 +128,9 @@ def partition(apps, schema_editor):
             "AND contype = 'c'"
         )
         for (name,) in cursor.fetchall():
-            cursor.execute(f"ALTER TABLE tokens_usagerecord_old DROP CONSTRAINT {schema_editor.quote_name(name)}")
+            cursor.execute(
+                f"ALTER TABLE tokens_usagerecord_old DROP CONSTRAINT {schema_editor.quote_name(name)}"
+            )
         # The old identity sequence goes with the old table; the new one carries on from its last id.
         cursor.execute("SELECT pg_get_serial_sequence('tokens_usagerecord_old', 'id')")
         (old_sequence,) = cursor.fetchone()
@@ -145,7 +147,9 @@ def partition(apps, schema_editor):
             usage_partitions.create_day(cursor, day)
             day += timedelta(days=1)
         listed = ", ".join(schema_editor.quote_name(column) for column in columns)
-        cursor.execute(f"INSERT INTO tokens_usagerecord ({listed}) SELECT {listed} FROM tokens_usagerecord_old")
+        cursor.execute(
+            f"INSERT INTO tokens_usagerecord ({listed}) SELECT {listed} FROM tokens_usagerecord_old"
+        )
         cursor.execute("DROP TABLE tokens_usagerecord_old")
         for index in model._meta.indexes:
             schema_editor.execute(index.create_sql(model, schema_editor))
@@ -177,7 +181,9 @@ def unpartition(apps, schema_editor):
         # The identity sequence of the plain table takes the name back.
         cursor.execute(f"ALTER SEQUENCE {SEQUENCE} RENAME TO tokens_usagerecord_parted_id_seq")
         schema_editor.create_model(model)
-        cursor.execute(f"INSERT INTO tokens_usagerecord ({listed}) SELECT {listed} FROM tokens_usagerecord_parted")
+        cursor.execute(
+            f"INSERT INTO tokens_usagerecord ({listed}) SELECT {listed} FROM tokens_usagerecord_parted"
+        )
         cursor.execute(
             "SELECT setval(pg_get_serial_sequence('tokens_usagerecord', 'id'), "
             "coalesce((SELECT max(id) FROM tokens_usagerecord), 0) + 1, false)"

@@ -49,8 +49,12 @@ def record_new_address(*, token_id=None, legacy_key_id=None, user_id, ip, at, us
     TokenEvent.objects.bulk_create(
         [
             TokenEvent(
-                user_id=user_id, kind=TokenEvent.Kind.NEW_ADDRESS, at=at, ip=ip,
-                detail=storable(user_agent, 255), **credential,
+                user_id=user_id,
+                kind=TokenEvent.Kind.NEW_ADDRESS,
+                at=at,
+                ip=ip,
+                detail=storable(user_agent, 255),
+                **credential,
             )
         ],
         ignore_conflicts=True,

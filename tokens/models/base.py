@@ -91,12 +91,19 @@ class Credential(models.Model):
         now = timezone.now()
         # One row lock, the credential's own (docs/security.md, "Lock order").
         with transaction.atomic():
-            changed = type(self).objects.filter(type(self).revocable(now), pk=self.pk).update(
-                revoked_at=now, revoked_by=actor
+            changed = (
+                type(self)
+                .objects.filter(type(self).revocable(now), pk=self.pk)
+                .update(revoked_at=now, revoked_by=actor)
             )
             if changed:
                 TokenEvent.objects.create(
-                    user_id=self.user_id, kind=kind, actor=actor, ip=ip, at=now, detail=detail,
+                    user_id=self.user_id,
+                    kind=kind,
+                    actor=actor,
+                    ip=ip,
+                    at=now,
+                    detail=detail,
                     **{self.event_field: self},
                 )
         self.refresh_from_db(fields=["revoked_at", "revoked_by"])

@@ -11,7 +11,6 @@ from django.db.models import Q
 from django.utils import timezone
 from django.utils.translation import gettext_lazy as _
 
-
 # The PostgreSQL advisory lock that makes the event feed gap-free (docs/security.md, "Lock order"): every
 # INSERT into tokens_tokenevent takes it shared for its transaction (a statement trigger, migration 0007),
 # and the feed reader tries to take it exclusively for the one statement that reads the highest id.
@@ -39,7 +38,7 @@ class TokenEventQuerySet(models.QuerySet):
         connection = connections[self.db]
         if connection.vendor != "postgresql":
             return self.aggregate(high=models.Max("pk"))["high"] or 0
-        for attempt in range(FEED_SETTLE_TRIES):
+        for _attempt in range(FEED_SETTLE_TRIES):
             with transaction.atomic(using=self.db), connection.cursor() as cursor:
                 cursor.execute("SELECT pg_try_advisory_xact_lock(%s)", [EVENT_FEED_LOCK])
                 if cursor.fetchone()[0]:
@@ -91,20 +90,36 @@ class TokenEvent(models.Model):
         ROTATED = "rotated", _("rotated")
 
     user = models.ForeignKey(
-        settings.AUTH_USER_MODEL, verbose_name=_("owner"), on_delete=models.CASCADE, related_name="token_events",
+        settings.AUTH_USER_MODEL,
+        verbose_name=_("owner"),
+        on_delete=models.CASCADE,
+        related_name="token_events",
         db_index=False,
     )
     token = models.ForeignKey(
-        "tokens.Token", verbose_name=_("token"), on_delete=models.CASCADE, null=True, blank=True, related_name="events"
+        "tokens.Token",
+        verbose_name=_("token"),
+        on_delete=models.CASCADE,
+        null=True,
+        blank=True,
+        related_name="events",
     )
     legacy_key = models.ForeignKey(
-        "tokens.LegacyApiKey", verbose_name=_("legacy key"), on_delete=models.CASCADE, null=True, blank=True,
+        "tokens.LegacyApiKey",
+        verbose_name=_("legacy key"),
+        on_delete=models.CASCADE,
+        null=True,
+        blank=True,
         related_name="events",
     )
     kind = models.CharField(verbose_name=_("event"), max_length=20, choices=Kind.choices)
     at = models.DateTimeField(verbose_name=_("time"), default=timezone.now)
     actor = models.ForeignKey(
-        settings.AUTH_USER_MODEL, verbose_name=_("by"), on_delete=models.SET_NULL, null=True, blank=True,
+        settings.AUTH_USER_MODEL,
+        verbose_name=_("by"),
+        on_delete=models.SET_NULL,
+        null=True,
+        blank=True,
         related_name="+",
     )
     ip = models.GenericIPAddressField(verbose_name=_("client IP"), null=True, blank=True)

@@ -45,10 +45,18 @@ def clean_legacy_key(key):
 
     The same rule serves the import and authentication: a key that could never sign in is not imported.
     """
-    if not key or len(key) > LEGACY_KEY_MAX_LENGTH or not key.isascii() or not key.isprintable() or key != key.strip():
+    if (
+        not key
+        or len(key) > LEGACY_KEY_MAX_LENGTH
+        or not key.isascii()
+        or not key.isprintable()
+        or key != key.strip()
+    ):
         raise ValidationError(
-            {"key": _("A key must be 1 to %(n)d printable ASCII characters without surrounding spaces.")
-             % {"n": LEGACY_KEY_MAX_LENGTH}}
+            {
+                "key": _("A key must be 1 to %(n)d printable ASCII characters without surrounding spaces.")
+                % {"n": LEGACY_KEY_MAX_LENGTH}
+            }
         )
     return key
 
@@ -63,8 +71,10 @@ def check_legacy_key_strength(key):
     """
     if len(key) < LEGACY_KEY_MIN_LENGTH:
         raise ValidationError(
-            {"key": _("The key is too weak: a key must be at least %(n)d characters long.")
-             % {"n": LEGACY_KEY_MIN_LENGTH}}
+            {
+                "key": _("The key is too weak: a key must be at least %(n)d characters long.")
+                % {"n": LEGACY_KEY_MIN_LENGTH}
+            }
         )
     kinds = {
         "lower" if c.islower() else "upper" if c.isupper() else "digit" if c in "0123456789" else "other"
@@ -72,13 +82,19 @@ def check_legacy_key_strength(key):
     }
     if len(kinds) < 2:
         raise ValidationError(
-            {"key": _("The key is too weak: it must mix at least two kinds of characters "
-                      "(lower-case, upper-case, digits, symbols).")}
+            {
+                "key": _(
+                    "The key is too weak: it must mix at least two kinds of characters "
+                    "(lower-case, upper-case, digits, symbols)."
+                )
+            }
         )
     if len(set(key)) < LEGACY_KEY_MIN_DISTINCT:
         raise ValidationError(
-            {"key": _("The key is too weak: it must have at least %(n)d different characters.")
-             % {"n": LEGACY_KEY_MIN_DISTINCT}}
+            {
+                "key": _("The key is too weak: it must have at least %(n)d different characters.")
+                % {"n": LEGACY_KEY_MIN_DISTINCT}
+            }
         )
 
 
@@ -93,7 +109,6 @@ class LegacyApiKeyQuerySet(models.QuerySet):
             if digests.get(row.pepper_id) == row.digest:
                 return row
         return None
-
 
     def used_since(self, moment):
         """Return the keys with an accepted use at or after *moment*.
@@ -181,8 +196,12 @@ class LegacyApiKeyManager(models.Manager.from_queryset(LegacyApiKeyQuerySet)):
         try:
             with transaction.atomic():
                 TokenEvent.objects.create(
-                    user_id=key.user_id, legacy_key_id=key.pk, actor_id=actor.pk if actor else None,
-                    kind=TokenEvent.Kind.LEGACY_NOTIFIED, at=now, detail=day,
+                    user_id=key.user_id,
+                    legacy_key_id=key.pk,
+                    actor_id=actor.pk if actor else None,
+                    kind=TokenEvent.Kind.LEGACY_NOTIFIED,
+                    at=now,
+                    detail=day,
                 )
         except IntegrityError:
             return False  # already mailed today (event_legacy_notice_per_day)

@@ -84,18 +84,26 @@ def cutover_verdict(*, method, security_level, rehearsal_level, sunset_at, brown
     level = effective_level(security_level=security_level, sunset_at=sunset_at, now=now)
     if _RANK[level] >= rank:
         if method == "session":
-            return Verdict(_("This API needs a bearer token (Authorization: Bearer <token>); "
-                             "browser sessions are not accepted."))
+            return Verdict(
+                _(
+                    "This API needs a bearer token (Authorization: Bearer <token>); "
+                    "browser sessions are not accepted."
+                )
+            )
         if sunset_at is not None and now >= sunset_at:
-            return Verdict(_("Legacy API keys reached their sunset. "
-                             "Use a bearer token (Authorization: Bearer <token>)."))
+            return Verdict(
+                _("Legacy API keys reached their sunset. Use a bearer token (Authorization: Bearer <token>).")
+            )
         return Verdict(
             _("Legacy API keys are switched off. Use a bearer token (Authorization: Bearer <token>).")
         )
     if method == "legacy_key" and brownout_ends_at is not None:
         # Scheduled brownout: refused as under "high", with the two dates the client's owner needs.
-        final = (_("They stop for good at %(at)s.") % {"at": _utc(sunset_at)} if sunset_at is not None
-                 else _("The date they stop for good is not set yet."))
+        final = (
+            _("They stop for good at %(at)s.") % {"at": _utc(sunset_at)}
+            if sunset_at is not None
+            else _("The date they stop for good is not set yet.")
+        )
         return Verdict(
             _(
                 "Legacy API keys are refused during a scheduled brownout until %(end)s. %(final)s "
@@ -134,7 +142,9 @@ class ExpirationPolicy(models.Model):
     maximum_lifetime = models.DurationField(
         verbose_name=_("maximum lifetime"),
         default=timedelta(days=365),
-        help_text=_("Existing tokens are not changed when this is lowered; the token list shows those that exceed it."),
+        help_text=_(
+            "Existing tokens are not changed when this is lowered; the token list shows those that exceed it."
+        ),
     )
     no_expiry_allowed_for = models.CharField(
         verbose_name=_("tokens without expiry allowed for"),
@@ -251,6 +261,15 @@ class ExpirationPolicy(models.Model):
     def __str__(self):
         return str(_("Expiration policy"))
 
+    def save(self, *args, **kwargs):
+        # The rehearsal's numbers count from the moment the rehearsed level last changed.
+        if self.pk is not None:
+            previous = type(self).objects.filter(pk=self.pk).values_list("rehearsal_level", flat=True).first()
+            if previous is not None and previous != self.rehearsal_level:
+                rehearsing = self.rehearsal_level != RehearsalLevel.NONE
+                self.rehearsal_started_at = timezone.now() if rehearsing else None
+        super().save(*args, **kwargs)
+
     @classmethod
     def load(cls):
         """Return the policy row, creating it with the defaults if it is missing."""
@@ -266,13 +285,15 @@ class ExpirationPolicy(models.Model):
         ]
         if too_long:
             message = _("A lifetime can be at most %(max)s.") % {"max": describe_lifetime(LONGEST_LIFETIME)}
-            raise ValidationError({name: message for name in too_long})
+            raise ValidationError(dict.fromkeys(too_long, message))
         if self.minimum_lifetime <= timedelta(0):
             errors["minimum_lifetime"] = _("The minimum lifetime must be positive.")
         elif self.minimum_lifetime > self.maximum_lifetime:
             errors["maximum_lifetime"] = _("The maximum lifetime must not be shorter than the minimum.")
         elif not self.minimum_lifetime <= self.default_lifetime <= self.maximum_lifetime:
-            errors["default_lifetime"] = _("The default lifetime must lie between the minimum and the maximum.")
+            errors["default_lifetime"] = _(
+                "The default lifetime must lie between the minimum and the maximum."
+            )
         if not timedelta(0) <= self.max_rotation_overlap <= LONGEST_LIFETIME:
             errors["max_rotation_overlap"] = _("Use a duration from 0 up to %(max)s.") % {
                 "max": describe_lifetime(LONGEST_LIFETIME)
@@ -281,7 +302,11 @@ class ExpirationPolicy(models.Model):
             errors["presets"] = _("Use a list of preset keys among: %(keys)s.") % {"keys": ", ".join(PRESETS)}
         elif any(not self.minimum_lifetime <= PRESETS[key] <= self.maximum_lifetime for key in self.presets):
             errors["presets"] = _("Every preset must lie between the minimum and the maximum lifetime.")
-        if self.legacy_sunset_at and self.legacy_deprecated_at and self.legacy_sunset_at <= self.legacy_deprecated_at:
+        if (
+            self.legacy_sunset_at
+            and self.legacy_deprecated_at
+            and self.legacy_sunset_at <= self.legacy_deprecated_at
+        ):
             errors["legacy_sunset_at"] = _("The sunset must come after the deprecation date.")
         if errors:
             raise ValidationError(errors)
@@ -298,7 +323,10 @@ class ExpirationPolicy(models.Model):
         if not fields:
             return None
         return TokenEvent.objects.create(
-            user=actor, actor=actor, kind=TokenEvent.Kind.POLICY_CHANGED, ip=ip,
+            user=actor,
+            actor=actor,
+            kind=TokenEvent.Kind.POLICY_CHANGED,
+            ip=ip,
             detail=", ".join(fields)[:255],
         )
 
@@ -328,11 +356,17 @@ class ExpirationPolicy(models.Model):
         # A minute of slack for the time between rendering the form and submitting it.
         if lifetime < self.minimum_lifetime - timedelta(minutes=1):
             raise ValidationError(
-                {"expires_at": _("The shortest lifetime allowed is %(min)s.") % {"min": describe_lifetime(self.minimum_lifetime)}}
+                {
+                    "expires_at": _("The shortest lifetime allowed is %(min)s.")
+                    % {"min": describe_lifetime(self.minimum_lifetime)}
+                }
             )
         if lifetime > self.maximum_lifetime + timedelta(minutes=1):
             raise ValidationError(
-                {"expires_at": _("The longest lifetime allowed is %(max)s.") % {"max": describe_lifetime(self.maximum_lifetime)}}
+                {
+                    "expires_at": _("The longest lifetime allowed is %(max)s.")
+                    % {"max": describe_lifetime(self.maximum_lifetime)}
+                }
             )
 
     def check_overlap(self, overlap):
@@ -340,9 +374,7 @@ class ExpirationPolicy(models.Model):
         if overlap < timedelta(0):
             raise ValidationError({"overlap": _("The overlap cannot be negative.")})
         if overlap > self.max_rotation_overlap:
-            longest = (
-                describe_lifetime(self.max_rotation_overlap) if self.max_rotation_overlap else _("none")
-            )
+            longest = describe_lifetime(self.max_rotation_overlap) if self.max_rotation_overlap else _("none")
             message = _("The longest overlap allowed is %(max)s.") % {"max": longest}
             raise ValidationError({"overlap": message})
 
@@ -363,6 +395,7 @@ class ExpirationPolicy(models.Model):
             raise ValidationError(
                 {"allowed_ips": _("A token without expiry must be limited to the addresses it is used from.")}
             )
+
     def verdict(self, method, now=None):
         """Return the cutover Verdict for *method* now (reads the brownout windows: pages, not the API)."""
         now = now or timezone.now()
@@ -381,8 +414,12 @@ class ExpirationPolicy(models.Model):
         row = cls.objects.filter(pk=1).values_list("security_level", "rehearsal_level").first()
         level, rehearsal = row or (SecurityLevel.COMPATIBILITY, RehearsalLevel.NONE)
         return cutover_verdict(
-            method="session", security_level=level, rehearsal_level=rehearsal, sunset_at=None,
-            brownout_ends_at=None, now=now or timezone.now(),
+            method="session",
+            security_level=level,
+            rehearsal_level=rehearsal,
+            sunset_at=None,
+            brownout_ends_at=None,
+            now=now or timezone.now(),
         )
 
     def legacy_refusal(self, now=None):
@@ -438,19 +475,12 @@ class ExpirationPolicy(models.Model):
                 detail = f"{sign} {text(starts_at)} – {text(ends_at)} {note}".strip()[:255]
                 events.append((Kind.BROWNOUT_CHANGED, detail))
         TokenEvent.objects.bulk_create(
-            [TokenEvent(user_id=actor.pk, actor_id=actor.pk, kind=kind, at=now, detail=detail)
-             for kind, detail in events]
+            [
+                TokenEvent(user_id=actor.pk, actor_id=actor.pk, kind=kind, at=now, detail=detail)
+                for kind, detail in events
+            ]
         )
         return len(events)
-
-    def save(self, *args, **kwargs):
-        # The rehearsal's numbers count from the moment the rehearsed level last changed.
-        if self.pk is not None:
-            previous = type(self).objects.filter(pk=self.pk).values_list("rehearsal_level", flat=True).first()
-            if previous is not None and previous != self.rehearsal_level:
-                rehearsing = self.rehearsal_level != RehearsalLevel.NONE
-                self.rehearsal_started_at = timezone.now() if rehearsing else None
-        super().save(*args, **kwargs)
 
 
 class BrownoutWindowQuerySet(models.QuerySet):
@@ -502,8 +532,14 @@ class BrownoutWindow(models.Model):
 class RehearsedSessionRequestQuerySet(models.QuerySet):
     def record(self, *, user_id, at, method, path, ip, user_agent):
         """Append one row: a browser session's API request that a ``bearer_only`` rehearsal would refuse."""
-        self.create(user_id=user_id, at=at, method=method[:10], path=path[:PATH_MAX_LENGTH], ip=ip,
-                    user_agent=user_agent[:USER_AGENT_MAX_LENGTH])
+        self.create(
+            user_id=user_id,
+            at=at,
+            method=method[:10],
+            path=path[:PATH_MAX_LENGTH],
+            ip=ip,
+            user_agent=user_agent[:USER_AGENT_MAX_LENGTH],
+        )
 
 
 class RehearsedSessionRequest(models.Model):
@@ -514,7 +550,10 @@ class RehearsedSessionRequest(models.Model):
     """
 
     user = models.ForeignKey(
-        settings.AUTH_USER_MODEL, verbose_name=_("user"), on_delete=models.CASCADE, related_name="+",
+        settings.AUTH_USER_MODEL,
+        verbose_name=_("user"),
+        on_delete=models.CASCADE,
+        related_name="+",
         db_index=False,
     )
     at = models.DateTimeField(verbose_name=_("time"), default=timezone.now)
@@ -529,3 +568,6 @@ class RehearsedSessionRequest(models.Model):
         verbose_name = _("rehearsed session request")
         verbose_name_plural = _("rehearsed session requests")
         indexes = [models.Index(fields=["at"], name="rehearsed_session_at")]
+
+    def __str__(self):
+        return f"{self.method} {self.path} {self.at:%Y-%m-%d %H:%M}"

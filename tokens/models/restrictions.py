@@ -196,11 +196,13 @@ def describe_change(field, old, new):
     if field == "access":
         text = f"{Access(old).label} → {Access(new).label}"
     elif field == "permissions":
+
         def words(value):
             return str(_("all of the owner's")) if value is None else (", ".join(value) or str(_("none")))
 
         text = f"{words(old)} → {words(new)}"
     else:
+
         def words(value):
             return ", ".join(value) or str(_("anywhere"))
 

@@ -197,7 +197,9 @@ class TokenQuerySet(models.QuerySet):
         )
 
     def claim_expiry_notice(self, ids, window, now):
-        """Mark tokens *ids* as mailed at *now*; return the ids this call marked (a concurrent run gets the rest).
+        """Mark tokens *ids* as mailed at *now*; return the ids this call marked.
+
+        A concurrent run gets the rest.
 
         Token rows only, no owner row (docs/security.md, "Lock order").
         """
@@ -228,8 +230,17 @@ class NotRotatable(Exception):
 
 class TokenManager(models.Manager.from_queryset(TokenQuerySet)):
     def check_issue(
-        self, *, user, name, purpose="", expires_at, access=None, permissions=None, allowed_ips=None,
-        policy=None, now=None,
+        self,
+        *,
+        user,
+        name,
+        purpose="",
+        expires_at,
+        access=None,
+        permissions=None,
+        allowed_ips=None,
+        policy=None,
+        now=None,
     ):
         """Apply every rule of ``issue`` and return ``(name, purpose, access, permissions, allowed_ips)``.
 
@@ -249,11 +260,15 @@ class TokenManager(models.Manager.from_queryset(TokenQuerySet)):
             allowed_ips=allowed_ips,
         )
         policy.check_allowed_ips(expires_at, allowed_ips)
-        if policy.max_active_tokens is not None and self.for_user(user).active(now).count() >= policy.max_active_tokens:
+        if (
+            policy.max_active_tokens is not None
+            and self.for_user(user).active(now).count() >= policy.max_active_tokens
+        ):
             raise ValidationError(
                 {
                     "__all__": _(
-                        "You have reached the limit of %(n)d active tokens. Revoke one you no longer need first."
+                        "You have reached the limit of %(n)d active tokens. "
+                        "Revoke one you no longer need first."
                     )
                     % {"n": policy.max_active_tokens}
                 }
@@ -261,8 +276,21 @@ class TokenManager(models.Manager.from_queryset(TokenQuerySet)):
         return name, purpose, access, permissions, allowed_ips
 
     def issue(
-        self, *, user, name, purpose="", expires_at, actor=None, ip=None, policy=None, now=None, nonce=None,
-        access=None, permissions=None, allowed_ips=None, replaces=None,
+        self,
+        *,
+        user,
+        name,
+        purpose="",
+        expires_at,
+        actor=None,
+        ip=None,
+        policy=None,
+        now=None,
+        nonce=None,
+        access=None,
+        permissions=None,
+        allowed_ips=None,
+        replaces=None,
     ):
         """Create a token for *user* under the site policy and return ``(token, plaintext)``.
 
@@ -284,8 +312,15 @@ class TokenManager(models.Manager.from_queryset(TokenQuerySet)):
                 if earlier is not None:
                     raise AlreadyIssued(earlier)
             name, purpose, access, permissions, allowed_ips = self.check_issue(
-                user=user, name=name, purpose=purpose, expires_at=expires_at, access=access,
-                permissions=permissions, allowed_ips=allowed_ips, policy=policy, now=now,
+                user=user,
+                name=name,
+                purpose=purpose,
+                expires_at=expires_at,
+                access=access,
+                permissions=permissions,
+                allowed_ips=allowed_ips,
+                policy=policy,
+                now=now,
             )
             plaintext, parsed = credentials.generate()
             token = self.create(
@@ -305,7 +340,12 @@ class TokenManager(models.Manager.from_queryset(TokenQuerySet)):
                 replaces=replaces,
             )
             TokenEvent.objects.create(
-                user=user, token=token, kind=TokenEvent.Kind.CREATED, actor=actor or user, at=now, ip=ip,
+                user=user,
+                token=token,
+                kind=TokenEvent.Kind.CREATED,
+                actor=actor or user,
+                at=now,
+                ip=ip,
                 detail=name,
             )
         return token, plaintext
@@ -325,7 +365,7 @@ class TokenManager(models.Manager.from_queryset(TokenQuerySet)):
 def _clean_restrictions(*, user, access=UNCHANGED, permissions=UNCHANGED, allowed_ips=UNCHANGED):
     """Clean the given restrictions together; raise one ValidationError naming every bad field."""
     cleaned, errors = [], {}
-    for field, value, clean in (
+    for _field, value, clean in (
         ("access", access, clean_access),
         ("permissions", permissions, lambda v: clean_permissions(user, v)),
         ("allowed_ips", allowed_ips, clean_allowed_ips),
@@ -570,7 +610,12 @@ class Token(Credential):
             TokenEvent.objects.bulk_create(
                 [
                     TokenEvent(
-                        user_id=self.user_id, token=self, kind=kinds[field], actor=actor, ip=ip, at=now,
+                        user_id=self.user_id,
+                        token=self,
+                        kind=kinds[field],
+                        actor=actor,
+                        ip=ip,
+                        at=now,
                         detail=describe_change(field, current[field], value),
                     )
                     for field, value in new.items()
@@ -592,7 +637,11 @@ class Token(Credential):
             Token.objects.filter(pk=self.pk).update(name=name)
             self.name = name
             TokenEvent.objects.create(
-                user_id=self.user_id, token=self, kind=TokenEvent.Kind.RENAMED, actor=actor, ip=ip,
+                user_id=self.user_id,
+                token=self,
+                kind=TokenEvent.Kind.RENAMED,
+                actor=actor,
+                ip=ip,
                 detail=f"{old} → {name}",
             )
 
@@ -612,7 +661,11 @@ class Token(Credential):
             changed = Token.objects.filter(pk=self.pk).exclude(alerts=enabled).update(alerts=enabled)
             if changed:
                 TokenEvent.objects.create(
-                    user_id=self.user_id, token=self, kind=TokenEvent.Kind.ALERTS_CHANGED, actor=actor, ip=ip,
+                    user_id=self.user_id,
+                    token=self,
+                    kind=TokenEvent.Kind.ALERTS_CHANGED,
+                    actor=actor,
+                    ip=ip,
                     detail="on" if enabled else "off",
                 )
         self.alerts = enabled
@@ -626,7 +679,11 @@ class Token(Credential):
         with transaction.atomic():
             Token.objects.filter(pk=self.pk).update(purpose=purpose)
             TokenEvent.objects.create(
-                user_id=self.user_id, token=self, kind=TokenEvent.Kind.PURPOSE_CHANGED, actor=actor, ip=ip,
+                user_id=self.user_id,
+                token=self,
+                kind=TokenEvent.Kind.PURPOSE_CHANGED,
+                actor=actor,
+                ip=ip,
                 detail=purpose[:255],
             )
         self.purpose = purpose
@@ -678,20 +735,40 @@ class Token(Credential):
                 held = owner_permissions(user)
                 permissions = [p for p in permissions if p in held]
             token, plaintext = Token.objects.issue(
-                user=user, name=old.name, purpose=old.purpose, expires_at=expires_at, actor=actor, ip=ip,
-                policy=policy, now=now, nonce=nonce, access=old.access, permissions=permissions,
-                allowed_ips=old.allowed_ips, replaces=old,
+                user=user,
+                name=old.name,
+                purpose=old.purpose,
+                expires_at=expires_at,
+                actor=actor,
+                ip=ip,
+                policy=policy,
+                now=now,
+                nonce=nonce,
+                access=old.access,
+                permissions=permissions,
+                allowed_ips=old.allowed_ips,
+                replaces=old,
             )
             until = ends_at.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
             TokenEvent.objects.bulk_create(
                 [
                     TokenEvent(
-                        user_id=user.pk, token=old, kind=TokenEvent.Kind.ROTATED, actor=actor, ip=ip,
-                        at=now, detail=f"→ #{token.pk}; old value works until {until}",
+                        user_id=user.pk,
+                        token=old,
+                        kind=TokenEvent.Kind.ROTATED,
+                        actor=actor,
+                        ip=ip,
+                        at=now,
+                        detail=f"→ #{token.pk}; old value works until {until}",
                     ),
                     TokenEvent(
-                        user_id=user.pk, token=token, kind=TokenEvent.Kind.ROTATED, actor=actor, ip=ip,
-                        at=now, detail=f"replaces #{old.pk}",
+                        user_id=user.pk,
+                        token=token,
+                        kind=TokenEvent.Kind.ROTATED,
+                        actor=actor,
+                        ip=ip,
+                        at=now,
+                        detail=f"replaces #{old.pk}",
                     ),
                 ]
             )
@@ -736,7 +813,10 @@ class Token(Credential):
             )
             if changed:
                 TokenEvent.objects.create(
-                    user_id=self.user_id, token=self, kind=TokenEvent.Kind.SHORTENED, actor=actor,
+                    user_id=self.user_id,
+                    token=self,
+                    kind=TokenEvent.Kind.SHORTENED,
+                    actor=actor,
                     detail=expires_at.isoformat(),
                 )
         self.refresh_from_db(fields=["expires_at"])

@@ -45,8 +45,22 @@ class UsageRecordQuerySet(models.QuerySet):
         """The records the summaries do not hold yet: an index range on the newest ids."""
         return self.filter(pk__gt=_watermark())
 
-    def record(self, *, token_id=None, legacy_key_id=None, user_id, at, accepted, method, path, status, ip,
-               user_agent, duration_ms, would_refuse=False):
+    def record(
+        self,
+        *,
+        token_id=None,
+        legacy_key_id=None,
+        user_id,
+        at,
+        accepted,
+        method,
+        path,
+        status,
+        ip,
+        user_agent,
+        duration_ms,
+        would_refuse=False,
+    ):
         """Insert one record with a single autocommitted, append-only statement.
 
         No trigger and no foreign-key check: the INSERT locks no shared row (not the credential's, not
@@ -162,16 +176,32 @@ class UsageRecord(models.Model):
     # user, token or key deletes its records (on_delete=CASCADE runs in the ORM), and the summariser
     # skips a record whose credential is gone (a request that raced the deletion).
     token = models.ForeignKey(
-        "tokens.Token", verbose_name=_("token"), on_delete=models.CASCADE, null=True, blank=True,
-        related_name="usage_records", db_index=False, db_constraint=False,
+        "tokens.Token",
+        verbose_name=_("token"),
+        on_delete=models.CASCADE,
+        null=True,
+        blank=True,
+        related_name="usage_records",
+        db_index=False,
+        db_constraint=False,
     )
     legacy_key = models.ForeignKey(
-        "tokens.LegacyApiKey", verbose_name=_("legacy key"), on_delete=models.CASCADE, null=True, blank=True,
-        related_name="usage_records", db_index=False, db_constraint=False,
+        "tokens.LegacyApiKey",
+        verbose_name=_("legacy key"),
+        on_delete=models.CASCADE,
+        null=True,
+        blank=True,
+        related_name="usage_records",
+        db_index=False,
+        db_constraint=False,
     )
     user = models.ForeignKey(
-        settings.AUTH_USER_MODEL, verbose_name=_("user"), on_delete=models.CASCADE, related_name="+",
-        db_index=False, db_constraint=False,
+        settings.AUTH_USER_MODEL,
+        verbose_name=_("user"),
+        on_delete=models.CASCADE,
+        related_name="+",
+        db_index=False,
+        db_constraint=False,
     )
     at = models.DateTimeField(verbose_name=_("time"), default=timezone.now)
     accepted = models.BooleanField(verbose_name=_("accepted"), default=True)
@@ -246,17 +276,28 @@ class DailyUsageQuerySet(models.QuerySet):
             for row in tail:
                 accepted, refused = rows.get(row["day"], (0, 0))
                 rows[row["day"]] = (accepted + row["a"], refused + row["r"])
-        return [(start + timedelta(days=i), *rows.get(start + timedelta(days=i), (0, 0))) for i in range(days)]
+        return [
+            (start + timedelta(days=i), *rows.get(start + timedelta(days=i), (0, 0))) for i in range(days)
+        ]
 
 
 class DailyUsage(models.Model):
     """Requests per UTC day per credential, kept by ``summarise``; survives pruning of UsageRecord."""
 
     token = models.ForeignKey(
-        "tokens.Token", on_delete=models.CASCADE, null=True, blank=True, related_name="daily_usage", db_index=False
+        "tokens.Token",
+        on_delete=models.CASCADE,
+        null=True,
+        blank=True,
+        related_name="daily_usage",
+        db_index=False,
     )
     legacy_key = models.ForeignKey(
-        "tokens.LegacyApiKey", on_delete=models.CASCADE, null=True, blank=True, related_name="daily_usage",
+        "tokens.LegacyApiKey",
+        on_delete=models.CASCADE,
+        null=True,
+        blank=True,
+        related_name="daily_usage",
         db_index=False,
     )
     day = models.DateField(verbose_name=_("day"))
@@ -269,29 +310,44 @@ class DailyUsage(models.Model):
         verbose_name = _("daily usage")
         verbose_name_plural = _("daily usage")
         constraints = [
-            models.UniqueConstraint(fields=["token", "day"], condition=Q(token__isnull=False), name="daily_token_day"),
+            models.UniqueConstraint(
+                fields=["token", "day"], condition=Q(token__isnull=False), name="daily_token_day"
+            ),
             models.UniqueConstraint(
                 fields=["legacy_key", "day"], condition=Q(legacy_key__isnull=False), name="daily_legacy_day"
             ),
         ]
         indexes = [models.Index(fields=["day"], name="daily_day")]
 
+    def __str__(self):
+        return f"{self.day}: {self.accepted} accepted, {self.refused} refused"
+
 
 class ClientAddress(models.Model):
     """Each client IP a credential was used from, kept by ``summarise``; survives pruning."""
 
     token = models.ForeignKey(
-        "tokens.Token", on_delete=models.CASCADE, null=True, blank=True, related_name="client_addresses",
+        "tokens.Token",
+        on_delete=models.CASCADE,
+        null=True,
+        blank=True,
+        related_name="client_addresses",
         db_index=False,
     )
     legacy_key = models.ForeignKey(
-        "tokens.LegacyApiKey", on_delete=models.CASCADE, null=True, blank=True, related_name="client_addresses",
+        "tokens.LegacyApiKey",
+        on_delete=models.CASCADE,
+        null=True,
+        blank=True,
+        related_name="client_addresses",
         db_index=False,
     )
     ip = models.GenericIPAddressField(verbose_name=_("client IP"))
     first_seen = models.DateTimeField(verbose_name=_("first seen"))
     last_seen = models.DateTimeField(verbose_name=_("last seen"))
-    last_user_agent = models.CharField(verbose_name=_("last user agent"), max_length=USER_AGENT_MAX_LENGTH, blank=True)
+    last_user_agent = models.CharField(
+        verbose_name=_("last user agent"), max_length=USER_AGENT_MAX_LENGTH, blank=True
+    )
     requests = models.PositiveBigIntegerField(verbose_name=_("requests"), default=0)
 
     class Meta:
@@ -299,11 +355,16 @@ class ClientAddress(models.Model):
         verbose_name_plural = _("client addresses")
         ordering = ("-last_seen",)
         constraints = [
-            models.UniqueConstraint(fields=["token", "ip"], condition=Q(token__isnull=False), name="client_token_ip"),
+            models.UniqueConstraint(
+                fields=["token", "ip"], condition=Q(token__isnull=False), name="client_token_ip"
+            ),
             models.UniqueConstraint(
                 fields=["legacy_key", "ip"], condition=Q(legacy_key__isnull=False), name="client_legacy_ip"
             ),
         ]
+
+    def __str__(self):
+        return str(self.ip)
 
 
 class UsageSummaryState(models.Model):
@@ -320,6 +381,9 @@ class UsageSummaryState(models.Model):
         verbose_name = _("usage summary state")
         verbose_name_plural = _("usage summary state")
         constraints = [models.CheckConstraint(condition=Q(pk=1), name="usage_summary_state_single_row")]
+
+    def __str__(self):
+        return f"summarised through record {self.summarised_through}"
 
 
 _WATERMARK_SQL = "COALESCE((SELECT summarised_through FROM tokens_usagesummarystate WHERE id = 1), 0)"
@@ -433,9 +497,7 @@ def _settled_bound(conn):
     if conn.vendor != "postgresql":
         return None
     with conn.cursor() as cursor:
-        cursor.execute(
-            "SELECT last_value, is_called FROM tokens_usagerecord_id_seq"
-        )
+        cursor.execute("SELECT last_value, is_called FROM tokens_usagerecord_id_seq")
         last_value, is_called = cursor.fetchone()
         bound = last_value if is_called else last_value - 1
         cursor.execute(
@@ -652,8 +714,13 @@ def client_addresses(addresses, records, *, limit, related=()):
         address = by_key.get((row.tail_token, row.tail_key, row.tail_ip))
         if address is None:
             address = ClientAddress(
-                token_id=row.tail_token, legacy_key_id=row.tail_key, ip=row.tail_ip,
-                first_seen=first, last_seen=last, last_user_agent=row.user_agent, requests=0,
+                token_id=row.tail_token,
+                legacy_key_id=row.tail_key,
+                ip=row.tail_ip,
+                first_seen=first,
+                last_seen=last,
+                last_user_agent=row.user_agent,
+                requests=0,
             )
             by_key[(row.tail_token, row.tail_key, row.tail_ip)] = address
             count += 1

@@ -23,7 +23,9 @@ class Command(BaseCommand):
         lifetime = parser.add_mutually_exclusive_group()
         lifetime.add_argument("--days", type=int)
         lifetime.add_argument("--hours", type=int)
-        lifetime.add_argument("--never", action="store_true", help="No expiry (only where the policy allows it).")
+        lifetime.add_argument(
+            "--never", action="store_true", help="No expiry (only where the policy allows it)."
+        )
         parser.add_argument(
             "--read-only",
             action="store_true",
@@ -44,8 +46,20 @@ class Command(BaseCommand):
             help="Accept the token only from this IPv4/IPv6 address or network; repeatable (default: any).",
         )
 
-    def handle(self, *args, username, name, purpose, days, hours, never, read_only, permissions, allowed_ips,
-               **options):
+    def handle(
+        self,
+        *args,
+        username,
+        name,
+        purpose,
+        days,
+        hours,
+        never,
+        read_only,
+        permissions,
+        allowed_ips,
+        **options,
+    ):
         try:
             user = get_user_model().objects.get_by_natural_key(username)
         except get_user_model().DoesNotExist:
@@ -65,16 +79,26 @@ class Command(BaseCommand):
             expires_at = ExpirationPolicy.load().default_expiry()
         try:
             token, plaintext = Token.objects.issue(
-                user=user, name=name, purpose=purpose, expires_at=expires_at,
-                access=Access.READ if read_only else None, permissions=permissions, allowed_ips=allowed_ips,
+                user=user,
+                name=name,
+                purpose=purpose,
+                expires_at=expires_at,
+                access=Access.READ if read_only else None,
+                permissions=permissions,
+                allowed_ips=allowed_ips,
             )
         except ValidationError as error:
-            raise CommandError("; ".join(f"{k}: {' '.join(v)}" for k, v in error.message_dict.items())) from None
+            raise CommandError(
+                "; ".join(f"{k}: {' '.join(v)}" for k, v in error.message_dict.items())
+            ) from None
         expiry = token.expires_at.isoformat() if token.expires_at else "never"
         self.stderr.write(f"Created token #{token.pk} {token.name!r} for {username}, expires {expiry}.")
         limits = [token.get_access_display()]
-        limits.append("all of the user's permissions" if token.permissions is None else
-                      "permissions: " + (", ".join(token.permissions) or "none"))
+        limits.append(
+            "all of the user's permissions"
+            if token.permissions is None
+            else "permissions: " + (", ".join(token.permissions) or "none")
+        )
         limits.append("from: " + (", ".join(token.allowed_ips) or "anywhere"))
         self.stderr.write("; ".join(str(limit) for limit in limits) + ".")
         self.stderr.write("The value follows; it is not stored and will not be shown again.")

@@ -3,8 +3,8 @@ import sys
 
 from django.contrib.auth import get_user_model
 from django.core.exceptions import ValidationError
-from django.db import IntegrityError, transaction
 from django.core.management.base import BaseCommand, CommandError
+from django.db import IntegrityError, transaction
 
 from tokens import credentials
 from tokens.models import LegacyApiKey
@@ -46,7 +46,11 @@ class Command(BaseCommand):
                 )
         except (ValidationError, IntegrityError) as error:
             # Another import ran at the same time; the rollback left the table as it was.
-            reason = " ".join(error.messages) if isinstance(error, ValidationError) else "a key was imported meanwhile."
+            reason = (
+                " ".join(error.messages)
+                if isinstance(error, ValidationError)
+                else "a key was imported meanwhile."
+            )
             raise CommandError(f"Nothing was imported: {reason} Run the import again.") from None
         summary = f"Imported {imported} key(s); {already} already imported"
         if errors:
@@ -58,7 +62,8 @@ class Command(BaseCommand):
     def _read(self, csv_file):
         """Return [(line number, [fields])] after checking the header, or raise CommandError."""
         try:
-            handle = sys.stdin if csv_file == "-" else open(csv_file, newline="", encoding="utf-8-sig")
+            # Closed in the finally below (standard input is not ours to close).
+            handle = sys.stdin if csv_file == "-" else open(csv_file, newline="", encoding="utf-8-sig")  # noqa: SIM115
         except OSError as error:
             raise CommandError(f"Cannot read {csv_file}: {error.strerror}.") from None
         try:

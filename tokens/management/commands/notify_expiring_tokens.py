@@ -52,7 +52,7 @@ class Command(BaseCommand):
                 continue  # another run is mailing this owner right now
             try:
                 self._send(user, claimed)
-            except Exception as error:  # noqa: BLE001 - whatever failed, the owner was not mailed
+            except Exception as error:
                 # Unmark, so the next run tries again.
                 Token.objects.filter(pk__in=[t.pk for t in claimed], expiry_notified_at=now).update(
                     expiry_notified_at=None
