@@ -90,8 +90,9 @@ def _snapshot(credentials):
         credential = type(credential).objects.get(pk=credential.pk)
         usage_totals([credential])
         records = UsageRecord.objects.filter(**{kind: credential})
+        tail = UsageRecord.objects.unsummarised(**{kind: credential})
         count, addresses = client_addresses(
-            ClientAddress.objects.filter(**{kind: credential}), records, limit=100
+            ClientAddress.objects.filter(**{kind: credential}), tail, limit=100
         )
         shown[f"{kind} {credential.pk}"] = {
             "request_count": credential.request_count,
@@ -100,9 +101,7 @@ def _snapshot(credentials):
             "last_used_user_agent": credential.last_used_user_agent,
             "daily": [
                 (d.isoformat(), a, r)
-                for d, a, r in DailyUsage.objects.filter(**{kind: credential}).series(
-                    days=45, records=records
-                )
+                for d, a, r in DailyUsage.objects.filter(**{kind: credential}).series(days=45, tail=tail)
             ],
             "addresses": [count, sorted((a.ip, a.requests, a.last_seen.isoformat()) for a in addresses)],
             "records": records.count(),

@@ -124,7 +124,7 @@ def _shown(token):
     """The token's count and 150 days of daily totals as its pages show them (summaries + tail)."""
     token = Token.objects.get(pk=token.pk)
     return usage_totals([token])[0].request_count, token.daily_usage.series(
-        days=150, records=UsageRecord.objects.filter(token=token)
+        days=150, tail=UsageRecord.objects.unsummarised(token=token)
     )
 
 

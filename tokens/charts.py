@@ -54,7 +54,8 @@ def daily_chart(days, series, *, title, chart_id=None):
 
     Example (two series per day)::
 
-        rows = DailyUsage.objects.filter(token=token).series(records=UsageRecord.objects.filter(token=token))
+        tail = UsageRecord.objects.unsummarised(token=token)  # not summarised yet: counted too
+        rows = DailyUsage.objects.filter(token=token).series(tail=tail)
         chart = daily_chart(
             [day for day, _a, _r in rows],
             [(_("accepted"), "series-accepted", [a for _d, a, _r in rows]),

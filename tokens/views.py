@@ -203,8 +203,8 @@ def _abilities(token):
 def _detail_context(request, token, rename_form, restrictions_form=None):
     """Return the detail page context with a constant number of queries, however much the token was used."""
     usage_totals([token])
-    records = UsageRecord.objects.filter(token=token)
-    rows = DailyUsage.objects.filter(token=token).series(records=records)
+    tail = UsageRecord.objects.unsummarised(token=token)
+    rows = DailyUsage.objects.filter(token=token).series(tail=tail)
     chart = daily_chart(
         [day for day, _accepted, _refused in rows],
         [
@@ -215,12 +215,12 @@ def _detail_context(request, token, rename_form, restrictions_form=None):
         chart_id="usage-chart",
     )
     address_count, addresses = client_addresses(
-        ClientAddress.objects.filter(token=token), records, limit=ADDRESSES_SHOWN
+        ClientAddress.objects.filter(token=token), tail, limit=ADDRESSES_SHOWN
     )
     # Keyset pagination over the raw records: newest first, "older" continues below the last row shown.
     # An offset paginator would COUNT and skip over millions of rows; the (token, at) index serves this
     # directly, and the page size + 1 row tells whether there is an older page.
-    records = records.order_by("-at", "-id")
+    records = UsageRecord.objects.filter(token=token).order_by("-at", "-id")
     before = _int_or_none(request.GET.get("before"))
     if before is not None:
         cursor = UsageRecord.objects.filter(token=token, pk=before).values_list("at", flat=True).first()

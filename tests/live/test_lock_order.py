@@ -90,7 +90,7 @@ for kind, model, pk in (("token", Token, {token}), ("legacy_key", LegacyApiKey, 
     # As the pages read them: the summaries plus the records not summarised yet.
     row = usage_totals([model.objects.get(pk=pk)])[0]
     series = DailyUsage.objects.filter(**{{kind: pk}}).series(
-        days=800, records=UsageRecord.objects.filter(**{{kind: pk}})
+        days=800, tail=UsageRecord.objects.unsummarised(**{{kind: pk}})
     )
     daily = {{"a": sum(a for _d, a, _r in series), "r": sum(r for _d, _a, r in series)}}
     out[kind] = {{

@@ -217,7 +217,7 @@ class LegacyApiKeyAdmin(CredentialColumnsMixin, ReadOnlyAdmin):
         now = timezone.now()
         since = now - timedelta(days=MIGRATION_WINDOW_DAYS)
         keys = LegacyApiKey.objects.all()
-        legacy_records = UsageRecord.objects.filter(legacy_key__isnull=False)
+        legacy_tail = UsageRecord.objects.unsummarised(legacy_key__isnull=False)
         in_use = (
             keys.active()
             .used_since(since)
@@ -237,15 +237,15 @@ class LegacyApiKeyAdmin(CredentialColumnsMixin, ReadOnlyAdmin):
             ClientAddress.objects.filter(legacy_key__isnull=False, last_seen__gte=since).select_related(
                 "legacy_key__user"
             ),
-            legacy_records,
+            legacy_tail,
             limit=100,
             related=("legacy_key__user",),
         )
         legacy = DailyUsage.objects.filter(legacy_key__isnull=False).series(
-            days=MIGRATION_WINDOW_DAYS, records=legacy_records
+            days=MIGRATION_WINDOW_DAYS, tail=legacy_tail
         )
         bearer = DailyUsage.objects.filter(token__isnull=False).series(
-            days=MIGRATION_WINDOW_DAYS, records=UsageRecord.objects.filter(token__isnull=False)
+            days=MIGRATION_WINDOW_DAYS, tail=UsageRecord.objects.unsummarised(token__isnull=False)
         )
         chart = daily_chart(
             [day for day, _a, _r in legacy],

@@ -402,12 +402,13 @@ def tokens_usage(request, pk):
     body = paginate(request, records, usage_record_json)
     usage_totals([token])
     body["request_count"] = token.request_count
+    tail = UsageRecord.objects.unsummarised(token=token)
     body["last_used_at"] = _iso(token.last_used_at)
     body["daily"] = [
         {"date": day.isoformat(), "accepted": accepted, "refused": refused}
-        for day, accepted, refused in token.daily_usage.series(records=records)
+        for day, accepted, refused in token.daily_usage.series(tail=tail)
     ]
-    _count, addresses = client_addresses(token.client_addresses.all(), records, limit=100)
+    _count, addresses = client_addresses(token.client_addresses.all(), tail, limit=100)
     body["client_ips"] = [
         {"ip": c.ip, "requests": c.requests, "first_seen": _iso(c.first_seen), "last_seen": _iso(c.last_seen)}
         for c in addresses

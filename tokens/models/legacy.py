@@ -117,8 +117,8 @@ class LegacyApiKeyQuerySet(models.QuerySet):
         day), or by a record the summaries do not hold yet (a subquery, an index range above the
         watermark): exact without waiting for the summariser.
         """
-        tail = UsageRecord.objects.unsummarised().filter(
-            legacy_key__isnull=False, accepted=True, at__gte=moment
+        tail = UsageRecord.objects.unsummarised(legacy_key__isnull=False, at__gte=moment).filter(
+            accepted=True
         )
         return self.filter(Q(last_used_at__gte=moment) | Q(pk__in=tail.values("legacy_key_id")))
 

@@ -3,7 +3,7 @@ import threading
 import time as clock
 from contextlib import nullcontext
 from dataclasses import dataclass
-from datetime import UTC, datetime, time, timedelta
+from datetime import UTC, datetime, timedelta
 
 from django.conf import settings
 from django.db import DatabaseError, connections, models, transaction
@@ -39,11 +39,31 @@ class UsageRecordQuerySet(models.QuerySet):
 
     def summarised(self):
         """The records the summaries already hold (at or below the watermark)."""
-        return self.filter(pk__lte=_watermark())
+        return self.filter(pk__lte=self.summarised_through())
 
-    def unsummarised(self):
-        """The records the summaries do not hold yet: an index range on the newest ids."""
-        return self.filter(pk__gt=_watermark())
+    def unsummarised(self, **lookups):
+        """The records the summaries do not hold yet: an index range on the newest ids.
+
+        The watermark is read first (one primary-key lookup) and goes into the query as a number: as a
+        subquery its value is unknown when the query is planned, and PostgreSQL then guesses that a
+        third of the table qualifies and scans every partition.
+
+        *lookups* (``token=…``, ``legacy_key__isnull=False``, ``at__gte=…``) narrow the tail. Give them
+        here rather than filtering the result: each is applied to COALESCE(column, column), which no
+        index holds, so the database can only find the tail by the primary-key range. Filtered on the
+        column itself, SQLite (without statistics) and PostgreSQL (with old ones) walk the
+        credential's (token, at) index through its whole history to find a few new records: on a
+        token with a million, its page was five times slower (docs/performance.md, session 4).
+        """
+        tail = self.filter(pk__gt=self.summarised_through())
+        for lookup, value in lookups.items():
+            name, _, condition = lookup.partition("__")
+            column = self.model._meta.get_field(name).attname
+            alias = f"unindexed_{column}"
+            tail = tail.alias(**{alias: Coalesce(column, column)}).filter(
+                **{f"{alias}__{condition or 'exact'}": getattr(value, "pk", value)}
+            )
+        return tail
 
     def record(
         self,
@@ -153,7 +173,7 @@ class UsageRecordQuerySet(models.QuerySet):
         request and any later one out. Meant for new-address alerts (docs/scaling.md).
         """
         field, credential_id = ("token", token_id) if token_id is not None else ("legacy_key", legacy_key_id)
-        tail = self.unsummarised().filter(**{f"{field}_id": credential_id}, ip=ip)
+        tail = self.unsummarised(**{f"{field}_id": credential_id}).filter(ip=ip)
         if before_id is not None:
             tail = tail.filter(pk__lt=before_id)
         seen = ClientAddress.objects.filter(**{f"{field}_id": credential_id}, ip=ip)
@@ -247,12 +267,12 @@ class UsageRecord(models.Model):
 
 
 class DailyUsageQuerySet(models.QuerySet):
-    def series(self, days=30, today=None, *, records=None):
+    def series(self, days=30, today=None, *, tail=None):
         """Return [(date, accepted, refused)] for the last *days* UTC days, zeros included, oldest first.
 
-        Rows of several credentials in the queryset are summed per day. *records* (a UsageRecord
-        queryset for the same credentials) adds the records not summarised yet, so the numbers are
-        exact: one more query, an index range above the watermark.
+        Rows of several credentials in the queryset are summed per day. *tail*, the records of the same
+        credentials not summarised yet (``UsageRecord.objects.unsummarised(token=…)``), is added, so the
+        numbers are exact: one more query, an index range above the watermark.
         """
         today = today or timezone.now().date()
         start = today - timedelta(days=days - 1)
@@ -262,18 +282,19 @@ class DailyUsageQuerySet(models.QuerySet):
             .values("day")
             .annotate(a=Sum("accepted"), r=Sum("refused"))
         }
-        if records is not None:
-            since = datetime.combine(start, time.min, tzinfo=UTC)
-            until = datetime.combine(today + timedelta(days=1), time.min, tzinfo=UTC)
+        if tail is not None:
+            # No range on "at" here: with one, the (token, at) index would serve it, through every
+            # record of the 30 days instead of the few ids above the watermark. The tail is short and
+            # new; its days outside the window are dropped below.
             tail = (
-                records.unsummarised()
-                .filter(at__gte=since, at__lt=until)
-                .annotate(day=TruncDate("at", tzinfo=UTC))
+                tail.annotate(day=TruncDate("at", tzinfo=UTC))
                 .values("day")
                 .annotate(a=Count("pk", filter=Q(accepted=True)), r=Count("pk", filter=Q(accepted=False)))
                 .order_by()
             )
             for row in tail:
+                if not start <= row["day"] <= today:
+                    continue
                 accepted, refused = rows.get(row["day"], (0, 0))
                 rows[row["day"]] = (accepted + row["a"], refused + row["r"])
         return [
@@ -384,16 +405,6 @@ class UsageSummaryState(models.Model):
 
     def __str__(self):
         return f"summarised through record {self.summarised_through}"
-
-
-_WATERMARK_SQL = "COALESCE((SELECT summarised_through FROM tokens_usagesummarystate WHERE id = 1), 0)"
-
-
-def _watermark():
-    # No row (a database flushed by the tests) means nothing is summarised yet.
-    return Coalesce(
-        models.Subquery(UsageSummaryState.objects.filter(pk=1).values("summarised_through")[:1]), 0
-    )
 
 
 log = logging.getLogger(__name__)
@@ -639,9 +650,9 @@ def summarise_after_response(**kwargs):
 def usage_totals(credentials):
     """Add the unsummarised records to each credential's ``request_count`` and last use; return them.
 
-    *credentials* are Token or LegacyApiKey instances (one kind). Always one query, whatever the tail
-    holds: per credential, the count of accepted records above the watermark (an index range on the
-    newest ids) joined to the newest of them. The readers' half of "exact when read".
+    *credentials* are Token or LegacyApiKey instances (one kind). Always two queries, whatever the tail
+    holds: the watermark, then per credential the count of accepted records above it (an index range
+    on the newest ids) joined to the newest of them. The readers' half of "exact when read".
     """
     credentials = [c for c in credentials if c is not None]
     if not credentials:
@@ -650,15 +661,17 @@ def usage_totals(credentials):
     by_id = {c.pk: c for c in credentials}
     table = UsageRecord._meta.db_table
     placeholders = ", ".join(["%s"] * len(by_id))
+    # COALESCE keeps the credential's index out of it (UsageRecordQuerySet.unsummarised).
     # Scalar subqueries, not a join, for the newest record's columns: each is one probe of the primary
     # key, whatever the planner guesses about the size of the tail.
     newest = UsageRecord.objects.raw(
         f"SELECT tail.newest AS id, {_of_newest('at')}, {_of_newest('ip')}, {_of_newest('user_agent')}, "
         f"tail.credential, tail.n FROM ("
         f"SELECT {column} AS credential, COUNT(*) AS n, MAX(id) AS newest FROM {table} "
-        f"WHERE id > {_WATERMARK_SQL} AND accepted = %s AND {column} IN ({placeholders}) GROUP BY {column}"
+        f"WHERE id > %s AND accepted = %s AND COALESCE({column}, {column}) IN ({placeholders}) "
+        f"GROUP BY {column}"
         f") tail",
-        [True, *by_id],
+        [UsageRecord.objects.summarised_through(), True, *by_id],
     )
     for record in newest:
         credential = by_id[record.credential]
@@ -674,16 +687,16 @@ def _of_newest(column):
     return f"(SELECT r.{column} FROM {table} r WHERE r.id = tail.newest) AS {column}"
 
 
-def client_addresses(addresses, records, *, limit, related=()):
-    """Return (count, rows): the ClientAddress queryset *addresses* with the tail of *records* folded in.
+def client_addresses(addresses, tail, *, limit, related=()):
+    """Return (count, rows): the ClientAddress queryset *addresses* with the records of *tail* folded in.
 
-    *records* is the UsageRecord queryset of the same credentials. The rows are the newest *limit* by
+    *tail* is the unsummarised records of the same credentials
+    (``UsageRecord.objects.unsummarised(token=…)``). The rows are the newest *limit* by
     last use, as ``addresses.order_by("-last_seen")[:limit]`` would give once summarised. Always three
     queries (the tail's addresses, the count, the rows), plus one per *related* lookup prefetched.
     """
     tail_sql, tail_params = (
-        records.unsummarised()
-        .exclude(ip=None)
+        tail.exclude(ip=None)
         .values("token_id", "legacy_key_id", "ip")
         .annotate(first=Min("at"), last=Max("at"), n=Count("pk"), newest=Max("pk"))
         .order_by()
