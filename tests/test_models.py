@@ -10,7 +10,7 @@ from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 
 from tokens.models import ClientAddress, DailyUsage, ExpirationPolicy, Token, TokenEvent, UsageRecord
-from tokens.models.usage import client_addresses, usage_totals
+from tokens.models.usage import client_addresses, read_exactly, usage_totals
 
 pytestmark = pytest.mark.django_db
 
@@ -205,6 +205,36 @@ def test_the_readers_find_the_tail_by_the_watermark_not_along_the_credentials_hi
         for sql in tails:
             plan = " / ".join(row[-1] for row in cursor.execute(f"EXPLAIN QUERY PLAN {sql}").fetchall())
             assert "SEARCH tokens_usagerecord USING INTEGER PRIMARY KEY (rowid>?)" in plan, (sql, plan)
+
+
+def test_counters_read_from_a_stale_instance_are_still_exact(user, issue):
+    token, _ = issue(user)
+    stale = Token.objects.get(pk=token.pk)  # loaded before any use, as a page may hold it
+    for ip in ("192.0.2.1", "192.0.2.1", "192.0.2.5"):
+        _record(token, ip=ip)
+    UsageRecord.objects.summarise()  # the summaries now hold all three; the tail is empty
+    _record(token, ip="192.0.2.6")
+    usage_totals([stale])
+    assert (stale.request_count, stale.last_used_ip) == (4, "192.0.2.6")
+    usage_totals([stale])  # reading again sets, never adds
+    assert stale.request_count == 4
+
+
+def test_a_batch_summarised_in_the_middle_of_a_read_is_neither_missed_nor_counted_twice(user, issue):
+    token, _ = issue(user)
+    for _ in range(3):
+        _record(token)
+    batches = []
+
+    def read():
+        tail = UsageRecord.objects.unsummarised(token=token)
+        if not batches:  # another process commits a batch between this page's statements
+            batches.append(UsageRecord.objects.summarise())
+        today = DailyUsage.objects.filter(token=token).series(tail=tail)[-1]
+        return today[1], usage_totals([Token.objects.get(pk=token.pk)])[0].request_count
+
+    assert read_exactly(read) == (3, 3)
+    assert batches == [3]
 
 
 def test_summarising_in_small_batches_counts_each_record_once(user, issue):

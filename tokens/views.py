@@ -34,7 +34,7 @@ from .models import (
 )
 from .models.policy import SecurityLevel
 from .models.restrictions import owner_permissions, permission_names
-from .models.usage import client_addresses, usage_totals
+from .models.usage import client_addresses, read_exactly, usage_totals
 
 TOKENS_PER_PAGE = 20
 EVENTS_PER_PAGE = 25
@@ -202,9 +202,16 @@ def _abilities(token):
 
 def _detail_context(request, token, rename_form, restrictions_form=None):
     """Return the detail page context with a constant number of queries, however much the token was used."""
-    usage_totals([token])
-    tail = UsageRecord.objects.unsummarised(token=token)
-    rows = DailyUsage.objects.filter(token=token).series(tail=tail)
+
+    def usage():
+        usage_totals([token])
+        tail = UsageRecord.objects.unsummarised(token=token)
+        rows = DailyUsage.objects.filter(token=token).series(tail=tail)
+        addresses = client_addresses(ClientAddress.objects.filter(token=token), tail, limit=ADDRESSES_SHOWN)
+        return rows, addresses
+
+    # Counter, chart and addresses add up: all as of one watermark.
+    rows, (address_count, addresses) = read_exactly(usage)
     chart = daily_chart(
         [day for day, _accepted, _refused in rows],
         [
@@ -213,9 +220,6 @@ def _detail_context(request, token, rename_form, restrictions_form=None):
         ],
         title=_("Requests per day, last 30 days"),
         chart_id="usage-chart",
-    )
-    address_count, addresses = client_addresses(
-        ClientAddress.objects.filter(token=token), tail, limit=ADDRESSES_SHOWN
     )
     # Keyset pagination over the raw records: newest first, "older" continues below the last row shown.
     # An offset paginator would COUNT and skip over millions of rows; the (token, at) index serves this

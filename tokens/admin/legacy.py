@@ -27,7 +27,7 @@ from ..models import (
     UsageRecord,
 )
 from ..models.policy import RehearsalLevel, SecurityLevel
-from ..models.usage import client_addresses, usage_totals
+from ..models.usage import client_addresses, read_exactly, usage_totals
 from .common import CredentialColumnsMixin, ReadOnlyAdmin, revoke_each
 from .filters import MIGRATION_WINDOW_DAYS, LegacyStatusFilter, RecentUseFilter
 
@@ -214,6 +214,11 @@ class LegacyApiKeyAdmin(CredentialColumnsMixin, ReadOnlyAdmin):
         """Show who still uses legacy keys, from where, and legacy versus bearer requests per day."""
         if not self.has_view_permission(request):
             raise PermissionDenied
+        # Key rows, chart, clients and totals add up: all as of one watermark.
+        context = read_exactly(lambda: self._migration_context(request))
+        return TemplateResponse(request, "admin/tokens/legacyapikey/migration.html", context)
+
+    def _migration_context(self, request):
         now = timezone.now()
         since = now - timedelta(days=MIGRATION_WINDOW_DAYS)
         keys = LegacyApiKey.objects.all()
@@ -257,7 +262,7 @@ class LegacyApiKeyAdmin(CredentialColumnsMixin, ReadOnlyAdmin):
             chart_id="migration-chart",
         )
         policy = ExpirationPolicy.load()
-        context = {
+        return {
             **self.admin_site.each_context(request),
             "title": _("Migration off legacy API keys"),
             "opts": self.opts,
@@ -282,7 +287,6 @@ class LegacyApiKeyAdmin(CredentialColumnsMixin, ReadOnlyAdmin):
             "brownouts": BrownoutWindow.objects.upcoming(now),
             "can_notify": self.has_revoke_permission(request),
         }
-        return TemplateResponse(request, "admin/tokens/legacyapikey/migration.html", context)
 
     @method_decorator(require_POST)
     def notify_owners_view(self, request):

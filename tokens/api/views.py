@@ -23,7 +23,7 @@ from django.views.decorators.http import require_GET, require_http_methods
 from ..constants import API_PREFIX, Access
 from ..http import client_ip, no_store, own_token_or_404
 from ..models import ExpirationPolicy, Token, TokenStatus, UsageRecord
-from ..models.usage import client_addresses, usage_totals
+from ..models.usage import client_addresses, read_exactly, usage_totals
 from .errors import api_error, forbidden
 from .openapi import document
 
@@ -400,15 +400,22 @@ def tokens_usage(request, pk):
     token = own_token_or_404(request, pk)
     records = UsageRecord.objects.filter(token=token)
     body = paginate(request, records, usage_record_json)
-    usage_totals([token])
+
+    def usage():
+        usage_totals([token])
+        tail = UsageRecord.objects.unsummarised(token=token)
+        return token.daily_usage.series(tail=tail), client_addresses(
+            token.client_addresses.all(), tail, limit=100
+        )
+
+    # Counter, days and addresses add up: all as of one watermark.
+    daily, (_count, addresses) = read_exactly(usage)
     body["request_count"] = token.request_count
-    tail = UsageRecord.objects.unsummarised(token=token)
     body["last_used_at"] = _iso(token.last_used_at)
     body["daily"] = [
         {"date": day.isoformat(), "accepted": accepted, "refused": refused}
-        for day, accepted, refused in token.daily_usage.series(tail=tail)
+        for day, accepted, refused in daily
     ]
-    _count, addresses = client_addresses(token.client_addresses.all(), tail, limit=100)
     body["client_ips"] = [
         {"ip": c.ip, "requests": c.requests, "first_seen": _iso(c.first_seen), "last_seen": _iso(c.last_seen)}
         for c in addresses

@@ -1,3 +1,4 @@
+import contextvars
 import logging
 import threading
 import time as clock
@@ -6,7 +7,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
 from django.conf import settings
-from django.db import DatabaseError, connections, models, transaction
+from django.db import DEFAULT_DB_ALIAS, DatabaseError, connections, models, transaction
 from django.db.models import Count, Max, Min, Q, Sum, prefetch_related_objects
 from django.db.models.functions import Coalesce, TruncDate
 from django.utils import timezone
@@ -55,7 +56,7 @@ class UsageRecordQuerySet(models.QuerySet):
         credential's (token, at) index through its whole history to find a few new records: on a
         token with a million, its page was five times slower (docs/performance.md, session 4).
         """
-        tail = self.filter(pk__gt=self.summarised_through())
+        tail = self.filter(pk__gt=_tail_from(self.db))
         for lookup, value in lookups.items():
             name, _, condition = lookup.partition("__")
             column = self.model._meta.get_field(name).attname
@@ -648,38 +649,100 @@ def summarise_after_response(**kwargs):
 
 
 def usage_totals(credentials):
-    """Add the unsummarised records to each credential's ``request_count`` and last use; return them.
+    """Set each credential's ``request_count`` and last use to summaries + unsummarised records; return them.
 
     *credentials* are Token or LegacyApiKey instances (one kind). Always two queries, whatever the tail
-    holds: the watermark, then per credential the count of accepted records above it (an index range
-    on the newest ids) joined to the newest of them. The readers' half of "exact when read".
+    holds: the watermark, then one statement that reads each credential's summarised counters (so
+    they are as old as the tail, whenever the instance was loaded) with the count of its accepted
+    records above the watermark (an index range on the newest ids) and the newest of them. The
+    statement also reads the watermark again: if a summariser moved it in between, the counters hold
+    records the tail counted too, and the two queries are made again (``read_exactly``).
     """
     credentials = [c for c in credentials if c is not None]
     if not credentials:
         return credentials
+    model = type(credentials[0])
     column = "token_id" if credentials[0].event_field == "token" else "legacy_key_id"
     by_id = {c.pk: c for c in credentials}
-    table = UsageRecord._meta.db_table
+    records = UsageRecord._meta.db_table
     placeholders = ", ".join(["%s"] * len(by_id))
-    # COALESCE keeps the credential's index out of it (UsageRecordQuerySet.unsummarised).
-    # Scalar subqueries, not a join, for the newest record's columns: each is one probe of the primary
-    # key, whatever the planner guesses about the size of the tail.
-    newest = UsageRecord.objects.raw(
-        f"SELECT tail.newest AS id, {_of_newest('at')}, {_of_newest('ip')}, {_of_newest('user_agent')}, "
-        f"tail.credential, tail.n FROM ("
-        f"SELECT {column} AS credential, COUNT(*) AS n, MAX(id) AS newest FROM {table} "
+    # COALESCE keeps the credential's index out of the tail (UsageRecordQuerySet.unsummarised).
+    sql = (
+        f"SELECT c.id, c.request_count, c.last_used_at, c.last_used_ip, c.last_used_user_agent, "
+        f"tail.n, r.at, r.ip, r.user_agent, ({_WATERMARK}) FROM {model._meta.db_table} c "
+        f"LEFT JOIN (SELECT {column} AS credential, COUNT(*) AS n, MAX(id) AS newest FROM {records} "
         f"WHERE id > %s AND accepted = %s AND COALESCE({column}, {column}) IN ({placeholders}) "
-        f"GROUP BY {column}"
-        f") tail",
-        [UsageRecord.objects.summarised_through(), True, *by_id],
+        f"GROUP BY {column}) tail ON tail.credential = c.id "
+        f"LEFT JOIN {records} r ON r.id = tail.newest "
+        f"WHERE c.id IN ({placeholders})"
     )
-    for record in newest:
-        credential = by_id[record.credential]
-        credential.request_count += record.n
-        if credential.last_used_at is None or record.at >= credential.last_used_at:
-            credential.last_used_at, credential.last_used_ip = record.at, record.ip
-            credential.last_used_user_agent = record.user_agent
+
+    def read():
+        through = _tail_from(DEFAULT_DB_ALIAS)
+        with connections[DEFAULT_DB_ALIAS].cursor() as cursor:
+            cursor.execute(sql, [through, True, *by_id, *by_id])
+            rows = cursor.fetchall()
+        checked = _pinned_watermark.get() is not None  # not in read_exactly's last, unchecked read
+        if checked and any((watermark or 0) != through for *_row, watermark in rows):
+            raise WatermarkMoved
+        for pk, count, at, ip, agent, tail_count, tail_at, tail_ip, tail_agent, _watermark in rows:
+            credential = by_id[pk]
+            credential.request_count = count + (tail_count or 0)
+            credential.last_used_at, credential.last_used_ip = _aware(at), ip
+            credential.last_used_user_agent = agent
+            tail_at = _aware(tail_at)
+            if tail_at is not None and (
+                credential.last_used_at is None or tail_at >= credential.last_used_at
+            ):
+                credential.last_used_at, credential.last_used_ip = tail_at, tail_ip
+                credential.last_used_user_agent = tail_agent
+
+    read_exactly(read)
     return credentials
+
+
+_WATERMARK = "SELECT summarised_through FROM tokens_usagesummarystate WHERE id = 1"
+
+# Set by read_exactly: the watermark every reader inside uses, read once.
+_pinned_watermark = contextvars.ContextVar("pinned_watermark", default=None)
+
+
+class WatermarkMoved(Exception):
+    """A summariser committed while the readers were reading: summaries and tail may overlap."""
+
+
+def _tail_from(alias):
+    pinned = _pinned_watermark.get()
+    return pinned if pinned is not None else UsageRecord.objects.using(alias).summarised_through()
+
+
+def read_exactly(read, *, attempts=3):
+    """Return ``read()``, its summaries and unsummarised tails read as of one watermark.
+
+    The readers take the summaries and the records above the watermark in separate statements. A
+    summariser batch moves the watermark in the same transaction as the summaries it changes, so if
+    the watermark is the same after *read* as before, every statement in between saw the same
+    summaries and the tails start where they end: nothing is counted twice or missed. Otherwise (a
+    batch committed meanwhile, which takes milliseconds) *read* runs again; after *attempts*, once
+    more without the check. Inside, the readers share the watermark read here (one query, not one
+    each); a reader that sees it has moved raises WatermarkMoved to cut the attempt short. *read*
+    must be safe to run again: it only reads.
+    """
+    if _pinned_watermark.get() is not None:
+        return read()  # an outer read_exactly checks
+    for _attempt in range(attempts):
+        before = UsageRecord.objects.summarised_through()
+        pinned = _pinned_watermark.set(before)
+        try:
+            result = read()
+        except WatermarkMoved:
+            continue
+        finally:
+            _pinned_watermark.reset(pinned)
+        if UsageRecord.objects.summarised_through() == before:
+            return result
+    log.warning("Usage summaries moved under %d reads in a row; served the last read unchecked.", attempts)
+    return read()
 
 
 def _of_newest(column):
@@ -750,7 +813,7 @@ def client_addresses(addresses, tail, *, limit, related=()):
 
 
 def _aware(value):
-    """A datetime from a raw query's extra column (SQLite gives text, naive UTC)."""
+    """A datetime (or None) from a raw query's column (SQLite gives text, naive UTC)."""
     if isinstance(value, str):
         value = datetime.fromisoformat(value)
-    return value if value.tzinfo is not None else value.replace(tzinfo=UTC)
+    return value if value is None or value.tzinfo is not None else value.replace(tzinfo=UTC)
