@@ -648,6 +648,11 @@ def summarise_after_response(**kwargs):
     summarising.after_response()
 
 
+def _of_newest(column):
+    table = UsageRecord._meta.db_table
+    return f"(SELECT r.{column} FROM {table} r WHERE r.id = tail.newest) AS {column}"
+
+
 def usage_totals(credentials):
     """Set each credential's ``request_count`` and last use to summaries + unsummarised records; return them.
 
@@ -666,14 +671,18 @@ def usage_totals(credentials):
     by_id = {c.pk: c for c in credentials}
     records = UsageRecord._meta.db_table
     placeholders = ", ".join(["%s"] * len(by_id))
-    # COALESCE keeps the credential's index out of the tail (UsageRecordQuerySet.unsummarised).
+    # COALESCE keeps the credential's index out of the tail (UsageRecordQuerySet.unsummarised), also
+    # from the equality PostgreSQL derives from the join and c.id = %s.
+    unindexed = f"COALESCE({column}, {column})"
+    # Scalar subqueries, not a join, for the newest record's columns: each is one probe of the primary
+    # key, where a join may be planned as a hash of a whole partition when the tail looks long.
     sql = (
-        f"SELECT c.id, c.request_count, c.last_used_at, c.last_used_ip, c.last_used_user_agent, "
-        f"tail.n, r.at, r.ip, r.user_agent, ({_WATERMARK}) FROM {model._meta.db_table} c "
-        f"LEFT JOIN (SELECT {column} AS credential, COUNT(*) AS n, MAX(id) AS newest FROM {records} "
-        f"WHERE id > %s AND accepted = %s AND COALESCE({column}, {column}) IN ({placeholders}) "
-        f"GROUP BY {column}) tail ON tail.credential = c.id "
-        f"LEFT JOIN {records} r ON r.id = tail.newest "
+        f"SELECT c.id, c.request_count, c.last_used_at, c.last_used_ip, c.last_used_user_agent, tail.n, "
+        f"{_of_newest('at')}, {_of_newest('ip')}, {_of_newest('user_agent')}, ({_WATERMARK}) "
+        f"FROM {model._meta.db_table} c "
+        f"LEFT JOIN (SELECT {unindexed} AS credential, COUNT(*) AS n, MAX(id) AS newest FROM {records} "
+        f"WHERE id > %s AND accepted = %s AND {unindexed} IN ({placeholders}) GROUP BY {unindexed}) tail "
+        f"ON tail.credential = c.id "
         f"WHERE c.id IN ({placeholders})"
     )
 
@@ -743,11 +752,6 @@ def read_exactly(read, *, attempts=3):
             return result
     log.warning("Usage summaries moved under %d reads in a row; served the last read unchecked.", attempts)
     return read()
-
-
-def _of_newest(column):
-    table = UsageRecord._meta.db_table
-    return f"(SELECT r.{column} FROM {table} r WHERE r.id = tail.newest) AS {column}"
 
 
 def client_addresses(addresses, tail, *, limit, related=()):
