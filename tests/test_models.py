@@ -9,7 +9,15 @@ from django.db import IntegrityError, connection, transaction
 from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 
-from tokens.models import ClientAddress, DailyUsage, ExpirationPolicy, Token, TokenEvent, UsageRecord
+from tokens.models import (
+    ClientAddress,
+    DailyUsage,
+    ExpirationPolicy,
+    LegacyApiKey,
+    Token,
+    TokenEvent,
+    UsageRecord,
+)
 from tokens.models.usage import client_addresses, read_exactly, usage_totals
 
 pytestmark = pytest.mark.django_db
@@ -261,6 +269,30 @@ def test_records_of_a_deleted_token_are_deleted_with_it_and_never_summarised(use
     assert UsageRecord.objects.summarise() == 2  # read past, counted nowhere
     assert Token.objects.get(pk=other.pk).request_count == 1
     assert not DailyUsage.objects.filter(token_id=token.pk).exists()
+
+
+def test_deleting_a_user_deletes_the_records_of_their_tokens_and_keys_and_no_one_elses(
+    user, other_user, issue
+):
+    token, _ = issue(user)
+    kept, _ = issue(other_user, name="someone else's")
+    key, _ = LegacyApiKey.objects.import_key(user=user, key="legacy-" + "k" * 30)
+    _record(token)
+    _record(kept)
+    UsageRecord.objects.record(
+        legacy_key_id=key.pk,
+        user_id=user.pk,
+        at=timezone.now(),
+        accepted=True,
+        method="GET",
+        path="/api/users/me",
+        status=200,
+        ip="192.0.2.1",
+        user_agent="test",
+        duration_ms=1.0,
+    )
+    user.delete()
+    assert list(UsageRecord.objects.values_list("token_id", "legacy_key_id")) == [(kept.pk, None)]
 
 
 def test_an_address_is_new_until_a_record_or_the_summary_holds_it(user, issue):
