@@ -1,6 +1,7 @@
 """Models: statuses, querysets, the policy's rules, events, and the usage summaries (summary + tail)."""
 
 import re
+import threading
 from datetime import timedelta
 
 import pytest
@@ -243,6 +244,45 @@ def test_a_batch_summarised_in_the_middle_of_a_read_is_neither_missed_nor_counte
 
     assert read_exactly(read) == (3, 3)
     assert batches == [3]
+
+
+@pytest.mark.django_db(transaction=True)
+def test_when_summarisers_move_the_watermark_under_every_read_the_last_one_holds_it(user, issue):
+    token, _ = issue(user)
+    for _ in range(6):
+        _record(token)
+    ids = sorted(UsageRecord.objects.values_list("pk", flat=True))
+    reads, marks = [], []
+
+    def summarise_elsewhere():
+        """One batch of one record by another connection, as on another node; its thread is returned."""
+
+        def run():
+            try:
+                UsageRecord.objects.summarise(batch_size=1, max_batches=1)
+            finally:
+                connection.close()
+
+        thread = threading.Thread(target=run)
+        thread.start()
+        thread.join(timeout=1)  # held: the batch waits (SQLite) or passes the row by (PostgreSQL)
+        return thread
+
+    def read():
+        reads.append(summarise_elsewhere())
+        marks.append(UsageRecord.objects.summarised_through())
+        today = DailyUsage.objects.filter(token=token).series(
+            tail=UsageRecord.objects.unsummarised(token=token)
+        )
+        return today[-1][1], usage_totals([Token.objects.get(pk=token.pk)])[0].request_count
+
+    try:
+        assert read_exactly(read, attempts=3) == (6, 6)
+    finally:
+        for thread in reads:
+            thread.join(timeout=30)
+    assert len(reads) == 4 and marks[:3] == ids[:3]  # three reads moved under, the fourth held it
+    assert marks[3] == ids[2] and UsageRecord.objects.summarised_through() in ids[2:4]
 
 
 def test_summarising_in_small_batches_counts_each_record_once(user, issue):

@@ -131,3 +131,73 @@ def test_a_revoke_issued_mid_load_is_honoured_by_every_request_that_starts_after
     refused = UsageRecord.objects.filter(token=token, accepted=False).count()
     assert refused == len(everything) + 1 - accepted
     assert Token.objects.get(pk=token.pk).status == "revoked"
+
+
+def test_the_usage_api_adds_up_in_every_answer_while_another_process_summarises(main_server, user, issue):
+    """Counter, days and addresses of every answer lie between the requests answered and those sent.
+
+    Four clients use a token while this process summarises in batches of 7, as another node would,
+    and a reader asks for the token's usage again and again (with a second token of the owner). A batch
+    that committed between two of the reader's statements would be counted twice (summaries and tail)
+    or not at all; ``read_exactly`` reads again instead. The three numbers come from statements a few
+    milliseconds apart while requests keep arriving, so each is checked against the bounds, not
+    against the others.
+    """
+    token, value = issue(user)
+    _reader_token, reader_value = issue(user, name="reader")
+    sent, answered = Counter(), Counter()  # per client
+    stop = threading.Event()
+    readings = []
+
+    def work(client, n):
+        for _ in range(150):
+            sent[n] += 1
+            assert client.get("/api/users/me", headers={"Authorization": f"Bearer {value}"}).status == 200
+            answered[n] += 1
+
+    def summarise():
+        from django.db import connection
+
+        try:
+            while not stop.is_set():
+                UsageRecord.objects.summarise(batch_size=7, max_batches=1)
+        finally:
+            connection.close()
+
+    def read():
+        client = main_server.client()
+        try:
+            while not stop.is_set():
+                before = sum(answered.values())
+                body = client.get(
+                    f"/api/tokens/{token.pk}/usage", headers={"Authorization": f"Bearer {reader_value}"}
+                ).json()
+                readings.append((before, body, sum(sent.values())))
+        finally:
+            client.close()
+
+    helpers = [threading.Thread(target=summarise), threading.Thread(target=read)]
+    for helper in helpers:
+        helper.start()
+    try:
+        run_clients(main_server, 4, work)
+    finally:
+        stop.set()
+        for helper in helpers:
+            helper.join(timeout=60)
+
+    assert len(readings) >= 10
+    for before, body, sent_after in readings:
+        count = body["request_count"]
+        days = sum(day["accepted"] + day["refused"] for day in body["daily"])
+        addresses = sum(address["requests"] for address in body["client_ips"])
+        assert before <= count <= days <= addresses <= sent_after, (
+            before,
+            count,
+            days,
+            addresses,
+            sent_after,
+        )
+    UsageRecord.objects.summarise()
+    token.refresh_from_db()
+    assert token.request_count == sum(answered.values()) == 600

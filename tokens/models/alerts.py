@@ -1,7 +1,7 @@
 """New-address alerts: the request path notes a credential's first use from an address, a command mails it.
 
-The request path writes only a ``new_address`` event (``is_new_address``: one query for a request
-from another address than the last use's; ``record_new_address``: a rare insert). Everything slow,
+The request path writes only a ``new_address`` event (``is_new_address``: two small queries for a
+request from another address than the last use's; ``record_new_address``: a rare insert). Everything slow,
 the mail, happens off it: ``manage.py send_alerts`` reads the recent ``new_address`` events that
 have no ``AlertDelivery`` yet, claims each one by inserting its delivery row (unique per event, so
 two senders never mail the same event) and mails the owner, at most ``ALERTS_PER_DAY`` times per
@@ -32,7 +32,8 @@ def is_new_address(*, token_id=None, legacy_key_id=None, ip, last_ip=None):
     unique constraint (credential, ip) makes them write one.
 
     Free for the usual request: one from the address of the credential's last accepted use
-    (*last_ip*, which authentication read anyway) cannot be new. Any other costs one query.
+    (*last_ip*, which authentication read anyway) cannot be new. Any other costs two small queries
+    (the watermark, then the two index probes).
     """
     if ip is None or ip == last_ip:
         return False

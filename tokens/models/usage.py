@@ -2,7 +2,7 @@ import contextvars
 import logging
 import threading
 import time as clock
-from contextlib import nullcontext
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
@@ -167,7 +167,7 @@ class UsageRecordQuerySet(models.QuerySet):
         return summarising.summarise(self.db, batch_size=batch_size, max_batches=max_batches, wait=wait)
 
     def address_is_new(self, *, ip, token_id=None, legacy_key_id=None, before_id=None):
-        """Tell whether *ip* was never seen for this credential: one query, two index probes.
+        """Tell whether *ip* was never seen for this credential: the watermark, then two index probes.
 
         Seen means a row of the summaries' unique (credential, ip) index, or a record of the
         unsummarised tail from that ip; *before_id* (the id of the request being handled) leaves that
@@ -732,10 +732,11 @@ def read_exactly(read, *, attempts=3):
     summariser batch moves the watermark in the same transaction as the summaries it changes, so if
     the watermark is the same after *read* as before, every statement in between saw the same
     summaries and the tails start where they end: nothing is counted twice or missed. Otherwise (a
-    batch committed meanwhile, which takes milliseconds) *read* runs again; after *attempts*, once
-    more without the check. Inside, the readers share the watermark read here (one query, not one
-    each); a reader that sees it has moved raises WatermarkMoved to cut the attempt short. *read*
-    must be safe to run again: it only reads.
+    batch committed meanwhile, which takes milliseconds) *read* runs again. After *attempts* (summarisers
+    busy in a loop), it runs once more holding the watermark, so that no batch can commit meanwhile.
+    Inside, the readers share the watermark read here (one query, not one each); a reader that sees it
+    has moved raises WatermarkMoved to cut the attempt short. *read* must be safe to run again: it
+    only reads.
     """
     if _pinned_watermark.get() is not None:
         return read()  # an outer read_exactly checks
@@ -750,8 +751,32 @@ def read_exactly(read, *, attempts=3):
             _pinned_watermark.reset(pinned)
         if UsageRecord.objects.summarised_through() == before:
             return result
-    log.warning("Usage summaries moved under %d reads in a row; served the last read unchecked.", attempts)
-    return read()
+    with _watermark_held():
+        pinned = _pinned_watermark.set(UsageRecord.objects.summarised_through())
+        try:
+            return read()
+        finally:
+            _pinned_watermark.reset(pinned)
+
+
+@contextmanager
+def _watermark_held():
+    """Keep summariser batches from committing while the block reads.
+
+    PostgreSQL: the watermark row ``FOR SHARE``, which summarisers (``FOR UPDATE SKIP LOCKED``) pass
+    by and ``prune_usage`` waits for; the block takes no other lock (docs/security.md, "Lock order",
+    step 0). SQLite: the write lock, which every batch needs, taken after the INSERTs' turn as the
+    summariser takes it; usage INSERTs wait the few milliseconds of the read.
+    """
+    conn = connections[DEFAULT_DB_ALIAS]
+    if conn.vendor == "sqlite":
+        queued = conn.get_autocommit()
+        with sqlite_turns.turns.turn(conn) if queued else nullcontext(), transaction.atomic():
+            yield
+    else:
+        with transaction.atomic(), conn.cursor() as cursor:
+            cursor.execute(f"{_WATERMARK} FOR SHARE")
+            yield
 
 
 def client_addresses(addresses, tail, *, limit, related=()):
