@@ -1,4 +1,5 @@
 import time
+from contextlib import nullcontext
 from datetime import timedelta
 
 from django.core.management.base import BaseCommand, CommandError
@@ -6,7 +7,7 @@ from django.db import DatabaseError, connection, transaction
 from django.db.models import Max, Min
 from django.utils import timezone
 
-from tokens import usage_partitions
+from tokens import sqlite_turns, usage_partitions
 from tokens.models import AttemptCounter, ExpirationPolicy, RefusedClient, UsageRecord
 
 
@@ -103,12 +104,20 @@ class Command(BaseCommand):
         if bounds["low"] is not None:
             # Old usage rows only: no lock any request takes (docs/security.md, "Lock order").
             # Id ranges rather than OFFSET or one big DELETE: each batch is an indexed range scan and a
-            # short transaction, so API requests that insert records are never held up for long.
+            # short transaction, so API requests that insert records are never held up for long. On
+            # SQLite each batch also queues with the usage INSERTs (tokens/sqlite_turns.py) before
+            # taking the write lock, as the summariser does: without a turn, a batch following a batch
+            # kept an INSERT sleeping in SQLite's busy handler for over a second.
+            queued = connection.vendor == "sqlite" and connection.get_autocommit()
             for start in range(bounds["low"], bounds["high"] + 1, batch_size):
-                with transaction.atomic():
+                with sqlite_turns.turns.turn(connection) if queued else nullcontext(), transaction.atomic():
                     count, _by_model = old.filter(pk__gte=start, pk__lt=start + batch_size).delete()
                 deleted += count
                 batches += 1
+                if queued:
+                    # The batch's pages, copied into the database file outside the turn: otherwise the
+                    # commit that crosses SQLite's checkpoint threshold does it, holding the write lock.
+                    connection.connection.execute("PRAGMA wal_checkpoint(PASSIVE)")
                 if pause and start + batch_size <= bounds["high"]:
                     time.sleep(pause)
         return deleted, batches
