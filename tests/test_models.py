@@ -126,10 +126,11 @@ def test_expired_events_are_written_once(user, issue):
     assert TokenEvent.objects.filter(token=token, kind="expired").count() == 1
 
 
-def _record(token, *, accepted=True, ip="192.0.2.1", at=None, agent="test"):
+def _record(credential, *, accepted=True, ip="192.0.2.1", at=None, agent="test"):
+    """One request of *credential* (a token or a legacy key), as the middleware records it."""
     UsageRecord.objects.record(
-        token_id=token.pk,
-        user_id=token.user_id,
+        **{f"{credential.event_field}_id": credential.pk},
+        user_id=credential.user_id,
         at=at or timezone.now(),
         accepted=accepted,
         method="GET",
@@ -317,20 +318,8 @@ def test_deleting_a_user_deletes_the_records_of_their_tokens_and_keys_and_no_one
     token, _ = issue(user)
     kept, _ = issue(other_user, name="someone else's")
     key, _ = LegacyApiKey.objects.import_key(user=user, key="legacy-" + "k" * 30)
-    _record(token)
-    _record(kept)
-    UsageRecord.objects.record(
-        legacy_key_id=key.pk,
-        user_id=user.pk,
-        at=timezone.now(),
-        accepted=True,
-        method="GET",
-        path="/api/users/me",
-        status=200,
-        ip="192.0.2.1",
-        user_agent="test",
-        duration_ms=1.0,
-    )
+    for credential in (token, kept, key):
+        _record(credential)
     user.delete()
     assert list(UsageRecord.objects.values_list("token_id", "legacy_key_id")) == [(kept.pk, None)]
 
@@ -393,18 +382,7 @@ def test_lifetime_limits_are_told_in_plain_words(user, policy):
 def test_saving_a_token_read_before_some_requests_keeps_their_count(user, issue):
     token, _value = issue(user)
     stale = Token.objects.get(pk=token.pk)
-    UsageRecord.objects.record(
-        token_id=token.pk,
-        user_id=user.pk,
-        at=timezone.now(),
-        accepted=True,
-        method="GET",
-        path="/api/users/me",
-        status=200,
-        ip="192.0.2.1",
-        user_agent="ci",
-        duration_ms=1.0,
-    )
+    _record(token, agent="ci")
     UsageRecord.objects.summarise()  # the counters are on the token's row now, after *stale* was read
     stale.purpose = "nightly backups"
     stale.save()

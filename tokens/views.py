@@ -23,8 +23,6 @@ from .forms import TokenCreateForm, TokenRenameForm, TokenRestrictionsForm, Toke
 from .http import client_ip, no_store, own_token_or_404
 from .models import (
     BrownoutWindow,
-    ClientAddress,
-    DailyUsage,
     ExpirationPolicy,
     LegacyApiKey,
     Token,
@@ -34,7 +32,7 @@ from .models import (
 )
 from .models.policy import SecurityLevel
 from .models.restrictions import owner_permissions, permission_names
-from .models.usage import client_addresses, read_exactly, usage_totals
+from .models.usage import token_usage, usage_totals
 
 TOKENS_PER_PAGE = 20
 EVENTS_PER_PAGE = 25
@@ -202,16 +200,7 @@ def _abilities(token):
 
 def _detail_context(request, token, rename_form, restrictions_form=None):
     """Return the detail page context with a constant number of queries, however much the token was used."""
-
-    def usage():
-        usage_totals([token])
-        tail = UsageRecord.objects.unsummarised(token=token)
-        rows = DailyUsage.objects.filter(token=token).series(tail=tail)
-        addresses = client_addresses(ClientAddress.objects.filter(token=token), tail, limit=ADDRESSES_SHOWN)
-        return rows, addresses
-
-    # Counter, chart and addresses add up: all as of one watermark.
-    rows, (address_count, addresses) = read_exactly(usage)
+    rows, (address_count, addresses) = token_usage(token, addresses=ADDRESSES_SHOWN)
     chart = daily_chart(
         [day for day, _accepted, _refused in rows],
         [

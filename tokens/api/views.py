@@ -23,7 +23,7 @@ from django.views.decorators.http import require_GET, require_http_methods
 from ..constants import API_PREFIX, Access
 from ..http import client_ip, no_store, own_token_or_404
 from ..models import ExpirationPolicy, Token, TokenStatus, UsageRecord
-from ..models.usage import client_addresses, read_exactly, usage_totals
+from ..models.usage import token_usage, usage_totals
 from .errors import api_error, forbidden
 from .openapi import document
 
@@ -400,16 +400,7 @@ def tokens_usage(request, pk):
     token = own_token_or_404(request, pk)
     records = UsageRecord.objects.filter(token=token)
     body = paginate(request, records, usage_record_json)
-
-    def usage():
-        usage_totals([token])
-        tail = UsageRecord.objects.unsummarised(token=token)
-        return token.daily_usage.series(tail=tail), client_addresses(
-            token.client_addresses.all(), tail, limit=100
-        )
-
-    # Counter, days and addresses add up: all as of one watermark.
-    daily, (_count, addresses) = read_exactly(usage)
+    daily, (_count, addresses) = token_usage(token, addresses=100)
     body["request_count"] = token.request_count
     body["last_used_at"] = _iso(token.last_used_at)
     body["daily"] = [

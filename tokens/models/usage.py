@@ -779,6 +779,24 @@ def _watermark_held():
             yield
 
 
+def token_usage(token, *, addresses):
+    """Return what a token's page and the usage API show of its use, all as of one watermark.
+
+    Sets the token's counters and last use (``usage_totals``) and returns (the 30 days of
+    ``DailyUsageQuerySet.series``, (address count, the newest *addresses* client addresses)).
+    """
+
+    def read():
+        usage_totals([token])
+        tail = UsageRecord.objects.unsummarised(token=token)
+        return (
+            DailyUsage.objects.filter(token=token).series(tail=tail),
+            client_addresses(ClientAddress.objects.filter(token=token), tail, limit=addresses),
+        )
+
+    return read_exactly(read)
+
+
 def client_addresses(addresses, tail, *, limit, related=()):
     """Return (count, rows): the ClientAddress queryset *addresses* with the records of *tail* folded in.
 
