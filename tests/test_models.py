@@ -298,6 +298,20 @@ def test_summarising_in_small_batches_counts_each_record_once(user, issue):
     assert Token.objects.get(pk=token.pk).request_count == 7
 
 
+def test_summarising_reads_windows_of_ids_and_runs_of_missing_ids_do_not_stall_it(user, issue):
+    token, _ = issue(user)
+    for _ in range(12):
+        _record(token)
+    ids = sorted(UsageRecord.objects.values_list("pk", flat=True))
+    UsageRecord.objects.filter(pk__in=ids[2:10]).delete()  # ids that never committed, as after rollbacks
+    assert UsageRecord.objects.summarise(batch_size=3, max_batches=1) == 2  # ids[0:3]: two records
+    assert UsageRecord.objects.summarised_through() == ids[2]
+    assert UsageRecord.objects.summarise(batch_size=3, max_batches=1) == 2  # skips to ids[10]
+    assert UsageRecord.objects.summarised_through() == ids[11]
+    assert UsageRecord.objects.summarise() == 0
+    assert Token.objects.get(pk=token.pk).request_count == 4 == _shown(token)[0]
+
+
 def test_records_of_a_deleted_token_are_deleted_with_it_and_never_summarised(user, issue):
     token, _ = issue(user)
     other, _ = issue(user, name="other")

@@ -457,19 +457,29 @@ class Summariser:
                 # Queue with the usage INSERTs first, then take the write lock (BEGIN IMMEDIATE): the
                 # other order could leave an INSERT holding the turn and waiting for this lock.
                 with sqlite_turns.turns.turn(conn), transaction.atomic(using=alias):
-                    folded = self._batch(conn, batch_size, wait)
+                    batch = self._batch(conn, batch_size, wait)
             else:
                 with transaction.atomic(using=alias):
-                    folded = self._batch(conn, batch_size, wait)
-            if folded is None:  # another summariser holds the watermark
+                    batch = self._batch(conn, batch_size, wait)
+            if batch is None:  # another summariser holds the watermark
                 break
+            folded, more = batch
             total += folded
             batches += 1
-            if folded < batch_size:
+            if not more:
                 break
         return total
 
     def _batch(self, conn, batch_size, wait):
+        """Fold the next *batch_size* ids above the watermark; return (records folded, ids left above).
+
+        A window of ids, not "the next *batch_size* records": the query then reads at most
+        *batch_size* rows whatever the tail holds. Ordered and limited instead, PostgreSQL read the
+        whole tail from every partition and sorted it for each batch (docs/performance.md, session 4).
+        The window starts at the first record above the watermark, and the watermark moves to its top
+        even where ids are missing (rolled back, or deleted with their token): every id up to it is
+        final. None: another summariser holds the watermark.
+        """
         states = UsageSummaryState.objects.using(conn.alias)
         # Made by migration 0010; made again at 0 after the tests flush the tables.
         states.bulk_create([UsageSummaryState(pk=1)], ignore_conflicts=True)
@@ -479,27 +489,30 @@ class Summariser:
             return None
         low = state.summarised_through
         high = _settled_bound(conn)
-        records = UsageRecord.objects.using(conn.alias).filter(pk__gt=low)
-        if high is not None:
-            records = records.filter(pk__lte=high)
+        records = UsageRecord.objects.using(conn.alias)
+        # The window starts at the next record, so a run of missing ids costs one probe, not windows.
+        first = records.filter(pk__gt=low).aggregate(first=Min("pk"))["first"]
+        if first is None or first > high:
+            return 0, False
+        top = min(high, first - 1 + batch_size)
         rows = list(
-            records.order_by("pk").values_list(
-                "pk", "token_id", "legacy_key_id", "at", "accepted", "ip", "user_agent"
-            )[:batch_size]
+            records.filter(pk__gt=low, pk__lte=top)
+            .order_by("pk")
+            .values_list("pk", "token_id", "legacy_key_id", "at", "accepted", "ip", "user_agent")
         )
-        if not rows:
-            return 0
-        _fold(conn, rows)
+        if rows:
+            _fold(conn, rows)
         UsageSummaryState.objects.using(conn.alias).filter(pk=1).update(
-            summarised_through=rows[-1][0], updated_at=timezone.now()
+            summarised_through=top, updated_at=timezone.now()
         )
-        return len(rows)
+        return len(rows), top < high
 
 
 def _settled_bound(conn):
-    """Return the highest record id no INSERT in flight can still commit below (None: no bound needed).
+    """Return the highest record id no INSERT in flight can still commit below (-1: none yet).
 
-    SQLite: the summariser holds the write lock, so no INSERT is in flight. PostgreSQL: ids come from
+    SQLite: the summariser holds the write lock, so no INSERT is in flight: the highest id there is.
+    PostgreSQL: ids come from
     a sequence before their INSERT commits, so id 7 can become visible after id 8; a watermark moved
     past 8 would skip 7 for ever. Every INSERT holds its lock on the table from before it takes an id
     until it ends, so: read the sequence (S), list the transactions holding that lock, and wait for
@@ -507,7 +520,9 @@ def _settled_bound(conn):
     and never blocked (pg_locks is only read).
     """
     if conn.vendor != "postgresql":
-        return None
+        with conn.cursor() as cursor:
+            cursor.execute("SELECT COALESCE(MAX(id), 0) FROM tokens_usagerecord")
+            return cursor.fetchone()[0]
     with conn.cursor() as cursor:
         cursor.execute("SELECT last_value, is_called FROM tokens_usagerecord_id_seq")
         last_value, is_called = cursor.fetchone()
