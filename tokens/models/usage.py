@@ -671,12 +671,13 @@ def _of_newest(column):
 def usage_totals(credentials):
     """Set each credential's ``request_count`` and last use to summaries + unsummarised records; return them.
 
-    *credentials* are Token or LegacyApiKey instances (one kind). Always two queries, whatever the tail
-    holds: the watermark, then one statement that reads each credential's summarised counters (so
-    they are as old as the tail, whenever the instance was loaded) with the count of its accepted
-    records above the watermark (an index range on the newest ids) and the newest of them. The
-    statement also reads the watermark again: if a summariser moved it in between, the counters hold
-    records the tail counted too, and the two queries are made again (``read_exactly``).
+    *credentials* are Token or LegacyApiKey instances (one kind). Always three queries, whatever the
+    tail holds (one inside ``read_exactly``, which reads the watermark): the watermark, then one
+    statement that reads each credential's summarised counters (so they are as old as the tail,
+    whenever the instance was loaded) with the count of its accepted records above the watermark (an
+    index range on the newest ids) and the newest of them, and the watermark again. The statement
+    also reads the watermark: if a summariser moved it in between, the counters hold records the tail
+    counted too, and the read is made again (``read_exactly``).
     """
     credentials = [c for c in credentials if c is not None]
     if not credentials:
@@ -706,8 +707,7 @@ def usage_totals(credentials):
         with connections[DEFAULT_DB_ALIAS].cursor() as cursor:
             cursor.execute(sql, [through, True, *by_id, *by_id])
             rows = cursor.fetchall()
-        checked = _pinned_watermark.get() is not None  # not in read_exactly's last, unchecked read
-        if checked and any((watermark or 0) != through for *_row, watermark in rows):
+        if any((watermark or 0) != through for *_row, watermark in rows):
             raise WatermarkMoved
         for pk, count, at, ip, agent, tail_count, tail_at, tail_ip, tail_agent, _watermark in rows:
             credential = by_id[pk]
