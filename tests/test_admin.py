@@ -590,18 +590,25 @@ def _add_form(staff):
     return _text(page), re.search(r'name="nonce" value="([^"]+)"', _text(page)).group(1)
 
 
-def test_adding_a_token_shows_its_value_once_and_never_again(staff, staff_user, user):
-    page, nonce = _add_form(staff)
-    assert 'name="user"' in page and 'name="expires_at_0"' in page
-    expires = timezone.now() + timedelta(days=10)
-    data = {
-        "user": user.pk,
-        "name": "service",
-        "purpose": "nightly export",
+def _add_data(client, owner, *, name="service", expires=None, **fields):
+    """The admin's add form filled in for a token of *owner*: a fresh nonce, ten days to live, *fields*."""
+    _page, nonce = _add_form(client)
+    expires = expires or timezone.now() + timedelta(days=10)
+    return {
+        "user": owner.pk,
+        "name": name,
+        "purpose": "",
         "nonce": nonce,
         "expires_at_0": expires.strftime("%Y-%m-%d"),
         "expires_at_1": expires.strftime("%H:%M:%S"),
+        **fields,
     }
+
+
+def test_adding_a_token_shows_its_value_once_and_never_again(staff, staff_user, user):
+    page, _nonce = _add_form(staff)
+    assert 'name="user"' in page and 'name="expires_at_0"' in page
+    data = _add_data(staff, user, purpose="nightly export")
     response = staff.post(TOKENS_URL + "add/", data)
     assert response.status_code == 200
     assert "no-store" in response["Cache-Control"]
@@ -623,23 +630,14 @@ def test_adding_a_token_shows_its_value_once_and_never_again(staff, staff_user, 
 
 
 def test_adding_a_token_follows_the_policy_with_errors_on_the_form(staff, user, policy):
-    _page, nonce = _add_form(staff)
-    too_long = timezone.now() + timedelta(days=400)
-    response = staff.post(
-        TOKENS_URL + "add/",
-        {
-            "user": user.pk,
-            "name": "service",
-            "purpose": "",
-            "nonce": nonce,
-            "expires_at_0": too_long.strftime("%Y-%m-%d"),
-            "expires_at_1": too_long.strftime("%H:%M:%S"),
-        },
-    )
+    data = _add_data(staff, user, expires=timezone.now() + timedelta(days=400))
+    response = staff.post(TOKENS_URL + "add/", data)
     assert response.status_code == 200
     assert "The longest lifetime allowed is 1 year." in _text(response)
     assert "bpt_" not in _text(response)
-    response = staff.post(TOKENS_URL + "add/", {"user": user.pk, "name": "service", "nonce": nonce + "x"})
+    response = staff.post(
+        TOKENS_URL + "add/", {"user": user.pk, "name": "service", "nonce": data["nonce"] + "x"}
+    )
     assert "Tokens without an expiry date are not allowed." in _text(response)
     assert not Token.objects.exists()
 
@@ -647,18 +645,7 @@ def test_adding_a_token_follows_the_policy_with_errors_on_the_form(staff, user, 
 def test_adding_a_token_respects_the_active_token_limit(staff, user, issue, policy):
     ExpirationPolicy.objects.filter(pk=1).update(max_active_tokens=1)
     issue(user, name="first")
-    _page, nonce = _add_form(staff)
-    soon = timezone.now() + timedelta(days=5)
-    response = staff.post(
-        TOKENS_URL + "add/",
-        {
-            "user": user.pk,
-            "name": "second",
-            "nonce": nonce,
-            "expires_at_0": soon.strftime("%Y-%m-%d"),
-            "expires_at_1": soon.strftime("%H:%M:%S"),
-        },
-    )
+    response = staff.post(TOKENS_URL + "add/", _add_data(staff, user, name="second"))
     assert "You have reached the limit of 1 active tokens." in _text(response)
     assert Token.objects.count() == 1
 
@@ -829,16 +816,7 @@ def _staff_with(make_user, client, *codenames):
 
 def test_only_a_superuser_can_create_a_token_for_another_user(make_user, client, user):
     member = _staff_with(make_user, client, "add_token", "view_token")
-    _page, nonce = _add_form(client)
-    expires = timezone.now() + timedelta(days=10)
-    data = {
-        "user": user.pk,
-        "name": "takeover",
-        "purpose": "",
-        "nonce": nonce,
-        "expires_at_0": expires.strftime("%Y-%m-%d"),
-        "expires_at_1": expires.strftime("%H:%M:%S"),
-    }
+    data = _add_data(client, user, name="takeover")
     refused = client.post(TOKENS_URL + "add/", data)
     assert refused.status_code == 200
     assert "Only superusers can create a token for another user" in _text(refused)
@@ -862,19 +840,7 @@ def test_staff_who_may_only_add_tokens_cannot_read_another_users_name_through_th
     _staff_with(make_user, client, "add_token")
     page = _text(client.get(TOKENS_URL + f"add/?user={user.pk}"))
     assert user.get_username() not in page
-    _page, nonce = _add_form(client)
-    expires = timezone.now() + timedelta(days=10)
-    refused = client.post(
-        TOKENS_URL + "add/",
-        {
-            "user": user.pk,
-            "name": "probe",
-            "purpose": "",
-            "nonce": nonce,
-            "expires_at_0": expires.strftime("%Y-%m-%d"),
-            "expires_at_1": expires.strftime("%H:%M:%S"),
-        },
-    )
+    refused = client.post(TOKENS_URL + "add/", _add_data(client, user, name="probe"))
     assert "Only superusers can create a token for another user" in _text(refused)
     assert user.get_username() not in _text(refused)
     assert not Token.objects.exists()
@@ -942,43 +908,15 @@ def test_a_superuser_cannot_grant_a_token_more_than_its_owner_holds(staff, user,
     assert "The owner does not hold: auth.delete_user" in _text(response)
     token.refresh_from_db()
     assert token.permissions is None
-    _page, nonce = _add_form(staff)
-    expires = timezone.now() + timedelta(days=10)
-    response = staff.post(
-        TOKENS_URL + "add/",
-        {
-            "user": user.pk,
-            "name": "service",
-            "purpose": "",
-            "nonce": nonce,
-            "access": "read",
-            "permissions_text": "auth.delete_user",
-            "allowed_ips_text": "",
-            "expires_at_0": expires.strftime("%Y-%m-%d"),
-            "expires_at_1": expires.strftime("%H:%M:%S"),
-        },
-    )
+    data = _add_data(staff, user, access="read", permissions_text="auth.delete_user", allowed_ips_text="")
+    response = staff.post(TOKENS_URL + "add/", data)
     assert "The owner does not hold: auth.delete_user" in _text(response)
     assert not Token.objects.filter(name="service").exists()
 
 
 def test_adding_a_token_in_the_admin_takes_its_limits(staff, user):
-    _page, nonce = _add_form(staff)
-    expires = timezone.now() + timedelta(days=10)
-    response = staff.post(
-        TOKENS_URL + "add/",
-        {
-            "user": user.pk,
-            "name": "service",
-            "purpose": "",
-            "nonce": nonce,
-            "access": "read",
-            "permissions_text": "",
-            "allowed_ips_text": "203.0.113.0/24",
-            "expires_at_0": expires.strftime("%Y-%m-%d"),
-            "expires_at_1": expires.strftime("%H:%M:%S"),
-        },
-    )
+    data = _add_data(staff, user, access="read", permissions_text="", allowed_ips_text="203.0.113.0/24")
+    response = staff.post(TOKENS_URL + "add/", data)
     assert response.status_code == 200
     token = Token.objects.get(name="service")
     assert (token.access, token.permissions, token.allowed_ips) == ("read", None, ["203.0.113.0/24"])
