@@ -7,7 +7,7 @@ HOST ?= 127.0.0.1
 PORT ?= 8000
 WORKERS ?= 2
 
-.PHONY: run test lint format bench setup clean browser nginx
+.PHONY: run test lint format bench setup clean browser nginx caddy
 
 $(VENV)/.run-installed: pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -60,7 +60,21 @@ nginx:
 	echo "make test: no nginx for the gateway tests. Install it (apt-get install nginx)." >&2; \
 	exit 1
 
-test: $(VENV)/.dev-installed browser nginx
+# The Caddy gateway test (tests/live/test_caddy.py) runs Debian's caddy the same way: installed here with
+# apt-get, its system service kept from starting, and the test's own caddy run with a generated config.
+caddy:
+	@if command -v caddy >/dev/null 2>&1 || [ -x /usr/bin/caddy ]; then exit 0; fi; \
+	if command -v apt-get >/dev/null 2>&1; then \
+		ours=""; if [ ! -e /usr/sbin/policy-rc.d ]; then printf '#!/bin/sh\nexit 101\n' > /usr/sbin/policy-rc.d \
+			&& chmod 755 /usr/sbin/policy-rc.d && ours=1; fi; \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq caddy; status=$$?; \
+		if [ -n "$$ours" ]; then rm -f /usr/sbin/policy-rc.d; fi; \
+		if [ $$status = 0 ]; then exit 0; fi; \
+	fi; \
+	echo "make test: no caddy for the Caddy gateway test. Install it (apt-get install caddy)." >&2; \
+	exit 1
+
+test: $(VENV)/.dev-installed browser nginx caddy
 	$(PY) manage.py collectstatic --noinput --verbosity 0
 	$(PY) -m pytest $(PYTEST_ARGS)
 

@@ -96,6 +96,45 @@ def test_traefik_and_caddy_headers_state_the_original_method_and_uri_too(client,
     assert (record.method, record.path) == ("DELETE", "/orders/7")
 
 
+@pytest.mark.parametrize(
+    "stated",
+    [
+        # Caddy or Traefik set X-Forwarded-Method and pass the client's own X-Original-Method on.
+        {"HTTP_X_FORWARDED_METHOD": "POST", "HTTP_X_ORIGINAL_METHOD": "GET"},
+        # nginx sets X-Original-Method and passes the client's own X-Forwarded-Method on.
+        {"HTTP_X_ORIGINAL_METHOD": "POST", "HTTP_X_FORWARDED_METHOD": "GET"},
+        {
+            "HTTP_X_ORIGINAL_METHOD": "GET",
+            "HTTP_X_ORIGINAL_URI": "/orders",
+            "HTTP_X_FORWARDED_URI": "/public",
+        },
+    ],
+)
+def test_two_spellings_of_the_original_request_that_disagree_get_400_and_nothing_is_recorded(
+    client, user, issue, stated
+):
+    _token, value = issue(user, access="read")
+    response = client.get("/forward-auth", **stated, **bearer(value))
+    assert response.status_code == 400
+    assert response.json()["error"] == "invalid_request"
+    assert response["Cache-Control"] == "no-store"
+    assert "X-Auth-Access" not in response
+    assert UsageRecord.objects.count() == 0
+
+
+def test_two_spellings_that_agree_are_one_statement(client, user, issue):
+    token, value = issue(user, access="read")
+    stated = {
+        **nginx(method="GET", uri="/orders/1"),
+        "HTTP_X_FORWARDED_METHOD": "GET",
+        "HTTP_X_FORWARDED_URI": "/orders/1",
+    }
+    response = client.get("/forward-auth", **stated, **bearer(value))
+    assert response.status_code == 200
+    record = UsageRecord.objects.get(token=token)
+    assert (record.method, record.path) == ("GET", "/orders/1")
+
+
 def test_every_call_is_recorded_with_the_original_method_path_and_client_address(client, issued):
     token, value = issued
     client.generic(

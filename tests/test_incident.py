@@ -97,6 +97,22 @@ def test_a_report_costs_at_most_one_lookup_per_distinct_value(client, issued, dj
     assert len(legacy) == 2
 
 
+def test_leak_reports_from_one_ipv6_64_share_one_limit(client, issued):
+    token, value = issued
+
+    def report_from(address, values):
+        return client.post(
+            REVOKE, json.dumps({"credentials": values}), content_type="application/json", REMOTE_ADDR=address
+        )
+
+    for n in range(incident.REPORTS_PER_WINDOW):
+        assert report_from(f"2001:db8:9:9::{n + 1:x}", ["made-up-value-00000000"]).status_code == 202
+    assert report_from("2001:db8:9:9:abcd::1", [value]).status_code == 429
+    token.refresh_from_db()
+    assert token.revoked_at is None
+    assert report_from("2001:db8:9:a::1", [value]).status_code == 202
+
+
 def test_reports_past_the_per_address_limit_get_429_with_retry_after_and_revoke_nothing(client, issued):
     token, value = issued
     for _ in range(incident.REPORTS_PER_WINDOW):

@@ -52,6 +52,17 @@ def test_many_failed_sign_ins_from_one_address_lock_that_address_only(fresh_thro
 
 
 @pytest.mark.django_db
+def test_failed_sign_ins_from_one_ipv6_64_count_as_one_address_however_many_addresses_it_uses(
+    fresh_throttle, client, user
+):
+    for n in range(MAX_FAILURES_PER_ADDRESS):
+        address = f"2001:db8:77:1:{n:x}::{n + 1:x}"  # a new address of the same /64 each time
+        assert sign_in(client, f"guess{n}", "wrong", address=address).status_code == 200
+    assert sign_in(client, "alice", PASSWORD, address="2001:db8:77:1:ffff::1").status_code == 429
+    assert sign_in(Client(), "alice", PASSWORD, address="2001:db8:77:2::1").status_code == 302
+
+
+@pytest.mark.django_db
 def test_a_successful_sign_in_clears_the_usernames_failures(fresh_throttle, client, user):
     for _ in range(MAX_FAILURES_PER_USERNAME - 1):
         sign_in(client, "alice", "wrong password")
@@ -152,6 +163,18 @@ def test_a_client_guessing_legacy_keys_gets_429_with_retry_after_even_for_a_righ
     # Other clients are not affected; the locked one is refused before the lookup, so nothing is recorded.
     assert _legacy(client, LEGACY_KEY, address="198.51.100.77").status_code == 200
     assert UsageRecord.objects.filter(ip="203.0.113.50").count() == 0
+
+
+@pytest.mark.django_db
+def test_a_client_guessing_from_new_ipv6_addresses_of_one_64_gets_429_all_the_same(client, user, policy):
+    LegacyApiKey.objects.import_key(user=user, key=LEGACY_KEY)
+    for n in range(MAX_API_FAILURES_PER_ADDRESS):
+        assert (
+            _legacy(client, f"guessed-key-number-{n:04d}", address=f"2001:db8:5::{n + 1:x}").status_code
+            == 401
+        )
+    assert _legacy(client, LEGACY_KEY, address="2001:db8:5::ffff").status_code == 429
+    assert _legacy(client, LEGACY_KEY, address="2001:db8:6::1").status_code == 200
 
 
 @pytest.mark.django_db

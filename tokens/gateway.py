@@ -19,7 +19,7 @@ from django.http import HttpResponse
 from django.utils.translation import gettext as _
 from django.views.decorators.csrf import csrf_exempt
 
-from .api.errors import refused, unauthorized
+from .api.errors import api_error, refused, unauthorized
 from .auth import Refused
 from .http import from_trusted_proxy
 from .middleware import Use, authenticate_use, record_use
@@ -32,12 +32,21 @@ ORIGINAL_URI_HEADERS = ("HTTP_X_ORIGINAL_URI", "HTTP_X_FORWARDED_URI")
 USERNAME_SAFE = "@.+-_"
 
 
-def _first_header(request, names):
-    for name in names:
-        value = request.META.get(name, "").strip()
-        if value:
-            return value
-    return None
+class DisagreeingHeaders(Exception):
+    """Two spellings of the original method (or URI) arrived from a trusted proxy and say different things."""
+
+
+def _stated(request, names):
+    """Return the one value the headers *names* state, None when none is sent.
+
+    A proxy may set one spelling and pass the client's own other spelling on (nginx passes a client's
+    X-Forwarded-Method; Caddy and Traefik pass a client's X-Original-Method), so believing either one
+    would let a client choose its own method. When they disagree, nothing is believed.
+    """
+    values = {value for name in names if (value := request.META.get(name, "").strip())}
+    if len(values) > 1:
+        raise DisagreeingHeaders
+    return values.pop() if values else None
 
 
 def original_path(uri):
@@ -60,12 +69,13 @@ def original_use(request, *, started, suffix=""):
     Anyone may send X-Original-Method or X-Forwarded-Uri: like X-Forwarded-For (``client_ip``), they are
     believed only from TRUSTED_PROXIES. A client that calls /forward-auth itself is checked and recorded
     for what it does: this very request. Envoy states no URI header: it calls /forward-auth followed by
-    the original path (*suffix*), with the original method.
+    the original path (*suffix*), with the original method. Raise DisagreeingHeaders when both spellings
+    of the method or of the URI arrive and differ.
     """
     if not from_trusted_proxy(request):
         return Use(method=request.method, path=request.path, started=started)
-    method = _first_header(request, ORIGINAL_METHOD_HEADERS) or request.method
-    uri = _first_header(request, ORIGINAL_URI_HEADERS)
+    method = _stated(request, ORIGINAL_METHOD_HEADERS) or request.method
+    uri = _stated(request, ORIGINAL_URI_HEADERS)
     path = original_path(uri) if uri is not None else (suffix or request.path)
     return Use(method=method, path=path, started=started)
 
@@ -80,10 +90,24 @@ def _no_store(response):
 def forward_auth(request, suffix=""):
     """Answer a reverse proxy: 200 with who the caller is, 401 with the RFC 6750 challenge, or 403.
 
+    400, and nothing recorded, when a trusted proxy states the original method or URI twice, differently.
+
     ``?permission=app_label.codename`` (repeatable) makes a route need permissions of the token's owner,
     as narrowed by the token.
     """
-    use = original_use(request, started=time.perf_counter(), suffix=suffix)
+    try:
+        use = original_use(request, started=time.perf_counter(), suffix=suffix)
+    except DisagreeingHeaders:
+        # Neither spelling can be trusted, so there is no request to check or record.
+        return _no_store(
+            api_error(
+                400,
+                _(
+                    "The original method or URI is stated twice, differently "
+                    "(X-Original-Method / X-Forwarded-Method, X-Original-URI / X-Forwarded-Uri)."
+                ),
+            )
+        )
     credential, refusal = authenticate_use(request, use)
     if refusal is not None:
         return _no_store(refusal)

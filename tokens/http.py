@@ -37,7 +37,10 @@ def _trusted(address):
         ip = ipaddress.ip_address(address)
     except ValueError:
         return False
-    return any(ip in network for network in _trusted_networks())
+    # An IPv4 proxy seen through a dual-stack socket arrives as ::ffff:a.b.c.d; an IPv4 entry covers it,
+    # as it does in token allow-lists. Missing it would make the proxy itself everyone's client address.
+    candidates = (ip, ip.ipv4_mapped) if ip.version == 6 and ip.ipv4_mapped else (ip,)
+    return any(candidate in network for candidate in candidates for network in _trusted_networks())
 
 
 def from_trusted_proxy(request):
@@ -63,6 +66,27 @@ def client_ip(request):
             except ValueError:
                 return remote
     return remote
+
+
+# A site is usually given a whole /64, so one IPv6 client holds more addresses than any limit can count.
+IPV6_CLIENT_PREFIX = 64
+
+
+def limited_address(address):
+    """Return the client *address* as every per-address limit counts it: IPv6 clients by their /64.
+
+    An IPv4-mapped address counts as its IPv4 address; an IPv4 address as itself; anything unreadable
+    (or None) as ``"unknown"``, one shared count.
+    """
+    try:
+        ip = ipaddress.ip_address(address)
+    except ValueError:
+        return "unknown"
+    if ip.version == 6 and ip.ipv4_mapped:
+        return str(ip.ipv4_mapped)
+    if ip.version == 6:
+        return str(ipaddress.ip_network(f"{ip}/{IPV6_CLIENT_PREFIX}", strict=False))
+    return str(ip)
 
 
 def forget_cached_settings(*, setting, **kwargs):

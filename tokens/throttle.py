@@ -38,7 +38,7 @@ from django.utils import timezone
 from django.utils.crypto import salted_hmac
 from django.utils.translation import gettext_lazy as _
 
-from .http import client_ip
+from .http import client_ip, limited_address
 from .models import AttemptCounter
 
 MAX_FAILURES_PER_USERNAME = 5
@@ -91,7 +91,7 @@ def _hashed(text):
 
 
 def _address(request):
-    return client_ip(request) or "unknown"
+    return limited_address(client_ip(request))
 
 
 SIGN_IN_USERNAME = Limit("sign-in:user", MAX_FAILURES_PER_USERNAME, LOCK_WINDOW)

@@ -14,7 +14,7 @@ from django.utils.translation import gettext as _
 from django.views.decorators.csrf import csrf_exempt
 
 from .. import github, leaks
-from ..http import client_ip
+from ..http import client_ip, limited_address
 from ..models import TokenEvent
 from .errors import api_error, forbidden
 from .views import BadRequest, _api_view
@@ -47,7 +47,7 @@ def report_rate_limited(ip, now=None):
     """
     now = time.time() if now is None else now
     window = int(now // REPORT_WINDOW_SECONDS)
-    key = f"leak-reports:{ip or 'unknown'}:{window}"
+    key = f"leak-reports:{limited_address(ip)}:{window}"
     cache.add(key, 0, timeout=REPORT_WINDOW_SECONDS)
     try:
         count = cache.incr(key)
