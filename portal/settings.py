@@ -197,6 +197,16 @@ ROOT_URLCONF = "portal.urls"
 WSGI_APPLICATION = "portal.wsgi.application"
 
 TEMPLATES = [
+    # Plain text first (mails: portal/text_templates.py): .txt templates, without HTML escaping.
+    {
+        "NAME": "text",
+        "BACKEND": "django.template.backends.django.DjangoTemplates",
+        "DIRS": [BASE_DIR / "templates"],
+        "OPTIONS": {
+            "autoescape": False,
+            "loaders": [("django.template.loaders.cached.Loader", ["portal.text_templates.TextLoader"])],
+        },
+    },
     {
         "BACKEND": "django.template.backends.django.DjangoTemplates",
         "DIRS": [BASE_DIR / "templates"],

@@ -24,14 +24,16 @@ API authentication: a client address that keeps failing is answered 429 for a wh
 credentials never pay for it.
 """
 
+import logging
 import math
 from dataclasses import dataclass
 from datetime import timedelta
+from functools import partial
 
 from django.conf import settings
 from django.contrib.admin.forms import AdminAuthenticationForm
 from django.contrib.auth import views as auth_views
-from django.contrib.auth.forms import AuthenticationForm
+from django.contrib.auth.forms import AuthenticationForm, PasswordResetForm
 from django.core.exceptions import NON_FIELD_ERRORS, ValidationError
 from django.http import Http404, HttpResponseRedirect
 from django.utils import timezone
@@ -40,6 +42,8 @@ from django.utils.translation import gettext_lazy as _
 
 from .http import client_ip, limited_address
 from .models import AttemptCounter
+
+log = logging.getLogger(__name__)
 
 MAX_FAILURES_PER_USERNAME = 5
 MAX_FAILURES_PER_ADDRESS = 20
@@ -183,12 +187,42 @@ class ResetOfferedMixin:
         return super().dispatch(request, *args, **kwargs)
 
 
+class DeferredPasswordResetForm(PasswordResetForm):
+    """Django's reset form, whose ``save()`` (find the accounts, make and send the mails) waits to be run."""
+
+    deferred = None
+
+    def save(self, **options):
+        self.deferred = partial(super().save, **options)
+
+
+class RedirectThenWork(HttpResponseRedirect):
+    """A redirect that runs *work* once the server has sent it: WSGI calls ``close()`` after the body."""
+
+    def __init__(self, redirect_to, *, work):
+        super().__init__(redirect_to)
+        self.work = work
+
+    def close(self):
+        try:
+            self.work()
+        except Exception:
+            # The client has its answer already; a mail server that fails is the operator's to see.
+            log.exception("password reset mail could not be sent")
+        finally:
+            super().close()
+
+
 class ThrottledPasswordResetView(ResetOfferedMixin, auth_views.PasswordResetView):
     """Send a reset mail at most a few times an hour per e-mail address and per client address.
 
     A limited request gets the same "check your mail" page as any other, so the answer says nothing
-    about whether an address has an account or was asked for too often.
+    about whether an address has an account or was asked for too often. Nor does its timing: the
+    accounts are looked up and the mail is made and sent only after the answer has gone out, so a known
+    address (a mail to render and hand to a mail server) answers as fast as an unknown one.
     """
+
+    form_class = DeferredPasswordResetForm
 
     def form_valid(self, form):
         email = form.cleaned_data["email"]
@@ -196,7 +230,8 @@ class ThrottledPasswordResetView(ResetOfferedMixin, auth_views.PasswordResetView
         limited = [RESET_ADDRESS.count(_address(self.request)), RESET_EMAIL.count(_hashed(email))]
         if any(wait is not None for wait in limited):
             return HttpResponseRedirect(self.get_success_url())
-        return super().form_valid(form)
+        response = super().form_valid(form)
+        return RedirectThenWork(response.url, work=form.deferred)
 
 
 class PasswordResetDoneView(ResetOfferedMixin, auth_views.PasswordResetDoneView):
