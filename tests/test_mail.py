@@ -1,4 +1,4 @@
-"""Mails are plain text: what a person typed (a token name, a source) reaches them as typed, never HTML-escaped.
+"""Mails are plain text: what a person typed (a token name, a source) reaches them as typed, unescaped.
 
 portal/text_templates.py renders every ``.txt`` template without HTML escaping; each kind of mail is sent
 here the way the portal sends it.
