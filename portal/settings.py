@@ -196,8 +196,27 @@ MIDDLEWARE = [
 ROOT_URLCONF = "portal.urls"
 WSGI_APPLICATION = "portal.wsgi.application"
 
+# Two engines (portal/text_templates.py): the project's .txt templates (mails) are plain text, rendered
+# by the second engine without HTML escaping; everything else is HTML, escaped, by the first (the one
+# Django's admin and Template() use).
 TEMPLATES = [
-    # Plain text first (mails: portal/text_templates.py): .txt templates, without HTML escaping.
+    {
+        "BACKEND": "django.template.backends.django.DjangoTemplates",
+        "DIRS": [BASE_DIR / "templates"],
+        "OPTIONS": {
+            "context_processors": [
+                "django.template.context_processors.request",
+                "django.contrib.auth.context_processors.auth",
+                "django.contrib.messages.context_processors.messages",
+            ],
+            "loaders": [
+                (
+                    "django.template.loaders.cached.Loader",
+                    ["portal.text_templates.HtmlLoader", "django.template.loaders.app_directories.Loader"],
+                )
+            ],
+        },
+    },
     {
         "NAME": "text",
         "BACKEND": "django.template.backends.django.DjangoTemplates",
@@ -205,18 +224,6 @@ TEMPLATES = [
         "OPTIONS": {
             "autoescape": False,
             "loaders": [("django.template.loaders.cached.Loader", ["portal.text_templates.TextLoader"])],
-        },
-    },
-    {
-        "BACKEND": "django.template.backends.django.DjangoTemplates",
-        "DIRS": [BASE_DIR / "templates"],
-        "APP_DIRS": True,
-        "OPTIONS": {
-            "context_processors": [
-                "django.template.context_processors.request",
-                "django.contrib.auth.context_processors.auth",
-                "django.contrib.messages.context_processors.messages",
-            ],
         },
     },
 ]
