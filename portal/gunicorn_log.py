@@ -1,26 +1,36 @@
-"""gunicorn's access log, without the secret part of password-reset links.
+"""gunicorn's logs without credentials: every URL, header and message through ``portal.redaction``.
 
-A reset link carries its token in the path (``/accounts/reset/<uid>/<token>/``, Django's URL), and
-the access log writes every request line and referrer. Anyone who reads the log could open a link
-the owner has not used yet. ``gunicorn.conf.py`` (read by gunicorn from the project folder) selects
-this logger.
+The access log writes every request line, query string and referrer; an operator may add headers to its
+format; the error log may quote a request line it could not read. ``gunicorn.conf.py`` (read by gunicorn
+from the project folder) selects this logger.
 """
-
-import re
 
 from gunicorn.glogging import Logger
 
-_RESET_TOKEN = re.compile(r"(/reset/[^/\s?#]+/)[^/\s?#]+")
-# Request line, path, query, referrer: every atom that can hold a URL.
-_URL_ATOMS = ("r", "U", "q", "f")
+from .redaction import CREDENTIAL_HEADERS, REDACTED, RedactFilter, redact
+
+
+def _header_name(atom):
+    # Request headers are atoms "{name}i"; the environment's are "{http_name}e".
+    if atom.startswith("{") and atom.endswith("}i"):
+        return atom[1:-2]
+    if atom.startswith("{http_") and atom.endswith("}e"):
+        return atom[6:-2].replace("_", "-")
+    return None
 
 
 class RedactingLogger(Logger):
-    """gunicorn's Logger with reset tokens replaced by ``[redacted]`` in the access log."""
+    """gunicorn's Logger with credentials replaced by ``[redacted]`` in the access and error logs."""
+
+    def setup(self, cfg):
+        super().setup(cfg)
+        self.error_log.addFilter(RedactFilter())
 
     def atoms(self, resp, req, environ, request_time):
         atoms = super().atoms(resp, req, environ, request_time)
-        for name in _URL_ATOMS:
-            if isinstance(atoms.get(name), str):
-                atoms[name] = _RESET_TOKEN.sub(r"\1[redacted]", atoms[name])
+        for name, value in atoms.items():
+            if _header_name(name) in CREDENTIAL_HEADERS:
+                atoms[name] = REDACTED
+            elif isinstance(value, str):
+                atoms[name] = redact(value)
         return atoms
