@@ -9,6 +9,7 @@ import json
 import string
 
 import pytest
+from django.core.management import call_command
 from django.db import connection
 from django.test import Client
 from django.test.utils import CaptureQueriesContext
@@ -17,7 +18,7 @@ from hypothesis import strategies as st
 
 from tokens import credentials
 from tokens.constants import TOKEN_PREFIX
-from tokens.models import AttemptCounter, Token, UsageRecord
+from tokens.models import AttemptCounter, RefusedClient, Token, UsageRecord
 
 from .conftest import _snapshot, assert_clear_api_error, bearer, sign_in
 
@@ -513,3 +514,61 @@ def test_the_sign_in_form_reflects_no_markup(fresh_throttle, client):
     response = sign_in(client, MARKUP, "x")
     assert response.status_code == 200
     assert "<script>alert" not in response.content.decode()
+
+
+# --- terminal control sequences from clients -------------------------------------------------------------
+
+# A hyperlink escape, a colour, BEL, the C1 CSI "clear screen", a forged line, DEL.
+HOSTILE_AGENT = "\x1b]8;;https://evil.example\x07click\x1b]8;;\x07 \x1b[31mred \x9b2J\nforged line\x7f"
+RAW_CONTROLS = ("\x1b", "\x07", "\x9b", "\x7f")
+
+
+def _assert_no_raw_control(text, where):
+    assert not any(c in text for c in RAW_CONTROLS), f"raw control character in {where}: {text!r}"
+
+
+@pytest.mark.django_db
+def test_control_characters_a_client_sends_are_stored_escaped_and_reach_no_operator_raw(
+    client, issued, staff_user, settings, capsys
+):
+    settings.EMAIL_BACKEND = "django.core.mail.backends.console.EmailBackend"
+    token, value = issued
+    client.get(
+        "/api/users/me%1b%5B2J", **bearer(value), HTTP_USER_AGENT=HOSTILE_AGENT, REMOTE_ADDR="192.0.2.7"
+    )
+    unknown, _parsed = credentials.generate()
+    client.get("/api/users/me", **bearer(unknown), HTTP_USER_AGENT=HOSTILE_AGENT, REMOTE_ADDR="192.0.2.8")
+
+    record = UsageRecord.objects.get(token=token)
+    assert record.path == "/api/users/me\\x1b[2J"
+    assert record.user_agent.startswith("\\x1b]8;;https://evil.example\\x07click")
+    assert "\\x9b2J\\x0aforged line\\x7f" in record.user_agent
+    assert RefusedClient.objects.get().last_user_agent == record.user_agent
+
+    # send_alerts with the console backend prints the new-address mail on the operator's terminal.
+    capsys.readouterr()
+    call_command("send_alerts")
+    printed = capsys.readouterr().out
+    assert "\\x1b]8;;https://evil.example" in printed
+    _assert_no_raw_control(printed, "send_alerts' output")
+    exported = capsys.readouterr()
+    call_command("export_events")
+    exported = capsys.readouterr().out
+    assert "evil.example" in exported
+    _assert_no_raw_control(exported, "export_events")
+
+    owner = Client()
+    owner.force_login(token.user)
+    page = owner.get(f"/profile/integrations/authorizations/{token.pk}/").content.decode()
+    _assert_no_raw_control(page, "the token page")
+    staff = Client()
+    staff.force_login(staff_user)
+    for url in (
+        "/admin/tokens/usagerecord/",
+        f"/admin/tokens/usagerecord/{record.pk}/change/",
+        "/admin/tokens/refusedclient/",
+        "/admin/tokens/tokenevent/",
+    ):
+        response = staff.get(url)
+        assert response.status_code == 200, url
+        _assert_no_raw_control(response.content.decode(), url)

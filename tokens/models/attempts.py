@@ -15,6 +15,7 @@ from django.utils.dateparse import parse_datetime
 from django.utils.translation import gettext_lazy as _
 
 from ..constants import USER_AGENT_MAX_LENGTH
+from .usage import storable
 
 ATTEMPT_KEY_MAX_LENGTH = 100
 # Counters whose window started longer ago than this are dead whatever their limit; prune_usage drops them.
@@ -128,7 +129,8 @@ class RefusedClientQuerySet(models.QuerySet):
             f"{last} = excluded.{last}, {agent} = excluded.{agent}"
         )
         with conn.cursor() as cursor:
-            cursor.execute(sql, [ip or "0.0.0.0", hour, at, at, (user_agent or "")[:USER_AGENT_MAX_LENGTH]])
+            agent_text = storable(user_agent or "", USER_AGENT_MAX_LENGTH)
+            cursor.execute(sql, [ip or "0.0.0.0", hour, at, at, agent_text])
 
     def older_than(self, moment):
         return self.filter(hour__lt=moment)

@@ -17,6 +17,7 @@ from ..constants import (
     Access,
 )
 from .events import TokenEvent
+from .usage import storable
 
 # Far beyond any sensible token and far below what dates can hold: year 9999 is datetime's last, so a
 # lifetime of millions of days would make "now + maximum" overflow wherever the policy is applied.
@@ -535,10 +536,10 @@ class RehearsedSessionRequestQuerySet(models.QuerySet):
         self.create(
             user_id=user_id,
             at=at,
-            method=method[:10],
-            path=path[:PATH_MAX_LENGTH],
+            method=storable(method, 10),
+            path=storable(path, PATH_MAX_LENGTH),
             ip=ip,
-            user_agent=user_agent[:USER_AGENT_MAX_LENGTH],
+            user_agent=storable(user_agent, USER_AGENT_MAX_LENGTH),
         )
 
 

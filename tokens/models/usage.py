@@ -1,5 +1,6 @@
 import contextvars
 import logging
+import re
 import threading
 import time as clock
 from contextlib import contextmanager, nullcontext
@@ -22,15 +23,25 @@ _INSERT = (
 )
 
 
-def storable(text, limit):
-    """Return *text* as both databases can store it, cut to *limit* characters.
+# C0 controls, DEL and C1 controls (U+0080-U+009F): every character Unicode calls a control (Cc).
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
 
-    PostgreSQL refuses NUL in text and neither database takes a lone surrogate, yet a request path
-    (``/api/tokens%00``) or a user agent may hold either. A refused INSERT would leave the use of a
-    revoked token unrecorded, so they are written as visible escapes instead: NUL as ``\\x00``, a
-    surrogate as ``\\udXXX``, and a backslash as ``\\\\`` so that no stored text can pose as an escape.
+
+def storable(text, limit):
+    """Return *text* (a client's path or user agent) safe to store and to show, cut to *limit* characters.
+
+    The one place where what a client sends about its request is made harmless, so that everything that
+    reads it later (pages, the admin, mails, ``send_alerts`` on a console, ``export_events``) shows it
+    as it is stored:
+
+    * control characters are written as visible escapes (ESC as ``\\x1b``, the C1 CSI as ``\\x9b``):
+      raw, ESC, BEL or CSI would drive the terminal of an operator who reads a mail on a console or an
+      export in a shell, and a newline would forge a line;
+    * so is NUL (PostgreSQL refuses it in text: a refused INSERT would leave the use of a revoked token
+      unrecorded), and a lone surrogate (``\\udXXX``), which neither database takes;
+    * a backslash is doubled, so that no stored text can pose as an escape.
     """
-    text = text.replace("\\", "\\\\").replace("\x00", "\\x00")
+    text = _CONTROL.sub(lambda match: f"\\x{ord(match.group()):02x}", text.replace("\\", "\\\\"))
     return text.encode("utf-8", "backslashreplace").decode("utf-8")[:limit]
 
 
