@@ -8,5 +8,5 @@ print it and exit, and gunicorn would halt with a traceback of its own.
 
 import portal.settings  # noqa: F401  (exits with one line on a bad setting)
 
-# The access log must never hold the token of a password-reset link: see portal/gunicorn_log.py.
+# No log line may hold a credential (a token in a query string, a reset link's token): portal/gunicorn_log.py.
 logger_class = "portal.gunicorn_log.RedactingLogger"
