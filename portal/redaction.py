@@ -35,12 +35,20 @@ def redact(text):
     return _RESET_LINK.sub(rf"\g<1>{REDACTED}", text)
 
 
-class RedactFilter(logging.Filter):
-    """Redact each record's message (its arguments merged in) and traceback before any handler writes it.
+class RedactingFormatter(logging.Formatter):
+    """Format a record as usual, then redact the whole line: message, arguments and traceback.
 
-    A traceback repeats the exception's message (Django's DisallowedHost quotes the Host header), so it
-    is formatted here, redacted, and left on the record where every formatter takes it from.
+    The record itself is left as it is, so other handlers (the test suite's secret scan among them) still
+    see what the code logged; only what is written is redacted. A traceback repeats the exception's
+    message (Django's DisallowedHost quotes the Host header), so it is redacted with the line.
     """
+
+    def format(self, record):
+        return redact(super().format(record))
+
+
+class RedactFilter(logging.Filter):
+    """Redact each record's message and traceback in place (gunicorn's error log, in its own process)."""
 
     _formatter = logging.Formatter()
 

@@ -387,17 +387,14 @@ LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
     "formatters": {
-        "line": {"format": "time=%(asctime)s level=%(levelname)s logger=%(name)s msg=%(message)r"},
+        # No credential in any line, whatever logged it (portal/redaction.py).
+        "line": {
+            "()": "portal.redaction.RedactingFormatter",
+            "format": "time=%(asctime)s level=%(levelname)s logger=%(name)s msg=%(message)r",
+        },
     },
-    # No credential in any line, whatever logged it (portal/redaction.py).
-    "filters": {"redact": {"()": "portal.redaction.RedactFilter"}},
     "handlers": {
-        "stdout": {
-            "class": "logging.StreamHandler",
-            "stream": "ext://sys.stdout",
-            "formatter": "line",
-            "filters": ["redact"],
-        }
+        "stdout": {"class": "logging.StreamHandler", "stream": "ext://sys.stdout", "formatter": "line"}
     },
     "root": {"handlers": ["stdout"], "level": LOG_LEVEL},
     # Refused API calls are recorded as usage records; logging each 4xx again would only cost time.
