@@ -7,7 +7,7 @@ from django.contrib.auth import get_user_model
 from django.core.exceptions import ValidationError
 from django.core.mail import send_mail
 from django.db import models, transaction
-from django.db.models import F, Q
+from django.db.models import Exists, F, OuterRef, Q
 from django.template.loader import render_to_string
 from django.urls import reverse
 from django.utils import timezone
@@ -160,10 +160,11 @@ class TokenQuerySet(models.QuerySet):
         that the cap is meant to allow.
         """
         now = now or timezone.now()
-        replaced_by_active = self.model.objects.active(now).filter(replaces__isnull=False).values("replaces")
+        # One probe of the unique index on replaces per rotating token.
+        active_replacement = self.model.objects.active(now).filter(replaces=OuterRef("pk"))
         return self.filter(
             self.status_condition(TokenStatus.ACTIVE, now)
-            | (self.status_condition(TokenStatus.ROTATING, now) & ~Q(pk__in=replaced_by_active))
+            | (self.status_condition(TokenStatus.ROTATING, now) & ~Exists(active_replacement))
         )
 
     def live(self, now=None):
