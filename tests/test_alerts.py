@@ -9,10 +9,10 @@ from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 
 from tokens.alerts import send_pending
-from tokens.models import AlertDelivery, ExpirationPolicy, LegacyApiKey, TokenEvent
+from tokens.models import AlertDelivery, ExpirationPolicy, LegacyApiKey, Token, TokenEvent
 from tokens.models.alerts import ALERTS_PER_DAY
 
-from .conftest import bearer
+from .conftest import _snapshot, bearer
 
 pytestmark = pytest.mark.django_db
 
@@ -94,10 +94,10 @@ def test_at_most_five_alert_mails_per_token_a_day(client, issued, user, issue, m
 
 def test_a_muted_token_and_the_policy_switch_send_no_alert(client, user, issue, mailoutbox):
     muted, muted_value = issue(user, name="muted")
-    response = client.patch(
-        f"/api/tokens/{muted.pk}", {"alerts": False}, content_type="application/json", **bearer(muted_value)
-    )
+    client.force_login(user)
+    response = client.patch(f"/api/tokens/{muted.pk}", {"alerts": False}, content_type="application/json")
     assert response.status_code == 200 and response.json()["alerts"] is False
+    client.logout()
     use(client, muted_value, "192.0.2.50")
     send_pending()
     assert mailoutbox == []
@@ -152,3 +152,60 @@ def test_send_alerts_runs_once_for_cron_and_as_a_loop(client, issued, mailoutbox
     assert len(mailoutbox) == 2
     out = capsys.readouterr().out
     assert "New-address alerts: 1 sent." in out and "nothing new" in out
+
+
+def test_a_bearer_token_cannot_mute_alerts_but_may_switch_them_on(client, user, issue):
+    token, value = issue(user)
+    before = _snapshot(tokens_only=True)
+    refused = client.patch(
+        f"/api/tokens/{token.pk}",
+        {"alerts": False, "name": "quiet"},
+        content_type="application/json",
+        **bearer(value),
+    )
+    assert refused.status_code == 403 and refused.json()["error"] == "insufficient_scope"
+    assert refused["WWW-Authenticate"].startswith('Bearer realm="api", error="insufficient_scope"')
+    assert _snapshot(tokens_only=True) == before  # neither muted nor renamed
+    # A legacy key is no browser session either.
+    LegacyApiKey.objects.import_key(user=user, key="legacy-mute-key-0123456789")
+    by_key = client.patch(
+        f"/api/tokens/{token.pk}",
+        {"alerts": False},
+        content_type="application/json",
+        HTTP_REST_API_KEY="legacy-mute-key-0123456789",
+    )
+    assert by_key.status_code == 403 and Token.objects.get(pk=token.pk).alerts is True
+    # The owner's session mutes; a token may switch alerts back on (that takes nothing away from anyone).
+    client.force_login(user)
+    assert (
+        client.patch(
+            f"/api/tokens/{token.pk}", {"alerts": False}, content_type="application/json"
+        ).status_code
+        == 200
+    )
+    client.logout()
+    on = client.patch(
+        f"/api/tokens/{token.pk}", {"alerts": True}, content_type="application/json", **bearer(value)
+    )
+    assert on.status_code == 200 and on.json()["alerts"] is True
+
+
+def test_an_alert_owed_for_a_use_before_the_mute_is_still_sent(client, user, issue, mailoutbox):
+    token, value = issue(user)
+    use(client, value, "198.51.100.66", agent="thief/1.0")  # the thief's first use
+    client.force_login(user)  # muted before the sender runs (by the owner, or by a stolen session)
+    assert (
+        client.patch(
+            f"/api/tokens/{token.pk}", {"alerts": False}, content_type="application/json"
+        ).status_code
+        == 200
+    )
+    client.logout()
+    use(client, value, "198.51.100.67")  # after the mute: muted
+
+    send_pending()
+
+    [mail] = mailoutbox
+    assert "198.51.100.66" in mail.subject and "thief/1.0" in mail.body
+    outcomes = dict(AlertDelivery.objects.values_list("event__ip", "outcome"))
+    assert outcomes == {"198.51.100.66": "sent", "198.51.100.67": "muted"}

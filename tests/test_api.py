@@ -7,11 +7,14 @@ import json
 from datetime import timedelta
 
 import pytest
+from django.contrib.auth.models import Permission
 from django.db import connection
+from django.db.models import F
 from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 from django.utils.http import http_date
 
+from tokens.constants import SELF_ROTATION_MAILS_PER_HOUR
 from tokens.models import ExpirationPolicy, Token, TokenEvent
 
 from .conftest import _snapshot, bearer
@@ -543,3 +546,181 @@ def test_the_token_list_filters_rotating_tokens(client, user, issue):
     client.force_login(user)
     body = client.get("/api/tokens?status=rotating").json()
     assert [t["id"] for t in body["results"]] == [token.pk]
+
+
+# --- a bearer token never grants more than it holds ---------------------------------------------------------
+
+
+@pytest.fixture
+def holder(make_user):
+    """An owner who may list users and read the event feed: a token narrowed to one of them is narrower."""
+    holder = make_user("hana")
+    holder.user_permissions.add(
+        *Permission.objects.filter(codename__in=["view_user", "view_tokenevent"]),
+    )
+    return holder
+
+
+def _refused_for_scope(response):
+    assert response.status_code == 403, response.content
+    assert response.json()["error"] == "insufficient_scope"
+    assert response["WWW-Authenticate"].startswith('Bearer realm="api", error="insufficient_scope"')
+    assert "cannot grant more than it holds" in response.json()["detail"]
+
+
+def test_a_narrowed_token_can_widen_neither_itself_nor_its_siblings(client, holder, issue):
+    caller, value = issue(holder, name="resource server", permissions=["auth.view_user"])
+    read_only, _ = issue(holder, name="dashboard", access="read")
+    bound, _ = issue(holder, name="deploy", allowed_ips=["192.0.2.0/24"])
+    before = _snapshot(tokens_only=True)
+    for target, body in [
+        (caller, {"permissions": None}),
+        (caller, {"permissions": ["auth.view_user", "tokens.view_tokenevent"]}),
+        (read_only, {"access": "read_write"}),
+        (bound, {"allowed_ips": []}),
+        (bound, {"allowed_ips": ["0.0.0.0/0"]}),
+        # A change within the caller's own limits still widens a sibling that can do more than it can.
+        (bound, {"allowed_ips": ["192.0.2.0/24", "198.51.100.0/24"]}),
+    ]:
+        response = client.patch(
+            f"/api/tokens/{target.pk}",
+            {**body, "name": f"renamed {target.pk}"},
+            content_type="application/json",
+            **bearer(value),
+        )
+        _refused_for_scope(response)
+    assert _snapshot(tokens_only=True) == before  # nothing changed, not even a name
+    assert client.get("/api/events", **bearer(value)).status_code == 403
+    # The owner's browser session may do anything the owner may.
+    client.force_login(holder)
+    widened = client.patch(f"/api/tokens/{caller.pk}", {"permissions": None}, content_type="application/json")
+    assert widened.status_code == 200 and widened.json()["permissions"] is None
+
+
+def test_an_address_bound_token_grants_only_a_non_empty_allow_list_inside_its_own(
+    client, holder, issue, policy
+):
+    policy.bearer_can_create_tokens = True
+    policy.save()
+    _caller, value = issue(holder, name="bound", allowed_ips=["192.0.2.0/24", "2001:db8::/32"])
+    sibling, _ = issue(holder, name="sibling", allowed_ips=["192.0.2.9"])
+    inside = {"REMOTE_ADDR": "192.0.2.200"}
+
+    def patch(body):
+        return client.patch(
+            f"/api/tokens/{sibling.pk}", body, content_type="application/json", **bearer(value), **inside
+        )
+
+    for allowed in ([], ["192.0.2.0/23"], ["198.51.100.1"], ["::ffff:192.0.2.1"], ["2001:db8::/31"]):
+        _refused_for_scope(patch({"allowed_ips": allowed}))
+    assert Token.objects.get(pk=sibling.pk).allowed_ips == ["192.0.2.9"]
+    assert patch({"allowed_ips": ["192.0.2.0/25", "2001:db8:1::/48"]}).status_code == 200
+    # Creating: an allow-list is required, inside the caller's own.
+    created = []
+    for allowed, status in ((None, 403), ([], 403), (["10.0.0.1"], 403), (["192.0.2.7"], 201)):
+        body = {"name": f"made {len(created)}"} | ({} if allowed is None else {"allowed_ips": allowed})
+        response = client.post(
+            "/api/tokens", body, content_type="application/json", **bearer(value), **inside
+        )
+        assert response.status_code == status, response.content
+        created.append(response)
+    assert Token.objects.filter(name__startswith="made").count() == 1
+
+
+def test_a_narrowed_token_creates_and_rotates_only_tokens_within_its_own_list(client, holder, issue, policy):
+    policy.bearer_can_create_tokens = True
+    policy.save()
+    _caller, value = issue(holder, name="narrow", permissions=["auth.view_user"])
+    wide, _ = issue(holder, name="wide")
+    before = _snapshot()[:2]
+    for body in (
+        {"name": "all"},
+        {"name": "all", "permissions": None},
+        {"name": "more", "permissions": ["auth.view_user", "tokens.view_tokenevent"]},
+    ):
+        _refused_for_scope(client.post("/api/tokens", body, content_type="application/json", **bearer(value)))
+    # Rotating a wider sibling would hand the caller a value that can do more than it can.
+    _refused_for_scope(_rotate(client, f"/api/tokens/{wide.pk}/rotate", {}, **bearer(value)))
+    assert _snapshot()[:2] == before and Token.objects.get(pk=wide.pk).status == "active"
+    made = client.post(
+        "/api/tokens", {"name": "less", "permissions": []}, content_type="application/json", **bearer(value)
+    )
+    assert made.status_code == 201 and made.json()["permissions"] == []
+    same = client.post(
+        "/api/tokens",
+        {"name": "same", "permissions": ["auth.view_user"]},
+        content_type="application/json",
+        **bearer(value),
+    )
+    assert same.status_code == 201
+    assert _rotate(client, f"/api/tokens/{same.json()['id']}/rotate", {}, **bearer(value)).status_code == 201
+    # A token rotating itself keeps exactly what it had: within its own limits by definition.
+    itself = client.generic("POST", "/api/tokens/self/rotate", **bearer(value))
+    assert itself.status_code == 201 and itself.json()["permissions"] == ["auth.view_user"]
+
+
+def test_tightening_is_always_allowed_even_on_a_wider_sibling(client, holder, issue):
+    _caller, value = issue(
+        holder, name="narrow", permissions=["auth.view_user"], allowed_ips=["192.0.2.0/24"]
+    )
+    wide, _ = issue(holder, name="wide")
+    inside = {"REMOTE_ADDR": "192.0.2.5"}
+    for body in (
+        {"access": "read"},
+        {"allowed_ips": ["198.51.100.0/24"]},
+        {"permissions": ["auth.view_user"]},
+    ):
+        response = client.patch(
+            f"/api/tokens/{wide.pk}", body, content_type="application/json", **bearer(value), **inside
+        )
+        assert response.status_code == 200, response.content
+    wide.refresh_from_db()
+    assert (wide.access, wide.permissions, wide.allowed_ips) == (
+        "read",
+        ["auth.view_user"],
+        ["198.51.100.0/24"],
+    )
+
+
+# --- a rotation lineage has at most two live values ---------------------------------------------------------
+
+
+def test_chained_self_rotation_keeps_two_live_values_within_the_cap_and_mails_a_few(
+    client, user, issue, policy, mailoutbox
+):
+    policy.max_active_tokens = 1
+    policy.save()
+    _token, value = issue(user)
+    values = [value]
+    for _ in range(10):
+        response = _rotate(client, "/api/tokens/self/rotate", {"overlap": 3600}, **bearer(values[-1]))
+        assert response.status_code == 201, response.content
+        values.append(response.json()["token"])
+    working = [v for v in values if client.get("/api/users/me", **bearer(v)).status_code == 200]
+    assert working == values[-2:]
+    assert Token.objects.live().count() == 2
+    # The pair counts as one token against the cap of one: nothing else can be created.
+    client.force_login(user)
+    refused = client.post("/api/tokens", {"name": "another"}, content_type="application/json")
+    assert refused.status_code == 400 and "limit" in refused.json()["fields"]["non_field_errors"][0]
+    # Mails are rate-limited per lineage: the last one says so; every rotation is in the Activity Stream.
+    assert len(mailoutbox) == SELF_ROTATION_MAILS_PER_HOUR
+    assert "not mailed" in mailoutbox[-1].body and "not mailed" not in mailoutbox[0].body
+    assert (
+        TokenEvent.objects.filter(kind=TokenEvent.Kind.ROTATED, detail__startswith="replaces").count() == 10
+    )
+    # Revoking the newest ends the one it replaced too: no value of the lineage is left.
+    newest = Token.objects.get(replaced_by__isnull=True, replaces__isnull=False)
+    assert client.delete(f"/api/tokens/{newest.pk}").status_code == 204
+    client.logout()
+    assert all(client.get("/api/users/me", **bearer(v)).status_code == 401 for v in values)
+
+
+def test_self_rotation_mails_start_again_an_hour_later(client, user, issue, mailoutbox):
+    _token, value = issue(user)
+    for _ in range(SELF_ROTATION_MAILS_PER_HOUR + 1):
+        value = _rotate(client, "/api/tokens/self/rotate", {}, **bearer(value)).json()["token"]
+    assert len(mailoutbox) == SELF_ROTATION_MAILS_PER_HOUR
+    Token.objects.update(created_at=F("created_at") - timedelta(minutes=61))
+    assert _rotate(client, "/api/tokens/self/rotate", {}, **bearer(value)).status_code == 201
+    assert len(mailoutbox) == SELF_ROTATION_MAILS_PER_HOUR + 1

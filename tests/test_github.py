@@ -10,6 +10,8 @@ from cryptography.hazmat.primitives.asymmetric import ec
 
 from tokens.models import Token, TokenEvent
 
+from .conftest import bearer
+
 pytestmark = pytest.mark.django_db
 
 ENDPOINT = "/api/secret-scanning/github"
@@ -105,6 +107,25 @@ def test_a_request_signed_like_github_is_verified_and_answered_in_githubs_format
     assert event.detail == f"reported leaked · {where}"
     [mail] = mailoutbox
     assert "GitHub secret scanning" in mail.body and active_value not in mail.body
+
+
+def test_a_value_in_its_rotation_overlap_is_a_true_positive_and_ends_with_its_self_rotation(
+    client, user, issue, github_key, mailoutbox
+):
+    _old, old_value = issue(user, name="ci")
+    response = client.post(
+        "/api/tokens/self/rotate", {"overlap": 3600}, content_type="application/json", **bearer(old_value)
+    )
+    new = response.json()
+    body = matches(old_value)
+
+    answer = post(client, body, signature=sign(github_key, body))
+
+    assert answer.json()[0]["label"] == "true_positive"
+    assert client.get("/api/users/me", **bearer(old_value)).status_code == 401
+    assert client.get("/api/users/me", **bearer(new["token"])).status_code == 401
+    assert Token.objects.get(pk=new["id"]).status == "revoked"
+    assert f"…{new['last_characters']}" in mailoutbox[-1].body
 
 
 @pytest.mark.parametrize(

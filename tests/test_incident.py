@@ -304,3 +304,76 @@ def test_the_event_feed_never_skips_an_event_whose_transaction_commits_after_a_l
     written = sorted(TokenEvent.objects.filter(detail__in=["slow", "fast"]).values_list("pk", flat=True))
     assert len(written) == 2
     assert collected == written
+
+
+# --- leak reports and rotation ------------------------------------------------------------------------------
+
+
+def self_rotate(client, value, overlap):
+    response = client.post(
+        "/api/tokens/self/rotate",
+        json.dumps({"overlap": overlap}),
+        content_type="application/json",
+        **bearer(value),
+    )
+    assert response.status_code == 201
+    return response.json()
+
+
+def works(client, value):
+    return client.get("/api/users/me", **bearer(value)).status_code == 200
+
+
+def test_a_reported_value_in_its_rotation_overlap_ends_at_once_with_what_it_made(client, issued, mailoutbox):
+    token, value = issued
+    made = self_rotate(client, value, 3600)
+    assert works(client, value) and works(client, made["token"])
+    mailoutbox.clear()
+
+    assert report(client, [value], source="pastebin scan").status_code == 202
+
+    assert not works(client, value)
+    # The replacement was made with the leaked value: whoever had that may hold it too.
+    assert not works(client, made["token"])
+    event = TokenEvent.objects.get(token_id=made["id"], kind=TokenEvent.Kind.REVOKED)
+    assert f"made with token #{token.pk}" in event.detail and "pastebin scan" in event.detail
+    [mail] = mailoutbox
+    assert "has been revoked" in mail.body
+    assert f"…{made['last_characters']}" in mail.body and f"/authorizations/{made['id']}/" in mail.body
+    assert value not in mail.body and made["token"] not in mail.body
+
+
+def test_a_thief_who_rotated_the_leaked_value_first_loses_every_value_it_led_to(client, issued, mailoutbox):
+    _token, value = issued
+    # No overlap: the leaked value stops at once; the thief holds the replacement and its replacement.
+    second = self_rotate(client, value, 0)
+    third = self_rotate(client, second["token"], 0)
+    assert not works(client, value) and works(client, third["token"])
+    mailoutbox.clear()
+
+    assert report(client, [value]).status_code == 202
+
+    assert not works(client, third["token"])
+    [mail] = mailoutbox
+    assert "had already stopped working" in mail.body and f"…{third['last_characters']}" in mail.body
+
+
+def test_tokens_made_by_a_person_survive_a_report_of_the_value_they_replaced(client, user, issued):
+    token, value = issued
+    policy = ExpirationPolicy.load()
+    policy.bearer_can_create_tokens = True
+    policy.save()
+    # Made with the leaked value by the token itself: revoked with it.
+    minted = client.post("/api/tokens", {"name": "minted"}, content_type="application/json", **bearer(value))
+    assert minted.status_code == 201
+    # The owner rotates on the site: the new value never passed through the leaked one.
+    client.force_login(user)
+    rotated = client.post(
+        f"/api/tokens/{token.pk}/rotate", json.dumps({"overlap": 3600}), content_type="application/json"
+    ).json()
+    client.logout()
+
+    report(client, [value])
+
+    assert not works(client, value) and not works(client, minted.json()["token"])
+    assert works(client, rotated["token"])

@@ -623,6 +623,46 @@ def test_a_token_whose_overlap_is_over_counts_as_revoked_everywhere_and_a_revoke
     assert not TokenEvent.objects.filter(token=token, kind=TokenEvent.Kind.REVOKED).exists()
 
 
+def test_rotating_a_token_whose_predecessor_is_in_overlap_ends_that_overlap_at_once(user, issue):
+    first, _ = issue(user)
+    second, _ = first.rotate(overlap=timedelta(days=1), actor=user)
+    third, _ = second.rotate(overlap=timedelta(days=1), actor=user)
+    statuses = {t.pk: t.status for t in Token.objects.all()}
+    assert statuses == {first.pk: "revoked", second.pk: "rotating", third.pk: "active"}
+    assert list(Token.objects.live().order_by("pk")) == [second, third]
+    ended = TokenEvent.objects.get(token=first, kind=TokenEvent.Kind.REVOKED)
+    assert "rotated again" in ended.detail and ended.actor == user
+
+
+def test_revoking_a_token_ends_its_predecessors_overlap(user, issue):
+    first, _ = issue(user)
+    second, _ = first.rotate(overlap=timedelta(days=1), actor=user)
+    assert second.revoke(actor=user) is True
+    assert Token.objects.get(pk=first.pk).status == "revoked"
+    assert not Token.objects.live().exists()
+    assert (
+        "replacement was revoked" in TokenEvent.objects.get(token=first, kind=TokenEvent.Kind.REVOKED).detail
+    )
+
+
+def test_the_cap_counts_a_token_and_its_predecessor_in_overlap_as_one(user, issue, policy):
+    policy.max_active_tokens = 2
+    policy.save()
+    first, _ = issue(user, name="one")
+    issue(user, name="two")
+    # At the cap, a rotation is still allowed: the old token and its replacement count once.
+    second, _ = first.rotate(overlap=timedelta(days=1), actor=user)
+    with pytest.raises(ValidationError, match="limit of 2"):
+        issue(user, name="three")
+    # A value in its overlap whose replacement has already expired still works, and counts on its own.
+    Token.objects.filter(pk=second.pk).update(expires_at=timezone.now() - timedelta(seconds=1))
+    assert Token.objects.get(pk=first.pk).status == "rotating"
+    with pytest.raises(ValidationError, match="limit of 2"):
+        issue(user, name="three")
+    first.revoke(actor=user)
+    issue(user, name="three")
+
+
 @pytest.mark.django_db(transaction=True)
 def test_parallel_rotations_of_one_token_create_exactly_one_new_token(user, issue):
     import threading

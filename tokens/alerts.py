@@ -37,7 +37,9 @@ def _outcome(event, policy, now):
     """Return what to do with *event*: Outcome.SENT to mail it, or why not."""
     if not policy.new_address_alerts:
         return Outcome.SWITCHED_OFF
-    if event.token_id and not event.token.alerts:
+    # Decided by when the use happened, not by the switch now: muting cannot cancel the alert
+    # about a use made before it (a thief muting the token right after their first use).
+    if event.token_id and event.token.alerts_muted_for(event.at):
         return Outcome.MUTED
     if not event.user.email:
         return Outcome.NO_EMAIL

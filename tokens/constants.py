@@ -62,3 +62,8 @@ class Access(models.TextChoices):
 
     READ = "read", _("Read only")
     READ_WRITE = "read_write", _("Read and write")
+
+
+# Self-rotation notices: at most this many mails per rotation lineage in any hour (the rest are in
+# the Activity Stream), so a token rotating itself in a loop cannot flood its owner's mailbox.
+SELF_ROTATION_MAILS_PER_HOUR = 3

@@ -9,7 +9,7 @@ very next request" hold here too. The value itself is never logged, stored or ma
 
 import logging
 import unicodedata
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from django.conf import settings
 from django.core.exceptions import ValidationError
@@ -39,10 +39,19 @@ def printable(text, limit):
 
 @dataclass
 class Found:
-    """A reported value that is one of ours: the credential, and whether this report revoked it."""
+    """A reported value that is one of ours: the credential, whether it still worked, what it made.
+
+    ``was_active``: the value worked when reported (a token in its rotation overlap included), so
+    this report revoked it. ``made``: the live tokens made with the value that this report revoked.
+    """
 
     credential: object
     was_active: bool
+    made: list = field(default_factory=list)
+
+    @property
+    def revoked_anything(self):
+        return self.was_active or bool(self.made)
 
 
 def find(value):
@@ -57,10 +66,13 @@ def find(value):
 
 
 def revoke_reported(values, *, source="", url="", ip=None):
-    """Revoke every active credential among *values* as reported leaked; mail each owner.
+    """Revoke every live credential among *values* as reported leaked; mail each owner.
 
-    Return {value: Found} for the values that are ours (revoked now or before). Duplicates cost
-    one lookup.
+    A token's value works while it is active or in its rotation overlap: either is revoked. So is
+    every live token made with a reported token's value (its self-rotations, and what it created or
+    rotated where the policy lets tokens manage tokens), whether or not the reported value still
+    works: a thief who rotated it first holds only the replacement. Return {value: Found} for the
+    values that are ours (revoked now or before). Duplicates cost one lookup.
     """
     detail = describe(source, url)
     found = {}
@@ -68,10 +80,20 @@ def revoke_reported(values, *, source="", url="", ip=None):
         credential = find(value)
         if credential is None:
             continue
-        active = credential.is_active if isinstance(credential, Token) else credential.revoked_at is None
-        found[value] = Found(credential, active)
-        if active and credential.revoke(actor=None, ip=ip, detail=detail):
-            mail_owner(credential, source=source, url=url)
+        if isinstance(credential, Token):
+            was_live, made = credential.revoke_reported_leaked(ip=ip, detail=detail)
+            found[value] = Found(credential, was_live, made)
+        else:
+            active = credential.revoked_at is None
+            found[value] = Found(credential, active and credential.revoke(actor=None, ip=ip, detail=detail))
+        if found[value].revoked_anything:
+            mail_owner(
+                credential,
+                source=source,
+                url=url,
+                revoked_now=found[value].was_active,
+                made=found[value].made,
+            )
     return found
 
 
@@ -85,8 +107,12 @@ def describe(source, url):
     return " · ".join(parts)[:DETAIL_MAX_LENGTH]
 
 
-def mail_owner(credential, *, source, url):
-    """Tell the owner that *credential* was reported leaked and revoked; never raise, never the value."""
+def mail_owner(credential, *, source, url, revoked_now=True, made=()):
+    """Tell the owner that *credential* was reported leaked and revoked; never raise, never the value.
+
+    *revoked_now*: the report revoked the value itself (it had stopped working before otherwise).
+    *made*: the tokens made with the reported value that were revoked with it, named in the mail.
+    """
     user = credential.user
     if not user.email:
         return
@@ -101,6 +127,15 @@ def mail_owner(credential, *, source, url):
         "url": url,
         "new_token_url": settings.SITE_URL + reverse("tokens:new"),
         "token_url": settings.SITE_URL + reverse("tokens:detail", args=[credential.pk]) if is_token else "",
+        "revoked_now": revoked_now,
+        "made": [
+            {
+                "name": token.name,
+                "last_characters": token.last_characters,
+                "url": settings.SITE_URL + reverse("tokens:detail", args=[token.pk]),
+            }
+            for token in made
+        ],
     }
     subject = render_to_string("email/leaked_credential_subject.txt", context).strip()
     body = render_to_string("email/leaked_credential.txt", context)

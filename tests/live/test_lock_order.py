@@ -462,6 +462,29 @@ def test_importing_legacy_keys_for_the_owner_while_their_token_and_key_are_in_us
 # --- nothing waits forever --------------------------------------------------------------------------------
 
 
+def test_rotating_the_token_in_use_again_and_again_then_revoking_the_newest_gives_no_5xx(target):
+    server, database = target
+    made = setup(database)
+    # Each rotation locks the old token and its predecessor (whose overlap it ends) in id order, the
+    # revoke the predecessor and then its own row: the order in which the summariser takes them.
+    chain = f"""
+import json
+from datetime import timedelta
+from tokens.models import Token
+token = Token.objects.get(pk={made["token"]})
+for i in range(15):
+    token, _new = token.rotate(overlap=timedelta(hours=1), actor=token.user)
+token.revoke(actor=token.user)
+print(json.dumps({{"live": Token.objects.filter(user_id=token.user_id).live().count()}}))
+"""
+    result, (clients,) = hammer_while(server, [bearer(made)], lambda: database.manage("shell", "-c", chain))
+
+    assert json.loads(result.strip().splitlines()[-1]) == {"live": 0}
+    # The value in use works until the second rotation ends its overlap, and never after.
+    assert clients[200] >= CLIENTS and set(clients) <= {200, 401, 429}
+    assert_clean_log(server)
+
+
 @pytest.mark.parametrize("target", ["throwaway_postgres"], indirect=True)
 def test_a_request_that_waits_too_long_for_a_row_lock_gets_a_503_and_the_next_one_is_served(target):
     import time

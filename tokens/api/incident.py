@@ -168,7 +168,8 @@ def github_secret_scanning(request):
             {
                 "token_hash": github.token_hash(item["token"]),
                 "token_type": item.get("type", ""),
-                "label": "true_positive" if found is not None and found.was_active else "false_positive",
+                # A value in its rotation overlap still works; one that made live tokens was exploitable.
+                "label": "true_positive" if found and found.revoked_anything else "false_positive",
             }
         )
     return JsonResponse(answer, safe=False)

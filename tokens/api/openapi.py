@@ -256,7 +256,10 @@ SCHEMAS = {
             "access": ACCESS,
             "permissions": PERMISSIONS,
             "allowed_ips": ALLOWED_IPS,
-            "alerts": {"type": "boolean", "description": "false mutes the token's new-address alerts."},
+            "alerts": {
+                "type": "boolean",
+                "description": "false mutes the token's new-address alerts (the owner's session only).",
+            },
         },
     },
     "LeakReport": {
@@ -519,7 +522,9 @@ PATHS = {
             "operationId": "tokens_rename",  # kept from before PATCH took more than the name
             "summary": (
                 "Rename a token, change its access, permissions or allowed addresses, or mute or unmute "
-                "its new-address alerts. The value never changes."
+                "its new-address alerts. The value never changes. With a bearer token, new limits must "
+                "lie within the calling token's own unless they only narrow (403 insufficient_scope "
+                "otherwise), and muting needs the owner's session."
             ),
             "requestBody": {"required": True, "content": _json(_ref("TokenUpdate"))},
             "responses": _responses(

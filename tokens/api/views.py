@@ -100,6 +100,9 @@ def _api_view(methods):
                 response = api_error(error.status, error.detail, **extra)
             except ValidationError as error:
                 response = api_error(400, _("The request has invalid fields."), fields=_fields(error))
+            except Token.ExceedsCaller as refusal:
+                # The credential asked for more than it holds, or for what only a person may do.
+                response = forbidden(request, refusal.detail)
             # Every answer is the caller's own data: no cache may store it. Set outright, not with
             # never_cache, which parses and merges headers on every API request for the same effect.
             response.setdefault("Cache-Control", "no-store")
@@ -268,6 +271,7 @@ def tokens_collection(request):
         access=body.get("access", policy.default_access),
         permissions=body.get("permissions"),
         allowed_ips=body.get("allowed_ips"),
+        caller=request.auth,
     )
     response = no_store(JsonResponse({**token_json(token), "token": plaintext}, status=201))
     response["Location"] = reverse("api-token", args=[token.pk])
@@ -300,9 +304,9 @@ def tokens_detail(request, pk):
                 token.rename(body["name"], actor=request.user, ip=ip)
             changes = {key: body[key] for key in RESTRICTIONS if key in body}
             if changes:
-                token.set_restrictions(**changes, actor=request.user, ip=ip)
+                token.set_restrictions(**changes, actor=request.user, ip=ip, caller=request.auth)
             if "alerts" in body:
-                token.set_alerts(body["alerts"], actor=request.user, ip=ip)
+                token.set_alerts(body["alerts"], actor=request.user, ip=ip, caller=request.auth)
     elif request.method == "DELETE":
         token.revoke(actor=request.user, ip=client_ip(request))
         return HttpResponse(status=204)
@@ -335,7 +339,12 @@ def _rotate(request, token, policy):
     extra = {"expires_at": parse_expiry(body["expires_at"])} if "expires_at" in body else {}
     try:
         new, plaintext = token.rotate(
-            overlap=overlap, actor=request.user, ip=client_ip(request), policy=policy, **extra
+            overlap=overlap,
+            actor=request.user,
+            ip=client_ip(request),
+            policy=policy,
+            caller=request.auth,
+            **extra,
         )
     except Token.NotRotatable as refusal:
         return api_error(

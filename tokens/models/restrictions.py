@@ -3,17 +3,19 @@
 The rules live here once: ``Token.objects.issue`` and ``Token.set_restrictions`` call these cleaners,
 and the pages, the API, the admin and ``create_token`` all go through those two. The request-time
 checks (``address_allowed``) are here too, so the hot path and the validation agree on what an
-entry means.
+entry means. So is the rule that a credential never grants more than it holds (``check_grant``),
+which ``issue``, ``set_restrictions`` and ``rotate`` apply to the credential making the call.
 """
 
 import ipaddress
 import json
+from dataclasses import dataclass
 from functools import lru_cache
 
 from django.apps import apps
 from django.contrib.auth import get_user_model
 from django.contrib.auth.models import Permission
-from django.core.exceptions import ValidationError
+from django.core.exceptions import PermissionDenied, ValidationError
 from django.utils.translation import gettext_lazy as _
 
 from ..constants import ALLOWED_IP_MAX_LENGTH, MAX_ALLOWED_IPS, PERMISSION_MAX_LENGTH, Access
@@ -208,3 +210,89 @@ def describe_change(field, old, new):
 
         text = f"{words(old)} → {words(new)}"
     return text if len(text) <= 255 else text[:254] + "…"
+
+
+# set_restrictions() and check_grant(): a field left out keeps its value.
+UNCHANGED = object()
+
+
+class ExceedsCaller(PermissionDenied):
+    """The credential making a request asked for more than it may give: ``detail`` says what."""
+
+    def __init__(self, detail):
+        super().__init__(detail)
+        self.detail = detail
+
+
+@dataclass(frozen=True)
+class Limits:
+    """What a credential may do: its access, permissions (None: all of the owner's) and addresses."""
+
+    access: str = Access.READ_WRITE
+    permissions: tuple | list | None = None
+    allowed_ips: tuple | list = ()
+
+    @classmethod
+    def of(cls, holder):
+        """Return the limits of *holder*: anything with ``access``, ``permissions`` and ``allowed_ips``."""
+        return cls(holder.access, holder.permissions, tuple(holder.allowed_ips or ()))
+
+    def covers(self, field, value):
+        """Return whether a token limited to *value* for *field* can do no more than these limits allow."""
+        if field == "access":
+            return self.access == Access.READ_WRITE or value == Access.READ
+        if field == "permissions":
+            return self.permissions is None or (value is not None and set(value) <= set(self.permissions))
+        if not self.allowed_ips:
+            return True
+        # [] is anywhere: wider than any allow-list. Each entry must lie inside one of ours, same family.
+        return bool(value) and all(_inside(entry, self.allowed_ips) for entry in value)
+
+
+def _inside(entry, allowed_ips):
+    network = ipaddress.ip_network(entry)
+    return any(
+        network.version == outer.version and network.subnet_of(outer)
+        for outer in _networks(tuple(allowed_ips))
+    )
+
+
+GRANT_REFUSALS = {
+    "access": _("read and write access only from a read and write token"),
+    "permissions": _("permissions only as a list within the calling token's own, never all of the owner's"),
+    "allowed_ips": _("addresses only as a non-empty allow-list inside the calling token's own"),
+}
+
+
+def check_grant(caller, *, current=None, **given):
+    """Raise ExceedsCaller unless the token that *given* makes lies within what *caller* holds.
+
+    *caller* is the credential making the request (``request.auth``), or None for a person: the
+    owner's browser session, an administrator or a command, who may give whatever the owner holds
+    (the cleaners check that). A token, even a leaked one, never hands out more than it has itself:
+    not to a token it creates or rotates, not to itself, not to a sibling. *given* are the new
+    limits (UNCHANGED: kept); *current* the token's limits before a change. A change that only
+    narrows the token is always allowed: it grants nothing. Any other must leave the whole token,
+    fields not given included, within the caller's limits: a token cannot lift a restriction from
+    a token that can do more than it can.
+    """
+    if caller is None:
+        return
+    held = Limits.of(caller)
+    changed = {field: value for field, value in given.items() if value is not UNCHANGED}
+    if current is not None:
+        before = Limits.of(current)
+        if all(before.covers(field, value) for field, value in changed.items()):
+            return
+        changed = {
+            "access": before.access,
+            "permissions": before.permissions,
+            "allowed_ips": before.allowed_ips,
+            **changed,
+        }
+    beyond = [field for field, value in changed.items() if not held.covers(field, value)]
+    if beyond:
+        raise ExceedsCaller(
+            _("A token cannot grant more than it holds itself: it may give %(what)s.")
+            % {"what": "; ".join(str(GRANT_REFUSALS[field]) for field in beyond)}
+        )

@@ -1,13 +1,13 @@
 import logging
 import unicodedata
-from datetime import UTC
+from datetime import UTC, timedelta
 
 from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.core.exceptions import ValidationError
 from django.core.mail import send_mail
 from django.db import models, transaction
-from django.db.models import F, Q
+from django.db.models import Exists, F, OuterRef, Q
 from django.template.loader import render_to_string
 from django.urls import reverse
 from django.utils import timezone
@@ -20,12 +20,17 @@ from ..constants import (
     NAME_MAX_LENGTH,
     PUBLIC_ID_LENGTH,
     PURPOSE_MAX_LENGTH,
+    SELF_ROTATION_MAILS_PER_HOUR,
     Access,
 )
 from .base import Credential
 from .events import TokenEvent
 from .policy import ExpirationPolicy
 from .restrictions import (
+    UNCHANGED,
+    ExceedsCaller,
+    Limits,
+    check_grant,
     clean_access,
     clean_allowed_ips,
     clean_permissions,
@@ -34,9 +39,6 @@ from .restrictions import (
 )
 
 log = logging.getLogger(__name__)
-
-# set_restrictions(): a field left out keeps its value.
-UNCHANGED = object()
 
 
 # Unicode categories no name needs and that let one text pass for another in the admin, the Activity
@@ -150,6 +152,42 @@ class TokenQuerySet(models.QuerySet):
     def rotating(self, now=None):
         return self.with_status(TokenStatus.ROTATING, now)
 
+    def counted_for_cap(self, now=None):
+        """Return the tokens the active-token cap counts: a token and its predecessor in overlap once.
+
+        Every live value counts, rotating ones too, except a rotating token whose replacement is
+        active: the two are one token being replaced, and counting both would refuse the rotation
+        that the cap is meant to allow.
+        """
+        now = now or timezone.now()
+        # One probe of the unique index on replaces per rotating token.
+        active_replacement = self.model.objects.active(now).filter(replaces=OuterRef("pk"))
+        return self.filter(
+            self.status_condition(TokenStatus.ACTIVE, now)
+            | (self.status_condition(TokenStatus.ROTATING, now) & ~Exists(active_replacement))
+        )
+
+    def live(self, now=None):
+        """Return the tokens whose value works now: active, or rotating within their overlap."""
+        now = now or timezone.now()
+        return self.filter(
+            self.status_condition(TokenStatus.ACTIVE, now) | self.status_condition(TokenStatus.ROTATING, now)
+        )
+
+    def made_with(self, token):
+        """Return every token made with *token*'s value: by it, by one made by it, and so on.
+
+        A token makes another when it rotates itself, or creates or rotates a token where the policy
+        lets tokens manage tokens (``made_with``). Whoever held the value could hold what it made.
+        Only ids are read, one query per generation.
+        """
+        found, generation = [], [token.pk]
+        while generation:
+            made = self.filter(made_with__in=generation).values_list("pk", flat=True)
+            generation = [pk for pk in made if pk not in found]
+            found.extend(generation)
+        return self.filter(pk__in=found)
+
     def check_name_free(self, *, user_id, name, exclude_pk=None, now=None):
         """Raise ValidationError({"name": …}) if *user_id* has another active token called *name*.
 
@@ -241,10 +279,13 @@ class TokenManager(models.Manager.from_queryset(TokenQuerySet)):
         allowed_ips=None,
         policy=None,
         now=None,
+        caller=None,
+        replaces=None,
     ):
         """Apply every rule of ``issue`` and return ``(name, purpose, access, permissions, allowed_ips)``.
 
-        Raise ValidationError with field errors otherwise. ``issue`` calls it under the owner's lock;
+        Raise ValidationError with field errors otherwise, ExceedsCaller when *caller* (the credential
+        making the request) would grant more than it holds. ``issue`` calls it under the owner's lock;
         a form may call it first to show the errors next to its fields (the admin's add form does).
         """
         now = now or timezone.now()
@@ -259,11 +300,11 @@ class TokenManager(models.Manager.from_queryset(TokenQuerySet)):
             permissions=permissions,
             allowed_ips=allowed_ips,
         )
+        check_grant(caller, access=access, permissions=permissions, allowed_ips=allowed_ips)
         policy.check_allowed_ips(expires_at, allowed_ips)
-        if (
-            policy.max_active_tokens is not None
-            and self.for_user(user).active(now).count() >= policy.max_active_tokens
-        ):
+        # The token a rotation replaces and its replacement count as one: the old one is left out here.
+        held = self.for_user(user).counted_for_cap(now).exclude(pk=getattr(replaces, "pk", None))
+        if policy.max_active_tokens is not None and held.count() >= policy.max_active_tokens:
             raise ValidationError(
                 {
                     "__all__": _(
@@ -291,6 +332,7 @@ class TokenManager(models.Manager.from_queryset(TokenQuerySet)):
         permissions=None,
         allowed_ips=None,
         replaces=None,
+        caller=None,
     ):
         """Create a token for *user* under the site policy and return ``(token, plaintext)``.
 
@@ -301,6 +343,9 @@ class TokenManager(models.Manager.from_queryset(TokenQuerySet)):
         With a one-time *nonce* (from the create form), a second call with the same nonce creates
         nothing and raises AlreadyIssued with the first token: a resubmitted form never makes two.
         *replaces* is the token a rotation replaces (``Token.rotate`` passes it, holding its row).
+        *caller* is the credential making the request (``request.auth``; None for a person): the new
+        token must lie within its limits (ExceedsCaller otherwise), and a bearer token is remembered
+        as the one the new token was made with, so a leak report of it reaches the new token too.
         """
         now = now or timezone.now()
         with transaction.atomic():
@@ -321,6 +366,8 @@ class TokenManager(models.Manager.from_queryset(TokenQuerySet)):
                 allowed_ips=allowed_ips,
                 policy=policy,
                 now=now,
+                caller=caller,
+                replaces=replaces,
             )
             plaintext, parsed = credentials.generate()
             token = self.create(
@@ -338,6 +385,7 @@ class TokenManager(models.Manager.from_queryset(TokenQuerySet)):
                 permissions=permissions,
                 allowed_ips=allowed_ips,
                 replaces=replaces,
+                made_with_id=caller.id if caller is not None and caller.method == "bearer" else None,
             )
             TokenEvent.objects.create(
                 user=user,
@@ -390,6 +438,7 @@ class Token(Credential):
 
     AlreadyIssued = AlreadyIssued
     NotRotatable = NotRotatable
+    ExceedsCaller = ExceedsCaller
 
     user = models.ForeignKey(
         settings.AUTH_USER_MODEL,
@@ -477,6 +526,13 @@ class Token(Credential):
         default=True,
         help_text=_("Mail the owner when the token is used from an address it was never used from."),
     )
+    # An alert is owed for a use made before the mute: the sender compares the use's time with this.
+    alerts_muted_at = models.DateTimeField(
+        verbose_name=_("alerts muted at"),
+        null=True,
+        blank=True,
+        editable=False,
+    )
 
     # Rotation. The new token points at the one it replaces (one-to-one: one old token can never have
     # two replacements, whatever runs in parallel); the old token holds when it was rotated and when
@@ -502,6 +558,18 @@ class Token(Credential):
         blank=True,
         editable=False,
         help_text=_("After a rotation: the end of the overlap, when this value stops working."),
+    )
+    # The bearer token whose value made this one (rotating itself, or creating or rotating a token
+    # where the policy lets tokens manage tokens); None when a person made it. A leak report of that
+    # value revokes this token too (``revoke_reported_leaked``).
+    made_with = models.ForeignKey(
+        "self",
+        verbose_name=_("made with token"),
+        on_delete=models.SET_NULL,
+        null=True,
+        blank=True,
+        editable=False,
+        related_name="+",
     )
 
     objects = TokenManager()
@@ -570,12 +638,22 @@ class Token(Credential):
         return self.access == Access.READ or self.permissions is not None or bool(self.allowed_ips)
 
     def set_restrictions(
-        self, *, access=UNCHANGED, permissions=UNCHANGED, allowed_ips=UNCHANGED, actor, ip=None, policy=None
+        self,
+        *,
+        access=UNCHANGED,
+        permissions=UNCHANGED,
+        allowed_ips=UNCHANGED,
+        actor,
+        ip=None,
+        policy=None,
+        caller=None,
     ):
         """Change the access, permissions or allowed addresses; record one event per changed field.
 
         A field left out keeps its value. Every given value is checked first against the owner's
-        permissions now and the policy: on any error nothing changes. Return the changed field names.
+        permissions now and the policy, and against the limits of *caller*, the credential making the
+        request (``request.auth``; None for a person), unless it only narrows this token: on any error
+        nothing changes (ValidationError, ExceedsCaller). Return the changed field names.
         """
         access, permissions, allowed_ips = _clean_restrictions(
             user=self.user, access=access, permissions=permissions, allowed_ips=allowed_ips
@@ -600,6 +678,11 @@ class Token(Credential):
                 for field, value in given.items()
                 if value is not UNCHANGED and value != current[field]
             }
+            check_grant(
+                caller,
+                current=Limits(current["access"], current["permissions"], tuple(current["allowed_ips"])),
+                **new,
+            )
             if "allowed_ips" in new:
                 policy = policy or ExpirationPolicy.load()
                 policy.check_allowed_ips(current["expires_at"], new["allowed_ips"])
@@ -649,16 +732,83 @@ class Token(Credential):
         """Revoke the token from the very next request on. A second revoke changes nothing.
 
         A rotating token is revoked too: its overlap ends at once. One whose overlap is over is
-        revoked already (by its rotation) and stays as it is.
+        revoked already (by its rotation) and stays as it is. The token this one replaced stops too if
+        it is still in its overlap: a lineage never outlives its newest value.
         """
-        return self._revoke(actor=actor, kind=TokenEvent.Kind.REVOKED, ip=ip, detail=detail)
+        with transaction.atomic():
+            # The predecessor's row before this one's: credential rows in id order (docs/security.md,
+            # "Lock order"), as the summariser takes them.
+            self._end_predecessor_overlap(
+                timezone.now(), actor=actor, ip=ip, detail=_("overlap ended: its replacement was revoked")
+            )
+            return self._revoke(actor=actor, kind=TokenEvent.Kind.REVOKED, ip=ip, detail=detail)
 
-    def set_alerts(self, enabled, *, actor, ip=None):
-        """Switch new-address alerts on or off for this token and record the change."""
+    def _end_predecessor_overlap(self, now, *, actor, ip, detail):
+        """End the overlap of the token this one replaced, if it is still running; record it."""
+        if self.replaces_id is None:
+            return False
+        ended = Token.objects.filter(
+            pk=self.replaces_id, revoked_at__isnull=True, rotated_at__lte=now, rotation_ends_at__gt=now
+        ).update(rotation_ends_at=now)
+        if ended:
+            TokenEvent.objects.create(
+                user_id=self.user_id,
+                token_id=self.replaces_id,
+                kind=TokenEvent.Kind.REVOKED,
+                actor=actor,
+                ip=ip,
+                at=now,
+                detail=str(detail),
+            )
+        return bool(ended)
+
+    def revoke_reported_leaked(self, *, ip=None, detail=""):
+        """Revoke this token, reported leaked, and every live token made with its value.
+
+        Return ``(was_live, made)``: whether this value still worked (active, or rotating within its
+        overlap: a value in its overlap is as leaked as any), and the tokens made with it that this
+        revoked. Those are revoked whether or not this value still works: a thief who rotated the
+        leaked value first holds only the replacement.
+        """
+        was_live = self.status in (TokenStatus.ACTIVE, TokenStatus.ROTATING)
+        if was_live:
+            self.revoke(actor=None, ip=ip, detail=detail)
+        made = []
+        for token in Token.objects.made_with(self).live().order_by("pk"):
+            because = _("reported leaked: made with token #%(id)s, reported leaked") % {"id": self.pk}
+            if token.revoke(actor=None, ip=ip, detail=f"{because} · {detail}"[:255]):
+                made.append(token)
+        return was_live, made
+
+    def alerts_muted_for(self, moment):
+        """Return whether an alert about a use at *moment* is muted: only a use after the mute is.
+
+        An alert owed for an earlier use is still sent, however soon after it the mute came.
+        """
+        if self.alerts:
+            return False
+        return self.alerts_muted_at is None or self.alerts_muted_at < moment
+
+    def set_alerts(self, enabled, *, actor, ip=None, caller=None):
+        """Switch new-address alerts on or off for this token and record the change.
+
+        Only a person may mute them: *caller*, a credential making the request (``request.auth``),
+        may switch them on but not off (ExceedsCaller), or a thief would silence the alert about
+        their own first use.
+        """
         enabled = bool(enabled)
+        if caller is not None and not enabled:
+            raise ExceedsCaller(
+                _("Only the owner, signed in on the site, can mute new-address alerts; a token cannot.")
+            )
+        muted_at = None if enabled else timezone.now()
         # One row lock, the token's own (docs/security.md, "Lock order").
         with transaction.atomic():
-            changed = Token.objects.filter(pk=self.pk).exclude(alerts=enabled).update(alerts=enabled)
+            changed = (
+                Token.objects.filter(pk=self.pk)
+                .exclude(alerts=enabled)
+                .update(alerts=enabled, alerts_muted_at=muted_at)
+            )
             if changed:
                 TokenEvent.objects.create(
                     user_id=self.user_id,
@@ -669,6 +819,8 @@ class Token(Credential):
                     detail="on" if enabled else "off",
                 )
         self.alerts = enabled
+        if changed:
+            self.alerts_muted_at = muted_at
         return bool(changed)
 
     def change_purpose(self, purpose, *, actor, ip=None):
@@ -693,15 +845,20 @@ class Token(Credential):
     def revocable(cls, now):
         return super().revocable(now) & (Q(rotation_ends_at__isnull=True) | Q(rotation_ends_at__gt=now))
 
-    def rotate(self, *, overlap, expires_at=UNCHANGED, actor, ip=None, nonce=None, policy=None, now=None):
+    def rotate(
+        self, *, overlap, expires_at=UNCHANGED, actor, ip=None, nonce=None, policy=None, now=None, caller=None
+    ):
         """Replace the value: issue a token with the same settings; this one works *overlap* longer.
 
         Return ``(new_token, plaintext)``. The new token keeps the name, purpose, access, permissions
         (those the owner still holds) and allowed addresses; its expiry is *expires_at* if given (None:
         no expiry, where allowed), else this token's lifetime from now within the policy. This token
         is ``rotating`` until ``rotation_ends_at`` (now + *overlap*, never past its own expiry) and
-        revoked from then on. Raise NotRotatable unless it is active, AlreadyIssued for a *nonce*
-        already used, ValidationError for a refused overlap or expiry; on any error nothing changes.
+        revoked from then on. A lineage has at most two live values: if the token this one replaced is
+        still in its overlap, that overlap ends now. Raise NotRotatable unless it is active,
+        AlreadyIssued for a *nonce* already used, ValidationError for a refused overlap or expiry,
+        ExceedsCaller when *caller* (the credential making the request; None for a person) holds less
+        than the new token would; on any error nothing changes.
         """
         now = now or timezone.now()
         policy = policy or ExpirationPolicy.load()
@@ -716,7 +873,15 @@ class Token(Credential):
                     raise AlreadyIssued(earlier)
             # The row as it is now, locked: of two rotations at once, the second finds it rotating.
             # NO KEY: requests' usage INSERTs check their foreign key on this row and must not wait.
-            old = Token.objects.select_for_update(no_key=True).get(pk=self.pk)
+            # With it the predecessor's row, whose overlap this rotation ends: both in id order, the
+            # predecessor first, as the summariser and revoke() take them.
+            rows = {
+                row.pk: row
+                for row in Token.objects.select_for_update(no_key=True)
+                .filter(pk__in=[pk for pk in (self.pk, self.replaces_id) if pk is not None])
+                .order_by("pk")
+            }
+            old = rows[self.pk]
             status = old.status_at(now)
             if status != TokenStatus.ACTIVE:
                 raise NotRotatable(status)
@@ -726,8 +891,11 @@ class Token(Credential):
             ends_at = now + overlap
             if old.expires_at is not None:
                 ends_at = min(ends_at, old.expires_at)
+            old._end_predecessor_overlap(
+                now, actor=actor, ip=ip, detail=_("overlap ended: its replacement was rotated again")
+            )
             # Rotating before issuing: the old token no longer counts as active, so the name is free for
-            # its replacement and the active-token cap counts the new token only.
+            # its replacement (issue() counts the two as one against the active-token cap).
             Token.objects.filter(pk=old.pk).update(rotated_at=now, rotation_ends_at=ends_at)
             permissions = old.permissions
             if permissions is not None:
@@ -748,6 +916,7 @@ class Token(Credential):
                 permissions=permissions,
                 allowed_ips=old.allowed_ips,
                 replaces=old,
+                caller=caller,
             )
             until = ends_at.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
             TokenEvent.objects.bulk_create(
@@ -780,12 +949,19 @@ class Token(Credential):
         """Mail the owner that this token rotated itself from *ip* (never a value); False if it failed.
 
         Called after the rotation committed: a token that replaced itself is what a thief holding it
-        would do, so the owner hears of it at once with the address, and where to revoke both.
+        would do, so the owner hears of it at once with the address, and where to revoke both. At
+        most SELF_ROTATION_MAILS_PER_HOUR a lineage an hour, so a token rotating itself in a loop
+        cannot flood the owner's mailbox; the last one allowed says so, and every rotation stays in
+        the Activity Stream.
         """
         user = self.user
         if not user.email:
             return False
         replacement = self.replaced_by_token
+        sent_this_hour = replacement.self_rotations_since(timezone.now() - timedelta(hours=1))
+        if sent_this_hour > SELF_ROTATION_MAILS_PER_HOUR:
+            log.info("self-rotation notice for token %s not sent: hourly limit reached", self.pk)
+            return False
         context = {
             "user": user,
             "token": self,
@@ -793,6 +969,8 @@ class Token(Credential):
             "ip": ip or "?",
             "old_url": settings.SITE_URL + reverse("tokens:detail", args=[self.pk]),
             "new_url": settings.SITE_URL + reverse("tokens:detail", args=[replacement.pk]),
+            "last_this_hour": sent_this_hour == SELF_ROTATION_MAILS_PER_HOUR,
+            "limit": SELF_ROTATION_MAILS_PER_HOUR,
         }
         try:
             subject = render_to_string("email/token_rotated_subject.txt", context).strip()
@@ -801,6 +979,23 @@ class Token(Credential):
             log.error("self-rotation notice for token %s not sent: %s", self.pk, type(error).__name__)
             return False
         return True
+
+    def self_rotations_since(self, moment):
+        """Return how many self-rotations since *moment* made this token and its predecessors.
+
+        Walks back the lineage one query a step, and no further than the limit needs.
+        """
+        count, token = 0, self
+        while (
+            token is not None
+            and token.replaces_id is not None
+            and token.created_at >= moment
+            and count <= SELF_ROTATION_MAILS_PER_HOUR
+        ):
+            if token.made_with_id == token.replaces_id:
+                count += 1
+            token = Token.objects.filter(pk=token.replaces_id).first()
+        return count
 
     def shorten(self, expires_at, *, actor):
         """Bring the expiry forward to *expires_at* (policy maximum lowered) and tell the owner."""
