@@ -151,9 +151,10 @@ class Response:
 class GunicornServer:
     """One gunicorn process tree serving portal.wsgi on a free loopback port."""
 
-    def __init__(self, database_url, *, workers=3, log_dir):
+    def __init__(self, database_url, *, workers=3, log_dir, env=None):
         self.database_url = database_url
         self.workers = workers
+        self.env = env or {}  # settings of this server on top of server_env()
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.log_path = Path(log_dir) / f"gunicorn-{self.port}.log"
@@ -181,7 +182,7 @@ class GunicornServer:
                 "-",
             ],
             cwd=BASE_DIR,
-            env=server_env(self.database_url),
+            env={**server_env(self.database_url), **self.env},
             stdout=log,
             stderr=subprocess.STDOUT,
             start_new_session=True,
