@@ -402,3 +402,5 @@ LOGGING = {
 # /metrics (Prometheus) is open to these addresses or networks (the client address as TRUSTED_PROXIES
 # lets the portal see it), and to bearer tokens whose owner holds tokens.view_metrics.
 METRICS_ALLOWED_IPS = _networks("METRICS_ALLOWED_IPS")
+# METRICS_ENABLED=false: nothing is counted and /metrics answers 404 (the benchmark's baseline).
+METRICS_ENABLED = _bool("METRICS_ENABLED", "true")

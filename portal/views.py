@@ -4,7 +4,7 @@ import time
 
 from django.conf import settings
 from django.db import DatabaseError, connection
-from django.http import HttpResponse, JsonResponse
+from django.http import Http404, HttpResponse, JsonResponse
 from django.utils.translation import gettext as _
 from django.views.decorators.cache import never_cache
 from django.views.decorators.http import require_safe
@@ -46,6 +46,8 @@ def metrics(request):
     From anywhere else: 401 without a credential (or with a refused one), 403 for a token whose owner
     lacks ``tokens.view_metrics``. A token's scrape is recorded as a use of that token, like any other.
     """
+    if not settings.METRICS_ENABLED:
+        raise Http404
     if settings.METRICS_ALLOWED_IPS and address_allowed(settings.METRICS_ALLOWED_IPS, client_ip(request)):
         return _metrics_response()
     use = Use(method=request.method, path=request.path, started=time.perf_counter(), entry="metrics")

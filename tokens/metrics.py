@@ -14,6 +14,7 @@ models may count here too.
 import os
 import time
 
+from django.conf import settings
 from django.utils import timezone
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
 from prometheus_client.core import GaugeMetricFamily
@@ -99,6 +100,8 @@ _api_children = {}
 
 def count_check(entry, credential, outcome):
     """Count one credential check at *entry* (``api``…) of a *credential* kind with its *outcome*."""
+    if not settings.METRICS_ENABLED:
+        return
     key = (entry, credential, outcome)
     child = _api_children.get(key)
     if child is None:
@@ -108,8 +111,17 @@ def count_check(entry, credential, outcome):
         LEGACY_KEY_USES.labels(outcome).inc()
 
 
+def count(metric, *labels):
+    """Add one to *metric* (with *labels*, if it has any): a sign-in failure, a summariser run…"""
+    if not settings.METRICS_ENABLED:
+        return
+    (metric.labels(*labels) if labels else metric).inc()
+
+
 def observe_check(entry, started):
     """Observe the time a check took since *started* (``time.perf_counter()``)."""
+    if not settings.METRICS_ENABLED:
+        return
     CHECK_SECONDS.labels(entry).observe(time.perf_counter() - started)
 
 

@@ -133,7 +133,7 @@ class ThrottleMixin:
         # guess beyond it is worth nothing because the password is never looked at.
         self.retry_after = count_sign_in(self.request, username)
         if self.retry_after is not None:
-            metrics.SIGN_IN_FAILURES.labels("throttled").inc()
+            metrics.count(metrics.SIGN_IN_FAILURES, "throttled")
             raise ValidationError(
                 self.throttled_message,
                 code="throttled",
@@ -142,7 +142,7 @@ class ThrottleMixin:
         try:
             cleaned = super().clean()
         except ValidationError:
-            metrics.SIGN_IN_FAILURES.labels("invalid").inc()
+            metrics.count(metrics.SIGN_IN_FAILURES, "invalid")
             raise
         forget_sign_in(self.request, username)
         return cleaned

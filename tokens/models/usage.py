@@ -489,7 +489,7 @@ class Summariser:
             if not more:
                 break
         if total:
-            metrics.SUMMARISER_RUNS.inc()
+            metrics.count(metrics.SUMMARISER_RUNS)
         return total
 
     def _batch(self, conn, batch_size, wait):

@@ -69,7 +69,7 @@ class Command(BaseCommand):
             if connection.vendor == "postgresql"
             else ""
         )
-        metrics.PRUNE_RUNS.inc()
+        metrics.count(metrics.PRUNE_RUNS)
         self.stdout.write(
             f"Deleted {deleted + dropped_records} usage record(s) older than {cutoff:%Y-%m-%d %H:%M} UTC "
             f"(retention {retention} days) in {batches} batch(es).{partitions} "
