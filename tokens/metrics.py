@@ -96,6 +96,7 @@ PRUNE_RUNS = _register(
 
 # Children looked up once: a labelled metric's .labels() costs a dictionary lookup under a lock.
 _api_children = {}
+_check_children = {}
 
 
 def count_check(entry, credential, outcome):
@@ -122,7 +123,10 @@ def observe_check(entry, started):
     """Observe the time a check took since *started* (``time.perf_counter()``)."""
     if not settings.METRICS_ENABLED:
         return
-    CHECK_SECONDS.labels(entry).observe(time.perf_counter() - started)
+    child = _check_children.get(entry)
+    if child is None:
+        child = _check_children.setdefault(entry, CHECK_SECONDS.labels(entry))
+    child.observe(time.perf_counter() - started)
 
 
 class UsageStoreCollector:
