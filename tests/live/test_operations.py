@@ -7,6 +7,7 @@ several workers wrote to it), and 127.0.0.1 as a trusted proxy, so that ``X-Forw
 
 import json
 import re
+import stat
 from concurrent.futures import ThreadPoolExecutor
 from datetime import timedelta
 
@@ -31,7 +32,11 @@ LEGACY_KEY = "0a1b2c3d4e5f-operations-legacy-key"
 
 @pytest.fixture(scope="module")
 def metrics_folder(tmp_path_factory):
-    return tmp_path_factory.mktemp("metrics")
+    """The server's PROMETHEUS_MULTIPROC_DIR, left open and holding an earlier run's file."""
+    folder = tmp_path_factory.mktemp("metrics")
+    folder.chmod(0o755)
+    (folder / "counter_4242.db").write_bytes(b"not the counts of this run")
+    return folder
 
 
 @pytest.fixture(scope="module")
@@ -179,6 +184,9 @@ def test_metrics_add_up_every_worker_with_exact_counts_after_known_traffic(
     # The usage store's lag is reported (the summariser runs every 500 records, so these wait).
     assert after[("portal_usage_unsummarised_records", ())] >= 38
     assert after[("portal_usage_unsummarised_oldest_seconds", ())] >= 0
+    # gunicorn made the folder private and emptied it of the earlier run's file when it started.
+    assert stat.S_IMODE(metrics_folder.stat().st_mode) == 0o700
+    assert not (metrics_folder / "counter_4242.db").exists()
     # Several workers counted: each keeps its own file, and the scrape added them up.
     assert len({path.name.split("_")[-1] for path in metrics_folder.glob("counter_*.db")}) >= 2
 
