@@ -27,8 +27,9 @@ def test_a_trusted_proxy_request_id_is_kept_when_well_formed_and_short(client, s
     settings.TRUSTED_PROXIES = ["127.0.0.1"]
     kept = client.get("/healthz", HTTP_X_REQUEST_ID="lb-01:9f8e.7d_6-c")
     assert kept["X-Request-ID"] == "lb-01:9f8e.7d_6-c"
-    assert client.get("/healthz", HTTP_X_REQUEST_ID="a" * 200)["X-Request-ID"] == "a" * 200
-    for bad in ("a" * 201, "has space", "semi;colon", "new\nline", "é"):
+    longest = "lb-" + "7" * 197
+    assert client.get("/healthz", HTTP_X_REQUEST_ID=longest)["X-Request-ID"] == longest
+    for bad in (longest + "7", "has space", "semi;colon", "new\nline", "é"):
         assert GENERATED.fullmatch(client.get("/healthz", HTTP_X_REQUEST_ID=bad)["X-Request-ID"])
 
 
