@@ -180,6 +180,7 @@ INSTALLED_APPS = [
 ]
 
 MIDDLEWARE = [
+    "portal.middleware.RequestIdMiddleware",  # first: every response, redirects included, has its id
     "django.middleware.security.SecurityMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "tokens.middleware.DatabaseUnavailableMiddleware",
@@ -376,27 +377,49 @@ if _bool("SECURE_TLS", "false"):
     SECURE_HSTS_INCLUDE_SUBDOMAINS = True
     SESSION_COOKIE_SECURE = True
     CSRF_COOKIE_SECURE = True
-SECURE_REDIRECT_EXEMPT = [r"^healthz$"]
+SECURE_REDIRECT_EXEMPT = [r"^healthz$", r"^metrics$"]
 
 # One line per record on stdout, key=value, for a log collector. Request bodies and headers are never
 # logged, so no token value can reach a log line.
 LOG_LEVEL = _raw("LOG_LEVEL", "INFO").strip().upper()
 if LOG_LEVEL not in logging.getLevelNamesMapping():
     _refuse("LOG_LEVEL", f"is {LOG_LEVEL!r}, not a log level", "Use DEBUG, INFO, WARNING, ERROR or CRITICAL.")
+# LOG_FORMAT=json: one JSON object a line (portal/logs.py), for the application and gunicorn's access log.
+LOG_FORMAT = _raw("LOG_FORMAT", "text").strip().lower()
+if LOG_FORMAT not in ("text", "json"):
+    _refuse(
+        "LOG_FORMAT", f"is {LOG_FORMAT!r}, neither text nor json", "Set LOG_FORMAT=text or LOG_FORMAT=json."
+    )
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
+    "filters": {"request": {"()": "portal.logs.RequestContextFilter"}},
     "formatters": {
-        # No credential in any line, whatever logged it (portal/redaction.py).
-        "line": {
+        # No credential in any line, whatever logged it (portal/redaction.py), in either format.
+        "text": {
             "()": "portal.redaction.RedactingFormatter",
-            "format": "time=%(asctime)s level=%(levelname)s logger=%(name)s msg=%(message)r",
+            "format": (
+                "time=%(asctime)s level=%(levelname)s logger=%(name)s request_id=%(request_id)s "
+                "msg=%(message)r"
+            ),
         },
+        "json": {"()": "portal.logs.json_formatter"},
     },
     "handlers": {
-        "stdout": {"class": "logging.StreamHandler", "stream": "ext://sys.stdout", "formatter": "line"}
+        "stdout": {
+            "class": "logging.StreamHandler",
+            "stream": "ext://sys.stdout",
+            "formatter": LOG_FORMAT,
+            "filters": ["request"],
+        }
     },
     "root": {"handlers": ["stdout"], "level": LOG_LEVEL},
     # Refused API calls are recorded as usage records; logging each 4xx again would only cost time.
     "loggers": {"django.db.backends": {"level": "WARNING"}, "django.request": {"level": "ERROR"}},
 }
+
+# /metrics (Prometheus) is open to these addresses or networks (the client address as TRUSTED_PROXIES
+# lets the portal see it), and to bearer tokens whose owner holds tokens.view_metrics.
+METRICS_ALLOWED_IPS = _networks("METRICS_ALLOWED_IPS")
+# METRICS_ENABLED=false: nothing is counted and /metrics answers 404 (the benchmark's baseline).
+METRICS_ENABLED = _bool("METRICS_ENABLED", "true")

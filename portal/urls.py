@@ -34,6 +34,7 @@ urlpatterns = [
     path("profile/", token_views.profile, name="profile"),
     path("profile/integrations/authorizations/", include("tokens.urls")),
     path("healthz", views.healthz, name="healthz"),
+    path("metrics", views.metrics, name="metrics"),
     path("docs/migration/", views.migration_guide, name="migration-guide"),
     path("", token_views.home, name="home"),
 ]

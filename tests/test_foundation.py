@@ -182,6 +182,9 @@ BAD_SETTINGS = [
     ({"SITE_URL": "tokens.example.com"}, "SITE_URL", "https://"),
     ({"CSRF_TRUSTED_ORIGINS": "tokens.example.com"}, "CSRF_TRUSTED_ORIGINS", "scheme"),
     ({"EMAIL_URL": "carrier-pigeon://loft"}, "EMAIL_URL", "smtp"),
+    ({"LOG_FORMAT": "xml"}, "LOG_FORMAT", "LOG_FORMAT=json"),
+    ({"METRICS_ALLOWED_IPS": "prometheus.internal"}, "METRICS_ALLOWED_IPS", "'prometheus.internal'"),
+    ({"METRICS_ENABLED": "perhaps"}, "METRICS_ENABLED", "neither true nor false"),
 ]
 
 

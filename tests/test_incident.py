@@ -79,7 +79,10 @@ def test_real_revoked_and_made_up_values_get_byte_identical_answers(client, user
     for label, response in answers.items():
         assert response.status_code == 202, label
         assert response.content == answers["real"].content, label
-        assert dict(response.items()) == dict(answers["real"].items()), label
+        # Every header alike but the request's own id.
+        assert {k: v for k, v in response.items() if k != "X-Request-ID"} == {
+            k: v for k, v in answers["real"].items() if k != "X-Request-ID"
+        }, label
     assert answers["real"].content == b'{"received": 1}'
     assert len(mailoutbox) == 1  # only the real, active one
 

@@ -49,6 +49,7 @@ class AuthError(Exception):
         legacy=False,
         looked_up=False,
         like_unknown=False,
+        reason=None,
     ):
         super().__init__(description)
         self.error = error
@@ -62,6 +63,8 @@ class AuthError(Exception):
         self.looked_up = looked_up or credential is not None
         # Answer exactly as for an unknown value (no deprecation headers), though the use is recorded.
         self.like_unknown = like_unknown
+        # Why, in one word of tokens.metrics.OUTCOMES (for counting, never shown to the client).
+        self.reason = reason or ("unknown" if self.looked_up else "malformed")
 
 
 class Refused(Exception):
@@ -73,6 +76,7 @@ class Refused(Exception):
         self.description = description
         self.scope = scope  # the scope the request needed ("write"), for the challenge
         self.credential = credential
+        self.reason = "address" if error == "ip_not_allowed" else "insufficient_scope"
 
 
 @dataclass
@@ -223,17 +227,19 @@ def authenticate_bearer(value):
     )
     now = timezone.now()
     if revoked_at is not None:
-        raise AuthError(_("The token has been revoked."), credential=credential)
+        raise AuthError(_("The token has been revoked."), credential=credential, reason="revoked")
     # The end of a rotation's overlap is a revocation that needs no job: the very moment it passes,
     # on every process and node, the old value is refused.
     if rotation_ends_at is not None and rotation_ends_at <= now:
         raise AuthError(
-            _("The token was rotated and its overlap has ended: use its replacement."), credential=credential
+            _("The token was rotated and its overlap has ended: use its replacement."),
+            credential=credential,
+            reason="rotated",
         )
     if expires_at is not None and _aware(expires_at) <= now:
-        raise AuthError(_("The token has expired."), credential=credential)
+        raise AuthError(_("The token has expired."), credential=credential, reason="expired")
     if not user.is_active:
-        raise AuthError(_("The token's owner is deactivated."), credential=credential)
+        raise AuthError(_("The token's owner is deactivated."), credential=credential, reason="deactivated")
     if credential.permissions is not None:
         narrow_permissions(user, credential.permissions)
     return credential
@@ -321,7 +327,7 @@ def authenticate_legacy(key, *, now=None):
     if revoked_at is not None:
         # Answered exactly like an unknown key: "has been revoked" would tell a guesser that the value
         # was once a key. The refusal is still recorded as a use of this key, for its owner and admins.
-        raise AuthError(UNKNOWN_LEGACY_KEY, credential=credential, like_unknown=True)
+        raise AuthError(UNKNOWN_LEGACY_KEY, credential=credential, like_unknown=True, reason="revoked")
     verdict = cutover_verdict(
         method="legacy_key",
         security_level=level,
@@ -331,10 +337,10 @@ def authenticate_legacy(key, *, now=None):
         now=now,
     )
     if verdict.refusal is not None:
-        raise AuthError(str(verdict.refusal), credential=credential)
+        raise AuthError(str(verdict.refusal), credential=credential, reason="level")
     credential.would_refuse = verdict.would_refuse
     if not user.is_active:
-        raise AuthError(_("The API key's owner is deactivated."), credential=credential)
+        raise AuthError(_("The API key's owner is deactivated."), credential=credential, reason="deactivated")
     newest = credentials.peppers()[0].id
     if row[2] != newest:
         # Legacy keys have no signature naming their pepper and never expire, so rotation cannot wait

@@ -19,6 +19,7 @@ from django.http import HttpResponse
 from django.utils.translation import gettext as _
 from django.views.decorators.csrf import csrf_exempt
 
+from . import metrics
 from .api.errors import api_error, refused, unauthorized
 from .auth import Refused
 from .http import from_trusted_proxy
@@ -73,11 +74,11 @@ def original_use(request, *, started, suffix=""):
     of the method or of the URI arrive and differ.
     """
     if not from_trusted_proxy(request):
-        return Use(method=request.method, path=request.path, started=started)
+        return Use(method=request.method, path=request.path, started=started, entry="forward_auth")
     method = _stated(request, ORIGINAL_METHOD_HEADERS) or request.method
     uri = _stated(request, ORIGINAL_URI_HEADERS)
     path = original_path(uri) if uri is not None else (suffix or request.path)
-    return Use(method=method, path=path, started=started)
+    return Use(method=method, path=path, started=started, entry="forward_auth")
 
 
 def _no_store(response):
@@ -112,6 +113,7 @@ def forward_auth(request, suffix=""):
     if refusal is not None:
         return _no_store(refusal)
     if credential is None:
+        metrics.count_check(use.entry, "none", "missing")
         return _no_store(unauthorized(_("Authentication credentials were not provided.")))
     for permission in request.GET.getlist("permission"):
         if not credential.user.has_perm(permission):

@@ -13,6 +13,7 @@ from django.utils import timezone
 from django.utils.http import http_date
 from django.utils.translation import gettext as _
 
+from . import metrics
 from .api.errors import api_error, refused, service_unavailable, too_many_requests, unauthorized
 from .auth import AuthError, Refused, authenticate
 from .constants import API_PREFIX, FORWARD_AUTH_PATH, LEGACY_KEY_HEADER, MIGRATION_GUIDE_PATH
@@ -63,7 +64,10 @@ class DatabaseUnavailableMiddleware:
         if not isinstance(exception, DatabaseError):
             return None
         log.error("database unavailable: %s", type(exception).__name__)
-        if request.path_info.startswith((API_PREFIX, FORWARD_AUTH_PATH)) or request.path_info == "/healthz":
+        if request.path_info.startswith((API_PREFIX, FORWARD_AUTH_PATH)) or request.path_info in (
+            "/healthz",
+            "/metrics",
+        ):
             return service_unavailable()
         response = SimpleTemplateResponse("503.html", status=503)
         response["Retry-After"] = "5"
@@ -81,6 +85,7 @@ class Use:
     method: str
     path: str
     started: float
+    entry: str = "api"  # where the check is asked, for the metrics: api, forward_auth, introspection…
 
 
 def authenticate_use(request, use):
@@ -94,17 +99,30 @@ def authenticate_use(request, use):
         # a guess: a client that has failed too often is stopped before it (one indexed read). Bearer
         # tokens skip this read: a guessed one fails its signature before any query.
         if _carries_a_legacy_key(request) and (wait := api_client_locked(request)):
+            metrics.count_check(use.entry, "legacy_key", "limit")
             return None, too_many_requests(wait)
-        return authenticate(request, method=use.method), None
+        credential = authenticate(request, method=use.method)
+        metrics.observe_check(use.entry, use.started)
+        return credential, None
     except AuthError as refusal:
+        metrics.observe_check(use.entry, use.started)
         return None, refuse(request, use, refusal)
     except Refused as refusal:
+        metrics.observe_check(use.entry, use.started)
         # A read-only token writing, or a token used from outside its allow-list: refused and recorded.
-        return None, record_use(request, use, refusal.credential, refused(refusal), accepted=False)
+        response = refused(refusal)
+        return None, record_use(
+            request, use, refusal.credential, response, accepted=False, reason=refusal.reason
+        )
     except DatabaseError:
         # Fail closed: without the database nobody is authenticated, nor treated as anonymous.
         log.error("database unavailable during authentication")
+        metrics.count_check(use.entry, _kind(request), "unavailable")
         return None, service_unavailable()
+
+
+def _kind(request):
+    return "bearer" if request.META.get("HTTP_AUTHORIZATION") else "legacy_key"
 
 
 def refuse(request, use, refusal):
@@ -123,19 +141,35 @@ def refuse(request, use, refusal):
                 )
         except DatabaseError:
             log.error("failed authentication could not be counted")
+            metrics.count_check(use.entry, "legacy_key" if refusal.legacy else "bearer", "unavailable")
             return service_unavailable()
     response = too_many_requests(wait) if wait else unauthorized(refusal.description, error=refusal.error)
+    reason = "limit" if wait else refusal.reason
     if refusal.credential is not None:
         record_use(
-            request, use, refusal.credential, response, accepted=False, deprecation=not refusal.like_unknown
+            request,
+            use,
+            refusal.credential,
+            response,
+            accepted=False,
+            deprecation=not refusal.like_unknown,
+            reason=reason,
         )
+    else:
+        metrics.count_check(use.entry, "legacy_key" if refusal.legacy else "bearer", reason)
     if refusal.legacy:
         response["Link"] = MIGRATION_LINK
     return response
 
 
-def record_use(request, use, credential, response, *, accepted, deprecation=True):
-    """Record the use, mark legacy-key and rotating-token responses deprecated; return the response."""
+def record_use(
+    request, use, credential, response, *, accepted, deprecation=True, reason="insufficient_scope"
+):
+    """Record the use, mark legacy-key and rotating-token responses deprecated; return the response.
+
+    A refused use is counted with its *reason* (by default: a permission the token lacks).
+    """
+    metrics.count_check(use.entry, credential.method, metrics.ACCEPTED if accepted else reason)
     now = timezone.now()
     if credential.method == "legacy_key" and deprecation:
         _deprecation_headers(response, credential)
@@ -275,6 +309,7 @@ class ApiAuthenticationMiddleware:
             except DatabaseError:
                 return service_unavailable()
             if not signed_in:
+                metrics.count_check(use.entry, "none", "missing")
                 return unauthorized(_("Authentication credentials were not provided."))
             # A browser session: the security level decides (one query, for session requests only).
             try:

@@ -40,6 +40,7 @@ from django.utils import timezone
 from django.utils.crypto import salted_hmac
 from django.utils.translation import gettext_lazy as _
 
+from . import metrics
 from .http import client_ip, limited_address
 from .models import AttemptCounter
 
@@ -136,12 +137,17 @@ class ThrottleMixin:
         # guess beyond it is worth nothing because the password is never looked at.
         self.retry_after = count_sign_in(self.request, username)
         if self.retry_after is not None:
+            metrics.count(metrics.SIGN_IN_FAILURES, "throttled")
             raise ValidationError(
                 self.throttled_message,
                 code="throttled",
                 params={"minutes": max(1, math.ceil(self.retry_after / 60))},
             )
-        cleaned = super().clean()
+        try:
+            cleaned = super().clean()
+        except ValidationError:
+            metrics.count(metrics.SIGN_IN_FAILURES, "invalid")
+            raise
         forget_sign_in(self.request, username)
         return cleaned
 

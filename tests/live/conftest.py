@@ -151,9 +151,12 @@ class Response:
 class GunicornServer:
     """One gunicorn process tree serving portal.wsgi on a free loopback port."""
 
-    def __init__(self, database_url, *, workers=3, log_dir):
+    def __init__(self, database_url, *, workers=3, log_dir, env=None, cwd=BASE_DIR, gunicorn=GUNICORN):
         self.database_url = database_url
         self.workers = workers
+        self.env = env or {}  # settings of this server on top of server_env()
+        self.cwd = cwd  # the project folder whose code it serves (another release's, for upgrades)
+        self.gunicorn = gunicorn
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.log_path = Path(log_dir) / f"gunicorn-{self.port}.log"
@@ -163,7 +166,7 @@ class GunicornServer:
         log = self.log_path.open("ab")
         self.process = subprocess.Popen(
             [
-                GUNICORN,
+                self.gunicorn,
                 "portal.wsgi",
                 "--bind",
                 f"127.0.0.1:{self.port}",
@@ -180,8 +183,8 @@ class GunicornServer:
                 "--error-logfile",
                 "-",
             ],
-            cwd=BASE_DIR,
-            env=server_env(self.database_url),
+            cwd=self.cwd,
+            env={**server_env(self.database_url), **self.env},
             stdout=log,
             stderr=subprocess.STDOUT,
             start_new_session=True,
@@ -279,14 +282,16 @@ def _pg_bindir():
 class DatabaseShell:
     """``manage.py`` and ``manage.py shell`` in a separate process against the database at *url*."""
 
-    def __init__(self, url=None):
+    def __init__(self, url=None, *, cwd=BASE_DIR):
         self.url = url
+        self.cwd = cwd  # the project folder whose manage.py runs (another release's, for upgrades)
 
-    def manage(self, *args):
+    def manage(self, *args, stdin=None):
         """Run manage.py against this database and return its stdout."""
         result = subprocess.run(
             [PYTHON, "manage.py", *args],
-            cwd=BASE_DIR,
+            cwd=self.cwd,
+            input=stdin,
             env=server_env(self.url),
             capture_output=True,
             text=True,

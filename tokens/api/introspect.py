@@ -13,6 +13,7 @@ from datetime import UTC
 from django.http import JsonResponse
 from django.utils.translation import gettext as _
 
+from .. import metrics
 from ..auth import AuthError, authenticate_bearer
 from ..constants import Access
 from ..middleware import Use, record_use
@@ -59,18 +60,21 @@ def introspect(request):
     if caller is None or caller.method != "bearer" or not request.user.has_perm("tokens.introspect_token"):
         return forbidden(request, _("Introspection needs a bearer token whose owner may introspect tokens."))
     value = _token_value(request)
-    use = Use(method=request.method, path=request.path, started=time.perf_counter())
+    use = Use(method=request.method, path=request.path, started=time.perf_counter(), entry="introspection")
     try:
         credential = authenticate_bearer(value)
     except AuthError as refusal:
         if refusal.credential is not None:
             # Revoked, expired or its owner deactivated: a refused use of that token, like the API's.
-            return record_use(request, use, refusal.credential, _inactive(), accepted=False)
+            return record_use(
+                request, use, refusal.credential, _inactive(), accepted=False, reason=refusal.reason
+            )
+        metrics.count_check(use.entry, "bearer", refusal.reason)
         return _inactive()
     if credential.allowed_ips:
         # The client's address is the resource server's to see, not ours: a token bound to addresses could
         # not be held to them here, so it is not active for introspection. Forward auth checks them.
-        return record_use(request, use, credential, _inactive(), accepted=False)
+        return record_use(request, use, credential, _inactive(), accepted=False, reason="address")
     # Not on the hot path: one more indexed read for the two times the lookup does not bring.
     times = Token.objects.filter(pk=credential.id).values_list("created_at", "expires_at")
     created_at, expires_at = times.get()

@@ -14,7 +14,7 @@ from django.db.models.functions import Coalesce, TruncDate
 from django.utils import timezone
 from django.utils.translation import gettext_lazy as _
 
-from .. import sqlite_turns
+from .. import metrics, sqlite_turns
 from ..constants import PATH_MAX_LENGTH, USER_AGENT_MAX_LENGTH
 
 _INSERT = (
@@ -43,6 +43,10 @@ def storable(text, limit):
     """
     text = _CONTROL.sub(lambda match: f"\\x{ord(match.group()):02x}", text.replace("\\", "\\\\"))
     return text.encode("utf-8", "backslashreplace").decode("utf-8")[:limit]
+
+
+# Where UsageRecord.objects.lag() stops counting.
+LAG_COUNT_LIMIT = 1_000_000
 
 
 class UsageRecordQuerySet(models.QuerySet):
@@ -164,6 +168,20 @@ class UsageRecordQuerySet(models.QuerySet):
         state = UsageSummaryState.objects.using(self.db).filter(pk=1).first()
         return state.summarised_through if state else 0
 
+    def lag(self):
+        """Return how far the cron jobs are behind, for /metrics: ``(waiting, oldest waiting, oldest)``.
+
+        *waiting*: records above the watermark (the summariser's backlog), counted up to LAG_COUNT_LIMIT:
+        past it the summariser is badly behind, and an exact number would only make /metrics slow;
+        *oldest waiting*: the time of the first of them (None: none); *oldest*: the time of the oldest
+        record kept (past the retention when prune_usage does not run). Index reads only.
+        """
+        tail = self.filter(pk__gt=self.summarised_through())
+        waiting = tail[:LAG_COUNT_LIMIT].count()
+        oldest_waiting = tail.order_by("pk").values_list("at", flat=True).first() if waiting else None
+        oldest = self.aggregate(at=Min("at"))["at"]
+        return waiting, oldest_waiting, oldest
+
     def summarise(self, *, batch_size=None, max_batches=None, wait=False):
         """Fold the records above the watermark into the summaries; return how many were folded in.
 
@@ -253,6 +271,8 @@ class UsageRecord(models.Model):
         verbose_name = _("usage record")
         verbose_name_plural = _("usage records")
         ordering = ("-at", "-id")
+        # /metrics: the operators' view of all usage, for a monitoring system's token (docs/operations.md).
+        permissions = (("view_metrics", _("Can read the portal's metrics")),)
         indexes = [
             # Partial: a record has a token or a legacy key, so each INSERT writes one of these two
             # indexes, not both (one page less to write per API request). In the pages' exact order
@@ -479,6 +499,8 @@ class Summariser:
             batches += 1
             if not more:
                 break
+        if total:
+            metrics.count(metrics.SUMMARISER_RUNS)
         return total
 
     def _batch(self, conn, batch_size, wait):

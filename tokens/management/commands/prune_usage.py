@@ -7,7 +7,7 @@ from django.db import DatabaseError, connection, transaction
 from django.db.models import Max, Min
 from django.utils import timezone
 
-from tokens import sqlite_turns, usage_partitions
+from tokens import metrics, sqlite_turns, usage_partitions
 from tokens.models import AttemptCounter, ExpirationPolicy, RefusedClient, UsageRecord
 
 
@@ -69,6 +69,7 @@ class Command(BaseCommand):
             if connection.vendor == "postgresql"
             else ""
         )
+        metrics.count(metrics.PRUNE_RUNS)
         self.stdout.write(
             f"Deleted {deleted + dropped_records} usage record(s) older than {cutoff:%Y-%m-%d %H:%M} UTC "
             f"(retention {retention} days) in {batches} batch(es).{partitions} "
