@@ -415,8 +415,9 @@ if "openid" not in OIDC_SCOPES.split():
         f"is {OIDC_SCOPES!r}, without openid",
         "Keep openid in the list, e.g. OIDC_SCOPES='openid email profile groups'.",
     )
+# Empty: the provider sends no groups (Google), and groups are kept here (admin, provisioning) instead.
 OIDC_GROUPS_CLAIM = _raw("OIDC_GROUPS_CLAIM", "groups").strip()
-if not re.fullmatch(r"[A-Za-z0-9_:/.\-]{1,200}", OIDC_GROUPS_CLAIM):
+if not re.fullmatch(r"[A-Za-z0-9_:/.\-]{0,200}", OIDC_GROUPS_CLAIM):
     _refuse(
         "OIDC_GROUPS_CLAIM",
         f"is {OIDC_GROUPS_CLAIM!r}, not a claim name",

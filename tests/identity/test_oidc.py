@@ -286,3 +286,15 @@ def test_the_csp_lets_forms_reach_the_issuer_and_no_other_origin(oidc, client):
     policy = client.get("/accounts/login/")["Content-Security-Policy"]
     assert f"form-action 'self' {oidc.issuer}" in policy
     assert policy.count("http") == 1
+
+
+def test_without_a_groups_claim_the_groups_set_here_are_kept(oidc, settings, client, engineering):
+    # Google sends no groups: an administrator keeps them in the portal instead.
+    settings.OIDC_GROUPS_CLAIM = ""
+    provider_sign_in(client, "grace")
+    grace = User.objects.get(username="grace")
+    assert list(grace.groups.all()) == [] and not grace.is_staff
+    grace.groups.add(engineering)
+    client.logout()
+    provider_sign_in(client, "grace")
+    assert list(grace.groups.all()) == [engineering]

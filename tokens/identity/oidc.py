@@ -185,7 +185,8 @@ class OrganisationBackend(OIDCAuthenticationBackend):
             )
         claims = {**payload, **userinfo}
         groups_claim = settings.OIDC_GROUPS_CLAIM
-        claims[groups_claim] = userinfo.get(groups_claim, payload.get(groups_claim))
+        if groups_claim:
+            claims[groups_claim] = userinfo.get(groups_claim, payload.get(groups_claim))
         purpose = getattr(self.request, "oidc_purpose", SIGN_IN)
         user = person_for(
             claims,
@@ -332,7 +333,8 @@ def refresh_from_claims(user, claims):
 
     Groups are the Django groups named in the claim (none is created); a claim that is missing counts
     as no groups, so a group removed at the provider is removed here at the next sign-in, and with it
-    whatever its permissions gave the person's tokens.
+    whatever its permissions gave the person's tokens. With OIDC_GROUPS_CLAIM empty the provider
+    manages no groups (Google sends none): they, and staff and superuser, are left as they are.
     """
     for field, claim in (("first_name", "given_name"), ("last_name", "family_name")):
         if isinstance(claims.get(claim), str):
@@ -340,6 +342,9 @@ def refresh_from_claims(user, claims):
     # An address the provider has not verified is not one to send token notices to.
     if isinstance(claims.get("email"), str) and claims.get("email_verified") is not False:
         user.email = claims["email"][:254]
+    if not settings.OIDC_GROUPS_CLAIM:
+        user.save()  # groups, staff and superuser are kept in the portal, not by the provider
+        return
     names = claimed_groups(claims)
     if settings.OIDC_SUPERUSER_GROUPS:
         user.is_superuser = bool(set(names) & set(settings.OIDC_SUPERUSER_GROUPS))
