@@ -168,3 +168,29 @@ def test_a_confirmation_that_drops_prompt_login_is_refused_when_the_provider_sig
         person_for(claims, purpose=CONFIRM, current_user=user, started_at=started, now=timezone.now())
     claims["auth_time"] = int(started) + 1
     assert person_for(claims, purpose=CONFIRM, current_user=user, started_at=started) == user
+
+
+# --- the JSON API with a browser session ------------------------------------------------------------------
+
+
+def test_the_api_with_an_old_browser_session_may_not_create_rotate_or_widen(stale, user, issue):
+    token, _value = issue(user, access=Access.READ)
+    created = stale.post("/api/tokens", {"name": "x"}, content_type="application/json")
+    assert created.status_code == 403 and "/accounts/confirm/" in created.json()["detail"]
+    rotated = stale.post(f"/api/tokens/{token.pk}/rotate", {}, content_type="application/json")
+    assert rotated.status_code == 403
+    widened = stale.patch(
+        f"/api/tokens/{token.pk}", {"access": "read_write"}, content_type="application/json"
+    )
+    assert widened.status_code == 403
+    renamed = stale.patch(f"/api/tokens/{token.pk}", {"name": "renamed"}, content_type="application/json")
+    assert renamed.status_code == 200
+    bad = stale.patch(f"/api/tokens/{token.pk}", {"permissions": 7}, content_type="application/json")
+    assert bad.status_code == 400
+    token.refresh_from_db()
+    assert token.access == Access.READ and Token.objects.count() == 1
+
+
+def test_the_api_with_a_fresh_browser_session_creates_tokens(client, user):
+    client.force_login(user)
+    assert client.post("/api/tokens", {"name": "x"}, content_type="application/json").status_code == 201

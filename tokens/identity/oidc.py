@@ -214,6 +214,9 @@ def person_for(claims, *, purpose, current_user, started_at=None, now=None):
         elif identity is None:
             user = provisioned_account_for(claims) or _new_account(claims)
             identity = _link(user=user, issuer=issuer, subject=subject, now=now)
+        if not identity.user.is_active:
+            # Switched off here: the provider's word changes nothing of the account.
+            raise SWITCHED_OFF
         refresh_from_claims(identity.user, claims)
         ProviderIdentity.objects.signed_in(identity, now=now)
     return identity.user
@@ -277,6 +280,10 @@ def _link(*, user, issuer, subject, now):
     return identity
 
 
+SWITCHED_OFF = SignInRefused(
+    _("You cannot sign in here"),
+    _("Your account here is switched off. Ask an administrator if you need it back."),
+)
 COLLISION = SignInRefused(
     _("An account with your name already exists here"),
     _(
@@ -448,8 +455,6 @@ class CallbackView(OIDCAuthenticationCallbackView):
             return super().get(request)
         except SignInRefused as refusal:
             return _problem(request, refusal.title, refusal.message, refusal.status)
-        except ProviderError:
-            return _unreachable(request)
         except requests.HTTPError:
             # The token endpoint refused the code: expired (they live for minutes), or used already.
             return _problem(
@@ -458,6 +463,9 @@ class CallbackView(OIDCAuthenticationCallbackView):
                 _("The provider no longer accepts this sign-in. Start again from the sign-in page."),
                 400,
             )
+        except (provider.ProviderUnavailable, requests.RequestException):
+            # Unreachable, or an answer that is not what the protocol says (not JSON, cut short).
+            return _unreachable(request)
         except SuspiciousOperation:
             logger.warning("provider sign-in refused: the ID token did not verify")
             return _problem(
@@ -482,9 +490,12 @@ class CallbackView(OIDCAuthenticationCallbackView):
     def login_failure(self):
         return _problem(
             self.request,
-            _("You cannot sign in here"),
-            _("Your account here is switched off. Ask an administrator if you need it back."),
-            403,
+            _("The sign-in did not complete"),
+            _(
+                "The provider's answer could not be used. Start again; if it keeps failing, tell your "
+                "administrator."
+            ),
+            400,
         )
 
     def login_success(self):

@@ -22,6 +22,7 @@ from django.core.exceptions import ValidationError
 from django.http import HttpResponseRedirect
 from django.urls import reverse
 from django.utils.http import url_has_allowed_host_and_scheme
+from django.utils.translation import gettext_lazy as _
 
 from ..constants import Access
 from ..models.restrictions import clean_allowed_ips
@@ -92,6 +93,21 @@ def pending_step(request, *, keep=False):
     }
 
 
+# The API's answer (403) to a browser session past the window; the pages ask to confirm instead.
+CONFIRM_FIRST = _(
+    "Confirm it is you first: with a browser session, creating, rotating or widening a token needs a "
+    "sign-in within the last SUDO_MINUTES minutes. Sign in again, or confirm at /accounts/confirm/."
+)
+
+
+def session_past_window(request):
+    """Return True for an API request made with a browser session whose sign-in is older than the window.
+
+    Bearer tokens are not asked: what a token may do to tokens is the policy's and the token's own rule.
+    """
+    return getattr(request, "auth", None) is None and not signed_in_recently(request)
+
+
 def recent_sign_in_required(view):
     """Decorate a page whose POST is a sensitive step: past the window, confirm first, then go on."""
 
@@ -113,13 +129,16 @@ def widens(token, *, access=None, permissions=None, allowed_ips=()):
     """
     if access == Access.READ_WRITE and token.access != Access.READ_WRITE:
         return True
-    if token.permissions is not None and (permissions is None or set(permissions) - set(token.permissions)):
-        return True
+    if token.permissions is not None:
+        if permissions is None:
+            return True
+        if isinstance(permissions, (list, tuple)) and set(map(str, permissions)) - set(token.permissions):
+            return True
     if token.allowed_ips:
         if not allowed_ips:
             return True
         try:
-            wanted = [ipaddress.ip_network(entry) for entry in clean_allowed_ips(list(allowed_ips))]
+            wanted = [ipaddress.ip_network(entry) for entry in clean_allowed_ips(allowed_ips)]
         except ValidationError:  # the save refuses them, with the right message
             return False
         held = [ipaddress.ip_network(entry) for entry in token.allowed_ips]
