@@ -4,17 +4,23 @@ The provider's own login and consent pages are answered over plain HTTP (``sign_
 tests/browser/test_organisation_sign_in.py goes through the same pages in Chromium.
 """
 
+import time
 from urllib.parse import parse_qs, urlencode, urlsplit, urlunsplit
 
+import jwt
 import pytest
 import requests
+from cryptography.hazmat.primitives.asymmetric import rsa as rsa_key
 from django.contrib.auth import get_user_model
 from django.contrib.auth.models import Group, Permission
+from django.core.exceptions import SuspiciousOperation
 
 from tests.conftest import PASSWORD, bearer
+from tokens.identity import provider
+from tokens.identity.oidc import OrganisationBackend
 from tokens.models import ProviderIdentity, Token
 
-from .provider import CLIENT_ID, _free_port, sign_in_at_provider
+from .provider import CLIENT_ID, CLIENT_SECRET, _free_port, sign_in_at_provider
 
 User = get_user_model()
 
@@ -298,3 +304,28 @@ def test_without_a_groups_claim_the_groups_set_here_are_kept(oidc, settings, cli
     client.logout()
     provider_sign_in(client, "grace")
     assert list(grace.groups.all()) == [engineering]
+
+
+# --- ID tokens the provider did not sign --------------------------------------------------------------------
+
+
+def _claims(oidc):
+    now = int(time.time())
+    return {"iss": oidc.issuer, "aud": CLIENT_ID, "sub": "ada", "iat": now, "exp": now + 300, "nonce": "n"}
+
+
+def test_an_id_token_signed_with_a_key_the_provider_does_not_publish_is_refused(oidc):
+    published = requests.get(provider.metadata().jwks_uri, timeout=10).json()["keys"]
+    rsa = next(key for key in published if key["kty"] == "RSA")
+    forger = rsa_key.generate_private_key(public_exponent=65537, key_size=2048)
+    token = jwt.encode(_claims(oidc), forger, algorithm="RS256", headers={"kid": rsa["kid"]})
+    with pytest.raises(SuspiciousOperation):
+        OrganisationBackend().verify_token(token, nonce="n")
+
+
+@pytest.mark.parametrize("algorithm", ["HS256", "none"])
+def test_an_id_token_with_a_symmetric_or_no_signature_is_refused(oidc, algorithm):
+    key = CLIENT_SECRET if algorithm == "HS256" else None
+    token = jwt.encode(_claims(oidc), key, algorithm=algorithm)
+    with pytest.raises(SuspiciousOperation):
+        OrganisationBackend().verify_token(token, nonce="n")

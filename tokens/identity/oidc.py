@@ -183,7 +183,8 @@ class OrganisationBackend(OIDCAuthenticationBackend):
                 _("The provider described two different people in one sign-in. Try again."),
                 status=400,
             )
-        claims = {**payload, **userinfo}
+        # auth_time only as the signed ID token says it: a confirmation is judged by it.
+        claims = {**payload, **userinfo, "auth_time": payload.get("auth_time")}
         groups_claim = settings.OIDC_GROUPS_CLAIM
         if groups_claim:
             claims[groups_claim] = userinfo.get(groups_claim, payload.get(groups_claim))
@@ -194,7 +195,7 @@ class OrganisationBackend(OIDCAuthenticationBackend):
             current_user=self.request.user,
             started_at=getattr(self.request, "oidc_started_at", None),
         )
-        self.request.oidc_auth_time = claims.get("auth_time")
+        self.request.oidc_auth_time = payload.get("auth_time")
         return user
 
 
