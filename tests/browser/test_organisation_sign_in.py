@@ -12,9 +12,11 @@ import urllib.request
 import pytest
 from django.contrib.auth import get_user_model
 from django.contrib.auth.models import Group, Permission
+from django.contrib.sessions.backends.db import SessionStore
 
 from tests.identity.test_oidc import with_query
-from tokens.models import ProviderIdentity
+from tokens.identity import recent
+from tokens.models import ProviderIdentity, Token
 
 pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
 
@@ -41,7 +43,7 @@ def at_provider(page, login):
     page.get_by_role("button", name="Sign-in").click()
     page.wait_for_load_state()
     # The consent page comes once per provider session; otherwise the browser is on its way back.
-    if page.get_by_role("button", name="Continue").count():
+    if page.url.startswith("http://127.0.0.1:") and page.get_by_role("button", name="Continue").count():
         page.get_by_role("button", name="Continue").click()
 
 
@@ -186,3 +188,25 @@ def test_with_passwords_off_the_provider_is_the_only_way_in(org, settings, page,
     assert response.status == 404
     body = json.dumps(page.content())
     assert "Traceback" not in body
+
+
+def test_an_old_sign_in_confirms_with_the_provider_and_finishes_creating_the_token(org, page):
+    sign_in_with_provider(page, "grace")
+    session_key = next(c["value"] for c in page.context.cookies() if c["name"] == "sessionid")
+    session = SessionStore(session_key)
+    session[recent.SIGNED_IN_AT] -= 20 * 60
+    session.save()
+    page.get_by_role("link", name="Authorizations").first.click()
+    page.get_by_role("link", name="New token").click()
+    page.get_by_label("Name").fill("Deploy bot")
+    page.get_by_label("Purpose").fill("Deploys on merge")
+    page.get_by_role("button", name="Create token").click()
+    page.get_by_role("heading", name="Confirm it is you").wait_for()
+    page.get_by_role("link", name="Confirm with Example Corp").click()
+    # prompt=login: the provider asks again although its session is still open.
+    at_provider(page, "grace")
+    page.get_by_role("heading", name="Confirmed").wait_for()
+    page.get_by_role("button", name="Continue").click()
+    page.get_by_role("heading", name="Copy your new token").wait_for()
+    assert page.get_by_label("Value of “Deploy bot”").input_value().startswith("bpt_")
+    assert Token.objects.get(name="Deploy bot").purpose == "Deploys on merge"
