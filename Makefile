@@ -7,7 +7,7 @@ HOST ?= 127.0.0.1
 PORT ?= 8000
 WORKERS ?= 2
 
-.PHONY: run test lint format bench setup clean browser nginx caddy
+.PHONY: run test lint format bench setup clean browser nginx caddy oidc-provider
 
 $(VENV)/.run-installed: pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -74,7 +74,17 @@ caddy:
 	echo "make test: no caddy for the Caddy gateway test. Install it (apt-get install caddy)." >&2; \
 	exit 1
 
-test: $(VENV)/.dev-installed browser nginx caddy
+# The sign-in tests run a real OpenID Connect provider: the npm package oidc-provider (Node 20 or later),
+# installed into an ignored folder and started by the tests themselves (tests/identity/provider.py).
+OIDC_PROVIDER_VERSION := 9.13.3
+OIDC_PROVIDER := .cache/npm/oidc-provider/node_modules/oidc-provider/package.json
+oidc-provider: $(OIDC_PROVIDER)
+$(OIDC_PROVIDER):
+	@command -v npm >/dev/null 2>&1 || { echo "make test: no npm for the sign-in tests' OpenID provider." \
+		"Install Node 20 or later (apt-get install nodejs npm)." >&2; exit 1; }
+	npm install --prefix .cache/npm/oidc-provider --no-audit --no-fund --silent oidc-provider@$(OIDC_PROVIDER_VERSION)
+
+test: $(VENV)/.dev-installed browser nginx caddy oidc-provider
 	$(PY) manage.py collectstatic --noinput --verbosity 0
 	$(PY) -m pytest $(PYTEST_ARGS)
 

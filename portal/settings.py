@@ -423,3 +423,78 @@ LOGGING = {
 METRICS_ALLOWED_IPS = _networks("METRICS_ALLOWED_IPS")
 # METRICS_ENABLED=false: nothing is counted and /metrics answers 404 (the benchmark's baseline).
 METRICS_ENABLED = _bool("METRICS_ENABLED", "true")
+# Organisation sign-in (OpenID Connect; docs/sso.md). Off while OIDC_ISSUER is empty. The provider's
+# endpoints and keys are read from its discovery document on first use (tokens/identity/provider.py),
+# so the portal starts while the provider is down; what can be told without it is checked here.
+_LOOPBACK_HOSTS = ("localhost", "127.0.0.1", "[::1]")
+OIDC_ISSUER = _raw("OIDC_ISSUER", "").strip()
+_issuer = re.fullmatch(r"(https?)://([^/\s?#:]+|\[[0-9a-fA-F:]+\])(:[0-9]{1,5})?(/[^\s?#]*)?", OIDC_ISSUER)
+if OIDC_ISSUER and not _issuer:
+    _refuse(
+        "OIDC_ISSUER",
+        f"is {OIDC_ISSUER!r}, not an issuer URL",
+        "Use the provider's issuer exactly, e.g. OIDC_ISSUER=https://login.example.com/realms/staff.",
+    )
+if _issuer and _issuer[1] == "http" and _issuer[2].lower() not in _LOOPBACK_HOSTS:
+    _refuse(
+        "OIDC_ISSUER",
+        f"is {OIDC_ISSUER!r}, plain HTTP to another machine",
+        "Use the provider's https:// issuer (http:// is accepted for localhost only, for tests).",
+    )
+OIDC_CLIENT_ID = _raw("OIDC_CLIENT_ID", "").strip()
+OIDC_CLIENT_SECRET = _raw("OIDC_CLIENT_SECRET", "").strip()
+for _name, _value in (("OIDC_CLIENT_ID", OIDC_CLIENT_ID), ("OIDC_CLIENT_SECRET", OIDC_CLIENT_SECRET)):
+    if OIDC_ISSUER and not _value:
+        _refuse(
+            _name,
+            "is empty while OIDC_ISSUER is set",
+            f"Register the portal with the provider and set {_name} to what it gives you.",
+        )
+OIDC_PROVIDER_NAME = _raw("OIDC_PROVIDER_NAME", "your organisation").strip() or "your organisation"
+OIDC_SCOPES = " ".join(_raw("OIDC_SCOPES", "openid email profile").split())
+if "openid" not in OIDC_SCOPES.split():
+    _refuse(
+        "OIDC_SCOPES",
+        f"is {OIDC_SCOPES!r}, without openid",
+        "Keep openid in the list, e.g. OIDC_SCOPES='openid email profile groups'.",
+    )
+# Empty: the provider sends no groups (Google), and groups are kept here (admin, provisioning) instead.
+OIDC_GROUPS_CLAIM = _raw("OIDC_GROUPS_CLAIM", "groups").strip()
+if not re.fullmatch(r"[A-Za-z0-9_:/.\-]{0,200}", OIDC_GROUPS_CLAIM):
+    _refuse(
+        "OIDC_GROUPS_CLAIM",
+        f"is {OIDC_GROUPS_CLAIM!r}, not a claim name",
+        "Name the claim that lists a person's groups, e.g. OIDC_GROUPS_CLAIM=groups.",
+    )
+OIDC_STAFF_GROUPS = _list("OIDC_STAFF_GROUPS")
+OIDC_SUPERUSER_GROUPS = _list("OIDC_SUPERUSER_GROUPS")
+# Who may still sign in with a local password: everyone, staff only (break-glass), or nobody.
+PASSWORD_SIGN_IN = _raw("PASSWORD_SIGN_IN", "staff" if OIDC_ISSUER else "on").strip().lower()
+if PASSWORD_SIGN_IN not in ("on", "staff", "off"):
+    _refuse(
+        "PASSWORD_SIGN_IN",
+        f"is {PASSWORD_SIGN_IN!r}, not on, staff or off",
+        "Set PASSWORD_SIGN_IN=on (everyone), staff (administrators only) or off (provider only).",
+    )
+if PASSWORD_SIGN_IN != "on" and not OIDC_ISSUER:
+    _refuse(
+        "PASSWORD_SIGN_IN",
+        f"is {PASSWORD_SIGN_IN} while OIDC_ISSUER is empty, which would lock people out",
+        "Configure the provider (OIDC_ISSUER) first, or set PASSWORD_SIGN_IN=on.",
+    )
+# Creating or rotating a token, or widening one, needs a sign-in within this many minutes.
+SUDO_MINUTES = _raw("SUDO_MINUTES", "15").strip()
+if not re.fullmatch(r"[0-9]{1,4}", SUDO_MINUTES) or not 1 <= int(SUDO_MINUTES) <= 1440:
+    _refuse(
+        "SUDO_MINUTES",
+        f"is {SUDO_MINUTES!r}, not a number of minutes from 1 to 1440",
+        "Set SUDO_MINUTES=15, for example.",
+    )
+SUDO_MINUTES = int(SUDO_MINUTES)
+# Passwords go through the password backend, which applies PASSWORD_SIGN_IN; provider sign-ins through the
+# OpenID Connect one, which matches people by issuer and subject only.
+AUTHENTICATION_BACKENDS = [
+    "tokens.identity.signin.PasswordBackend",
+    "tokens.identity.oidc.OrganisationBackend",
+]
+TEMPLATES[0]["OPTIONS"]["context_processors"].append("tokens.identity.signin.organisation_sign_in")

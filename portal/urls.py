@@ -4,7 +4,7 @@ from django.urls import include, path, re_path
 from tokens import gateway, throttle
 from tokens import views as token_views
 from tokens.constants import API_PREFIX, FORWARD_AUTH_PATH
-from tokens.throttle import ThrottledLoginView
+from tokens.identity.signin import StaffAwarePasswordResetForm
 
 from . import views
 
@@ -16,9 +16,14 @@ urlpatterns = [
     path(FORWARD_AUTH_PATH.lstrip("/"), gateway.forward_auth, name="forward-auth"),
     re_path(rf"^{FORWARD_AUTH_PATH.lstrip('/')}(?P<suffix>/.*)$", gateway.forward_auth),
     path("admin/", admin.site.urls),
-    path("accounts/login/", ThrottledLoginView.as_view(), name="login"),
+    # Sign-in (password and organisation provider), sign-out, recent-sign-in confirmation.
+    path("accounts/", include("tokens.identity.urls")),
     # Django's reset views, each answering 404 unless mail really leaves the server (tokens/throttle.py).
-    path("accounts/password_reset/", throttle.ThrottledPasswordResetView.as_view(), name="password_reset"),
+    path(
+        "accounts/password_reset/",
+        throttle.ThrottledPasswordResetView.as_view(form_class=StaffAwarePasswordResetForm),
+        name="password_reset",
+    ),
     path(
         "accounts/password_reset/done/", throttle.PasswordResetDoneView.as_view(), name="password_reset_done"
     ),

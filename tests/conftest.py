@@ -11,7 +11,7 @@ from tokens.models import ExpirationPolicy, LegacyApiKey, Token, TokenEvent, Usa
 
 PASSWORD = "correct horse battery staple 42"
 
-pytest_plugins = ["tests.secret_scan"]
+pytest_plugins = ["tests.secret_scan", "tests.identity.provider"]
 
 
 @pytest.fixture

@@ -1,4 +1,5 @@
 from django.apps import AppConfig
+from django.contrib.auth.signals import user_logged_in
 from django.core.signals import request_finished, setting_changed
 from django.db.backends.signals import connection_created
 from django.utils.translation import gettext_lazy as _
@@ -10,6 +11,7 @@ class TokensConfig(AppConfig):
 
     def ready(self):
         from . import auth, checks, http, private_files, sqlite_turns  # noqa: F401  (checks registers checks)
+        from .identity import provider, recent
         from .models import usage
 
         # SQLite: each process checkpoints its WAL once the response has been sent (sqlite_turns).
@@ -20,6 +22,9 @@ class TokensConfig(AppConfig):
         # values.
         setting_changed.connect(auth.forget_cached_settings, dispatch_uid="tokens.auth.settings")
         setting_changed.connect(http.forget_cached_settings, dispatch_uid="tokens.http.settings")
+        # Every sign-in, whichever way, starts the recent-sign-in window (identity/recent.py).
+        user_logged_in.connect(recent.note_sign_in, dispatch_uid="tokens.identity.recent")
+        setting_changed.connect(provider.forget_cached_settings, dispatch_uid="tokens.identity.provider")
         # The SQLite files hold session keys and digests: private to this account (private_files).
         connection_created.connect(
             private_files.keep_sqlite_files_private, dispatch_uid="tokens.private_files"

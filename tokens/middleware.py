@@ -5,6 +5,7 @@ import time
 from dataclasses import dataclass
 from functools import partial
 
+from django.conf import settings
 from django.core.exceptions import ValidationError
 from django.db import DatabaseError
 from django.template.response import SimpleTemplateResponse
@@ -18,6 +19,7 @@ from .api.errors import api_error, refused, service_unavailable, too_many_reques
 from .auth import AuthError, Refused, authenticate
 from .constants import API_PREFIX, FORWARD_AUTH_PATH, LEGACY_KEY_HEADER, MIGRATION_GUIDE_PATH
 from .http import client_ip
+from .identity import provider as identity_provider
 from .models import (
     ExpirationPolicy,
     LegacyApiKey,
@@ -372,5 +374,12 @@ class ContentSecurityPolicyMiddleware:
 
     def __call__(self, request):
         response = self.get_response(request)
-        response.setdefault("Content-Security-Policy", self.POLICY)
+        response.setdefault("Content-Security-Policy", self.policy())
         return response
+
+    def policy(self):
+        # A form whose answer redirects to the organisation's provider (sign-out ending the provider's
+        # session too) is a form-action to its origin: that origin, and no other, is allowed as well.
+        if settings.OIDC_ISSUER:
+            return f"{self.POLICY} {identity_provider.origin(settings.OIDC_ISSUER)}"
+        return self.POLICY

@@ -180,8 +180,11 @@ class ThrottledLoginView(auth_views.LoginView):
 
 
 def password_reset_offered():
-    """Return True when reset mails really leave the server (never into a log or a file)."""
-    return settings.EMAIL_BACKEND not in NON_SENDING_MAIL_BACKENDS
+    """Return True when reset mails really leave the server (never into a log or a file).
+
+    Never while PASSWORD_SIGN_IN is off: a reset would set a password nobody may use.
+    """
+    return settings.EMAIL_BACKEND not in NON_SENDING_MAIL_BACKENDS and settings.PASSWORD_SIGN_IN != "off"
 
 
 class ResetOfferedMixin:

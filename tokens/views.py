@@ -21,6 +21,7 @@ from .charts import daily_chart
 from .constants import MIGRATION_GUIDE_PATH
 from .forms import TokenCreateForm, TokenRenameForm, TokenRestrictionsForm, TokenRotateForm
 from .http import client_ip, no_store, own_token_or_404
+from .identity import recent
 from .models import (
     BrownoutWindow,
     ExpirationPolicy,
@@ -117,6 +118,7 @@ def _legacy_notice(user):
 @csrf_protect
 @sensitive_post_parameters()
 @sensitive_variables("plaintext")
+@recent.recent_sign_in_required
 def token_create(request):
     """Show the create form; on a valid POST, issue the token and answer with the one reveal.
 
@@ -273,6 +275,9 @@ def token_restrict(request, pk):
     token = own_token_or_404(request, pk)
     form = TokenRestrictionsForm(request.POST, token=token)
     if form.is_valid():
+        # Narrowing is always welcome; widening gives an old secret more reach: sign in recently first.
+        if recent.widens(token, **form.restrictions()) and not recent.signed_in_recently(request):
+            return recent.ask_to_confirm(request)
         try:
             changed = token.set_restrictions(**form.restrictions(), actor=request.user, ip=client_ip(request))
         except ValidationError as error:
@@ -296,6 +301,7 @@ def token_restrict(request, pk):
 @csrf_protect
 @sensitive_post_parameters()
 @sensitive_variables("plaintext")
+@recent.recent_sign_in_required
 def token_rotate(request, pk):
     """Ask for the overlap and the expiry (GET), then rotate and answer with the new value's one reveal.
 

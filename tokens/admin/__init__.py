@@ -11,6 +11,7 @@ Activity Stream); their forms, list filters and shared pieces live in ``forms``,
 """
 
 from .activity import RefusedClientAdmin, TokenEventAdmin, UsageRecordAdmin
+from .identity import ProviderIdentityAdmin
 from .legacy import LegacyApiKeyAdmin
 from .policy import ExpirationPolicyAdmin
 from .tokens import TokenAdmin
@@ -18,6 +19,7 @@ from .tokens import TokenAdmin
 __all__ = [
     "ExpirationPolicyAdmin",
     "LegacyApiKeyAdmin",
+    "ProviderIdentityAdmin",
     "RefusedClientAdmin",
     "TokenAdmin",
     "TokenEventAdmin",

@@ -22,6 +22,7 @@ from django.views.decorators.http import require_GET, require_http_methods
 
 from ..constants import API_PREFIX, Access
 from ..http import client_ip, no_store, own_token_or_404
+from ..identity import recent
 from ..models import ExpirationPolicy, Token, TokenStatus, UsageRecord
 from ..models.usage import token_usage, usage_totals
 from .errors import api_error, forbidden
@@ -256,6 +257,8 @@ def tokens_collection(request):
     # A leaked token must not be able to mint more: creating needs a session unless the policy says so.
     if request.auth is not None and not (request.auth.method == "bearer" and policy.bearer_can_create_tokens):
         return forbidden(request, _("Tokens can only be created from a signed-in session."))
+    if recent.session_past_window(request):
+        return forbidden(request, recent.CONFIRM_FIRST)
     body = _json_body(request, {"name", "purpose", "expires_at", *RESTRICTIONS}, required=("name",))
     if "access" in body and body["access"] is None:
         raise ValidationError({"access": _("Use “read” or “read_write”.")})
@@ -297,6 +300,9 @@ def tokens_detail(request, pk):
             )
         if "alerts" in body and not isinstance(body["alerts"], bool):
             raise BadRequest(_("The request has invalid fields."), {"alerts": [_("Must be true or false.")]})
+        widening = {key: body.get(key, getattr(token, key)) for key in RESTRICTIONS}
+        if recent.session_past_window(request) and recent.widens(token, **widening):
+            return forbidden(request, recent.CONFIRM_FIRST)
         ip = client_ip(request)
         # One transaction: a bad field anywhere in the body leaves the name unchanged too.
         with transaction.atomic():
@@ -366,6 +372,8 @@ def tokens_rotate(request, pk):
     # tokens (a leaked token must not mint more); a token rotates itself at /api/tokens/self/rotate.
     if request.auth is not None and not (request.auth.method == "bearer" and policy.bearer_can_create_tokens):
         return forbidden(request, _("Tokens can only be rotated from a signed-in session."))
+    if recent.session_past_window(request):
+        return forbidden(request, recent.CONFIRM_FIRST)
     return _rotate(request, token, policy)
 
 

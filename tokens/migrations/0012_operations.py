@@ -5,7 +5,7 @@ from django.db import migrations
 
 class Migration(migrations.Migration):
     dependencies = [
-        ("tokens", "0010_usage_append_only"),
+        ("tokens", "0011_hardening"),
     ]
 
     operations = [

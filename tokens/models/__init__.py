@@ -1,6 +1,7 @@
 from .alerts import AlertDelivery
 from .attempts import AttemptCounter, RefusedClient
 from .events import TokenEvent
+from .identity import ProviderIdentity
 from .legacy import LegacyApiKey
 from .policy import BrownoutWindow, ExpirationPolicy, RehearsedSessionRequest
 from .tokens import Token, TokenStatus
@@ -14,6 +15,7 @@ __all__ = [
     "DailyUsage",
     "ExpirationPolicy",
     "LegacyApiKey",
+    "ProviderIdentity",
     "RefusedClient",
     "RehearsedSessionRequest",
     "Token",
