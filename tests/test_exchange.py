@@ -152,9 +152,7 @@ def test_glob_conditions_match(client, user, issuer):
         conditions={"repository": "octo-org/*", "ref": "refs/heads/release-*"},
     )
     assert (
-        post_exchange(
-            client, issuer.github_token(audience=AUDIENCE, ref="refs/heads/release-2")
-        ).status_code
+        post_exchange(client, issuer.github_token(audience=AUDIENCE, ref="refs/heads/release-2")).status_code
         == 200
     )
     assert refused_like_any_other(post_exchange(client, issuer.github_token(audience=AUDIENCE)))
@@ -162,11 +160,19 @@ def test_glob_conditions_match(client, user, issuer):
 
 def test_first_matching_policy_mints(client, user, other_user, issuer):
     narrow = TrustPolicy.objects.create_policy(
-        owner=other_user, actor=other_user, name="narrow", issuer=issuer.url, audience=AUDIENCE,
+        owner=other_user,
+        actor=other_user,
+        name="narrow",
+        issuer=issuer.url,
+        audience=AUDIENCE,
         conditions={"repository": "octo-org/octo-repo", "environment": "prod"},
     )
     broad = TrustPolicy.objects.create_policy(
-        owner=user, actor=user, name="broad", issuer=issuer.url, audience=AUDIENCE,
+        owner=user,
+        actor=user,
+        name="broad",
+        issuer=issuer.url,
+        audience=AUDIENCE,
         conditions={"repository": "octo-org/octo-repo"},
     )
     assert post_exchange(client, issuer.github_token(audience=AUDIENCE)).status_code == 200

@@ -7,105 +7,237 @@ from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
-
     dependencies = [
-        ('tokens', '0010_usage_append_only'),
+        ("tokens", "0010_usage_append_only"),
         migrations.swappable_dependency(settings.AUTH_USER_MODEL),
     ]
 
     operations = [
         migrations.AlterField(
-            model_name='tokenevent',
-            name='kind',
-            field=models.CharField(choices=[('created', 'created'), ('renamed', 'renamed'), ('revoked', 'revoked'), ('expired', 'expired'), ('shortened', 'expiry shortened'), ('first_used', 'first used'), ('legacy_used', 'legacy key used'), ('legacy_revoked', 'legacy key revoked'), ('access_changed', 'access changed'), ('permissions_changed', 'permissions changed'), ('addresses_changed', 'allowed addresses changed'), ('level_changed', 'security level changed'), ('rehearsal_changed', 'rehearsal changed'), ('brownout_changed', 'brownout window changed'), ('sunset_changed', 'legacy sunset changed'), ('legacy_notified', 'legacy key owner notified'), ('new_address', 'used from a new address'), ('alerts_changed', 'new-address alerts switched'), ('purpose_changed', 'purpose changed'), ('policy_changed', 'policy changed'), ('rotated', 'rotated'), ('exchanged', 'minted for a CI job'), ('exchange_refused', 'CI job refused'), ('trust_changed', 'trust policy changed')], max_length=20, verbose_name='event'),
+            model_name="tokenevent",
+            name="kind",
+            field=models.CharField(
+                choices=[
+                    ("created", "created"),
+                    ("renamed", "renamed"),
+                    ("revoked", "revoked"),
+                    ("expired", "expired"),
+                    ("shortened", "expiry shortened"),
+                    ("first_used", "first used"),
+                    ("legacy_used", "legacy key used"),
+                    ("legacy_revoked", "legacy key revoked"),
+                    ("access_changed", "access changed"),
+                    ("permissions_changed", "permissions changed"),
+                    ("addresses_changed", "allowed addresses changed"),
+                    ("level_changed", "security level changed"),
+                    ("rehearsal_changed", "rehearsal changed"),
+                    ("brownout_changed", "brownout window changed"),
+                    ("sunset_changed", "legacy sunset changed"),
+                    ("legacy_notified", "legacy key owner notified"),
+                    ("new_address", "used from a new address"),
+                    ("alerts_changed", "new-address alerts switched"),
+                    ("purpose_changed", "purpose changed"),
+                    ("policy_changed", "policy changed"),
+                    ("rotated", "rotated"),
+                    ("exchanged", "minted for a CI job"),
+                    ("exchange_refused", "CI job refused"),
+                    ("trust_changed", "trust policy changed"),
+                ],
+                max_length=20,
+                verbose_name="event",
+            ),
         ),
         migrations.CreateModel(
-            name='TrustPolicy',
+            name="TrustPolicy",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('name', models.CharField(max_length=100, verbose_name='name')),
-                ('issuer', models.CharField(max_length=255, verbose_name='issuer')),
-                ('audience', models.CharField(help_text="The aud the job's token must carry: what the job asks its CI for.", max_length=255, verbose_name='audience')),
-                ('conditions', models.JSONField(help_text='{claim: exact value or glob}; every one must hold. One pins the repository or project.', verbose_name='claim conditions')),
-                ('access', models.CharField(choices=[('read', 'Read only'), ('read_write', 'Read and write')], default='read_write', max_length=10, verbose_name='access')),
-                ('permissions', models.JSONField(blank=True, default=None, null=True, verbose_name='permissions')),
-                ('allowed_ips', models.JSONField(blank=True, default=list, verbose_name='allowed client addresses')),
-                ('token_lifetime', models.PositiveIntegerField(default=900, verbose_name='token lifetime (seconds)')),
-                ('max_live_tokens', models.PositiveIntegerField(default=10, verbose_name='most live tokens')),
-                ('created_at', models.DateTimeField(default=django.utils.timezone.now, editable=False, verbose_name='created at')),
-                ('last_exchange_at', models.DateTimeField(blank=True, editable=False, null=True, verbose_name='last exchange')),
-                ('user', models.ForeignKey(on_delete=django.db.models.deletion.CASCADE, related_name='trust_policies', to=settings.AUTH_USER_MODEL, verbose_name='owner')),
+                (
+                    "id",
+                    models.BigAutoField(
+                        auto_created=True, primary_key=True, serialize=False, verbose_name="ID"
+                    ),
+                ),
+                ("name", models.CharField(max_length=100, verbose_name="name")),
+                ("issuer", models.CharField(max_length=255, verbose_name="issuer")),
+                (
+                    "audience",
+                    models.CharField(
+                        help_text="The aud the job's token must carry: what the job asks its CI for.",
+                        max_length=255,
+                        verbose_name="audience",
+                    ),
+                ),
+                (
+                    "conditions",
+                    models.JSONField(
+                        help_text="{claim: exact value or glob}; every one must hold. One pins the repository or project.",
+                        verbose_name="claim conditions",
+                    ),
+                ),
+                (
+                    "access",
+                    models.CharField(
+                        choices=[("read", "Read only"), ("read_write", "Read and write")],
+                        default="read_write",
+                        max_length=10,
+                        verbose_name="access",
+                    ),
+                ),
+                (
+                    "permissions",
+                    models.JSONField(blank=True, default=None, null=True, verbose_name="permissions"),
+                ),
+                (
+                    "allowed_ips",
+                    models.JSONField(blank=True, default=list, verbose_name="allowed client addresses"),
+                ),
+                (
+                    "token_lifetime",
+                    models.PositiveIntegerField(default=900, verbose_name="token lifetime (seconds)"),
+                ),
+                ("max_live_tokens", models.PositiveIntegerField(default=10, verbose_name="most live tokens")),
+                (
+                    "created_at",
+                    models.DateTimeField(
+                        default=django.utils.timezone.now, editable=False, verbose_name="created at"
+                    ),
+                ),
+                (
+                    "last_exchange_at",
+                    models.DateTimeField(blank=True, editable=False, null=True, verbose_name="last exchange"),
+                ),
+                (
+                    "user",
+                    models.ForeignKey(
+                        on_delete=django.db.models.deletion.CASCADE,
+                        related_name="trust_policies",
+                        to=settings.AUTH_USER_MODEL,
+                        verbose_name="owner",
+                    ),
+                ),
             ],
             options={
-                'verbose_name': 'trust policy',
-                'verbose_name_plural': 'trust policies',
-                'ordering': ('user', 'pk'),
+                "verbose_name": "trust policy",
+                "verbose_name_plural": "trust policies",
+                "ordering": ("user", "pk"),
             },
         ),
         migrations.CreateModel(
-            name='TokenExchange',
+            name="TokenExchange",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('at', models.DateTimeField(default=django.utils.timezone.now, verbose_name='time')),
-                ('ip', models.GenericIPAddressField(blank=True, null=True, verbose_name='client IP')),
-                ('accepted', models.BooleanField(verbose_name='accepted')),
-                ('reason', models.CharField(blank=True, max_length=255, verbose_name='reason')),
-                ('issuer', models.CharField(blank=True, max_length=255, verbose_name='issuer')),
-                ('subject', models.CharField(blank=True, max_length=255, verbose_name='subject')),
-                ('repository', models.CharField(blank=True, max_length=255, verbose_name='repository or project')),
-                ('job', models.CharField(blank=True, max_length=255, verbose_name='job')),
-                ('job_url', models.CharField(blank=True, max_length=500, verbose_name='job URL')),
-                ('policy_name', models.CharField(blank=True, max_length=100, verbose_name='policy name')),
-                ('token', models.OneToOneField(blank=True, null=True, on_delete=django.db.models.deletion.CASCADE, related_name='exchange', to='tokens.token', verbose_name='minted token')),
-                ('user', models.ForeignKey(blank=True, null=True, on_delete=django.db.models.deletion.CASCADE, related_name='token_exchanges', to=settings.AUTH_USER_MODEL, verbose_name='owner')),
-                ('policy', models.ForeignKey(blank=True, null=True, on_delete=django.db.models.deletion.SET_NULL, related_name='exchanges', to='tokens.trustpolicy', verbose_name='trust policy')),
+                (
+                    "id",
+                    models.BigAutoField(
+                        auto_created=True, primary_key=True, serialize=False, verbose_name="ID"
+                    ),
+                ),
+                ("at", models.DateTimeField(default=django.utils.timezone.now, verbose_name="time")),
+                ("ip", models.GenericIPAddressField(blank=True, null=True, verbose_name="client IP")),
+                ("accepted", models.BooleanField(verbose_name="accepted")),
+                ("reason", models.CharField(blank=True, max_length=255, verbose_name="reason")),
+                ("issuer", models.CharField(blank=True, max_length=255, verbose_name="issuer")),
+                ("subject", models.CharField(blank=True, max_length=255, verbose_name="subject")),
+                (
+                    "repository",
+                    models.CharField(blank=True, max_length=255, verbose_name="repository or project"),
+                ),
+                ("job", models.CharField(blank=True, max_length=255, verbose_name="job")),
+                ("job_url", models.CharField(blank=True, max_length=500, verbose_name="job URL")),
+                ("policy_name", models.CharField(blank=True, max_length=100, verbose_name="policy name")),
+                (
+                    "token",
+                    models.OneToOneField(
+                        blank=True,
+                        null=True,
+                        on_delete=django.db.models.deletion.CASCADE,
+                        related_name="exchange",
+                        to="tokens.token",
+                        verbose_name="minted token",
+                    ),
+                ),
+                (
+                    "user",
+                    models.ForeignKey(
+                        blank=True,
+                        null=True,
+                        on_delete=django.db.models.deletion.CASCADE,
+                        related_name="token_exchanges",
+                        to=settings.AUTH_USER_MODEL,
+                        verbose_name="owner",
+                    ),
+                ),
+                (
+                    "policy",
+                    models.ForeignKey(
+                        blank=True,
+                        null=True,
+                        on_delete=django.db.models.deletion.SET_NULL,
+                        related_name="exchanges",
+                        to="tokens.trustpolicy",
+                        verbose_name="trust policy",
+                    ),
+                ),
             ],
             options={
-                'verbose_name': 'token exchange',
-                'verbose_name_plural': 'token exchanges',
-                'ordering': ('-at', '-id'),
+                "verbose_name": "token exchange",
+                "verbose_name_plural": "token exchanges",
+                "ordering": ("-at", "-id"),
             },
         ),
         migrations.CreateModel(
-            name='UsedJobToken',
+            name="UsedJobToken",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('issuer', models.CharField(max_length=255)),
-                ('jti', models.CharField(max_length=255)),
-                ('expires_at', models.DateTimeField()),
+                (
+                    "id",
+                    models.BigAutoField(
+                        auto_created=True, primary_key=True, serialize=False, verbose_name="ID"
+                    ),
+                ),
+                ("issuer", models.CharField(max_length=255)),
+                ("jti", models.CharField(max_length=255)),
+                ("expires_at", models.DateTimeField()),
             ],
             options={
-                'verbose_name': 'used job token',
-                'indexes': [models.Index(fields=['expires_at'], name='used_job_token_expires')],
-                'constraints': [models.UniqueConstraint(fields=('issuer', 'jti'), name='used_job_token_once')],
+                "verbose_name": "used job token",
+                "indexes": [models.Index(fields=["expires_at"], name="used_job_token_expires")],
+                "constraints": [
+                    models.UniqueConstraint(fields=("issuer", "jti"), name="used_job_token_once")
+                ],
             },
         ),
         migrations.AddIndex(
-            model_name='trustpolicy',
-            index=models.Index(fields=['issuer', 'id'], name='trust_policy_issuer'),
+            model_name="trustpolicy",
+            index=models.Index(fields=["issuer", "id"], name="trust_policy_issuer"),
         ),
         migrations.AddConstraint(
-            model_name='trustpolicy',
-            constraint=models.UniqueConstraint(fields=('user', 'name'), name='trust_policy_name_once'),
+            model_name="trustpolicy",
+            constraint=models.UniqueConstraint(fields=("user", "name"), name="trust_policy_name_once"),
         ),
         migrations.AddConstraint(
-            model_name='trustpolicy',
-            constraint=models.CheckConstraint(condition=models.Q(('token_lifetime__gte', 60), ('token_lifetime__lte', 3600)), name='trust_policy_lifetime'),
+            model_name="trustpolicy",
+            constraint=models.CheckConstraint(
+                condition=models.Q(("token_lifetime__gte", 60), ("token_lifetime__lte", 3600)),
+                name="trust_policy_lifetime",
+            ),
         ),
         migrations.AddConstraint(
-            model_name='trustpolicy',
-            constraint=models.CheckConstraint(condition=models.Q(('max_live_tokens__gte', 1), ('max_live_tokens__lte', 100)), name='trust_policy_live_tokens'),
+            model_name="trustpolicy",
+            constraint=models.CheckConstraint(
+                condition=models.Q(("max_live_tokens__gte", 1), ("max_live_tokens__lte", 100)),
+                name="trust_policy_live_tokens",
+            ),
         ),
         migrations.AddConstraint(
-            model_name='trustpolicy',
-            constraint=models.CheckConstraint(condition=models.Q(('access__in', ['read', 'read_write'])), name='trust_policy_access_known'),
+            model_name="trustpolicy",
+            constraint=models.CheckConstraint(
+                condition=models.Q(("access__in", ["read", "read_write"])), name="trust_policy_access_known"
+            ),
         ),
         migrations.AddIndex(
-            model_name='tokenexchange',
-            index=models.Index(fields=['user', '-at'], name='exchange_user_at'),
+            model_name="tokenexchange",
+            index=models.Index(fields=["user", "-at"], name="exchange_user_at"),
         ),
         migrations.AddIndex(
-            model_name='tokenexchange',
-            index=models.Index(fields=['policy', '-at'], name='exchange_policy_at'),
+            model_name="tokenexchange",
+            index=models.Index(fields=["policy", "-at"], name="exchange_policy_at"),
         ),
     ]
