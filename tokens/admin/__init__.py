@@ -11,6 +11,7 @@ Activity Stream); their forms, list filters and shared pieces live in ``forms``,
 """
 
 from .activity import RefusedClientAdmin, TokenEventAdmin, UsageRecordAdmin
+from .federation import TokenExchangeAdmin, TrustPolicyAdmin
 from .legacy import LegacyApiKeyAdmin
 from .policy import ExpirationPolicyAdmin
 from .tokens import TokenAdmin
@@ -21,5 +22,7 @@ __all__ = [
     "RefusedClientAdmin",
     "TokenAdmin",
     "TokenEventAdmin",
+    "TokenExchangeAdmin",
+    "TrustPolicyAdmin",
     "UsageRecordAdmin",
 ]

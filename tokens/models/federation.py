@@ -22,6 +22,7 @@ from django.utils.translation import gettext_lazy as _
 from ..constants import NAME_MAX_LENGTH, Access
 from ..issuers import issuer_label
 from .events import TokenEvent
+from .policy import ExpirationPolicy, describe_lifetime
 from .restrictions import clean_access, clean_allowed_ips, clean_permissions, owner_permissions
 from .tokens import Token, clean_name, lock_owner
 
@@ -159,6 +160,18 @@ class TrustPolicyManager(models.Manager.from_queryset(TrustPolicyQuerySet)):
                 cleaned[field] = cleaners[field](value)
             except ValidationError as error:
                 errors.update(error.message_dict)
+        if "token_lifetime" in cleaned:
+            # The site's expiration policy binds minted tokens too: refuse here, not at every exchange.
+            site = ExpirationPolicy.load()
+            lifetime = timedelta(seconds=cleaned["token_lifetime"])
+            if not site.minimum_lifetime <= lifetime <= site.maximum_lifetime:
+                errors["token_lifetime"] = [
+                    _("The site's expiration policy allows lifetimes from %(min)s to %(max)s.")
+                    % {
+                        "min": describe_lifetime(site.minimum_lifetime),
+                        "max": describe_lifetime(site.maximum_lifetime),
+                    }
+                ]
         if "name" in cleaned:
             taken = self.for_user(owner).filter(name=cleaned["name"])
             if exclude_pk is not None:
