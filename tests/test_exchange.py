@@ -16,6 +16,7 @@ from django.utils import timezone
 
 from tests.conftest import bearer
 from tests.oidc_issuer import LocalIssuer, SilentServer, closed_port_url, rsa_key
+from tests.test_openapi import validate
 from tokens import exchange
 from tokens.exchange import ACCESS_TOKEN_TYPE, GRANT_TYPE, JWT_TOKEN_TYPE
 from tokens.models import Token, TokenEvent, TokenExchange, TrustPolicy, UsedJobToken
@@ -438,3 +439,36 @@ def test_the_job_token_is_never_stored(client, user, issuer, github_policy):
             text = json.dumps(row, default=str)
             assert signature not in text and value not in text
     assert jwt.get_unverified_header(subject)["kid"] == issuer.current_kid
+
+
+def test_answers_match_the_openapi_document(client, user, issuer, github_policy, settings):
+    path = "/api/token-exchange"
+    validate(post_exchange(client, issuer.github_token(audience=AUDIENCE)), path, "post")
+    validate(post_exchange(client, "not.a.jwt"), path, "post")
+    validate(post_exchange(client, "x", grant_type="password"), path, "post")
+    validate(post_exchange(client, "x", subject_token_type="saml"), path, "post")
+    validate(post_exchange(client, "x", audience="https://elsewhere.example"), path, "post")
+    settings.OIDC_FEDERATION_TIMEOUT = 0.2
+    issuer.delay = 1
+    exchange.forget_issuers()
+    validate(post_exchange(client, issuer.github_token(audience=AUDIENCE)), path, "post")
+
+    client.force_login(user)
+    listed = validate(client.get("/api/trust-policies"), "/api/trust-policies", "get")
+    assert listed["results"][0]["id"] == github_policy.pk
+    created = client.post(
+        "/api/trust-policies",
+        json.dumps({"name": "second", "issuer": issuer.url, "conditions": {"project_path": "g/p"}}),
+        content_type="application/json",
+    )
+    pk = validate(created, "/api/trust-policies", "post")["id"]
+    bad = client.post("/api/trust-policies", json.dumps({"name": "x"}), content_type="application/json")
+    validate(bad, "/api/trust-policies", "post")
+    detail = "/api/trust-policies/{id}"
+    validate(client.get(f"/api/trust-policies/{pk}"), detail, "get")
+    changed = client.patch(
+        f"/api/trust-policies/{pk}", json.dumps({"max_live_tokens": 2}), content_type="application/json"
+    )
+    validate(changed, detail, "patch")
+    validate(client.delete(f"/api/trust-policies/{pk}"), detail, "delete")
+    validate(client.get(f"/api/trust-policies/{pk}"), detail, "get")
