@@ -19,6 +19,7 @@ from tests.oidc_issuer import LocalIssuer, SilentServer, closed_port_url, rsa_ke
 from tests.test_openapi import validate
 from tokens import exchange
 from tokens.exchange import ACCESS_TOKEN_TYPE, GRANT_TYPE, JWT_TOKEN_TYPE
+from tokens.issuers import url_problem
 from tokens.models import Token, TokenEvent, TokenExchange, TrustPolicy, UsedJobToken
 from tokens.throttle import MAX_API_FAILURES_PER_ADDRESS
 
@@ -472,3 +473,22 @@ def test_answers_match_the_openapi_document(client, user, issuer, github_policy,
     validate(changed, detail, "patch")
     validate(client.delete(f"/api/trust-policies/{pk}"), detail, "delete")
     validate(client.get(f"/api/trust-policies/{pk}"), detail, "get")
+
+
+@pytest.mark.parametrize(
+    ("url", "allowed"),
+    [
+        ("https://token.actions.githubusercontent.com", True),
+        ("https://gitlab.example.org/gitlab", True),
+        ("http://127.0.0.1:8123", True),
+        ("http://localhost:8123", True),
+        ("http://[::1]:8123", True),
+        ("http://gitlab.example.org", False),
+        ("https://user:pw@gitlab.example.org", False),
+        ("https://gitlab.example.org?x=1", False),
+        ("ftp://gitlab.example.org", False),
+        ("gitlab.example.org", False),
+    ],
+)
+def test_issuers_and_their_keys_are_https_except_on_loopback(url, allowed):
+    assert (url_problem(url) is None) is allowed

@@ -182,6 +182,17 @@ BAD_SETTINGS = [
     ({"SITE_URL": "tokens.example.com"}, "SITE_URL", "https://"),
     ({"CSRF_TRUSTED_ORIGINS": "tokens.example.com"}, "CSRF_TRUSTED_ORIGINS", "scheme"),
     ({"EMAIL_URL": "carrier-pigeon://loft"}, "EMAIL_URL", "smtp"),
+    (
+        {"OIDC_FEDERATION_ISSUERS": "https://gitlab.com,http://ci.example"},
+        "OIDC_FEDERATION_ISSUERS",
+        "https://",
+    ),
+    (
+        {"OIDC_FEDERATION_ISSUERS": "token.actions.githubusercontent.com"},
+        "OIDC_FEDERATION_ISSUERS",
+        "https://",
+    ),
+    ({"OIDC_FEDERATION_TIMEOUT": "0"}, "OIDC_FEDERATION_TIMEOUT", "OIDC_FEDERATION_TIMEOUT=3"),
 ]
 
 
