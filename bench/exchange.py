@@ -103,10 +103,10 @@ def compare(*, rounds, per_round):
             creations.append(
                 _timed(
                     (
-                        lambda n=n: (
+                        lambda name=f"bench {number}-{n}": (
                             session.post(
                                 "/api/tokens",
-                                json.dumps({"name": f"bench {number}-{n}"}),
+                                json.dumps({"name": name}),
                                 content_type="application/json",
                             ).status_code
                         )
