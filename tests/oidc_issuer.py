@@ -34,6 +34,7 @@ class LocalIssuer:
         self.keys = {}  # kid -> private key
         self.published = []  # kids in the JWKS
         self.delay = 0.0
+        self.jwks_uri = None  # None: its own /.well-known/jwks
         self.requests = []
         issuer = self
 
@@ -43,7 +44,8 @@ class LocalIssuer:
                 if issuer.delay:
                     time.sleep(issuer.delay)
                 if self.path == "/.well-known/openid-configuration":
-                    body = {"issuer": issuer.url, "jwks_uri": f"{issuer.url}/.well-known/jwks"}
+                    jwks_uri = issuer.jwks_uri or f"{issuer.url}/.well-known/jwks"
+                    body = {"issuer": issuer.url, "jwks_uri": jwks_uri}
                 elif self.path == "/.well-known/jwks":
                     body = {"keys": [issuer.jwk(kid) for kid in issuer.published]}
                 else:

@@ -492,3 +492,13 @@ def test_answers_match_the_openapi_document(client, user, issuer, github_policy,
 )
 def test_issuers_and_their_keys_are_https_except_on_loopback(url, allowed):
     assert (url_problem(url) is None) is allowed
+
+
+def test_keys_published_over_plain_http_elsewhere_than_loopback_are_never_fetched(
+    client, user, issuer, github_policy
+):
+    issuer.jwks_uri = "http://keys.example.org/jwks"
+    response = post_exchange(client, issuer.github_token(audience=AUDIENCE))
+    assert response.status_code == 503
+    assert not Token.objects.exists()
+    assert issuer.requests == ["/.well-known/openid-configuration"]

@@ -308,3 +308,18 @@ def test_mint_respects_the_lifetime_and_the_owners_lost_permissions(user):
     assert token.permissions == []
     assert token.expires_at == now + timedelta(seconds=600)
     assert Token.objects.get(pk=token.pk).name == "p · run 1"
+
+
+def test_the_profile_shows_policy_changes_minted_tokens_and_refusals(signed_in, user):
+    policy = TrustPolicy.objects.create_policy(
+        owner=user, actor=user, name="deploy", issuer=GITHUB, conditions=PINNED
+    )
+    token, _value = policy.mint(job="run 42", purpose="")
+    policy.record(TokenEvent.Kind.EXCHANGED, token=token, detail="https://token.actions…, run 42")
+    policy.record(TokenEvent.Kind.EXCHANGE_REFUSED, detail="expired: repo:octo-org/octo-repo, run 43")
+
+    page = signed_in.get("/profile/").content.decode()
+
+    assert "Trust policy changed" in page and "created deploy" in page
+    assert "Minted for a CI job" in page and "run 42" in page
+    assert "CI job refused" in page and "expired: repo:octo-org/octo-repo, run 43" in page
