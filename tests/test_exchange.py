@@ -98,8 +98,7 @@ def test_github_job_gets_a_15_minute_token_that_works_and_then_expires(client, u
     assert record.accepted and record.repository == "octo-org/octo-repo" and record.job == "run 7283946401"
     event = TokenEvent.objects.get(kind=TokenEvent.Kind.EXCHANGED)
     assert event.token == token and "sub repo:octo-org/octo-repo:ref:refs/heads/main" in event.detail
-    github_policy.refresh_from_db()
-    assert github_policy.last_exchange_at is not None
+    assert TrustPolicy.objects.with_last_exchange().get().last_exchange_at == record.at
     # The use is recorded on the token like any other.
     assert client.get(f"/api/tokens/{token.pk}/usage", **bearer(value)).json()["count"] >= 1
 

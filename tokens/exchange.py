@@ -262,10 +262,6 @@ def verify(subject_token, *, audiences_of):
         raise Refused(f"invalid: {type(error).__name__}") from None
 
 
-def _audiences_of(issuer):
-    return sorted(set(TrustPolicy.objects.filter(issuer=issuer).values_list("audience", flat=True)))
-
-
 def _expiry(claims):
     return datetime.fromtimestamp(int(claims["exp"]) + LEEWAY, tz=UTC)
 
@@ -276,12 +272,18 @@ def exchange(subject_token, *, ip=None, now=None):
     Raise Refused (recorded, with its reason) or IssuerUnavailable (not recorded: nothing was decided).
     """
     now = now or timezone.now()
+    policies = []
+
+    def audiences_of(issuer):
+        # One read for both the audiences and the matching: the issuer's policies, oldest first.
+        policies.extend(TrustPolicy.objects.filter(issuer=issuer).select_related("user").order_by("pk"))
+        return sorted({policy.audience for policy in policies})
+
     try:
-        claims = verify(subject_token, audiences_of=_audiences_of)
+        claims = verify(subject_token, audiences_of=audiences_of)
         job = Job.from_claims(claims)
         if not isinstance(claims["jti"], str) or not claims["jti"]:
             raise Refused("jti is not a string", claims=claims)
-        policies = list(TrustPolicy.objects.filter(issuer=job.issuer).select_related("user").order_by("pk"))
         with transaction.atomic():
             if not UsedJobToken.objects.claim(
                 issuer=job.issuer, jti=claims["jti"][:255], expires_at=_expiry(claims), now=now
@@ -312,7 +314,6 @@ def exchange(subject_token, *, ip=None, now=None):
                 token=token,
             )
             policy.record(TokenEvent.Kind.EXCHANGED, token=token, ip=ip, at=now, detail=job.describe())
-            TrustPolicy.objects.filter(pk=policy.pk).update(last_exchange_at=now)
     except Refused as refusal:
         _record_refusal(refusal, ip=ip, now=now)
         raise

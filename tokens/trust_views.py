@@ -38,7 +38,7 @@ def _see_other(url):
 @never_cache
 def policy_list(request):
     """The person's trust policies, their live minted tokens and the latest exchanges (refusals with why)."""
-    policies = list(TrustPolicy.objects.for_user(request.user).order_by("pk"))
+    policies = list(TrustPolicy.objects.for_user(request.user).with_last_exchange().order_by("pk"))
     live = dict(
         Token.objects.filter(exchange__policy__in=policies)
         .active()

@@ -13,7 +13,7 @@ from .common import ReadOnlyAdmin
 class TrustPolicyAdmin(admin.ModelAdmin):
     """Owners make and change their policies on their pages; administrators see them and may delete them."""
 
-    list_display = ("name", "user", "issuer", "audience", "conditions", "token_lifetime", "last_exchange_at")
+    list_display = ("name", "user", "issuer", "audience", "conditions", "token_lifetime", "last_exchange")
     list_select_related = ("user",)
     list_filter = ("issuer",)
     search_fields = ("name", "user__username", "conditions")
@@ -30,7 +30,7 @@ class TrustPolicyAdmin(admin.ModelAdmin):
         "token_lifetime",
         "max_live_tokens",
         "created_at",
-        "last_exchange_at",
+        "last_exchange",
         "exchanges_link",
     )
     readonly_fields = fields
@@ -40,6 +40,13 @@ class TrustPolicyAdmin(admin.ModelAdmin):
 
     def has_change_permission(self, request, obj=None):
         return False
+
+    def get_queryset(self, request):
+        return super().get_queryset(request).with_last_exchange()
+
+    @admin.display(description=_("last exchange"), ordering="last_exchange_at")
+    def last_exchange(self, obj):
+        return obj.last_exchange_at
 
     @admin.display(description=_("exchanges"))
     def exchanges_link(self, obj):

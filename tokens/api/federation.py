@@ -146,7 +146,8 @@ def trust_policy_json(policy):
         "token_lifetime": policy.token_lifetime,
         "max_live_tokens": policy.max_live_tokens,
         "created_at": _iso(policy.created_at),
-        "last_exchange_at": _iso(policy.last_exchange_at),
+        # Annotated by with_last_exchange(); a policy just created has none.
+        "last_exchange_at": _iso(getattr(policy, "last_exchange_at", None)),
     }
 
 
@@ -164,7 +165,11 @@ def trust_policies(request):
         return refusal
     if request.method == "GET":
         return JsonResponse(
-            paginate(request, TrustPolicy.objects.for_user(request.user).order_by("pk"), trust_policy_json)
+            paginate(
+                request,
+                TrustPolicy.objects.for_user(request.user).with_last_exchange().order_by("pk"),
+                trust_policy_json,
+            )
         )
     body = _json_body(request, set(POLICY_FIELDS), required=("name", "issuer", "conditions"))
     fields = {
@@ -189,7 +194,7 @@ def trust_policy_detail(request, pk):
     """Show, change (PATCH any field) or delete (revoking its live tokens) one of the caller's policies."""
     if refusal := _session_only(request):
         return refusal
-    policy = get_object_or_404(TrustPolicy.objects.for_user(request.user), pk=pk)
+    policy = get_object_or_404(TrustPolicy.objects.for_user(request.user).with_last_exchange(), pk=pk)
     if request.method == "PATCH":
         body = _json_body(request, set(POLICY_FIELDS))
         if not body:

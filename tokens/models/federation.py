@@ -11,11 +11,12 @@ The owner is a plain user: a service account's user can own a policy like a pers
 import fnmatch
 import re
 from datetime import timedelta
+from functools import partial
 
 from django.conf import settings
 from django.core.exceptions import ValidationError
-from django.db import IntegrityError, models, transaction
-from django.db.models import Q
+from django.db import IntegrityError, connections, models, transaction
+from django.db.models import Max, Q
 from django.utils import timezone
 from django.utils.translation import gettext_lazy as _
 
@@ -122,6 +123,10 @@ def _whole_number(field, value, low, high, message):
 class TrustPolicyQuerySet(models.QuerySet):
     def for_user(self, user):
         return self.filter(user=user)
+
+    def with_last_exchange(self):
+        """Annotate ``last_exchange_at``: when each policy last minted a token (None: never)."""
+        return self.annotate(last_exchange_at=Max("exchanges__at", filter=Q(exchanges__accepted=True)))
 
 
 class TrustPolicyManager(models.Manager.from_queryset(TrustPolicyQuerySet)):
@@ -250,9 +255,6 @@ class TrustPolicy(models.Model):
         verbose_name=_("most live tokens"), default=DEFAULT_MAX_LIVE_TOKENS
     )
     created_at = models.DateTimeField(verbose_name=_("created at"), default=timezone.now, editable=False)
-    last_exchange_at = models.DateTimeField(
-        verbose_name=_("last exchange"), null=True, blank=True, editable=False
-    )
 
     objects = TrustPolicyManager()
 
@@ -353,7 +355,8 @@ class TrustPolicy(models.Model):
         live tokens, or the owner's own limits refuse (the site policy's active-token cap…).
         """
         now = now or timezone.now()
-        with transaction.atomic():
+        # No savepoint of its own: a refusal here ends the caller's transaction too (exchange() wants that).
+        with transaction.atomic(savepoint=False):
             # The owner's lock, as issue() takes it: two exchanges at once cannot both pass the cap.
             lock_owner(self.user_id)
             if self.live_tokens(now).count() >= self.max_live_tokens:
@@ -365,9 +368,10 @@ class TrustPolicy(models.Model):
                 # What the owner lost since the policy was made is not minted.
                 held = owner_permissions(self.user)
                 permissions = [p for p in permissions if p in held]
-            return Token.objects.issue(
+            base = f"{self.name[: NAME_MAX_LENGTH - 40]} · {job[:30]}"
+            issue = partial(
+                Token.objects.issue,
                 user=self.user,
-                name=self._token_name(job, now),
                 purpose=purpose,
                 expires_at=now + timedelta(seconds=self.token_lifetime),
                 actor=self.user,
@@ -377,21 +381,23 @@ class TrustPolicy(models.Model):
                 permissions=permissions,
                 allowed_ips=self.allowed_ips,
             )
-
-    def _token_name(self, job, now):
-        # Several jobs of one run (a matrix) share the run id: later ones get a number.
-        base = f"{self.name[: NAME_MAX_LENGTH - 40]} · {job[:30]}"
-        taken = set(
-            Token.objects.for_user(self.user_id)
-            .active(now)
-            .filter(name__startswith=base)
-            .values_list("name", flat=True)
-        )
-        name, n = base, 1
-        while name in taken:
-            n += 1
-            name = f"{base} ({n})"
-        return name
+            try:
+                return issue(name=base)
+            except ValidationError as error:
+                if "name" not in error.message_dict:
+                    raise
+            # Several jobs of one run (a matrix) share the run id: later ones get a number. Rare, so
+            # the names in use are read only then.
+            taken = set(
+                Token.objects.for_user(self.user_id)
+                .active(now)
+                .filter(name__startswith=base)
+                .values_list("name", flat=True)
+            )
+            n = 2
+            while f"{base} ({n})" in taken:
+                n += 1
+            return issue(name=f"{base} ({n})")
 
 
 class TokenExchangeQuerySet(models.QuerySet):
@@ -465,12 +471,16 @@ class UsedJobTokenQuerySet(models.QuerySet):
         have expired are pruned first: an expired token is refused before it gets here.
         """
         self.filter(expires_at__lt=now).delete()
-        try:
-            with transaction.atomic():
-                self.create(issuer=issuer, jti=jti, expires_at=expires_at)
-        except IntegrityError:
-            return False
-        return True
+        connection = connections[self.db]
+        table = self.model._meta.db_table
+        # One statement, no savepoint: the constraint's conflict is an answer here, not an error.
+        # (PostgreSQL and SQLite both speak ON CONFLICT DO NOTHING and count the rows it wrote.)
+        with connection.cursor() as cursor:
+            cursor.execute(
+                f"INSERT INTO {table} (issuer, jti, expires_at) VALUES (%s, %s, %s) ON CONFLICT DO NOTHING",
+                [issuer, jti, connection.ops.adapt_datetimefield_value(expires_at)],
+            )
+            return cursor.rowcount == 1
 
 
 class UsedJobToken(models.Model):
