@@ -155,14 +155,24 @@ def _discover(issuer, timeout):
 
 
 class IssuerKeys:
-    """One issuer's signing keys in this process: discovered once, cached, refreshed sparingly."""
+    """One issuer's signing keys in this process: discovered once, kept a while, refreshed sparingly.
+
+    PyJWKClient fetches and parses the key set (no redirects, within the timeout); the keeping and the
+    refresh limit are ours, so a cached lookup never leaves the request's thread.
+    """
 
     def __init__(self, issuer):
         self.issuer = issuer
         self.client = None
         self.discovered_at = None
-        self.refreshed_at = None
+        self.keys = None
+        self.fetched_at = None  # the last fetch, which starts the refresh interval too
         self.lock = threading.Lock()
+
+    def _fetch(self, deadline):
+        client = self.client
+        self.keys = _within(deadline, lambda: client.get_jwk_set(refresh=True))
+        self.fetched_at = monotonic()
 
     def signing_key(self, kid, *, deadline):
         """Return the issuer's PyJWK with key id *kid*, or None; raise IssuerUnavailable."""
@@ -170,15 +180,16 @@ class IssuerKeys:
         with self.lock:
             if self.client is None or monotonic() - self.discovered_at > DISCOVERY_LIFESPAN:
                 jwks_uri = _within(deadline, lambda: _discover(self.issuer, timeout))
-                # Looked up with get_jwk_set, under our own refresh limit (below).
-                self.client = jwt.PyJWKClient(jwks_uri, lifespan=KEYS_LIFESPAN, timeout=timeout)
-                # The first fetch counts as a refresh: an unknown key id right after it waits its turn.
-                self.discovered_at = self.refreshed_at = monotonic()
-            client = self.client
-            key = _find(_within(deadline, client.get_jwk_set), kid)
-            if key is None and monotonic() - self.refreshed_at >= KEY_REFRESH_INTERVAL:
-                self.refreshed_at = monotonic()
-                key = _find(_within(deadline, lambda: client.get_jwk_set(refresh=True)), kid)
+                self.client = jwt.PyJWKClient(jwks_uri, cache_jwk_set=False, timeout=timeout)
+                self.discovered_at = monotonic()
+                self.keys = None
+            if self.keys is None or monotonic() - self.fetched_at > KEYS_LIFESPAN:
+                self._fetch(deadline)
+            key = _find(self.keys, kid)
+            # A key id not among them: the issuer may have rotated. Asked again at most once a minute.
+            if key is None and monotonic() - self.fetched_at >= KEY_REFRESH_INTERVAL:
+                self._fetch(deadline)
+                key = _find(self.keys, kid)
             return key
 
 
@@ -210,10 +221,11 @@ def forget_issuers():
 # --- the job's token --------------------------------------------------------------------------------------
 
 
-def verify(subject_token, *, audiences_of):
+def verify(subject_token, *, audiences_of, deadline):
     """Return the verified claims of *subject_token*, or raise Refused or IssuerUnavailable.
 
-    *audiences_of(issuer)* returns the audiences the issuer's policies accept.
+    *audiences_of(issuer)* returns the audiences the issuer's policies accept; the issuer's keys are
+    waited for until *deadline* (``time.monotonic()``) at most.
     """
     try:
         header = jwt.get_unverified_header(subject_token)
@@ -228,7 +240,6 @@ def verify(subject_token, *, audiences_of):
     kid = header.get("kid")
     if not isinstance(kid, str) or not kid:
         raise Refused("no key id")
-    deadline = monotonic() + settings.OIDC_FEDERATION_TIMEOUT
     key = issuer_keys(issuer).signing_key(kid, deadline=deadline)
     if key is None:
         raise Refused(f"unknown key id {kid[:40]!r}")
@@ -266,12 +277,15 @@ def _expiry(claims):
     return datetime.fromtimestamp(int(claims["exp"]) + LEEWAY, tz=UTC)
 
 
-def exchange(subject_token, *, ip=None, now=None):
+def exchange(subject_token, *, ip=None, now=None, started=None):
     """Trade a CI job's token for a portal token; return ``(token, plaintext)``.
 
     Raise Refused (recorded, with its reason) or IssuerUnavailable (not recorded: nothing was decided).
+    The issuer is waited for until OIDC_FEDERATION_TIMEOUT after *started* (``time.monotonic()``, by
+    default now): the view passes when the request began, so that is what the timeout bounds.
     """
     now = now or timezone.now()
+    deadline = (started or monotonic()) + settings.OIDC_FEDERATION_TIMEOUT
     policies = []
 
     def audiences_of(issuer):
@@ -280,7 +294,7 @@ def exchange(subject_token, *, ip=None, now=None):
         return sorted({policy.audience for policy in policies})
 
     try:
-        claims = verify(subject_token, audiences_of=audiences_of)
+        claims = verify(subject_token, audiences_of=audiences_of, deadline=deadline)
         job = Job.from_claims(claims)
         if not isinstance(claims["jti"], str) or not claims["jti"]:
             raise Refused("jti is not a string", claims=claims)

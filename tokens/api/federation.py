@@ -6,6 +6,7 @@ rest of the API's ({"error", "error_description"}), because CI tools and OAuth l
 """
 
 import logging
+from time import monotonic
 
 from django.conf import settings
 from django.http import HttpResponse, JsonResponse
@@ -54,6 +55,7 @@ def oauth_error(status, error, description):
 @sensitive_variables("plaintext")
 def token_exchange(request):
     """Trade a CI job's OpenID Connect token for a short-lived bearer token (RFC 8693)."""
+    started = monotonic()
     # Counted like every endpoint anyone can call: an address that keeps failing is stopped here,
     # before a signature is checked or an issuer asked.
     wait = api_client_locked(request)
@@ -101,7 +103,7 @@ def token_exchange(request):
         return _refused()
     ip = client_ip(request)
     try:
-        token, plaintext = federation.exchange(subject_token, ip=ip)
+        token, plaintext = federation.exchange(subject_token, ip=ip, started=started)
     except federation.IssuerUnavailable as error:
         log.warning("token exchange: issuer unavailable (%s)", error)
         response = oauth_error(
