@@ -349,7 +349,7 @@ def test_an_issuer_that_is_down_or_slow_cannot_hold_the_request_past_the_timeout
             silent.close()
     assert response.status_code == 503
     assert response.json()["error"] == "temporarily_unavailable"
-    assert took < 0.5 + 0.4
+    assert took < 0.5 + 0.5  # the timeout, and time to answer on a busy machine
     assert not Token.objects.exists()
 
 
