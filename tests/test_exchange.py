@@ -243,6 +243,11 @@ REFUSALS = {
     "expired": (lambda i: i.sign(_claims(i, iat=int(time.time()) - 900, exp=int(time.time()) - 61)), "exp"),
     "not yet valid": (lambda i: i.sign(_claims(i, nbf=int(time.time()) + 120)), "not yet valid"),
     "issued in the future": (lambda i: i.sign(_claims(i, iat=int(time.time()) + 120)), "not yet valid"),
+    "living for weeks": (
+        lambda i: i.sign(_claims(i, exp=int(time.time()) + 30 * 86400)),
+        "longer than a week",
+    ),
+    "exp beyond the calendar": (lambda i: i.sign(_claims(i, exp=10**13)), "longer than a week"),
     "wrong audience": (lambda i: i.sign(_claims(i, aud="https://elsewhere.example")), "audience"),
     "no jti": (lambda i: i.sign({k: v for k, v in _claims(i).items() if k != "jti"}), "claim jti missing"),
     "no matching policy": (lambda i: i.sign(_claims(i, repository="octo-org/other")), "no policy"),

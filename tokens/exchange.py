@@ -48,6 +48,7 @@ ACCESS_TOKEN_TYPE = "urn:ietf:params:oauth:token-type:access_token"
 ALGORITHMS = ("RS256", "ES256")
 LEEWAY = 60  # seconds, for exp, nbf and iat: CI runners' clocks drift a little, never a lot
 REQUIRED_CLAIMS = ("iss", "sub", "aud", "exp", "iat", "jti")
+MAX_SUBJECT_LIFETIME = 7 * 24 * 3600  # seconds from iat to exp
 KEY_REFRESH_INTERVAL = 60  # seconds between two fetches for an unknown key id, per issuer
 KEYS_LIFESPAN = 300  # seconds a fetched key set is used before it is fetched again
 DISCOVERY_LIFESPAN = 3600
@@ -250,7 +251,7 @@ def verify(subject_token, *, audiences_of, deadline):
     if not audiences:
         raise Refused("no trust policy for this issuer")
     try:
-        return jwt.decode(
+        claims = jwt.decode(
             subject_token,
             key.key,
             algorithms=[header["alg"]],
@@ -271,6 +272,11 @@ def verify(subject_token, *, audiences_of, deadline):
         raise Refused("bad signature") from None
     except jwt.PyJWTError as error:
         raise Refused(f"invalid: {type(error).__name__}") from None
+    # CI job tokens live minutes to hours; one that claims to live for weeks would also have to be
+    # remembered (its jti) for weeks.
+    if claims["exp"] - claims["iat"] > MAX_SUBJECT_LIFETIME:
+        raise Refused("lives longer than a week")
+    return claims
 
 
 def _expiry(claims):
