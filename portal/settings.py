@@ -18,6 +18,7 @@ from pathlib import Path
 import environ
 
 from tokens.credentials import PEPPER_HINT, PepperError, parse_peppers
+from tokens.issuers import url_problem
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 
@@ -498,3 +499,21 @@ AUTHENTICATION_BACKENDS = [
     "tokens.identity.oidc.OrganisationBackend",
 ]
 TEMPLATES[0]["OPTIONS"]["context_processors"].append("tokens.identity.signin.organisation_sign_in")
+# Keyless CI (tokens/exchange.py, docs/ci.md): the OpenID Connect issuers whose jobs may trade their own
+# token for a short-lived portal token, and how long one exchange may wait for an issuer's keys.
+OIDC_FEDERATION_ISSUERS = _list("OIDC_FEDERATION_ISSUERS")
+for _issuer in OIDC_FEDERATION_ISSUERS:
+    if _problem := url_problem(_issuer):
+        _refuse(
+            "OIDC_FEDERATION_ISSUERS",
+            f"has {_issuer!r}, which {_problem}",
+            "List issuer URLs separated by commas, exactly as the tokens' iss claim spells them, "
+            "e.g. OIDC_FEDERATION_ISSUERS=https://token.actions.githubusercontent.com,https://gitlab.com.",
+        )
+OIDC_FEDERATION_TIMEOUT = _seconds("OIDC_FEDERATION_TIMEOUT", "3")
+if not 0 < OIDC_FEDERATION_TIMEOUT <= 20:
+    _refuse(
+        "OIDC_FEDERATION_TIMEOUT",
+        f"is {OIDC_FEDERATION_TIMEOUT}, outside 0 to 20 seconds",
+        "Set a few seconds, e.g. OIDC_FEDERATION_TIMEOUT=3: a worker waits at most this long for an issuer.",
+    )

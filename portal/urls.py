@@ -38,6 +38,7 @@ urlpatterns = [
     path("accounts/", include("django.contrib.auth.urls")),
     path("profile/", token_views.profile, name="profile"),
     path("profile/integrations/authorizations/", include("tokens.urls")),
+    path("profile/integrations/keyless-ci/", include("tokens.trust_urls")),
     path("healthz", views.healthz, name="healthz"),
     path("metrics", views.metrics, name="metrics"),
     path("docs/migration/", views.migration_guide, name="migration-guide"),

@@ -40,6 +40,8 @@ REVEALS = (
     ("POST", re.compile(r"^/api/tokens/(?:[0-9]+|self)/rotate$")),
     ("POST", re.compile(r"^/profile/integrations/authorizations/[0-9]+/rotate/$")),
     ("POST", re.compile(r"^/admin/tokens/token/[0-9]+/rotate/$")),
+    # Keyless CI: the minted value's one reveal, to the job that proved who it is.
+    ("POST", re.compile(r"^/api/token-exchange$")),
 )
 REVEALING_COMMANDS = frozenset({"create_token", "rotate_token"})
 # Shorter legacy keys could match ordinary text by chance; the tests use longer ones.

@@ -185,6 +185,17 @@ BAD_SETTINGS = [
     ({"LOG_FORMAT": "xml"}, "LOG_FORMAT", "LOG_FORMAT=json"),
     ({"METRICS_ALLOWED_IPS": "prometheus.internal"}, "METRICS_ALLOWED_IPS", "'prometheus.internal'"),
     ({"METRICS_ENABLED": "perhaps"}, "METRICS_ENABLED", "neither true nor false"),
+    (
+        {"OIDC_FEDERATION_ISSUERS": "https://gitlab.com,http://ci.example"},
+        "OIDC_FEDERATION_ISSUERS",
+        "https://",
+    ),
+    (
+        {"OIDC_FEDERATION_ISSUERS": "token.actions.githubusercontent.com"},
+        "OIDC_FEDERATION_ISSUERS",
+        "https://",
+    ),
+    ({"OIDC_FEDERATION_TIMEOUT": "0"}, "OIDC_FEDERATION_TIMEOUT", "OIDC_FEDERATION_TIMEOUT=3"),
 ]
 
 

@@ -38,6 +38,9 @@ log = logging.getLogger(__name__)
 # Open to anyone: the document, and the two ways to report a leaked credential (whoever finds one
 # must be able to kill it; GitHub's requests are signed instead).
 PUBLIC_API_PATHS = frozenset({"/api/openapi.json", "/api/credentials/revoke", "/api/secret-scanning/github"})
+# Where no credential is looked at at all: the token exchange's proof is the job's own token in the body
+# (tokens/api/federation.py); a bearer token, key or session sent along is ignored.
+CREDENTIAL_FREE_API_PATHS = frozenset({"/api/token-exchange"})
 MIGRATION_LINK = f'<{MIGRATION_GUIDE_PATH}>; rel="deprecation"; type="text/plain"'
 
 
@@ -293,8 +296,10 @@ class ApiAuthenticationMiddleware:
     def __call__(self, request):
         if not request.path_info.startswith(API_PREFIX):
             return self.get_response(request)
-        use = Use(method=request.method, path=request.path, started=time.perf_counter())
         request.auth = None
+        if request.path_info in CREDENTIAL_FREE_API_PATHS:
+            return self._as_json_error(self.get_response(request))
+        use = Use(method=request.method, path=request.path, started=time.perf_counter())
         session_verdict = None
         credential, refusal = authenticate_use(request, use)
         if refusal is not None:

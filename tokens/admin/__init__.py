@@ -11,6 +11,7 @@ Activity Stream); their forms, list filters and shared pieces live in ``forms``,
 """
 
 from .activity import RefusedClientAdmin, TokenEventAdmin, UsageRecordAdmin
+from .federation import TokenExchangeAdmin, TrustPolicyAdmin
 from .identity import ProviderIdentityAdmin
 from .legacy import LegacyApiKeyAdmin
 from .policy import ExpirationPolicyAdmin
@@ -23,5 +24,7 @@ __all__ = [
     "RefusedClientAdmin",
     "TokenAdmin",
     "TokenEventAdmin",
+    "TokenExchangeAdmin",
+    "TrustPolicyAdmin",
     "UsageRecordAdmin",
 ]

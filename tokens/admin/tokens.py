@@ -89,6 +89,7 @@ class TokenAdmin(SecretLookupsRefusedMixin, CredentialColumnsMixin, admin.ModelA
             },
         ),
         (_("Storage"), {"fields": ("pepper_id",)}),
+        (_("Keyless CI"), {"fields": ("trust_policy_link",)}),
     )
     # The digest and the public id are never listed, shown or searchable.
     readonly_fields = (
@@ -111,6 +112,7 @@ class TokenAdmin(SecretLookupsRefusedMixin, CredentialColumnsMixin, admin.ModelA
         "request_count",
         "usage_link",
         "pepper_id",
+        "trust_policy_link",
     )
 
     def has_delete_permission(self, request, obj=None):
@@ -118,7 +120,11 @@ class TokenAdmin(SecretLookupsRefusedMixin, CredentialColumnsMixin, admin.ModelA
         return False
 
     def get_queryset(self, request):
-        return super().get_queryset(request).select_related("user", "revoked_by", "replaces", "replaced_by")
+        return (
+            super()
+            .get_queryset(request)
+            .select_related("user", "revoked_by", "replaces", "replaced_by", "exchange__policy")
+        )
 
     def get_fieldsets(self, request, obj=None):
         return self.add_fieldsets if obj is None else super().get_fieldsets(request, obj)
@@ -147,6 +153,16 @@ class TokenAdmin(SecretLookupsRefusedMixin, CredentialColumnsMixin, admin.ModelA
             return "–"
         url = reverse("admin:tokens_token_change", args=[token.pk])
         return format_html('<a href="{}">{} (#{}, …{})</a>', url, token.name, token.pk, token.last_characters)
+
+    @admin.display(description=_("minted by trust policy"))
+    def trust_policy_link(self, obj):
+        exchange = getattr(obj, "exchange", None)
+        if exchange is None:
+            return "–"
+        if exchange.policy is None:
+            return format_html("{} <small>({})</small>", exchange.policy_name, _("deleted"))
+        url = reverse("admin:tokens_trustpolicy_change", args=[exchange.policy_id])
+        return format_html('<a href="{}">{}</a> <small>{}</small>', url, exchange.policy.name, exchange.job)
 
     @admin.display(description=_("replaces"))
     def replaces_link(self, obj):

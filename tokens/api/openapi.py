@@ -665,6 +665,231 @@ PATHS = {
 }
 
 
+# Keyless CI: trust policies (a signed-in session only) and the RFC 8693 token exchange (docs/ci.md).
+OAUTH_ERROR = {
+    "type": "object",
+    "required": ["error", "error_description"],
+    "properties": {
+        "error": {
+            "enum": [
+                "invalid_request",
+                "invalid_grant",
+                "unsupported_grant_type",
+                "unsupported_token_type",
+                "invalid_target",
+                "too_many_requests",
+                "temporarily_unavailable",
+            ]
+        },
+        "error_description": {"type": "string"},
+    },
+}
+TRUST_POLICY_FIELDS = {
+    "name": {"type": "string", "minLength": 1, "maxLength": NAME_MAX_LENGTH},
+    "issuer": {
+        "type": "string",
+        "description": "One of OIDC_FEDERATION_ISSUERS, as the jobs' `iss` spells it.",
+    },
+    "audience": {
+        "type": "string",
+        "maxLength": 255,
+        "description": "The `aud` the job's token must carry; default: the portal's SITE_URL.",
+    },
+    "conditions": {
+        "type": "object",
+        "minProperties": 1,
+        "additionalProperties": {"type": "string", "minLength": 1, "maxLength": 255},
+        "description": (
+            "{claim: exact value or glob (*, ?, [...])}; every one must hold. One of repository, "
+            "repository_id, project_path, project_id must be given, not starting with a wildcard."
+        ),
+    },
+    "access": ACCESS,
+    "permissions": PERMISSIONS,
+    "allowed_ips": ALLOWED_IPS,
+    "token_lifetime": {
+        "type": "integer",
+        "minimum": 60,
+        "maximum": 3600,
+        "description": "Seconds each minted token lives (default 900), within the site's expiration policy.",
+    },
+    "max_live_tokens": {
+        "type": "integer",
+        "minimum": 1,
+        "maximum": 100,
+        "description": "Exchanges are refused while this many minted tokens work (default 10).",
+    },
+}
+SCHEMAS.update(
+    {
+        "TrustPolicy": {
+            "type": "object",
+            "required": [*TRUST_POLICY_FIELDS, "id", "issuer_name", "created_at", "last_exchange_at"],
+            "properties": {
+                "id": {"type": "integer"},
+                **TRUST_POLICY_FIELDS,
+                "issuer_name": {"type": "string", "description": "GitHub Actions, GitLab.com, or the URL."},
+                "created_at": TIME,
+                "last_exchange_at": NULLABLE_TIME,
+            },
+        },
+        "TrustPolicyCreate": {
+            "type": "object",
+            "required": ["name", "issuer", "conditions"],
+            "additionalProperties": False,
+            "properties": TRUST_POLICY_FIELDS,
+        },
+        "TrustPolicyChange": {
+            "type": "object",
+            "minProperties": 1,
+            "additionalProperties": False,
+            "properties": TRUST_POLICY_FIELDS,
+        },
+        "TokenExchangeRequest": {
+            "type": "object",
+            "required": ["grant_type", "subject_token", "subject_token_type"],
+            "properties": {
+                "grant_type": {"const": "urn:ietf:params:oauth:grant-type:token-exchange"},
+                "subject_token": {
+                    "type": "string",
+                    "description": "The CI job's OpenID Connect token (a JWT).",
+                },
+                "subject_token_type": {
+                    "enum": [
+                        "urn:ietf:params:oauth:token-type:jwt",
+                        "urn:ietf:params:oauth:token-type:id_token",
+                    ]
+                },
+                "requested_token_type": {"const": "urn:ietf:params:oauth:token-type:access_token"},
+                "audience": {"type": "string", "description": "If given, the portal's SITE_URL."},
+                "resource": {"type": "string", "description": "If given, the portal's SITE_URL."},
+            },
+        },
+        "TokenExchangeResponse": {
+            "type": "object",
+            "required": ["access_token", "issued_token_type", "token_type", "expires_in"],
+            "additionalProperties": False,
+            "properties": {
+                "access_token": {
+                    "type": "string",
+                    "description": "A bearer token (`bpt_…`), shown this once.",
+                },
+                "issued_token_type": {"const": "urn:ietf:params:oauth:token-type:access_token"},
+                "token_type": {"const": "Bearer"},
+                "expires_in": {"type": "integer", "minimum": 0, "description": "Seconds it still works."},
+            },
+        },
+        "OAuthError": OAUTH_ERROR,
+    }
+)
+SESSION_ONLY = {
+    "403": _error("Called with a token or key: trust policies are managed from a signed-in session only.")
+}
+PATHS.update(
+    {
+        "/api/trust-policies": {
+            "get": {
+                "operationId": "trust_policies_list",
+                "summary": "Your trust policies (keyless CI), oldest first.",
+                "parameters": PAGE_PARAMETERS,
+                "responses": _responses(
+                    "200", {"description": "A page.", "content": _json(_page(_ref("TrustPolicy")))}, "400"
+                )
+                | SESSION_ONLY,
+            },
+            "post": {
+                "operationId": "trust_policies_create",
+                "summary": "Create a trust policy: which CI jobs may trade their token for one of yours.",
+                "requestBody": {"required": True, "content": _json(_ref("TrustPolicyCreate"))},
+                "responses": _responses(
+                    "201",
+                    {"description": "Created.", "content": _json(_ref("TrustPolicy"))},
+                    "400",
+                    "413",
+                    "415",
+                )
+                | SESSION_ONLY,
+            },
+        },
+        "/api/trust-policies/{id}": {
+            "parameters": [ID_PARAMETER],
+            "get": {
+                "operationId": "trust_policies_read",
+                "summary": "One of your trust policies.",
+                "responses": _responses(
+                    "200", {"description": "The policy.", "content": _json(_ref("TrustPolicy"))}, "404"
+                )
+                | SESSION_ONLY,
+            },
+            "patch": {
+                "operationId": "trust_policies_update",
+                "summary": "Change any of a trust policy's fields.",
+                "requestBody": {"required": True, "content": _json(_ref("TrustPolicyChange"))},
+                "responses": _responses(
+                    "200",
+                    {"description": "Changed.", "content": _json(_ref("TrustPolicy"))},
+                    "400",
+                    "404",
+                    "413",
+                    "415",
+                )
+                | SESSION_ONLY,
+            },
+            "delete": {
+                "operationId": "trust_policies_delete",
+                "summary": "Delete a trust policy; the tokens it minted that still work are revoked.",
+                "responses": _responses("204", {"description": "Deleted."}, "404") | SESSION_ONLY,
+            },
+        },
+        "/api/token-exchange": {
+            "post": {
+                "operationId": "token_exchange",
+                "summary": "RFC 8693 token exchange: a CI job's OpenID Connect token for a short-lived one.",
+                "description": (
+                    "No other authentication: any Authorization or Rest-Api-Key header is ignored. The "
+                    "job's token is checked (issuer allowed, signature with the issuer's published keys, "
+                    "RS256 or ES256, aud, exp, nbf, iat with a minute's leeway, jti used once) and the "
+                    "first trust policy whose conditions hold mints a token of its owner. Every refusal "
+                    "is the same `invalid_grant`; the owner sees the reason. See docs/ci.md."
+                ),
+                "security": [],
+                "requestBody": {
+                    "required": True,
+                    "content": {
+                        "application/x-www-form-urlencoded": {"schema": _ref("TokenExchangeRequest")}
+                    },
+                },
+                "responses": {
+                    "200": {"description": "Minted.", "content": _json(_ref("TokenExchangeResponse"))},
+                    "400": {
+                        "description": (
+                            "RFC 6749 / RFC 8693 error: `invalid_request`, `unsupported_grant_type`, "
+                            "`unsupported_token_type`, `invalid_target`, or `invalid_grant` for any refused "
+                            "subject token."
+                        ),
+                        "content": _json(_ref("OAuthError")),
+                    },
+                    "405": ERRORS["405"],
+                    "413": {"description": "The body is too large.", "content": _json(_ref("OAuthError"))},
+                    "429": {
+                        "description": "Too many refusals from this address; see Retry-After.",
+                        "headers": {"Retry-After": {"schema": {"type": "integer", "minimum": 1}}},
+                        "content": _json(_ref("OAuthError")),
+                    },
+                    "503": {
+                        "description": (
+                            "`temporarily_unavailable`: the issuer's keys could not be fetched within "
+                            "OIDC_FEDERATION_TIMEOUT, or the database is down."
+                        ),
+                        "content": _json({"oneOf": [_ref("OAuthError"), _ref("Error")]}),
+                    },
+                },
+            }
+        },
+    }
+)
+
+
 def _stated(name, description):
     return {
         "name": name,

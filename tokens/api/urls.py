@@ -1,6 +1,6 @@
 from django.urls import path
 
-from . import incident, introspect
+from . import federation, incident, introspect
 from . import views as api
 
 urlpatterns = [
@@ -16,5 +16,8 @@ urlpatterns = [
     path("secret-scanning/github", incident.github_secret_scanning, name="api-secret-scanning-github"),
     path("events", incident.events_feed, name="api-events"),
     path("introspect", introspect.introspect, name="api-introspect"),
+    path("token-exchange", federation.token_exchange, name="api-token-exchange"),
+    path("trust-policies", federation.trust_policies, name="api-trust-policies"),
+    path("trust-policies/<int:pk>", federation.trust_policy_detail, name="api-trust-policy"),
     path("openapi.json", api.openapi, name="api-openapi"),
 ]

@@ -1,6 +1,7 @@
 from .alerts import AlertDelivery
 from .attempts import AttemptCounter, RefusedClient
 from .events import TokenEvent
+from .federation import TokenExchange, TrustPolicy, UsedJobToken
 from .identity import ProviderIdentity
 from .legacy import LegacyApiKey
 from .policy import BrownoutWindow, ExpirationPolicy, RehearsedSessionRequest
@@ -20,7 +21,10 @@ __all__ = [
     "RehearsedSessionRequest",
     "Token",
     "TokenEvent",
+    "TokenExchange",
     "TokenStatus",
+    "TrustPolicy",
     "UsageRecord",
     "UsageSummaryState",
+    "UsedJobToken",
 ]

@@ -88,6 +88,11 @@ class TokenEvent(models.Model):
         POLICY_CHANGED = "policy_changed", _("policy changed")
         # On both tokens of a rotation: the old one (detail: its replacement, when it stops) and the new.
         ROTATED = "rotated", _("rotated")
+        # Keyless CI: a job's token traded for a token (on the minted token), refused (detail: why, for
+        # the owner's eyes only), and the owner's trust policies created, changed or deleted.
+        EXCHANGED = "exchanged", _("minted for a CI job")
+        EXCHANGE_REFUSED = "exchange_refused", _("CI job refused")
+        TRUST_CHANGED = "trust_changed", _("trust policy changed")
 
     user = models.ForeignKey(
         settings.AUTH_USER_MODEL,

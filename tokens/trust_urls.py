@@ -1,0 +1,12 @@
+from django.urls import path
+
+from . import trust_views as views
+
+app_name = "trust"
+
+urlpatterns = [
+    path("", views.policy_list, name="list"),
+    path("new/", views.policy_create, name="new"),
+    path("<int:pk>/", views.policy_detail, name="detail"),
+    path("<int:pk>/delete/", views.policy_delete, name="delete"),
+]
