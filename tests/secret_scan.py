@@ -40,6 +40,9 @@ REVEALS = (
     ("POST", re.compile(r"^/api/tokens/(?:[0-9]+|self)/rotate$")),
     ("POST", re.compile(r"^/profile/integrations/authorizations/[0-9]+/rotate/$")),
     ("POST", re.compile(r"^/admin/tokens/token/[0-9]+/rotate/$")),
+    # A service account's tokens, made and rotated by a manager: the same reveals under their own paths.
+    ("POST", re.compile(r"^/api/service-accounts/[0-9]+/tokens(?:/[0-9]+/rotate)?$")),
+    ("POST", re.compile(r"^/profile/integrations/authorizations/service-accounts/[0-9]+/new/$")),
 )
 REVEALING_COMMANDS = frozenset({"create_token", "rotate_token"})
 # Shorter legacy keys could match ordinary text by chance; the tests use longer ones.

@@ -31,7 +31,7 @@ from datetime import timedelta
 from django.conf import settings
 from django.contrib.admin.forms import AdminAuthenticationForm
 from django.contrib.auth import views as auth_views
-from django.contrib.auth.forms import AuthenticationForm
+from django.contrib.auth.forms import AuthenticationForm, PasswordResetForm
 from django.core.exceptions import NON_FIELD_ERRORS, ValidationError
 from django.http import Http404, HttpResponseRedirect
 from django.utils import timezone
@@ -39,7 +39,7 @@ from django.utils.crypto import salted_hmac
 from django.utils.translation import gettext_lazy as _
 
 from .http import client_ip
-from .models import AttemptCounter
+from .models import AttemptCounter, is_service_account
 
 MAX_FAILURES_PER_USERNAME = 5
 MAX_FAILURES_PER_ADDRESS = 20
@@ -183,12 +183,21 @@ class ResetOfferedMixin:
         return super().dispatch(request, *args, **kwargs)
 
 
+class PeoplePasswordResetForm(PasswordResetForm):
+    """Django's reset form, which never mails a reset link for a service account, whatever address it has."""
+
+    def get_users(self, email):
+        return (user for user in super().get_users(email) if not is_service_account(user))
+
+
 class ThrottledPasswordResetView(ResetOfferedMixin, auth_views.PasswordResetView):
     """Send a reset mail at most a few times an hour per e-mail address and per client address.
 
     A limited request gets the same "check your mail" page as any other, so the answer says nothing
     about whether an address has an account or was asked for too often.
     """
+
+    form_class = PeoplePasswordResetForm
 
     def form_valid(self, form):
         email = form.cleaned_data["email"]
@@ -204,7 +213,10 @@ class PasswordResetDoneView(ResetOfferedMixin, auth_views.PasswordResetDoneView)
 
 
 class PasswordResetConfirmView(ResetOfferedMixin, auth_views.PasswordResetConfirmView):
-    pass
+    def get_user(self, uidb64):
+        # A link for a service account is refused like a broken one, however it was made.
+        user = super().get_user(uidb64)
+        return None if is_service_account(user) else user
 
 
 class PasswordResetCompleteView(ResetOfferedMixin, auth_views.PasswordResetCompleteView):

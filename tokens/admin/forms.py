@@ -111,6 +111,7 @@ class ExpirationPolicyForm(forms.ModelForm):
             "default_lifetime": LifetimeField,
             "minimum_lifetime": LifetimeField,
             "maximum_lifetime": LifetimeField,
+            "service_account_maximum_lifetime": LifetimeField,
             "max_rotation_overlap": OverlapField,
         }
         help_texts = {

@@ -3,6 +3,7 @@ from .attempts import AttemptCounter, RefusedClient
 from .events import TokenEvent
 from .legacy import LegacyApiKey
 from .policy import BrownoutWindow, ExpirationPolicy, RehearsedSessionRequest
+from .service_accounts import ManagerRole, ServiceAccount, is_service_account
 from .tokens import Token, TokenStatus
 from .usage import ClientAddress, DailyUsage, UsageRecord, UsageSummaryState
 
@@ -14,11 +15,14 @@ __all__ = [
     "DailyUsage",
     "ExpirationPolicy",
     "LegacyApiKey",
+    "ManagerRole",
     "RefusedClient",
     "RehearsedSessionRequest",
+    "ServiceAccount",
     "Token",
     "TokenEvent",
     "TokenStatus",
     "UsageRecord",
     "UsageSummaryState",
+    "is_service_account",
 ]
