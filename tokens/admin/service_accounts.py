@@ -146,7 +146,8 @@ class ServiceAccountAdmin(admin.ModelAdmin):
 
 class ManagerRoleInline(admin.TabularInline):
     model = ManagerRole
-    extra = 0
+    # One empty row ready: granting the role is what an administrator comes to this page for.
+    extra = 1
     raw_id_fields = ("user",)
     verbose_name = _("manager of this team's service accounts")
     verbose_name_plural = _("managers of this team's service accounts (while members of the team)")
