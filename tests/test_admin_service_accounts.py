@@ -1,4 +1,4 @@
-"""Service accounts in the admin (tokens/admin/service_accounts.py): apart from people, by the model's rules."""
+"""Service accounts in the admin (tokens/admin/service_accounts.py): apart from people, by the same rules."""
 
 import pytest
 from django.contrib.auth.models import Group
