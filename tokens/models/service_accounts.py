@@ -40,16 +40,20 @@ class ServiceAccountQuerySet(models.QuerySet):
     def managed_by(self, user):
         """Return the service accounts *user* manages now: member of the team and holding the role.
 
-        An inactive or anonymous user, or a service account, manages none.
+        An inactive or anonymous user, or a service account, manages none. One query, run when read:
+        the pages and the API ask on every request, so nothing here can be out of date.
         """
-        if not user.is_authenticated or not user.is_active or is_service_account(user):
+        if not user.is_authenticated or not user.is_active:
             return self.none()
         role = Q(team__in=ManagerRole.objects.filter(user=user).values("team"))
         suffix = _role_suffix()
         if suffix:
-            names = user.groups.filter(name__endswith=suffix).values_list("name", flat=True)
-            role |= Q(team__name__in=[name.removesuffix(suffix) for name in names])
-        return self.filter(team__in=user.groups.values("pk")).filter(role)
+            # The provider group "<team><suffix>" among the user's groups grants the role too.
+            role_group = Concat(models.OuterRef("team__name"), models.Value(suffix))
+            role |= Q(models.Exists(Group.objects.filter(user=user, name=role_group)))
+        accounts = self.filter(team__in=user.groups.values("pk")).filter(role)
+        # A service account manages nothing, even if put in a team and given the role.
+        return accounts.exclude(models.Exists(ServiceAccount.objects.filter(user_id=user.pk)))
 
     def without_active_manager(self):
         """Return the active service accounts no active person manages any more."""
