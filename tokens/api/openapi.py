@@ -741,12 +741,12 @@ SESSION_ONLY = (
 )
 
 
-def _for_account(operation, operation_id):
+def _for_account(operation, operation_id, summary):
     """Return the /api/tokens *operation* as a service account's: same shapes, the manager's session."""
     return {
         **operation,
         "operationId": operation_id,
-        "summary": operation["summary"] + SESSION_ONLY,
+        "summary": summary + SESSION_ONLY,
         "security": [],
         "responses": operation["responses"] | {"404": ERRORS["404"]},
     }
@@ -768,19 +768,38 @@ PATHS["/api/service-accounts"] = {
 }
 PATHS["/api/service-accounts/{account}/tokens"] = {
     "parameters": [ACCOUNT_PARAMETER],
-    "get": _for_account(PATHS["/api/tokens"]["get"], "service_account_tokens_list"),
-    "post": _for_account(PATHS["/api/tokens"]["post"], "service_account_tokens_create"),
+    "get": _for_account(
+        PATHS["/api/tokens"]["get"], "service_account_tokens_list", "The account's tokens, newest first."
+    ),
+    "post": _for_account(
+        PATHS["/api/tokens"]["post"],
+        "service_account_tokens_create",
+        "Create a token for the account; the value is in the 201, this once.",
+    ),
 }
 PATHS["/api/service-accounts/{account}/tokens/{id}"] = {
     "parameters": [ACCOUNT_PARAMETER, ID_PARAMETER],
-    **{
-        method: _for_account(PATHS["/api/tokens/{id}"][method], f"service_account_tokens_{name}")
-        for method, name in (("get", "detail"), ("patch", "update"), ("delete", "revoke"))
-    },
+    "get": _for_account(
+        PATHS["/api/tokens/{id}"]["get"], "service_account_tokens_detail", "One of its tokens."
+    ),
+    "patch": _for_account(
+        PATHS["/api/tokens/{id}"]["patch"],
+        "service_account_tokens_update",
+        "Rename a token of the account, change its access, permissions or allowed addresses, or its alerts.",
+    ),
+    "delete": _for_account(
+        PATHS["/api/tokens/{id}"]["delete"],
+        "service_account_tokens_revoke",
+        "Revoke a token of the account, from the very next request on.",
+    ),
 }
 PATHS["/api/service-accounts/{account}/tokens/{id}/rotate"] = {
     "parameters": [ACCOUNT_PARAMETER],
-    "post": _for_account(PATHS["/api/tokens/{id}/rotate"]["post"], "service_account_tokens_rotate"),
+    "post": _for_account(
+        PATHS["/api/tokens/{id}/rotate"]["post"],
+        "service_account_tokens_rotate",
+        "Rotate a token of the account: a new value, the same settings; the old one works for the overlap.",
+    ),
 }
 
 
