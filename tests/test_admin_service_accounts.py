@@ -3,9 +3,10 @@
 import pytest
 from django.contrib.auth.models import Group
 
-from tokens.models import ManagerRole, ServiceAccount, Token, TokenEvent
+from tokens.models import ExpirationPolicy, ManagerRole, ServiceAccount, Token, TokenEvent
 
 from .conftest import bearer, make_manager
+from .test_admin import _policy_form
 
 pytestmark = pytest.mark.django_db
 
@@ -98,6 +99,19 @@ def test_the_manager_role_is_granted_on_the_teams_page(staff, service_account, u
     assert list(ServiceAccount.objects.managed_by(user)) == [service_account]
 
 
-def test_the_policy_page_sets_service_account_lifetimes_apart(staff, policy):
-    page = staff.get(f"/admin/tokens/expirationpolicy/{policy.pk}/change/").content.decode()
+def test_the_policy_page_sets_service_account_lifetimes_apart_or_leaves_them_empty(staff, policy):
+    url = f"/admin/tokens/expirationpolicy/{policy.pk}/change/"
+    page = staff.get(url).content.decode()
     assert "service_account_maximum_lifetime" in page and "service_account_no_expiry" in page
+    # As a browser sends the untouched field: no number, the unit preselected.
+    empty = {"service_account_maximum_lifetime_0": "", "service_account_maximum_lifetime_1": "days"}
+    assert staff.post(url, _policy_form(policy, **empty)).status_code == 302
+    assert ExpirationPolicy.load().service_account_maximum_lifetime is None
+    longer = {
+        "service_account_maximum_lifetime_0": "2",
+        "service_account_maximum_lifetime_1": "years",
+        "service_account_no_expiry": "on",
+    }
+    assert staff.post(url, _policy_form(policy, **longer)).status_code == 302
+    saved = ExpirationPolicy.load()
+    assert (saved.service_account_maximum_lifetime.days, saved.service_account_no_expiry) == (730, True)
