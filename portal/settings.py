@@ -168,6 +168,10 @@ if not re.fullmatch(r"https?://[^/\s]+(/\S*)?", SITE_URL):
 GITHUB_SECRET_SCANNING_KEYS = _raw("GITHUB_SECRET_SCANNING_KEYS", "").strip()
 # Client IPs are taken from X-Forwarded-For only when the direct peer is one of these proxies.
 TRUSTED_PROXIES = _networks("TRUSTED_PROXIES")
+# Service accounts: members of a group named "<team><suffix>" (e.g. "payments-sa-managers", synced from
+# the identity provider) hold the manager role for the team's service accounts. Empty: only the roles
+# administrators grant in the admin.
+SERVICE_ACCOUNT_MANAGER_GROUP_SUFFIX = _raw("SERVICE_ACCOUNT_MANAGER_GROUP_SUFFIX", "").strip()
 
 INSTALLED_APPS = [
     "portal.apps.PortalAdminConfig",  # django.contrib.admin with the throttled sign-in (portal/admin.py)

@@ -3,11 +3,19 @@
 from datetime import timedelta
 
 import pytest
-from django.contrib.auth.models import Permission
+from django.contrib.auth.models import Group, Permission
 from django.core.cache import cache
 from django.utils import timezone
 
-from tokens.models import ExpirationPolicy, LegacyApiKey, Token, TokenEvent, UsageRecord
+from tokens.models import (
+    ExpirationPolicy,
+    LegacyApiKey,
+    ManagerRole,
+    ServiceAccount,
+    Token,
+    TokenEvent,
+    UsageRecord,
+)
 
 PASSWORD = "correct horse battery staple 42"
 
@@ -133,3 +141,25 @@ def me(client, key, **extra):
 
 def _set_policy(**fields):
     ExpirationPolicy.objects.filter(pk=1).update(**fields)
+
+
+# --- service accounts ---------------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def team(db):
+    return Group.objects.create(name="payments")
+
+
+@pytest.fixture
+def service_account(team, staff_user):
+    """A service account of the team "payments", made the way the admin makes one."""
+    return ServiceAccount.objects.create_account(
+        username="payments-sync", team=team, description="Nightly ledger sync", created_by=staff_user
+    )
+
+
+def make_manager(person, team):
+    """Make *person* a member of *team* holding its manager role."""
+    person.groups.add(team)
+    ManagerRole.objects.create(team=team, user=person)

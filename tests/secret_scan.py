@@ -42,6 +42,9 @@ REVEALS = (
     ("POST", re.compile(r"^/admin/tokens/token/[0-9]+/rotate/$")),
     # Keyless CI: the minted value's one reveal, to the job that proved who it is.
     ("POST", re.compile(r"^/api/token-exchange$")),
+    # A service account's tokens, made and rotated by a manager: the same reveals under their own paths.
+    ("POST", re.compile(r"^/api/service-accounts/[0-9]+/tokens(?:/[0-9]+/rotate)?$")),
+    ("POST", re.compile(r"^/profile/integrations/authorizations/service-accounts/[0-9]+/new/$")),
 )
 REVEALING_COMMANDS = frozenset({"create_token", "rotate_token"})
 # Shorter legacy keys could match ordinary text by chance; the tests use longer ones.

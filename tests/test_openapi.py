@@ -26,7 +26,7 @@ from hypothesis import HealthCheck, settings
 from tokens.api.openapi import document
 from tokens.models import AttemptCounter, ExpirationPolicy, LegacyApiKey
 
-from .conftest import bearer
+from .conftest import bearer, make_manager
 
 METHODS = ("get", "post", "put", "patch", "delete")
 DOC = document()
@@ -91,9 +91,19 @@ def session(user):
 
 
 @pytest.mark.django_db
-def test_every_documented_operation_answers_and_undocumented_methods_get_405(session, issued):
+def test_every_documented_operation_answers_and_undocumented_methods_get_405(
+    session, issued, user, service_account, issue
+):
     token, _value = issued
-    concrete = {path: path.replace("{id}", str(token.pk)) for path in DOC["paths"]}
+    make_manager(user, service_account.team)
+    account_token, _value = issue(service_account.user)
+
+    def concrete_path(path):
+        if "{account}" in path:
+            return path.replace("{account}", str(service_account.pk)).replace("{id}", str(account_token.pk))
+        return path.replace("{id}", str(token.pk))
+
+    concrete = {path: concrete_path(path) for path in DOC["paths"]}
     for path, url in concrete.items():
         for method in METHODS:
             kwargs = {"content_type": "application/json"} if method in ("post", "put", "patch") else {}

@@ -16,6 +16,7 @@ from django.utils import timezone
 
 from .models import AlertDelivery, ExpirationPolicy
 from .models.alerts import ALERTS_PER_DAY
+from .models.service_accounts import notice_recipients
 
 log = logging.getLogger(__name__)
 
@@ -41,7 +42,8 @@ def _outcome(event, policy, now):
     # about a use made before it (a thief muting the token right after their first use).
     if event.token_id and event.token.alerts_muted_for(event.at):
         return Outcome.MUTED
-    if not event.user.email:
+    # A person's own address, or the addresses of a service account's managers.
+    if not notice_recipients(event.user):
         return Outcome.NO_EMAIL
     if AlertDelivery.objects.sent_since(now - timedelta(days=1), event=event).count() >= ALERTS_PER_DAY:
         return Outcome.CAPPED
@@ -74,8 +76,9 @@ def _send(event):
         credential_url = settings.SITE_URL + reverse("tokens:detail", args=[event.token_id])
     else:
         credential_url = settings.SITE_URL + reverse("tokens:list")
+    recipients = notice_recipients(event.user)
     context = {
-        "user": event.user,
+        "service_account": event.user if recipients[0] != event.user else None,
         "event": event,
         "name": event.token.name if event.token_id else "",
         "last_characters": event.token.last_characters if event.token_id else "",
@@ -83,6 +86,9 @@ def _send(event):
         "user_agent": event.detail,
         "credential_url": credential_url,
     }
-    subject = render_to_string("email/new_address_subject.txt", context).strip()
-    body = render_to_string("email/new_address.txt", context)
-    send_mail(subject, body, None, [event.user.email])
+    # One mail each: a service account's managers do not see one another's addresses.
+    for person in recipients:
+        context["user"] = person
+        subject = render_to_string("email/new_address_subject.txt", context).strip()
+        body = render_to_string("email/new_address.txt", context)
+        send_mail(subject, body, None, [person.email])

@@ -59,7 +59,7 @@ class ExpiryFields(forms.Form):
         local_now = timezone.localtime(self.now)
         self.fields["custom_expiry"].widget.attrs.update(
             min=(local_now + policy.minimum_lifetime).strftime(DATETIME_LOCAL),
-            max=(local_now + policy.maximum_lifetime).strftime(DATETIME_LOCAL),
+            max=(local_now + policy.maximum_lifetime_for(user)).strftime(DATETIME_LOCAL),
         )
         self.fields["custom_expiry"].help_text = _("Time zone: %(zone)s.") % {
             "zone": timezone.get_current_timezone_name()

@@ -11,13 +11,35 @@ from django.conf import settings
 from django.shortcuts import get_object_or_404
 from django.utils.cache import patch_cache_control
 
-from .models import Token
+from .models import ServiceAccount, Token
 
 
 def own_token_or_404(request, pk):
     """Return the signed-in user's token *pk*; anything else is a 404, like an id that does not exist."""
     tokens = Token.objects.for_user(request.user).select_related("revoked_by", "replaced_by", "replaces")
     return get_object_or_404(tokens, pk=pk)
+
+
+def managed_token_or_404(request, pk):
+    """Return token *pk* if the signed-in person manages it (theirs, or a service account's they manage).
+
+    The pages' lookup: a token of anyone else is a 404, like an id that does not exist.
+    """
+    tokens = Token.objects.manageable_by(request.user).select_related(
+        "user__service_account__team", "revoked_by", "replaced_by", "replaces"
+    )
+    return get_object_or_404(tokens, pk=pk)
+
+
+def managed_account_or_404(request, pk):
+    """Return service account *pk* if the signed-in person manages it now; anything else is a 404."""
+    accounts = ServiceAccount.objects.managed_by(request.user).select_related("user", "team")
+    return get_object_or_404(accounts, pk=pk)
+
+
+def service_account_of(token):
+    """Return the service account owning *token* (loaded by ``managed_token_or_404``), or None."""
+    return getattr(token.user, "service_account", None)
 
 
 def no_store(response):

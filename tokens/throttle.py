@@ -42,7 +42,7 @@ from django.utils.translation import gettext_lazy as _
 
 from . import metrics
 from .http import client_ip, limited_address
-from .models import AttemptCounter
+from .models import AttemptCounter, is_service_account
 
 log = logging.getLogger(__name__)
 
@@ -248,7 +248,10 @@ class PasswordResetDoneView(ResetOfferedMixin, auth_views.PasswordResetDoneView)
 
 
 class PasswordResetConfirmView(ResetOfferedMixin, auth_views.PasswordResetConfirmView):
-    pass
+    def get_user(self, uidb64):
+        # A link for a service account is refused like a broken one, however it was made.
+        user = super().get_user(uidb64)
+        return None if is_service_account(user) else user
 
 
 class PasswordResetCompleteView(ResetOfferedMixin, auth_views.PasswordResetCompleteView):

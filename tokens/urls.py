@@ -13,4 +13,7 @@ urlpatterns = [
     path("<int:pk>/rotate/", views.token_rotate, name="rotate"),
     path("<int:pk>/restrictions/", views.token_restrict, name="restrict"),
     path("<int:pk>/alerts/", views.token_alerts, name="alerts"),
+    # A service account's tokens are made here and then managed on the same pages as one's own.
+    path("service-accounts/<int:account>/new/", views.token_create, name="new-for-account"),
+    path("service-accounts/<int:account>/activity/", views.service_account_activity, name="account-activity"),
 ]

@@ -1,4 +1,9 @@
-"""HTML pages: the profile and Profile > Integrations > Authorizations, all scoped to request.user."""
+"""HTML pages: the profile and Profile > Integrations > Authorizations.
+
+Every page is scoped to the signed-in person: their own tokens, and those of the service accounts
+they manage, through the same views (the token's owner is the person or the account; the actor of
+every change is always the person).
+"""
 
 import re
 
@@ -20,12 +25,13 @@ from django.views.decorators.http import require_GET, require_http_methods, requ
 from .charts import daily_chart
 from .constants import MIGRATION_GUIDE_PATH
 from .forms import TokenCreateForm, TokenRenameForm, TokenRestrictionsForm, TokenRotateForm
-from .http import client_ip, no_store, own_token_or_404
+from .http import client_ip, managed_account_or_404, managed_token_or_404, no_store, service_account_of
 from .identity import recent
 from .models import (
     BrownoutWindow,
     ExpirationPolicy,
     LegacyApiKey,
+    ServiceAccount,
     Token,
     TokenEvent,
     TokenStatus,
@@ -57,6 +63,20 @@ def profile(request):
 
 @login_required
 @require_GET
+def service_account_activity(request, account):
+    """Show a service account's Activity Stream to its managers: what was done to its tokens, and by whom."""
+    service_account = managed_account_or_404(request, account)
+    owner = service_account.user
+    Token.objects.for_user(owner).record_expiries()
+    events = TokenEvent.objects.for_user(owner).select_related("token", "actor")
+    page = Paginator(events, EVENTS_PER_PAGE).get_page(request.GET.get("page"))
+    return render(
+        request, "tokens/service_account_activity.html", {"page": page, "service_account": service_account}
+    )
+
+
+@login_required
+@require_GET
 def token_list(request):
     """List the user's tokens, newest first, optionally filtered by status."""
     status = request.GET.get("status", "")
@@ -83,9 +103,22 @@ def token_list(request):
             "status": status,
             "filters": filters,
             "has_any": counts["all"] > 0,
+            "service_accounts": _service_account_sections(request.user, now),
             **_legacy_notice(request.user),
         },
     )
+
+
+def _service_account_sections(user, now):
+    """Return each service account *user* manages with its tokens still in use (active or rotating)."""
+    accounts = list(ServiceAccount.objects.managed_by(user).select_related("user", "team"))
+    live = Token.objects.status_condition(TokenStatus.ACTIVE, now) | Token.objects.status_condition(
+        TokenStatus.ROTATING, now
+    )
+    tokens = usage_totals(list(Token.objects.filter(live, user__in=[a.user_id for a in accounts])))
+    for account in accounts:
+        account.live_tokens = [token for token in tokens if token.user_id == account.user_id]
+    return accounts
 
 
 def _legacy_notice(user):
@@ -119,23 +152,27 @@ def _legacy_notice(user):
 @sensitive_post_parameters()
 @sensitive_variables("plaintext")
 @recent.recent_sign_in_required
-def token_create(request):
+def token_create(request, account=None):
     """Show the create form; on a valid POST, issue the token and answer with the one reveal.
 
+    The token is the signed-in person's, or with *account* that of a service account they manage.
     The reveal is this response itself: the value is rendered into it and kept nowhere else (not the
     session, a cache, a message or a log). A resubmission of the same form (reload, back, second tab)
     carries the same nonce, so ``issue`` creates nothing and the user lands on the token's detail page.
     """
+    service_account = None if account is None else managed_account_or_404(request, account)
+    owner = request.user if service_account is None else service_account.user
     policy = ExpirationPolicy.load()
+    page = {"service_account": service_account}
     if request.method == "GET":
-        form = TokenCreateForm(user=request.user, policy=policy)
-        return render(request, "tokens/token_form.html", {"form": form})
+        form = TokenCreateForm(user=owner, policy=policy)
+        return render(request, "tokens/token_form.html", {"form": form, **page})
 
-    form = TokenCreateForm(request.POST, user=request.user, policy=policy)
+    form = TokenCreateForm(request.POST, user=owner, policy=policy)
     if form.is_valid():
         try:
             token, plaintext = Token.objects.issue(
-                user=request.user,
+                user=owner,
                 name=form.cleaned_data["name"],
                 purpose=form.cleaned_data["purpose"],
                 expires_at=form.expires_at(),
@@ -160,10 +197,12 @@ def token_create(request):
         except ValidationError as error:
             form.add_model_errors(error)
         else:
-            response = render(request, "tokens/token_reveal.html", {"token": token, "plaintext": plaintext})
+            response = render(
+                request, "tokens/token_reveal.html", {"token": token, "plaintext": plaintext, **page}
+            )
             # never_cache already forbids storing; say it once more in the strongest form for this response.
             return no_store(response)
-    return render(request, "tokens/token_form.html", {"form": form}, status=400)
+    return render(request, "tokens/token_form.html", {"form": form, **page}, status=400)
 
 
 def _detail_url(token):
@@ -180,7 +219,7 @@ def _see_other(url):
 @login_required
 @require_GET
 def token_detail(request, pk):
-    token = own_token_or_404(request, pk)
+    token = managed_token_or_404(request, pk)
     return render(
         request,
         "tokens/token_detail.html",
@@ -227,6 +266,7 @@ def _detail_context(request, token, rename_form, restrictions_form=None):
     older = recent[REQUESTS_PER_PAGE - 1].pk if len(recent) > REQUESTS_PER_PAGE else None
     return {
         "token": token,
+        "service_account": service_account_of(token),
         "rename_form": rename_form,
         "restrictions_form": restrictions_form or TokenRestrictionsForm(token=token),
         **_abilities(token),
@@ -250,7 +290,7 @@ def _int_or_none(value):
 @require_POST
 @csrf_protect
 def token_rename(request, pk):
-    token = own_token_or_404(request, pk)
+    token = managed_token_or_404(request, pk)
     form = TokenRenameForm(request.POST)
     if form.is_valid():
         old = token.name
@@ -272,7 +312,7 @@ def token_rename(request, pk):
 @csrf_protect
 def token_restrict(request, pk):
     """Change what the token may do: access, permissions, allowed addresses (one event per change)."""
-    token = own_token_or_404(request, pk)
+    token = managed_token_or_404(request, pk)
     form = TokenRestrictionsForm(request.POST, token=token)
     if form.is_valid():
         # Narrowing is always welcome; widening gives an old secret more reach: sign in recently first.
@@ -308,7 +348,7 @@ def token_rotate(request, pk):
     Every show-once rule of the create form holds: the reveal is this response, sent ``no-store``; the
     value is kept nowhere; a resubmission carries the same nonce and lands on the new token's page.
     """
-    token = own_token_or_404(request, pk)
+    token = managed_token_or_404(request, pk)
     policy = ExpirationPolicy.load()
     if request.method == "GET" and not token.is_active:
         return _not_rotatable(request, token, token.status)
@@ -334,12 +374,16 @@ def token_rotate(request, pk):
         except ValidationError as error:
             form.add_model_errors(error)
         else:
+            page = {"service_account": service_account_of(token)}
             response = render(
-                request, "tokens/token_reveal.html", {"token": new, "plaintext": plaintext, "replaced": token}
+                request,
+                "tokens/token_reveal.html",
+                {"token": new, "plaintext": plaintext, "replaced": token, **page},
             )
             return no_store(response)
     status = 400 if request.method == "POST" else 200
-    return render(request, "tokens/token_rotate.html", {"token": token, "form": form}, status=status)
+    context = {"token": token, "form": form, "service_account": service_account_of(token)}
+    return render(request, "tokens/token_rotate.html", context, status=status)
 
 
 def _not_rotatable(request, token, status):
@@ -356,10 +400,11 @@ def _not_rotatable(request, token, status):
 @csrf_protect
 def token_revoke(request, pk):
     """Ask for confirmation (GET), then revoke (POST): works without JavaScript."""
-    token = own_token_or_404(request, pk)
+    token = managed_token_or_404(request, pk)
     if request.method == "GET":
         usage_totals([token])
-        return render(request, "tokens/token_revoke.html", {"token": token})
+        context = {"token": token, "service_account": service_account_of(token)}
+        return render(request, "tokens/token_revoke.html", context)
     if token.revoke(actor=request.user, ip=client_ip(request)):
         messages.success(
             request, _("Revoked “%(name)s”. Requests with it are refused from now on.") % {"name": token.name}
@@ -374,7 +419,7 @@ def token_revoke(request, pk):
 @csrf_protect
 def token_alerts(request, pk):
     """Switch the token's new-address alerts on or off (the detail page's form)."""
-    token = own_token_or_404(request, pk)
+    token = managed_token_or_404(request, pk)
     enabled = request.POST.get("alerts") == "on"
     if token.set_alerts(enabled, actor=request.user, ip=client_ip(request)):
         if enabled:

@@ -46,6 +46,17 @@ class StatusFilter(admin.SimpleListFilter):
         return queryset
 
 
+class OwnerKindFilter(ChoiceFilter):
+    title = _("owner")
+    parameter_name = "owner"
+
+    def options(self):
+        return (
+            ("people", _("people"), Q(user__service_account__isnull=True)),
+            ("service_accounts", _("service accounts"), Q(user__service_account__isnull=False)),
+        )
+
+
 class ExpiryWindowFilter(ChoiceFilter):
     title = _("expiry")
     parameter_name = "expires"

@@ -58,7 +58,8 @@ class LifetimeField(forms.MultiValueField):
         super().__init__(fields, require_all_fields=True, **kwargs)
 
     def compress(self, data_list):
-        if not data_list:
+        # No number: no lifetime (an optional field, e.g. the service accounts' maximum, left empty).
+        if not data_list or data_list[0] is None:
             return None
         number, unit = data_list
         # A million of the largest unit still fits a timedelta; the policy's own clean() then refuses
@@ -111,6 +112,7 @@ class ExpirationPolicyForm(forms.ModelForm):
             "default_lifetime": LifetimeField,
             "minimum_lifetime": LifetimeField,
             "maximum_lifetime": LifetimeField,
+            "service_account_maximum_lifetime": LifetimeField,
             "max_rotation_overlap": OverlapField,
         }
         help_texts = {

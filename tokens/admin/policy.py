@@ -55,6 +55,10 @@ class ExpirationPolicyAdmin(admin.ModelAdmin):
         (_("Least privilege"), {"fields": ("default_access", "require_allowed_ips_without_expiry")}),
         (_("Rotation"), {"fields": ("max_rotation_overlap", "self_rotation_allowed")}),
         (
+            _("Service accounts"),
+            {"fields": ("service_account_maximum_lifetime", "service_account_no_expiry")},
+        ),
+        (
             _("Notices and retention"),
             {"fields": ("expiry_notice_days", "new_address_alerts", "usage_retention_days")},
         ),

@@ -21,7 +21,7 @@ from ..forms import TokenRotateForm
 from ..http import client_ip, no_store
 from ..models import ExpirationPolicy, Token, TokenStatus
 from .common import CredentialColumnsMixin, SecretLookupsRefusedMixin, report_action, revoke_each
-from .filters import ExceedsPolicyFilter, ExpiryWindowFilter, NeverUsedFilter, StatusFilter
+from .filters import ExceedsPolicyFilter, ExpiryWindowFilter, NeverUsedFilter, OwnerKindFilter, StatusFilter
 from .forms import TokenAddForm, TokenChangeForm
 
 
@@ -45,6 +45,7 @@ class TokenAdmin(SecretLookupsRefusedMixin, CredentialColumnsMixin, admin.ModelA
     list_display_links = ("name",)
     list_filter = (
         StatusFilter,
+        OwnerKindFilter,
         ExpiryWindowFilter,
         NeverUsedFilter,
         ExceedsPolicyFilter,

@@ -952,6 +952,87 @@ PATHS["/forward-auth"] = {
 }
 
 
+# Service accounts: a manager's signed-in session only (a token or key gets 403), the tokens of /api/tokens.
+SCHEMAS["ServiceAccount"] = {
+    "type": "object",
+    "required": ["id", "username", "description", "team", "is_active"],
+    "properties": {
+        "id": {"type": "integer"},
+        "username": {"type": "string"},
+        "description": {"type": "string"},
+        "team": {"type": "string", "description": "The owning team (group) name."},
+        "is_active": {"type": "boolean", "description": "False: deactivated; its tokens are refused."},
+    },
+}
+ACCOUNT_PARAMETER = {**ID_PARAMETER, "name": "account"}
+SESSION_ONLY = (
+    " With the signed-in session of a manager of the account (a member of its team holding the manager "
+    "role); a token or legacy key gets 403, anyone else 404. Events name the manager as the actor."
+)
+
+
+def _for_account(operation, operation_id, summary):
+    """Return the /api/tokens *operation* as a service account's: same shapes, the manager's session."""
+    return {
+        **operation,
+        "operationId": operation_id,
+        "summary": summary + SESSION_ONLY,
+        "security": [],
+        "responses": operation["responses"] | {"404": ERRORS["404"]},
+    }
+
+
+PATHS["/api/service-accounts"] = {
+    "get": {
+        "operationId": "service_accounts_list",
+        "summary": "The service accounts the signed-in person manages." + SESSION_ONLY,
+        "security": [],
+        "parameters": PAGE_PARAMETERS,
+        "responses": _responses(
+            "200",
+            {"description": "A page of service accounts.", "content": _json(_page(_ref("ServiceAccount")))},
+            "400",
+            "404",
+        ),
+    }
+}
+PATHS["/api/service-accounts/{account}/tokens"] = {
+    "parameters": [ACCOUNT_PARAMETER],
+    "get": _for_account(
+        PATHS["/api/tokens"]["get"], "service_account_tokens_list", "The account's tokens, newest first."
+    ),
+    "post": _for_account(
+        PATHS["/api/tokens"]["post"],
+        "service_account_tokens_create",
+        "Create a token for the account; the value is in the 201, this once.",
+    ),
+}
+PATHS["/api/service-accounts/{account}/tokens/{id}"] = {
+    "parameters": [ACCOUNT_PARAMETER, ID_PARAMETER],
+    "get": _for_account(
+        PATHS["/api/tokens/{id}"]["get"], "service_account_tokens_detail", "One of its tokens."
+    ),
+    "patch": _for_account(
+        PATHS["/api/tokens/{id}"]["patch"],
+        "service_account_tokens_update",
+        "Rename a token of the account, change its access, permissions or allowed addresses, or its alerts.",
+    ),
+    "delete": _for_account(
+        PATHS["/api/tokens/{id}"]["delete"],
+        "service_account_tokens_revoke",
+        "Revoke a token of the account, from the very next request on.",
+    ),
+}
+PATHS["/api/service-accounts/{account}/tokens/{id}/rotate"] = {
+    "parameters": [ACCOUNT_PARAMETER],
+    "post": _for_account(
+        PATHS["/api/tokens/{id}/rotate"]["post"],
+        "service_account_tokens_rotate",
+        "Rotate a token of the account: a new value, the same settings; the old one works for the overlap.",
+    ),
+}
+
+
 def document(request=None):
     """Return the OpenAPI 3.1 document as a dict."""
     server = request.build_absolute_uri("/").rstrip("/") if request else "/"

@@ -1,6 +1,6 @@
 from django.urls import path
 
-from . import federation, incident, introspect
+from . import federation, incident, introspect, service_accounts
 from . import views as api
 
 urlpatterns = [
@@ -12,6 +12,22 @@ urlpatterns = [
     path("tokens/self/rotate", api.tokens_self_rotate, name="api-token-self-rotate"),
     path("tokens/<int:pk>/rotate", api.tokens_rotate, name="api-token-rotate"),
     path("tokens/<int:pk>/usage", api.tokens_usage, name="api-token-usage"),
+    path("service-accounts", service_accounts.service_accounts_list, name="api-service-accounts"),
+    path(
+        "service-accounts/<int:account>/tokens",
+        service_accounts.service_account_tokens,
+        name="api-service-account-tokens",
+    ),
+    path(
+        "service-accounts/<int:account>/tokens/<int:pk>",
+        service_accounts.service_account_token,
+        name="api-service-account-token",
+    ),
+    path(
+        "service-accounts/<int:account>/tokens/<int:pk>/rotate",
+        service_accounts.service_account_token_rotate,
+        name="api-service-account-token-rotate",
+    ),
     path("credentials/revoke", incident.credentials_revoke, name="api-credentials-revoke"),
     path("secret-scanning/github", incident.github_secret_scanning, name="api-secret-scanning-github"),
     path("events", incident.events_feed, name="api-events"),

@@ -23,7 +23,7 @@ from django.views.decorators.http import require_GET, require_http_methods
 from ..constants import API_PREFIX, Access
 from ..http import client_ip, no_store, own_token_or_404
 from ..identity import recent
-from ..models import ExpirationPolicy, Token, TokenStatus, UsageRecord
+from ..models import ExpirationPolicy, Token, TokenStatus, UsageRecord, is_service_account
 from ..models.usage import token_usage, usage_totals
 from .errors import api_error, forbidden
 from .openapi import document
@@ -240,8 +240,23 @@ def users_detail(request, pk):
 @_api_view(["GET", "POST"])
 def tokens_collection(request):
     """List the caller's tokens, or create one (POST)."""
+    if request.method == "POST":
+        refusal = _refuse_service_account_token(request)
+        if refusal is not None:
+            return refusal
+        policy = ExpirationPolicy.load()
+        # A leaked token must not be able to mint more: creating needs a session unless the policy says so.
+        if request.auth is not None and not (
+            request.auth.method == "bearer" and policy.bearer_can_create_tokens
+        ):
+            return forbidden(request, _("Tokens can only be created from a signed-in session."))
+    return _owner_tokens(request, request.user, location="api-token")
+
+
+def _owner_tokens(request, owner, *, location, account=None):
+    """List *owner*'s tokens, or issue one for them with the caller as the actor (POST)."""
     if request.method == "GET":
-        tokens = Token.objects.for_user(request.user).select_related("replaced_by")
+        tokens = Token.objects.for_user(owner).select_related("replaced_by")
         status = request.GET.get("status")
         if status is not None:
             if status not in TokenStatus.values:
@@ -254,9 +269,7 @@ def tokens_collection(request):
         return JsonResponse(paginate(request, tokens, token_json, prepare=usage_totals))
 
     policy = ExpirationPolicy.load()
-    # A leaked token must not be able to mint more: creating needs a session unless the policy says so.
-    if request.auth is not None and not (request.auth.method == "bearer" and policy.bearer_can_create_tokens):
-        return forbidden(request, _("Tokens can only be created from a signed-in session."))
+    # Creating is a sensitive step: a session signed in long ago confirms first (in the browser).
     if recent.session_past_window(request):
         return forbidden(request, recent.CONFIRM_FIRST)
     body = _json_body(request, {"name", "purpose", "expires_at", *RESTRICTIONS}, required=("name",))
@@ -264,10 +277,11 @@ def tokens_collection(request):
         raise ValidationError({"access": _("Use “read” or “read_write”.")})
     expires_at = parse_expiry(body["expires_at"]) if "expires_at" in body else policy.default_expiry()
     token, plaintext = Token.objects.issue(
-        user=request.user,
+        user=owner,
         name=body["name"],
         purpose=body.get("purpose") or "",
         expires_at=expires_at,
+        actor=request.user,
         ip=client_ip(request),
         policy=policy,
         # Omitted: the policy's default access, all of the owner's permissions, any address.
@@ -277,8 +291,12 @@ def tokens_collection(request):
         caller=request.auth,
     )
     response = no_store(JsonResponse({**token_json(token), "token": plaintext}, status=201))
-    response["Location"] = reverse("api-token", args=[token.pk])
+    response["Location"] = reverse(location, args=[*_account_args(account), token.pk])
     return response
+
+
+def _account_args(account):
+    return [] if account is None else [account.pk]
 
 
 RESTRICTIONS = ("access", "permissions", "allowed_ips")
@@ -291,6 +309,32 @@ def tokens_detail(request, pk):
     PATCH takes any of name, access, permissions, allowed_ips and alerts.
     """
     token = own_token_or_404(request, pk)
+    if request.method != "GET":
+        refusal = _refuse_service_account_token(request)
+        if refusal is not None:
+            return refusal
+    return _one_token(request, token)
+
+
+def _refuse_service_account_token(request):
+    """Refuse a service account's own token managing the account's tokens; None for anyone else.
+
+    Its managers do that from a signed-in session, as themselves; the token may only replace itself
+    (``tokens_self_rotate``), which its managers are told of.
+    """
+    if request.auth is not None and is_service_account(request.user):
+        return forbidden(
+            request,
+            _(
+                "A service account's tokens are managed by its managers from a signed-in session; "
+                "a token may only rotate itself at /api/tokens/self/rotate."
+            ),
+        )
+    return None
+
+
+def _one_token(request, token):
+    """Show, change (PATCH) or revoke (DELETE) *token*, the caller acting."""
     if request.method == "PATCH":
         body = _json_body(request, {"name", "alerts", *RESTRICTIONS})
         if not body:
@@ -337,7 +381,7 @@ def _parse_overlap(body, policy):
     return timedelta(seconds=raw)
 
 
-def _rotate(request, token, policy):
+def _rotate(request, token, policy, *, location="api-token", account=None):
     """Rotate *token* as the body asks and answer 201 with the new token and its value, once."""
     # No body at all is {}: a client rotating itself can POST without one (no overlap, same lifetime).
     body = _json_body(request, {"overlap", "expires_at"}) if request.body else {}
@@ -358,7 +402,7 @@ def _rotate(request, token, policy):
             _("Only an active token can be rotated; this one is %(status)s.") % {"status": refusal.status},
         )
     response = no_store(JsonResponse({**token_json(new), "token": plaintext}, status=201))
-    response["Location"] = reverse("api-token", args=[new.pk])
+    response["Location"] = reverse(location, args=[*_account_args(account), new.pk])
     return response
 
 
@@ -367,6 +411,9 @@ def _rotate(request, token, policy):
 def tokens_rotate(request, pk):
     """Rotate one of your tokens: a new value with the same settings; the old one works for the overlap."""
     token = own_token_or_404(request, pk)
+    refusal = _refuse_service_account_token(request)
+    if refusal is not None:
+        return refusal
     policy = ExpirationPolicy.load()
     # Rotating mints a value, like creating: a bearer token may only when the policy lets tokens manage
     # tokens (a leaked token must not mint more); a token rotates itself at /api/tokens/self/rotate.

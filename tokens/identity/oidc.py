@@ -46,7 +46,7 @@ from mozilla_django_oidc.auth import OIDCAuthenticationBackend
 from mozilla_django_oidc.utils import import_from_settings
 from mozilla_django_oidc.views import OIDCAuthenticationCallbackView, OIDCAuthenticationRequestView
 
-from ..models import ProviderIdentity
+from ..models import ProviderIdentity, is_service_account
 from . import provider, recent
 
 logger = logging.getLogger(__name__)
@@ -215,8 +215,9 @@ def person_for(claims, *, purpose, current_user, started_at=None, now=None):
         elif identity is None:
             user = provisioned_account_for(claims) or _new_account(claims)
             identity = _link(user=user, issuer=issuer, subject=subject, now=now)
-        if not identity.user.is_active:
-            # Switched off here: the provider's word changes nothing of the account.
+        if not identity.user.is_active or is_service_account(identity.user):
+            # Switched off here, or no person's account at all (an administrator linked an identity
+            # to a service account): the provider's word changes nothing of it.
             raise SWITCHED_OFF
         refresh_from_claims(identity.user, claims)
         ProviderIdentity.objects.signed_in(identity, now=now)

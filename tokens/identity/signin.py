@@ -12,7 +12,6 @@ from django.conf import settings
 from django.contrib.auth import authenticate
 from django.contrib.auth.backends import ModelBackend
 from django.contrib.auth.decorators import login_required
-from django.contrib.auth.forms import PasswordResetForm
 from django.http import HttpResponseRedirect
 from django.shortcuts import redirect, render
 from django.urls import reverse
@@ -22,13 +21,18 @@ from django.views.decorators.csrf import csrf_protect
 from django.views.decorators.debug import sensitive_post_parameters
 from django.views.decorators.http import require_http_methods
 
-from ..models import ProviderIdentity
-from ..throttle import ThrottledLoginView, count_sign_in, forget_sign_in
+from ..models import ProviderIdentity, is_service_account
+from ..throttle import DeferredPasswordResetForm, ThrottledLoginView, count_sign_in, forget_sign_in
 from . import provider, recent
 
 
 def password_allowed(user):
-    """Return True when PASSWORD_SIGN_IN lets *user* sign in with a local password."""
+    """Return True when *user* may sign in with a local password (or reset it).
+
+    Never a service account, whatever password it holds; otherwise as PASSWORD_SIGN_IN says.
+    """
+    if is_service_account(user):
+        return False
     mode = settings.PASSWORD_SIGN_IN
     return mode == "on" or (mode == "staff" and (user.is_staff or user.is_superuser))
 
@@ -40,8 +44,8 @@ class PasswordBackend(ModelBackend):
         return super().user_can_authenticate(user) and password_allowed(user)
 
 
-class StaffAwarePasswordResetForm(PasswordResetForm):
-    """Mail reset links only to people who may use a password (PASSWORD_SIGN_IN)."""
+class StaffAwarePasswordResetForm(DeferredPasswordResetForm):
+    """Mail reset links only to people who may use a password (``password_allowed``), after the answer."""
 
     def get_users(self, email):
         return (user for user in super().get_users(email) if password_allowed(user))

@@ -5,6 +5,7 @@ from .federation import TokenExchange, TrustPolicy, UsedJobToken
 from .identity import ProviderIdentity
 from .legacy import LegacyApiKey
 from .policy import BrownoutWindow, ExpirationPolicy, RehearsedSessionRequest
+from .service_accounts import ManagerRole, ServiceAccount, is_service_account
 from .tokens import Token, TokenStatus
 from .usage import ClientAddress, DailyUsage, UsageRecord, UsageSummaryState
 
@@ -16,9 +17,11 @@ __all__ = [
     "DailyUsage",
     "ExpirationPolicy",
     "LegacyApiKey",
+    "ManagerRole",
     "ProviderIdentity",
     "RefusedClient",
     "RehearsedSessionRequest",
+    "ServiceAccount",
     "Token",
     "TokenEvent",
     "TokenExchange",
@@ -27,4 +30,5 @@ __all__ = [
     "UsageRecord",
     "UsageSummaryState",
     "UsedJobToken",
+    "is_service_account",
 ]

@@ -93,6 +93,14 @@ class TokenEvent(models.Model):
         EXCHANGED = "exchanged", _("minted for a CI job")
         EXCHANGE_REFUSED = "exchange_refused", _("CI job refused")
         TRUST_CHANGED = "trust_changed", _("trust policy changed")
+        # Service accounts (user: the account; actor: the person who acted).
+        ACCOUNT_CREATED = "account_created", _("service account created")
+        TEAM_CHANGED = "team_changed", _("moved to another team")
+        ACCOUNT_DEACTIVATED = "account_deactivated", _("service account deactivated")
+        ACCOUNT_ACTIVATED = "account_activated", _("service account activated")
+        ACCOUNT_UNMANAGED = "account_unmanaged", _("no manager left")
+        # A person's token given to a service account (on the token, the old owner and each manager).
+        TOKEN_MOVED = "token_moved", _("token moved to a service account")
 
     user = models.ForeignKey(
         settings.AUTH_USER_MODEL,

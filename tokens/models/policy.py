@@ -17,6 +17,7 @@ from ..constants import (
     Access,
 )
 from .events import TokenEvent
+from .service_accounts import is_service_account
 from .usage import storable
 
 # Far beyond any sensible token and far below what dates can hold: year 9999 is datetime's last, so a
@@ -247,6 +248,23 @@ class ExpirationPolicy(models.Model):
             "(recorded with the caller's address and mailed to the owner)."
         ),
     )
+    service_account_maximum_lifetime = models.DurationField(
+        verbose_name=_("maximum lifetime of service-account tokens"),
+        null=True,
+        blank=True,
+        help_text=_(
+            "Service accounts' integrations often run for longer than a person's script. Empty: the "
+            "maximum lifetime above."
+        ),
+    )
+    service_account_no_expiry = models.BooleanField(
+        verbose_name=_("service-account tokens may have no expiry"),
+        default=False,
+        help_text=_(
+            "Only with an address allow-list: a service-account token that never expires must name "
+            "the addresses it is used from."
+        ),
+    )
     updated_at = models.DateTimeField(
         verbose_name=_("updated at"),
         auto_now=True,
@@ -295,6 +313,13 @@ class ExpirationPolicy(models.Model):
             errors["default_lifetime"] = _(
                 "The default lifetime must lie between the minimum and the maximum."
             )
+        longest_for_accounts = self.service_account_maximum_lifetime
+        if longest_for_accounts is not None and not (
+            self.minimum_lifetime <= longest_for_accounts <= LONGEST_LIFETIME
+        ):
+            errors["service_account_maximum_lifetime"] = _(
+                "Use a lifetime from the minimum lifetime up to %(max)s, or leave it empty."
+            ) % {"max": describe_lifetime(LONGEST_LIFETIME)}
         if not timedelta(0) <= self.max_rotation_overlap <= LONGEST_LIFETIME:
             errors["max_rotation_overlap"] = _("Use a duration from 0 up to %(max)s.") % {
                 "max": describe_lifetime(LONGEST_LIFETIME)
@@ -336,9 +361,18 @@ class ExpirationPolicy(models.Model):
         return (now or timezone.now()) + self.default_lifetime
 
     def allows_no_expiry(self, user):
+        if is_service_account(user):
+            # Then only with an address allow-list (check_allowed_ips).
+            return self.service_account_no_expiry
         if self.no_expiry_allowed_for == self.NoExpiry.EVERYONE:
             return True
         return self.no_expiry_allowed_for == self.NoExpiry.STAFF and user.is_staff
+
+    def maximum_lifetime_for(self, user):
+        """Return the longest lifetime a token of *user* may have: service accounts may have their own."""
+        if self.service_account_maximum_lifetime is not None and is_service_account(user):
+            return self.service_account_maximum_lifetime
+        return self.maximum_lifetime
 
     def preset_choices(self):
         """Return [(key, label, timedelta)] of the offered presets, in lifetime order."""
@@ -362,11 +396,12 @@ class ExpirationPolicy(models.Model):
                     % {"min": describe_lifetime(self.minimum_lifetime)}
                 }
             )
-        if lifetime > self.maximum_lifetime + timedelta(minutes=1):
+        maximum = self.maximum_lifetime_for(user)
+        if lifetime > maximum + timedelta(minutes=1):
             raise ValidationError(
                 {
                     "expires_at": _("The longest lifetime allowed is %(max)s.")
-                    % {"max": describe_lifetime(self.maximum_lifetime)}
+                    % {"max": describe_lifetime(maximum)}
                 }
             )
 
@@ -387,12 +422,16 @@ class ExpirationPolicy(models.Model):
         """
         now = now or timezone.now()
         if lifetime is None:
-            return None if self.allows_no_expiry(user) else now + self.maximum_lifetime
-        return now + min(max(lifetime, self.minimum_lifetime), self.maximum_lifetime)
+            return None if self.allows_no_expiry(user) else now + self.maximum_lifetime_for(user)
+        return now + min(max(lifetime, self.minimum_lifetime), self.maximum_lifetime_for(user))
 
-    def check_allowed_ips(self, expires_at, allowed_ips):
-        """Raise ValidationError({"allowed_ips": …}) if the policy needs an allow-list for this token."""
-        if expires_at is None and self.require_allowed_ips_without_expiry and not allowed_ips:
+    def check_allowed_ips(self, expires_at, allowed_ips, user=None):
+        """Raise ValidationError({"allowed_ips": …}) if the policy needs an allow-list for this token.
+
+        A token without expiry needs one when the policy says so, and always for a service account.
+        """
+        required = self.require_allowed_ips_without_expiry or (user is not None and is_service_account(user))
+        if expires_at is None and required and not allowed_ips:
             raise ValidationError(
                 {"allowed_ips": _("A token without expiry must be limited to the addresses it is used from.")}
             )

@@ -37,6 +37,8 @@ from .restrictions import (
     describe_change,
     owner_permissions,
 )
+from .service_accounts import ServiceAccount, notice_recipients
+from .usage import UsageRecord
 
 log = logging.getLogger(__name__)
 
@@ -121,6 +123,11 @@ class TokenStatus(models.TextChoices):
 class TokenQuerySet(models.QuerySet):
     def for_user(self, user):
         return self.filter(user=user)
+
+    def manageable_by(self, user):
+        """Return the tokens *user* manages on the site: their own and their service accounts'."""
+        accounts = ServiceAccount.objects.managed_by(user)
+        return self.filter(Q(user=user) | Q(user__service_account__in=accounts))
 
     @staticmethod
     def status_condition(status, now=None):
@@ -301,7 +308,7 @@ class TokenManager(models.Manager.from_queryset(TokenQuerySet)):
             allowed_ips=allowed_ips,
         )
         check_grant(caller, access=access, permissions=permissions, allowed_ips=allowed_ips)
-        policy.check_allowed_ips(expires_at, allowed_ips)
+        policy.check_allowed_ips(expires_at, allowed_ips, user)
         # The token a rotation replaces and its replacement count as one: the old one is left out here.
         held = self.for_user(user).counted_for_cap(now).exclude(pk=getattr(replaces, "pk", None))
         if policy.max_active_tokens is not None and held.count() >= policy.max_active_tokens:
@@ -685,7 +692,7 @@ class Token(Credential):
             )
             if "allowed_ips" in new:
                 policy = policy or ExpirationPolicy.load()
-                policy.check_allowed_ips(current["expires_at"], new["allowed_ips"])
+                policy.check_allowed_ips(current["expires_at"], new["allowed_ips"], self.user)
             if not new:
                 return []
             Token.objects.filter(pk=self.pk).update(**new)
@@ -954,8 +961,8 @@ class Token(Credential):
         cannot flood the owner's mailbox; the last one allowed says so, and every rotation stays in
         the Activity Stream.
         """
-        user = self.user
-        if not user.email:
+        recipients = notice_recipients(self.user)
+        if not recipients:
             return False
         replacement = self.replaced_by_token
         sent_this_hour = replacement.self_rotations_since(timezone.now() - timedelta(hours=1))
@@ -963,8 +970,8 @@ class Token(Credential):
             log.info("self-rotation notice for token %s not sent: hourly limit reached", self.pk)
             return False
         context = {
-            "user": user,
             "token": self,
+            "service_account": self.user if recipients[0] != self.user else None,
             "replacement": replacement,
             "ip": ip or "?",
             "old_url": settings.SITE_URL + reverse("tokens:detail", args=[self.pk]),
@@ -972,13 +979,17 @@ class Token(Credential):
             "last_this_hour": sent_this_hour == SELF_ROTATION_MAILS_PER_HOUR,
             "limit": SELF_ROTATION_MAILS_PER_HOUR,
         }
-        try:
-            subject = render_to_string("email/token_rotated_subject.txt", context).strip()
-            send_mail(subject, render_to_string("email/token_rotated.txt", context), None, [user.email])
-        except Exception as error:  # whatever failed, the rotation itself stands
-            log.error("self-rotation notice for token %s not sent: %s", self.pk, type(error).__name__)
-            return False
-        return True
+        sent = True
+        # One mail each: a service account's managers do not see one another's addresses.
+        for person in recipients:
+            try:
+                context["user"] = person
+                subject = render_to_string("email/token_rotated_subject.txt", context).strip()
+                send_mail(subject, render_to_string("email/token_rotated.txt", context), None, [person.email])
+            except Exception as error:  # whatever failed, the rotation itself stands
+                log.error("self-rotation notice for token %s not sent: %s", self.pk, type(error).__name__)
+                sent = False
+        return sent
 
     def self_rotations_since(self, moment):
         """Return how many self-rotations since *moment* made this token and its predecessors.
@@ -1016,3 +1027,51 @@ class Token(Credential):
                 )
         self.refresh_from_db(fields=["expires_at"])
         return bool(changed)
+
+    def move_to_service_account(self, account, *, actor=None):
+        """Give this person's token to the service account *account*: same value, limits and history.
+
+        For integrations built on a person's token before service accounts existed: the token row
+        (digest, expiry, access, permissions, addresses, counters, usage) stays as it is and only
+        changes owner; its events move along. Refused (ValidationError) unless the token is active,
+        already belongs to a service account, names permissions the account does not hold, or its
+        name is taken by an active token of the account. The old owner and each manager get an event.
+        """
+        new_owner = account.user
+        with transaction.atomic():
+            # Lock order (docs/security.md): owners first (the lower id first), then the token's row.
+            for owner_id in sorted({self.user_id, new_owner.pk}):
+                lock_owner(owner_id)
+            current = Token.objects.select_for_update(no_key=True).select_related("user").get(pk=self.pk)
+            previous_owner = current.user
+            if ServiceAccount.objects.filter(user_id=previous_owner.pk).exists():
+                raise ValidationError(_("This token belongs to a service account already."))
+            if current.status != TokenStatus.ACTIVE:
+                raise ValidationError(
+                    _("Only an active token can be moved; this one is %(status)s.")
+                    % {"status": TokenStatus(current.status).label.lower()}
+                )
+            if current.permissions is not None:
+                missing = set(current.permissions) - owner_permissions(new_owner)
+                if missing:
+                    raise ValidationError(
+                        _("The service account does not hold these permissions of the token: %(missing)s.")
+                        % {"missing": ", ".join(sorted(missing))}
+                    )
+            Token.objects.check_name_free(user_id=new_owner.pk, name=current.name)
+            Token.objects.filter(pk=self.pk).update(user=new_owner)
+            TokenEvent.objects.filter(token_id=self.pk).update(user=new_owner)
+            # The requests stay the token's history: deleting the old owner later must not delete them.
+            UsageRecord.objects.filter(token_id=self.pk).update(user=new_owner)
+            now = timezone.now()
+            detail = f"{current.name} (…{current.last_characters}) → {new_owner.get_username()}"[:255]
+            moved = [TokenEvent(user=new_owner, token_id=self.pk, actor=actor, at=now, detail=detail)]
+            # The old owner and the managers see the move in their own streams; the token's page is
+            # the account's from now on, so their entries name it without linking to it.
+            people = [previous_owner, *account.managers().exclude(pk=previous_owner.pk)]
+            moved += [TokenEvent(user=person, actor=actor, at=now, detail=detail) for person in people]
+            for event in moved:
+                event.kind = TokenEvent.Kind.TOKEN_MOVED
+            TokenEvent.objects.bulk_create(moved)
+        self.user = new_owner
+        return people

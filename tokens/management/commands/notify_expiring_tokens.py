@@ -9,6 +9,7 @@ from django.urls import reverse
 from django.utils import timezone
 
 from tokens.models import ExpirationPolicy, Token
+from tokens.models.service_accounts import notice_recipients
 
 
 class Command(BaseCommand):
@@ -40,7 +41,9 @@ class Command(BaseCommand):
         without_email, failed = [], []
         for user, tokens in groupby(due, key=lambda token: token.user):
             tokens = list(tokens)
-            if not user.email:
+            # A service account's notice goes to each of its managers instead (one mail each).
+            recipients = notice_recipients(user)
+            if not recipients:
                 without_email.append(user.get_username())
                 continue
             if dry_run:
@@ -51,7 +54,8 @@ class Command(BaseCommand):
             if not claimed:
                 continue  # another run is mailing this owner right now
             try:
-                self._send(user, claimed)
+                for person in recipients:
+                    self._send(person, claimed, owner=user)
             except Exception as error:
                 # Unmark, so the next run tries again.
                 Token.objects.filter(pk__in=[t.pk for t in claimed], expiry_notified_at=now).update(
@@ -73,11 +77,12 @@ class Command(BaseCommand):
             )
 
     @staticmethod
-    def _send(user, tokens):
+    def _send(user, tokens, *, owner):
         # Each token's own page and its rotate page; the value is nowhere in the mail.
         base = settings.SITE_URL + reverse("tokens:list")
         context = {
             "user": user,
+            "service_account": owner if owner != user else None,
             "tokens": [
                 {
                     "name": t.name,
