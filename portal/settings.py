@@ -379,3 +379,16 @@ LOGGING = {
     # Refused API calls are recorded as usage records; logging each 4xx again would only cost time.
     "loggers": {"django.db.backends": {"level": "WARNING"}, "django.request": {"level": "ERROR"}},
 }
+
+# SCIM 2.0 provisioning at /scim/v2/ (django-scim2 with the adapters of tokens/identity/scim.py).
+SCIM_SERVICE_PROVIDER = {
+    "USER_ADAPTER": "tokens.identity.scim.ScimUser",
+    "GROUP_ADAPTER": "tokens.identity.scim.ScimGroup",
+    "USER_FILTER_PARSER": "tokens.identity.scim_filters.UserFilter",
+    "GROUP_FILTER_PARSER": "tokens.identity.scim_filters.GroupFilter",
+    "SERVICE_PROVIDER_CONFIG_MODEL": "tokens.identity.scim.ServiceProviderConfig",
+    "BASE_LOCATION_GETTER": "tokens.identity.scim.base_location",
+    "SCHEMAS_GETTER": "tokens.identity.scim.schemas",
+    "NETLOC": "unused: locations follow the address the client used",
+    "AUTHENTICATION_SCHEMES": [{"type": "oauthbearertoken", "name": "Bearer token"}],
+}

@@ -3,6 +3,7 @@ from .attempts import AttemptCounter, RefusedClient
 from .events import TokenEvent
 from .legacy import LegacyApiKey
 from .policy import BrownoutWindow, ExpirationPolicy, RehearsedSessionRequest
+from .provisioning import ProvisionedGroup, ProvisionedUser
 from .tokens import Token, TokenStatus
 from .usage import ClientAddress, DailyUsage, UsageRecord, UsageSummaryState
 
@@ -14,6 +15,8 @@ __all__ = [
     "DailyUsage",
     "ExpirationPolicy",
     "LegacyApiKey",
+    "ProvisionedGroup",
+    "ProvisionedUser",
     "RefusedClient",
     "RehearsedSessionRequest",
     "Token",

@@ -88,6 +88,9 @@ class TokenEvent(models.Model):
         POLICY_CHANGED = "policy_changed", _("policy changed")
         # On both tokens of a rotation: the old one (detail: its replacement, when it stops) and the new.
         ROTATED = "rotated", _("rotated")
+        # SCIM provisioning switched the owner off or on again (actor and detail: the provider's account).
+        DEACTIVATED = "deactivated", _("owner deactivated by the identity provider")
+        REACTIVATED = "reactivated", _("owner reactivated by the identity provider")
 
     user = models.ForeignKey(
         settings.AUTH_USER_MODEL,

@@ -1,0 +1,1 @@
+"""Organisation sign-in: identities from the organisation's provider, and SCIM provisioning."""
