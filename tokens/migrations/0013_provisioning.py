@@ -7,47 +7,134 @@ from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
-
     dependencies = [
-        ('auth', '0012_alter_user_first_name_max_length'),
-        ('tokens', '0010_usage_append_only'),
+        ("auth", "0012_alter_user_first_name_max_length"),
+        ("tokens", "0010_usage_append_only"),
     ]
 
     operations = [
         migrations.CreateModel(
-            name='ProvisionedGroup',
+            name="ProvisionedGroup",
             fields=[
-                ('group', models.OneToOneField(on_delete=django.db.models.deletion.CASCADE, primary_key=True, related_name='provisioning', serialize=False, to='auth.group', verbose_name='group')),
-                ('external_id', models.CharField(blank=True, max_length=255, verbose_name='external id')),
-                ('updated_at', models.DateTimeField(default=django.utils.timezone.now, verbose_name='last change by SCIM')),
+                (
+                    "group",
+                    models.OneToOneField(
+                        on_delete=django.db.models.deletion.CASCADE,
+                        primary_key=True,
+                        related_name="provisioning",
+                        serialize=False,
+                        to="auth.group",
+                        verbose_name="group",
+                    ),
+                ),
+                ("external_id", models.CharField(blank=True, max_length=255, verbose_name="external id")),
+                (
+                    "updated_at",
+                    models.DateTimeField(
+                        default=django.utils.timezone.now, verbose_name="last change by SCIM"
+                    ),
+                ),
             ],
             options={
-                'verbose_name': 'SCIM-managed group',
-                'verbose_name_plural': 'SCIM-managed groups',
+                "verbose_name": "SCIM-managed group",
+                "verbose_name_plural": "SCIM-managed groups",
             },
         ),
         migrations.AlterField(
-            model_name='tokenevent',
-            name='kind',
-            field=models.CharField(choices=[('created', 'created'), ('renamed', 'renamed'), ('revoked', 'revoked'), ('expired', 'expired'), ('shortened', 'expiry shortened'), ('first_used', 'first used'), ('legacy_used', 'legacy key used'), ('legacy_revoked', 'legacy key revoked'), ('access_changed', 'access changed'), ('permissions_changed', 'permissions changed'), ('addresses_changed', 'allowed addresses changed'), ('level_changed', 'security level changed'), ('rehearsal_changed', 'rehearsal changed'), ('brownout_changed', 'brownout window changed'), ('sunset_changed', 'legacy sunset changed'), ('legacy_notified', 'legacy key owner notified'), ('new_address', 'used from a new address'), ('alerts_changed', 'new-address alerts switched'), ('purpose_changed', 'purpose changed'), ('policy_changed', 'policy changed'), ('rotated', 'rotated'), ('deactivated', 'owner deactivated by the identity provider'), ('reactivated', 'owner reactivated by the identity provider')], max_length=20, verbose_name='event'),
+            model_name="tokenevent",
+            name="kind",
+            field=models.CharField(
+                choices=[
+                    ("created", "created"),
+                    ("renamed", "renamed"),
+                    ("revoked", "revoked"),
+                    ("expired", "expired"),
+                    ("shortened", "expiry shortened"),
+                    ("first_used", "first used"),
+                    ("legacy_used", "legacy key used"),
+                    ("legacy_revoked", "legacy key revoked"),
+                    ("access_changed", "access changed"),
+                    ("permissions_changed", "permissions changed"),
+                    ("addresses_changed", "allowed addresses changed"),
+                    ("level_changed", "security level changed"),
+                    ("rehearsal_changed", "rehearsal changed"),
+                    ("brownout_changed", "brownout window changed"),
+                    ("sunset_changed", "legacy sunset changed"),
+                    ("legacy_notified", "legacy key owner notified"),
+                    ("new_address", "used from a new address"),
+                    ("alerts_changed", "new-address alerts switched"),
+                    ("purpose_changed", "purpose changed"),
+                    ("policy_changed", "policy changed"),
+                    ("rotated", "rotated"),
+                    ("deactivated", "owner deactivated by the identity provider"),
+                    ("reactivated", "owner reactivated by the identity provider"),
+                ],
+                max_length=20,
+                verbose_name="event",
+            ),
         ),
         migrations.CreateModel(
-            name='ProvisionedUser',
+            name="ProvisionedUser",
             fields=[
-                ('user', models.OneToOneField(on_delete=django.db.models.deletion.CASCADE, primary_key=True, related_name='provisioning', serialize=False, to=settings.AUTH_USER_MODEL, verbose_name='person')),
-                ('external_id', models.CharField(blank=True, help_text="The identity provider's identifier of this person (SCIM externalId).", max_length=255, verbose_name='external id')),
-                ('provider', models.CharField(blank=True, help_text='The account whose provisioning token last changed this person.', max_length=150, verbose_name='provider')),
-                ('provisioned_at', models.DateTimeField(default=django.utils.timezone.now, verbose_name='provisioned')),
-                ('updated_at', models.DateTimeField(default=django.utils.timezone.now, verbose_name='last change by SCIM')),
-                ('deactivated_at', models.DateTimeField(blank=True, null=True, verbose_name='deactivated by SCIM')),
-                ('deleted_at', models.DateTimeField(blank=True, help_text='The provider deleted this person: deactivated, hidden from SCIM, kept for the audit.', null=True, verbose_name='deleted by SCIM')),
+                (
+                    "user",
+                    models.OneToOneField(
+                        on_delete=django.db.models.deletion.CASCADE,
+                        primary_key=True,
+                        related_name="provisioning",
+                        serialize=False,
+                        to=settings.AUTH_USER_MODEL,
+                        verbose_name="person",
+                    ),
+                ),
+                (
+                    "external_id",
+                    models.CharField(
+                        blank=True,
+                        help_text="The identity provider's identifier of this person (SCIM externalId).",
+                        max_length=255,
+                        verbose_name="external id",
+                    ),
+                ),
+                (
+                    "provider",
+                    models.CharField(
+                        blank=True,
+                        help_text="The account whose provisioning token last changed this person.",
+                        max_length=150,
+                        verbose_name="provider",
+                    ),
+                ),
+                (
+                    "provisioned_at",
+                    models.DateTimeField(default=django.utils.timezone.now, verbose_name="provisioned"),
+                ),
+                (
+                    "updated_at",
+                    models.DateTimeField(
+                        default=django.utils.timezone.now, verbose_name="last change by SCIM"
+                    ),
+                ),
+                (
+                    "deactivated_at",
+                    models.DateTimeField(blank=True, null=True, verbose_name="deactivated by SCIM"),
+                ),
+                (
+                    "deleted_at",
+                    models.DateTimeField(
+                        blank=True,
+                        help_text="The provider deleted this person: deactivated, hidden from SCIM, kept for the audit.",
+                        null=True,
+                        verbose_name="deleted by SCIM",
+                    ),
+                ),
             ],
             options={
-                'verbose_name': 'SCIM-managed person',
-                'verbose_name_plural': 'SCIM-managed people',
-                'ordering': ('user_id',),
-                'permissions': [('scim_provision', 'Can provision people and groups by SCIM')],
-                'indexes': [models.Index(fields=['external_id'], name='provisioned_external_id')],
+                "verbose_name": "SCIM-managed person",
+                "verbose_name_plural": "SCIM-managed people",
+                "ordering": ("user_id",),
+                "permissions": [("scim_provision", "Can provision people and groups by SCIM")],
+                "indexes": [models.Index(fields=["external_id"], name="provisioned_external_id")],
             },
         ),
     ]
