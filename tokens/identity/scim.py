@@ -93,7 +93,7 @@ SCHEMAS = [
                 "complex",
                 multiValued=True,
                 subAttributes=[_attribute("value")],
-                description="One e-mail address is kept: the one marked primary, else the first.",
+                description="One e-mail address is kept: the one marked primary, else the last.",
             ),
             # Always held (a person is active or not): a PATCH may replace it, never remove it; a new person
             # without it is active.
@@ -360,15 +360,17 @@ class ScimUser(SCIMUser):
             ) from None
         name = _object(d, "name")
         emails = _list(d, "emails")
-        addresses = [e.get("value") for e in sorted(emails, key=lambda e: e.get("primary") is not True)]
-        email = addresses[0] if addresses else ""
-        if not isinstance(email, str) or len(email) > 254:
-            raise ScimError(400, _("An e-mail address must be text."), "invalidValue")
-        if email:
+        for entry in emails:
+            address = entry.get("value")
+            if not isinstance(address, str) or len(address) > 254:
+                raise ScimError(400, _("An e-mail address must be text."), "invalidValue")
             try:
-                validate_email(email)
+                validate_email(address)
             except ValidationError:
                 raise ScimError(400, _("The e-mail address is not valid."), "invalidValue") from None
+        # One address is kept: the primary one, else the last sent (a PATCH that adds one adds it last).
+        primary = [e["value"] for e in emails if e.get("primary") is True]
+        email = (primary or [e["value"] for e in emails] or [""])[-1]
         active = _active(d)
         self.external_id = _text(d, "externalId", max_length=EXTERNAL_ID_MAX_LENGTH)
         user.username = username

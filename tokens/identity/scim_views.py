@@ -133,6 +133,15 @@ class ResourceEndpoint(ScimEndpoint):
 
     schema = None
 
+    def answer(self, request, *args, **kwargs):
+        # A collection is read and added to; one resource is read, replaced, patched and deleted.
+        one = bool(kwargs.get("uuid"))
+        if request.method in (("POST",) if one else ("PUT", "PATCH", "DELETE")):
+            response = scim_error(ScimError(405, _("Method not allowed.")))
+            response["Allow"] = "GET, PUT, PATCH, DELETE" if one else "GET, POST"
+            return response
+        return super().answer(request, *args, **kwargs)
+
     def get_object(self):
         pk = lookup_id(self.kwargs.get("uuid", ""))
         found = self.visible().filter(pk=pk).first() if pk is not None else None
@@ -199,8 +208,6 @@ class ResourceEndpoint(ScimEndpoint):
         )
 
     def post(self, request, *args, **kwargs):
-        if kwargs.get("uuid"):
-            raise ScimError(404, _("Create a resource by POST to its collection."))
         with transaction.atomic():
             return super().post(request, *args, **kwargs)
 
