@@ -124,7 +124,10 @@ def test_every_accepted_call_is_recorded_as_a_use_of_the_token(scim, provider):
     scim("GET", "Users")
     new_person(scim)
     uses = UsageRecord.objects.filter(token__user=provider, accepted=True)
-    assert sorted(uses.values_list("method", "path")) == [("GET", "/scim/v2/Users"), ("POST", "/scim/v2/Users")]
+    assert sorted(uses.values_list("method", "path")) == [
+        ("GET", "/scim/v2/Users"),
+        ("POST", "/scim/v2/Users"),
+    ]
 
 
 # What it writes
@@ -133,7 +136,8 @@ def test_every_accepted_call_is_recorded_as_a_use_of_the_token(scim, provider):
 def test_a_created_person_is_managed_by_scim_and_found_by_the_providers_external_id(scim):
     created = new_person(scim)
     person = User.objects.get(pk=created["id"])
-    assert (person.username, person.first_name, person.email) == ("carol@example.org", "Carol", "carol@example.org")
+    assert (person.username, person.first_name) == ("carol@example.org", "Carol")
+    assert person.email == "carol@example.org"
     assert not person.has_usable_password()
     assert ProvisionedUser.objects.by_external_id("00u1carol").user == person
     assert ProvisionedUser.objects.by_external_id("someone else") is None
@@ -219,7 +223,8 @@ def test_reactivation_brings_back_unexpired_tokens_but_a_revoked_token_stays_rev
     deactivate(scim, person.pk)
     revoked.revoke(actor=person)
     ops = [{"op": "replace", "value": {"active": True}}]
-    assert scim("PATCH", f"Users/{person.pk}", {"schemas": [PATCH], "Operations": ops}).json()["active"] is True
+    reactivated = scim("PATCH", f"Users/{person.pk}", {"schemas": [PATCH], "Operations": ops})
+    assert reactivated.json()["active"] is True
     assert client.get("/api/users/me", **bearer(kept)).status_code == 200
     assert client.get("/api/users/me", **bearer(gone)).status_code == 401
     assert TokenEvent.objects.filter(user=person, kind=TokenEvent.Kind.REACTIVATED).count() == 1
@@ -260,9 +265,12 @@ def test_group_membership_from_scim_gives_and_takes_the_groups_permissions(clien
     assert scim("GET", f"Users/{person.pk}").json()["groups"][0]["display"] == "auditors"
 
     remove = [{"op": "remove", "path": f'members[value eq "{person.pk}"]'}]
-    assert scim("PATCH", f"Groups/{group.pk}", {"schemas": [PATCH], "Operations": remove}).json().get(
-        "members", []
-    ) == []
+    assert (
+        scim("PATCH", f"Groups/{group.pk}", {"schemas": [PATCH], "Operations": remove})
+        .json()
+        .get("members", [])
+        == []
+    )
     assert client.get("/api/users", **bearer(value)).status_code == 403
     assert scim("GET", 'Groups?filter=displayName eq "auditors"').json()["totalResults"] == 1
 
@@ -283,7 +291,8 @@ def test_discovery_describes_what_is_kept_and_how_to_authenticate(scim):
     types = {t["id"]: t["endpoint"] for t in scim("GET", "ResourceTypes").json()["Resources"]}
     assert types == {"User": "/Users", "Group": "/Groups"}
     user_schema = scim("GET", f"Schemas/{USER}").json()
-    assert {a["name"] for a in user_schema["attributes"]} == {"userName", "name", "emails", "active", "groups"}
+    kept = {a["name"] for a in user_schema["attributes"]}
+    assert kept == {"userName", "name", "emails", "active", "groups"}
 
 
 # Malformed input: SCIM's error body and a 4xx, never a 500, and nothing changes
@@ -389,7 +398,7 @@ operations = st.lists(
         {"op": st.sampled_from(["add", "replace", "remove", "Replace", "copy"])},
         optional={
             "path": st.sampled_from(
-                ["active", "name.givenName", "emails", 'emails[type eq "work"].value', "members", "userName", "x"]
+                ["active", "name.givenName", "emails", 'emails[type eq "work"].value', "members", "userName"]
             )
             | st.text(max_size=20),
             "value": json_values,
