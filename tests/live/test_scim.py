@@ -142,7 +142,8 @@ def test_scim_active_false_stops_a_token_in_use_on_the_next_request(main_server)
 
 def test_scim_through_one_node_stops_the_token_on_every_node(postgres_nodes, throwaway_postgres):
     node_a, node_b = postgres_nodes
-    scim_token = throwaway_postgres.django(PROVIDER_SETUP.format(username=f"idp-{secrets.token_hex(4)}"))["value"]
+    setup = PROVIDER_SETUP.format(username=f"idp-{secrets.token_hex(4)}")
+    scim_token = throwaway_postgres.django(setup)["value"]
     person_id = provision(node_a, scim_token, f"leaver-{secrets.token_hex(4)}@example.org")
     value = throwaway_postgres.django(PERSON_TOKEN.format(pk=int(person_id)))["value"]
 

@@ -5,19 +5,23 @@ Every change goes through the same model and manager methods as the pages and th
 ``ExpirationPolicy.clean``), so the admin can do nothing the rules forbid elsewhere. No admin page
 shows a token value (except once, in the response that creates one), a legacy key or a digest.
 
-One module a page: ``policy``, ``tokens``, ``legacy`` and ``activity`` (usage records and the
-Activity Stream); their forms, list filters and shared pieces live in ``forms``, ``filters`` and
-``common``. Importing the page modules registers their admins.
+One module a page: ``policy``, ``tokens``, ``legacy``, ``provisioning`` (SCIM, and the user list) and
+``activity`` (usage records and the Activity Stream); their forms, list filters and shared pieces live
+in ``forms``, ``filters`` and ``common``. Importing the page modules registers their admins.
 """
 
 from .activity import RefusedClientAdmin, TokenEventAdmin, UsageRecordAdmin
 from .legacy import LegacyApiKeyAdmin
 from .policy import ExpirationPolicyAdmin
+from .provisioning import PortalUserAdmin, ProvisionedGroupAdmin, ProvisionedUserAdmin
 from .tokens import TokenAdmin
 
 __all__ = [
     "ExpirationPolicyAdmin",
     "LegacyApiKeyAdmin",
+    "PortalUserAdmin",
+    "ProvisionedGroupAdmin",
+    "ProvisionedUserAdmin",
     "RefusedClientAdmin",
     "TokenAdmin",
     "TokenEventAdmin",

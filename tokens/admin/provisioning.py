@@ -1,0 +1,103 @@
+"""Who SCIM manages: the people and groups the identity provider provisions, and the user list's column.
+
+SCIM is the only writer of these records (tokens/identity/scim.py); administrators see them here.
+Deactivating a person is done in the provider (or on the person's own user page, which is Django's).
+"""
+
+from django.contrib import admin
+from django.contrib.auth import get_user_model
+from django.contrib.auth.admin import UserAdmin
+from django.utils.translation import gettext_lazy as _
+
+from ..models import ProvisionedGroup, ProvisionedUser
+from .common import ReadOnlyAdmin
+
+User = get_user_model()
+
+PROVISIONING_FIELDS = (
+    "external_id",
+    "provider",
+    "provisioned_at",
+    "updated_at",
+    "deactivated_at",
+    "deleted_at",
+)
+
+
+@admin.register(ProvisionedUser)
+class ProvisionedUserAdmin(ReadOnlyAdmin):
+    list_display = (
+        "user",
+        "external_id",
+        "is_active",
+        "provider",
+        "updated_at",
+        "deactivated_at",
+        "deleted_at",
+    )
+    list_filter = (
+        ("deactivated_at", admin.EmptyFieldListFilter),
+        ("deleted_at", admin.EmptyFieldListFilter),
+    )
+    list_select_related = ("user",)
+    search_fields = ("user__username", "user__email", "external_id")
+    ordering = ("user__username",)
+    fields = ("user", *PROVISIONING_FIELDS)
+
+    @admin.display(description=_("active"), boolean=True, ordering="user__is_active")
+    def is_active(self, record):
+        return record.user.is_active
+
+
+@admin.register(ProvisionedGroup)
+class ProvisionedGroupAdmin(ReadOnlyAdmin):
+    list_display = ("group", "external_id", "updated_at")
+    list_select_related = ("group",)
+    search_fields = ("group__name", "external_id")
+    ordering = ("group__name",)
+
+
+class ProvisionedUserInline(admin.StackedInline):
+    """On a person's page: whether SCIM manages them, and what it knows."""
+
+    model = ProvisionedUser
+    fields = PROVISIONING_FIELDS
+    readonly_fields = PROVISIONING_FIELDS
+    can_delete = False
+    verbose_name = verbose_name_plural = _("SCIM provisioning")
+
+    def has_add_permission(self, request, obj=None):
+        return False
+
+    def has_change_permission(self, request, obj=None):
+        return False
+
+
+class ManagedBySCIMFilter(admin.SimpleListFilter):
+    title = _("managed by SCIM")
+    parameter_name = "scim"
+
+    def lookups(self, request, model_admin):
+        return (("yes", _("Yes")), ("no", _("No")))
+
+    def queryset(self, request, queryset):
+        if self.value() in ("yes", "no"):
+            return queryset.filter(provisioning__isnull=self.value() == "no")
+        return queryset
+
+
+admin.site.unregister(User)
+
+
+@admin.register(User)
+class PortalUserAdmin(UserAdmin):
+    """Django's user admin, showing whether SCIM manages each person."""
+
+    inlines = (*UserAdmin.inlines, ProvisionedUserInline)
+    list_display = (*UserAdmin.list_display, "managed_by_scim")
+    list_filter = (*UserAdmin.list_filter, ManagedBySCIMFilter)
+    list_select_related = ("provisioning",)
+
+    @admin.display(description=_("managed by SCIM"), boolean=True)
+    def managed_by_scim(self, user):
+        return hasattr(user, "provisioning")
