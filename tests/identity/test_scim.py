@@ -6,6 +6,7 @@ from urllib.parse import quote
 import pytest
 from django.contrib.auth import get_user_model
 from django.contrib.auth.models import Group, Permission
+from django.db import OperationalError, connection
 from django.test import Client
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -425,3 +426,14 @@ def test_no_body_or_patch_ever_makes_a_500(scim, body, ops, user_id):
         assert response.status_code < 500, (method, path, payload, response.content[:300])
         if response.status_code >= 400:
             assert response.json()["schemas"] == [ERROR]
+
+
+def test_without_the_database_scim_answers_503_in_its_own_shape_never_open(scim, monkeypatch):
+    def refuse(*args, **kwargs):
+        raise OperationalError("server closed the connection")
+
+    connection.close()
+    monkeypatch.setattr(connection, "get_new_connection", refuse)
+    response = scim("GET", "Users")
+    assert is_scim_error(response, 503)
+    assert response["Retry-After"] == "5"
