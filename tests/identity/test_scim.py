@@ -437,3 +437,15 @@ def test_without_the_database_scim_answers_503_in_its_own_shape_never_open(scim,
     response = scim("GET", "Users")
     assert is_scim_error(response, 503)
     assert response["Retry-After"] == "5"
+
+
+def test_a_scim_change_leaves_staff_and_the_password_an_administrator_set_alone(scim, user):
+    found = scim("GET", 'Users?filter=userName eq "alice"').json()["Resources"][0]
+    user.is_staff = True
+    user.set_password("changed by the administrator")
+    user.save()
+    ops = [{"op": "replace", "path": "name.familyName", "value": "Liddell"}]
+    assert scim("PATCH", f"Users/{found['id']}", {"schemas": [PATCH], "Operations": ops}).status_code == 200
+    user.refresh_from_db()
+    assert user.last_name == "Liddell" and user.is_staff
+    assert user.check_password("changed by the administrator")

@@ -31,6 +31,8 @@ from .scim_patch import MAX_OPERATIONS, ScimError
 
 USER_SCHEMA = "urn:ietf:params:scim:schemas:core:2.0:User"
 GROUP_SCHEMA = "urn:ietf:params:scim:schemas:core:2.0:Group"
+# The user's columns SCIM writes (a new person is saved whole).
+SCIM_USER_FIELDS = ("username", "first_name", "last_name", "email", "is_active")
 # The most resources one list answer holds (a provider pages through more with startIndex and count).
 MAX_RESULTS = 100
 
@@ -389,7 +391,9 @@ class ScimUser(SCIMUser):
             raise ScimError(409, _("Another person has this userName."), "uniqueness")
         try:
             with transaction.atomic():
-                user.save()
+                # Only the columns SCIM owns: a stale copy must never write back staff, superuser or a
+                # password that an administrator changed meanwhile.
+                user.save(update_fields=SCIM_USER_FIELDS if user.pk else None)
                 user.provisioning = ProvisionedUser.record(
                     user,
                     external_id=self.external_id,
