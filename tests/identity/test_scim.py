@@ -449,3 +449,8 @@ def test_a_scim_change_leaves_staff_and_the_password_an_administrator_set_alone(
     user.refresh_from_db()
     assert user.last_name == "Liddell" and user.is_staff
     assert user.check_password("changed by the administrator")
+
+
+def test_scim_answers_are_never_cached(scim):
+    assert scim("GET", "Users")["Cache-Control"] == "no-store"
+    assert scim("GET", "Users", token=None)["Cache-Control"] == "no-store"

@@ -79,6 +79,12 @@ class ScimEndpoint:
 
     @method_decorator(csrf_exempt)  # a server's token, never a browser's cookie
     def dispatch(self, request, *args, **kwargs):
+        response = self._checked(request, *args, **kwargs)
+        # Answers about people at one moment: no cache keeps them, nor a deactivation's old answer.
+        response["Cache-Control"] = "no-store"
+        return response
+
+    def _checked(self, request, *args, **kwargs):
         use = Use(method=request.method, path=request.path, started=time.perf_counter())
         credential, refusal = authenticate_use(request, use)
         if refusal is not None:
