@@ -347,6 +347,32 @@ def test_malformed_requests_get_scims_error_shape_and_change_nothing(scim, metho
 
 
 @pytest.mark.parametrize(
+    "query",
+    [
+        'active eq "maybe"',
+        "active eq 5",
+        "userName gt 5",
+        'userName co "%"',
+        'userName sw "_"',
+        "userName pr",
+        'emails[value eq "x"]',
+        'name.givenName eq "C" or externalId eq "e" and active eq true',
+        "not (userName eq null)",
+        'meta.lastModified gt "2011-05-13T04:42:34Z"',
+        'userName eq "\u0000"',
+        "userName eq 1" + "0" * 40,
+    ],
+)
+def test_any_filter_is_answered_with_results_or_scims_400_never_a_5xx(scim, query):
+    new_person(scim)
+    response = scim("GET", f"Users?filter={quote(query)}")
+    assert response.status_code in (200, 400), response.content[:300]
+    if response.status_code == 400:
+        assert is_scim_error(response, 400) and response.json()["scimType"] == "invalidFilter"
+    assert scim("GET", "Users").status_code == 200  # the connection is still usable
+
+
+@pytest.mark.parametrize(
     "operations",
     [
         None,

@@ -13,7 +13,7 @@ import logging
 import time
 
 from django.core.exceptions import RequestDataTooBig
-from django.db import DatabaseError, transaction
+from django.db import DatabaseError, DataError, ProgrammingError, transaction
 from django.http import HttpResponse
 from django.urls import re_path
 from django.utils.decorators import method_decorator
@@ -190,9 +190,14 @@ class ResourceEndpoint(ScimEndpoint):
         if len(query) > 1000:
             raise ScimError(400, _("The filter is too long."), "invalidFilter")
         try:
-            found = list(self.__class__.parser_getter().search(query, request))
+            # In a savepoint: a value the database cannot compare (active eq "maybe" on PostgreSQL) fails
+            # the statement, and only the statement.
+            with transaction.atomic():
+                found = list(self.__class__.parser_getter().search(query, request))
+        except (DataError, ProgrammingError):
+            raise ScimError(400, _("The filter compares values that cannot be compared."), "invalidFilter") from None
         except DatabaseError:
-            raise
+            raise  # the database is unreachable: 503
         except Exception:  # the parser's failure to read a filter is the filter's fault, whatever it raises
             raise ScimError(400, _("The filter cannot be read."), "invalidFilter") from None
         return self._build_response(request, found, start, count)
