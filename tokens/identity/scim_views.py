@@ -195,7 +195,8 @@ class ResourceEndpoint(ScimEndpoint):
             with transaction.atomic():
                 found = list(self.__class__.parser_getter().search(query, request))
         except (DataError, ProgrammingError):
-            raise ScimError(400, _("The filter compares values that cannot be compared."), "invalidFilter") from None
+            detail = _("The filter compares values that cannot be compared.")
+            raise ScimError(400, detail, "invalidFilter") from None
         except DatabaseError:
             raise  # the database is unreachable: 503
         except Exception:  # the parser's failure to read a filter is the filter's fault, whatever it raises
