@@ -480,3 +480,12 @@ def test_a_scim_change_leaves_staff_and_the_password_an_administrator_set_alone(
 def test_scim_answers_are_never_cached(scim):
     assert scim("GET", "Users")["Cache-Control"] == "no-store"
     assert scim("GET", "Users", token=None)["Cache-Control"] == "no-store"
+
+
+def test_oktas_group_rename_repeating_the_id_is_understood_but_the_id_cannot_change(scim):
+    group = scim("POST", "Groups", {"schemas": [GROUP], "displayName": "eng"}).json()
+    rename = [{"op": "replace", "value": {"id": group["id"], "displayName": "engineering"}}]
+    renamed = scim("PATCH", f"Groups/{group['id']}", {"schemas": [PATCH], "Operations": rename})
+    assert renamed.json()["displayName"] == "engineering"
+    move = [{"op": "replace", "value": {"id": "12345"}}]
+    assert is_scim_error(scim("PATCH", f"Groups/{group['id']}", {"schemas": [PATCH], "Operations": move}), 400)

@@ -17,6 +17,8 @@ MAX_BODY_BYTES = 256 * 1024
 MAX_DEPTH = 16
 MAX_OPERATIONS = 1000
 MAX_INTEGER = 2**63 - 1
+# Common attributes only the service provider sets (RFC 7643, section 3.1).
+READ_ONLY = ("id", "meta", "schemas")
 
 # attr, or attr.sub, or attr[filter], or attr[filter].sub; the filter: one "sub eq value" comparison.
 _PATH = re.compile(
@@ -127,6 +129,11 @@ def _apply(document, op, path, value, attributes, schema):
             detail = _("An operation without a path needs an object as its value.")
             raise ScimError(400, detail, "invalidValue")
         for key, item in value.items():
+            if key in READ_ONLY:
+                # Okta repeats the resource's id in a replace's value: harmless while it is unchanged.
+                if item != document.get(key):
+                    raise ScimError(400, _("%(name)s cannot be changed.") % {"name": key}, "mutability")
+                continue
             _apply(document, op, key, item, attributes, schema)
         return
     if path.lower().startswith(schema.lower() + ":"):
