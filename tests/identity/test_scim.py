@@ -488,4 +488,5 @@ def test_oktas_group_rename_repeating_the_id_is_understood_but_the_id_cannot_cha
     renamed = scim("PATCH", f"Groups/{group['id']}", {"schemas": [PATCH], "Operations": rename})
     assert renamed.json()["displayName"] == "engineering"
     move = [{"op": "replace", "value": {"id": "12345"}}]
-    assert is_scim_error(scim("PATCH", f"Groups/{group['id']}", {"schemas": [PATCH], "Operations": move}), 400)
+    refused = scim("PATCH", f"Groups/{group['id']}", {"schemas": [PATCH], "Operations": move})
+    assert is_scim_error(refused, 400)
