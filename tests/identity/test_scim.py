@@ -151,10 +151,12 @@ def test_a_password_sent_by_the_provider_is_never_set(scim):
     assert not User.objects.get(pk=created["id"]).has_usable_password()
 
 
-def test_a_taken_user_name_is_a_409_uniqueness_error(scim, user):
-    response = scim("POST", "Users", {"schemas": [USER], "userName": user.username})
+@pytest.mark.parametrize("spelling", ["alice", "Alice", "ALICE"])
+def test_a_taken_user_name_in_any_case_is_a_409_uniqueness_error(scim, user, spelling):
+    response = scim("POST", "Users", {"schemas": [USER], "userName": spelling})
     assert is_scim_error(response, 409)
     assert response.json()["scimType"] == "uniqueness"
+    assert User.objects.filter(username__iexact="alice").count() == 1
 
 
 def test_filter_user_name_eq_finds_existing_local_accounts_too(scim, user):

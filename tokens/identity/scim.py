@@ -387,7 +387,9 @@ class ScimUser(SCIMUser):
 
     def save(self):
         user = self.obj
-        if User.objects.filter(username=user.username).exclude(pk=user.pk).exists():
+        # userName is case-insensitive in SCIM (RFC 7643, section 4.1.1): "Carol" and "carol" are one person,
+        # and a second account for them would be a duplicate, never a link.
+        if User.objects.filter(username__iexact=user.username).exclude(pk=user.pk).exists():
             raise ScimError(409, _("Another person has this userName."), "uniqueness")
         try:
             with transaction.atomic():
