@@ -492,3 +492,12 @@ def test_oktas_group_rename_repeating_the_id_is_understood_but_the_id_cannot_cha
     move = [{"op": "replace", "value": {"id": "12345"}}]
     refused = scim("PATCH", f"Groups/{group['id']}", {"schemas": [PATCH], "Operations": move})
     assert is_scim_error(refused, 400)
+
+
+def test_a_provider_needs_no_csrf_token_its_bearer_token_is_the_credential(scim_token):
+    server_client = Client(enforce_csrf_checks=True)
+    body = json.dumps({"schemas": [USER], "userName": "dave"})
+    response = server_client.post(
+        "/scim/v2/Users", body, content_type="application/scim+json", **bearer(scim_token)
+    )
+    assert response.status_code == 201
