@@ -1,4 +1,4 @@
-"""Who SCIM manages: the people and groups the identity provider provisions, and the user list's column.
+"""Who SCIM manages: the people and groups the identity provider provisions, and the user admin's column.
 
 SCIM is the only writer of these records (tokens/identity/scim.py); administrators see them here.
 Deactivating a person is done in the provider (or on the person's own user page, which is Django's).
@@ -7,6 +7,10 @@ Deactivating a person is done in the provider (or on the person's own user page,
 from django.contrib import admin
 from django.contrib.auth import get_user_model
 from django.contrib.auth.admin import UserAdmin
+from django.utils.formats import date_format
+from django.utils.html import format_html_join
+from django.utils.safestring import mark_safe
+from django.utils.timezone import localtime
 from django.utils.translation import gettext_lazy as _
 
 from ..models import ProvisionedGroup, ProvisionedUser
@@ -57,22 +61,6 @@ class ProvisionedGroupAdmin(ReadOnlyAdmin):
     ordering = ("group__name",)
 
 
-class ProvisionedUserInline(admin.StackedInline):
-    """On a person's page: whether SCIM manages them, and what it knows."""
-
-    model = ProvisionedUser
-    fields = PROVISIONING_FIELDS
-    readonly_fields = PROVISIONING_FIELDS
-    can_delete = False
-    verbose_name = verbose_name_plural = _("SCIM provisioning")
-
-    def has_add_permission(self, request, obj=None):
-        return False
-
-    def has_change_permission(self, request, obj=None):
-        return False
-
-
 class ManagedBySCIMFilter(admin.SimpleListFilter):
     title = _("managed by SCIM")
     parameter_name = "scim"
@@ -93,7 +81,10 @@ admin.site.unregister(User)
 class PortalUserAdmin(UserAdmin):
     """Django's user admin, showing whether SCIM manages each person."""
 
-    inlines = (*UserAdmin.inlines, ProvisionedUserInline)
+    # A read-only field, not an inline: the change form keeps exactly Django's fields, so a form posted
+    # without SCIM's data (nothing here is editable) saves as before.
+    fieldsets = (*UserAdmin.fieldsets, (_("SCIM provisioning"), {"fields": ("scim_provisioning",)}))
+    readonly_fields = (*UserAdmin.readonly_fields, "scim_provisioning")
     list_display = (*UserAdmin.list_display, "managed_by_scim")
     list_filter = (*UserAdmin.list_filter, ManagedBySCIMFilter)
     list_select_related = ("provisioning",)
@@ -101,3 +92,19 @@ class PortalUserAdmin(UserAdmin):
     @admin.display(description=_("managed by SCIM"), boolean=True)
     def managed_by_scim(self, user):
         return hasattr(user, "provisioning")
+
+    @admin.display(description=_("managed by SCIM"))
+    def scim_provisioning(self, user):
+        record = getattr(user, "provisioning", None)
+        if record is None:
+            return _("No: a local account.")
+        lines = [(_("external id"), record.external_id or "—"), (_("provider"), record.provider)]
+        for label, moment in (
+            (_("provisioned"), record.provisioned_at),
+            (_("last change by SCIM"), record.updated_at),
+            (_("deactivated by SCIM"), record.deactivated_at),
+            (_("deleted by SCIM"), record.deleted_at),
+        ):
+            if moment is not None:
+                lines.append((label, date_format(localtime(moment), "DATETIME_FORMAT")))
+        return format_html_join(mark_safe("<br>"), "{}: {}", lines)
