@@ -521,3 +521,15 @@ if not 0 < OIDC_FEDERATION_TIMEOUT <= 20:
         f"is {OIDC_FEDERATION_TIMEOUT}, outside 0 to 20 seconds",
         "Set a few seconds, e.g. OIDC_FEDERATION_TIMEOUT=3: a worker waits at most this long for an issuer.",
     )
+# SCIM 2.0 provisioning at /scim/v2/ (django-scim2 with the adapters of tokens/identity/scim.py).
+SCIM_SERVICE_PROVIDER = {
+    "USER_ADAPTER": "tokens.identity.scim.ScimUser",
+    "GROUP_ADAPTER": "tokens.identity.scim.ScimGroup",
+    "USER_FILTER_PARSER": "tokens.identity.scim_filters.UserFilter",
+    "GROUP_FILTER_PARSER": "tokens.identity.scim_filters.GroupFilter",
+    "SERVICE_PROVIDER_CONFIG_MODEL": "tokens.identity.scim.ServiceProviderConfig",
+    "BASE_LOCATION_GETTER": "tokens.identity.scim.base_location",
+    "SCHEMAS_GETTER": "tokens.identity.scim.schemas",
+    "NETLOC": "unused: locations follow the address the client used",
+    "AUTHENTICATION_SCHEMES": [{"type": "oauthbearertoken", "name": "Bearer token"}],
+}

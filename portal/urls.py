@@ -15,6 +15,8 @@ urlpatterns = [
     # appends the original path.
     path(FORWARD_AUTH_PATH.lstrip("/"), gateway.forward_auth, name="forward-auth"),
     re_path(rf"^{FORWARD_AUTH_PATH.lstrip('/')}(?P<suffix>/.*)$", gateway.forward_auth),
+    # SCIM 2.0 provisioning by the organisation's identity provider (tokens/identity/scim_views.py).
+    path("scim/v2/", include("tokens.identity.scim_views")),
     path("admin/", admin.site.urls),
     # Sign-in (password and organisation provider), sign-out, recent-sign-in confirmation.
     path("accounts/", include("tokens.identity.urls")),

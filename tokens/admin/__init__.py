@@ -5,8 +5,9 @@ Every change goes through the same model and manager methods as the pages and th
 ``ExpirationPolicy.clean``), so the admin can do nothing the rules forbid elsewhere. No admin page
 shows a token value (except once, in the response that creates one), a legacy key or a digest.
 
-One module a page: ``policy``, ``tokens``, ``legacy``, ``service_accounts`` and ``activity`` (usage
-records and the Activity Stream); their forms, list filters and shared pieces live in ``forms``,
+One module a page: ``policy``, ``tokens``, ``legacy``, ``service_accounts``, ``identity`` (provider
+identities), ``federation`` (keyless CI), ``provisioning`` (SCIM, and the user list) and ``activity``
+(usage records and the Activity Stream); their forms, list filters and shared pieces live in ``forms``,
 ``filters`` and ``common``. Importing the page modules registers their admins.
 """
 
@@ -15,14 +16,17 @@ from .federation import TokenExchangeAdmin, TrustPolicyAdmin
 from .identity import ProviderIdentityAdmin
 from .legacy import LegacyApiKeyAdmin
 from .policy import ExpirationPolicyAdmin
-from .service_accounts import PeopleAdmin, ServiceAccountAdmin, TeamAdmin
+from .provisioning import PortalUserAdmin, ProvisionedGroupAdmin, ProvisionedUserAdmin
+from .service_accounts import ServiceAccountAdmin, TeamAdmin
 from .tokens import TokenAdmin
 
 __all__ = [
     "ExpirationPolicyAdmin",
     "LegacyApiKeyAdmin",
-    "PeopleAdmin",
+    "PortalUserAdmin",
     "ProviderIdentityAdmin",
+    "ProvisionedGroupAdmin",
+    "ProvisionedUserAdmin",
     "RefusedClientAdmin",
     "ServiceAccountAdmin",
     "TeamAdmin",

@@ -8,7 +8,7 @@ from django import forms
 from django.contrib import admin
 from django.contrib.admin.options import IS_POPUP_VAR
 from django.contrib.auth import get_user_model
-from django.contrib.auth.admin import GroupAdmin, UserAdmin
+from django.contrib.auth.admin import GroupAdmin
 from django.contrib.auth.models import Group
 from django.db.models import Exists, OuterRef
 from django.utils.translation import gettext_lazy as _
@@ -161,16 +161,14 @@ class TeamAdmin(GroupAdmin):
     inlines = (ManagerRoleInline,)
 
 
-admin.site.unregister(User)
+class PeopleOnlyMixin:
+    """For the user admin (``provisioning.PortalUserAdmin``): its list shows people only.
 
-
-@admin.register(User)
-class PeopleAdmin(UserAdmin):
-    """Django's user admin listing people only: service accounts have their own list."""
+    Service accounts have their own list; a user picker (a popup) still finds them.
+    """
 
     def get_queryset(self, request):
         queryset = super().get_queryset(request)
-        # The list of users is a list of people; a user picker (a popup) still finds service accounts.
         listing = request.resolver_match is not None and request.resolver_match.url_name.endswith(
             "_changelist"
         )

@@ -46,7 +46,7 @@ from mozilla_django_oidc.auth import OIDCAuthenticationBackend
 from mozilla_django_oidc.utils import import_from_settings
 from mozilla_django_oidc.views import OIDCAuthenticationCallbackView, OIDCAuthenticationRequestView
 
-from ..models import ProviderIdentity, is_service_account
+from ..models import ProviderIdentity, ProvisionedUser, is_service_account
 from . import provider, recent
 
 logger = logging.getLogger(__name__)
@@ -109,10 +109,18 @@ class SignInRefused(Exception):
 def provisioned_account_for(claims):
     """Return the account provisioning made for the person of *claims* ahead of their first sign-in, or None.
 
-    Consulted before the collision check: such an account is this person's by the provider's own
-    word (its external id), so it is linked, not refused. Nothing provisions accounts yet.
+    Consulted before the collision check: an account SCIM created with the provider's own identifier of
+    the person as its ``externalId`` (equal to the ID token's ``sub``) is this person's by the provider's
+    word, so it is linked, not refused. An account already linked to another identity of this provider
+    is not taken over.
     """
-    return None
+    record = ProvisionedUser.objects.by_external_id(claims.get("sub"))
+    if (
+        record is None
+        or ProviderIdentity.objects.filter(user=record.user, issuer=settings.OIDC_ISSUER).exists()
+    ):
+        return None
+    return record.user
 
 
 # --- the backend ------------------------------------------------------------------------------------------

@@ -5,6 +5,7 @@ from .federation import TokenExchange, TrustPolicy, UsedJobToken
 from .identity import ProviderIdentity
 from .legacy import LegacyApiKey
 from .policy import BrownoutWindow, ExpirationPolicy, RehearsedSessionRequest
+from .provisioning import ProvisionedGroup, ProvisionedUser
 from .service_accounts import ManagerRole, ServiceAccount, is_service_account
 from .tokens import Token, TokenStatus
 from .usage import ClientAddress, DailyUsage, UsageRecord, UsageSummaryState
@@ -19,6 +20,8 @@ __all__ = [
     "LegacyApiKey",
     "ManagerRole",
     "ProviderIdentity",
+    "ProvisionedGroup",
+    "ProvisionedUser",
     "RefusedClient",
     "RehearsedSessionRequest",
     "ServiceAccount",

@@ -101,6 +101,9 @@ class TokenEvent(models.Model):
         ACCOUNT_UNMANAGED = "account_unmanaged", _("no manager left")
         # A person's token given to a service account (on the token, the old owner and each manager).
         TOKEN_MOVED = "token_moved", _("token moved to a service account")
+        # SCIM provisioning switched the owner off or on again (actor and detail: the provider's account).
+        DEACTIVATED = "deactivated", _("owner deactivated by the identity provider")
+        REACTIVATED = "reactivated", _("owner reactivated by the identity provider")
 
     user = models.ForeignKey(
         settings.AUTH_USER_MODEL,
