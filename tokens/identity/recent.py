@@ -12,20 +12,17 @@ user they belong to, and after the confirmation one button sends them on to the 
 fresh CSRF token, as if the first submission had gone through.
 """
 
-import ipaddress
 import time
 from functools import wraps
 
 from django.conf import settings
 from django.core import signing
-from django.core.exceptions import ValidationError
 from django.http import HttpResponseRedirect
 from django.urls import reverse
 from django.utils.http import url_has_allowed_host_and_scheme
 from django.utils.translation import gettext_lazy as _
 
-from ..constants import Access
-from ..models.restrictions import clean_allowed_ips
+from ..models.restrictions import Limits
 
 SIGNED_IN_AT = "tokens.signed_in_at"
 PENDING_STEP = "tokens.pending_step"
@@ -120,29 +117,16 @@ def recent_sign_in_required(view):
     return wrapper
 
 
-def widens(token, *, access=None, permissions=None, allowed_ips=()):
-    """Return True when the restrictions given (as ``TokenRestrictionsForm.restrictions()``) widen *token*.
+def widens(token, **given):
+    """Return True when the limits *given* (access, permissions, allowed_ips) would widen *token*.
 
-    Wider: read only becoming read and write; a list of permissions becoming "all" or gaining one;
-    an address allow-list becoming "anywhere" or gaining an address outside it. Entries that do not
-    parse are not judged here (saving them fails anyway).
+    The same measure as a bearer token's grants (``Limits.covers``): read only becoming read and write,
+    a list of permissions becoming "all" or gaining one, an allow-list becoming "anywhere" or gaining an
+    address outside it. Values that do not parse are not judged here: saving them fails anyway, with
+    the right message.
     """
-    if access == Access.READ_WRITE and token.access != Access.READ_WRITE:
-        return True
-    if token.permissions is not None:
-        if permissions is None:
-            return True
-        if isinstance(permissions, (list, tuple)) and set(map(str, permissions)) - set(token.permissions):
-            return True
-    if token.allowed_ips:
-        if not allowed_ips:
-            return True
-        try:
-            wanted = [ipaddress.ip_network(entry) for entry in clean_allowed_ips(allowed_ips)]
-        except ValidationError:  # the save refuses them, with the right message
-            return False
-        held = [ipaddress.ip_network(entry) for entry in token.allowed_ips]
-        return any(
-            not any(net.version == old.version and net.subnet_of(old) for old in held) for net in wanted
-        )
-    return False
+    before = Limits.of(token)
+    try:
+        return not all(before.covers(field, value) for field, value in given.items())
+    except (TypeError, ValueError):
+        return False
