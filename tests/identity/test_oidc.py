@@ -18,7 +18,7 @@ from django.core.exceptions import SuspiciousOperation
 from tests.conftest import PASSWORD, bearer
 from tokens.identity import provider
 from tokens.identity.oidc import OrganisationBackend
-from tokens.models import ProviderIdentity, Token
+from tokens.models import ProviderIdentity, ProvisionedUser, Token
 
 from .provider import CLIENT_ID, CLIENT_SECRET, _free_port, sign_in_at_provider
 
@@ -135,6 +135,25 @@ def test_a_first_sign_in_colliding_with_an_unlinked_local_account_is_refused_and
     assert list(User.objects.all()) == [existing]
     assert not ProviderIdentity.objects.exists()
     assert "_auth_user_id" not in client.session
+
+
+def test_the_account_scim_made_for_the_same_subject_is_linked_at_the_first_sign_in(oidc, client):
+    # SCIM made Ada's account ahead of her first sign-in, with the provider's id of her as externalId.
+    ada = User.objects.create_user(username="ada", email="ada@example.org")
+    ProvisionedUser.objects.create(user=ada, external_id="ada", provider="scim-bot")
+    response = provider_sign_in(client, "ada")
+    assert response.status_code == 302
+    assert int(client.session["_auth_user_id"]) == ada.pk
+    assert ProviderIdentity.objects.get(issuer=oidc.issuer, subject="ada").user == ada
+    assert User.objects.count() == 1
+
+
+def test_an_account_scim_made_for_another_subject_is_still_a_collision(oidc, client):
+    other = User.objects.create_user(username="ada", email="ada@example.org")
+    ProvisionedUser.objects.create(user=other, external_id="someone-else", provider="scim-bot")
+    response = provider_sign_in(client, "ada")
+    assert response.status_code == 409
+    assert not ProviderIdentity.objects.exists() and "_auth_user_id" not in client.session
 
 
 def test_a_re_used_address_never_opens_someone_elses_linked_account(oidc, client):
