@@ -182,6 +182,9 @@ BAD_SETTINGS = [
     ({"SITE_URL": "tokens.example.com"}, "SITE_URL", "https://"),
     ({"CSRF_TRUSTED_ORIGINS": "tokens.example.com"}, "CSRF_TRUSTED_ORIGINS", "scheme"),
     ({"EMAIL_URL": "carrier-pigeon://loft"}, "EMAIL_URL", "smtp"),
+    ({"API_FAILURES_PER_ADDRESS": "lots"}, "API_FAILURES_PER_ADDRESS", "API_FAILURES_PER_ADDRESS=30"),
+    ({"SIGN_IN_FAILURES_PER_USERNAME": "0"}, "SIGN_IN_FAILURES_PER_USERNAME", "from 1 to 1000000"),
+    ({"LEAK_REPORTS_PER_ADDRESS": "-5"}, "LEAK_REPORTS_PER_ADDRESS", "whole number of attempts"),
 ]
 
 

@@ -32,8 +32,8 @@ from .throttle import api_client_locked, count_api_failure
 
 log = logging.getLogger(__name__)
 
-# Open to anyone: the document, and the two ways to report a leaked credential (whoever finds one
-# must be able to kill it; GitHub's requests are signed instead).
+# Open to anyone, whatever credential comes along: the document, and the two ways to report a leaked
+# credential (whoever finds one must be able to kill it; GitHub's requests are signed instead).
 PUBLIC_API_PATHS = frozenset({"/api/openapi.json", "/api/credentials/revoke", "/api/secret-scanning/github"})
 MIGRATION_LINK = f'<{MIGRATION_GUIDE_PATH}>; rel="deprecation"; type="text/plain"'
 
@@ -257,6 +257,11 @@ class ApiAuthenticationMiddleware:
     def __call__(self, request):
         if not request.path_info.startswith(API_PREFIX):
             return self.get_response(request)
+        if request.path_info in PUBLIC_API_PATHS:
+            # Open to anyone, so a credential sent along is never looked at: a read-only, revoked or
+            # made-up one changes nothing (no 401, 403 or 429 from here, no use recorded).
+            request.auth = None
+            return self._as_json_error(self.get_response(request))
         use = Use(method=request.method, path=request.path, started=time.perf_counter())
         request.auth = None
         session_verdict = None
@@ -269,7 +274,7 @@ class ApiAuthenticationMiddleware:
             request.auth = credential
             # A bearer token or key is not a cookie a browser sends on its own: CSRF does not apply.
             request._dont_enforce_csrf_checks = True
-        elif request.path_info not in PUBLIC_API_PATHS:
+        else:
             try:
                 signed_in = request.user.is_authenticated
             except DatabaseError:

@@ -1,6 +1,6 @@
 """The pages in a real Chromium: create, copy, use, reload, rename, revoke, Activity Stream, legacy notice.
 
-Each test is self-contained. Screenshots go to docs/screenshots/ (linked from the README).
+Each test is self-contained. Screenshots go to build/screenshots/ (`make screenshots` refreshes docs/).
 """
 
 import json
@@ -163,7 +163,8 @@ def test_the_list_and_the_detail_page_show_tokens_and_their_usage(
     retired, _ = issue(user, name="Laptop script", days=90)
     retired.revoke(actor=user)
     issue(user, name="Grafana", days=365, purpose="Dashboards read the API.")
-    token, value = issue(user, name="CI pipeline", days=30, purpose="Deploys from the main branch.")
+    # 45 days is "in 1 month" from any day of the year (30 days is "4 weeks" across a 31-day month).
+    token, value = issue(user, name="CI pipeline", days=45, purpose="Deploys from the main branch.")
     backfill_usage(token, {27: 4, 21: 9, 14: 6, 9: 12, 6: 7, 3: 15, 2: 5, 1: 10})
     for _ in range(6):
         assert (
