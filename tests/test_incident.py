@@ -289,3 +289,25 @@ def test_the_event_feed_never_skips_an_event_whose_transaction_commits_after_a_l
     written = sorted(TokenEvent.objects.filter(detail__in=["slow", "fast"]).values_list("pk", flat=True))
     assert len(written) == 2
     assert collected == written
+
+
+def test_the_owners_activity_stream_says_a_revocation_came_from_a_leak_report_and_where(client, user, issue):
+    LegacyApiKey.objects.import_key(user=user, key=LEGACY_KEY)
+    reported, reported_value = issue(user, name="deploy-bot")
+    bare, bare_value = issue(user, name="cron-job")
+    by_hand, _ = issue(user, name="laptop")
+    by_hand.revoke(actor=user)
+    report(client, [reported_value], source="pastebin scan", url="https://paste.example/abc")
+    report(client, [bare_value, LEGACY_KEY])
+
+    client.force_login(user)
+    stream = " ".join(client.get("/profile/").content.decode().split())
+    assert (
+        'deploy-bot</a> <span class="leak-report">because it was reported leaked: pastebin scan · '
+        "https://paste.example/abc</span>" in stream
+    )
+    assert 'cron-job</a> <span class="leak-report">because it was reported leaked</span>' in stream
+    assert (
+        'Your legacy API key was revoked <span class="leak-report">because it was reported leaked' in stream
+    )
+    assert stream.count("reported leaked") == 3  # the revocation by hand says nothing of the kind
