@@ -293,8 +293,8 @@ def test_the_event_feed_never_skips_an_event_whose_transaction_commits_after_a_l
 
 def test_the_owners_activity_stream_says_a_revocation_came_from_a_leak_report_and_where(client, user, issue):
     LegacyApiKey.objects.import_key(user=user, key=LEGACY_KEY)
-    reported, reported_value = issue(user, name="deploy-bot")
-    bare, bare_value = issue(user, name="cron-job")
+    _reported, reported_value = issue(user, name="deploy-bot")
+    _bare, bare_value = issue(user, name="cron-job")
     by_hand, _ = issue(user, name="laptop")
     by_hand.revoke(actor=user)
     report(client, [reported_value], source="pastebin scan", url="https://paste.example/abc")
