@@ -98,6 +98,7 @@ def test_a_report_costs_at_most_one_lookup_per_distinct_value(client, issued, dj
     assert len(legacy) == 2
 
 
+@pytest.mark.clock
 def test_reports_past_the_per_address_limit_get_429_with_retry_after_and_revoke_nothing(client, issued):
     token, value = issued
     for _ in range(settings.LEAK_REPORTS_PER_ADDRESS):

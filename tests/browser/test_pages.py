@@ -153,6 +153,8 @@ def test_going_back_to_the_reveal_never_shows_the_value_again(sign_in, user, pag
     assert Token.objects.count() == 1
 
 
+@pytest.mark.clock
+@pytest.mark.usefixtures("clear_of_midnight")
 def test_the_list_and_the_detail_page_show_tokens_and_their_usage(
     sign_in, user, issue, page, live_server, screenshot
 ):
