@@ -6,6 +6,7 @@ import tempfile
 from pathlib import Path
 
 import pytest
+from playwright.sync_api import Error as PlaywrightError
 
 from ..conftest import PASSWORD
 
@@ -16,6 +17,17 @@ ROOT = Path(__file__).resolve().parent.parent.parent
 # Tests leave the tree as they found it: screenshots go to an ignored folder unless `make screenshots`
 # points SCREENSHOTS_DIR at docs/screenshots/ to refresh the README's pictures on purpose.
 SCREENSHOTS = ROOT / os.environ.get("SCREENSHOTS_DIR", "build/screenshots")
+# axe-core, installed by `make axe` (which `make test` runs) into an ignored folder.
+AXE = ROOT / ".cache" / "npm" / "axe" / "node_modules" / "axe-core" / "axe.min.js"
+# A page with a violation axe-core rates this bad fails the test that visited it.
+AXE_FAILING_IMPACTS = ("serious", "critical")
+# Run by Playwright over the DevTools protocol, which the page's Content-Security-Policy does not govern.
+AXE_RUN = """async () => {
+    const results = await axe.run(document, {resultTypes: ["violations"]});
+    return results.violations.map(v => ({
+        id: v.id, impact: v.impact, help: v.help, nodes: v.nodes.map(n => n.target.join(" ")),
+    }));
+}"""
 DEBIAN_CHROMIUM = "/usr/bin/chromium"
 # Under libfaketime (`make test-clock`) the portal lives at a chosen moment, but Chromium's network service
 # crashes with the library preloaded; the browser is the client, so it keeps the machine's own clock.
@@ -102,13 +114,43 @@ def browser_context(request, playwright_instance, chromium_path, browser_context
     context.close()
 
 
+@pytest.fixture(scope="session")
+def axe_source():
+    if not AXE.exists():
+        pytest.fail(f"No axe-core for the accessibility checks at {AXE}: run `make axe` (make test does).")
+    return AXE.read_text()
+
+
+def accessibility_violations(page, axe_source):
+    """Run axe-core on the page as it is now; return its serious and critical violations as text."""
+    try:
+        page.evaluate(axe_source)
+        found = page.evaluate(AXE_RUN)
+    except PlaywrightError as error:
+        # The page navigated away in the meantime (a form submitted, a link followed): the next page
+        # is checked when it has loaded. Anything else is a check that could not run, and fails.
+        if "context was destroyed" in error.message or "navigat" in error.message:
+            return []
+        return [f"{page.url}: axe-core could not run: {error.message}"]
+    return [
+        f"{page.url}: {v['impact']} {v['id']} ({v['help']}) at {', '.join(v['nodes'])}"
+        for v in found
+        if v["impact"] in AXE_FAILING_IMPACTS
+    ]
+
+
 @pytest.fixture
-def page(browser_context):
+def page(browser_context, axe_source):
+    """The test's page. It fails on any JavaScript error, and on any serious or critical accessibility
+    violation axe-core finds on a page it loads (each page, the people's and the admin's, as it loads)."""
     page = browser_context.pages[0] if browser_context.pages else browser_context.new_page()
-    errors = []
+    errors, violations = [], []
     page.on("pageerror", lambda exc: errors.append(str(exc)))
+    page.on("load", lambda loaded: violations.extend(accessibility_violations(loaded, axe_source)))
     yield page
+    violations.extend(accessibility_violations(page, axe_source))  # the last state the test left
     assert not errors, f"JavaScript errors on the page: {errors}"
+    assert not violations, "Accessibility violations (axe-core):\n" + "\n".join(dict.fromkeys(violations))
 
 
 @pytest.fixture
