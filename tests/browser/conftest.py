@@ -139,16 +139,44 @@ def accessibility_violations(page, axe_source):
     ]
 
 
+class AccessibilityAudit:
+    """Check each page as it loads, one check at a time.
+
+    Playwright delivers a "load" event while the test (or a check) waits on the browser, so a page can
+    load while the previous one is still being checked: that load is remembered and checked next.
+    """
+
+    def __init__(self, axe_source):
+        self.axe_source = axe_source
+        self.violations = []
+        self.running = False
+        self.pending = False
+
+    def __call__(self, page):
+        if self.running:
+            self.pending = True
+            return
+        self.running = True
+        try:
+            self.pending = True
+            while self.pending:
+                self.pending = False
+                self.violations.extend(accessibility_violations(page, self.axe_source))
+        finally:
+            self.running = False
+
+
 @pytest.fixture
 def page(browser_context, axe_source):
     """The test's page. It fails on any JavaScript error, and on any serious or critical accessibility
     violation axe-core finds on a page it loads (each page, the people's and the admin's, as it loads)."""
     page = browser_context.pages[0] if browser_context.pages else browser_context.new_page()
-    errors, violations = [], []
+    errors, audit = [], AccessibilityAudit(axe_source)
     page.on("pageerror", lambda exc: errors.append(str(exc)))
-    page.on("load", lambda loaded: violations.extend(accessibility_violations(loaded, axe_source)))
+    page.on("load", audit)
     yield page
-    violations.extend(accessibility_violations(page, axe_source))  # the last state the test left
+    audit(page)  # the last state the test left
+    violations = audit.violations
     assert not errors, f"JavaScript errors on the page: {errors}"
     assert not violations, "Accessibility violations (axe-core):\n" + "\n".join(dict.fromkeys(violations))
 
