@@ -89,7 +89,10 @@ faketime:
 # The tests whose outcome could depend on the date or the time of day (marked `clock`), run with the
 # clock set to awkward moments: seconds before midnight at the end of February, of a 31-day month and of
 # the year, a leap day, and noon on the 31st. DONT_FAKE_MONOTONIC keeps timeouts and waits on the real
-# clock; Chromium gets the machine's own clock (tests/browser/conftest.py).
+# clock (a faked monotonic clock makes Python's timed waits hang); Chromium crashes with libfaketime
+# preloaded and gets the machine's own clock (tests/browser/conftest.py). Debian's libfaketime 0.9.10
+# breaks time.sleep on Python 3.11 (OSError 22 from clock_nanosleep), which is why the tests that sleep
+# (tests/live/, the send_alerts loop) are not among these.
 CLOCK_MOMENTS := "2027-02-28 23:59:57" "2028-02-29 23:59:57" "2026-12-31 23:59:57" "2027-01-31 12:00:00"
 test-clock: $(VENV)/.dev-installed browser axe faketime
 	$(PY) manage.py collectstatic --noinput --verbosity 0
