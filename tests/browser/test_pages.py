@@ -296,6 +296,7 @@ def test_a_person_creates_a_read_only_token_bound_to_addresses_and_narrows_it_fu
     row = page.get_by_role("row").filter(has_text="Dashboard")
     assert "Read only" in row.inner_text() and "2 addresses" in row.inner_text()
     row.get_by_role("link", name="Dashboard").click()
+    page.wait_for_url(re.compile(r"/authorizations/\d+/$"))
     assert "Read only: it can look" in page.content()
     page.get_by_text("Change what it can do").click()
     page.get_by_label("Allowed addresses").fill("192.0.2.1")
