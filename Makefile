@@ -7,7 +7,7 @@ HOST ?= 127.0.0.1
 PORT ?= 8000
 WORKERS ?= 2
 
-.PHONY: run test lint format bench setup clean browser nginx caddy oidc-provider
+.PHONY: run test lint format bench setup clean browser nginx caddy oidc-provider axe screenshots faketime test-clock
 
 $(VENV)/.run-installed: pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -84,9 +84,47 @@ $(OIDC_PROVIDER):
 		"Install Node 20 or later (apt-get install nodejs npm)." >&2; exit 1; }
 	npm install --prefix .cache/npm/oidc-provider --no-audit --no-fund --silent oidc-provider@$(OIDC_PROVIDER_VERSION)
 
-test: $(VENV)/.dev-installed browser nginx caddy oidc-provider
+# axe-core (npm) for the browser tests' accessibility checks, into an ignored folder: never the tree.
+AXE := .cache/npm/axe/node_modules/axe-core/axe.min.js
+axe: $(AXE)
+$(AXE):
+	@command -v npm >/dev/null 2>&1 || { command -v apt-get >/dev/null 2>&1 && apt-get update -qq \
+		&& DEBIAN_FRONTEND=noninteractive apt-get install -y -qq npm; } || { \
+		echo "make test: no npm to install axe-core for the accessibility checks. Install npm." >&2; exit 1; }
+	npm install --silent --no-audit --no-fund --prefix .cache/npm/axe axe-core@4
+
+test: $(VENV)/.dev-installed browser nginx caddy oidc-provider axe
 	$(PY) manage.py collectstatic --noinput --verbosity 0
 	$(PY) -m pytest $(PYTEST_ARGS)
+
+# The browser tests write their screenshots to build/screenshots/ (ignored); this refreshes the ones
+# the README and docs/ show, on purpose.
+screenshots: $(VENV)/.dev-installed browser axe
+	SCREENSHOTS_DIR=docs/screenshots $(PY) -m pytest -q tests/browser
+
+# libfaketime (Debian's faketime) sets the clock of the test process and the servers it starts.
+faketime:
+	@if command -v faketime >/dev/null 2>&1; then exit 0; fi; \
+	if command -v apt-get >/dev/null 2>&1 && apt-get update -qq \
+		&& DEBIAN_FRONTEND=noninteractive apt-get install -y -qq faketime; then exit 0; fi; \
+	echo "make test-clock: no faketime. Install it (apt-get install faketime)." >&2; \
+	exit 1
+
+# The tests whose outcome could depend on the date or the time of day (marked `clock`), run with the
+# clock set to awkward moments: seconds before midnight at the end of February, of a 31-day month and of
+# the year, a leap day, and noon on the 31st. DONT_FAKE_MONOTONIC keeps timeouts and waits on the real
+# clock (a faked monotonic clock makes Python's timed waits hang); Chromium crashes with libfaketime
+# preloaded and gets the machine's own clock (tests/browser/conftest.py). Debian's libfaketime 0.9.10
+# breaks time.sleep on Python 3.11 (OSError 22 from clock_nanosleep), which is why the tests that sleep
+# (tests/live/, the send_alerts loop) are not among these.
+CLOCK_MOMENTS := "2027-02-28 23:59:57" "2028-02-29 23:59:57" "2026-12-31 23:59:57" "2027-01-31 12:00:00"
+test-clock: $(VENV)/.dev-installed browser axe faketime
+	$(PY) manage.py collectstatic --noinput --verbosity 0
+	@for moment in $(CLOCK_MOMENTS); do \
+		echo "== make test-clock: the clock at $$moment UTC"; \
+		TZ=UTC DONT_FAKE_MONOTONIC=1 faketime "$$moment" $(PY) -m pytest -q -p no:cacheprovider -m clock \
+			$(PYTEST_ARGS) || exit 1; \
+	done
 
 # The habits a machine enforces; CI runs this first, and .pre-commit-config.yaml runs the same.
 lint: $(VENV)/.dev-installed

@@ -173,6 +173,34 @@ TRUSTED_PROXIES = _networks("TRUSTED_PROXIES")
 # administrators grant in the admin.
 SERVICE_ACCOUNT_MANAGER_GROUP_SUFFIX = _raw("SERVICE_ACCOUNT_MANAGER_GROUP_SUFFIX", "").strip()
 
+
+def _limit(name, default):
+    """Read a failure limit: a whole number of attempts, at least 1 (0 would refuse every attempt)."""
+    try:
+        value = env.int(name, default=default)
+    except ValueError:
+        value = None
+    if value is None or not 1 <= value <= 1_000_000:
+        _refuse(
+            name,
+            f"is {_raw(name, '')!r}, not a whole number of attempts from 1 to 1000000",
+            f"Set {name}={default} (the default) or another limit.",
+        )
+    return value
+
+
+# Failure limits (tokens/throttle.py): attempts allowed per window before the next one is refused.
+# Sign-in: per username and per client address, in 15 minutes.
+SIGN_IN_FAILURES_PER_USERNAME = _limit("SIGN_IN_FAILURES_PER_USERNAME", 5)
+SIGN_IN_FAILURES_PER_ADDRESS = _limit("SIGN_IN_FAILURES_PER_ADDRESS", 20)
+# Password reset mails: per e-mail address and per client address, in an hour.
+PASSWORD_RESETS_PER_EMAIL = _limit("PASSWORD_RESETS_PER_EMAIL", 3)
+PASSWORD_RESETS_PER_ADDRESS = _limit("PASSWORD_RESETS_PER_ADDRESS", 10)
+# Refused API credentials per client address, in a minute (a CI fleet behind one NAT may need more).
+API_FAILURES_PER_ADDRESS = _limit("API_FAILURES_PER_ADDRESS", 30)
+# Leak reports (/api/credentials/revoke) per client address, in 10 minutes.
+LEAK_REPORTS_PER_ADDRESS = _limit("LEAK_REPORTS_PER_ADDRESS", 30)
+
 INSTALLED_APPS = [
     "portal.apps.PortalAdminConfig",  # django.contrib.admin with the throttled sign-in (portal/admin.py)
     "django.contrib.auth",

@@ -717,6 +717,8 @@ def test_the_migration_overview_shows_who_still_uses_keys_from_where_and_the_dai
 # --- usage records and events: read-only --------------------------------------------------------------------
 
 
+@pytest.mark.clock
+@pytest.mark.usefixtures("clear_of_midnight")
 def test_usage_records_are_read_only_and_filter_by_token_user_status_and_date(
     staff, user, other_user, issue, client
 ):
@@ -745,6 +747,8 @@ def test_usage_records_are_read_only_and_filter_by_token_user_status_and_date(
     assert UsageRecord.objects.count() == 3
 
 
+@pytest.mark.clock
+@pytest.mark.usefixtures("clear_of_midnight")
 def test_activity_events_of_every_user_are_read_only_and_filterable(staff, user, other_user, issue):
     token, _value = issue(user, name="deploy-bot")
     issue(other_user, name="backup-job")

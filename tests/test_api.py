@@ -132,6 +132,7 @@ def test_delete_revokes_and_a_second_delete_is_harmless(client, user, issue):
     assert TokenEvent.objects.filter(token=token, kind="revoked").count() == 1
 
 
+@pytest.mark.clock
 def test_a_session_can_create_a_token_and_sees_the_value_once(client, user):
     client.force_login(user)
     response = client.post(

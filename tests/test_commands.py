@@ -252,6 +252,7 @@ def test_notify_never_mails_a_token_twice_for_the_same_window(expiring):
     assert set(notified.values_list("name", flat=True)) == {"alice-soon", "alice-week", "bob-soon"}
 
 
+@pytest.mark.clock
 def test_a_token_whose_expiry_moved_later_is_mailed_again_when_it_approaches_again(expiring):
     run("notify_expiring_tokens")
     soon = expiring["alice-soon"][0]
@@ -270,6 +271,7 @@ def test_a_token_whose_expiry_moved_later_is_mailed_again_when_it_approaches_aga
     assert "alice-soon" in mail.outbox[-1].body and "alice-week" not in mail.outbox[-1].body
 
 
+@pytest.mark.clock
 def test_notify_follows_the_policy_window(expiring):
     ExpirationPolicy.objects.filter(pk=1).update(expiry_notice_days=30)
     run("notify_expiring_tokens")

@@ -182,6 +182,7 @@ def test_a_brownout_refuses_legacy_keys_inside_its_window_to_the_second(alice_ke
         )
 
 
+@pytest.mark.clock
 def test_during_a_brownout_the_api_answers_401_for_keys_and_keeps_serving_bearer_tokens(
     client, issued, alice_key
 ):

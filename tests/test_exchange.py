@@ -12,6 +12,7 @@ from urllib.parse import urlencode
 import jwt
 import pytest
 from cryptography.hazmat.primitives import serialization
+from django.conf import settings
 from django.utils import timezone
 
 from tests.conftest import bearer
@@ -21,7 +22,6 @@ from tokens import exchange
 from tokens.exchange import ACCESS_TOKEN_TYPE, GRANT_TYPE, JWT_TOKEN_TYPE
 from tokens.issuers import url_problem
 from tokens.models import Token, TokenEvent, TokenExchange, TrustPolicy, UsedJobToken
-from tokens.throttle import MAX_API_FAILURES_PER_ADDRESS
 
 AUDIENCE = "https://tokens.example.com"
 FORM = "application/x-www-form-urlencoded"
@@ -429,7 +429,7 @@ def test_only_post_with_a_form(db, client, issuer):
 
 
 def test_an_address_that_keeps_failing_is_stopped_before_any_check(client, user, issuer, github_policy):
-    for _ in range(MAX_API_FAILURES_PER_ADDRESS):
+    for _ in range(settings.API_FAILURES_PER_ADDRESS):
         post_exchange(client, "not.a.jwt")
     issuer.requests.clear()
     response = post_exchange(client, issuer.github_token(audience=AUDIENCE))

@@ -107,6 +107,13 @@ def test_a_request_signed_like_github_is_verified_and_answered_in_githubs_format
     assert event.detail == f"reported leaked · {where}"
     [mail] = mailoutbox
     assert "GitHub secret scanning" in mail.body and active_value not in mail.body
+    # The owner's Activity Stream says why, and where GitHub found it.
+    client.force_login(user)
+    stream = " ".join(client.get("/profile/").content.decode().split())
+    assert (
+        "because it was reported leaked: GitHub secret scanning (content) · https://github.com/o/r/blob/main/f0"
+        in stream
+    )
 
 
 def test_a_value_in_its_rotation_overlap_is_a_true_positive_and_ends_with_its_self_rotation(

@@ -4,6 +4,7 @@ import json
 import threading
 
 import pytest
+from django.conf import settings
 from django.contrib.auth.models import Permission
 from django.db import connection, connections
 from django.test.utils import CaptureQueriesContext
@@ -108,7 +109,7 @@ def test_leak_reports_from_one_ipv6_64_share_one_limit(client, issued):
             REVOKE, json.dumps({"credentials": values}), content_type="application/json", REMOTE_ADDR=address
         )
 
-    for n in range(incident.REPORTS_PER_WINDOW):
+    for n in range(settings.LEAK_REPORTS_PER_ADDRESS):
         assert report_from(f"2001:db8:9:9::{n + 1:x}", ["made-up-value-00000000"]).status_code == 202
     assert report_from("2001:db8:9:9:abcd::1", [value]).status_code == 429
     token.refresh_from_db()
@@ -116,16 +117,17 @@ def test_leak_reports_from_one_ipv6_64_share_one_limit(client, issued):
     assert report_from("2001:db8:9:a::1", [value]).status_code == 202
 
 
+@pytest.mark.clock
 def test_reports_past_the_per_address_limit_get_429_with_retry_after_and_revoke_nothing(client, issued):
     token, value = issued
-    for _ in range(incident.REPORTS_PER_WINDOW):
+    for _ in range(settings.LEAK_REPORTS_PER_ADDRESS):
         assert report(client, ["made-up-value-00000000"]).status_code == 202
 
     refused = report(client, [value])
 
     assert refused.status_code == 429
     assert refused.json()["error"] == "too_many_requests"
-    assert 1 <= int(refused["Retry-After"]) <= incident.REPORT_WINDOW_SECONDS
+    assert 1 <= int(refused["Retry-After"]) <= 600
     token.refresh_from_db()
     assert token.revoked_at is None
     # Another address is not affected.
@@ -380,3 +382,25 @@ def test_tokens_made_by_a_person_survive_a_report_of_the_value_they_replaced(cli
 
     assert not works(client, value) and not works(client, minted.json()["token"])
     assert works(client, rotated["token"])
+
+
+def test_the_owners_activity_stream_says_a_revocation_came_from_a_leak_report_and_where(client, user, issue):
+    LegacyApiKey.objects.import_key(user=user, key=LEGACY_KEY)
+    _reported, reported_value = issue(user, name="deploy-bot")
+    _bare, bare_value = issue(user, name="cron-job")
+    by_hand, _ = issue(user, name="laptop")
+    by_hand.revoke(actor=user)
+    report(client, [reported_value], source="pastebin scan", url="https://paste.example/abc")
+    report(client, [bare_value, LEGACY_KEY])
+
+    client.force_login(user)
+    stream = " ".join(client.get("/profile/").content.decode().split())
+    assert (
+        'deploy-bot</a> <span class="leak-report">because it was reported leaked: pastebin scan · '
+        "https://paste.example/abc</span>" in stream
+    )
+    assert 'cron-job</a> <span class="leak-report">because it was reported leaked</span>' in stream
+    assert (
+        'Your legacy API key was revoked <span class="leak-report">because it was reported leaked' in stream
+    )
+    assert stream.count("reported leaked") == 3  # the revocation by hand says nothing of the kind

@@ -99,6 +99,7 @@ def test_api_errors_are_json_503_when_the_database_is_down(client, issued, monke
 # --- legacy keys: Deprecation, Sunset and the migration guide -----------------------------------------------
 
 
+@pytest.mark.clock
 def test_every_legacy_response_is_marked_deprecated_with_a_sunset_and_a_link(client, alice_key):
     deprecated = timezone.now().replace(microsecond=0) - timedelta(days=10)
     sunset = (timezone.now() + timedelta(days=60)).replace(microsecond=0)
@@ -185,6 +186,8 @@ def test_a_missing_permission_is_recorded_as_a_refused_use(client, user, issued)
     assert (record.status, record.accepted) == (403, False)
 
 
+@pytest.mark.clock
+@pytest.mark.usefixtures("clear_of_midnight")
 def test_every_use_is_recorded_with_client_details_and_one_activity_event_a_day(client, alice_key, user):
     for _ in range(3):
         me(client, ALICE_KEY, HTTP_USER_AGENT="old-cron/1.0", REMOTE_ADDR="198.51.100.4")

@@ -158,6 +158,8 @@ def _shown(token):
     )
 
 
+@pytest.mark.clock
+@pytest.mark.usefixtures("clear_of_midnight")
 def test_counts_days_and_addresses_are_exact_before_and_after_summarising(user, issue):
     token, _ = issue(user)
     yesterday = timezone.now() - timedelta(days=1)
@@ -185,6 +187,8 @@ def test_counts_days_and_addresses_are_exact_before_and_after_summarising(user, 
     assert _shown(token)[0] == 4 and _shown(token)[4] == 3
 
 
+@pytest.mark.clock
+@pytest.mark.usefixtures("clear_of_midnight")
 @pytest.mark.skipif(connection.vendor != "sqlite", reason="SQLite's query plans; PostgreSQL: make bench")
 def test_the_readers_find_the_tail_by_the_watermark_not_along_the_credentials_history(user, issue):
     """Each tail query is a primary-key range above the watermark, whatever else narrows it.
@@ -230,6 +234,8 @@ def test_counters_read_from_a_stale_instance_are_still_exact(user, issue):
     assert stale.request_count == 4
 
 
+@pytest.mark.clock
+@pytest.mark.usefixtures("clear_of_midnight")
 def test_a_batch_summarised_in_the_middle_of_a_read_is_neither_missed_nor_counted_twice(user, issue):
     token, _ = issue(user)
     for _ in range(3):
@@ -247,6 +253,8 @@ def test_a_batch_summarised_in_the_middle_of_a_read_is_neither_missed_nor_counte
     assert batches == [3]
 
 
+@pytest.mark.clock
+@pytest.mark.usefixtures("clear_of_midnight")
 @pytest.mark.django_db(transaction=True)
 def test_when_summarisers_move_the_watermark_under_every_read_the_last_one_holds_it(user, issue):
     token, _ = issue(user)

@@ -24,7 +24,7 @@ from django.utils import timezone
 from hypothesis import HealthCheck, settings
 
 from tokens.api.openapi import document
-from tokens.models import AttemptCounter, ExpirationPolicy, LegacyApiKey
+from tokens.models import AttemptCounter, ExpirationPolicy, LegacyApiKey, UsageRecord
 
 from .conftest import bearer, make_manager
 
@@ -359,3 +359,101 @@ def test_rotation_responses_match_the_documented_schemas(client, session, user, 
     )
     itself = client.generic("POST", "/api/tokens/self/rotate", **bearer(rotated["token"]))
     assert validate(itself, "/api/tokens/self/rotate", "post")["replaces"] == rotated["id"]
+
+
+# --- what the authentication layer adds, and public endpoints that ignore it ------------------------------
+
+PUBLIC_BODIES = {
+    "/api/credentials/revoke": json.dumps({"credentials": ["made-up-value-0000000000"]}),
+    "/api/secret-scanning/github": json.dumps([{"token": "made-up-value-0000000000", "type": "x"}]),
+}
+
+
+@pytest.fixture
+def every_kind_of_credential(user, staff_user, issue):
+    """Headers for each way a caller may present itself, the anonymous one included."""
+    _, read_only = issue(user, name="read only", access="read")
+    revoked, revoked_value = issue(user, name="revoked")
+    revoked.revoke(actor=staff_user)
+    _, far = issue(user, name="bound elsewhere", allowed_ips=["192.0.2.1"])
+    key = "legacy-openapi-statuses-0123456789"
+    LegacyApiKey.objects.import_key(user=user, key=key)
+    return {
+        "none": {},
+        "read-only token": bearer(read_only),
+        "revoked token": bearer(revoked_value),
+        "made-up token": bearer("bpt_nonsense"),
+        "token bound to another address": bearer(far),
+        "legacy key": {"HTTP_REST_API_KEY": key},
+        "unknown legacy key": {"HTTP_REST_API_KEY": "legacy-nobody-has-this-0000000000"},
+    }
+
+
+def _call(client, path, method, headers, token_id):
+    url = path.replace("{id}", str(token_id))
+    body = PUBLIC_BODIES.get(path, json.dumps({"name": "statuses"}))
+    if path == "/api/introspect":
+        return client.generic("POST", url, "token=bpt_x", "application/x-www-form-urlencoded", **headers)
+    if method in ("post", "patch", "put"):
+        return client.generic(method.upper(), url, body, "application/json", **headers)
+    return client.generic(method.upper(), url, **headers)
+
+
+@pytest.mark.django_db
+def test_every_status_any_credential_gets_from_any_operation_is_documented(
+    client, issued, every_kind_of_credential, settings
+):
+    settings.LEAK_REPORTS_PER_ADDRESS = 1000
+    token, _value = issued
+    for kind, headers in every_kind_of_credential.items():
+        for path, operations in DOC["paths"].items():
+            for method in (m for m in METHODS if m in operations):
+                AttemptCounter.objects.all().delete()
+                response = _call(client, path, method, headers, token.pk)
+                assert response.status_code < 500, (kind, method, path, response.content)
+                validate(response, path, method)
+
+
+@pytest.mark.django_db
+def test_a_client_past_the_failure_limit_gets_a_documented_429_from_every_guarded_operation(
+    client, issued, settings
+):
+    settings.API_FAILURES_PER_ADDRESS = 1
+    token, _value = issued
+    locked = {"HTTP_REST_API_KEY": "legacy-nobody-has-this-0000000000"}
+    assert client.get("/api/users/me", **locked).status_code == 401  # the one failure allowed
+    for path, operations in DOC["paths"].items():
+        for method in (m for m in METHODS if m in operations):
+            response = _call(client, path, method, locked, token.pk)
+            if operations[method].get("security") == []:
+                assert response.status_code != 429, (method, path)  # public: the credential is ignored
+                continue
+            assert response.status_code == 429, (method, path, response.content)
+            validate(response, path, method)
+
+
+@pytest.mark.django_db
+def test_public_endpoints_answer_the_same_whatever_credential_comes_along(
+    client, every_kind_of_credential, settings
+):
+    settings.LEAK_REPORTS_PER_ADDRESS = 1000
+    public = [
+        (path, method)
+        for path, operations in DOC["paths"].items()
+        for method, operation in operations.items()
+        if method in METHODS and operation.get("security") == []
+    ]
+    assert {path for path, _ in public} == {
+        "/api/openapi.json",
+        "/api/credentials/revoke",
+        "/api/secret-scanning/github",
+    }
+    for path, method in public:
+        plain = _call(client, path, method, {}, 1)
+        for kind, headers in every_kind_of_credential.items():
+            answer = _call(client, path, method, headers, 1)
+            assert (answer.status_code, answer.content) == (plain.status_code, plain.content), (kind, path)
+            assert "WWW-Authenticate" not in answer, (kind, path)
+    for kind, headers in every_kind_of_credential.items():
+        assert client.get("/healthz", **headers).status_code == 200, kind
+    assert not UsageRecord.objects.exists()  # nothing counted as a use of the credentials sent along

@@ -284,6 +284,7 @@ def test_the_token_limit_shows_as_a_form_error(signed_in, user, issue, policy):
 # --- the reveal ---------------------------------------------------------------------------------------------
 
 
+@pytest.mark.clock
 def test_creating_answers_with_the_reveal_once_and_never_stores_the_value(signed_in, user):
     response = signed_in.post(NEW, new_form(signed_in))
     assert response.status_code == 200
@@ -362,6 +363,8 @@ def test_the_detail_page_shows_all_metadata_but_not_the_value(signed_in, user, i
     assert value not in html
 
 
+@pytest.mark.clock
+@pytest.mark.usefixtures("clear_of_midnight")
 def test_the_detail_page_shows_usage_chart_counts_and_latest_requests(signed_in, user, issue):
     token, _value = issue(user)
     now = timezone.now()

@@ -16,10 +16,10 @@ from django.core.exceptions import ValidationError
 from django.core.mail import send_mail
 from django.template.loader import render_to_string
 from django.urls import reverse
-from django.utils.translation import gettext as _
 
 from .constants import TOKEN_PREFIX
 from .models import LegacyApiKey, Token
+from .models.events import LEAK_REPORT_MARK, LEAK_REPORT_SEPARATOR
 from .models.legacy import clean_legacy_key
 
 log = logging.getLogger(__name__)
@@ -99,12 +99,8 @@ def revoke_reported(values, *, source="", url="", ip=None):
 
 def describe(source, url):
     """Return the event detail of a leak report: the reason, where it was found, within 255 characters."""
-    parts = [str(_("reported leaked"))]
-    if source:
-        parts.append(source)
-    if url:
-        parts.append(url)
-    return " · ".join(parts)[:DETAIL_MAX_LENGTH]
+    parts = [LEAK_REPORT_MARK, *(part for part in (source, url) if part)]
+    return LEAK_REPORT_SEPARATOR.join(parts)[:DETAIL_MAX_LENGTH]
 
 
 def mail_owner(credential, *, source, url, revoked_now=True, made=()):

@@ -35,12 +35,13 @@ from .throttle import api_client_locked, count_api_failure
 
 log = logging.getLogger(__name__)
 
-# Open to anyone: the document, and the two ways to report a leaked credential (whoever finds one
-# must be able to kill it; GitHub's requests are signed instead).
-PUBLIC_API_PATHS = frozenset({"/api/openapi.json", "/api/credentials/revoke", "/api/secret-scanning/github"})
-# Where no credential is looked at at all: the token exchange's proof is the job's own token in the body
-# (tokens/api/federation.py); a bearer token, key or session sent along is ignored.
-CREDENTIAL_FREE_API_PATHS = frozenset({"/api/token-exchange"})
+# Open to anyone, and no credential sent along is ever looked at (a read-only, revoked or made-up one
+# changes nothing: no 401, 403 or 429 from here, no use recorded): the document, the two ways to report
+# a leaked credential (whoever finds one must be able to kill it; GitHub's requests are signed instead),
+# and the token exchange, whose proof is the job's own token in the body (tokens/api/federation.py).
+PUBLIC_API_PATHS = frozenset(
+    {"/api/openapi.json", "/api/credentials/revoke", "/api/secret-scanning/github", "/api/token-exchange"}
+)
 MIGRATION_LINK = f'<{MIGRATION_GUIDE_PATH}>; rel="deprecation"; type="text/plain"'
 
 
@@ -297,7 +298,7 @@ class ApiAuthenticationMiddleware:
         if not request.path_info.startswith(API_PREFIX):
             return self.get_response(request)
         request.auth = None
-        if request.path_info in CREDENTIAL_FREE_API_PATHS:
+        if request.path_info in PUBLIC_API_PATHS:
             return self._as_json_error(self.get_response(request))
         use = Use(method=request.method, path=request.path, started=time.perf_counter())
         session_verdict = None
@@ -310,7 +311,7 @@ class ApiAuthenticationMiddleware:
             request.auth = credential
             # A bearer token or key is not a cookie a browser sends on its own: CSRF does not apply.
             request._dont_enforce_csrf_checks = True
-        elif request.path_info not in PUBLIC_API_PATHS:
+        else:
             try:
                 signed_in = request.user.is_authenticated
             except DatabaseError:

@@ -1,4 +1,4 @@
-"""Throttles: sign-in, password-reset requests and failed API authentication, on one atomic counter.
+"""Throttles: sign-in, password resets, failed API authentication and leak reports, on one atomic counter.
 
 Every throttle counts with ``AttemptCounter.objects.hit``: one UPSERT in the database shared by every
 process and node, that returns the new count. The attempt is counted BEFORE the work it limits (the
@@ -22,6 +22,9 @@ answer is the same page whether a mail was sent, limited, or the address is unkn
 API authentication: a client address that keeps failing is answered 429 for a while (see
 ``api_client_locked`` and ``count_api_failure``); only failures write, so integrations with valid
 credentials never pay for it.
+
+Leak reports (``/api/credentials/revoke``) take no credential, so each costs a lookup per value for
+anyone: they are limited per client address, counted before any lookup.
 """
 
 import logging
@@ -46,18 +49,13 @@ from .models import AttemptCounter, is_service_account
 
 log = logging.getLogger(__name__)
 
-MAX_FAILURES_PER_USERNAME = 5
-MAX_FAILURES_PER_ADDRESS = 20
+# The windows are fixed here; how many attempts each allows is a setting (portal/settings.py, README.md).
 LOCK_WINDOW = timedelta(minutes=15)
-
-MAX_RESETS_PER_EMAIL = 3
-MAX_RESETS_PER_ADDRESS = 10
 RESET_WINDOW = timedelta(hours=1)
-
-# Far above what an integration with a valid credential does by mistake (a cron job retrying a revoked
-# token once a minute, a deploy rolling out a new one), far below what guessing needs.
-MAX_API_FAILURES_PER_ADDRESS = 30
+# The default of 30 is far above what an integration with a valid credential does by mistake (a cron
+# job retrying a revoked token once a minute, a deploy rolling out a new one), far below what guessing needs.
 API_FAILURE_WINDOW = timedelta(minutes=1)
+LEAK_REPORT_WINDOW = timedelta(minutes=10)
 
 # Backends that do not send mail: console and file write each message, reset link included, where
 # operators and log collectors read; dummy drops it. Reset is not offered with them.
@@ -72,11 +70,16 @@ NON_SENDING_MAIL_BACKENDS = frozenset(
 
 @dataclass(frozen=True)
 class Limit:
-    """At most *most* attempts per *window* under keys that start with *scope*."""
+    """At most ``settings.<setting>`` attempts per *window* under keys that start with *scope*."""
 
     scope: str
-    most: int
+    setting: str
     window: timedelta
+
+    @property
+    def most(self):
+        # Read on every use, so the limit is the one configured now (tests change it with a fixture).
+        return getattr(settings, self.setting)
 
     def count(self, subject, *, now=None):
         """Count one attempt for *subject*; return None while within the limit, else seconds to wait."""
@@ -99,11 +102,12 @@ def _address(request):
     return limited_address(client_ip(request))
 
 
-SIGN_IN_USERNAME = Limit("sign-in:user", MAX_FAILURES_PER_USERNAME, LOCK_WINDOW)
-SIGN_IN_ADDRESS = Limit("sign-in:address", MAX_FAILURES_PER_ADDRESS, LOCK_WINDOW)
-RESET_EMAIL = Limit("reset:email", MAX_RESETS_PER_EMAIL, RESET_WINDOW)
-RESET_ADDRESS = Limit("reset:address", MAX_RESETS_PER_ADDRESS, RESET_WINDOW)
-API_ADDRESS = Limit("api:address", MAX_API_FAILURES_PER_ADDRESS, API_FAILURE_WINDOW)
+SIGN_IN_USERNAME = Limit("sign-in:user", "SIGN_IN_FAILURES_PER_USERNAME", LOCK_WINDOW)
+SIGN_IN_ADDRESS = Limit("sign-in:address", "SIGN_IN_FAILURES_PER_ADDRESS", LOCK_WINDOW)
+RESET_EMAIL = Limit("reset:email", "PASSWORD_RESETS_PER_EMAIL", RESET_WINDOW)
+RESET_ADDRESS = Limit("reset:address", "PASSWORD_RESETS_PER_ADDRESS", RESET_WINDOW)
+API_ADDRESS = Limit("api:address", "API_FAILURES_PER_ADDRESS", API_FAILURE_WINDOW)
+LEAK_REPORT_ADDRESS = Limit("leak-reports:address", "LEAK_REPORTS_PER_ADDRESS", LEAK_REPORT_WINDOW)
 
 
 def count_sign_in(request, username):

@@ -1,6 +1,6 @@
 """The pages in a real Chromium: create, copy, use, reload, rename, revoke, Activity Stream, legacy notice.
 
-Each test is self-contained. Screenshots go to docs/screenshots/ (linked from the README).
+Each test is self-contained. Screenshots go to build/screenshots/ (`make screenshots` refreshes docs/).
 """
 
 import json
@@ -153,6 +153,8 @@ def test_going_back_to_the_reveal_never_shows_the_value_again(sign_in, user, pag
     assert Token.objects.count() == 1
 
 
+@pytest.mark.clock
+@pytest.mark.usefixtures("clear_of_midnight")
 def test_the_list_and_the_detail_page_show_tokens_and_their_usage(
     sign_in, user, issue, page, live_server, screenshot
 ):
@@ -163,7 +165,8 @@ def test_the_list_and_the_detail_page_show_tokens_and_their_usage(
     retired, _ = issue(user, name="Laptop script", days=90)
     retired.revoke(actor=user)
     issue(user, name="Grafana", days=365, purpose="Dashboards read the API.")
-    token, value = issue(user, name="CI pipeline", days=30, purpose="Deploys from the main branch.")
+    # 45 days is "in 1 month" from any day of the year (30 days is "4 weeks" across a 31-day month).
+    token, value = issue(user, name="CI pipeline", days=45, purpose="Deploys from the main branch.")
     backfill_usage(token, {27: 4, 21: 9, 14: 6, 9: 12, 6: 7, 3: 15, 2: 5, 1: 10})
     for _ in range(6):
         assert (
@@ -293,6 +296,7 @@ def test_a_person_creates_a_read_only_token_bound_to_addresses_and_narrows_it_fu
     row = page.get_by_role("row").filter(has_text="Dashboard")
     assert "Read only" in row.inner_text() and "2 addresses" in row.inner_text()
     row.get_by_role("link", name="Dashboard").click()
+    page.wait_for_url(re.compile(r"/authorizations/\d+/$"))
     assert "Read only: it can look" in page.content()
     page.get_by_text("Change what it can do").click()
     page.get_by_label("Allowed addresses").fill("192.0.2.1")

@@ -7,11 +7,11 @@ import time
 from urllib.parse import urlencode
 
 import pytest
+from django.conf import settings
 from django.core.cache import cache
 from django.db import connection
 
 from tokens.models import Token, UsageRecord
-from tokens.throttle import MAX_FAILURES_PER_USERNAME
 
 from ..conftest import PASSWORD
 from .conftest import GunicornServer, database_url
@@ -99,7 +99,7 @@ def test_the_sign_in_throttle_holds_across_gunicorn_workers(main_server, user):
 
     try:
         # Three workers answer these in turn; the count lives in the shared database cache.
-        for _ in range(MAX_FAILURES_PER_USERNAME):
+        for _ in range(settings.SIGN_IN_FAILURES_PER_USERNAME):
             assert attempt("wrong password").status == 200
         locked = attempt(PASSWORD)
         assert locked.status == 429
@@ -161,6 +161,6 @@ def test_sixteen_parallel_sign_ins_over_eight_workers_get_at_most_the_limit_of_p
     # Each attempt is counted before its password is checked: only the first five are checked at all
     # (200, "wrong password"); every other one is refused unchecked, the right password included.
     checked = [status for status in answers if status != 429]
-    assert len(checked) <= MAX_FAILURES_PER_USERNAME, answers
+    assert len(checked) <= settings.SIGN_IN_FAILURES_PER_USERNAME, answers
     assert set(checked) <= {200}, answers
     assert answers[-1] == 429, answers

@@ -26,6 +26,7 @@ class LifetimeWidget(forms.MultiWidget):
     """A number and a unit ("30" "days") for a DurationField, instead of Django's "30 00:00:00"."""
 
     template_name = "django/forms/widgets/multiwidget.html"
+    part_names = (_("number"), _("unit"))
 
     def __init__(self, attrs=None):
         number = forms.NumberInput(attrs={"min": "1", "step": "1", "class": "vIntegerField", **(attrs or {})})
@@ -94,7 +95,31 @@ class OverlapField(LifetimeField):
         forms.MultiValueField.__init__(self, fields, require_all_fields=True, **kwargs)
 
 
-class ExpirationPolicyForm(forms.ModelForm):
+class LabelledInputsMixin:
+    """Give each part of a two-part widget (a lifetime's number and unit, a date and its time) a name.
+
+    The parts share one <label> that points at neither, so a screen reader announced them as unnamed
+    fields; each gets an ``aria-label`` from its field's label and what the part holds.
+    """
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        for field in self.fields.values():
+            widget = getattr(field.widget, "widget", field.widget)  # the admin wraps related fields
+            parts = getattr(widget, "widgets", None)
+            if parts:
+                names = getattr(widget, "part_names", None)
+                if names is None and isinstance(widget, forms.SplitDateTimeWidget):
+                    names = (_("date"), _("time"))
+                for part, name in zip(parts, names or (), strict=False):
+                    part.attrs.setdefault("aria-label", f"{field.label}: {name}")
+
+
+class BrownoutWindowForm(LabelledInputsMixin, forms.ModelForm):
+    pass
+
+
+class ExpirationPolicyForm(LabelledInputsMixin, forms.ModelForm):
     presets = forms.MultipleChoiceField(
         label=_("Expiry presets offered"),
         choices=[(key, label) for key, label, _delta in PRESET_CHOICES],
@@ -190,7 +215,7 @@ class RestrictionsAdminFields(forms.Form):
         return cleaned
 
 
-class TokenAddForm(RestrictionsAdminFields, forms.ModelForm):
+class TokenAddForm(LabelledInputsMixin, RestrictionsAdminFields, forms.ModelForm):
     """Owner, name, purpose, expiry and limits; the token itself is made by ``Token.objects.issue``."""
 
     # One-time value: a resubmitted add form finds the first token instead of making a second.
@@ -245,7 +270,7 @@ class TokenAddForm(RestrictionsAdminFields, forms.ModelForm):
         return cleaned
 
 
-class TokenChangeForm(RestrictionsAdminFields, forms.ModelForm):
+class TokenChangeForm(LabelledInputsMixin, RestrictionsAdminFields, forms.ModelForm):
     """The name, the purpose and the limits can change; each follows the same rules as on the site."""
 
     class Meta:

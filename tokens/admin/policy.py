@@ -11,16 +11,21 @@ from django.utils.translation import ngettext
 
 from ..http import client_ip
 from ..models import BrownoutWindow, ExpirationPolicy, Token
-from .forms import ExpirationPolicyForm
+from .forms import BrownoutWindowForm, ExpirationPolicyForm
 from .legacy import transition_numbers
 
 EXCEEDING_SHOWN = 10
 
 
-class BrownoutWindowInline(admin.TabularInline):
-    """Scheduled brownouts, edited with the policy: every change is audited with the policy's save."""
+class BrownoutWindowInline(admin.StackedInline):
+    """Scheduled brownouts, edited with the policy: every change is audited with the policy's save.
+
+    Stacked, so that each field has its own label: a tabular inline names its inputs only by column
+    headers, one of them empty, which screen readers do not announce as the inputs' names.
+    """
 
     model = BrownoutWindow
+    form = BrownoutWindowForm
     extra = 1
     fields = ("starts_at", "ends_at", "note")
     verbose_name = _("brownout window (legacy keys refused inside it)")

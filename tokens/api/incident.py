@@ -6,15 +6,13 @@ kill it) and so answer nothing that tells a real value from a made-up one.
 
 import json
 import re
-import time
 
-from django.core.cache import cache
 from django.http import JsonResponse
 from django.utils.translation import gettext as _
 from django.views.decorators.csrf import csrf_exempt
 
-from .. import github, leaks
-from ..http import client_ip, limited_address
+from .. import github, leaks, throttle
+from ..http import client_ip
 from ..models import TokenEvent
 from .errors import api_error, forbidden
 from .views import BadRequest, _api_view
@@ -26,37 +24,11 @@ MAX_REPORT_BYTES = 512 * 1024
 MAX_GITHUB_BYTES = 1024 * 1024
 MAX_VALUE_LENGTH = 1000
 
-# Per client address: this many leak reports per window, then 429 until the window ends.
-REPORTS_PER_WINDOW = 30
-REPORT_WINDOW_SECONDS = 600
-
 EVENTS_DEFAULT_LIMIT = 100
 EVENTS_MAX_LIMIT = 1000
 MAX_EVENT_ID = 2**63 - 1
 # ASCII digits only: "²".isdigit() is True, and int() refuses it.
 _DIGITS = re.compile(r"[0-9]{1,19}")
-
-
-def report_rate_limited(ip, now=None):
-    """Count one leak report from *ip*; return the seconds to wait if it is over the limit, else 0.
-
-    The one place the limit is kept, so it can move onto a shared atomic counter: today the database
-    cache (shared by every process and node), in fixed windows. The cache has no atomic increment,
-    so a burst of simultaneous reports may be counted a little short; each still costs at most a
-    lookup per value.
-    """
-    now = time.time() if now is None else now
-    window = int(now // REPORT_WINDOW_SECONDS)
-    key = f"leak-reports:{limited_address(ip)}:{window}"
-    cache.add(key, 0, timeout=REPORT_WINDOW_SECONDS)
-    try:
-        count = cache.incr(key)
-    except ValueError:  # expired between add and incr
-        cache.set(key, 1, timeout=REPORT_WINDOW_SECONDS)
-        count = 1
-    if count <= REPORTS_PER_WINDOW:
-        return 0
-    return max(1, int((window + 1) * REPORT_WINDOW_SECONDS - now))
 
 
 def _too_large(request, limit):
@@ -89,8 +61,9 @@ def _optional_text(body, key, limit):
 def credentials_revoke(request):
     """Revoke leaked tokens and legacy keys reported by anyone; always the same 202 for any values."""
     ip = client_ip(request)
-    wait = report_rate_limited(ip)
-    if wait:
+    # Counted before any lookup, per client address (LEAK_REPORTS_PER_ADDRESS in 10 minutes).
+    wait = throttle.LEAK_REPORT_ADDRESS.count(ip or "unknown")
+    if wait is not None:
         response = api_error(429, _("Too many reports from this address. Try again later."))
         response["Retry-After"] = str(wait)
         return response

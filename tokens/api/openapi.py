@@ -34,8 +34,9 @@ ERRORS = {
     "415": _error("The body is not JSON."),
     "429": {
         "description": (
-            "Too many failed authentications (30 a minute) or reports from this client address; "
-            "Retry-After says when to try again. Valid credentials never count."
+            "Too many failed authentications from this client address (API_FAILURES_PER_ADDRESS, "
+            "30 a minute unless set otherwise); Retry-After says when to try again. Valid credentials "
+            "never count."
         ),
         "headers": {"Retry-After": {"schema": {"type": "integer", "minimum": 1}}},
         "content": _json(_ref("Error")),
@@ -577,14 +578,19 @@ PATHS = {
             "operationId": "credentials_revoke",
             "summary": "Report leaked credentials. Active ones are revoked and their owners mailed.",
             "description": (
-                "No authentication. The answer is the same for real, revoked and made-up values. "
-                "Rate-limited per client address."
+                "No authentication: any credential sent along is ignored. The answer is the same for "
+                "real, revoked and made-up values. Limited per client address (LEAK_REPORTS_PER_ADDRESS, "
+                "30 in 10 minutes unless set otherwise)."
             ),
             "security": [],
             "requestBody": {"required": True, "content": _json(_ref("LeakReport"))},
             "responses": {
                 "202": {"description": "Received.", "content": _json(_ref("LeakReportReceived"))},
-                **{code: ERRORS[code] for code in ("400", "405", "413", "415", "429", "503")},
+                **{code: ERRORS[code] for code in ("400", "405", "413", "415", "503")},
+                "429": {
+                    **ERRORS["429"],
+                    "description": "Too many reports from this client address; Retry-After says when.",
+                },
             },
         }
     },
@@ -594,7 +600,8 @@ PATHS = {
             "summary": "GitHub secret scanning: verify, revoke true positives, label each match.",
             "description": (
                 "Signed by GitHub: `Github-Public-Key-Identifier` and `Github-Public-Key-Signature` (ECDSA "
-                "P-256, SHA-256, base64 DER over the raw body), checked against GITHUB_SECRET_SCANNING_KEYS."
+                "P-256, SHA-256, base64 DER over the raw body), checked against GITHUB_SECRET_SCANNING_KEYS. "
+                "Any credential sent along is ignored."
             ),
             "security": [],
             "parameters": [
@@ -655,7 +662,7 @@ PATHS = {
     "/api/openapi.json": {
         "get": {
             "operationId": "openapi",
-            "summary": "This document.",
+            "summary": "This document. Any credential sent along is ignored.",
             "security": [],
             "responses": {
                 "200": {"description": "The OpenAPI document.", "content": _json({"type": "object"})}

@@ -18,6 +18,11 @@ EVENT_FEED_LOCK = 0x746F6B65  # "toke"
 # How long the feed reader tries for the lock before it answers "nothing new yet".
 FEED_SETTLE_TRIES = 20
 FEED_SETTLE_PAUSE = 0.01
+# A revocation prompted by a leak report has the detail "reported leaked · <source> · <url>" (the parts
+# the report gave): written by tokens/leaks.py, read back by TokenEvent.leak_report for the pages. Stored
+# untranslated, like every other detail, so that it reads back the same in any language.
+LEAK_REPORT_MARK = "reported leaked"
+LEAK_REPORT_SEPARATOR = " · "
 
 
 class TokenEventQuerySet(models.QuerySet):
@@ -183,3 +188,12 @@ class TokenEvent(models.Model):
 
     def __str__(self):
         return f"{self.get_kind_display()} {self.at:%Y-%m-%d %H:%M}"
+
+    @property
+    def leak_report(self):
+        """For a revocation prompted by a leak report, the list of what the report said of where the value
+        was found (its source, its URL; empty when it said nothing); None for any other event."""
+        revocations = (self.Kind.REVOKED, self.Kind.LEGACY_REVOKED)
+        if self.kind not in revocations or self.detail.split(LEAK_REPORT_SEPARATOR)[0] != LEAK_REPORT_MARK:
+            return None
+        return self.detail.split(LEAK_REPORT_SEPARATOR)[1:]
