@@ -279,6 +279,11 @@ def api_client_locked(request):
     return max(1, math.ceil((started + API_ADDRESS.window - now).total_seconds()))
 
 
+def count_leak_report(request):
+    """Count one leak report from the request's address; return seconds to wait past the limit."""
+    return LEAK_REPORT_ADDRESS.count(_address(request))
+
+
 def count_api_failure(request):
     """Count one failed API authentication for the address; return seconds to wait past the limit."""
     return API_ADDRESS.count(_address(request))

@@ -62,7 +62,7 @@ def credentials_revoke(request):
     """Revoke leaked tokens and legacy keys reported by anyone; always the same 202 for any values."""
     ip = client_ip(request)
     # Counted before any lookup, per client address (LEAK_REPORTS_PER_ADDRESS in 10 minutes).
-    wait = throttle.LEAK_REPORT_ADDRESS.count(ip or "unknown")
+    wait = throttle.count_leak_report(request)
     if wait is not None:
         response = api_error(429, _("Too many reports from this address. Try again later."))
         response["Retry-After"] = str(wait)

@@ -984,7 +984,7 @@ def _for_account(operation, operation_id, summary):
         **operation,
         "operationId": operation_id,
         "summary": summary + SESSION_ONLY,
-        "security": [],
+        "security": [{"session": []}],
         "responses": operation["responses"] | {"404": ERRORS["404"]},
     }
 
@@ -993,7 +993,7 @@ PATHS["/api/service-accounts"] = {
     "get": {
         "operationId": "service_accounts_list",
         "summary": "The service accounts the signed-in person manages." + SESSION_ONLY,
-        "security": [],
+        "security": [{"session": []}],
         "parameters": PAGE_PARAMETERS,
         "responses": _responses(
             "200",
@@ -1066,6 +1066,12 @@ def document(request=None):
                     "in": "header",
                     "name": "Rest-Api-Key",
                     "description": "Deprecated; see the migration guide.",
+                },
+                "session": {
+                    "type": "apiKey",
+                    "in": "cookie",
+                    "name": "sessionid",
+                    "description": "A signed-in browser session (with its CSRF token for writes).",
                 },
             },
             "schemas": SCHEMAS,
