@@ -99,7 +99,7 @@ test: $(VENV)/.dev-installed browser nginx caddy oidc-provider axe
 
 # The browser tests write their screenshots to build/screenshots/ (ignored); this refreshes the ones
 # the README and docs/ show, on purpose.
-screenshots: $(VENV)/.dev-installed browser axe
+screenshots: $(VENV)/.dev-installed browser axe oidc-provider
 	SCREENSHOTS_DIR=docs/screenshots $(PY) -m pytest -q tests/browser
 
 # libfaketime (Debian's faketime) sets the clock of the test process and the servers it starts.
