@@ -13,15 +13,16 @@ import jwt
 import pytest
 from cryptography.hazmat.primitives import serialization
 from django.conf import settings
+from django.test import Client
 from django.utils import timezone
 
-from tests.conftest import bearer
+from tests.conftest import bearer, make_manager
 from tests.oidc_issuer import LocalIssuer, SilentServer, closed_port_url, rsa_key
 from tests.test_openapi import validate
 from tokens import exchange
 from tokens.exchange import ACCESS_TOKEN_TYPE, GRANT_TYPE, JWT_TOKEN_TYPE
 from tokens.issuers import url_problem
-from tokens.models import Token, TokenEvent, TokenExchange, TrustPolicy, UsedJobToken
+from tokens.models import ManagerRole, Token, TokenEvent, TokenExchange, TrustPolicy, UsedJobToken
 
 AUDIENCE = "https://tokens.example.com"
 FORM = "application/x-www-form-urlencoded"
@@ -509,3 +510,41 @@ def test_keys_published_over_plain_http_elsewhere_than_loopback_are_never_fetche
     assert response.status_code == 503
     assert not Token.objects.exists()
     assert issuer.requests == ["/.well-known/openid-configuration"]
+
+
+def test_a_service_accounts_policy_mints_the_accounts_tokens_after_its_manager_leaves(
+    client, user, service_account, issuer
+):
+    make_manager(user, service_account.team)
+    policy = TrustPolicy.objects.create_policy(
+        owner=service_account.user,
+        actor=user,
+        name="nightly",
+        issuer=issuer.url,
+        audience=AUDIENCE,
+        conditions={"repository": "octo-org/octo-repo"},
+    )
+
+    response = post_exchange(client, issuer.github_token(audience=AUDIENCE))
+    assert response.status_code == 200
+    value = response.json()["access_token"]
+    assert client.get("/api/users/me", **bearer(value)).json()["username"] == "payments-sync"
+    token = Token.objects.get()
+    assert token.user == service_account.user and token.exchange.policy == policy
+    assert TokenExchange.objects.get().user == service_account.user
+    # The minted token is listed with the account's tokens for its manager, not among the manager's own.
+    manager = Client()
+    manager.force_login(user)
+    listing = manager.get("/profile/integrations/authorizations/").content.decode()
+    section = listing[listing.index('id="service-account-') :]
+    assert "nightly · run 7283946401" in section
+
+    # The manager loses the role: the account's policy keeps answering its jobs.
+    ManagerRole.objects.filter(user=user).delete()
+    again = post_exchange(client, issuer.github_token(audience=AUDIENCE, run_id="7283946402"))
+    assert again.status_code == 200
+    assert (
+        client.get("/api/users/me", **bearer(again.json()["access_token"])).json()["username"]
+        == "payments-sync"
+    )
+    assert Token.objects.filter(user=service_account.user).active().count() == 2

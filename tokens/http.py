@@ -37,9 +37,12 @@ def managed_account_or_404(request, pk):
     return get_object_or_404(accounts, pk=pk)
 
 
-def service_account_of(token):
-    """Return the service account owning *token* (loaded by ``managed_token_or_404``), or None."""
-    return getattr(token.user, "service_account", None)
+def service_account_of(owned):
+    """Return the service account owning *owned* (a token or a trust policy), or None.
+
+    Load ``user__service_account`` with it (``managed_token_or_404`` does) to spare a query.
+    """
+    return getattr(owned.user, "service_account", None)
 
 
 def no_store(response):

@@ -1,5 +1,9 @@
 """Keyless CI in the API: the RFC 8693 token exchange, and trust policies managed with a browser session.
 
+A person manages their own policies at /api/trust-policies and those of the service accounts they
+manage at /api/service-accounts/<id>/trust-policies, through the same functions (the account owns the
+policy, the person is the actor); anyone else gets 404 there, as for an id that does not exist.
+
 ``POST /api/token-exchange`` takes no other authentication (the middleware looks at no credential for
 it): the job's own token is the proof. Its answers and errors are RFC 6749's and RFC 8693's, not the
 rest of the API's ({"error", "error_description"}), because CI tools and OAuth libraries read them.
@@ -19,7 +23,7 @@ from django.views.decorators.debug import sensitive_post_parameters, sensitive_v
 from django.views.decorators.http import require_POST
 
 from .. import exchange as federation
-from ..http import client_ip, no_store
+from ..http import client_ip, managed_account_or_404, no_store
 from ..issuers import issuer_label
 from ..models import ExpirationPolicy, TrustPolicy
 from ..models.federation import DEFAULT_MAX_LIVE_TOKENS, DEFAULT_TOKEN_LIFETIME
@@ -165,11 +169,42 @@ def trust_policies(request):
     """List the caller's trust policies, or create one (POST)."""
     if refusal := _session_only(request):
         return refusal
+    return _owner_policies(request, request.user, route="api-trust-policy")
+
+
+@_api_view(["GET", "PATCH", "DELETE"])
+def trust_policy_detail(request, pk):
+    """Show, change (PATCH any field) or delete (revoking its live tokens) one of the caller's policies."""
+    if refusal := _session_only(request):
+        return refusal
+    return _one_policy(request, request.user, pk)
+
+
+@_api_view(["GET", "POST"])
+def service_account_trust_policies(request, account):
+    """List a managed service account's trust policies, or create one (POST): its manager is the actor."""
+    if refusal := _session_only(request):
+        return refusal
+    account = managed_account_or_404(request, account)
+    return _owner_policies(request, account.user, route="api-service-account-trust-policy", account=account)
+
+
+@_api_view(["GET", "PATCH", "DELETE"])
+def service_account_trust_policy(request, account, pk):
+    """Show, change or delete a trust policy of a managed service account."""
+    if refusal := _session_only(request):
+        return refusal
+    account = managed_account_or_404(request, account)
+    return _one_policy(request, account.user, pk)
+
+
+def _owner_policies(request, owner, *, route, account=None):
+    """List *owner*'s policies, or create one (POST) with the signed-in person as the actor."""
     if request.method == "GET":
         return JsonResponse(
             paginate(
                 request,
-                TrustPolicy.objects.for_user(request.user).with_last_exchange().order_by("pk"),
+                TrustPolicy.objects.for_user(owner).with_last_exchange().order_by("pk"),
                 trust_policy_json,
             )
         )
@@ -184,19 +219,17 @@ def trust_policies(request):
         **body,
     }
     policy = TrustPolicy.objects.create_policy(
-        owner=request.user, actor=request.user, ip=client_ip(request), **fields
+        owner=owner, actor=request.user, ip=client_ip(request), **fields
     )
     response = JsonResponse(trust_policy_json(policy), status=201)
-    response["Location"] = reverse("api-trust-policy", args=[policy.pk])
+    args = [policy.pk] if account is None else [account.pk, policy.pk]
+    response["Location"] = reverse(route, args=args)
     return response
 
 
-@_api_view(["GET", "PATCH", "DELETE"])
-def trust_policy_detail(request, pk):
-    """Show, change (PATCH any field) or delete (revoking its live tokens) one of the caller's policies."""
-    if refusal := _session_only(request):
-        return refusal
-    policy = get_object_or_404(TrustPolicy.objects.for_user(request.user).with_last_exchange(), pk=pk)
+def _one_policy(request, owner, pk):
+    """Show, change (PATCH) or delete *owner*'s policy *pk*; the signed-in person is the actor."""
+    policy = get_object_or_404(TrustPolicy.objects.for_user(owner).with_last_exchange(), pk=pk)
     if request.method == "PATCH":
         body = _json_body(request, set(POLICY_FIELDS))
         if not body:

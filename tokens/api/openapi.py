@@ -1040,6 +1040,39 @@ PATHS["/api/service-accounts/{account}/tokens/{id}/rotate"] = {
 }
 
 
+PATHS["/api/service-accounts/{account}/trust-policies"] = {
+    "parameters": [ACCOUNT_PARAMETER],
+    "get": _for_account(
+        PATHS["/api/trust-policies"]["get"],
+        "service_account_trust_policies_list",
+        "The account's trust policies (keyless CI), oldest first.",
+    ),
+    "post": _for_account(
+        PATHS["/api/trust-policies"]["post"],
+        "service_account_trust_policies_create",
+        "Create a trust policy for the account: which CI jobs may trade their token for one of its.",
+    ),
+}
+PATHS["/api/service-accounts/{account}/trust-policies/{id}"] = {
+    "parameters": [ACCOUNT_PARAMETER, ID_PARAMETER],
+    "get": _for_account(
+        PATHS["/api/trust-policies/{id}"]["get"],
+        "service_account_trust_policies_read",
+        "One of the account's trust policies.",
+    ),
+    "patch": _for_account(
+        PATHS["/api/trust-policies/{id}"]["patch"],
+        "service_account_trust_policies_update",
+        "Change any of the fields of one of the account's trust policies.",
+    ),
+    "delete": _for_account(
+        PATHS["/api/trust-policies/{id}"]["delete"],
+        "service_account_trust_policies_delete",
+        "Delete one of the account's trust policies; the tokens it minted that still work are revoked.",
+    ),
+}
+
+
 def document(request=None):
     """Return the OpenAPI 3.1 document as a dict."""
     server = request.build_absolute_uri("/").rstrip("/") if request else "/"

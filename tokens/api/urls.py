@@ -35,5 +35,15 @@ urlpatterns = [
     path("token-exchange", federation.token_exchange, name="api-token-exchange"),
     path("trust-policies", federation.trust_policies, name="api-trust-policies"),
     path("trust-policies/<int:pk>", federation.trust_policy_detail, name="api-trust-policy"),
+    path(
+        "service-accounts/<int:account>/trust-policies",
+        federation.service_account_trust_policies,
+        name="api-service-account-trust-policies",
+    ),
+    path(
+        "service-accounts/<int:account>/trust-policies/<int:pk>",
+        federation.service_account_trust_policy,
+        name="api-service-account-trust-policy",
+    ),
     path("openapi.json", api.openapi, name="api-openapi"),
 ]

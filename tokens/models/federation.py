@@ -5,7 +5,8 @@ OpenID Connect token for a short-lived token of the policy's owner, and what tha
 checks of the job's token itself (signature, times, replay) live in tokens/exchange.py; what a policy
 accepts and what it mints live here, so the pages, the API and the admin share them.
 
-The owner is a plain user: a service account's user can own a policy like a person does.
+The owner is a plain user: a service account's user owns a policy like a person does, and the people
+who manage the account manage its policies (``manageable_by``), recorded as the actor.
 """
 
 import fnmatch
@@ -25,6 +26,7 @@ from ..issuers import issuer_label
 from .events import TokenEvent
 from .policy import ExpirationPolicy, describe_lifetime
 from .restrictions import clean_access, clean_allowed_ips, clean_permissions, owner_permissions
+from .service_accounts import ServiceAccount
 from .tokens import Token, clean_name, lock_owner
 
 DEFAULT_TOKEN_LIFETIME = timedelta(minutes=15)
@@ -123,6 +125,12 @@ def _whole_number(field, value, low, high, message):
 class TrustPolicyQuerySet(models.QuerySet):
     def for_user(self, user):
         return self.filter(user=user)
+
+    def manageable_by(self, user):
+        """Return the policies *user* manages: their own and those of the service accounts they manage now."""
+        return self.filter(
+            Q(user=user) | Q(user__service_account__in=ServiceAccount.objects.managed_by(user))
+        )
 
     def with_last_exchange(self):
         """Annotate ``last_exchange_at``: when each policy last minted a token (None: never)."""
