@@ -776,35 +776,70 @@ def _tail_from(alias):
 def read_exactly(read, *, attempts=3):
     """Return ``read()``, its summaries and unsummarised tails read as of one watermark.
 
-    The readers take the summaries and the records above the watermark in separate statements. A
-    summariser batch moves the watermark in the same transaction as the summaries it changes, so if
-    the watermark is the same after *read* as before, every statement in between saw the same
-    summaries and the tails start where they end: nothing is counted twice or missed. Otherwise (a
+    The readers take the summaries and the records above the watermark in separate statements, and a
+    summariser batch moves the watermark in the same transaction as the summaries it changes.
+
+    SQLite (outside a transaction): *read* runs in one deferred read transaction, which in WAL mode
+    sees one snapshot of the database from its first statement to its end, so every statement sees the
+    same watermark, summaries and tail, whatever commits meanwhile. It takes no lock: summariser
+    batches and usage INSERTs go on, and the read never waits for them (holding the writers' turn
+    instead, a reader waited for seconds behind a summariser in a loop, since a file lock is not a
+    queue).
+
+    Otherwise: if the watermark is the same after *read* as before, every statement in between saw the
+    same summaries and the tails start where they end: nothing is counted twice or missed. Otherwise (a
     batch committed meanwhile, which takes milliseconds) *read* runs again. After *attempts* (summarisers
     busy in a loop), it runs once more holding the watermark, so that no batch can commit meanwhile.
+
     Inside, the readers share the watermark read here (one query, not one each); a reader that sees it
     has moved raises WatermarkMoved to cut the attempt short. *read* must be safe to run again: it
     only reads.
     """
     if _pinned_watermark.get() is not None:
         return read()  # an outer read_exactly checks
+    conn = connections[DEFAULT_DB_ALIAS]
+    if conn.vendor == "sqlite" and not conn.in_atomic_block:
+        with _sqlite_snapshot(conn):
+            return _read_pinned(read)
     for _attempt in range(attempts):
         before = UsageRecord.objects.summarised_through()
-        pinned = _pinned_watermark.set(before)
         try:
-            result = read()
+            result = _read_pinned(read, before)
         except WatermarkMoved:
             continue
-        finally:
-            _pinned_watermark.reset(pinned)
         if UsageRecord.objects.summarised_through() == before:
             return result
     with _watermark_held():
-        pinned = _pinned_watermark.set(UsageRecord.objects.summarised_through())
-        try:
-            return read()
-        finally:
-            _pinned_watermark.reset(pinned)
+        return _read_pinned(read)
+
+
+def _read_pinned(read, watermark=None):
+    """Run *read* with every reader inside using *watermark* (by default: read it now)."""
+    if watermark is None:
+        watermark = UsageRecord.objects.summarised_through()
+    pinned = _pinned_watermark.set(watermark)
+    try:
+        return read()
+    finally:
+        _pinned_watermark.reset(pinned)
+
+
+@contextmanager
+def _sqlite_snapshot(conn):
+    """Run the block in a deferred transaction: WAL's snapshot, without the write lock.
+
+    The database's transactions are IMMEDIATE (they take the write lock at BEGIN, settings.py); a read
+    needs none, so this one BEGINs DEFERRED. ``ensure_connection`` first: connecting sets the mode again.
+    """
+    conn.ensure_connection()
+    mode = conn.transaction_mode
+    conn.transaction_mode = "DEFERRED"
+    try:
+        with transaction.atomic(using=conn.alias):
+            conn.transaction_mode = mode
+            yield
+    finally:
+        conn.transaction_mode = mode
 
 
 @contextmanager
@@ -813,13 +848,11 @@ def _watermark_held():
 
     PostgreSQL: the watermark row ``FOR SHARE``, which summarisers (``FOR UPDATE SKIP LOCKED``) pass
     by and ``prune_usage`` waits for; the block takes no other lock (docs/security.md, "Lock order",
-    step 0). SQLite: the write lock, which every batch needs, taken after the INSERTs' turn as the
-    summariser takes it; usage INSERTs wait the few milliseconds of the read.
+    step 0). SQLite (inside a transaction, which holds the write lock already): a savepoint.
     """
     conn = connections[DEFAULT_DB_ALIAS]
     if conn.vendor == "sqlite":
-        queued = conn.get_autocommit()
-        with sqlite_turns.turns.turn(conn) if queued else nullcontext(), transaction.atomic():
+        with transaction.atomic():
             yield
     else:
         with transaction.atomic(), conn.cursor() as cursor:
