@@ -44,35 +44,30 @@ browser: $(VENV)/.dev-installed
 		"$(PY) -m playwright install chromium), or set CHROMIUM=/path/to/chromium." >&2; \
 	exit 1
 
-# The gateway tests put Debian's nginx in front of the portal (tests/live/test_gateway.py): installed here
-# with apt-get, never started as the system service (the tests run their own with a generated config).
-# A policy-rc.d that refuses (only while installing, when the machine has none) keeps the package from
-# starting the service on port 80.
-nginx:
-	@if command -v nginx >/dev/null 2>&1 || [ -x /usr/sbin/nginx ]; then exit 0; fi; \
+# A server package the live tests start themselves, with their own generated config: installed with
+# apt-get when missing, never started as the system service. A policy-rc.d that refuses (only while
+# installing, when the machine has none) keeps the package from starting the service on port 80.
+# $(1): the command and the package; $(2): what the tests use it for.
+define install_server
+	@if command -v $(1) >/dev/null 2>&1 || [ -x /usr/sbin/$(1) ]; then exit 0; fi; \
 	if command -v apt-get >/dev/null 2>&1; then \
 		ours=""; if [ ! -e /usr/sbin/policy-rc.d ]; then printf '#!/bin/sh\nexit 101\n' > /usr/sbin/policy-rc.d \
 			&& chmod 755 /usr/sbin/policy-rc.d && ours=1; fi; \
-		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nginx; status=$$?; \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $(1); status=$$?; \
 		if [ -n "$$ours" ]; then rm -f /usr/sbin/policy-rc.d; fi; \
 		if [ $$status = 0 ]; then exit 0; fi; \
 	fi; \
-	echo "make test: no nginx for the gateway tests. Install it (apt-get install nginx)." >&2; \
+	echo "make test: no $(1) for $(2). Install it (apt-get install $(1))." >&2; \
 	exit 1
+endef
 
-# The Caddy gateway test (tests/live/test_caddy.py) runs Debian's caddy the same way: installed here with
-# apt-get, its system service kept from starting, and the test's own caddy run with a generated config.
+# nginx in front of the portal (tests/live/test_gateway.py); Caddy's documented forward_auth block
+# (tests/live/test_caddy.py).
+nginx:
+	$(call install_server,nginx,the gateway tests)
+
 caddy:
-	@if command -v caddy >/dev/null 2>&1 || [ -x /usr/bin/caddy ]; then exit 0; fi; \
-	if command -v apt-get >/dev/null 2>&1; then \
-		ours=""; if [ ! -e /usr/sbin/policy-rc.d ]; then printf '#!/bin/sh\nexit 101\n' > /usr/sbin/policy-rc.d \
-			&& chmod 755 /usr/sbin/policy-rc.d && ours=1; fi; \
-		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq caddy; status=$$?; \
-		if [ -n "$$ours" ]; then rm -f /usr/sbin/policy-rc.d; fi; \
-		if [ $$status = 0 ]; then exit 0; fi; \
-	fi; \
-	echo "make test: no caddy for the Caddy gateway test. Install it (apt-get install caddy)." >&2; \
-	exit 1
+	$(call install_server,caddy,the Caddy gateway test)
 
 # The sign-in tests run a real OpenID Connect provider: the npm package oidc-provider (Node 20 or later),
 # installed into an ignored folder and started by the tests themselves (tests/identity/provider.py).
