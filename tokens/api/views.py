@@ -244,12 +244,6 @@ def tokens_collection(request):
         refusal = _refuse_service_account_token(request)
         if refusal is not None:
             return refusal
-        policy = ExpirationPolicy.load()
-        # A leaked token must not be able to mint more: creating needs a session unless the policy says so.
-        if request.auth is not None and not (
-            request.auth.method == "bearer" and policy.bearer_can_create_tokens
-        ):
-            return forbidden(request, _("Tokens can only be created from a signed-in session."))
     return _owner_tokens(request, request.user, location="api-token")
 
 
@@ -269,9 +263,9 @@ def _owner_tokens(request, owner, *, location, account=None):
         return JsonResponse(paginate(request, tokens, token_json, prepare=usage_totals))
 
     policy = ExpirationPolicy.load()
-    # Creating is a sensitive step: a session signed in long ago confirms first (in the browser).
-    if recent.session_past_window(request):
-        return forbidden(request, recent.CONFIRM_FIRST)
+    refusal = _refuse_minting(request, policy, _("Tokens can only be created from a signed-in session."))
+    if refusal is not None:
+        return refusal
     body = _json_body(request, {"name", "purpose", "expires_at", *RESTRICTIONS}, required=("name",))
     if "access" in body and body["access"] is None:
         raise ValidationError({"access": _("Use “read” or “read_write”.")})
@@ -293,6 +287,21 @@ def _owner_tokens(request, owner, *, location, account=None):
     response = no_store(JsonResponse({**token_json(token), "token": plaintext}, status=201))
     response["Location"] = reverse(location, args=[*_account_args(account), token.pk])
     return response
+
+
+def _refuse_minting(request, policy, message):
+    """Refuse, with *message*, a caller who may not mint a token value (create or rotate); None if they may.
+
+    A signed-in session may, once it is recent enough. A credential may only if it is a bearer token
+    and the policy lets tokens manage tokens: otherwise a leaked token could mint more, and a legacy
+    key never may.
+    """
+    if request.auth is not None and not (request.auth.method == "bearer" and policy.bearer_can_create_tokens):
+        return forbidden(request, message)
+    # Minting is a sensitive step: a session signed in long ago confirms first (in the browser).
+    if recent.session_past_window(request):
+        return forbidden(request, recent.CONFIRM_FIRST)
+    return None
 
 
 def _account_args(account):
@@ -415,12 +424,10 @@ def tokens_rotate(request, pk):
     if refusal is not None:
         return refusal
     policy = ExpirationPolicy.load()
-    # Rotating mints a value, like creating: a bearer token may only when the policy lets tokens manage
-    # tokens (a leaked token must not mint more); a token rotates itself at /api/tokens/self/rotate.
-    if request.auth is not None and not (request.auth.method == "bearer" and policy.bearer_can_create_tokens):
-        return forbidden(request, _("Tokens can only be rotated from a signed-in session."))
-    if recent.session_past_window(request):
-        return forbidden(request, recent.CONFIRM_FIRST)
+    # A token rotates itself at /api/tokens/self/rotate, under its own rule.
+    refusal = _refuse_minting(request, policy, _("Tokens can only be rotated from a signed-in session."))
+    if refusal is not None:
+        return refusal
     return _rotate(request, token, policy)
 
 
