@@ -26,6 +26,7 @@ from ..identity import recent
 from ..models import ExpirationPolicy, Token, TokenStatus, UsageRecord, is_service_account
 from ..models.usage import token_usage, usage_totals
 from .errors import api_error, forbidden
+from .fields import iso, token_json
 from .openapi import document
 
 MAX_PAGE_SIZE = 100
@@ -39,41 +40,6 @@ class BadRequest(Exception):
         self.detail = detail
         self.fields = fields or {}
         self.status = status
-
-
-def _iso(moment):
-    return moment.isoformat() if moment else None
-
-
-def token_json(token):
-    """Return the public shape of *token*: metadata only, never the value or the digest."""
-    return {
-        "id": token.pk,
-        "name": token.name,
-        "purpose": token.purpose,
-        "status": token.status,
-        "created_at": _iso(token.created_at),
-        "expires_at": _iso(token.expires_at),
-        # A rotation whose overlap is over revoked the token at its end.
-        "revoked_at": _iso(token.ended_at),
-        "last_used_at": _iso(token.last_used_at),
-        "last_used_ip": token.last_used_ip,
-        "last_used_user_agent": token.last_used_user_agent,
-        "request_count": token.request_count,
-        "last_characters": token.last_characters,
-        "access": token.access,
-        "permissions": token.permissions,
-        "allowed_ips": token.allowed_ips,
-        "alerts": token.alerts,
-        # Rotation: the token this one replaced, the one that replaced it, when this value stops.
-        "replaces": token.replaces_id,
-        "replaced_by": _pk(token.replaced_by_token),
-        "rotation_ends_at": _iso(token.rotation_ends_at),
-    }
-
-
-def _pk(instance):
-    return None if instance is None else instance.pk
 
 
 def user_json(user):
@@ -454,7 +420,7 @@ def tokens_self_rotate(request):
 
 def usage_record_json(record):
     return {
-        "at": _iso(record.at),
+        "at": iso(record.at),
         "method": record.method,
         "path": record.path,
         "status": record.status,
@@ -473,13 +439,13 @@ def tokens_usage(request, pk):
     body = paginate(request, records, usage_record_json)
     daily, (_count, addresses) = token_usage(token, addresses=100)
     body["request_count"] = token.request_count
-    body["last_used_at"] = _iso(token.last_used_at)
+    body["last_used_at"] = iso(token.last_used_at)
     body["daily"] = [
         {"date": day.isoformat(), "accepted": accepted, "refused": refused}
         for day, accepted, refused in daily
     ]
     body["client_ips"] = [
-        {"ip": c.ip, "requests": c.requests, "first_seen": _iso(c.first_seen), "last_seen": _iso(c.last_seen)}
+        {"ip": c.ip, "requests": c.requests, "first_seen": iso(c.first_seen), "last_seen": iso(c.last_seen)}
         for c in addresses
     ]
     return JsonResponse(body)
