@@ -13,7 +13,8 @@ from django.db import connection
 from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 
-from tokens.models import LegacyApiKey, Token, UsageRecord
+from tokens.auth import AuthError, authenticate_bearer
+from tokens.models import LegacyApiKey, Token, TokenStatus, UsageRecord
 
 from .conftest import ALICE_KEY, BOB_KEY, LINK, _set_policy, _snapshot, bearer, me
 
@@ -112,6 +113,88 @@ def test_a_deactivated_owners_tokens_stop_at_once(client, user, issued):
     user.save()
     response = client.get("/api/users/me", **bearer(issued[1]))
     assert response.status_code == 401 and "deactivated" in response.json()["detail"]
+
+
+# --- the status rule, written three times ------------------------------------------------------------------
+
+HOUR = timedelta(hours=1)
+
+# Each row: the token's columns relative to now, and the status they make. Every status is here, and
+# every order in which its conditions can combine (a revocation and an expiry, a rotation past the
+# token's expiry, a rotation whose overlap ended).
+STATES = [
+    ("active", {"expires_at": HOUR}, TokenStatus.ACTIVE),
+    ("never expires", {"expires_at": None}, TokenStatus.ACTIVE),
+    ("expired", {"expires_at": -HOUR}, TokenStatus.EXPIRED),
+    ("revoked", {"expires_at": HOUR, "revoked_at": -HOUR}, TokenStatus.REVOKED),
+    ("revoked and expired", {"expires_at": -HOUR, "revoked_at": -2 * HOUR}, TokenStatus.REVOKED),
+    (
+        "rotating",
+        {"expires_at": 2 * HOUR, "rotated_at": -HOUR, "rotation_ends_at": HOUR},
+        TokenStatus.ROTATING,
+    ),
+    (
+        "rotating, never expires",
+        {"expires_at": None, "rotated_at": -HOUR, "rotation_ends_at": HOUR},
+        TokenStatus.ROTATING,
+    ),
+    (
+        "rotating past its expiry",
+        {"expires_at": -HOUR, "rotated_at": -HOUR, "rotation_ends_at": HOUR},
+        TokenStatus.EXPIRED,
+    ),
+    (
+        "overlap ended",
+        {"expires_at": HOUR, "rotated_at": -2 * HOUR, "rotation_ends_at": -HOUR},
+        TokenStatus.REVOKED,
+    ),
+    (
+        "overlap ended, expired",
+        {"expires_at": -HOUR, "rotated_at": -2 * HOUR, "rotation_ends_at": -HOUR},
+        TokenStatus.REVOKED,
+    ),
+    (
+        "rotating, revoked",
+        {"expires_at": HOUR, "rotated_at": -HOUR, "rotation_ends_at": HOUR, "revoked_at": -HOUR},
+        TokenStatus.REVOKED,
+    ),
+]
+
+# What the request path answers for each status, and the reasons it may give for a refusal.
+REFUSALS = {
+    TokenStatus.ACTIVE: None,
+    TokenStatus.ROTATING: None,
+    TokenStatus.EXPIRED: {"expired"},
+    TokenStatus.REVOKED: {"revoked", "rotated"},
+}
+
+
+@pytest.mark.parametrize(
+    ("columns", "status"), [state[1:] for state in STATES], ids=[state[0] for state in STATES]
+)
+def test_the_lookup_status_at_and_the_querysets_status_condition_agree_on_every_status(
+    user, issue, columns, status
+):
+    # auth.py reads the columns from its own SQL and applies the rule itself (it is the hot path);
+    # Token.status_at and TokenQuerySet.status_condition are the rule everywhere else.
+    token, value = issue(user)
+    now = timezone.now()
+    Token.objects.filter(pk=token.pk).update(
+        **{column: None if offset is None else now + offset for column, offset in columns.items()}
+    )
+    token.refresh_from_db()
+    assert token.status_at(timezone.now()) == status
+    matching = {
+        s for s in TokenStatus if Token.objects.filter(Token.objects.status_condition(s), pk=token.pk)
+    }
+    assert matching == {status}
+    try:
+        authenticate_bearer(value)
+        reason = None
+    except AuthError as refusal:
+        reason = refusal.reason
+    expected = REFUSALS[status]
+    assert reason is None if expected is None else reason in expected
 
 
 # --- least privilege: access, narrowed permissions, the address allow-list ----------------------------------

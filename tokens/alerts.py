@@ -8,15 +8,12 @@ import logging
 from dataclasses import dataclass, field
 from datetime import timedelta
 
-from django.conf import settings
-from django.core.mail import send_mail
-from django.template.loader import render_to_string
-from django.urls import reverse
 from django.utils import timezone
 
 from .models import AlertDelivery, ExpirationPolicy
 from .models.alerts import ALERTS_PER_DAY
 from .models.service_accounts import notice_recipients
+from .notifications import absolute_url, mail_each
 
 log = logging.getLogger(__name__)
 
@@ -73,12 +70,10 @@ def send_pending(now=None):
 def _send(event):
     # A link to the credential's page, where it can be revoked; the value is nowhere in the mail.
     if event.token_id:
-        credential_url = settings.SITE_URL + reverse("tokens:detail", args=[event.token_id])
+        credential_url = absolute_url("tokens:detail", event.token_id)
     else:
-        credential_url = settings.SITE_URL + reverse("tokens:list")
-    recipients = notice_recipients(event.user)
+        credential_url = absolute_url("tokens:list")
     context = {
-        "service_account": event.user if recipients[0] != event.user else None,
         "event": event,
         "name": event.token.name if event.token_id else "",
         "last_characters": event.token.last_characters if event.token_id else "",
@@ -86,9 +81,5 @@ def _send(event):
         "user_agent": event.detail,
         "credential_url": credential_url,
     }
-    # One mail each: a service account's managers do not see one another's addresses.
-    for person in recipients:
-        context["user"] = person
-        subject = render_to_string("email/new_address_subject.txt", context).strip()
-        body = render_to_string("email/new_address.txt", context)
-        send_mail(subject, body, None, [person.email])
+    # A person's own address, or the addresses of a service account's managers.
+    mail_each(notice_recipients(event.user), "new_address", context, owner=event.user)

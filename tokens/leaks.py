@@ -11,16 +11,13 @@ import logging
 import unicodedata
 from dataclasses import dataclass, field
 
-from django.conf import settings
 from django.core.exceptions import ValidationError
-from django.core.mail import send_mail
-from django.template.loader import render_to_string
-from django.urls import reverse
 
 from .constants import TOKEN_PREFIX
 from .models import LegacyApiKey, Token
 from .models.events import LEAK_REPORT_MARK, LEAK_REPORT_SEPARATOR
 from .models.legacy import clean_legacy_key
+from .notifications import absolute_url, mail_owner
 
 log = logging.getLogger(__name__)
 
@@ -87,7 +84,7 @@ def revoke_reported(values, *, source="", url="", ip=None):
             active = credential.revoked_at is None
             found[value] = Found(credential, active and credential.revoke(actor=None, ip=ip, detail=detail))
         if found[value].revoked_anything:
-            mail_owner(
+            tell_owner(
                 credential,
                 source=source,
                 url=url,
@@ -103,7 +100,7 @@ def describe(source, url):
     return LEAK_REPORT_SEPARATOR.join(parts)[:DETAIL_MAX_LENGTH]
 
 
-def mail_owner(credential, *, source, url, revoked_now=True, made=()):
+def tell_owner(credential, *, source, url, revoked_now=True, made=()):
     """Tell the owner that *credential* was reported leaked and revoked; never raise, never the value.
 
     *revoked_now*: the report revoked the value itself (it had stopped working before otherwise).
@@ -114,28 +111,25 @@ def mail_owner(credential, *, source, url, revoked_now=True, made=()):
         return
     is_token = isinstance(credential, Token)
     context = {
-        "user": user,
         "is_token": is_token,
         "name": credential.name if is_token else "",
         "last_characters": credential.last_characters if is_token else "",
         "key_id": credential.pk,
         "source": source,
         "url": url,
-        "new_token_url": settings.SITE_URL + reverse("tokens:new"),
-        "token_url": settings.SITE_URL + reverse("tokens:detail", args=[credential.pk]) if is_token else "",
+        "new_token_url": absolute_url("tokens:new"),
+        "token_url": absolute_url("tokens:detail", credential.pk) if is_token else "",
         "revoked_now": revoked_now,
         "made": [
             {
                 "name": token.name,
                 "last_characters": token.last_characters,
-                "url": settings.SITE_URL + reverse("tokens:detail", args=[token.pk]),
+                "url": absolute_url("tokens:detail", token.pk),
             }
             for token in made
         ],
     }
-    subject = render_to_string("email/leaked_credential_subject.txt", context).strip()
-    body = render_to_string("email/leaked_credential.txt", context)
     try:
-        send_mail(subject, body, None, [user.email])
+        mail_owner(user, "leaked_credential", context)
     except Exception as error:
         log.error("leak notice not sent: user_id=%s error=%s", user.pk, type(error).__name__)

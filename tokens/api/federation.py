@@ -29,7 +29,8 @@ from ..models import ExpirationPolicy, TrustPolicy
 from ..models.federation import DEFAULT_MAX_LIVE_TOKENS, DEFAULT_TOKEN_LIFETIME
 from ..throttle import api_client_locked, count_api_failure
 from .errors import forbidden
-from .views import MAX_BODY_BYTES, BadRequest, _api_view, _iso, _json_body, paginate
+from .fields import iso
+from .views import MAX_BODY_BYTES, BadRequest, _api_view, _json_body, paginate
 
 log = logging.getLogger(__name__)
 
@@ -151,9 +152,9 @@ def trust_policy_json(policy):
         "allowed_ips": policy.allowed_ips,
         "token_lifetime": policy.token_lifetime,
         "max_live_tokens": policy.max_live_tokens,
-        "created_at": _iso(policy.created_at),
+        "created_at": iso(policy.created_at),
         # Annotated by with_last_exchange(); a policy just created has none.
-        "last_exchange_at": _iso(getattr(policy, "last_exchange_at", None)),
+        "last_exchange_at": iso(getattr(policy, "last_exchange_at", None)),
     }
 
 

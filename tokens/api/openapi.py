@@ -2,6 +2,7 @@
 
 from ..constants import MAX_ALLOWED_IPS, NAME_MAX_LENGTH, PURPOSE_MAX_LENGTH, Access
 from ..models import TokenEvent, TokenStatus
+from .fields import TOKEN_FIELDS
 
 TIME = {"type": "string", "format": "date-time"}
 NULLABLE_TIME = {"type": ["string", "null"], "format": "date-time"}
@@ -143,27 +144,7 @@ SCHEMAS = {
     },
     "Token": {
         "type": "object",
-        "required": [
-            "id",
-            "name",
-            "purpose",
-            "status",
-            "created_at",
-            "expires_at",
-            "revoked_at",
-            "last_used_at",
-            "last_used_ip",
-            "last_used_user_agent",
-            "request_count",
-            "last_characters",
-            "access",
-            "permissions",
-            "allowed_ips",
-            "alerts",
-            "replaces",
-            "replaced_by",
-            "rotation_ends_at",
-        ],
+        "required": list(TOKEN_FIELDS),
         "properties": {
             "id": {"type": "integer"},
             "name": {"type": "string", "maxLength": NAME_MAX_LENGTH},

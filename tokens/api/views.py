@@ -26,6 +26,7 @@ from ..identity import recent
 from ..models import ExpirationPolicy, Token, TokenStatus, UsageRecord, is_service_account
 from ..models.usage import token_usage, usage_totals
 from .errors import api_error, forbidden
+from .fields import iso, token_json
 from .openapi import document
 
 MAX_PAGE_SIZE = 100
@@ -39,41 +40,6 @@ class BadRequest(Exception):
         self.detail = detail
         self.fields = fields or {}
         self.status = status
-
-
-def _iso(moment):
-    return moment.isoformat() if moment else None
-
-
-def token_json(token):
-    """Return the public shape of *token*: metadata only, never the value or the digest."""
-    return {
-        "id": token.pk,
-        "name": token.name,
-        "purpose": token.purpose,
-        "status": token.status,
-        "created_at": _iso(token.created_at),
-        "expires_at": _iso(token.expires_at),
-        # A rotation whose overlap is over revoked the token at its end.
-        "revoked_at": _iso(token.ended_at),
-        "last_used_at": _iso(token.last_used_at),
-        "last_used_ip": token.last_used_ip,
-        "last_used_user_agent": token.last_used_user_agent,
-        "request_count": token.request_count,
-        "last_characters": token.last_characters,
-        "access": token.access,
-        "permissions": token.permissions,
-        "allowed_ips": token.allowed_ips,
-        "alerts": token.alerts,
-        # Rotation: the token this one replaced, the one that replaced it, when this value stops.
-        "replaces": token.replaces_id,
-        "replaced_by": _pk(token.replaced_by_token),
-        "rotation_ends_at": _iso(token.rotation_ends_at),
-    }
-
-
-def _pk(instance):
-    return None if instance is None else instance.pk
 
 
 def user_json(user):
@@ -244,12 +210,6 @@ def tokens_collection(request):
         refusal = _refuse_service_account_token(request)
         if refusal is not None:
             return refusal
-        policy = ExpirationPolicy.load()
-        # A leaked token must not be able to mint more: creating needs a session unless the policy says so.
-        if request.auth is not None and not (
-            request.auth.method == "bearer" and policy.bearer_can_create_tokens
-        ):
-            return forbidden(request, _("Tokens can only be created from a signed-in session."))
     return _owner_tokens(request, request.user, location="api-token")
 
 
@@ -269,9 +229,9 @@ def _owner_tokens(request, owner, *, location, account=None):
         return JsonResponse(paginate(request, tokens, token_json, prepare=usage_totals))
 
     policy = ExpirationPolicy.load()
-    # Creating is a sensitive step: a session signed in long ago confirms first (in the browser).
-    if recent.session_past_window(request):
-        return forbidden(request, recent.CONFIRM_FIRST)
+    refusal = _refuse_minting(request, policy, _("Tokens can only be created from a signed-in session."))
+    if refusal is not None:
+        return refusal
     body = _json_body(request, {"name", "purpose", "expires_at", *RESTRICTIONS}, required=("name",))
     if "access" in body and body["access"] is None:
         raise ValidationError({"access": _("Use “read” or “read_write”.")})
@@ -293,6 +253,21 @@ def _owner_tokens(request, owner, *, location, account=None):
     response = no_store(JsonResponse({**token_json(token), "token": plaintext}, status=201))
     response["Location"] = reverse(location, args=[*_account_args(account), token.pk])
     return response
+
+
+def _refuse_minting(request, policy, message):
+    """Refuse, with *message*, a caller who may not mint a token value (create or rotate); None if they may.
+
+    A signed-in session may, once it is recent enough. A credential may only if it is a bearer token
+    and the policy lets tokens manage tokens: otherwise a leaked token could mint more, and a legacy
+    key never may.
+    """
+    if request.auth is not None and not (request.auth.method == "bearer" and policy.bearer_can_create_tokens):
+        return forbidden(request, message)
+    # Minting is a sensitive step: a session signed in long ago confirms first (in the browser).
+    if recent.session_past_window(request):
+        return forbidden(request, recent.CONFIRM_FIRST)
+    return None
 
 
 def _account_args(account):
@@ -415,12 +390,10 @@ def tokens_rotate(request, pk):
     if refusal is not None:
         return refusal
     policy = ExpirationPolicy.load()
-    # Rotating mints a value, like creating: a bearer token may only when the policy lets tokens manage
-    # tokens (a leaked token must not mint more); a token rotates itself at /api/tokens/self/rotate.
-    if request.auth is not None and not (request.auth.method == "bearer" and policy.bearer_can_create_tokens):
-        return forbidden(request, _("Tokens can only be rotated from a signed-in session."))
-    if recent.session_past_window(request):
-        return forbidden(request, recent.CONFIRM_FIRST)
+    # A token rotates itself at /api/tokens/self/rotate, under its own rule.
+    refusal = _refuse_minting(request, policy, _("Tokens can only be rotated from a signed-in session."))
+    if refusal is not None:
+        return refusal
     return _rotate(request, token, policy)
 
 
@@ -447,7 +420,7 @@ def tokens_self_rotate(request):
 
 def usage_record_json(record):
     return {
-        "at": _iso(record.at),
+        "at": iso(record.at),
         "method": record.method,
         "path": record.path,
         "status": record.status,
@@ -466,13 +439,13 @@ def tokens_usage(request, pk):
     body = paginate(request, records, usage_record_json)
     daily, (_count, addresses) = token_usage(token, addresses=100)
     body["request_count"] = token.request_count
-    body["last_used_at"] = _iso(token.last_used_at)
+    body["last_used_at"] = iso(token.last_used_at)
     body["daily"] = [
         {"date": day.isoformat(), "accepted": accepted, "refused": refused}
         for day, accepted, refused in daily
     ]
     body["client_ips"] = [
-        {"ip": c.ip, "requests": c.requests, "first_seen": _iso(c.first_seen), "last_seen": _iso(c.last_seen)}
+        {"ip": c.ip, "requests": c.requests, "first_seen": iso(c.first_seen), "last_seen": iso(c.last_seen)}
         for c in addresses
     ]
     return JsonResponse(body)

@@ -4,11 +4,8 @@ from itertools import groupby
 
 from django.conf import settings
 from django.core.exceptions import ValidationError
-from django.core.mail import send_mail
 from django.db import IntegrityError, models, transaction
 from django.db.models import Q
-from django.template.loader import render_to_string
-from django.urls import reverse
 from django.utils import timezone
 from django.utils.translation import gettext_lazy as _
 
@@ -20,6 +17,7 @@ from ..constants import (
     LEGACY_KEY_MIN_LENGTH,
     MIGRATION_GUIDE_PATH,
 )
+from ..notifications import absolute_url, mail_owner, site_url
 from .base import Credential
 from .events import TokenEvent
 from .policy import BrownoutWindow, ExpirationPolicy
@@ -162,8 +160,8 @@ class LegacyApiKeyManager(models.Manager.from_queryset(LegacyApiKeyQuerySet)):
             "sunset_at": policy.legacy_sunset_at,
             "level_refuses": policy.legacy_refusal(now) is not None,
             "brownouts": list(BrownoutWindow.objects.upcoming(now)),
-            "guide_url": settings.SITE_URL + MIGRATION_GUIDE_PATH,
-            "new_token_url": settings.SITE_URL + reverse("tokens:new"),
+            "guide_url": site_url(MIGRATION_GUIDE_PATH),
+            "new_token_url": absolute_url("tokens:new"),
         }
         report = NoticeReport()
         for user, owned in groupby(keys, key=lambda key: key.user):
@@ -176,10 +174,7 @@ class LegacyApiKeyManager(models.Manager.from_queryset(LegacyApiKeyQuerySet)):
             if not claimed:
                 continue
             try:
-                mail_context = {"user": user, "keys": claimed, **context}
-                subject = render_to_string("email/legacy_cutover_subject.txt", mail_context).strip()
-                body = render_to_string("email/legacy_cutover.txt", mail_context)
-                send_mail(subject, body, None, [user.email])
+                mail_owner(user, "legacy_cutover", {"keys": claimed, **context})
             except Exception as error:
                 # Give the claims back, so the next click tries this owner again.
                 TokenEvent.objects.filter(

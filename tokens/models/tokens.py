@@ -1,15 +1,14 @@
+import dataclasses
 import logging
 import unicodedata
 from datetime import UTC, timedelta
+from itertools import groupby
 
 from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.core.exceptions import ValidationError
-from django.core.mail import send_mail
 from django.db import models, transaction
 from django.db.models import Exists, F, OuterRef, Q
-from django.template.loader import render_to_string
-from django.urls import reverse
 from django.utils import timezone
 from django.utils.translation import gettext_lazy as _
 
@@ -23,6 +22,7 @@ from ..constants import (
     SELF_ROTATION_MAILS_PER_HOUR,
     Access,
 )
+from ..notifications import absolute_url, mail_each, mail_owner
 from .base import Credential
 from .events import TokenEvent
 from .policy import ExpirationPolicy
@@ -415,6 +415,79 @@ class TokenManager(models.Manager.from_queryset(TokenQuerySet)):
         if token and credentials.matches(parsed, token.digest, token.pepper_id):
             return token
         return None
+
+    def notify_expiring(self, *, now=None, dry_run=False):
+        """Mail each owner once about their active tokens expiring within the notice window; return a report.
+
+        One mail per owner (per manager, for a service account) lists every such token with its expiry,
+        its page and its rotate page, never a value. Each token is claimed before the mail goes out and
+        given back if sending fails, so a concurrent run mails nothing twice and the next run tries the
+        owner again. Also writes the "expired" events of the tokens that have expired. *dry_run* mails,
+        claims and writes nothing; the report then names who would be mailed.
+        """
+        now = now or timezone.now()
+        if not dry_run:
+            self.record_expiries(now=now)
+        window = timedelta(days=ExpirationPolicy.load().expiry_notice_days)
+        due = (
+            self.due_for_expiry_notice(window, now)
+            .select_related("user")
+            .order_by("user_id", "expires_at", "pk")
+        )
+        report = ExpiryNoticeReport()
+        for user, tokens in groupby(due, key=lambda token: token.user):
+            tokens = list(tokens)
+            # A service account's notice goes to each of its managers instead (one mail each).
+            recipients = notice_recipients(user)
+            if not recipients:
+                report.without_email.append(user.get_username())
+                continue
+            if dry_run:
+                report.would_mail.append((user.get_username(), len(tokens)))
+                continue
+            claimed_ids = self.claim_expiry_notice([t.pk for t in tokens], window, now)
+            claimed = [token for token in tokens if token.pk in claimed_ids]
+            if not claimed:
+                continue  # another run is mailing this owner right now
+            try:
+                mail_each(recipients, "expiring_tokens", _expiry_notice_context(claimed), owner=user)
+            except Exception as error:
+                # Unmark, so the next run tries again.
+                self.filter(pk__in=[t.pk for t in claimed], expiry_notified_at=now).update(
+                    expiry_notified_at=None
+                )
+                report.failed.append(f"{user.get_username()} ({type(error).__name__})")
+                continue
+            report.owners += 1
+            report.tokens += len(claimed)
+        return report
+
+
+@dataclasses.dataclass
+class ExpiryNoticeReport:
+    """What one run of ``notify_expiring`` did: owners and tokens mailed, owners skipped or failed."""
+
+    owners: int = 0
+    tokens: int = 0
+    would_mail: list = dataclasses.field(default_factory=list)  # (username, token count) on a dry run
+    without_email: list = dataclasses.field(default_factory=list)
+    failed: list = dataclasses.field(default_factory=list)
+
+
+def _expiry_notice_context(tokens):
+    # Each token's own page and its rotate page; the value is nowhere in the mail.
+    return {
+        "tokens": [
+            {
+                "name": t.name,
+                "expires_at": t.expires_at,
+                "url": absolute_url("tokens:detail", t.pk),
+                "rotate_url": absolute_url("tokens:rotate", t.pk),
+            }
+            for t in tokens
+        ],
+        "list_url": absolute_url("tokens:list"),
+    }
 
 
 def _clean_restrictions(*, user, access=UNCHANGED, permissions=UNCHANGED, allowed_ips=UNCHANGED):
@@ -971,11 +1044,10 @@ class Token(Credential):
             return False
         context = {
             "token": self,
-            "service_account": self.user if recipients[0] != self.user else None,
             "replacement": replacement,
             "ip": ip or "?",
-            "old_url": settings.SITE_URL + reverse("tokens:detail", args=[self.pk]),
-            "new_url": settings.SITE_URL + reverse("tokens:detail", args=[replacement.pk]),
+            "old_url": absolute_url("tokens:detail", self.pk),
+            "new_url": absolute_url("tokens:detail", replacement.pk),
             "last_this_hour": sent_this_hour == SELF_ROTATION_MAILS_PER_HOUR,
             "limit": SELF_ROTATION_MAILS_PER_HOUR,
         }
@@ -983,9 +1055,7 @@ class Token(Credential):
         # One mail each: a service account's managers do not see one another's addresses.
         for person in recipients:
             try:
-                context["user"] = person
-                subject = render_to_string("email/token_rotated_subject.txt", context).strip()
-                send_mail(subject, render_to_string("email/token_rotated.txt", context), None, [person.email])
+                mail_owner(person, "token_rotated", context, owner=self.user)
             except Exception as error:  # whatever failed, the rotation itself stands
                 log.error("self-rotation notice for token %s not sent: %s", self.pk, type(error).__name__)
                 sent = False

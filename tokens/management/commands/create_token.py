@@ -1,13 +1,10 @@
-from datetime import timedelta
-
 from django.contrib.auth import get_user_model
 from django.core.exceptions import ValidationError
 from django.core.management.base import BaseCommand, CommandError
-from django.utils import timezone
 
 from tokens.constants import Access
+from tokens.management.lifetimes import add_lifetime_arguments, given_expiry, refused
 from tokens.models import ExpirationPolicy, Token
-from tokens.models.policy import LONGEST_LIFETIME, describe_lifetime
 
 
 class Command(BaseCommand):
@@ -20,12 +17,7 @@ class Command(BaseCommand):
         parser.add_argument("username")
         parser.add_argument("name", help="A name that says where the token is used.")
         parser.add_argument("--purpose", default="")
-        lifetime = parser.add_mutually_exclusive_group()
-        lifetime.add_argument("--days", type=int)
-        lifetime.add_argument("--hours", type=int)
-        lifetime.add_argument(
-            "--never", action="store_true", help="No expiry (only where the policy allows it)."
-        )
+        add_lifetime_arguments(parser)
         parser.add_argument(
             "--read-only",
             action="store_true",
@@ -66,17 +58,8 @@ class Command(BaseCommand):
             raise CommandError(f"No user named {username!r}.") from None
         if not user.is_active:
             raise CommandError(f"User {username!r} is deactivated; its tokens would not work.")
-        if never:
-            expires_at = None
-        elif days is not None or hours is not None:
-            if (days or hours or 0) <= 0:
-                raise CommandError("The lifetime must be positive.")
-            # Checked before any date arithmetic: --days 9999999 would overflow the year 9999.
-            if (days or 0) > LONGEST_LIFETIME.days or (hours or 0) > LONGEST_LIFETIME.days * 24:
-                raise CommandError(f"The lifetime can be at most {describe_lifetime(LONGEST_LIFETIME)}.")
-            expires_at = timezone.now() + timedelta(days=days or 0, hours=hours or 0)
-        else:
-            expires_at = ExpirationPolicy.load().default_expiry()
+        given = given_expiry(days=days, hours=hours, never=never)
+        expires_at = given["expires_at"] if given else ExpirationPolicy.load().default_expiry()
         try:
             token, plaintext = Token.objects.issue(
                 user=user,
@@ -88,9 +71,7 @@ class Command(BaseCommand):
                 allowed_ips=allowed_ips,
             )
         except ValidationError as error:
-            raise CommandError(
-                "; ".join(f"{k}: {' '.join(v)}" for k, v in error.message_dict.items())
-            ) from None
+            raise refused(error) from None
         expiry = token.expires_at.isoformat() if token.expires_at else "never"
         self.stderr.write(f"Created token #{token.pk} {token.name!r} for {username}, expires {expiry}.")
         limits = [token.get_access_display()]

@@ -1,11 +1,8 @@
-from django.conf import settings
-from django.core.mail import send_mail
 from django.core.management.base import BaseCommand, CommandError
-from django.template.loader import render_to_string
-from django.urls import reverse
 from django.utils import timezone
 
 from tokens.models import ServiceAccount
+from tokens.notifications import absolute_url, mail_each
 
 
 class Command(BaseCommand):
@@ -22,9 +19,14 @@ class Command(BaseCommand):
         told = 0
         for account in ServiceAccount.objects.claim_unmanaged(now):
             people = [person for person in account.team_administrators() if person.email]
+            context = {
+                "account": account,
+                "team": account.team.name,
+                "admin_url": absolute_url("admin:tokens_serviceaccount_change", account.pk),
+                "team_url": absolute_url("admin:auth_group_change", account.team_id),
+            }
             try:
-                for person in people:
-                    self._send(person, account)
+                mail_each(people, "service_account_unmanaged", context)
             except Exception as error:
                 ServiceAccount.objects.release_unmanaged_claim(account, now)
                 failed.append(f"{account} ({type(error).__name__})")
@@ -37,16 +39,3 @@ class Command(BaseCommand):
                 "Could not send about: " + ", ".join(failed) + ". Check EMAIL_URL; they will be tried "
                 "again on the next run."
             )
-
-    @staticmethod
-    def _send(person, account):
-        context = {
-            "user": person,
-            "account": account,
-            "team": account.team.name,
-            "admin_url": settings.SITE_URL + reverse("admin:tokens_serviceaccount_change", args=[account.pk]),
-            "team_url": settings.SITE_URL + reverse("admin:auth_group_change", args=[account.team_id]),
-        }
-        subject = render_to_string("email/service_account_unmanaged_subject.txt", context).strip()
-        body = render_to_string("email/service_account_unmanaged.txt", context)
-        send_mail(subject, body, None, [person.email])

@@ -3,11 +3,11 @@ from datetime import timedelta
 
 from django.core.exceptions import ValidationError
 from django.core.management.base import BaseCommand, CommandError
-from django.utils import timezone
 
 from tokens.constants import OVERLAP_CHOICES
+from tokens.management.lifetimes import add_lifetime_arguments, given_expiry, refused
 from tokens.models import Token, TokenStatus
-from tokens.models.policy import LONGEST_LIFETIME, describe_lifetime
+from tokens.models.policy import LONGEST_LIFETIME
 
 OVERLAPS = {key: delta for key, _label, delta in OVERLAP_CHOICES}
 
@@ -37,12 +37,7 @@ class Command(BaseCommand):
             default="none",
             help="How long the old value keeps working: none (default), 1h, 1d, 7d, or seconds.",
         )
-        lifetime = parser.add_mutually_exclusive_group()
-        lifetime.add_argument("--days", type=int)
-        lifetime.add_argument("--hours", type=int)
-        lifetime.add_argument(
-            "--never", action="store_true", help="No expiry (only where the policy allows it)."
-        )
+        add_lifetime_arguments(parser)
 
     def handle(self, *args, id, overlap, days, hours, never, **options):
         if not re.fullmatch(r"[0-9]{1,18}", id):
@@ -50,16 +45,7 @@ class Command(BaseCommand):
         token = Token.objects.select_related("user").filter(pk=int(id)).first()
         if token is None:
             raise CommandError(f"No token with id {id}.")
-        given = {}
-        if never:
-            given["expires_at"] = None
-        elif days is not None or hours is not None:
-            if (days or hours or 0) <= 0:
-                raise CommandError("The lifetime must be positive.")
-            # Checked before any date arithmetic: --days 9999999 would overflow the year 9999.
-            if (days or 0) > LONGEST_LIFETIME.days or (hours or 0) > LONGEST_LIFETIME.days * 24:
-                raise CommandError(f"The lifetime can be at most {describe_lifetime(LONGEST_LIFETIME)}.")
-            given["expires_at"] = timezone.now() + timedelta(days=days or 0, hours=hours or 0)
+        given = given_expiry(days=days, hours=hours, never=never)
         overlap = parse_overlap(overlap)
         if overlap > LONGEST_LIFETIME:
             raise CommandError("The overlap is longer than the policy can allow.")
@@ -70,8 +56,7 @@ class Command(BaseCommand):
             status = TokenStatus(refusal.status).label.lower()
             raise CommandError(f"Only an active token can be rotated; #{token.pk} is {status}.") from None
         except ValidationError as error:
-            problems = "; ".join(f"{k}: {' '.join(v)}" for k, v in error.message_dict.items())
-            raise CommandError(problems) from None
+            raise refused(error) from None
         expiry = new.expires_at.isoformat() if new.expires_at else "never"
         self.stderr.write(
             f"Rotated token #{token.pk} {token.name!r} of {token.user.get_username()}: the new token is "
