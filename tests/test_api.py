@@ -17,7 +17,7 @@ from django.utils.http import http_date
 from tokens.constants import SELF_ROTATION_MAILS_PER_HOUR
 from tokens.models import ExpirationPolicy, Token, TokenEvent
 
-from .conftest import _snapshot, bearer
+from .helpers import _snapshot, bearer
 
 pytestmark = pytest.mark.django_db
 

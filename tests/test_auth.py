@@ -15,7 +15,7 @@ from django.utils import timezone
 
 from tokens.models import LegacyApiKey, Token, UsageRecord
 
-from .conftest import ALICE_KEY, BOB_KEY, LINK, _set_policy, _snapshot, bearer, me
+from .helpers import ALICE_KEY, BOB_KEY, LINK, _set_policy, _snapshot, bearer, me
 
 pytestmark = pytest.mark.django_db
 

@@ -24,7 +24,7 @@ from django.db import connection
 
 from tests import secret_scan
 
-from .conftest import DatabaseShell, GunicornServer, database_url
+from .helpers import DatabaseShell, GunicornServer, database_url
 
 pytestmark = pytest.mark.live
 
