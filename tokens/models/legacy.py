@@ -217,7 +217,7 @@ class LegacyApiKeyManager(models.Manager.from_queryset(LegacyApiKeyQuerySet)):
                 raise ValidationError({"key": _("This key is already imported for another user.")})
             return existing, False
         pepper = credentials.peppers()[0]
-        # A new row; its foreign key takes FOR KEY SHARE on the owner, like a usage INSERT
+        # A new row; its foreign key takes FOR KEY SHARE on the owner, like a new token or event
         # (docs/security.md, "Lock order").
         with transaction.atomic():
             row = self.create(

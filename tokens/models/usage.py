@@ -221,8 +221,9 @@ class UsageRecord(models.Model):
     ``at`` (migration 0010, ``prune_usage``).
     """
 
-    # No database foreign keys (db_constraint=False): their check on every INSERT cost about 25 µs and
-    # took FOR KEY SHARE on the owner's row (issue 13). Integrity is kept by Django instead: deleting a
+    # No database foreign keys (db_constraint=False): their check would cost every INSERT about 25 µs and
+    # take FOR KEY SHARE on the owner's row, making requests wait for the owner's writes (docs/security.md,
+    # "Lock order"). Integrity is kept by Django instead: deleting a
     # user, token or key deletes its records (on_delete=CASCADE runs in the ORM), and the summariser
     # skips a record whose credential is gone (a request that raced the deletion).
     token = models.ForeignKey(
