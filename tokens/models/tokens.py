@@ -1,3 +1,11 @@
+"""Bearer tokens: ``Token.objects.issue()``, the only way a token is made, and everything done to one.
+
+The token's rules live here once: name and purpose cleaning, status, rename, revoke, shorten, rotate,
+restrictions, alerts, expiry notices and moving a token to a service account. ``lock_owner`` makes one
+owner's writes take turns (docs/security.md, "Lock order"). The pages, the API, the admin and the
+commands all call these methods.
+"""
+
 import logging
 import unicodedata
 from datetime import UTC, timedelta

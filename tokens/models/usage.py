@@ -1,3 +1,11 @@
+"""The usage store: one append-only record per API request, and the summaries derived from it.
+
+``UsageRecord`` is the request path's whole write; ``DailyUsage`` and ``ClientAddress`` are the per-day
+and per-address summaries the summariser keeps, behind the watermark of ``UsageSummaryState``, and that
+survive pruning. Its own module because the records are written on every request and read by every
+usage page: nothing here may slow the request path, and nothing outside may write the summaries.
+"""
+
 import contextvars
 import logging
 import re
