@@ -1,14 +1,15 @@
-"""Convert a database from migration 0003 (usage trigger) to 0004 (append-only store) and check it.
+"""Convert a database from the usage trigger (migration 0003) to the append-only store (0010) and check it.
 
     DATABASE_URL=… python -m bench.convert 1000000      # on an empty database; prints one JSON line
 
 On an empty database: migrates to 0003, loads N usage records for a few tokens and legacy keys over
 the last 40 days (generated on the database server, their per-day and per-address summaries and
 counters made in one pass, as the trigger would have left them), takes a snapshot of every count,
-runs migration 0004 (timed), and compares what the pages read afterwards (summaries + tail, through
-the portal's own readers) with the snapshot; then records one more request per credential and checks
-that it counts once, with an id above every old one. ``tests/test_usage_migration.py`` runs it with
-a small N on both databases; docs/performance.md has the run with a million.
+runs the later migrations, 0010 among them (timed), and compares what the pages read afterwards
+(summaries + tail, through the portal's own readers) with the snapshot; then records one more request
+per credential and checks that it counts once, with an id above every old one.
+``tests/test_usage_migration.py`` runs it with a small N on both databases; docs/performance.md has the
+run with a million.
 """
 
 import json

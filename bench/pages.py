@@ -1,4 +1,4 @@
-"""Time a token's page with a thousand usage records and with a million (issue 15: at most 1.5×).
+"""Time a token's page with a thousand usage records and with a million (target: at most 1.5× as long).
 
 Run by ``bench/bench.py`` after the load, on the same database. Two tokens of their own get their
 records straight from SQL (generated on the server, three seconds apart, one in ten refused, from 40

@@ -1,9 +1,9 @@
-"""Issue 15's two scaling measurements: a hot token, and dropping a day of records (retention).
+"""The usage store's two scaling measurements: a hot token, and dropping a day of records (retention).
 
 * **Hot token**: gunicorn with ``BENCH_HOT_WORKERS`` (8) sync workers; wrk with 8 threads of one
   connection each. In turns: all eight send the same token, then each sends its own (eight tokens of
   eight owners). The ratio shared ÷ spread shows whether requests for one token queue behind each
-  other (the old trigger updated the token's row, its day row and its address row under row locks).
+  other (as they would if each request updated the token's row, its day row and its address row).
 * **Retention**: ``BENCH_RETENTION_RECORDS`` (1,000,000) records are loaded into one day, 100 days
   back (past the default retention of 90), and summarised; then ``prune_usage`` runs while another
   thread keeps recording usage, and the table shows how long the prune took and the slowest of the

@@ -1,0 +1,1 @@
+"""The Django project: settings, URLs, the admin site, WSGI, logging and the operational middleware."""

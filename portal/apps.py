@@ -1,3 +1,5 @@
+"""The admin app's configuration: ``django.contrib.admin`` with the portal's own site as the default."""
+
 from django.contrib.admin.apps import AdminConfig
 
 

@@ -1,3 +1,8 @@
+"""The project's URL map: the API and forward-auth first, then SCIM, the admin, sign-in and the pages.
+
+The app's own routes are in tokens/urls.py, tokens/trust_urls.py and tokens/api/urls.py, mounted here.
+"""
+
 from django.contrib import admin
 from django.urls import include, path, re_path
 

@@ -1,4 +1,7 @@
-"""Shared fixtures: users, the policy and tokens issued the only way the code allows."""
+"""Shared fixtures: users, the policy and tokens issued the only way the code allows.
+
+The plain helpers tests import by name (``bearer``, ``PASSWORD``…) are in tests/helpers.py.
+"""
 
 import threading
 from datetime import timedelta
@@ -8,17 +11,8 @@ from django.contrib.auth.models import Group, Permission
 from django.core.cache import cache
 from django.utils import timezone
 
-from tokens.models import (
-    ExpirationPolicy,
-    LegacyApiKey,
-    ManagerRole,
-    ServiceAccount,
-    Token,
-    TokenEvent,
-    UsageRecord,
-)
-
-PASSWORD = "correct horse battery staple 42"
+from tests.helpers import ALICE_KEY, PASSWORD
+from tokens.models import ExpirationPolicy, LegacyApiKey, ServiceAccount, Token
 
 pytest_plugins = ["tests.secret_scan", "tests.identity.provider"]
 
@@ -77,37 +71,6 @@ def issued(user, issue):
     return issue(user)
 
 
-def bearer(value):
-    return {"HTTP_AUTHORIZATION": f"Bearer {value}"}
-
-
-def _snapshot(*, tokens_only=False):
-    """Everything a refused or hostile request could change: tokens, events, legacy keys, usage records.
-
-    *tokens_only*: the tokens and their events only, for a request whose refusal is itself recorded as a use.
-    """
-    tokens = (
-        list(Token.objects.order_by("pk").values()),
-        list(TokenEvent.objects.order_by("pk").values()),
-    )
-    if tokens_only:
-        return tokens
-    return (
-        *tokens,
-        list(LegacyApiKey.objects.order_by("pk").values()),
-        UsageRecord.objects.count(),
-    )
-
-
-def assert_clear_api_error(response, status):
-    assert response.status_code == status, response.content[:500]
-    assert response["Content-Type"] == "application/json"
-    body = response.json()
-    assert set(body) >= {"error", "detail"}
-    assert body["detail"].strip() and "Traceback" not in body["detail"]
-    return body
-
-
 # --- sign-in ------------------------------------------------------------------------------------------------
 
 
@@ -120,28 +83,12 @@ def fresh_throttle(db, settings):
     cache.clear()
 
 
-def sign_in(client, username, password, address="203.0.113.7"):
-    return client.post("/accounts/login/", {"username": username, "password": password}, REMOTE_ADDR=address)
-
-
 # --- legacy keys --------------------------------------------------------------------------------------------
-
-ALICE_KEY = "a1b2c3d4e5f6-alice-legacy-key"
-BOB_KEY = "f6e5d4c3b2a1-bob-legacy-key"
-LINK = '</docs/migration/>; rel="deprecation"; type="text/plain"'
 
 
 @pytest.fixture
 def alice_key(user, policy):
     return LegacyApiKey.objects.import_key(user=user, key=ALICE_KEY)[0]
-
-
-def me(client, key, **extra):
-    return client.get("/api/users/me", headers={"Rest-Api-Key": key}, **extra)
-
-
-def _set_policy(**fields):
-    ExpirationPolicy.objects.filter(pk=1).update(**fields)
 
 
 # --- service accounts ---------------------------------------------------------------------------------------
@@ -158,12 +105,6 @@ def service_account(team, staff_user):
     return ServiceAccount.objects.create_account(
         username="payments-sync", team=team, description="Nightly ledger sync", created_by=staff_user
     )
-
-
-def make_manager(person, team):
-    """Make *person* a member of *team* holding its manager role."""
-    person.groups.add(team)
-    ManagerRole.objects.create(team=team, user=person)
 
 
 # A test about "today" (a day's bucket in a chart, one event a day) would see two days if midnight

@@ -9,7 +9,7 @@ from django.utils import timezone
 from tokens.models import BrownoutWindow, ExpirationPolicy, LegacyApiKey, Token, TokenEvent, UsageRecord
 from tokens.models.usage import usage_totals
 
-from .conftest import bearer
+from .helpers import bearer
 
 pytestmark = pytest.mark.django_db
 

@@ -5,7 +5,7 @@ from django.contrib.auth.models import Group
 
 from tokens.models import ExpirationPolicy, ManagerRole, ServiceAccount, Token, TokenEvent
 
-from .conftest import bearer, make_manager
+from .helpers import bearer, make_manager
 from .test_admin import _policy_form
 
 pytestmark = pytest.mark.django_db

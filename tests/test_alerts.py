@@ -12,7 +12,7 @@ from tokens.alerts import send_pending
 from tokens.models import AlertDelivery, ExpirationPolicy, LegacyApiKey, Token, TokenEvent
 from tokens.models.alerts import ALERTS_PER_DAY
 
-from .conftest import _snapshot, bearer
+from .helpers import _snapshot, bearer
 
 pytestmark = pytest.mark.django_db
 

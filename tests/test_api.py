@@ -19,7 +19,7 @@ from tokens.api.openapi import document
 from tokens.constants import SELF_ROTATION_MAILS_PER_HOUR
 from tokens.models import ExpirationPolicy, Token, TokenEvent
 
-from .conftest import _snapshot, bearer
+from .helpers import _snapshot, bearer
 
 pytestmark = pytest.mark.django_db
 

@@ -6,7 +6,7 @@ from django.test import Client
 
 from tokens.models import ServiceAccount, Token, TokenEvent
 
-from .conftest import _snapshot, assert_clear_api_error, bearer, make_manager
+from .helpers import _snapshot, assert_clear_api_error, bearer, make_manager
 
 pytestmark = pytest.mark.django_db
 

@@ -16,7 +16,7 @@ from django.utils import timezone
 from tokens.auth import AuthError, authenticate_bearer
 from tokens.models import LegacyApiKey, Token, TokenStatus, UsageRecord
 
-from .conftest import ALICE_KEY, BOB_KEY, LINK, _set_policy, _snapshot, bearer, me
+from .helpers import ALICE_KEY, BOB_KEY, LINK, _set_policy, _snapshot, bearer, me
 
 pytestmark = pytest.mark.django_db
 

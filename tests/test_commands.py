@@ -12,7 +12,7 @@ from django.utils import timezone
 from tokens.models import ExpirationPolicy, LegacyApiKey, Token, TokenEvent, UsageRecord
 from tokens.models.usage import usage_totals
 
-from .conftest import _snapshot, bearer
+from .helpers import _snapshot, bearer
 
 pytestmark = pytest.mark.django_db
 

@@ -23,7 +23,7 @@ from tokens.models import (
     UsageRecord,
 )
 
-from .conftest import bearer
+from .helpers import bearer
 
 pytestmark = pytest.mark.django_db
 

@@ -16,7 +16,7 @@ from django.conf import settings
 from django.test import Client
 from django.utils import timezone
 
-from tests.conftest import bearer, make_manager
+from tests.helpers import bearer, make_manager
 from tests.oidc_issuer import LocalIssuer, SilentServer, closed_port_url, rsa_key
 from tests.test_openapi import validate
 from tokens import exchange

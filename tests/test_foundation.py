@@ -9,7 +9,7 @@ import pytest
 from django.db import connection
 from django.urls import reverse
 
-from .conftest import PASSWORD
+from .helpers import PASSWORD
 
 ROOT = Path(__file__).resolve().parent.parent
 

@@ -13,7 +13,7 @@ from tokens import credentials
 from tokens.models import LegacyApiKey, RefusedClient, UsageRecord
 from tokens.models.usage import usage_totals
 
-from .conftest import bearer
+from .helpers import bearer
 
 pytestmark = pytest.mark.django_db
 

@@ -20,7 +20,7 @@ from tokens import credentials
 from tokens.constants import TOKEN_PREFIX
 from tokens.models import AttemptCounter, RefusedClient, Token, UsageRecord
 
-from .conftest import _snapshot, assert_clear_api_error, bearer, sign_in
+from .helpers import _snapshot, assert_clear_api_error, bearer, sign_in
 
 MARKUP = '<script>alert("x")</script><img src=x onerror=alert(1)>'
 FUZZ = settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])

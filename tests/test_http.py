@@ -5,7 +5,7 @@ import pytest
 from tokens.http import limited_address
 from tokens.models import UsageRecord
 
-from .conftest import bearer
+from .helpers import bearer
 
 pytestmark = pytest.mark.django_db
 

@@ -12,7 +12,7 @@ from django.test.utils import CaptureQueriesContext
 from tokens.api import incident
 from tokens.models import ExpirationPolicy, LegacyApiKey, TokenEvent
 
-from .conftest import bearer
+from .helpers import bearer
 
 pytestmark = pytest.mark.django_db
 

@@ -11,7 +11,7 @@ from django.utils import timezone
 from tokens.models import ExpirationPolicy, LegacyApiKey, Token, UsageRecord
 from tokens.models.usage import usage_totals
 
-from .conftest import bearer
+from .helpers import bearer
 
 pytestmark = pytest.mark.django_db
 

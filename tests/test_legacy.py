@@ -13,7 +13,7 @@ from django.core.management.base import CommandError
 
 from tokens.models import LegacyApiKey
 
-from .conftest import ALICE_KEY, BOB_KEY, _set_policy, me
+from .helpers import ALICE_KEY, BOB_KEY, _set_policy, me
 
 pytestmark = pytest.mark.django_db
 

@@ -11,7 +11,7 @@ from django.core.management import call_command
 
 from tokens.alerts import send_pending
 
-from .conftest import bearer
+from .helpers import bearer
 
 pytestmark = pytest.mark.django_db
 

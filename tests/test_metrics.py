@@ -7,7 +7,7 @@ from django.contrib.auth.models import Permission
 from django.utils import timezone
 from prometheus_client.parser import text_string_to_metric_families
 
-from tests.conftest import bearer
+from tests.helpers import bearer
 from tokens.models import Token, UsageRecord
 
 

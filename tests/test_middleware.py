@@ -16,7 +16,7 @@ from django.utils import timezone
 from tokens.models import Token, TokenEvent, UsageRecord
 from tokens.models.usage import usage_totals
 
-from .conftest import ALICE_KEY, LINK, _set_policy, bearer, me
+from .helpers import ALICE_KEY, LINK, _set_policy, bearer, me
 
 pytestmark = pytest.mark.django_db
 

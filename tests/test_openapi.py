@@ -26,7 +26,7 @@ from hypothesis import HealthCheck, settings
 from tokens.api.openapi import document
 from tokens.models import AttemptCounter, ExpirationPolicy, LegacyApiKey, UsageRecord
 
-from .conftest import bearer, make_manager
+from .helpers import bearer, make_manager
 
 METHODS = ("get", "post", "put", "patch", "delete")
 DOC = document()

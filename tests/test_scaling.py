@@ -15,7 +15,7 @@ from django.utils import timezone
 
 from tokens.models import Token, UsageRecord
 
-from .conftest import bearer
+from .helpers import bearer
 
 pytestmark = pytest.mark.django_db
 

@@ -18,7 +18,7 @@ from django.utils import timezone
 from tokens.alerts import send_pending
 from tokens.models import ManagerRole, ServiceAccount, Token, TokenEvent, is_service_account
 
-from .conftest import PASSWORD, bearer, make_manager, sign_in
+from .helpers import PASSWORD, bearer, make_manager, sign_in
 
 pytestmark = pytest.mark.django_db
 

@@ -17,7 +17,7 @@ from django.db import close_old_connections, connection
 from django.test import Client
 from django.utils import timezone
 
-from tests.conftest import bearer
+from tests.helpers import bearer
 from tokens import sqlite_turns
 from tokens.models import Token, UsageRecord
 from tokens.models.usage import usage_totals

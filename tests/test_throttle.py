@@ -11,7 +11,7 @@ from django.test import Client
 
 from tokens.models import AttemptCounter, LegacyApiKey, RefusedClient, UsageRecord
 
-from .conftest import PASSWORD, assert_clear_api_error, bearer, sign_in
+from .helpers import PASSWORD, assert_clear_api_error, bearer, sign_in
 
 # --- sign-in abuse ------------------------------------------------------------------------------------------
 

@@ -7,7 +7,7 @@ import pytest
 from django.contrib.auth.models import Permission
 from django.utils import timezone
 
-from tests.conftest import PASSWORD, bearer
+from tests.helpers import PASSWORD, bearer
 from tokens.models import Token, TokenEvent, TokenExchange, TrustPolicy
 
 GITHUB = "https://token.actions.githubusercontent.com"

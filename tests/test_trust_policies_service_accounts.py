@@ -10,7 +10,7 @@ import pytest
 from django.contrib.auth.models import Permission
 from django.test import Client
 
-from tests.conftest import bearer, make_manager
+from tests.helpers import bearer, make_manager
 from tokens.models import ManagerRole, ServiceAccount, Token, TokenEvent, TokenExchange, TrustPolicy
 
 pytestmark = pytest.mark.django_db

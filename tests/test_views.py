@@ -14,7 +14,7 @@ from django.utils import timezone
 
 from tokens.models import BrownoutWindow, ExpirationPolicy, LegacyApiKey, Token, TokenEvent, UsageRecord
 
-from .conftest import PASSWORD, bearer
+from .helpers import PASSWORD, bearer
 
 pytestmark = pytest.mark.django_db
 

@@ -1,0 +1,1 @@
+"""The one Django app: bearer tokens, legacy keys, their policy, usage, events, sign-in and the API."""

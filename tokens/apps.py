@@ -1,3 +1,9 @@
+"""The app's configuration: ``ready()`` registers the system checks and connects the signal receivers.
+
+The receivers do work around requests, never in the core flow: the WAL checkpoint and the usage summary
+after a response, forgetting cached settings when tests change them, the recent-sign-in mark.
+"""
+
 from django.apps import AppConfig
 from django.contrib.auth.signals import user_logged_in
 from django.core.signals import request_finished, setting_changed

@@ -1,3 +1,5 @@
+"""The routes of the keyless CI trust policies' pages (namespace ``trust``), under Profile › Integrations."""
+
 from django.urls import path
 
 from . import trust_views as views

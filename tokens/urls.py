@@ -1,3 +1,5 @@
+"""The routes of the token pages under Profile › Integrations › Authorizations (namespace ``tokens``)."""
+
 from django.urls import path
 
 from . import views

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 from playwright.sync_api import Error as PlaywrightError
 
-from ..conftest import PASSWORD
+from ..helpers import PASSWORD
 
 # Playwright's sync API keeps an event loop in this thread; the tests' ORM calls are still synchronous.
 os.environ.setdefault("DJANGO_ALLOW_ASYNC_UNSAFE", "true")

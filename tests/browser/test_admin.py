@@ -10,7 +10,7 @@ from playwright.sync_api import expect
 
 from tokens.models import BrownoutWindow, ExpirationPolicy, LegacyApiKey, Token, TokenEvent, UsageRecord
 
-from ..conftest import PASSWORD
+from ..helpers import PASSWORD
 
 pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
 

@@ -7,7 +7,7 @@ from django.contrib.auth.models import Group
 
 from tokens.models import ServiceAccount, Token, TokenEvent
 
-from ..conftest import PASSWORD
+from ..helpers import PASSWORD
 from .test_pages import call_api
 
 pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]

@@ -15,7 +15,7 @@ from django.contrib.auth import get_user_model
 from django.contrib.auth.models import Group, Permission
 from django.core.exceptions import SuspiciousOperation
 
-from tests.conftest import PASSWORD, bearer
+from tests.helpers import PASSWORD, bearer
 from tokens.identity import provider
 from tokens.identity.oidc import OrganisationBackend
 from tokens.models import ProviderIdentity, ProvisionedUser, Token

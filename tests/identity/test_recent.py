@@ -7,7 +7,7 @@ from html import unescape
 import pytest
 from django.utils import timezone
 
-from tests.conftest import PASSWORD
+from tests.helpers import PASSWORD
 from tokens.constants import Access
 from tokens.identity import recent
 from tokens.identity.oidc import CONFIRM, SignInRefused, person_for

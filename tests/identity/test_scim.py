@@ -11,7 +11,7 @@ from django.test import Client
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from tests.conftest import bearer
+from tests.helpers import bearer
 from tokens.models import LegacyApiKey, ProvisionedUser, Token, TokenEvent, UsageRecord
 
 User = get_user_model()

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 from django.core import mail
 
-from tests.conftest import PASSWORD, sign_in
+from tests.helpers import PASSWORD, sign_in
 from tokens.models import AttemptCounter
 
 ROOT = Path(__file__).resolve().parent.parent.parent

@@ -12,8 +12,8 @@ from django.db import connection
 
 from tokens.models import LegacyApiKey
 
-from ..conftest import PASSWORD
-from .conftest import GunicornServer, database_url
+from ..helpers import PASSWORD
+from .helpers import GunicornServer, database_url
 
 LEGACY_KEY = "legacy-key-in-a-query-string-42"
 

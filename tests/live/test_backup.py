@@ -12,7 +12,7 @@ import time
 
 import pytest
 
-from .conftest import BASE_DIR, PYTHON, DatabaseShell, GunicornServer, server_env
+from .helpers import BASE_DIR, PYTHON, DatabaseShell, GunicornServer, server_env
 
 pytestmark = pytest.mark.live
 

@@ -23,7 +23,7 @@ from django.db import connection
 
 from tokens.models import UsageRecord
 
-from .conftest import Client, GunicornServer, database_url, free_port
+from .helpers import Client, GunicornServer, database_url, free_port
 from .test_gateway import Upstream, bearer
 
 DOCS = Path(settings.BASE_DIR) / "docs" / "gateways.md"

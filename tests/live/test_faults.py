@@ -15,8 +15,8 @@ from django.db import connection
 from tokens.models import Token, UsageRecord
 from tokens.models.usage import usage_totals
 
-from ..conftest import PASSWORD
-from .conftest import GunicornServer
+from ..helpers import PASSWORD
+from .helpers import GunicornServer
 
 pytestmark = pytest.mark.live
 

@@ -26,7 +26,7 @@ from tests import secret_scan
 from tokens.models import Token, UsageRecord
 from tokens.models.usage import usage_totals
 
-from .conftest import Client, GunicornServer, database_url, free_port
+from .helpers import Client, GunicornServer, database_url, free_port
 
 NGINX_CONF = """
 daemon off;

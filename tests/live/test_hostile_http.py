@@ -13,8 +13,8 @@ from django.db import connection
 
 from tokens.models import Token, UsageRecord
 
-from ..conftest import PASSWORD
-from .conftest import GunicornServer, database_url
+from ..helpers import PASSWORD
+from .helpers import GunicornServer, database_url
 
 pytestmark = pytest.mark.live
 

@@ -1,8 +1,9 @@
 """Every write that can meet API traffic, made while clients hammer the same token and owner.
 
-Issue 13: a rename took the owner's row ``FOR UPDATE`` and then the token's row, while each usage
-INSERT's trigger holds the token's row and its foreign-key check then wants ``FOR KEY SHARE`` on the
-owner's row: PostgreSQL found a deadlock and one side answered 503. Here each write path runs for
+A request and an owner's write can each hold a row the other wants: a rename holds the owner's row and
+then updates the token's, while a token's first use updates the token's row and its "first used" event
+then takes ``FOR KEY SHARE`` on the owner's row for its foreign key. Locks taken in the wrong order or
+mode make PostgreSQL find a deadlock, and one side answers 503. Here each write path runs for
 real (over HTTP, or in a separate ``manage.py`` process through the same manager, admin or command
 code) against a gunicorn server with several workers, on the main database of the run (SQLite or
 PostgreSQL) and on the throw-away PostgreSQL cluster, so PostgreSQL is covered in every CI run.
@@ -24,7 +25,7 @@ from django.db import connection
 
 from tests import secret_scan
 
-from .conftest import DatabaseShell, GunicornServer, database_url
+from .helpers import DatabaseShell, GunicornServer, database_url
 
 pytestmark = pytest.mark.live
 
@@ -128,8 +129,8 @@ def hammer_while(server, credentials, write):
 
     A credential is (headers, the usage page to read or None).
 
-    Each client alternates between ``/api/users/me`` and the token's usage page (where the fuzzer met
-    the deadlock). Return (what write() returned, Counter of statuses per credential index).
+    Each client alternates between ``/api/users/me`` and the token's usage page, whose exact reads
+    meet the same writes. Return (what write() returned, Counter of statuses per credential index).
     """
     stop = threading.Event()
     warmed_up = threading.Barrier(CLIENTS + 1)

@@ -18,11 +18,11 @@ from django.utils import timezone
 from prometheus_client.parser import text_string_to_metric_families
 
 from tests import secret_scan
-from tests.conftest import PASSWORD
+from tests.helpers import PASSWORD
 from tokens import credentials
 from tokens.models import LegacyApiKey, Token
 
-from .conftest import GunicornServer, database_url
+from .helpers import GunicornServer, database_url
 
 pytestmark = pytest.mark.live
 

@@ -16,7 +16,7 @@ from urllib.parse import urlencode
 import pytest
 from django.db import connection
 
-from .conftest import GunicornServer, database_url
+from .helpers import GunicornServer, database_url
 
 SMTP_DELAY = 2.0  # seconds the mail server takes to accept a message
 

@@ -12,7 +12,7 @@ from django.core.management import call_command
 
 from tokens.models import ServiceAccount, UsageRecord
 
-from ..conftest import make_manager
+from ..helpers import make_manager
 from .test_load import run_clients
 
 pytestmark = pytest.mark.live

@@ -28,7 +28,7 @@ import pytest
 from django.conf import settings
 
 from tests import secret_scan
-from tests.live.conftest import BASE_DIR, DatabaseShell, GunicornServer
+from tests.live.helpers import BASE_DIR, DatabaseShell, GunicornServer
 
 pytestmark = pytest.mark.live
 

@@ -1,3 +1,5 @@
+"""The routes of the JSON API under /api/, mounted by portal/urls.py; each has an entry in openapi.py."""
+
 from django.urls import path
 
 from . import federation, incident, introspect, service_accounts

@@ -1,3 +1,10 @@
+"""The app's models, re-exported so that callers write ``from tokens.models import Token``.
+
+One module a subject (tokens, legacy keys, the policy, usage, events…); the list below is the whole
+public set. Inside the package, ``events.py`` imports no other model module, so every module can import
+it at the top.
+"""
+
 from .alerts import AlertDelivery
 from .attempts import AttemptCounter, RefusedClient
 from .events import TokenEvent

@@ -2,9 +2,9 @@
 
 Both are written with one atomic UPSERT (``INSERT … ON CONFLICT … DO UPDATE … RETURNING``), which
 SQLite (3.35+) and PostgreSQL run as a single statement: two processes or two nodes counting the same
-key at the same moment both get a distinct, exact new count. Django's database cache, which the
-sign-in throttle used before, can only read and then write, so parallel attempts all read the same
-old count and all got their password checked.
+key at the same moment both get a distinct, exact new count. A cache (Django's database cache among
+them) can only read and then write, so parallel attempts would all read the same old count and all get
+their password checked.
 """
 
 from datetime import UTC, timedelta

@@ -1,3 +1,10 @@
+"""What bearer tokens and legacy keys share: the abstract ``Credential`` model.
+
+Its own module so that ``tokens.py`` and ``legacy.py`` both build on it without importing each other:
+the pepper of the digest, revocation (one row lock, one event) and the usage counters the summariser
+keeps, which nothing else may save.
+"""
+
 from django.conf import settings
 from django.db import models, transaction
 from django.db.models import Q

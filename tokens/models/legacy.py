@@ -1,3 +1,11 @@
+"""Legacy API keys: the old system's per-user keys, kept as digests until their owners move to tokens.
+
+A key is imported (``LegacyApiKey.objects.import_key``), checked on the request path beside tokens, and
+refused or allowed by the cutover's security level in the policy. Its own module because the keys have
+their own lifecycle: imported, never issued, noticed to their owners while still in use, then switched
+off for everyone.
+"""
+
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, time, timedelta
 from itertools import groupby
@@ -212,7 +220,7 @@ class LegacyApiKeyManager(models.Manager.from_queryset(LegacyApiKeyQuerySet)):
                 raise ValidationError({"key": _("This key is already imported for another user.")})
             return existing, False
         pepper = credentials.peppers()[0]
-        # A new row; its foreign key takes FOR KEY SHARE on the owner, like a usage INSERT
+        # A new row; its foreign key takes FOR KEY SHARE on the owner, like a new token or event
         # (docs/security.md, "Lock order").
         with transaction.atomic():
             row = self.create(

@@ -1,3 +1,11 @@
+"""The site policy, one row: token lifetimes, rotation overlaps, usage retention and the legacy-key cutover.
+
+Every path that makes or changes a token reads it (``load()``). The cutover's brownout windows and the
+record of requests its rehearsal would refuse are here too, with the rule that decides each request
+(``cutover_verdict``). Its own module because it is site configuration an administrator
+edits, not a credential: the token and legacy-key modules import it, it imports neither.
+"""
+
 from dataclasses import dataclass
 from datetime import UTC, timedelta
 

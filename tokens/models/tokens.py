@@ -1,3 +1,11 @@
+"""Bearer tokens: ``Token.objects.issue()``, the only way a token is made, and everything done to one.
+
+The token's rules live here once: name and purpose cleaning, status, rename, revoke, shorten, rotate,
+restrictions, alerts, expiry notices and moving a token to a service account. ``lock_owner`` makes one
+owner's writes take turns (docs/security.md, "Lock order"). The pages, the API, the admin and the
+commands all call these methods.
+"""
+
 import dataclasses
 import logging
 import unicodedata
@@ -103,9 +111,10 @@ def clean_purpose(purpose):
 def lock_owner(user_id):
     """Lock the owner's row for the rest of the transaction: one owner's token writes take turns.
 
-    FOR NO KEY UPDATE, not FOR UPDATE: every usage INSERT's foreign-key check takes FOR KEY SHARE on
-    this row and must never wait for it, or an owner's write and the traffic of their token deadlock
-    (docs/security.md, "Lock order": owner, then token or key, then summaries).
+    FOR NO KEY UPDATE, not FOR UPDATE: every INSERT that points at the owner (a token, an event, a
+    legacy key) takes FOR KEY SHARE on this row for its foreign key, among them the "first used" event
+    a request writes after marking its token's row; with FOR UPDATE that request and an owner's write
+    could wait for each other (docs/security.md, "Lock order").
     """
     get_user_model().objects.select_for_update(no_key=True).filter(pk=user_id).first()
 
@@ -745,7 +754,8 @@ class Token(Credential):
         }
         with transaction.atomic():
             # The row as it is now, locked: the events' "old → new" must describe the real change.
-            # NO KEY: requests' usage INSERTs check their foreign key on this row and must not wait.
+            # NO KEY: event INSERTs (a request's "first used" too) and the summariser's day and address
+            # rows check their foreign key on this row with FOR KEY SHARE, and must not wait for it.
             current = (
                 Token.objects.select_for_update(no_key=True)
                 .filter(pk=self.pk)
@@ -952,7 +962,8 @@ class Token(Credential):
                 if earlier is not None:
                     raise AlreadyIssued(earlier)
             # The row as it is now, locked: of two rotations at once, the second finds it rotating.
-            # NO KEY: requests' usage INSERTs check their foreign key on this row and must not wait.
+            # NO KEY: event INSERTs (a request's "first used" too) and the summariser's day and address
+            # rows check their foreign key on this row with FOR KEY SHARE, and must not wait for it.
             # With it the predecessor's row, whose overlap this rotation ends: both in id order, the
             # predecessor first, as the summariser and revoke() take them.
             rows = {

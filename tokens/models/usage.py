@@ -1,3 +1,11 @@
+"""The usage store: one append-only record per API request, and the summaries derived from it.
+
+``UsageRecord`` is the request path's whole write; ``DailyUsage`` and ``ClientAddress`` are the per-day
+and per-address summaries the summariser keeps, behind the watermark of ``UsageSummaryState``, and that
+survive pruning. Its own module because the records are written on every request and read by every
+usage page: nothing here may slow the request path, and nothing outside may write the summaries.
+"""
+
 import contextvars
 import logging
 import re
@@ -221,8 +229,9 @@ class UsageRecord(models.Model):
     ``at`` (migration 0010, ``prune_usage``).
     """
 
-    # No database foreign keys (db_constraint=False): their check on every INSERT cost about 25 µs and
-    # took FOR KEY SHARE on the owner's row (issue 13). Integrity is kept by Django instead: deleting a
+    # No database foreign keys (db_constraint=False): their check would cost every INSERT about 25 µs and
+    # take FOR KEY SHARE on the owner's row, making requests wait for the owner's writes (docs/security.md,
+    # "Lock order"). Integrity is kept by Django instead: deleting a
     # user, token or key deletes its records (on_delete=CASCADE runs in the ORM), and the summariser
     # skips a record whose credential is gone (a request that raced the deletion).
     token = models.ForeignKey(

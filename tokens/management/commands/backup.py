@@ -1,3 +1,5 @@
+"""``manage.py backup PATH``: a consistent copy of the SQLite database, taken while the portal serves."""
+
 import os
 import sqlite3
 from pathlib import Path

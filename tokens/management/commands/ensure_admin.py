@@ -1,3 +1,5 @@
+"""``manage.py ensure_admin``: a first superuser for a new installation, its password printed once."""
+
 import secrets
 
 from django.contrib.auth import get_user_model

@@ -1,3 +1,5 @@
+"""``manage.py export_events``: the Activity Stream as JSON lines for a SIEM, like ``GET /api/events``."""
+
 import json
 
 from django.core.management.base import BaseCommand, CommandError

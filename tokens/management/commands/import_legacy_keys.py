@@ -1,3 +1,5 @@
+"""``manage.py import_legacy_keys``: the old system's keys from a CSV file, stored as digests only."""
+
 import csv
 import sys
 

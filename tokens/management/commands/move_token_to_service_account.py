@@ -1,3 +1,5 @@
+"""``manage.py move_token_to_service_account``: give a person's token to a service account."""
+
 from django.core.exceptions import ValidationError
 from django.core.management.base import BaseCommand, CommandError
 

@@ -1,3 +1,5 @@
+"""``manage.py revoke_token``: revoke a token by id or by its value, for incident response."""
+
 import sys
 
 from django.core.management.base import BaseCommand, CommandError

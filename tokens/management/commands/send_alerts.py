@@ -1,3 +1,5 @@
+"""``manage.py send_alerts``: mail owners about their credentials' first use from a new address."""
+
 import math
 import time
 
