@@ -1,10 +1,10 @@
-"""Check a credential for a request and record its use: the API's middleware, ``/forward-auth``, RFC 7662
-introspection, SCIM and ``/metrics`` all go through here.
+"""Check a credential for a request and record its use, for every entry that takes a credential.
 
-The entry reads what the request says about its sender once, into a ``Use`` (the method and path the
-credential is used for, the client's address, its user agent, when the check began); every later step
-(the failure limit, the address allow-list, the record of a refusal or a use, the new-address alert)
-reads the Use, never the request again.
+The API's middleware, ``/forward-auth`` (gateway.py), RFC 7662 introspection, SCIM and ``/metrics`` all
+go through here. The entry reads what the request says about its sender once, into a ``Use`` (the
+method and path the credential is used for, the client's address, its user agent, when the check
+began); every later step (the failure limit, the address allow-list, the record of a refusal or a use,
+the new-address alert) reads them from the Use, never from the request again.
 """
 
 import logging
