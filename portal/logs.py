@@ -54,7 +54,7 @@ def user_id(request):
 def token_id(request):
     """Return the id of the bearer token *request* authenticated with, else None."""
     credential = getattr(request, "auth", None)
-    return credential.id if credential is not None and credential.method == "bearer" else None
+    return credential.token_id if credential is not None else None
 
 
 class RequestContextFilter(logging.Filter):

@@ -1,7 +1,5 @@
 """The operators' endpoints: the health check, the metrics, and the migration guide's text."""
 
-import time
-
 from django.conf import settings
 from django.db import DatabaseError, connection
 from django.http import Http404, HttpResponse, JsonResponse
@@ -10,11 +8,10 @@ from django.views.decorators.cache import never_cache
 from django.views.decorators.http import require_safe
 
 from tokens import metrics as portal_metrics
-from tokens.api.errors import api_error, challenge, unauthorized
-from tokens.http import client_ip
-from tokens.middleware import Use, authenticate_use, record_use
+from tokens.errors import api_error, challenge, unauthorized
 from tokens.models import UsageRecord
 from tokens.models.restrictions import address_allowed
+from tokens.uses import Use, authenticate_use, record_use
 
 METRICS_PERMISSION = "tokens.view_metrics"
 
@@ -48,9 +45,9 @@ def metrics(request):
     """
     if not settings.METRICS_ENABLED:
         raise Http404
-    if settings.METRICS_ALLOWED_IPS and address_allowed(settings.METRICS_ALLOWED_IPS, client_ip(request)):
+    use = Use.of(request, entry="metrics")
+    if settings.METRICS_ALLOWED_IPS and address_allowed(settings.METRICS_ALLOWED_IPS, use.ip):
         return _metrics_response()
-    use = Use(method=request.method, path=request.path, started=time.perf_counter(), entry="metrics")
     credential, refusal = authenticate_use(request, use)
     if refusal is not None:
         return refusal
@@ -61,8 +58,8 @@ def metrics(request):
         detail = _("Reading the metrics needs a token whose owner may view metrics.")
         response = api_error(403, detail)
         response["WWW-Authenticate"] = challenge("insufficient_scope", detail)
-        return record_use(request, use, credential, response, accepted=False)
-    return record_use(request, use, credential, _metrics_response(), accepted=True)
+        return record_use(use, credential, response, accepted=False)
+    return record_use(use, credential, _metrics_response(), accepted=True)
 
 
 def _metrics_response():

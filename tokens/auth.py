@@ -27,7 +27,7 @@ from django.utils.translation import gettext as _
 from django.utils.translation import gettext_lazy as _lazy
 
 from . import credentials
-from .constants import LEGACY_KEY_HEADER, SAFE_METHODS, TOKEN_PREFIX, Access
+from .constants import LEGACY_KEY_HEADER, SAFE_METHODS, TOKEN_PREFIX, Access, Method
 from .http import client_ip
 from .models import BrownoutWindow, ExpirationPolicy, LegacyApiKey, Token
 from .models.legacy import clean_legacy_key
@@ -57,7 +57,7 @@ class AuthError(Exception):
         # The well-formed credential that was refused (expired, revoked…), so the attempt is recorded.
         self.credential = credential
         # A refused legacy key, known or not: the answer points to the migration guide.
-        self.legacy = legacy or (credential is not None and credential.method == "legacy_key")
+        self.legacy = legacy or (credential is not None and credential.method == Method.LEGACY_KEY)
         # The value was looked up in the database (it could have been a guess): the failure counts
         # against the client's limit. Values refused by their shape or signature cost no query and do not.
         self.looked_up = looked_up or credential is not None
@@ -83,7 +83,7 @@ class Refused(Exception):
 class Authentication:
     """Who a request authenticated as, and with which credential (``request.auth``)."""
 
-    method: str  # "bearer" or "legacy_key"
+    method: Method  # BEARER or LEGACY_KEY, never SESSION
     id: int
     user: object
     first_use: bool
@@ -101,6 +101,16 @@ class Authentication:
     would_refuse: bool = False
     # The address of the last accepted use: a request from it cannot be from a new address.
     last_used_ip: str | None = None
+
+    @property
+    def token_id(self):
+        """The bearer token's id, else None."""
+        return self.id if self.method == Method.BEARER else None
+
+    @property
+    def legacy_key_id(self):
+        """The legacy key's id, else None."""
+        return self.id if self.method == Method.LEGACY_KEY else None
 
 
 def _aware(value):
@@ -213,7 +223,7 @@ def authenticate_bearer(value):
     user = _build_user(row[12:])
     rotation_ends_at = _aware(rotation_ends_at)
     credential = Authentication(
-        "bearer",
+        Method.BEARER,
         token_id,
         user,
         first_use=last_used_at is None,
@@ -273,23 +283,21 @@ def narrow_permissions(user, permissions):
     user.get_all_permissions = get_all_permissions
 
 
-def check_restrictions(request, credential, *, method=None):
-    """Raise Refused unless the token may be used from this address and for this method.
+def check_restrictions(credential, *, method, ip):
+    """Raise Refused unless the token may be used from address *ip* for *method*.
 
-    *method* is the request's own method unless given: behind forward authentication it is the
-    original request's (tokens/gateway.py), which the proxy states.
+    Behind forward authentication *method* is the original request's (tokens/gateway.py), which the
+    proxy states, and *ip* the client's, which a trusted proxy states.
     """
     # The address first: from outside the allow-list a token may do nothing at all.
-    if credential.allowed_ips:
-        address = client_ip(request)
-        if not address_allowed(credential.allowed_ips, address):
-            seen = address or _("an unknown address")
-            raise Refused(
-                _("This token may not be used from %(address)s.") % {"address": seen},
-                error="ip_not_allowed",
-                credential=credential,
-            )
-    if credential.access == Access.READ and (method or request.method) not in SAFE_METHODS:
+    if credential.allowed_ips and not address_allowed(credential.allowed_ips, ip):
+        seen = ip or _("an unknown address")
+        raise Refused(
+            _("This token may not be used from %(address)s.") % {"address": seen},
+            error="ip_not_allowed",
+            credential=credential,
+        )
+    if credential.access == Access.READ and method not in SAFE_METHODS:
         raise Refused(
             _("This token is read-only: it may only make GET, HEAD and OPTIONS requests."),
             error="insufficient_scope",
@@ -315,7 +323,7 @@ def authenticate_legacy(key, *, now=None):
     level, rehearsal, deprecated_at, sunset_at, brownout = row[6:11]
     user = _build_user(row[11:])
     credential = Authentication(
-        "legacy_key",
+        Method.LEGACY_KEY,
         key_id,
         user,
         first_use=last_used_at is None,
@@ -329,7 +337,7 @@ def authenticate_legacy(key, *, now=None):
         # was once a key. The refusal is still recorded as a use of this key, for its owner and admins.
         raise AuthError(UNKNOWN_LEGACY_KEY, credential=credential, like_unknown=True, reason="revoked")
     verdict = cutover_verdict(
-        method="legacy_key",
+        method=Method.LEGACY_KEY,
         security_level=level,
         rehearsal_level=rehearsal,
         sunset_at=credential.sunset_at,
@@ -351,17 +359,22 @@ def authenticate_legacy(key, *, now=None):
     return credential
 
 
-def authenticate(request, *, method=None):
+def authenticate(request, *, method=None, ip=None):
     """Return the Authentication the request carries, None when it carries none, or raise AuthError/Refused.
 
-    *method*: the method the credential is used for, when not the request's own (forward authentication).
+    *method* and *ip*: the method the credential is used for and the client's address, as the entry read
+    them (``tokens.uses.Use``); the request's own method and ``client_ip()`` when not given.
     """
     header = request.META.get("HTTP_AUTHORIZATION")
     if header:
         match = _BEARER_RE.fullmatch(header.strip())
         if match:
             credential = authenticate_bearer(match.group(1))
-            check_restrictions(request, credential, method=method)
+            check_restrictions(
+                credential,
+                method=method or request.method,
+                ip=client_ip(request) if ip is None else ip,
+            )
             return credential
         # A header that tries to be ours and is malformed is refused, never ignored: ignoring it would
         # let the request go on as the browser session. Other schemes (a proxy's Basic…) are not ours.

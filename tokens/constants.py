@@ -64,6 +64,14 @@ class Access(models.TextChoices):
     READ_WRITE = "read_write", _("Read and write")
 
 
+class Method(models.TextChoices):
+    """How a request authenticated. The values are the words of the answers, logs, metrics and policy."""
+
+    BEARER = "bearer", _("Bearer token")
+    LEGACY_KEY = "legacy_key", _("Legacy API key")
+    SESSION = "session", _("Browser session")
+
+
 # Self-rotation notices: at most this many mails per rotation lineage in any hour (the rest are in
 # the Activity Stream), so a token rotating itself in a loop cannot flood its owner's mailbox.
 SELF_ROTATION_MAILS_PER_HOUR = 3

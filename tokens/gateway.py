@@ -3,7 +3,7 @@
 nginx ``auth_request``, Traefik ``ForwardAuth``, Caddy ``forward_auth`` and Envoy's HTTP external
 authorization call ``/forward-auth`` before each request to the API they guard, with the client's own
 headers and the original method and URI. The answer comes from exactly the checks of the portal's own API
-(``authenticate_use``, which ApiAuthenticationMiddleware runs too): bearer tokens and legacy keys, the
+(``uses.authenticate_use``, which ApiAuthenticationMiddleware runs too): bearer tokens and legacy keys, the
 security level, read-only access, address allow-lists and the API failure limit. Every call is recorded as
 a use of the credential with the **original** method and path, so the token's page, charts and the
 migration overview show the traffic to the guarded API. See docs/gateways.md for each proxy's settings.
@@ -20,10 +20,10 @@ from django.utils.translation import gettext as _
 from django.views.decorators.csrf import csrf_exempt
 
 from . import metrics
-from .api.errors import api_error, refused, unauthorized
 from .auth import Refused
+from .errors import api_error, refused, unauthorized
 from .http import from_trusted_proxy
-from .middleware import Use, authenticate_use, record_use
+from .uses import Use, authenticate_use, record_use
 
 # Each proxy's name for the original method and URI (nginx: whatever its config sets; these are the usual).
 ORIGINAL_METHOD_HEADERS = ("HTTP_X_ORIGINAL_METHOD", "HTTP_X_FORWARDED_METHOD")
@@ -74,11 +74,11 @@ def original_use(request, *, started, suffix=""):
     of the method or of the URI arrive and differ.
     """
     if not from_trusted_proxy(request):
-        return Use(method=request.method, path=request.path, started=started, entry="forward_auth")
-    method = _stated(request, ORIGINAL_METHOD_HEADERS) or request.method
+        return Use.of(request, entry="forward_auth", started=started)
+    method = _stated(request, ORIGINAL_METHOD_HEADERS)
     uri = _stated(request, ORIGINAL_URI_HEADERS)
-    path = original_path(uri) if uri is not None else (suffix or request.path)
-    return Use(method=method, path=path, started=started, entry="forward_auth")
+    path = original_path(uri) if uri is not None else suffix
+    return Use.of(request, entry="forward_auth", method=method, path=path, started=started)
 
 
 def _no_store(response):
@@ -122,11 +122,11 @@ def forward_auth(request, suffix=""):
                 error="insufficient_scope",
                 credential=credential,
             )
-            return _no_store(record_use(request, use, credential, refused(refusal), accepted=False))
+            return _no_store(record_use(use, credential, refused(refusal), accepted=False))
     response = HttpResponse(status=200)
     response["X-Auth-User-Id"] = str(credential.user.pk)
     response["X-Auth-Username"] = quote(credential.user.get_username(), safe=USERNAME_SAFE)
-    response["X-Auth-Token-Id"] = str(credential.id) if credential.method == "bearer" else ""
-    response["X-Auth-Method"] = credential.method
+    response["X-Auth-Token-Id"] = "" if credential.token_id is None else str(credential.token_id)
+    response["X-Auth-Method"] = credential.method.value
     response["X-Auth-Access"] = credential.access
-    return _no_store(record_use(request, use, credential, response, accepted=True))
+    return _no_store(record_use(use, credential, response, accepted=True))

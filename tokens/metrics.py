@@ -20,6 +20,8 @@ from prometheus_client import CollectorRegistry, Counter, Histogram, generate_la
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.multiprocess import MultiProcessCollector
 
+from .constants import Method
+
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 
 # What happened to a credential check, one word each (docs/operations.md lists them).
@@ -108,7 +110,7 @@ def count_check(entry, credential, outcome):
     if child is None:
         child = _api_children.setdefault(key, API_REQUESTS.labels(entry, credential, outcome))
     child.inc()
-    if credential == "legacy_key":
+    if credential == Method.LEGACY_KEY:
         LEGACY_KEY_USES.labels(outcome).inc()
 
 

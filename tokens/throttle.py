@@ -265,14 +265,14 @@ class PasswordResetCompleteView(ResetOfferedMixin, auth_views.PasswordResetCompl
 # --- API authentication failures ---------------------------------------------------------------------------
 
 
-def api_client_locked(request):
-    """Return seconds to wait while the request's address has used up its failures, else None.
+def api_client_locked(ip):
+    """Return seconds to wait while the client address *ip* has used up its failures, else None.
 
-    One indexed read; asked only before a lookup that could be a guess (see the middleware).
+    One indexed read; asked only before a lookup that could be a guess (see ``tokens.uses``).
     """
     now = timezone.now()
     hits, started = AttemptCounter.objects.current(
-        key=API_ADDRESS.key(_address(request)), window=API_ADDRESS.window, now=now
+        key=API_ADDRESS.key(limited_address(ip)), window=API_ADDRESS.window, now=now
     )
     if hits < API_ADDRESS.most:
         return None
@@ -284,6 +284,6 @@ def count_leak_report(request):
     return LEAK_REPORT_ADDRESS.count(_address(request))
 
 
-def count_api_failure(request):
-    """Count one failed API authentication for the address; return seconds to wait past the limit."""
-    return API_ADDRESS.count(_address(request))
+def count_api_failure(ip):
+    """Count one failed API authentication from the client address *ip*; return seconds to wait, if past."""
+    return API_ADDRESS.count(limited_address(ip))

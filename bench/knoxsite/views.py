@@ -11,9 +11,9 @@ from rest_framework.permissions import IsAuthenticated
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from tokens.api.errors import unauthorized
 from tokens.api.views import user_json, users_me
 from tokens.auth import AuthError, authenticate
+from tokens.errors import unauthorized
 
 
 class KnoxMe(APIView):

@@ -23,14 +23,16 @@ from django.views.decorators.debug import sensitive_post_parameters, sensitive_v
 from django.views.decorators.http import require_POST
 
 from .. import exchange as federation
+from ..errors import forbidden
 from ..http import client_ip, managed_account_or_404, no_store
 from ..issuers import issuer_label
 from ..models import ExpirationPolicy, TrustPolicy
 from ..models.federation import DEFAULT_MAX_LIVE_TOKENS, DEFAULT_TOKEN_LIFETIME
 from ..throttle import api_client_locked, count_api_failure
-from .errors import forbidden
+from ..errors import forbidden
+from .base import MAX_BODY_BYTES, BadRequest, api_view, json_body
 from .fields import iso
-from .views import MAX_BODY_BYTES, BadRequest, _api_view, _json_body, paginate
+from .views import paginate
 
 log = logging.getLogger(__name__)
 
@@ -61,9 +63,10 @@ def oauth_error(status, error, description):
 def token_exchange(request):
     """Trade a CI job's OpenID Connect token for a short-lived bearer token (RFC 8693)."""
     started = monotonic()
+    ip = client_ip(request)
     # Counted like every endpoint anyone can call: an address that keeps failing is stopped here,
     # before a signature is checked or an issuer asked.
-    wait = api_client_locked(request)
+    wait = api_client_locked(ip)
     if wait:
         response = oauth_error(429, "too_many_requests", _("Too many refused exchanges from this address."))
         response["Retry-After"] = str(wait)
@@ -104,9 +107,8 @@ def token_exchange(request):
                 _("Tokens minted here are for %(site)s only.") % {"site": settings.SITE_URL},
             )
     if len(subject_token) > federation.MAX_SUBJECT_TOKEN_BYTES:
-        count_api_failure(request)
+        count_api_failure(ip)
         return _refused()
-    ip = client_ip(request)
     try:
         token, plaintext = federation.exchange(subject_token, ip=ip, started=started)
     except federation.IssuerUnavailable as error:
@@ -117,7 +119,7 @@ def token_exchange(request):
         response["Retry-After"] = "5"
         return response
     except federation.Refused:
-        count_api_failure(request)
+        count_api_failure(ip)
         return _refused()
     expires_in = max(0, int((token.expires_at - timezone.now()).total_seconds()))
     return no_store(
@@ -165,7 +167,7 @@ def _session_only(request):
     return None
 
 
-@_api_view(["GET", "POST"])
+@api_view(["GET", "POST"])
 def trust_policies(request):
     """List the caller's trust policies, or create one (POST)."""
     if refusal := _session_only(request):
@@ -173,7 +175,7 @@ def trust_policies(request):
     return _owner_policies(request, request.user, route="api-trust-policy")
 
 
-@_api_view(["GET", "PATCH", "DELETE"])
+@api_view(["GET", "PATCH", "DELETE"])
 def trust_policy_detail(request, pk):
     """Show, change (PATCH any field) or delete (revoking its live tokens) one of the caller's policies."""
     if refusal := _session_only(request):
@@ -181,7 +183,7 @@ def trust_policy_detail(request, pk):
     return _one_policy(request, request.user, pk)
 
 
-@_api_view(["GET", "POST"])
+@api_view(["GET", "POST"])
 def service_account_trust_policies(request, account):
     """List a managed service account's trust policies, or create one (POST): its manager is the actor."""
     if refusal := _session_only(request):
@@ -190,7 +192,7 @@ def service_account_trust_policies(request, account):
     return _owner_policies(request, account.user, route="api-service-account-trust-policy", account=account)
 
 
-@_api_view(["GET", "PATCH", "DELETE"])
+@api_view(["GET", "PATCH", "DELETE"])
 def service_account_trust_policy(request, account, pk):
     """Show, change or delete a trust policy of a managed service account."""
     if refusal := _session_only(request):
@@ -209,7 +211,7 @@ def _owner_policies(request, owner, *, route, account=None):
                 trust_policy_json,
             )
         )
-    body = _json_body(request, set(POLICY_FIELDS), required=("name", "issuer", "conditions"))
+    body = json_body(request, set(POLICY_FIELDS), required=("name", "issuer", "conditions"))
     fields = {
         "audience": settings.SITE_URL,
         "access": ExpirationPolicy.load().default_access,
@@ -232,7 +234,7 @@ def _one_policy(request, owner, pk):
     """Show, change (PATCH) or delete *owner*'s policy *pk*; the signed-in person is the actor."""
     policy = get_object_or_404(TrustPolicy.objects.for_user(owner).with_last_exchange(), pk=pk)
     if request.method == "PATCH":
-        body = _json_body(request, set(POLICY_FIELDS))
+        body = json_body(request, set(POLICY_FIELDS))
         if not body:
             raise BadRequest(
                 _("Send at least one field to change."), {"non_field_errors": [_("Nothing to change.")]}

@@ -4,7 +4,6 @@ The two reporting endpoints take no authentication (whoever finds a leaked value
 kill it) and so answer nothing that tells a real value from a made-up one.
 """
 
-import json
 import re
 
 from django.http import JsonResponse
@@ -12,10 +11,10 @@ from django.utils.translation import gettext as _
 from django.views.decorators.csrf import csrf_exempt
 
 from .. import github, leaks, throttle
+from ..errors import api_error, forbidden
 from ..http import client_ip
 from ..models import TokenEvent
-from .errors import api_error, forbidden
-from .views import BadRequest, _api_view
+from .base import BadRequest, api_view, json_body, parse_json, too_large
 
 MAX_REPORTED_VALUES = 1000
 # 1,000 values of a few hundred characters each, with room for the source and URL.
@@ -31,22 +30,6 @@ MAX_EVENT_ID = 2**63 - 1
 _DIGITS = re.compile(r"[0-9]{1,19}")
 
 
-def _too_large(request, limit):
-    """Return True when the declared or actual body is over *limit* bytes (checked before reading it)."""
-    try:
-        declared = int(request.META.get("CONTENT_LENGTH") or 0)
-    except ValueError:
-        declared = 0
-    return declared > limit or len(request.body) > limit
-
-
-def _parse_json(raw):
-    try:
-        return json.loads(raw)
-    except (ValueError, UnicodeDecodeError, RecursionError):
-        raise BadRequest(_("The body is not valid JSON.")) from None
-
-
 def _optional_text(body, key, limit):
     value = body.get(key, "")
     if value is None:
@@ -57,7 +40,7 @@ def _optional_text(body, key, limit):
 
 
 @csrf_exempt
-@_api_view(["POST"])
+@api_view(["POST"])
 def credentials_revoke(request):
     """Revoke leaked tokens and legacy keys reported by anyone; always the same 202 for any values."""
     ip = client_ip(request)
@@ -67,11 +50,7 @@ def credentials_revoke(request):
         response = api_error(429, _("Too many reports from this address. Try again later."))
         response["Retry-After"] = str(wait)
         return response
-    if _too_large(request, MAX_REPORT_BYTES):
-        raise BadRequest(_("The body is too large."), status=413)
-    if request.content_type != "application/json":
-        raise BadRequest(_("Send the body as JSON with Content-Type: application/json."), status=415)
-    body = _parse_json(request.body)
+    body = json_body(request, limit=MAX_REPORT_BYTES)
     if not isinstance(body, dict):
         raise BadRequest(_("The body must be a JSON object."))
     fields = {key: [_("Unknown field.")] for key in body if key not in {"credentials", "source", "url"}}
@@ -96,7 +75,7 @@ def credentials_revoke(request):
 
 def _github_items(raw):
     """Parse GitHub's list of {"token", "type", "url", "source"}, or raise BadRequest."""
-    items = _parse_json(raw)
+    items = parse_json(raw)
     if not isinstance(items, list) or len(items) > MAX_REPORTED_VALUES:
         raise BadRequest(
             _("The body must be a JSON list of at most %(n)d matches.") % {"n": MAX_REPORTED_VALUES}
@@ -114,10 +93,10 @@ def _github_items(raw):
 
 
 @csrf_exempt
-@_api_view(["POST"])
+@api_view(["POST"])
 def github_secret_scanning(request):
     """Answer GitHub's secret scanning partner request: revoke true positives, label every match."""
-    if _too_large(request, MAX_GITHUB_BYTES):
+    if too_large(request, MAX_GITHUB_BYTES):
         raise BadRequest(_("The body is too large."), status=413)
     # The signature covers the raw bytes: checked before the body is even parsed.
     if not github.verify_request(request):
@@ -177,7 +156,7 @@ def _bounded_int(request, name, *, default, low, high):
     return int(raw)
 
 
-@_api_view(["GET"])
+@api_view(["GET"])
 def events_feed(request):
     """Return every user's events after the cursor, oldest first, for a SIEM to tail without gaps."""
     if not request.user.has_perm("tokens.view_tokenevent"):

@@ -7,7 +7,6 @@ the lookup, revocation, expiry and its owner. Each answer about a token issued h
 of that token, so its page shows the traffic of the API that introspects it.
 """
 
-import time
 from datetime import UTC
 
 from django.http import JsonResponse
@@ -15,11 +14,11 @@ from django.utils.translation import gettext as _
 
 from .. import metrics
 from ..auth import AuthError, authenticate_bearer
-from ..constants import Access
-from ..middleware import Use, record_use
+from ..constants import Access, Method
+from ..errors import forbidden
 from ..models import Token
-from .errors import forbidden
-from .views import MAX_BODY_BYTES, BadRequest, _api_view
+from ..uses import Use, record_use
+from .base import MAX_BODY_BYTES, BadRequest, api_view
 
 FORM = "application/x-www-form-urlencoded"
 SCOPES = {Access.READ: "read", Access.READ_WRITE: "read write"}
@@ -51,30 +50,28 @@ def _token_value(request):
     return values[0]
 
 
-@_api_view(["POST"])
+@api_view(["POST"])
 def introspect(request):
     """Answer whether the form's ``token`` is active (RFC 7662); ``token_type_hint`` is allowed, not used."""
     # A resource server's own bearer token, never a session or a legacy key: the permission is asked of
     # the token (narrowed permissions included), and legacy keys are on their way out.
     caller = request.auth
-    if caller is None or caller.method != "bearer" or not request.user.has_perm("tokens.introspect_token"):
+    if caller is None or caller.token_id is None or not request.user.has_perm("tokens.introspect_token"):
         return forbidden(request, _("Introspection needs a bearer token whose owner may introspect tokens."))
     value = _token_value(request)
-    use = Use(method=request.method, path=request.path, started=time.perf_counter(), entry="introspection")
+    use = Use.of(request, entry="introspection")
     try:
         credential = authenticate_bearer(value)
     except AuthError as refusal:
         if refusal.credential is not None:
             # Revoked, expired or its owner deactivated: a refused use of that token, like the API's.
-            return record_use(
-                request, use, refusal.credential, _inactive(), accepted=False, reason=refusal.reason
-            )
-        metrics.count_check(use.entry, "bearer", refusal.reason)
+            return record_use(use, refusal.credential, _inactive(), accepted=False, reason=refusal.reason)
+        metrics.count_check(use.entry, Method.BEARER, refusal.reason)
         return _inactive()
     if credential.allowed_ips:
         # The client's address is the resource server's to see, not ours: a token bound to addresses could
         # not be held to them here, so it is not active for introspection. Forward auth checks them.
-        return record_use(request, use, credential, _inactive(), accepted=False, reason="address")
+        return record_use(use, credential, _inactive(), accepted=False, reason="address")
     # Not on the hot path: one more indexed read for the two times the lookup does not bring.
     times = Token.objects.filter(pk=credential.id).values_list("created_at", "expires_at")
     created_at, expires_at = times.get()
@@ -89,4 +86,4 @@ def introspect(request):
     }
     if expires_at is not None:
         body["exp"] = _unix(expires_at)
-    return record_use(request, use, credential, JsonResponse(body), accepted=True)
+    return record_use(use, credential, JsonResponse(body), accepted=True)

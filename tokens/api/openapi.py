@@ -1,6 +1,6 @@
 """The OpenAPI 3.1 description of /api/, served at /api/openapi.json and checked by tests/test_openapi.py."""
 
-from ..constants import MAX_ALLOWED_IPS, NAME_MAX_LENGTH, PURPOSE_MAX_LENGTH, Access
+from ..constants import MAX_ALLOWED_IPS, NAME_MAX_LENGTH, PURPOSE_MAX_LENGTH, Access, Method
 from ..models import TokenEvent, TokenStatus
 from .fields import TOKEN_FIELDS
 
@@ -132,7 +132,7 @@ SCHEMAS = {
                         "type": "object",
                         "required": ["method", "token_id", "access"],
                         "properties": {
-                            "method": {"enum": ["bearer", "legacy_key", "session"]},
+                            "method": {"enum": Method.values},
                             "token_id": {"type": ["integer", "null"]},
                             "legacy_key_id": {"type": ["integer", "null"]},
                             "access": ACCESS,

@@ -11,10 +11,11 @@ from django.shortcuts import get_object_or_404
 from django.utils.translation import gettext as _
 from django.views.decorators.debug import sensitive_variables
 
+from ..errors import forbidden
 from ..http import managed_account_or_404
 from ..models import ExpirationPolicy, ServiceAccount, Token
-from .errors import forbidden
-from .views import _api_view, _one_token, _owner_tokens, _rotate, paginate
+from .base import api_view
+from .views import _one_token, _owner_tokens, _rotate, paginate
 
 TOKEN_ROUTE = "api-service-account-token"
 
@@ -43,7 +44,7 @@ def _account_token(request, account, pk):
     return get_object_or_404(tokens, pk=pk)
 
 
-@_api_view(["GET"])
+@api_view(["GET"])
 def service_accounts_list(request):
     """List the service accounts the signed-in person manages."""
     refusal = _refuse_credentials(request)
@@ -57,7 +58,7 @@ def service_accounts_list(request):
     return JsonResponse(paginate(request, accounts, account_json))
 
 
-@_api_view(["GET", "POST"])
+@api_view(["GET", "POST"])
 def service_account_tokens(request, account):
     """List a managed service account's tokens, or create one (POST): the value once, in the 201."""
     refusal = _refuse_credentials(request)
@@ -67,7 +68,7 @@ def service_account_tokens(request, account):
     return _owner_tokens(request, account.user, location=TOKEN_ROUTE, account=account)
 
 
-@_api_view(["GET", "PATCH", "DELETE"])
+@api_view(["GET", "PATCH", "DELETE"])
 def service_account_token(request, account, pk):
     """Show, change (PATCH) or revoke (DELETE) a token of a managed service account."""
     refusal = _refuse_credentials(request)
@@ -77,7 +78,7 @@ def service_account_token(request, account, pk):
     return _one_token(request, _account_token(request, account, pk))
 
 
-@_api_view(["POST"])
+@api_view(["POST"])
 @sensitive_variables("plaintext")
 def service_account_token_rotate(request, account, pk):
     """Rotate a token of a managed service account: the new value once, in the 201."""

@@ -3,10 +3,8 @@
 Authentication happens in ApiAuthenticationMiddleware before these run.
 """
 
-import json
 import re
 from datetime import datetime, timedelta
-from functools import wraps
 
 from django.contrib.auth import get_user_model
 from django.core.exceptions import ValidationError
@@ -18,28 +16,20 @@ from django.urls import reverse
 from django.utils.translation import gettext as _
 from django.views.csrf import csrf_failure as django_csrf_failure
 from django.views.decorators.debug import sensitive_variables
-from django.views.decorators.http import require_GET, require_http_methods
+from django.views.decorators.http import require_GET
 
-from ..constants import API_PREFIX, Access
+from ..constants import API_PREFIX, Access, Method
+from ..errors import api_error, forbidden
 from ..http import client_ip, no_store, own_token_or_404
 from ..identity import recent
 from ..models import ExpirationPolicy, Token, TokenStatus, UsageRecord, is_service_account
 from ..models.usage import token_usage, usage_totals
-from .errors import api_error, forbidden
+from .base import BadRequest, api_view, json_body
 from .fields import iso, token_json
 from .openapi import document
 
 MAX_PAGE_SIZE = 100
 DEFAULT_PAGE_SIZE = 20
-MAX_BODY_BYTES = 16 * 1024
-
-
-class BadRequest(Exception):
-    def __init__(self, detail, fields=None, status=400):
-        super().__init__(detail)
-        self.detail = detail
-        self.fields = fields or {}
-        self.status = status
 
 
 def user_json(user):
@@ -51,42 +41,6 @@ def user_json(user):
         "last_name": user.last_name,
         "is_staff": user.is_staff,
     }
-
-
-def _api_view(methods):
-    """Wrap a view: allowed methods, never stored by a cache, and BadRequest/ValidationError as 400 JSON."""
-
-    def decorate(view):
-        @require_http_methods(methods)
-        @wraps(view)
-        def wrapped(request, *args, **kwargs):
-            try:
-                response = view(request, *args, **kwargs)
-            except BadRequest as error:
-                extra = {"fields": error.fields} if error.status == 400 else {}
-                response = api_error(error.status, error.detail, **extra)
-            except ValidationError as error:
-                response = api_error(400, _("The request has invalid fields."), fields=_fields(error))
-            except Token.ExceedsCaller as refusal:
-                # The credential asked for more than it holds, or for what only a person may do.
-                response = forbidden(request, refusal.detail)
-            # Every answer is the caller's own data: no cache may store it. Set outright, not with
-            # never_cache, which parses and merges headers on every API request for the same effect.
-            response.setdefault("Cache-Control", "no-store")
-            return response
-
-        return wrapped
-
-    return decorate
-
-
-def _fields(error):
-    if hasattr(error, "message_dict"):
-        return {
-            ("non_field_errors" if k == "__all__" else k): [str(m) for m in v]
-            for k, v in error.message_dict.items()
-        }
-    return {"non_field_errors": [str(m) for m in error.messages]}
 
 
 def _int_param(request, name, default, maximum=None):
@@ -132,31 +86,6 @@ def paginate(request, queryset, serialize, *, prepare=None):
     }
 
 
-def _json_body(request, allowed, required=()):
-    """Parse a JSON object body with exactly the *allowed* keys, or raise BadRequest."""
-    if request.content_type != "application/json":
-        raise BadRequest(_("Send the body as JSON with Content-Type: application/json."), status=415)
-    if len(request.body) > MAX_BODY_BYTES:
-        raise BadRequest(_("The body is too large."), status=413)
-    try:
-        body = json.loads(request.body)
-    except (ValueError, UnicodeDecodeError):
-        raise BadRequest(_("The body is not valid JSON.")) from None
-    except RecursionError:
-        # A few kilobytes of "[[[[…" nest deeper than the parser's stack: no field of ours nests at all.
-        raise BadRequest(_("The body nests too deeply.")) from None
-    if not isinstance(body, dict):
-        raise BadRequest(_("The body must be a JSON object."))
-    fields = {key: [_("Unknown field.")] for key in body if key not in allowed}
-    fields.update({key: [_("This field is required.")] for key in required if key not in body})
-    for key in ("name", "purpose"):
-        if key in body and not isinstance(body[key], str) and not (key == "purpose" and body[key] is None):
-            fields[key] = [_("Must be a string.")]
-    if fields:
-        raise BadRequest(_("The request has invalid fields."), fields)
-    return body
-
-
 def parse_expiry(raw):
     """Parse an ISO 8601 date-time with a time zone; None stays None (no expiry)."""
     if raw is None:
@@ -172,22 +101,22 @@ def parse_expiry(raw):
     return moment
 
 
-@_api_view(["GET"])
+@api_view(["GET"])
 def users_me(request):
     """Return the caller and how it authenticated."""
     auth = request.auth
     body = user_json(request.user)
     body["auth"] = {
-        "method": auth.method if auth else "session",
-        "token_id": auth.id if auth and auth.method == "bearer" else None,
-        "legacy_key_id": auth.id if auth and auth.method == "legacy_key" else None,
+        "method": auth.method if auth else Method.SESSION,
+        "token_id": auth.token_id if auth else None,
+        "legacy_key_id": auth.legacy_key_id if auth else None,
         # A session and a legacy key act with the user's full access; a token with its own.
         "access": auth.access if auth else Access.READ_WRITE,
     }
     return JsonResponse(body)
 
 
-@_api_view(["GET"])
+@api_view(["GET"])
 def users_list(request):
     """List users; needs the caller's auth.view_user permission (tokens inherit their owner's)."""
     if not request.user.has_perm("auth.view_user"):
@@ -196,14 +125,14 @@ def users_list(request):
     return JsonResponse(paginate(request, users, user_json))
 
 
-@_api_view(["GET"])
+@api_view(["GET"])
 def users_detail(request, pk):
     if not request.user.has_perm("auth.view_user"):
         return forbidden(request, _("Viewing users needs the view user permission."))
     return JsonResponse(user_json(get_object_or_404(get_user_model(), pk=pk)))
 
 
-@_api_view(["GET", "POST"])
+@api_view(["GET", "POST"])
 def tokens_collection(request):
     """List the caller's tokens, or create one (POST)."""
     if request.method == "POST":
@@ -232,7 +161,7 @@ def _owner_tokens(request, owner, *, location, account=None):
     refusal = _refuse_minting(request, policy, _("Tokens can only be created from a signed-in session."))
     if refusal is not None:
         return refusal
-    body = _json_body(request, {"name", "purpose", "expires_at", *RESTRICTIONS}, required=("name",))
+    body = json_body(request, {"name", "purpose", "expires_at", *RESTRICTIONS}, required=("name",))
     if "access" in body and body["access"] is None:
         raise ValidationError({"access": _("Use “read” or “read_write”.")})
     expires_at = parse_expiry(body["expires_at"]) if "expires_at" in body else policy.default_expiry()
@@ -262,7 +191,9 @@ def _refuse_minting(request, policy, message):
     and the policy lets tokens manage tokens: otherwise a leaked token could mint more, and a legacy
     key never may.
     """
-    if request.auth is not None and not (request.auth.method == "bearer" and policy.bearer_can_create_tokens):
+    if request.auth is not None and not (
+        request.auth.method == Method.BEARER and policy.bearer_can_create_tokens
+    ):
         return forbidden(request, message)
     # Minting is a sensitive step: a session signed in long ago confirms first (in the browser).
     if recent.session_past_window(request):
@@ -277,7 +208,7 @@ def _account_args(account):
 RESTRICTIONS = ("access", "permissions", "allowed_ips")
 
 
-@_api_view(["GET", "PATCH", "DELETE"])
+@api_view(["GET", "PATCH", "DELETE"])
 def tokens_detail(request, pk):
     """Show, change (PATCH) or revoke (DELETE) one of the caller's tokens.
 
@@ -311,7 +242,7 @@ def _refuse_service_account_token(request):
 def _one_token(request, token):
     """Show, change (PATCH) or revoke (DELETE) *token*, the caller acting."""
     if request.method == "PATCH":
-        body = _json_body(request, {"name", "alerts", *RESTRICTIONS})
+        body = json_body(request, {"name", "alerts", *RESTRICTIONS})
         if not body:
             raise BadRequest(
                 _("Send at least one of: name, access, permissions, allowed_ips, alerts."),
@@ -359,7 +290,7 @@ def _parse_overlap(body, policy):
 def _rotate(request, token, policy, *, location="api-token", account=None):
     """Rotate *token* as the body asks and answer 201 with the new token and its value, once."""
     # No body at all is {}: a client rotating itself can POST without one (no overlap, same lifetime).
-    body = _json_body(request, {"overlap", "expires_at"}) if request.body else {}
+    body = json_body(request, {"overlap", "expires_at"}) if request.body else {}
     overlap = _parse_overlap(body, policy)
     extra = {"expires_at": parse_expiry(body["expires_at"])} if "expires_at" in body else {}
     try:
@@ -381,7 +312,7 @@ def _rotate(request, token, policy, *, location="api-token", account=None):
     return response
 
 
-@_api_view(["POST"])
+@api_view(["POST"])
 @sensitive_variables("plaintext")
 def tokens_rotate(request, pk):
     """Rotate one of your tokens: a new value with the same settings; the old one works for the overlap."""
@@ -397,11 +328,11 @@ def tokens_rotate(request, pk):
     return _rotate(request, token, policy)
 
 
-@_api_view(["POST"])
+@api_view(["POST"])
 @sensitive_variables("plaintext")
 def tokens_self_rotate(request):
     """Rotate the bearer token making the call: recorded with the caller's address and mailed to the owner."""
-    if request.auth is None or request.auth.method != "bearer":
+    if request.auth is None or request.auth.method != Method.BEARER:
         return forbidden(
             request, _("Only a bearer token can rotate itself: call this with the token to replace.")
         )
@@ -431,7 +362,7 @@ def usage_record_json(record):
     }
 
 
-@_api_view(["GET"])
+@api_view(["GET"])
 def tokens_usage(request, pk):
     """Return a token's usage: totals, requests per day for 30 days, client IPs, recent requests."""
     token = own_token_or_404(request, pk)

@@ -10,7 +10,6 @@ never a 500; without the database, 503.
 
 import json
 import logging
-import time
 
 from django.core.exceptions import RequestDataTooBig
 from django.db import DatabaseError, DataError, ProgrammingError, transaction
@@ -23,8 +22,9 @@ from django.views.generic import View
 from django_scim import views as scim
 from django_scim.exceptions import SCIMException
 
-from ..api.errors import challenge
-from ..middleware import Use, authenticate_use, record_use
+from ..constants import Method
+from ..errors import challenge
+from ..uses import Use, authenticate_use, record_use
 from .scim import (
     GROUP_SCHEMA,
     MAX_RESULTS,
@@ -85,21 +85,21 @@ class ScimEndpoint:
         return response
 
     def _checked(self, request, *args, **kwargs):
-        use = Use(method=request.method, path=request.path, started=time.perf_counter())
+        use = Use.of(request)
         credential, refusal = authenticate_use(request, use)
         if refusal is not None:
             return _as_scim(refusal)
         if credential is None:
             return _refusal(401, _("Authentication credentials were not provided."))
-        if credential.method != "bearer":
+        if credential.method != Method.BEARER:
             # Legacy keys are on their way out: a provisioning client starts with a bearer token.
             response = _refusal(401, _("SCIM needs a bearer token."), error="invalid_token")
-            return record_use(request, use, credential, response, accepted=False)
+            return record_use(use, credential, response, accepted=False)
         if not credential.user.has_perm(PERMISSION):
             response = _refusal(
                 403, _("SCIM needs a token whose owner may provision people."), error="insufficient_scope"
             )
-            return record_use(request, use, credential, response, accepted=False)
+            return record_use(use, credential, response, accepted=False)
         # The SCIM client acts as the token's owner; the browser session (if any) plays no part.
         request.user = credential.user
         request.auth = credential
@@ -111,7 +111,7 @@ class ScimEndpoint:
             response = scim_error(ScimError(503, detail))
             response["Retry-After"] = "5"
             return response
-        return record_use(request, use, credential, response, accepted=True)
+        return record_use(use, credential, response, accepted=True)
 
     def answer(self, request, *args, **kwargs):
         if not self.implemented:

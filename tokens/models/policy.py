@@ -23,6 +23,7 @@ from ..constants import (
     PRESETS,
     USER_AGENT_MAX_LENGTH,
     Access,
+    Method,
 )
 from .events import TokenEvent
 from .service_accounts import is_service_account
@@ -63,7 +64,7 @@ class RehearsalLevel(models.TextChoices):
 # Strictness order of the levels; "none" rehearses nothing.
 _RANK = {"none": 0, SecurityLevel.COMPATIBILITY: 0, SecurityLevel.HIGH: 1, SecurityLevel.BEARER_ONLY: 2}
 # The least strict level that refuses each method; bearer tokens are never refused by a level.
-_REFUSED_FROM = {"legacy_key": 1, "session": 2}
+_REFUSED_FROM = {Method.LEGACY_KEY: 1, Method.SESSION: 2}
 
 
 @dataclass(frozen=True)
@@ -83,7 +84,7 @@ def effective_level(*, security_level, sunset_at, now):
 
 
 def cutover_verdict(*, method, security_level, rehearsal_level, sunset_at, brownout_ends_at, now):
-    """Return the Verdict for a request authenticated by *method* ("bearer", "legacy_key", "session").
+    """Return the Verdict for a request authenticated by *method* (a ``Method``).
 
     The one rule for the API (which reads the values in its lookup: the policy row and the end of the
     brownout window open at *now*, if any) and the pages that describe it. Pure: no query, no clock.
@@ -93,7 +94,7 @@ def cutover_verdict(*, method, security_level, rehearsal_level, sunset_at, brown
         return Verdict()
     level = effective_level(security_level=security_level, sunset_at=sunset_at, now=now)
     if _RANK[level] >= rank:
-        if method == "session":
+        if method == Method.SESSION:
             return Verdict(
                 _(
                     "This API needs a bearer token (Authorization: Bearer <token>); "
@@ -107,7 +108,7 @@ def cutover_verdict(*, method, security_level, rehearsal_level, sunset_at, brown
         return Verdict(
             _("Legacy API keys are switched off. Use a bearer token (Authorization: Bearer <token>).")
         )
-    if method == "legacy_key" and brownout_ends_at is not None:
+    if method == Method.LEGACY_KEY and brownout_ends_at is not None:
         # Scheduled brownout: refused as under "high", with the two dates the client's owner needs.
         final = (
             _("They stop for good at %(at)s.") % {"at": _utc(sunset_at)}
@@ -462,7 +463,7 @@ class ExpirationPolicy(models.Model):
         row = cls.objects.filter(pk=1).values_list("security_level", "rehearsal_level").first()
         level, rehearsal = row or (SecurityLevel.COMPATIBILITY, RehearsalLevel.NONE)
         return cutover_verdict(
-            method="session",
+            method=Method.SESSION,
             security_level=level,
             rehearsal_level=rehearsal,
             sunset_at=None,
@@ -472,7 +473,7 @@ class ExpirationPolicy(models.Model):
 
     def legacy_refusal(self, now=None):
         """Return why legacy keys are refused now, or None while they are accepted."""
-        return self.verdict("legacy_key", now).refusal
+        return self.verdict(Method.LEGACY_KEY, now).refusal
 
     def level_in_force(self, now=None):
         return effective_level(

@@ -401,7 +401,7 @@ class TokenManager(models.Manager.from_queryset(TokenQuerySet)):
                 permissions=permissions,
                 allowed_ips=allowed_ips,
                 replaces=replaces,
-                made_with_id=caller.id if caller is not None and caller.method == "bearer" else None,
+                made_with_id=caller.token_id if caller is not None else None,
             )
             TokenEvent.objects.create(
                 user=user,

@@ -1,9 +1,13 @@
-"""The API's one error vocabulary: the JSON body of every 4xx and 5xx, and the RFC 6750 challenge."""
+"""The one JSON error vocabulary: the body of every 4xx and 5xx, and the RFC 6750 challenge.
+
+Below every entry that answers in it (the API, the credential check in ``uses.py``, forward
+authentication, SCIM, the metrics), so each of them imports it and none imports another for it.
+"""
 
 from django.http import JsonResponse
 from django.utils.translation import gettext as _
 
-from ..constants import API_REALM
+from .constants import API_REALM
 
 ERROR_CODES = {
     400: "invalid_request",
