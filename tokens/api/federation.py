@@ -29,7 +29,6 @@ from ..issuers import issuer_label
 from ..models import ExpirationPolicy, TrustPolicy
 from ..models.federation import DEFAULT_MAX_LIVE_TOKENS, DEFAULT_TOKEN_LIFETIME
 from ..throttle import api_client_locked, count_api_failure
-from ..errors import forbidden
 from .base import MAX_BODY_BYTES, BadRequest, api_view, json_body
 from .fields import iso
 from .views import paginate
