@@ -9,6 +9,12 @@ where gunicorn's access log reads them after the response (``portal/gunicorn_log
 import re
 import uuid
 
+from django.conf import settings
+from django.contrib.messages import middleware as messages_middleware
+from django.contrib.messages.storage import default_storage
+from django.contrib.sessions import middleware as sessions_middleware
+from django.utils.functional import SimpleLazyObject, empty
+
 from tokens.http import client_ip, from_trusted_proxy
 
 from .logs import (
@@ -50,3 +56,56 @@ class RequestIdMiddleware:
         request.META[ENVIRON_USER_ID] = user_id(request)
         request.META[ENVIRON_TOKEN_ID] = token_id(request)
         return response
+
+
+# A request to the API authenticated by a bearer token or a legacy key uses neither a session nor
+# messages: its user comes from the credential, and a JSON answer shows no messages. Django's two
+# middlewares still build their stores for every request, the message storage at once (two storages,
+# a signer) and the session store when the request brings no cookie at all. The two below build them on
+# first use instead, which is the same thing for every request that uses them (a page, a session call
+# to the API, a sign-in) and nothing for one that does not. They change nothing a client sees: with no
+# session cookie, Django's own SessionMiddleware answers a session never touched with no cookie and no
+# ``Vary: Cookie``, and a message storage never touched with nothing (``update()`` writes only used or
+# added messages). A session touched once, even only read (the 401 of an API call without
+# credentials asks whether the session is signed in), is built and handled by Django's code as before.
+
+
+def _unused(store):
+    """Return True when *store* is a lazy store nobody has touched during the request."""
+    return type(store) is SimpleLazyObject and store._wrapped is empty
+
+
+class SessionMiddleware(sessions_middleware.SessionMiddleware):
+    """Django's SessionMiddleware, building a new (cookieless) session's store only when it is used.
+
+    A request that brings a session cookie gets its store at once, as in Django (it may have to delete
+    a cookie whose session is gone, which needs the store in ``process_response``). Either store is
+    loaded from the database only when read, as in Django.
+    """
+
+    def process_request(self, request):
+        session_key = request.COOKIES.get(settings.SESSION_COOKIE_NAME)
+        if session_key is None:
+            request.session = SimpleLazyObject(self.SessionStore)
+        else:
+            request.session = self.SessionStore(session_key)
+
+    def process_response(self, request, response):
+        # Untouched and cookieless: Django's code would find it neither accessed, nor modified, nor
+        # in a cookie to delete, and return the response as it is.
+        if _unused(getattr(request, "session", None)):
+            return response
+        return super().process_response(request, response)
+
+
+class MessageMiddleware(messages_middleware.MessageMiddleware):
+    """Django's MessageMiddleware, building the message storage when a message is first added or read."""
+
+    def process_request(self, request):
+        request._messages = SimpleLazyObject(lambda: default_storage(request))
+
+    def process_response(self, request, response):
+        # Untouched: no message was added or read, so the storage would have nothing to store.
+        if _unused(getattr(request, "_messages", None)):
+            return response
+        return super().process_response(request, response)
