@@ -70,11 +70,6 @@ class RequestIdMiddleware:
 # credentials asks whether the session is signed in), is built and handled by Django's code as before.
 
 
-def _unused(store):
-    """Return True when *store* is a lazy store nobody has touched during the request."""
-    return type(store) is SimpleLazyObject and store._wrapped is empty
-
-
 class SessionMiddleware(sessions_middleware.SessionMiddleware):
     """Django's SessionMiddleware, building a new (cookieless) session's store only when it is used.
 
@@ -91,10 +86,14 @@ class SessionMiddleware(sessions_middleware.SessionMiddleware):
             request.session = self.SessionStore(session_key)
 
     def process_response(self, request, response):
-        # Untouched and cookieless: Django's code would find it neither accessed, nor modified, nor
-        # in a cookie to delete, and return the response as it is.
-        if _unused(getattr(request, "session", None)):
-            return response
+        session = getattr(request, "session", None)
+        if type(session) is SimpleLazyObject:
+            # Untouched and cookieless: Django's code would find it neither accessed, nor modified,
+            # nor in a cookie to delete, and return the response as it is.
+            if session._wrapped is empty:
+                return response
+            # Used: Django's code reads a dozen of its attributes, each cheaper on the store itself.
+            request.session = session._wrapped
         return super().process_response(request, response)
 
 
@@ -106,6 +105,9 @@ class MessageMiddleware(messages_middleware.MessageMiddleware):
 
     def process_response(self, request, response):
         # Untouched: no message was added or read, so the storage would have nothing to store.
-        if _unused(getattr(request, "_messages", None)):
-            return response
+        storage = getattr(request, "_messages", None)
+        if type(storage) is SimpleLazyObject:
+            if storage._wrapped is empty:
+                return response
+            request._messages = storage._wrapped
         return super().process_response(request, response)
