@@ -1,4 +1,4 @@
-"""portal/middleware.py's SessionMiddleware and MessageMiddleware: stores built on first use, answers unchanged.
+"""portal/middleware.py's session and message middlewares: stores built on first use, answers unchanged.
 
 Every request here is sent twice, through the portal's MIDDLEWARE and through the same list with Django's
 own SessionMiddleware and MessageMiddleware in their place, and both answers must be the same: status,
@@ -22,6 +22,7 @@ DJANGO_OWN = {
     "portal.middleware.SessionMiddleware": "django.contrib.sessions.middleware.SessionMiddleware",
     "portal.middleware.MessageMiddleware": "django.contrib.messages.middleware.MessageMiddleware",
 }
+ME = "/api/users/me"
 CSRF_SECRET = "k" * 32  # an unmasked secret, which Django accepts in the cookie and the header alike
 # A form's CSRF token is masked anew on every render, and an expiry moves with the clock.
 CSRF_FIELD = re.compile(rb'name="csrfmiddlewaretoken" value="[^"]+"')
@@ -35,7 +36,7 @@ def _answer(response):
     cookies = {
         name: (
             bool(morsel.value),
-            {attribute: bool(value) if attribute == "expires" else value for attribute, value in morsel.items()},
+            {name: bool(value) if name == "expires" else value for name, value in morsel.items()},
         )
         for name, morsel in response.cookies.items()
     }
@@ -69,9 +70,13 @@ def counted(settings):
     return counting_stores.built
 
 
+def _sign_in(client):
+    return client.post("/accounts/login/", {"username": "alice", "password": PASSWORD})
+
+
 def _with_csrf(client):
     client.cookies["csrftoken"] = CSRF_SECRET
-    return client.post("/api/users/me", headers={"X-CSRFToken": CSRF_SECRET})
+    return client.post(ME, headers={"X-CSRFToken": CSRF_SECRET})
 
 
 def test_the_stock_middleware_is_the_one_the_portal_extends(settings):
@@ -81,19 +86,16 @@ def test_the_stock_middleware_is_the_one_the_portal_extends(settings):
 @pytest.mark.parametrize(
     "send",
     [
-        pytest.param(lambda client, value: client.get("/api/users/me", **bearer(value)), id="bearer"),
+        pytest.param(lambda client, value: client.get(ME, **bearer(value)), id="bearer"),
         pytest.param(lambda client, value: me(client, ALICE_KEY), id="legacy key"),
-        pytest.param(lambda client, value: client.get("/api/users/me", **bearer("bpt_garbage")), id="refused"),
-        pytest.param(lambda client, value: client.get("/api/users/me"), id="no credentials"),
+        pytest.param(lambda client, _value: client.get(ME, **bearer("bpt_garbage")), id="refused"),
+        pytest.param(lambda client, value: client.get(ME), id="no credentials"),
         pytest.param(
-            lambda client, value: client.get("/api/users/me", HTTP_AUTHORIZATION="Basic YWxpY2U6c2VjcmV0"),
+            lambda client, value: client.get(ME, HTTP_AUTHORIZATION="Basic YWxpY2U6c2VjcmV0"),
             id="another scheme",
         ),
         pytest.param(lambda client, value: client.get("/accounts/login/"), id="sign-in page"),
-        pytest.param(
-            lambda client, value: client.post("/accounts/login/", {"username": "alice", "password": PASSWORD}),
-            id="signing in",
-        ),
+        pytest.param(lambda client, _value: _sign_in(client), id="signing in"),
     ],
 )
 def test_a_request_without_a_session_is_answered_as_before(both_ways, alice_key, issued, send):
@@ -105,11 +107,11 @@ def test_a_request_without_a_session_is_answered_as_before(both_ways, alice_key,
 @pytest.mark.parametrize(
     "send, enforce_csrf",
     [
-        pytest.param(lambda client, value: client.get("/api/users/me"), False, id="session GET"),
-        pytest.param(lambda client, value: client.post("/api/users/me"), True, id="session POST, no CSRF token"),
+        pytest.param(lambda client, value: client.get(ME), False, id="session GET"),
+        pytest.param(lambda client, value: client.post(ME), True, id="session POST, no CSRF token"),
         pytest.param(lambda client, value: _with_csrf(client), True, id="session POST with its CSRF token"),
         pytest.param(
-            lambda client, value: client.get("/api/users/me", **bearer(value)), True, id="bearer beside a session"
+            lambda client, value: client.get(ME, **bearer(value)), True, id="bearer beside a session"
         ),
         pytest.param(lambda client, value: me(client, ALICE_KEY), True, id="legacy key beside a session"),
         pytest.param(
@@ -125,7 +127,7 @@ def test_a_request_with_a_session_is_answered_as_before(both_ways, alice_key, is
 
 
 def test_the_csrf_check_still_refuses_a_session_write_without_its_token(both_ways):
-    ours, _djangos = both_ways(lambda client: client.post("/api/users/me"), signed_in=True, enforce_csrf=True)
+    ours, _djangos = both_ways(lambda client: client.post(ME), signed_in=True, enforce_csrf=True)
     assert ours[0] == 403
     ours, _djangos = both_ways(_with_csrf, signed_in=True, enforce_csrf=True)
     assert ours[0] == 405  # past the CSRF check, to the view, which only answers GET
@@ -135,10 +137,10 @@ def test_a_bearer_request_builds_no_session_store_and_no_message_storage(
     client, counted, issued, django_assert_num_queries
 ):
     _token, value = issued
-    client.get("/api/users/me", **bearer(value))  # the first use writes the token's row: not the usual path
+    client.get(ME, **bearer(value))  # the first use writes the token's row: not the usual path
     counted.clear()
     with django_assert_num_queries(2):  # the lookup and the usage record, nothing for a session
-        response = client.get("/api/users/me", **bearer(value))
+        response = client.get(ME, **bearer(value))
     assert response.status_code == 200
     assert "Vary" not in response
     assert "sessionid" not in response.cookies
@@ -158,7 +160,7 @@ def test_a_bearer_request_beside_a_session_cookie_never_loads_the_session(client
     _token, value = issued
     client.force_login(user)
     counted.clear()
-    response = client.get("/api/users/me", **bearer(value))
+    response = client.get(ME, **bearer(value))
     assert response.json()["auth"]["method"] == "bearer"
     # The cookie's store is made (its session could be gone, and its cookie then deleted), never read.
     assert counted["session load"] == 0
@@ -168,14 +170,14 @@ def test_a_bearer_request_beside_a_session_cookie_never_loads_the_session(client
 def test_a_session_request_loads_its_session_as_before(client, counted, user):
     client.force_login(user)
     counted.clear()
-    response = client.get("/api/users/me")
+    response = client.get(ME)
     assert response.json()["auth"]["method"] == "session"
     assert counted["session load"] == 1
     assert response["Vary"] == "Cookie"
 
 
 def test_a_request_without_credentials_still_asks_the_session_and_varies_on_the_cookie(client, counted):
-    response = client.get("/api/users/me")
+    response = client.get(ME)
     assert response.status_code == 401
     assert response["Vary"] == "Cookie"
     assert counted["session store"] == 1
