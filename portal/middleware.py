@@ -15,6 +15,7 @@ from django.contrib.messages.storage import default_storage
 from django.contrib.sessions import middleware as sessions_middleware
 from django.utils.functional import SimpleLazyObject, empty
 
+from tokens.constants import LEGACY_KEY_HEADER
 from tokens.http import client_ip, from_trusted_proxy
 
 from .logs import (
@@ -60,27 +61,33 @@ class RequestIdMiddleware:
 
 # A request to the API authenticated by a bearer token or a legacy key uses neither a session nor
 # messages: its user comes from the credential, and a JSON answer shows no messages. Django's two
-# middlewares still build their stores for every request, the message storage at once (two storages,
-# a signer) and the session store when the request brings no cookie at all. The two below build them on
-# first use instead, which is the same thing for every request that uses them (a page, a session call
-# to the API, a sign-in) and nothing for one that does not. They change nothing a client sees: with no
+# middlewares still build their stores for every request: the message storage (two storages, a
+# signer) and the session store, even when the request brings no session cookie. The two below build
+# them on first use instead, which is the same thing for every request that uses them (a page, a
+# session call to the API, a sign-in) and nothing for one that does not. They change nothing a client sees: with no
 # session cookie, Django's own SessionMiddleware answers a session never touched with no cookie and no
 # ``Vary: Cookie``, and a message storage never touched with nothing (``update()`` writes only used or
 # added messages). A session touched once, even only read (the 401 of an API call without
 # credentials asks whether the session is signed in), is built and handled by Django's code as before.
 
 
-class SessionMiddleware(sessions_middleware.SessionMiddleware):
-    """Django's SessionMiddleware, building a new (cookieless) session's store only when it is used.
+def _carries_a_credential(request):
+    return "HTTP_AUTHORIZATION" in request.META or LEGACY_KEY_HEADER in request.META
 
-    A request that brings a session cookie gets its store at once, as in Django (it may have to delete
-    a cookie whose session is gone, which needs the store in ``process_response``). Either store is
-    loaded from the database only when read, as in Django.
+
+class SessionMiddleware(sessions_middleware.SessionMiddleware):
+    """Django's SessionMiddleware, building the store of a cookieless API client's session only when used.
+
+    Only a request that carries a credential header and no session cookie gets the lazy store: it
+    almost never uses it. Any other request gets its store at once, as in Django: a request with a
+    session cookie may need it in ``process_response`` (to delete a cookie whose session is gone),
+    and one without credentials nearly always reads it (who is signed in), where the lazy wrapper
+    would only add its own cost. Either store is loaded from the database only when read, as in Django.
     """
 
     def process_request(self, request):
         session_key = request.COOKIES.get(settings.SESSION_COOKIE_NAME)
-        if session_key is None:
+        if session_key is None and _carries_a_credential(request):
             request.session = SimpleLazyObject(self.SessionStore)
         else:
             request.session = self.SessionStore(session_key)
