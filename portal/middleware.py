@@ -63,12 +63,13 @@ class RequestIdMiddleware:
 # messages: its user comes from the credential, and a JSON answer shows no messages. Django's two
 # middlewares still build their stores for every request: the message storage (two storages, a
 # signer) and the session store, even when the request brings no session cookie. The two below build
-# them on first use instead, which is the same thing for every request that uses them (a page, a
-# session call to the API, a sign-in) and nothing for one that does not. They change nothing a client sees: with no
-# session cookie, Django's own SessionMiddleware answers a session never touched with no cookie and no
-# ``Vary: Cookie``, and a message storage never touched with nothing (``update()`` writes only used or
-# added messages). A session touched once, even only read (the 401 of an API call without
-# credentials asks whether the session is signed in), is built and handled by Django's code as before.
+# them on first use instead (the session's only for a cookieless request that carries a credential),
+# which is the same thing for every request that uses them (a page, a session call to the API, a
+# sign-in) and nothing for one that does not. They change nothing a client sees: Django's own
+# SessionMiddleware answers a cookieless session never touched with no cookie and no ``Vary: Cookie``,
+# and a message storage never touched with nothing (``update()`` writes only used or added messages).
+# A store touched once, even only read (an Authorization header of another scheme falls back to the
+# session, which is then read), is built then and handled by Django's code as before.
 
 
 def _carries_a_credential(request):
