@@ -4,6 +4,9 @@
 it is well formed and short, otherwise makes one; returns it on every response (``/forward-auth`` answers
 included, so the proxy can log it with its own request); and leaves the request's facts in the WSGI environ,
 where gunicorn's access log reads them after the response (``portal/gunicorn_log.py``).
+
+``SessionMiddleware`` and ``MessageMiddleware`` are Django's, with their stores built on first use, so that
+a request authenticated by a token or a key pays for neither.
 """
 
 import re
