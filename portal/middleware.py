@@ -4,11 +4,21 @@
 it is well formed and short, otherwise makes one; returns it on every response (``/forward-auth`` answers
 included, so the proxy can log it with its own request); and leaves the request's facts in the WSGI environ,
 where gunicorn's access log reads them after the response (``portal/gunicorn_log.py``).
+
+``SessionMiddleware`` and ``MessageMiddleware`` are Django's, with their stores built on first use, so that
+a request authenticated by a token or a key pays for neither.
 """
 
 import re
 import uuid
 
+from django.conf import settings
+from django.contrib.messages import middleware as messages_middleware
+from django.contrib.messages.storage import default_storage
+from django.contrib.sessions import middleware as sessions_middleware
+from django.utils.functional import SimpleLazyObject, empty
+
+from tokens.constants import LEGACY_KEY_HEADER
 from tokens.http import client_ip, from_trusted_proxy
 
 from .logs import (
@@ -50,3 +60,65 @@ class RequestIdMiddleware:
         request.META[ENVIRON_USER_ID] = user_id(request)
         request.META[ENVIRON_TOKEN_ID] = token_id(request)
         return response
+
+
+# A request to the API authenticated by a bearer token or a legacy key uses neither a session nor
+# messages: its user comes from the credential, and a JSON answer shows no messages. Django's two
+# middlewares still build their stores for every request: the message storage (two storages, a
+# signer) and the session store, even when the request brings no session cookie. The two below build
+# them on first use instead (the session's only for a cookieless request that carries a credential),
+# which is the same thing for every request that uses them (a page, a session call to the API, a
+# sign-in) and nothing for one that does not. They change nothing a client sees: Django's own
+# SessionMiddleware answers a cookieless session never touched with no cookie and no ``Vary: Cookie``,
+# and a message storage never touched with nothing (``update()`` writes only used or added messages).
+# A store touched once, even only read (an Authorization header of another scheme falls back to the
+# session, which is then read), is built then and handled by Django's code as before.
+
+
+def _carries_a_credential(request):
+    return "HTTP_AUTHORIZATION" in request.META or LEGACY_KEY_HEADER in request.META
+
+
+class SessionMiddleware(sessions_middleware.SessionMiddleware):
+    """Django's SessionMiddleware, building the store of a cookieless API client's session only when used.
+
+    Only a request that carries a credential header and no session cookie gets the lazy store: it
+    almost never uses it. Any other request gets its store at once, as in Django: a request with a
+    session cookie may need it in ``process_response`` (to delete a cookie whose session is gone),
+    and one without credentials nearly always reads it (who is signed in), where the lazy wrapper
+    would only add its own cost. Either store is loaded from the database only when read, as in Django.
+    """
+
+    def process_request(self, request):
+        session_key = request.COOKIES.get(settings.SESSION_COOKIE_NAME)
+        if session_key is None and _carries_a_credential(request):
+            request.session = SimpleLazyObject(self.SessionStore)
+        else:
+            request.session = self.SessionStore(session_key)
+
+    def process_response(self, request, response):
+        session = getattr(request, "session", None)
+        if type(session) is SimpleLazyObject:
+            # Untouched and cookieless: Django's code would find it neither accessed, nor modified,
+            # nor in a cookie to delete, and return the response as it is.
+            if session._wrapped is empty:
+                return response
+            # Used: Django's code reads a dozen of its attributes, each cheaper on the store itself.
+            request.session = session._wrapped
+        return super().process_response(request, response)
+
+
+class MessageMiddleware(messages_middleware.MessageMiddleware):
+    """Django's MessageMiddleware, building the message storage when a message is first added or read."""
+
+    def process_request(self, request):
+        request._messages = SimpleLazyObject(lambda: default_storage(request))
+
+    def process_response(self, request, response):
+        # Untouched: no message was added or read, so the storage would have nothing to store.
+        storage = getattr(request, "_messages", None)
+        if type(storage) is SimpleLazyObject:
+            if storage._wrapped is empty:
+                return response
+            request._messages = storage._wrapped
+        return super().process_response(request, response)

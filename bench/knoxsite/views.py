@@ -16,7 +16,17 @@ from tokens.auth import AuthError, authenticate
 from tokens.errors import unauthorized
 
 
-class KnoxMe(APIView):
+class _BenchView(APIView):
+    """An APIView that leaves the Django request's ``auth`` to the portal."""
+
+    def finalize_response(self, request, response, *args, **kwargs):
+        # DRF copies its credential (a knox AuthToken, a DRF Token) onto the Django request's ``auth``,
+        # where the portal's log fields (portal/logs.py) expect the portal's own Authentication.
+        request._request.auth = None
+        return super().finalize_response(request, response, *args, **kwargs)
+
+
+class KnoxMe(_BenchView):
     """Answer the caller's user, authenticated by a knox token (``Authorization: Token …``)."""
 
     authentication_classes = [KnoxTokenAuthentication]
@@ -28,7 +38,7 @@ class KnoxMe(APIView):
         return Response(body)
 
 
-class DrfTokenMe(APIView):
+class DrfTokenMe(_BenchView):
     """Answer the caller's user, authenticated by DRF's plaintext token (``Authorization: Token …``)."""
 
     authentication_classes = [DrfTokenAuthentication]
