@@ -14,7 +14,7 @@ from django.test import Client
 
 from tests import counting_stores
 
-from .conftest import ALICE_KEY, PASSWORD, bearer, me
+from .helpers import ALICE_KEY, PASSWORD, bearer, me
 
 pytestmark = pytest.mark.django_db
 

@@ -13,7 +13,7 @@ from tokens.constants import Method
 from tokens.models import UsageRecord
 from tokens.uses import Use
 
-from .conftest import ALICE_KEY, bearer
+from .helpers import ALICE_KEY, bearer
 
 
 def test_a_use_holds_what_the_request_says_about_its_sender():
