@@ -27,11 +27,11 @@ from .models import (
     RehearsedSessionRequest,
     Token,
     TokenEvent,
-    UsageRecord,
 )
 from .models.alerts import is_new_address, record_new_address
 from .models.legacy import clean_legacy_key
 from .throttle import api_client_locked, count_api_failure
+from .usage.record import record, record_with
 
 log = logging.getLogger(__name__)
 
@@ -208,10 +208,10 @@ def record_use(
         if accepted and _marks_use(credential, now):
             # The rare request that writes the credential's row (its first use; a key's first use
             # of the day) writes it and the record together, or neither.
-            if UsageRecord.objects.record_with(partial(_mark_use, credential, now, ip), **fields):
+            if record_with(partial(_mark_use, credential, now, ip), **fields):
                 _use_event(credential, now, ip)
         else:
-            UsageRecord.objects.record(**fields)
+            record(**fields)
         if new_address:
             # The mail goes out later, from manage.py send_alerts.
             record_new_address(

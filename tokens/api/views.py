@@ -24,7 +24,7 @@ from ..constants import API_PREFIX, Access
 from ..http import client_ip, no_store, own_token_or_404
 from ..identity import recent
 from ..models import ExpirationPolicy, Token, TokenStatus, UsageRecord, is_service_account
-from ..models.usage import token_usage, usage_totals
+from ..usage.read import token_usage, usage_totals
 from .errors import api_error, forbidden
 from .openapi import document
 
