@@ -38,7 +38,8 @@ except ImportError:  # not POSIX: SQLite's busy handler alone
 CHECKPOINT_EVERY = 500  # usage INSERTs of one process between its checkpoints (about 5,000 WAL pages)
 LONG_WAIT = 1.0  # seconds in the queue after which the INSERT's own busy timeout is shortened
 
-log = logging.getLogger(__name__)
+# Logged under its established name, which operators' log filters and alerts match.
+log = logging.getLogger("tokens.sqlite_turns")
 
 
 class WriterTurns:
