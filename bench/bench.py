@@ -172,7 +172,7 @@ def bearer_pieces(environ):
     """Return the lookup and the usage record of the valid-bearer request, each as a Piece to time alone.
 
     Both get what the middleware gives them for that request: ``authenticate`` the request, and
-    ``UsageRecord.objects.record`` the same keyword arguments (credential, client address, method,
+    ``tokens.usage.record.record`` the same keyword arguments (credential, client address, method,
     path, status, user agent), in autocommit mode like the middleware, outside any transaction.
     """
     from django.core.handlers.wsgi import WSGIRequest
@@ -181,7 +181,7 @@ def bearer_pieces(environ):
 
     from tokens.auth import authenticate
     from tokens.http import client_ip
-    from tokens.models import UsageRecord
+    from tokens.usage.record import record as record_usage
 
     request = WSGIRequest({**environ, "wsgi.input": io.BytesIO()})
     credential = authenticate(request)
@@ -195,7 +195,7 @@ def bearer_pieces(environ):
     def record():
         # No transaction: in one, record() keeps the durable commit and would measure something else.
         assert not connection.in_atomic_block
-        UsageRecord.objects.record(
+        record_usage(
             token_id=credential.id,
             legacy_key_id=None,
             user_id=credential.user.pk,
@@ -211,7 +211,7 @@ def bearer_pieces(environ):
 
     return [
         Piece("lookup", "lookup alone (authenticate)", lookup),
-        Piece("record", "usage record alone (UsageRecord.objects.record)", record),
+        Piece("record", "usage record alone (tokens.usage.record)", record),
     ]
 
 
@@ -392,7 +392,7 @@ def load(paths, *, port, rounds, seconds, connections, workers):
 def check_counts():
     """Return (recorded, rows) for the bench token: its count as the pages read it, and the raw records."""
     from tokens.models import Token, UsageRecord
-    from tokens.models.usage import usage_totals
+    from tokens.usage.read import usage_totals
 
     token = usage_totals([Token.objects.get(name="bench")])[0]
     return token.request_count, UsageRecord.objects.filter(token=token, accepted=True).count()

@@ -83,7 +83,7 @@ def _summaries(cursor, vendor):
 def _snapshot(credentials):
     """Every number a page shows for each credential, read the way the pages read it."""
     from tokens.models import ClientAddress, DailyUsage, UsageRecord
-    from tokens.models.usage import client_addresses, usage_totals
+    from tokens.usage.read import client_addresses, usage_totals
 
     shown = {}
     for credential in credentials:
@@ -223,6 +223,8 @@ def convert(n):
     migrate_s = time.perf_counter() - started
 
     from tokens.models import LegacyApiKey, Token, UsageRecord
+    from tokens.usage.record import record as record_usage
+    from tokens.usage.summarise import summarise
 
     credentials = [*Token.objects.filter(pk__in=tokens), *LegacyApiKey.objects.filter(pk__in=keys)]
     new = _snapshot(credentials)
@@ -251,7 +253,7 @@ def convert(n):
     # One more request per credential after the conversion: counted once, with a newer id.
     for credential in credentials:
         kind = "token_id" if credential.event_field == "token" else "legacy_key_id"
-        UsageRecord.objects.record(
+        record_usage(
             **{kind: credential.pk},
             user_id=user,
             at=timezone.now(),
@@ -272,7 +274,7 @@ def convert(n):
             problems.append(f"{name}: the request after the conversion was not counted once")
     if UsageRecord.objects.order_by("-pk").values_list("pk", flat=True).first() <= old["all records"][1]:
         problems.append("a new record reused an old id")
-    summarised = UsageRecord.objects.summarise()
+    summarised = summarise()
     if _snapshot(credentials) != after or summarised != len(credentials):
         problems.append("summarising changed what the pages show")
     return {

@@ -45,7 +45,7 @@ def _make_days(last):
     from django.db import connection
     from django.utils import timezone
 
-    from tokens import usage_partitions
+    from tokens.usage import partitions as usage_partitions
 
     if connection.vendor != "postgresql":
         return
@@ -62,7 +62,7 @@ def _load(token, first, last):
     """
     from django.db import connection, transaction
 
-    from tokens.models import UsageRecord
+    from tokens.usage.summarise import summarise
 
     params = {"token": token.pk, "user": token.user_id, "first": first, "last": last}
     if connection.vendor == "postgresql":
@@ -76,7 +76,7 @@ def _load(token, first, last):
             for statement in _SQLITE:
                 connection.connection.execute(statement, params)
     started = time.perf_counter()
-    UsageRecord.objects.summarise()
+    summarise()
     summarised = time.perf_counter() - started
     with connection.cursor() as cursor:
         if connection.vendor == "postgresql":

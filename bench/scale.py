@@ -92,7 +92,7 @@ def hot_token(port, *, rounds, seconds):
 def _load_day(token, day_start, count):
     from django.db import connection, transaction
 
-    from tokens import usage_partitions
+    from tokens.usage import partitions as usage_partitions
 
     columns = (
         "token_id, legacy_key_id, user_id, at, accepted, method, path, status, ip, user_agent, duration_ms"
@@ -132,6 +132,8 @@ def retention():
     from django.utils import timezone
 
     from tokens.models import Token, UsageRecord
+    from tokens.usage.record import record as record_usage
+    from tokens.usage.summarise import summarise
 
     owner = get_user_model().objects.create_user("bench-retention")
     token, _value = Token.objects.issue(
@@ -142,7 +144,7 @@ def retention():
     _load_day(token, day_start, RETENTION_RECORDS)
     load_s = time.perf_counter() - started
     started = time.perf_counter()
-    UsageRecord.objects.summarise()
+    summarise()
     summarise_s = time.perf_counter() - started
 
     stop = threading.Event()
@@ -152,7 +154,7 @@ def retention():
         try:
             while not stop.is_set():
                 began = time.perf_counter()
-                UsageRecord.objects.record(
+                record_usage(
                     token_id=token.pk,
                     user_id=owner.pk,
                     at=timezone.now(),

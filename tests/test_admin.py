@@ -7,7 +7,7 @@ import pytest
 from django.utils import timezone
 
 from tokens.models import BrownoutWindow, ExpirationPolicy, LegacyApiKey, Token, TokenEvent, UsageRecord
-from tokens.models.usage import usage_totals
+from tokens.usage.read import usage_totals
 
 from .helpers import bearer
 

@@ -10,7 +10,7 @@ from django.core.management.base import CommandError
 from django.utils import timezone
 
 from tokens.models import ExpirationPolicy, LegacyApiKey, Token, TokenEvent, UsageRecord
-from tokens.models.usage import usage_totals
+from tokens.usage.read import usage_totals
 
 from .helpers import _snapshot, bearer
 

@@ -11,7 +11,7 @@ from django.test.utils import CaptureQueriesContext
 
 from tokens import credentials
 from tokens.models import LegacyApiKey, RefusedClient, UsageRecord
-from tokens.models.usage import usage_totals
+from tokens.usage.read import usage_totals
 
 from .helpers import bearer
 

@@ -9,7 +9,7 @@ from django.test import Client
 from django.utils import timezone
 
 from tokens.models import ExpirationPolicy, LegacyApiKey, Token, UsageRecord
-from tokens.models.usage import usage_totals
+from tokens.usage.read import usage_totals
 
 from .helpers import bearer
 

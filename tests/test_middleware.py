@@ -14,7 +14,7 @@ from django.db import connection
 from django.utils import timezone
 
 from tokens.models import Token, TokenEvent, UsageRecord
-from tokens.models.usage import usage_totals
+from tokens.usage.read import usage_totals
 
 from .helpers import ALICE_KEY, LINK, _set_policy, bearer, me
 

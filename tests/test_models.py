@@ -1,25 +1,21 @@
-"""Models: statuses, querysets, the policy's rules, events, and the usage summaries (summary + tail)."""
+"""Models: statuses, querysets, the policy's rules and events (the usage store: tests/usage/)."""
 
-import re
 import threading
 from datetime import timedelta
 
 import pytest
 from django.core.exceptions import ValidationError
 from django.db import IntegrityError, connection, transaction
-from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 
 from tokens.models import (
-    ClientAddress,
-    DailyUsage,
     ExpirationPolicy,
-    LegacyApiKey,
     Token,
     TokenEvent,
-    UsageRecord,
 )
-from tokens.models.usage import client_addresses, read_exactly, usage_totals
+from tokens.usage.summarise import summarise
+
+from .usage.helpers import record_use
 
 pytestmark = pytest.mark.django_db
 
@@ -126,270 +122,6 @@ def test_expired_events_are_written_once(user, issue):
     assert TokenEvent.objects.filter(token=token, kind="expired").count() == 1
 
 
-def _record(credential, *, accepted=True, ip="192.0.2.1", at=None, agent="test"):
-    """One request of *credential* (a token or a legacy key), as the middleware records it."""
-    UsageRecord.objects.record(
-        **{f"{credential.event_field}_id": credential.pk},
-        user_id=credential.user_id,
-        at=at or timezone.now(),
-        accepted=accepted,
-        method="GET",
-        path="/api/users/me",
-        status=200 if accepted else 401,
-        ip=ip,
-        user_agent=agent,
-        duration_ms=1.0,
-    )
-
-
-def _shown(token):
-    """What the pages show for *token*: count, last use, 30 days, addresses (summary + unsummarised tail)."""
-    token = Token.objects.get(pk=token.pk)
-    usage_totals([token])
-    tail = UsageRecord.objects.unsummarised(token=token)
-    count, addresses = client_addresses(ClientAddress.objects.filter(token=token), tail, limit=10)
-    return (
-        token.request_count,
-        token.last_used_ip,
-        token.last_used_user_agent,
-        token.daily_usage.series(tail=tail),
-        count,
-        sorted((a.ip, a.requests, a.last_user_agent) for a in addresses),
-    )
-
-
-@pytest.mark.clock
-@pytest.mark.usefixtures("clear_of_midnight")
-def test_counts_days_and_addresses_are_exact_before_and_after_summarising(user, issue):
-    token, _ = issue(user)
-    yesterday = timezone.now() - timedelta(days=1)
-    _record(token, at=yesterday)
-    _record(token, ip="192.0.2.2")
-    _record(token, ip="192.0.2.2", agent="client/2")
-    _record(token, accepted=False)
-    before = _shown(token)
-    count, ip, agent, series, address_count, addresses = before
-    assert (count, ip, agent) == (3, "192.0.2.2", "client/2")
-    assert len(series) == 30
-    assert series[-1][1:] == (2, 1) and series[-2][1:] == (1, 0) and series[0][1:] == (0, 0)
-    assert address_count == 2 and addresses == [("192.0.2.1", 2, "test"), ("192.0.2.2", 2, "client/2")]
-    assert Token.objects.get(pk=token.pk).request_count == 0  # nothing summarised yet: the tail did it
-
-    assert UsageRecord.objects.summarise() == 4
-    assert _shown(token) == before
-    token.refresh_from_db()
-    assert token.request_count == 3 and token.last_used_ip == "192.0.2.2"
-    days = {d.day: (d.accepted, d.refused) for d in DailyUsage.objects.filter(token=token)}
-    assert days == {yesterday.date(): (1, 0), timezone.now().date(): (2, 1)}
-    assert UsageRecord.objects.summarise() == 0 and _shown(token) == before  # idempotent
-
-    _record(token, ip="192.0.2.3")  # half summarised, half tail
-    assert _shown(token)[0] == 4 and _shown(token)[4] == 3
-
-
-@pytest.mark.clock
-@pytest.mark.usefixtures("clear_of_midnight")
-@pytest.mark.skipif(connection.vendor != "sqlite", reason="SQLite's query plans; PostgreSQL: make bench")
-def test_the_readers_find_the_tail_by_the_watermark_not_along_the_credentials_history(user, issue):
-    """Each tail query is a primary-key range above the watermark, whatever else narrows it.
-
-    Walking the credential's (token, at) index instead reads every record it ever had: on a token
-    with a million records that made its page five times slower (docs/performance.md, session 4).
-    SQLite without statistics, as a portal's database usually is, prefers that index, so a few
-    records show it; on PostgreSQL the choice depends on the table's size and ``make bench`` shows it.
-    """
-    token, _ = issue(user)
-    for days in range(5):
-        _record(token, at=timezone.now() - timedelta(days=days))
-    UsageRecord.objects.summarise()
-    _record(token, ip="192.0.2.7")
-    with CaptureQueriesContext(connection) as queries:
-        shown = _shown(token)
-        all_tokens = UsageRecord.objects.unsummarised(
-            token__isnull=False, at__gte=timezone.now() - timedelta(1)
-        )
-        assert DailyUsage.objects.series(tail=all_tokens)[-1][1:] == (
-            2,
-            0,
-        )  # today: one summarised, one in the tail
-    assert shown[0] == 6 and shown[4] == 2  # exact: 5 summarised + 1 in the tail, two addresses
-    tails = [q["sql"] for q in queries if re.search(r'\bFROM "?tokens_usagerecord"? WHERE', q["sql"])]
-    assert len(tails) == 4  # usage_totals, series, client_addresses; series of all tokens
-    with connection.cursor() as cursor:
-        for sql in tails:
-            plan = " / ".join(row[-1] for row in cursor.execute(f"EXPLAIN QUERY PLAN {sql}").fetchall())
-            assert "SEARCH tokens_usagerecord USING INTEGER PRIMARY KEY (rowid>?)" in plan, (sql, plan)
-
-
-def test_counters_read_from_a_stale_instance_are_still_exact(user, issue):
-    token, _ = issue(user)
-    stale = Token.objects.get(pk=token.pk)  # loaded before any use, as a page may hold it
-    for ip in ("192.0.2.1", "192.0.2.1", "192.0.2.5"):
-        _record(token, ip=ip)
-    UsageRecord.objects.summarise()  # the summaries now hold all three; the tail is empty
-    _record(token, ip="192.0.2.6")
-    usage_totals([stale])
-    assert (stale.request_count, stale.last_used_ip) == (4, "192.0.2.6")
-    usage_totals([stale])  # reading again sets, never adds
-    assert stale.request_count == 4
-
-
-@pytest.mark.clock
-@pytest.mark.usefixtures("clear_of_midnight")
-def test_a_batch_summarised_in_the_middle_of_a_read_is_neither_missed_nor_counted_twice(user, issue):
-    token, _ = issue(user)
-    for _ in range(3):
-        _record(token)
-    batches = []
-
-    def read():
-        tail = UsageRecord.objects.unsummarised(token=token)
-        if not batches:  # another process commits a batch between this page's statements
-            batches.append(UsageRecord.objects.summarise())
-        today = DailyUsage.objects.filter(token=token).series(tail=tail)[-1]
-        return today[1], usage_totals([Token.objects.get(pk=token.pk)])[0].request_count
-
-    assert read_exactly(read) == (3, 3)
-    assert batches == [3]
-
-
-@pytest.mark.clock
-@pytest.mark.usefixtures("clear_of_midnight")
-@pytest.mark.django_db(transaction=True)
-def test_when_summarisers_move_the_watermark_under_every_read_the_answer_stays_exact(user, issue):
-    """PostgreSQL reads again, and the last attempt holds the watermark; SQLite reads one snapshot."""
-    token, _ = issue(user)
-    for _ in range(6):
-        _record(token)
-    ids = sorted(UsageRecord.objects.values_list("pk", flat=True))
-    start = UsageRecord.objects.summarised_through()
-    reads, marks = [], []
-
-    def summarise_elsewhere():
-        """One batch of one record by another connection, as on another node; its thread is returned."""
-
-        def run():
-            try:
-                UsageRecord.objects.summarise(batch_size=1, max_batches=1)
-            finally:
-                connection.close()
-
-        thread = threading.Thread(target=run)
-        thread.start()
-        thread.join(timeout=1)  # held: the batch passes the row by (PostgreSQL)
-        return thread
-
-    def read():
-        reads.append(summarise_elsewhere())
-        marks.append(UsageRecord.objects.summarised_through())
-        today = DailyUsage.objects.filter(token=token).series(
-            tail=UsageRecord.objects.unsummarised(token=token)
-        )
-        return today[-1][1], usage_totals([Token.objects.get(pk=token.pk)])[0].request_count
-
-    try:
-        assert read_exactly(read, attempts=3) == (6, 6)
-    finally:
-        for thread in reads:
-            thread.join(timeout=30)
-    if connection.vendor == "sqlite":
-        # The batch committed during the read without waiting, and the read did not see it.
-        assert len(reads) == 1 and marks == [start]
-        assert UsageRecord.objects.summarised_through() == ids[0]
-    else:
-        assert len(reads) == 4 and marks[:3] == ids[:3]  # three reads moved under, the fourth held it
-        assert marks[3] == ids[2] and UsageRecord.objects.summarised_through() in ids[2:4]
-
-
-def test_summarising_in_small_batches_counts_each_record_once(user, issue):
-    token, _ = issue(user)
-    for i in range(7):
-        _record(token, ip=f"192.0.2.{i % 3}")
-    before = _shown(token)
-    assert UsageRecord.objects.summarise(batch_size=2, max_batches=1) == 2
-    assert _shown(token) == before
-    assert UsageRecord.objects.summarise(batch_size=2) == 5
-    assert _shown(token) == before
-    assert Token.objects.get(pk=token.pk).request_count == 7
-
-
-def test_summarising_reads_windows_of_ids_and_runs_of_missing_ids_do_not_stall_it(user, issue):
-    token, _ = issue(user)
-    for _ in range(12):
-        _record(token)
-    ids = sorted(UsageRecord.objects.values_list("pk", flat=True))
-    UsageRecord.objects.filter(pk__in=ids[2:10]).delete()  # ids that never committed, as after rollbacks
-    assert UsageRecord.objects.summarise(batch_size=3, max_batches=1) == 2  # ids[0:3]: two records
-    assert UsageRecord.objects.summarised_through() == ids[2]
-    assert UsageRecord.objects.summarise(batch_size=3, max_batches=1) == 2  # skips to ids[10]
-    assert UsageRecord.objects.summarised_through() == ids[11]
-    assert UsageRecord.objects.summarise() == 0
-    assert Token.objects.get(pk=token.pk).request_count == 4 == _shown(token)[0]
-
-
-def test_records_of_a_deleted_token_are_deleted_with_it_and_never_summarised(user, issue):
-    token, _ = issue(user)
-    other, _ = issue(user, name="other")
-    _record(token)
-    _record(other)
-    Token.objects.filter(pk=token.pk).delete()
-    assert not UsageRecord.objects.filter(token_id=token.pk).exists()
-    # A request that raced the deletion left a record behind: the summariser skips it.
-    _record(token)
-    assert UsageRecord.objects.summarise() == 2  # read past, counted nowhere
-    assert Token.objects.get(pk=other.pk).request_count == 1
-    assert not DailyUsage.objects.filter(token_id=token.pk).exists()
-
-
-def test_deleting_a_user_deletes_the_records_of_their_tokens_and_keys_and_no_one_elses(
-    user, other_user, issue
-):
-    token, _ = issue(user)
-    kept, _ = issue(other_user, name="someone else's")
-    key, _ = LegacyApiKey.objects.import_key(user=user, key="legacy-" + "k" * 30)
-    for credential in (token, kept, key):
-        _record(credential)
-    user.delete()
-    assert list(UsageRecord.objects.values_list("token_id", "legacy_key_id")) == [(kept.pk, None)]
-
-
-def test_an_address_is_new_until_a_record_or_the_summary_holds_it(user, issue):
-    token, _ = issue(user)
-    assert UsageRecord.objects.address_is_new(token_id=token.pk, ip="192.0.2.9")
-    _record(token, ip="192.0.2.9")
-    assert not UsageRecord.objects.address_is_new(token_id=token.pk, ip="192.0.2.9")
-    newest = UsageRecord.objects.latest("pk").pk
-    assert UsageRecord.objects.address_is_new(token_id=token.pk, ip="192.0.2.9", before_id=newest)
-    UsageRecord.objects.summarise()
-    assert not UsageRecord.objects.address_is_new(token_id=token.pk, ip="192.0.2.9", before_id=newest + 1)
-    assert UsageRecord.objects.address_is_new(token_id=token.pk, ip="192.0.2.10")
-
-
-def test_summaries_survive_pruning_the_raw_records(user, issue):
-    token, _ = issue(user)
-    _record(token)
-    UsageRecord.objects.summarise()
-    UsageRecord.objects.all().delete()
-    token.refresh_from_db()
-    assert token.request_count == 1 and DailyUsage.objects.get(token=token).accepted == 1
-    assert _shown(token)[0] == 1
-
-
-@pytest.mark.django_db(transaction=True)
-def test_a_usage_record_leaves_every_later_commit_durable(user, issue):
-    from django.db import connection
-
-    token, _ = issue(user)
-    _record(token)
-    with connection.cursor() as cursor:
-        if connection.vendor == "sqlite":
-            cursor.execute("PRAGMA synchronous")
-            assert cursor.fetchone()[0] == 2  # FULL
-        else:
-            cursor.execute("SHOW synchronous_commit")
-            assert cursor.fetchone()[0] == "on"
-
-
 def test_lifetime_limits_are_told_in_plain_words(user, policy):
     from tokens.models.policy import describe_lifetime
 
@@ -411,8 +143,8 @@ def test_lifetime_limits_are_told_in_plain_words(user, policy):
 def test_saving_a_token_read_before_some_requests_keeps_their_count(user, issue):
     token, _value = issue(user)
     stale = Token.objects.get(pk=token.pk)
-    _record(token, agent="ci")
-    UsageRecord.objects.summarise()  # the counters are on the token's row now, after *stale* was read
+    record_use(token, agent="ci")
+    summarise()  # the counters are on the token's row now, after *stale* was read
     stale.purpose = "nightly backups"
     stale.save()
     token.refresh_from_db()
@@ -680,9 +412,6 @@ def test_the_cap_counts_a_token_and_its_predecessor_in_overlap_as_one(user, issu
 
 @pytest.mark.django_db(transaction=True)
 def test_parallel_rotations_of_one_token_create_exactly_one_new_token(user, issue):
-    import threading
-
-    from django.db import connection
 
     token, _ = issue(user)
     barrier = threading.Barrier(4)

@@ -14,6 +14,7 @@ from django.urls import reverse
 from django.utils import timezone
 
 from tokens.models import Token, UsageRecord
+from tokens.usage.summarise import summarise
 
 from .helpers import bearer
 
@@ -124,7 +125,7 @@ def test_the_token_page_costs_the_same_queries_for_one_request_and_a_hundred_tho
     others = [issue(other_user, name=f"other {n}")[0] for n in range(50)]
     _load_usage(others, MANY_RECORDS // 500)
     _load_usage([token], MANY_RECORDS)
-    UsageRecord.objects.summarise()  # as the summariser after responses and from cron would have
+    summarise()  # as the summariser after responses and from cron would have
     client.get("/api/users/me", **bearer(value))  # one more through the middleware: a tail past the load
     _response, many = _page_queries(client, url)
     # A page deep in the history ("older" requests) is keyset-paginated: no offset over the records.

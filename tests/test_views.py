@@ -13,6 +13,7 @@ from django.urls import reverse
 from django.utils import timezone
 
 from tokens.models import BrownoutWindow, ExpirationPolicy, LegacyApiKey, Token, TokenEvent, UsageRecord
+from tokens.usage.record import record as record_usage
 
 from .helpers import PASSWORD, bearer
 
@@ -48,7 +49,7 @@ def new_form(client):
 
 def record(token, *, status=200, ip="192.0.2.10", at=None, path="/api/users/me"):
     """Write one usage record through the same call the API middleware makes."""
-    UsageRecord.objects.record(
+    record_usage(
         token_id=token.pk,
         user_id=token.user_id,
         at=at or timezone.now(),

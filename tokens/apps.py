@@ -16,14 +16,14 @@ class TokensConfig(AppConfig):
     verbose_name = _("API tokens")
 
     def ready(self):
-        from . import auth, checks, http, private_files, sqlite_turns  # noqa: F401  (checks registers checks)
+        from . import auth, checks, http, private_files  # noqa: F401  (checks registers checks)
         from .identity import provider, recent
-        from .models import usage
+        from .usage import sqlite_turns, summarise
 
         # SQLite: each process checkpoints its WAL once the response has been sent (sqlite_turns).
         request_finished.connect(sqlite_turns.checkpoint_after_response, dispatch_uid="tokens.checkpoint")
         # Every process folds usage records into the summaries now and then, after a response is sent.
-        request_finished.connect(usage.summarise_after_response, dispatch_uid="tokens.usage.summarise")
+        request_finished.connect(summarise.summarise_after_response, dispatch_uid="tokens.usage.summarise")
         # The hot path parses some settings once per process; tests that override them must see the new
         # values.
         setting_changed.connect(auth.forget_cached_settings, dispatch_uid="tokens.auth.settings")

@@ -23,10 +23,11 @@ from .auth import AuthError, Refused, authenticate
 from .constants import LEGACY_KEY_HEADER, MIGRATION_GUIDE_PATH, Method
 from .errors import refused, service_unavailable, too_many_requests, unauthorized
 from .http import client_ip
-from .models import LegacyApiKey, RefusedClient, Token, TokenEvent, UsageRecord
+from .models import LegacyApiKey, RefusedClient, Token, TokenEvent
 from .models.alerts import is_new_address, record_new_address
 from .models.legacy import clean_legacy_key
 from .throttle import api_client_locked, count_api_failure
+from .usage.record import record, record_with
 
 log = logging.getLogger(__name__)
 
@@ -183,10 +184,10 @@ def record_use(use, credential, response, *, accepted, deprecation=True, reason=
         if accepted and _marks_use(credential, now):
             # The rare request that writes the credential's row (its first use; a key's first use
             # of the day) writes it and the record together, or neither.
-            if UsageRecord.objects.record_with(partial(_mark_use, credential, now, use.ip), **fields):
+            if record_with(partial(_mark_use, credential, now, use.ip), **fields):
                 _use_event(credential, now, use.ip)
         else:
-            UsageRecord.objects.record(**fields)
+            record(**fields)
         if new_address:
             # The mail goes out later, from manage.py send_alerts.
             record_new_address(

@@ -39,7 +39,7 @@ from .models import (
 )
 from .models.policy import SecurityLevel
 from .models.restrictions import owner_permissions, permission_names
-from .models.usage import token_usage, usage_totals
+from .usage.read import token_usage, usage_totals
 
 TOKENS_PER_PAGE = 20
 EVENTS_PER_PAGE = 25

@@ -8,7 +8,8 @@ from django.utils import timezone
 from playwright.sync_api import Error as PlaywrightError
 from playwright.sync_api import expect
 
-from tokens.models import BrownoutWindow, ExpirationPolicy, LegacyApiKey, Token, TokenEvent, UsageRecord
+from tokens.models import BrownoutWindow, ExpirationPolicy, LegacyApiKey, Token, TokenEvent
+from tokens.usage.record import record as record_usage
 
 from ..helpers import PASSWORD
 
@@ -46,7 +47,7 @@ def _record(*, day, token=None, key=None, count, ip, agent, would_refuse=False):
     at = timezone.now() - timedelta(days=day)
     owner = (token or key).user_id
     for _ in range(count):
-        UsageRecord.objects.record(
+        record_usage(
             token_id=token.pk if token else None,
             legacy_key_id=key.pk if key else None,
             user_id=owner,

@@ -14,6 +14,7 @@ from django.utils import timezone
 from playwright.sync_api import Error as PlaywrightError
 
 from tokens.models import LegacyApiKey, Token, UsageRecord
+from tokens.usage.record import record as record_usage
 
 pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
 
@@ -46,7 +47,7 @@ def backfill_usage(token, days):
     now = timezone.now()
     for day, count in days.items():
         for i in range(count):
-            UsageRecord.objects.record(
+            record_usage(
                 token_id=token.pk,
                 user_id=token.user_id,
                 at=now - timedelta(days=day, minutes=i),

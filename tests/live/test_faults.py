@@ -13,7 +13,7 @@ import pytest
 from django.db import connection
 
 from tokens.models import Token, UsageRecord
-from tokens.models.usage import usage_totals
+from tokens.usage.read import usage_totals
 
 from ..helpers import PASSWORD
 from .helpers import GunicornServer

@@ -24,7 +24,7 @@ from django.db import connection
 
 from tests import secret_scan
 from tokens.models import Token, UsageRecord
-from tokens.models.usage import usage_totals
+from tokens.usage.read import usage_totals
 
 from .helpers import Client, GunicornServer, database_url, free_port
 

@@ -10,8 +10,9 @@ from collections import Counter
 
 import pytest
 
-from tokens.models import Token, UsageRecord
-from tokens.models.usage import DailyUsage, usage_totals
+from tokens.models import DailyUsage, Token, UsageRecord
+from tokens.usage.read import usage_totals
+from tokens.usage.summarise import summarise as summarise_usage
 
 pytestmark = pytest.mark.live
 
@@ -160,7 +161,7 @@ def test_the_usage_api_adds_up_in_every_answer_while_another_process_summarises(
 
         try:
             while not stop.is_set():
-                UsageRecord.objects.summarise(batch_size=7, max_batches=1)
+                summarise_usage(batch_size=7, max_batches=1)
         finally:
             connection.close()
 
@@ -198,6 +199,6 @@ def test_the_usage_api_adds_up_in_every_answer_while_another_process_summarises(
             addresses,
             sent_after,
         )
-    UsageRecord.objects.summarise()
+    summarise_usage()
     token.refresh_from_db()
     assert token.request_count == sum(answered.values()) == 600

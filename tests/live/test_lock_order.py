@@ -56,7 +56,8 @@ import json, secrets
 from datetime import timedelta
 from django.contrib.auth import get_user_model
 from django.utils import timezone
-from tokens.models import LegacyApiKey, Token, UsageRecord
+from tokens.models import LegacyApiKey, Token
+from tokens.usage.record import record
 spec = json.loads({spec!r})
 now = timezone.now()
 User = get_user_model()
@@ -68,9 +69,9 @@ siblings = [Token.objects.issue(user=owner, name=f"sibling {{i}}", expires_at=no
 keys = ["legacy-" + secrets.token_hex(16) for _ in range(spec["legacy_keys"])]
 key_ids = [LegacyApiKey.objects.import_key(user=owner, key=key)[0].pk for key in keys]
 for _ in range(spec["old_records"]):
-    UsageRecord.objects.record(token_id=token.pk, user_id=owner.pk, at=now - timedelta(days=400),
-                               accepted=True, method="GET", path="/api/users/me", status=200, ip="192.0.2.1",
-                               user_agent="old", duration_ms=1.0)
+    record(token_id=token.pk, user_id=owner.pk, at=now - timedelta(days=400),
+           accepted=True, method="GET", path="/api/users/me", status=200, ip="192.0.2.1",
+           user_agent="old", duration_ms=1.0)
 print(json.dumps({{
     "owner": owner.pk, "username": owner.username, "admin": admin.pk, "token": token.pk, "value": value,
     "siblings": [t.pk for t, _v in siblings], "keys": keys, "key_ids": key_ids,
@@ -82,8 +83,8 @@ print(json.dumps({{
 COUNTS = """
 import json
 from django.db.models import Sum
-from tokens.models import LegacyApiKey, Token, UsageRecord
-from tokens.models.usage import DailyUsage, usage_totals
+from tokens.models import DailyUsage, LegacyApiKey, Token, UsageRecord
+from tokens.usage.read import usage_totals
 out = {{}}
 for kind, model, pk in (("token", Token, {token}), ("legacy_key", LegacyApiKey, {key})):
     if pk is None:

@@ -6,7 +6,7 @@ from django.urls import reverse
 from django.utils.html import format_html
 from django.utils.translation import gettext_lazy as _
 
-from ..models.usage import usage_totals
+from ..usage.read import usage_totals
 
 # Fields that identify a credential's value: never listed, shown, searched, or filtered on. A filter
 # such as ?digest__startswith=ab answers yes or no about the stored digest, one character at a time.

@@ -27,7 +27,7 @@ from ..models import (
     UsageRecord,
 )
 from ..models.policy import RehearsalLevel, SecurityLevel
-from ..models.usage import client_addresses, read_exactly, usage_totals
+from ..usage.read import client_addresses, read_exactly, usage_totals
 from .common import CredentialColumnsMixin, ReadOnlyAdmin, revoke_each
 from .filters import MIGRATION_WINDOW_DAYS, LegacyStatusFilter, RecentUseFilter
 
@@ -293,7 +293,7 @@ class LegacyApiKeyAdmin(CredentialColumnsMixin, ReadOnlyAdmin):
         """Mail the owners of keys used in the last 30 days (POST, CSRF by the admin); at most once a day."""
         if not self.has_revoke_permission(request):
             raise PermissionDenied
-        report = LegacyApiKey.objects.notify_owners(actor=request.user)
+        report = LegacyApiKey.objects.notify_owners(actor=request.user, usage_totals=usage_totals)
         if report.owners:
             self.message_user(
                 request,

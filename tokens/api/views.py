@@ -23,7 +23,7 @@ from ..errors import api_error, forbidden
 from ..http import client_ip, no_store, own_token_or_404
 from ..identity import recent
 from ..models import ExpirationPolicy, Token, TokenStatus, UsageRecord, is_service_account
-from ..models.usage import token_usage, usage_totals
+from ..usage.read import token_usage, usage_totals
 from .base import BadRequest, api_view, json_body
 from .fields import iso, token_json
 from .openapi import document

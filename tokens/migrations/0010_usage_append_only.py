@@ -28,7 +28,7 @@ from django.conf import settings
 from django.db import migrations, models
 from django.utils import timezone
 
-from tokens import usage_partitions
+from tokens.usage import partitions as usage_partitions
 
 usage_trigger = importlib.import_module("tokens.migrations.0002_usage_trigger_and_policy")
 

@@ -40,7 +40,8 @@ class Credential(models.Model):
         related_name="+",
         editable=False,
     )
-    # Kept by UsageRecord.objects.summarise() (and last_used_at set at first use, see the middleware);
+    # Kept by the usage summariser, tokens.usage.summarise (and last_used_at set at first use, see the
+    # middleware);
     # read them through usage_totals(), which adds the records not yet summarised.
     last_used_at = models.DateTimeField(
         verbose_name=_("last used at"),

@@ -1,6 +1,7 @@
 """The Activity Stream: one row per change to a token or legacy key, written where the change happens.
 
-This module imports nothing of the app's other models, so every other module can import it at the top.
+This module imports nothing of the app's other models (only the foreign-key pair of ``fields``), so every
+other module can import it at the top.
 """
 
 import time
@@ -10,6 +11,8 @@ from django.db import connections, models, transaction
 from django.db.models import Q
 from django.utils import timezone
 from django.utils.translation import gettext_lazy as _
+
+from .fields import credential_keys
 
 # The PostgreSQL advisory lock that makes the event feed gap-free (docs/security.md, "Lock order"): every
 # INSERT into tokens_tokenevent takes it shared for its transaction (a statement trigger, migration 0007),
@@ -117,22 +120,7 @@ class TokenEvent(models.Model):
         related_name="token_events",
         db_index=False,
     )
-    token = models.ForeignKey(
-        "tokens.Token",
-        verbose_name=_("token"),
-        on_delete=models.CASCADE,
-        null=True,
-        blank=True,
-        related_name="events",
-    )
-    legacy_key = models.ForeignKey(
-        "tokens.LegacyApiKey",
-        verbose_name=_("legacy key"),
-        on_delete=models.CASCADE,
-        null=True,
-        blank=True,
-        related_name="events",
-    )
+    token, legacy_key = credential_keys(related_name="events")
     kind = models.CharField(verbose_name=_("event"), max_length=20, choices=Kind.choices)
     at = models.DateTimeField(verbose_name=_("time"), default=timezone.now)
     actor = models.ForeignKey(

@@ -29,7 +29,7 @@ from ..notifications import absolute_url, mail_owner, site_url
 from .base import Credential
 from .events import TokenEvent
 from .policy import BrownoutWindow, ExpirationPolicy
-from .usage import UsageRecord, usage_totals
+from .usage import UsageRecord
 
 # "Still in use": the window of the migration overview and of the owners' notices.
 NOTICE_WINDOW = timedelta(days=30)
@@ -144,13 +144,16 @@ class LegacyApiKeyQuerySet(models.QuerySet):
 
 
 class LegacyApiKeyManager(models.Manager.from_queryset(LegacyApiKeyQuerySet)):
-    def notify_owners(self, *, actor, now=None):
+    def notify_owners(self, *, actor, usage_totals, now=None):
         """Mail every owner of an active key used in the last 30 days about the cutover; return a report.
 
         One mail per owner, naming each key by id (never its value) with its last use, the sunset date,
         the brownout windows still to come and how to migrate. A key is mailed at most once a day: its
         "legacy_notified" event (unique per key and day) is claimed before the mail goes out and given
         back if sending fails, so a second click, or two administrators at once, send nothing new.
+
+        *usage_totals* sets each key's exact request count and last use for the mail
+        (``tokens.usage.read.usage_totals``, given by the caller: the models never import the usage store).
         """
         now = now or timezone.now()
         day = now.date().isoformat()

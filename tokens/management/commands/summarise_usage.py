@@ -1,6 +1,7 @@
 from django.core.management.base import BaseCommand, CommandError
 
 from tokens.models import UsageRecord
+from tokens.usage.summarise import summarise
 
 
 class Command(BaseCommand):
@@ -29,7 +30,7 @@ class Command(BaseCommand):
             raise CommandError("--batch-size must be a positive number of records, for example 5000.")
         if max_batches is not None and max_batches < 1:
             raise CommandError("--max-batches must be a positive number of batches.")
-        folded = UsageRecord.objects.summarise(batch_size=batch_size, max_batches=max_batches)
+        folded = summarise(batch_size=batch_size, max_batches=max_batches)
         self.stdout.write(
             f"Summarised {folded} usage record(s); everything up to record "
             f"{UsageRecord.objects.summarised_through()} is in the summaries."

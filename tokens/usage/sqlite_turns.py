@@ -26,9 +26,9 @@ import logging
 import os
 import threading
 import time
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 
-from django.db import DatabaseError, connections
+from django.db import DatabaseError, connections, transaction
 
 try:
     import fcntl
@@ -38,7 +38,8 @@ except ImportError:  # not POSIX: SQLite's busy handler alone
 CHECKPOINT_EVERY = 500  # usage INSERTs of one process between its checkpoints (about 5,000 WAL pages)
 LONG_WAIT = 1.0  # seconds in the queue after which the INSERT's own busy timeout is shortened
 
-log = logging.getLogger(__name__)
+# Logged under its established name, which operators' log filters and alerts match.
+log = logging.getLogger("tokens.sqlite_turns")
 
 
 class WriterTurns:
@@ -119,6 +120,21 @@ def _busy_timeout_less(connection, waited):
 
 
 turns = WriterTurns()
+
+
+@contextmanager
+def queued_transaction(connection):
+    """Run the block in a transaction on *connection*, on SQLite after taking the usage-write turn.
+
+    The usage store's writes that need a transaction (a first use marked with its record, a summariser
+    batch, a batch of old records deleted) queue with the usage INSERTs first, then take SQLite's write
+    lock (BEGIN IMMEDIATE): the other order could leave an INSERT holding the turn and waiting for the
+    lock. Inside a transaction the write lock is held already: no turn, a savepoint. Other databases:
+    the transaction alone.
+    """
+    queued = connection.vendor == "sqlite" and connection.get_autocommit()
+    with turns.turn(connection) if queued else nullcontext(), transaction.atomic(using=connection.alias):
+        yield
 
 
 def checkpoint_after_response(**kwargs):

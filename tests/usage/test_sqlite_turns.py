@@ -18,9 +18,10 @@ from django.test import Client
 from django.utils import timezone
 
 from tests.helpers import bearer
-from tokens import sqlite_turns
-from tokens.models import Token, UsageRecord
-from tokens.models.usage import usage_totals
+from tokens.models import Token
+from tokens.usage import sqlite_turns
+from tokens.usage.read import usage_totals
+from tokens.usage.record import record
 
 pytestmark = [
     pytest.mark.django_db(transaction=True),  # the request's own autocommitted INSERT, as in production
@@ -102,7 +103,7 @@ def test_a_due_checkpoint_runs_even_when_django_closes_the_connection_at_the_end
     token, _ = issue(user)
     with connection.cursor() as cursor:
         cursor.execute("PRAGMA wal_checkpoint(TRUNCATE)")
-    UsageRecord.objects.record(
+    record(
         token_id=token.pk,
         user_id=user.pk,
         at=timezone.now(),
