@@ -20,16 +20,27 @@ Anything else is a leak. A leak fails the test during which it happened (as an e
 and the session. Reports show only the first and last characters of a value, so the report does not
 leak it in turn.
 
-Enable it with ``pytest_plugins = ["tests.secret_scan"]`` in tests/conftest.py.
+Enable it with ``pytest_plugins = ["tests.secret_scan"]`` in tests/conftest.py. pytest-django sets
+Django up (from the settings named in pyproject.toml) before it loads conftest.py, so this module
+imports the portal's models at its top like any test module.
 """
 
+import base64
 import logging
+import pickle
 import re
 import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
+from django.conf import settings
+from django.contrib.sessions.models import Session
+from django.core.management.base import BaseCommand, OutputWrapper
+from django.db import DatabaseError, connection
+
+from tokens import credentials
+from tokens.models.legacy import LegacyApiKeyManager
 
 # (method, path) of the responses that may carry a value generated while handling them.
 REVEALS = (
@@ -75,7 +86,6 @@ class Scanner:
     leaks: list = field(default_factory=list)
     observed: int = 0
     current_test: str | None = None
-    _token_re: re.Pattern | None = None
 
     def track(self, value, *, kind="token"):
         if not isinstance(value, str):
@@ -87,11 +97,7 @@ class Scanner:
 
     def find(self, text):
         """Return the known secrets that occur in *text*."""
-        if self._token_re is None:
-            from tokens.credentials import TOKEN_RE
-
-            self._token_re = TOKEN_RE
-        found = {match for match in self._token_re.findall(text) if match in self.tokens}
+        found = {match for match in credentials.TOKEN_RE.findall(text) if match in self.tokens}
         found.update(key for key in self.keys if key in text)
         return found
 
@@ -182,11 +188,6 @@ class ScanLogHandler(logging.Handler):
 
 def _install_spies():
     """Wrap the places where secrets are born; each wrapper calls the real function unchanged."""
-    from django.core.management.base import BaseCommand, OutputWrapper
-
-    from tokens import credentials
-    from tokens.models.legacy import LegacyApiKeyManager
-
     real_generate = credentials.generate
     real_import_key = LegacyApiKeyManager.import_key
     real_execute = BaseCommand.execute
@@ -236,8 +237,6 @@ def _install_spies():
 
 
 def pytest_configure(config):
-    from django.conf import settings
-
     _install_spies()
     settings.MIDDLEWARE = ["tests.secret_scan.ScanMiddleware", *settings.MIDDLEWARE]
     handler = ScanLogHandler()
@@ -277,12 +276,6 @@ def _uses_database(item):
 
 def _stored_state():
     """Yield (where, text) for what the server keeps between requests: sessions and the cache table."""
-    import base64
-    import pickle
-
-    from django.contrib.sessions.models import Session
-    from django.db import DatabaseError, connection
-
     for session in Session.objects.all():
         yield "the session store", repr(session.get_decoded())
     try:
@@ -306,7 +299,6 @@ def pytest_runtest_call(item):
     yield
     if not _uses_database(item):
         return
-    from django.db import DatabaseError
 
     try:
         for where, text in _stored_state():
