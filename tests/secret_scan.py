@@ -20,9 +20,9 @@ Anything else is a leak. A leak fails the test during which it happened (as an e
 and the session. Reports show only the first and last characters of a value, so the report does not
 leak it in turn.
 
-Enable it with ``pytest_plugins = ["tests.secret_scan"]`` in tests/conftest.py. pytest-django sets
-Django up (from the settings named in pyproject.toml) before it loads conftest.py, so this module
-imports the portal's models at its top like any test module.
+Enable it with ``pytest_plugins = ["tests.secret_scan"]`` in tests/conftest.py. Loaded with ``-p``
+instead, it is imported before pytest-django sets Django up, so it imports no model: it takes the
+two it needs from the app registry when it runs.
 """
 
 import base64
@@ -34,13 +34,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
+from django.apps import apps
 from django.conf import settings
-from django.contrib.sessions.models import Session
 from django.core.management.base import BaseCommand, OutputWrapper
 from django.db import DatabaseError, connection
 
 from tokens import credentials
-from tokens.models.legacy import LegacyApiKeyManager
 
 # (method, path) of the responses that may carry a value generated while handling them.
 REVEALS = (
@@ -189,7 +188,8 @@ class ScanLogHandler(logging.Handler):
 def _install_spies():
     """Wrap the places where secrets are born; each wrapper calls the real function unchanged."""
     real_generate = credentials.generate
-    real_import_key = LegacyApiKeyManager.import_key
+    key_manager = type(apps.get_model("tokens", "LegacyApiKey").objects)  # LegacyApiKeyManager
+    real_import_key = key_manager.import_key
     real_execute = BaseCommand.execute
     real_write = OutputWrapper.write
 
@@ -231,7 +231,7 @@ def _install_spies():
         return value, parsed
 
     credentials.generate = generate_in_command
-    LegacyApiKeyManager.import_key = import_key
+    key_manager.import_key = import_key
     BaseCommand.execute = execute
     OutputWrapper.write = write
 
@@ -276,7 +276,7 @@ def _uses_database(item):
 
 def _stored_state():
     """Yield (where, text) for what the server keeps between requests: sessions and the cache table."""
-    for session in Session.objects.all():
+    for session in apps.get_model("sessions", "Session").objects.all():
         yield "the session store", repr(session.get_decoded())
     try:
         with connection.cursor() as cursor:
