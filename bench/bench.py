@@ -16,43 +16,41 @@ ratio. Last, a token's page is timed with a thousand and with a million usage re
 
 import argparse
 import io
-import json
 import os
 import secrets
 import signal
 import statistics
-import subprocess
 import sys
 import time
-import urllib.error
-import urllib.request
 from dataclasses import dataclass, field
 from datetime import timedelta
 from pathlib import Path
 
-from bench.pages import page_scaling
-from bench.scale import hot_token, retention
+import django
 
-BENCH_DIR = Path(__file__).resolve().parent
-ROOT = BENCH_DIR.parent
+# The portal plus knox and DRF, chosen before Django loads: the imports below need it set up.
+os.environ["DJANGO_SETTINGS_MODULE"] = "bench.knoxsite.settings"
+django.setup()
 
+from django.contrib.auth import get_user_model  # noqa: E402
+from django.contrib.auth.models import Permission  # noqa: E402
+from django.core.handlers.wsgi import WSGIRequest  # noqa: E402
+from django.core.management import call_command  # noqa: E402
+from django.db import connection  # noqa: E402
+from django.test.utils import CaptureQueriesContext  # noqa: E402
+from django.utils import timezone  # noqa: E402
+from knox.models import AuthToken  # noqa: E402
+from rest_framework.authtoken.models import Token as DrfToken  # noqa: E402
 
-@dataclass
-class Case:
-    """One benchmarked request: where it goes, the credential it carries, and what it measured."""
-
-    key: str
-    label: str
-    url: str
-    header: str = ""  # HTTP header name
-    value: str = ""
-    status: int = 200
-    wrk: list = field(default_factory=list)  # one summary per round
-    micros: list = field(default_factory=list)  # in-process µs/request, one per round
-    queries: int = 0
-    round_trips: int = 0
-    calls: int = 0  # requests sent outside the measured wrk rounds (in-process, probe, warm-up)
-    runs: int = 0  # wrk runs, each of which may leave a request per connection in flight
+from bench.harness import Case, load, rotated  # noqa: E402
+from bench.knoxsite.wsgi import application as app  # noqa: E402
+from bench.pages import page_scaling  # noqa: E402
+from bench.scale import hot_token, retention  # noqa: E402
+from tokens.auth import authenticate  # noqa: E402
+from tokens.http import client_ip  # noqa: E402
+from tokens.models import LegacyApiKey, Token, UsageRecord  # noqa: E402
+from tokens.usage.read import usage_totals  # noqa: E402
+from tokens.usage.record import record as record_usage  # noqa: E402
 
 
 @dataclass
@@ -68,15 +66,6 @@ class Piece:
 
 def prepare():
     """Migrate, then make one user with a bearer token, a legacy key, a knox token and a DRF token."""
-    from django.contrib.auth import get_user_model
-    from django.contrib.auth.models import Permission
-    from django.core.management import call_command
-    from django.utils import timezone
-    from knox.models import AuthToken
-    from rest_framework.authtoken.models import Token as DrfToken
-
-    from tokens.models import LegacyApiKey, Token
-
     call_command("migrate", verbosity=0)
     user = get_user_model().objects.create_user("bench", email="bench@example.com")
     expires_at = timezone.now() + timedelta(days=1)
@@ -140,12 +129,6 @@ def prepare():
     ]
 
 
-def _rotated(paths, turn):
-    """Return *paths* starting at a different one each round, so no path always follows the same one."""
-    turn %= len(paths)
-    return paths[turn:] + paths[:turn]
-
-
 # --- in-process -------------------------------------------------------------------------------------------
 
 
@@ -175,14 +158,6 @@ def bearer_pieces(environ):
     ``tokens.usage.record.record`` the same keyword arguments (credential, client address, method,
     path, status, user agent), in autocommit mode like the middleware, outside any transaction.
     """
-    from django.core.handlers.wsgi import WSGIRequest
-    from django.db import connection
-    from django.utils import timezone
-
-    from tokens.auth import authenticate
-    from tokens.http import client_ip
-    from tokens.usage.record import record as record_usage
-
     request = WSGIRequest({**environ, "wsgi.input": io.BytesIO()})
     credential = authenticate(request)
     ip = client_ip(request)
@@ -220,11 +195,6 @@ def in_process(paths, *, rounds, seconds):
 
     Return the bearer request's lookup and usage record, each timed alone in the same rounds.
     """
-    from django.db import connection
-    from django.test.utils import CaptureQueriesContext
-
-    from bench.knoxsite.wsgi import application as app
-
     statuses = []
 
     def start_response(status, headers, exc_info=None):
@@ -282,7 +252,7 @@ def in_process(paths, *, rounds, seconds):
             n += 1
         counts[item.key] = max(20, int(n / 0.2 * seconds))
     for turn in range(rounds):
-        for item in _rotated(items, turn):
+        for item in rotated(items, turn):
             n = counts[item.key]
             started = time.perf_counter()
             for _ in range(n):
@@ -292,107 +262,8 @@ def in_process(paths, *, rounds, seconds):
     return pieces
 
 
-# --- gunicorn + wrk ---------------------------------------------------------------------------------------
-
-
-def start_server(port, workers):
-    command = [
-        str(Path(sys.executable).with_name("gunicorn")),
-        "bench.knoxsite.wsgi",
-        "--bind",
-        f"127.0.0.1:{port}",
-        "--workers",
-        str(workers),
-        "--worker-class",
-        "sync",
-        "--log-level",
-        "critical",
-        "--chdir",
-        str(ROOT),
-    ]
-    server = subprocess.Popen(command, cwd=ROOT, start_new_session=True)
-    deadline = time.monotonic() + 30
-    try:
-        while time.monotonic() < deadline:
-            if server.poll() is not None:
-                raise SystemExit(f"gunicorn exited with {server.returncode}")
-            try:
-                urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=1).read()
-                return server
-            # TimeoutError: the workers are still booting (a loaded machine, many workers).
-            except (urllib.error.URLError, ConnectionError, TimeoutError):
-                time.sleep(0.2)
-        raise SystemExit("gunicorn did not answer within 30 s")
-    except BaseException:
-        stop_server(server)  # never leave a server behind
-        raise
-
-
-def stop_server(server):
-    if server.poll() is None:
-        os.killpg(server.pid, signal.SIGTERM)
-        try:
-            server.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            os.killpg(server.pid, signal.SIGKILL)
-            server.wait()
-
-
-def probe(port, path):
-    request = urllib.request.Request(f"http://127.0.0.1:{port}{path.url}")
-    if path.header:
-        request.add_header(path.header, path.value)
-    try:
-        status = urllib.request.urlopen(request, timeout=5).status
-    except urllib.error.HTTPError as error:
-        status = error.code
-    path.calls += 1
-    if status != path.status:
-        raise SystemExit(f"{path.label}: expected {path.status}, the server answered {status}")
-
-
-def wrk(port, path, *, seconds, connections):
-    env = {**os.environ, "BENCH_HEADER": path.header, "BENCH_VALUE": path.value}
-    command = [
-        "wrk",
-        "-t1",
-        f"-c{connections}",
-        f"-d{seconds}s",
-        "--timeout",
-        "5s",
-        "-s",
-        str(BENCH_DIR / "report.lua"),
-        f"http://127.0.0.1:{port}{path.url}",
-    ]
-    path.runs += 1
-    output = subprocess.run(command, env=env, capture_output=True, text=True, check=True).stdout
-    line = next(line for line in output.splitlines() if line.startswith("BENCH "))
-    summary = json.loads(line[len("BENCH ") :])
-    expected_errors = summary["requests"] if path.status >= 300 else 0
-    if summary["non2xx"] != expected_errors:
-        raise SystemExit(
-            f"{path.label}: {summary['non2xx']} of {summary['requests']} answers were not {path.status}"
-        )
-    return summary
-
-
-def load(paths, *, port, rounds, seconds, connections, workers):
-    server = start_server(port, workers)
-    try:
-        for path in paths:
-            probe(port, path)
-            path.calls += wrk(port, path, seconds=1, connections=connections)["requests"]  # warm up
-        for turn in range(rounds):
-            for path in _rotated(paths, turn):
-                path.wrk.append(wrk(port, path, seconds=seconds, connections=connections))
-    finally:
-        stop_server(server)
-
-
 def check_counts():
     """Return (recorded, rows) for the bench token: its count as the pages read it, and the raw records."""
-    from tokens.models import Token, UsageRecord
-    from tokens.usage.read import usage_totals
 
     token = usage_totals([Token.objects.get(name="bench")])[0]
     return token.request_count, UsageRecord.objects.filter(token=token, accepted=True).count()
@@ -530,10 +401,6 @@ def main():
     # A stop request (Ctrl-C, SIGTERM) unwinds normally, so the gunicorn server is always stopped.
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
 
-    os.environ["DJANGO_SETTINGS_MODULE"] = "bench.knoxsite.settings"
-    import django
-
-    django.setup()
     paths = prepare()
     pieces = in_process(paths, rounds=args.rounds, seconds=min(1.0, args.seconds / 5))
     load(

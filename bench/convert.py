@@ -17,6 +17,22 @@ import os
 import sys
 import time
 
+import django
+
+# Chosen before Django loads: the imports below need it set up.
+os.environ.setdefault("DJANGO_SETTINGS_MODULE", "portal.settings")
+django.setup()
+
+from django.contrib.auth import get_user_model  # noqa: E402
+from django.core.management import call_command  # noqa: E402
+from django.db import connection, transaction  # noqa: E402
+from django.utils import timezone  # noqa: E402
+
+from tokens.models import ClientAddress, DailyUsage, LegacyApiKey, Token, UsageRecord  # noqa: E402
+from tokens.usage.read import client_addresses, usage_totals  # noqa: E402
+from tokens.usage.record import record as record_usage  # noqa: E402
+from tokens.usage.summarise import summarise  # noqa: E402
+
 TOKENS = 4
 KEYS = 2
 COLUMNS = "token_id, legacy_key_id, user_id, at, accepted, method, path, status, ip, user_agent, duration_ms"
@@ -82,9 +98,6 @@ def _summaries(cursor, vendor):
 
 def _snapshot(credentials):
     """Every number a page shows for each credential, read the way the pages read it."""
-    from tokens.models import ClientAddress, DailyUsage, UsageRecord
-    from tokens.usage.read import client_addresses, usage_totals
-
     shown = {}
     for credential in credentials:
         kind = "token" if credential.event_field == "token" else "legacy_key"
@@ -137,14 +150,6 @@ def _old_snapshot(connection):
 
 
 def convert(n):
-    import django
-
-    django.setup()
-    from django.contrib.auth import get_user_model
-    from django.core.management import call_command
-    from django.db import connection, transaction
-    from django.utils import timezone
-
     call_command("migrate", "auth", verbosity=0)
     call_command("migrate", "tokens", "0003", verbosity=0)
     vendor = connection.vendor
@@ -222,10 +227,6 @@ def convert(n):
     call_command("migrate", "tokens", verbosity=0)
     migrate_s = time.perf_counter() - started
 
-    from tokens.models import LegacyApiKey, Token, UsageRecord
-    from tokens.usage.record import record as record_usage
-    from tokens.usage.summarise import summarise
-
     credentials = [*Token.objects.filter(pk__in=tokens), *LegacyApiKey.objects.filter(pk__in=keys)]
     new = _snapshot(credentials)
     problems = []
@@ -287,5 +288,4 @@ def convert(n):
 
 
 if __name__ == "__main__":
-    os.environ.setdefault("DJANGO_SETTINGS_MODULE", "portal.settings")
     print(json.dumps(convert(int(sys.argv[1]) if len(sys.argv) > 1 else 1_000_000)))

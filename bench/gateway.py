@@ -29,7 +29,20 @@ import urllib.request
 from datetime import timedelta
 from pathlib import Path
 
-from bench.bench import Case, _rotated, start_server, stop_server, wrk
+import django
+
+# Chosen before Django loads: the imports below need it set up. The portal believes nginx (on
+# loopback) about the original request and the client's address.
+os.environ.setdefault("DJANGO_SETTINGS_MODULE", "portal.settings")
+os.environ["TRUSTED_PROXIES"] = "127.0.0.1/32"
+django.setup()
+
+from django.contrib.auth import get_user_model  # noqa: E402
+from django.core.management import call_command  # noqa: E402
+from django.utils import timezone  # noqa: E402
+
+from bench.harness import Case, rotated, start_server, stop_server, wrk  # noqa: E402
+from tokens.models import Token  # noqa: E402
 
 NGINX_CONF = """
 daemon off;
@@ -123,12 +136,6 @@ def stop_nginx(process, folder):
 
 def prepare():
     """Migrate, then issue one bearer token for the gateway paths."""
-    from django.contrib.auth import get_user_model
-    from django.core.management import call_command
-    from django.utils import timezone
-
-    from tokens.models import Token
-
     call_command("migrate", verbosity=0)
     user, _created = get_user_model().objects.get_or_create(username="gateway-bench")
     _token, value = Token.objects.issue(
@@ -174,12 +181,6 @@ def main():
     args = parser.parse_args()
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
 
-    os.environ.setdefault("DJANGO_SETTINGS_MODULE", "portal.settings")
-    # The portal believes nginx (on loopback) about the original request and the client's address.
-    os.environ["TRUSTED_PROXIES"] = "127.0.0.1/32"
-    import django
-
-    django.setup()
     cases = prepare()
     server = start_server(args.port, args.workers)
     nginx = None
@@ -189,7 +190,7 @@ def main():
         for case in cases:
             case.calls += wrk(ports[case.key], case, seconds=1, connections=args.connections)["requests"]
         for turn in range(args.rounds):
-            for case in _rotated(cases, turn):
+            for case in rotated(cases, turn):
                 summary = wrk(ports[case.key], case, seconds=args.seconds, connections=args.connections)
                 case.wrk.append(summary)
     finally:

@@ -18,6 +18,7 @@ which is the point of measuring it with many).
 
 import argparse
 import json
+import logging
 import os
 import signal
 import statistics
@@ -29,20 +30,28 @@ import urllib.request
 from datetime import timedelta
 from pathlib import Path
 
-from bench.bench import ROOT, Case, stop_server, wrk
+import django
+
+# Chosen before Django loads: the imports below need it set up. Counted in this process as gunicorn's
+# workers count: into prometheus-client's multiprocess files.
+os.environ["DJANGO_SETTINGS_MODULE"] = "portal.settings"
+os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="portal-bench-metrics-")
+django.setup()
+
+from django.contrib.auth import get_user_model  # noqa: E402
+from django.core.management import call_command  # noqa: E402
+from django.utils import timezone  # noqa: E402
+
+from bench.harness import ROOT, Case, stop_server, wrk  # noqa: E402
+from portal.logs import json_formatter  # noqa: E402
+from tokens import credentials, metrics  # noqa: E402
+from tokens.models import Token  # noqa: E402
 
 TOKENS = 100_000
 
 
 def prepare():
     """Migrate; make the bench user's token and, once, 100,000 more tokens; return the token's value."""
-    from django.contrib.auth import get_user_model
-    from django.core.management import call_command
-    from django.utils import timezone
-
-    from tokens import credentials
-    from tokens.models import Token
-
     call_command("migrate", verbosity=0)
     User = get_user_model()
     user = User.objects.create_user(f"ops-{time.time_ns()}")
@@ -115,11 +124,6 @@ def scrape_times(port, count):
 
 def in_process_costs(calls=20_000):
     """Return µs per request of counting a check (multiprocess files) and of writing one JSON access line."""
-    import logging
-
-    from portal.logs import json_formatter
-    from tokens import metrics
-
     started = time.perf_counter()
     for _ in range(calls):
         metrics.observe_check("api", time.perf_counter())
@@ -158,12 +162,6 @@ def main():
     args = parser.parse_args()
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
 
-    os.environ["DJANGO_SETTINGS_MODULE"] = "portal.settings"
-    # Counted in this process as gunicorn's workers count: into prometheus-client's multiprocess files.
-    os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="portal-bench-metrics-")
-    import django
-
-    django.setup()
     value, tokens = prepare()
     counting_us, line_us = in_process_costs()
     work = Path(tempfile.mkdtemp(prefix="portal-bench-ops-"))

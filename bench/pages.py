@@ -1,19 +1,30 @@
 """Time a token's page with a thousand usage records and with a million (target: at most 1.5× as long).
 
-Run by ``bench/bench.py`` after the load, on the same database. Two tokens of their own get their
-records straight from SQL (generated on the server, three seconds apart, one in ten refused, from 40
-addresses; on PostgreSQL into the day partitions ``prune_usage`` would have made ahead); the
-portal's own summariser then folds them into the per-day and per-address summaries (timed: its
-throughput), and the planner's statistics are gathered, as a production database would have them.
-Each page is requested in-process through Django's test client, signed in as the owner, the four in
-turns: the newest requests, and an older page reached by the "older" link (keyset pagination deep
-in the history).
+Run by ``bench/bench.py`` after the load, on the same database (bench.bench sets Django up before it
+imports this module). Two tokens of their own get their records straight from SQL (generated on the
+server, three seconds apart, one in ten refused, from 40 addresses; on PostgreSQL into the day partitions
+``prune_usage`` would have made ahead); the portal's own summariser then folds them into the per-day and
+per-address summaries (timed: its throughput), and the planner's statistics are gathered, as a production
+database would have them. Each page is requested in-process through Django's test client, signed in as the
+owner, the four in turns: the newest requests, and an older page reached by the "older" link (keyset
+pagination deep in the history).
 """
 
 import os
 import statistics
 import time
 from datetime import timedelta
+
+from django.contrib.auth import get_user_model
+from django.db import connection, transaction
+from django.test import Client
+from django.test.utils import CaptureQueriesContext
+from django.urls import reverse
+from django.utils import timezone
+
+from tokens.models import Token, UsageRecord
+from tokens.usage import partitions as usage_partitions
+from tokens.usage.summarise import summarise
 
 FEW = 1_000
 MANY = int(os.environ.get("BENCH_PAGE_RECORDS", 1_000_000))
@@ -42,11 +53,6 @@ _SQLITE = [
 
 def _make_days(last):
     """PostgreSQL: the day partitions of records 0 to *last*, as ``prune_usage`` would have made them."""
-    from django.db import connection
-    from django.utils import timezone
-
-    from tokens.usage import partitions as usage_partitions
-
     if connection.vendor != "postgresql":
         return
     today = timezone.now().date()
@@ -60,10 +66,6 @@ def _load(token, first, last):
 
     Return the seconds the summariser took.
     """
-    from django.db import connection, transaction
-
-    from tokens.usage.summarise import summarise
-
     params = {"token": token.pk, "user": token.user_id, "first": first, "last": last}
     if connection.vendor == "postgresql":
         _make_days(last)
@@ -99,9 +101,6 @@ def _time(pages, *, rounds=8, repeat=5):
     The pages take turns, *repeat* GETs each per round, so a noisy moment on the shared machine
     falls on all of them alike.
     """
-    from django.db import connection
-    from django.test.utils import CaptureQueriesContext
-
     queries, times = {}, {url: [] for _client, url in pages}
     for client, url in pages:
         for _ in range(5):
@@ -126,13 +125,6 @@ def page_scaling():
     turns: what differs is only how much the token was used, not the database, its partitions or the
     machine's moment.
     """
-    from django.contrib.auth import get_user_model
-    from django.test import Client
-    from django.urls import reverse
-    from django.utils import timezone
-
-    from tokens.models import Token, UsageRecord
-
     expires_at = timezone.now() + timedelta(days=1)
     # The day partitions of the retention period, as prune_usage makes them whatever the traffic.
     _make_days(MANY - 1)

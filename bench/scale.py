@@ -8,6 +8,8 @@
   back (past the default retention of 90), and summarised; then ``prune_usage`` runs while another
   thread keeps recording usage, and the table shows how long the prune took and the slowest of the
   recording INSERTs meanwhile. PostgreSQL drops the day's partition; SQLite deletes in batches.
+
+Run by ``bench/bench.py``, which sets Django up before it imports this module.
 """
 
 import io
@@ -19,13 +21,22 @@ import threading
 import time
 from datetime import timedelta
 
+from django.contrib.auth import get_user_model
+from django.core.management import call_command
+from django.db import connection, connections, transaction
+from django.utils import timezone
+
+from bench.harness import BENCH_DIR, start_server, stop_server
+from tokens.models import Token, UsageRecord
+from tokens.usage import partitions as usage_partitions
+from tokens.usage.record import record as record_usage
+from tokens.usage.summarise import summarise
+
 HOT_WORKERS = int(os.environ.get("BENCH_HOT_WORKERS", "8"))
 RETENTION_RECORDS = int(os.environ.get("BENCH_RETENTION_RECORDS", "1000000"))
 
 
 def _wrk(port, tokens, seconds):
-    from bench.bench import BENCH_DIR
-
     command = [
         "wrk",
         "-t8",
@@ -47,12 +58,6 @@ def _wrk(port, tokens, seconds):
 
 def hot_token(port, *, rounds, seconds):
     """Return report lines: req/s with one token shared by 8 clients and with one token per client."""
-    from django.contrib.auth import get_user_model
-    from django.utils import timezone
-
-    from bench.bench import start_server, stop_server
-    from tokens.models import Token
-
     expires_at = timezone.now() + timedelta(days=1)
     values = []
     for n in range(8):
@@ -90,10 +95,6 @@ def hot_token(port, *, rounds, seconds):
 
 
 def _load_day(token, day_start, count):
-    from django.db import connection, transaction
-
-    from tokens.usage import partitions as usage_partitions
-
     columns = (
         "token_id, legacy_key_id, user_id, at, accepted, method, path, status, ip, user_agent, duration_ms"
     )
@@ -126,15 +127,6 @@ def _load_day(token, day_start, count):
 
 def retention():
     """Return report lines: prune_usage on a day of RETENTION_RECORDS records while requests are recorded."""
-    from django.contrib.auth import get_user_model
-    from django.core.management import call_command
-    from django.db import connection, connections
-    from django.utils import timezone
-
-    from tokens.models import Token, UsageRecord
-    from tokens.usage.record import record as record_usage
-    from tokens.usage.summarise import summarise
-
     owner = get_user_model().objects.create_user("bench-retention")
     token, _value = Token.objects.issue(
         user=owner, name="retention", expires_at=timezone.now() + timedelta(days=1)

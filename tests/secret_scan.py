@@ -20,16 +20,26 @@ Anything else is a leak. A leak fails the test during which it happened (as an e
 and the session. Reports show only the first and last characters of a value, so the report does not
 leak it in turn.
 
-Enable it with ``pytest_plugins = ["tests.secret_scan"]`` in tests/conftest.py.
+Enable it with ``pytest_plugins = ["tests.secret_scan"]`` in tests/conftest.py. Loaded with ``-p``
+instead, it is imported before pytest-django sets Django up, so it imports no model: it takes the
+two it needs from the app registry when it runs.
 """
 
+import base64
 import logging
+import pickle
 import re
 import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
+from django.apps import apps
+from django.conf import settings
+from django.core.management.base import BaseCommand, OutputWrapper
+from django.db import DatabaseError, connection
+
+from tokens import credentials
 
 # (method, path) of the responses that may carry a value generated while handling them.
 REVEALS = (
@@ -75,7 +85,6 @@ class Scanner:
     leaks: list = field(default_factory=list)
     observed: int = 0
     current_test: str | None = None
-    _token_re: re.Pattern | None = None
 
     def track(self, value, *, kind="token"):
         if not isinstance(value, str):
@@ -87,11 +96,7 @@ class Scanner:
 
     def find(self, text):
         """Return the known secrets that occur in *text*."""
-        if self._token_re is None:
-            from tokens.credentials import TOKEN_RE
-
-            self._token_re = TOKEN_RE
-        found = {match for match in self._token_re.findall(text) if match in self.tokens}
+        found = {match for match in credentials.TOKEN_RE.findall(text) if match in self.tokens}
         found.update(key for key in self.keys if key in text)
         return found
 
@@ -182,13 +187,9 @@ class ScanLogHandler(logging.Handler):
 
 def _install_spies():
     """Wrap the places where secrets are born; each wrapper calls the real function unchanged."""
-    from django.core.management.base import BaseCommand, OutputWrapper
-
-    from tokens import credentials
-    from tokens.models.legacy import LegacyApiKeyManager
-
     real_generate = credentials.generate
-    real_import_key = LegacyApiKeyManager.import_key
+    key_manager = type(apps.get_model("tokens", "LegacyApiKey").objects)  # LegacyApiKeyManager
+    real_import_key = key_manager.import_key
     real_execute = BaseCommand.execute
     real_write = OutputWrapper.write
 
@@ -230,14 +231,12 @@ def _install_spies():
         return value, parsed
 
     credentials.generate = generate_in_command
-    LegacyApiKeyManager.import_key = import_key
+    key_manager.import_key = import_key
     BaseCommand.execute = execute
     OutputWrapper.write = write
 
 
 def pytest_configure(config):
-    from django.conf import settings
-
     _install_spies()
     settings.MIDDLEWARE = ["tests.secret_scan.ScanMiddleware", *settings.MIDDLEWARE]
     handler = ScanLogHandler()
@@ -277,13 +276,7 @@ def _uses_database(item):
 
 def _stored_state():
     """Yield (where, text) for what the server keeps between requests: sessions and the cache table."""
-    import base64
-    import pickle
-
-    from django.contrib.sessions.models import Session
-    from django.db import DatabaseError, connection
-
-    for session in Session.objects.all():
+    for session in apps.get_model("sessions", "Session").objects.all():
         yield "the session store", repr(session.get_decoded())
     try:
         with connection.cursor() as cursor:
@@ -306,7 +299,6 @@ def pytest_runtest_call(item):
     yield
     if not _uses_database(item):
         return
-    from django.db import DatabaseError
 
     try:
         for where, text in _stored_state():

@@ -4,6 +4,7 @@ import re
 from datetime import timedelta
 
 import pytest
+from django.contrib.auth.models import Permission
 from django.utils import timezone
 
 from tokens.models import BrownoutWindow, ExpirationPolicy, LegacyApiKey, Token, TokenEvent, UsageRecord
@@ -808,8 +809,6 @@ def test_the_admin_needs_a_staff_sign_in(client, user, policy):
 
 
 def _staff_with(make_user, client, *codenames):
-    from django.contrib.auth.models import Permission
-
     member = make_user("stella", is_staff=True)
     member.user_permissions.add(
         *Permission.objects.filter(content_type__app_label="tokens", codename__in=codenames)
@@ -859,8 +858,6 @@ def test_a_superuser_can_still_preselect_the_owner_of_a_new_token(staff, make_us
 
 
 def _view_user():
-    from django.contrib.auth.models import Permission
-
     return Permission.objects.get(codename="view_user", content_type__app_label="auth")
 
 
@@ -929,8 +926,6 @@ def test_adding_a_token_in_the_admin_takes_its_limits(staff, user):
 def test_staff_who_are_not_superusers_cannot_change_another_users_token_limits(
     make_user, client, user, issue
 ):
-    from django.contrib.auth.models import Permission
-
     clerk = make_user("clerk", is_staff=True)
     clerk.user_permissions.add(
         *Permission.objects.filter(content_type__app_label="tokens", codename__endswith="token")
@@ -1015,8 +1010,6 @@ def test_the_rotate_action_takes_one_token_to_its_rotate_page_and_reveals_the_ne
 
 
 def test_only_a_superuser_rotates_another_users_token_in_the_admin(client, make_user, user):
-    from django.contrib.auth.models import Permission
-
     clerk = make_user("clerk", is_staff=True)
     clerk.user_permissions.add(*Permission.objects.filter(codename__in=["change_token", "view_token"]))
     client.force_login(clerk)

@@ -4,10 +4,12 @@ Authentication is in test_auth.py, the answers and usage records of the middlewa
 """
 
 import json
+import time
 from datetime import timedelta
 
 import pytest
 from django.contrib.auth.models import Permission
+from django.core import mail
 from django.db import connection
 from django.db.models import F
 from django.test.utils import CaptureQueriesContext
@@ -421,8 +423,6 @@ def test_a_rotating_tokens_lookup_is_still_one_query_and_its_responses_carry_dep
 
 
 def test_the_old_value_works_until_exactly_the_end_of_the_overlap_and_never_after(client, issued):
-    import time
-
     token, old_value = issued
     token.rotate(overlap=timedelta(seconds=2), actor=token.user)
     token.refresh_from_db()
@@ -493,8 +493,6 @@ def test_another_users_token_cannot_be_rotated(client, user, other_user, issue):
 
 
 def test_a_token_rotates_itself_with_its_callers_address_recorded_and_the_owner_mailed(client, user, issued):
-    from django.core import mail
-
     token, value = issued
     # No body at all, as `curl -X POST` sends it.
     response = client.generic("POST", "/api/tokens/self/rotate", **bearer(value), REMOTE_ADDR="198.51.100.7")

@@ -9,11 +9,13 @@ import json
 from datetime import timedelta
 
 import pytest
+from django.contrib.auth.models import Permission
 from django.db import connection
 from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 
-from tokens.auth import AuthError, authenticate_bearer
+from tokens import credentials
+from tokens.auth import AuthError, authenticate_bearer, narrow_permissions
 from tokens.models import LegacyApiKey, Token, TokenStatus, UsageRecord
 
 from .helpers import ALICE_KEY, BOB_KEY, LINK, _set_policy, _snapshot, bearer, me
@@ -201,8 +203,6 @@ def test_the_lookup_status_at_and_the_querysets_status_condition_agree_on_every_
 
 
 def _perm(codename, app_label="auth"):
-    from django.contrib.auth.models import Permission
-
     return Permission.objects.get(codename=codename, content_type__app_label=app_label)
 
 
@@ -283,10 +283,6 @@ def test_a_superusers_narrowed_token_holds_only_its_list(client, staff_user, use
 
 
 def test_a_narrowed_user_has_only_the_intersection_of_its_list_and_its_own_permissions(staff_user, user):
-    from django.contrib.auth.models import Permission
-
-    from tokens.auth import narrow_permissions
-
     user.user_permissions.add(Permission.objects.get(codename="view_user", content_type__app_label="auth"))
     user = type(user).objects.get(pk=user.pk)
     narrow_permissions(user, ["auth.view_user", "auth.view_group"])
@@ -360,8 +356,6 @@ def test_restrictions_are_checked_from_the_one_lookup_row(client, user, issue):
 
 
 def test_legacy_keys_keep_full_access(client, user):
-    from tokens.models import LegacyApiKey
-
     LegacyApiKey.objects.import_key(user=user, key="legacy-key-0123456789abcdef")
     response = client.get("/api/users/me", HTTP_REST_API_KEY="legacy-key-0123456789abcdef")
     assert response.json()["auth"]["access"] == "read_write"
@@ -463,8 +457,6 @@ def test_a_sunset_in_the_future_still_lets_keys_in(client, alice_key):
 
 
 def test_a_legacy_key_survives_pepper_rotation_by_being_re_digested_on_use(client, user, settings):
-    from tokens import credentials
-
     old = dict(settings.TOKEN_PEPPERS)
     LegacyApiKey.objects.import_key(user=user, key=ALICE_KEY)
     settings.TOKEN_PEPPERS = {**old, "9": "n" * 40}  # step 1 of the rotation: a newer pepper

@@ -1,17 +1,16 @@
 """tokens/charts.py: the server-rendered SVG bar chart (the token page, the admin's migration overview)."""
 
-from datetime import timedelta
+from datetime import date, timedelta
 
 import pytest
+from django.template.loader import render_to_string
+
+from tokens.charts import daily_chart
 
 pytestmark = pytest.mark.django_db
 
 
 def test_the_chart_stacks_series_per_day_on_a_round_scale():
-    from datetime import date
-
-    from tokens.charts import daily_chart
-
     days = [date(2026, 3, 1) + timedelta(days=i) for i in range(3)]
     chart = daily_chart(
         days,
@@ -32,12 +31,6 @@ def test_the_chart_stacks_series_per_day_on_a_round_scale():
 
 
 def test_the_chart_renders_accessibly_and_says_when_there_is_nothing(rf):
-    from datetime import date
-
-    from django.template.loader import render_to_string
-
-    from tokens.charts import daily_chart
-
     days = [date(2026, 3, 1) + timedelta(days=i) for i in range(30)]
     html = render_to_string(
         "tokens/includes/daily_chart.html",

@@ -1,6 +1,7 @@
 """Management commands via call_command: good input works; bad input is a CommandError, nothing changed."""
 
 import io
+import json
 from datetime import timedelta
 
 import pytest
@@ -355,8 +356,6 @@ def test_create_token_refuses_limits_the_user_cannot_have_and_creates_nothing(us
 
 
 def test_export_events_prints_every_event_after_the_cursor_as_json_lines(user, issue):
-    import json
-
     token, _value = issue(user, name="exported")
     token.rename("renamed", actor=user)
     token.revoke(actor=None, detail="reported leaked · github")

@@ -1,5 +1,6 @@
 """The pure token format: no database anywhere in this file."""
 
+import math
 import re
 from pathlib import Path
 
@@ -9,7 +10,7 @@ from hypothesis import settings as hsettings
 from hypothesis import strategies as st
 
 from tokens import credentials
-from tokens.constants import TOKEN_LENGTH, TOKEN_PREFIX
+from tokens.constants import SECRET_LENGTH, TOKEN_LENGTH, TOKEN_PREFIX
 
 PEPPER_A = "a" * 40
 PEPPER_B = "b" * 40
@@ -38,9 +39,6 @@ def test_the_documented_scanner_pattern_matches_issued_tokens():
 def test_tokens_are_unique_and_carry_at_least_160_bits_of_secret():
     values = {credentials.generate()[0] for _ in range(200)}
     assert len(values) == 200
-    import math
-
-    from tokens.constants import SECRET_LENGTH
 
     assert SECRET_LENGTH * math.log2(62) >= 160
 

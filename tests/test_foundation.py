@@ -1,12 +1,18 @@
 """The ground: settings from the environment, health check, sign-in, static files, headers."""
 
+import http.client
 import os
+import socket
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
-from django.db import connection
+from django.core.management import call_command
+from django.db import OperationalError, connection
+from django.templatetags.static import static
+from django.test import Client
 from django.urls import reverse
 
 from .helpers import PASSWORD
@@ -74,8 +80,6 @@ def test_healthz_answers_200_when_the_database_answers(client):
 
 @pytest.mark.django_db
 def test_healthz_answers_503_not_500_when_the_database_is_down(client, settings, monkeypatch):
-    from django.db import OperationalError
-
     def refuse(*args, **kwargs):
         raise OperationalError("connection refused")
 
@@ -94,8 +98,6 @@ def test_profile_redirects_anonymous_users_to_sign_in(client):
 
 
 def test_sign_in_works_through_the_real_form_with_csrf(user):
-    from django.test import Client
-
     browser = Client(enforce_csrf_checks=True)
     page = browser.get(reverse("login"))
     token = page.cookies["csrftoken"].value
@@ -116,8 +118,6 @@ def test_wrong_password_shows_an_error_and_signs_nobody_in(client, user):
 
 
 def test_static_files_are_served_by_whitenoise_with_debug_off(client, settings):
-    from django.templatetags.static import static
-
     assert settings.DEBUG is False
     url = static("css/portal.css")
     assert "portal." in url and url != "/static/css/portal.css"  # hashed name
@@ -138,8 +138,6 @@ def test_pages_send_security_headers(client):
 
 @pytest.mark.django_db
 def test_ensure_admin_prints_a_password_once(capsys, django_user_model):
-    from django.core.management import call_command
-
     call_command("ensure_admin")
     first = capsys.readouterr().out
     assert "password:" in first
@@ -277,8 +275,6 @@ def test_a_pepper_value_may_end_with_equals_signs(tmp_path):
 
 
 def _free_port():
-    import socket
-
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return sock.getsockname()[1]
@@ -290,9 +286,6 @@ def _modes(folder):
 
 @pytest.mark.parametrize("umask", [0o022, 0o000])
 def test_the_data_folder_and_every_file_in_it_are_private_whatever_the_umask(tmp_path, umask):
-    import http.client
-    import time
-
     data = tmp_path / "data"
     data.mkdir(mode=0o755)
     data.chmod(0o755)  # made looser by hand, or by an older version

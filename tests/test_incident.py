@@ -6,7 +6,7 @@ import threading
 import pytest
 from django.conf import settings
 from django.contrib.auth.models import Permission
-from django.db import connection, connections
+from django.db import connection, connections, transaction
 from django.test.utils import CaptureQueriesContext
 
 from tokens.api import incident
@@ -273,8 +273,6 @@ def test_the_event_feed_refuses_hostile_cursors_with_400(client, auditor, issue,
 @pytest.mark.django_db(transaction=True)
 def test_the_event_feed_never_skips_an_event_whose_transaction_commits_after_a_later_one(user):
     """Ids are drawn in INSERT order but commits happen in any order: a cursor must not jump a late one."""
-    from django.db import transaction
-
     a_inserted, release_a, b_done = threading.Event(), threading.Event(), threading.Event()
 
     def slow_writer():

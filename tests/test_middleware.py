@@ -10,7 +10,8 @@ from datetime import timedelta
 from email.utils import parsedate_to_datetime
 
 import pytest
-from django.db import connection
+from django.db import OperationalError, connection
+from django.test import Client
 from django.utils import timezone
 
 from tokens.models import Token, TokenEvent, UsageRecord
@@ -53,8 +54,6 @@ def test_a_failed_token_never_falls_back_to_the_session(client, user, issued):
 
 
 def test_bearer_requests_need_no_csrf_token_but_session_writes_do(user, issued):
-    from django.test import Client
-
     strict = Client(enforce_csrf_checks=True)
     token, value = issued
     assert (
@@ -83,8 +82,6 @@ def test_unknown_api_urls_and_wrong_methods_answer_json(client, issued):
 
 
 def test_api_errors_are_json_503_when_the_database_is_down(client, issued, monkeypatch):
-    from django.db import OperationalError
-
     def refuse(*args, **kwargs):
         raise OperationalError("server closed the connection")
 

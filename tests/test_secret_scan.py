@@ -9,9 +9,11 @@ import os
 import subprocess
 import sys
 import xml.etree.ElementTree as ET
+from io import StringIO
 
 import pytest
 from django.conf import settings
+from django.core.cache import cache
 from django.core.management import call_command
 
 from tokens import credentials
@@ -148,8 +150,6 @@ def test_the_scanner_allows_one_reveal_and_flags_every_other_appearance():
 
 
 def test_the_create_token_command_may_print_its_value_once_on_stdout_and_nowhere_else(db, user, capsys):
-    from io import StringIO
-
     before = len(scanner.leaks)
     out, err = StringIO(), StringIO()
     call_command("create_token", "alice", "cron job", stdout=out, stderr=err)
@@ -166,8 +166,6 @@ def test_the_create_token_command_may_print_its_value_once_on_stdout_and_nowhere
 
 @pytest.mark.django_db
 def test_a_value_kept_in_a_session_or_the_cache_is_found(client, user):
-    from django.core.cache import cache
-
     # Shaped like a token but never issued, so only this test's own scanner knows it.
     planted = "bpt_" + "Q" * 52
     session = client.session

@@ -10,6 +10,7 @@ from django.core import mail
 from django.test import Client
 
 from tokens.models import AttemptCounter, LegacyApiKey, RefusedClient, UsageRecord
+from tokens.throttle import ThrottledAdminAuthenticationForm
 
 from .helpers import PASSWORD, assert_clear_api_error, bearer, sign_in
 
@@ -70,8 +71,6 @@ def test_a_successful_sign_in_clears_the_usernames_failures(fresh_throttle, clie
 
 @pytest.mark.django_db
 def test_the_admin_sign_in_form_shares_the_same_lock(fresh_throttle, rf, staff_user):
-    from tokens.throttle import ThrottledAdminAuthenticationForm
-
     def admin_form(password):
         request = rf.post("/admin/login/", REMOTE_ADDR="203.0.113.8")
         return ThrottledAdminAuthenticationForm(request, data={"username": "sam", "password": password})

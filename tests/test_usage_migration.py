@@ -12,6 +12,7 @@ import subprocess
 import sys
 import uuid
 
+import psycopg
 import pytest
 from django.conf import settings
 from django.db import connection
@@ -25,8 +26,6 @@ def empty_database(tmp_path):
     if connection.vendor == "sqlite":
         yield f"sqlite:///{tmp_path / 'convert.sqlite3'}"
         return
-    import psycopg
-
     params = settings.DATABASES["default"]
     name = f"convert_{uuid.uuid4().hex[:12]}"
     server = {

@@ -5,6 +5,7 @@ from datetime import datetime, timedelta
 from zoneinfo import ZoneInfo
 
 import pytest
+from django.contrib.auth.models import Permission
 from django.contrib.sessions.models import Session
 from django.db import connection
 from django.test import Client
@@ -561,8 +562,6 @@ def test_signing_in_through_the_form_lands_on_the_profile(client, user):
 
 
 def _perm(codename):
-    from django.contrib.auth.models import Permission
-
     return Permission.objects.get(codename=codename, content_type__app_label="auth")
 
 

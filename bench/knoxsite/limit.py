@@ -24,7 +24,7 @@ from django.http import JsonResponse
 from django.utils import timezone
 
 from tokens import credentials
-from tokens.api.errors import unauthorized
+from tokens.errors import unauthorized
 
 
 @lru_cache(maxsize=1)

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 from playwright.sync_api import Error as PlaywrightError
+from playwright.sync_api import sync_playwright
 
 from ..helpers import PASSWORD
 
@@ -68,8 +69,6 @@ def browser_context_dir():
 
 @pytest.fixture(scope="session")
 def playwright_instance():
-    from playwright.sync_api import sync_playwright
-
     with sync_playwright() as playwright:
         yield playwright
 

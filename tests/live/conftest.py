@@ -20,6 +20,7 @@ import subprocess
 import tempfile
 from pathlib import Path
 
+import psycopg
 import pytest
 from django.db import connection
 
@@ -128,8 +129,6 @@ class PostgresCluster(DatabaseShell):
 
     def sql(self, statement, params=()):
         """Run one SQL statement in autocommit and return its rows (if any)."""
-        import psycopg
-
         with psycopg.connect(self.url, autocommit=True, connect_timeout=5) as conn:
             cursor = conn.execute(statement, params)
             return cursor.fetchall() if cursor.description else None

@@ -12,6 +12,7 @@ from urllib.parse import urlencode
 import pytest
 from django.db import connection
 
+from tests import secret_scan
 from tokens.models import Token, UsageRecord
 from tokens.usage.read import usage_totals
 
@@ -69,7 +70,6 @@ def test_with_the_database_stopped_the_server_fails_closed_and_recovers_by_itsel
     throwaway_postgres, live_log_dir
 ):
     username, key = f"fault-{secrets.token_hex(4)}", "legacy-" + secrets.token_urlsafe(24)
-    from tests import secret_scan
 
     secret_scan.track(key, kind="key")
     value = throwaway_postgres.django(SETUP.format(username=username, password=PASSWORD, key=key))["value"]

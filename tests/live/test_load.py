@@ -9,6 +9,7 @@ import time
 from collections import Counter
 
 import pytest
+from django.db import connection
 
 from tokens.models import DailyUsage, Token, UsageRecord
 from tokens.usage.read import usage_totals
@@ -157,8 +158,6 @@ def test_the_usage_api_adds_up_in_every_answer_while_another_process_summarises(
             answered[n] += 1
 
     def summarise():
-        from django.db import connection
-
         try:
             while not stop.is_set():
                 summarise_usage(batch_size=7, max_batches=1)

@@ -17,9 +17,11 @@ import json
 import secrets
 import tempfile
 import threading
+import time
 from collections import Counter
 from pathlib import Path
 
+import psycopg
 import pytest
 from django.db import connection
 
@@ -489,10 +491,6 @@ print(json.dumps({{"live": Token.objects.filter(user_id=token.user_id).live().co
 
 @pytest.mark.parametrize("target", ["throwaway_postgres"], indirect=True)
 def test_a_request_that_waits_too_long_for_a_row_lock_gets_a_503_and_the_next_one_is_served(target):
-    import time
-
-    import psycopg
-
     server, database = target
     made = setup(database)
     client = server.client()

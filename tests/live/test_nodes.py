@@ -6,6 +6,9 @@ the database) is seen by the other on its very next request, whichever worker an
 
 import json
 import secrets
+import time
+from datetime import UTC, datetime, timedelta
+from email.utils import parsedate_to_datetime
 
 import pytest
 
@@ -109,10 +112,6 @@ def test_legacy_keys_switched_off_in_the_policy_are_refused_by_every_node_on_the
 def test_a_rotated_tokens_old_value_works_on_every_node_until_the_end_of_its_overlap_then_nowhere(
     postgres_nodes, throwaway_postgres
 ):
-    import time
-    from datetime import UTC, datetime, timedelta
-    from email.utils import parsedate_to_datetime
-
     node_a, node_b = postgres_nodes
     owner = make_owner(throwaway_postgres)
     old = {"Authorization": f"Bearer {owner['value']}"}
