@@ -12,7 +12,7 @@ from django.core.cache import cache
 from django.utils import timezone
 
 from tests.helpers import ALICE_KEY, PASSWORD
-from tokens.models import ExpirationPolicy, LegacyApiKey, ServiceAccount, Token
+from tokens.models import LegacyApiKey, ServiceAccount, SitePolicy, Token
 
 pytest_plugins = ["tests.secret_scan", "tests.identity.provider"]
 
@@ -52,7 +52,7 @@ def staff_user(make_user):
 
 @pytest.fixture
 def policy(db):
-    return ExpirationPolicy.load()
+    return SitePolicy.load()
 
 
 @pytest.fixture

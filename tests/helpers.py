@@ -4,7 +4,7 @@ Fixtures live in conftest.py, which pytest loads by itself; what a test imports 
 test module imports a conftest.
 """
 
-from tokens.models import ExpirationPolicy, LegacyApiKey, ManagerRole, Token, TokenEvent, UsageRecord
+from tokens.models import LegacyApiKey, ManagerRole, SitePolicy, Token, TokenEvent, UsageRecord
 
 PASSWORD = "correct horse battery staple 42"
 
@@ -60,7 +60,7 @@ def me(client, key, **extra):
 
 def _set_policy(**fields):
     """Change the policy's *fields* in the database, past its validation."""
-    ExpirationPolicy.objects.filter(pk=1).update(**fields)
+    SitePolicy.objects.filter(pk=1).update(**fields)
 
 
 def make_manager(person, team):

@@ -7,7 +7,7 @@ import pytest
 from django.contrib.auth.models import Permission
 from django.utils import timezone
 
-from tokens.models import BrownoutWindow, ExpirationPolicy, LegacyApiKey, Token, TokenEvent, UsageRecord
+from tokens.models import BrownoutWindow, LegacyApiKey, SitePolicy, Token, TokenEvent, UsageRecord
 from tokens.usage.read import usage_totals
 
 from .helpers import bearer
@@ -15,7 +15,7 @@ from .helpers import bearer
 pytestmark = pytest.mark.django_db
 
 LEGACY_KEY = "legacy-0123456789abcdef-KEY"
-POLICY_URL = "/admin/tokens/expirationpolicy/1/change/"
+POLICY_URL = "/admin/tokens/sitepolicy/1/change/"
 TOKENS_URL = "/admin/tokens/token/"
 LEGACY_URL = "/admin/tokens/legacyapikey/"
 
@@ -75,19 +75,19 @@ def _text(response):
 
 def test_the_policy_list_goes_straight_to_the_one_policy_row(staff, policy):
     index = _text(staff.get("/admin/"))
-    assert 'href="/admin/tokens/expirationpolicy/"' in index
-    response = staff.get("/admin/tokens/expirationpolicy/")
+    assert 'href="/admin/tokens/sitepolicy/"' in index
+    response = staff.get("/admin/tokens/sitepolicy/")
     assert response.status_code == 302
     assert response["Location"] == POLICY_URL
 
 
 def test_the_policy_can_be_neither_added_nor_deleted(staff, policy):
-    assert staff.get("/admin/tokens/expirationpolicy/add/").status_code == 403
-    assert staff.get("/admin/tokens/expirationpolicy/1/delete/").status_code == 403
+    assert staff.get("/admin/tokens/sitepolicy/add/").status_code == 403
+    assert staff.get("/admin/tokens/sitepolicy/1/delete/").status_code == 403
     page = _text(staff.get(POLICY_URL))
-    assert "/admin/tokens/expirationpolicy/1/delete/" not in page
+    assert "/admin/tokens/sitepolicy/1/delete/" not in page
     assert "_addanother" not in page
-    assert ExpirationPolicy.objects.count() == 1
+    assert SitePolicy.objects.count() == 1
 
 
 def test_the_policy_page_groups_its_fields_with_help_texts(staff, policy):
@@ -135,12 +135,12 @@ def test_the_policy_page_groups_its_fields_with_help_texts(staff, policy):
     ],
 )
 def test_an_inconsistent_policy_is_refused_with_the_error_on_the_form(staff, policy, changes, field, message):
-    before = ExpirationPolicy.objects.values().get()
+    before = SitePolicy.objects.values().get()
     response = staff.post(POLICY_URL, _policy_form(policy, **changes))
     assert response.status_code == 200
     assert message in response.context["adminform"].form.errors[field]
     assert message in _text(response)
-    assert ExpirationPolicy.objects.values().get() == before
+    assert SitePolicy.objects.values().get() == before
 
 
 def test_a_consistent_policy_is_saved_and_existing_tokens_are_left_alone(staff, policy, user, issue):
@@ -171,7 +171,7 @@ def test_the_policy_page_lists_tokens_exceeding_the_maximum_and_links_to_them(
 ):
     issue(user, name="long-lived", days=300)
     issue(other_user, name="short-lived", days=10)
-    ExpirationPolicy.objects.filter(pk=1).update(maximum_lifetime=timedelta(days=90))
+    SitePolicy.objects.filter(pk=1).update(maximum_lifetime=timedelta(days=90))
     page = _text(staff.get(POLICY_URL))
     assert "1 active token lives longer than the maximum." in page
     assert "long-lived (alice)" in page
@@ -182,7 +182,7 @@ def test_the_policy_page_lists_tokens_exceeding_the_maximum_and_links_to_them(
 
 
 def test_the_policy_page_shows_lifetimes_as_a_number_and_a_unit(staff, policy):
-    ExpirationPolicy.objects.filter(pk=1).update(
+    SitePolicy.objects.filter(pk=1).update(
         default_lifetime=timedelta(days=30),
         minimum_lifetime=timedelta(minutes=5),
         maximum_lifetime=timedelta(days=365),
@@ -212,7 +212,7 @@ def test_lifetimes_entered_as_a_number_and_a_unit_are_saved_as_that_duration(sta
         ),
     )
     assert response.status_code == 302, response.context["adminform"].form.errors
-    saved = ExpirationPolicy.objects.get()
+    saved = SitePolicy.objects.get()
     assert (saved.minimum_lifetime, saved.default_lifetime, saved.maximum_lifetime) == (
         timedelta(hours=2),
         timedelta(days=7),
@@ -226,11 +226,11 @@ def test_lifetimes_entered_as_a_number_and_a_unit_are_saved_as_that_duration(sta
 def test_a_lifetime_that_is_not_a_sensible_whole_number_is_a_form_error_and_changes_nothing(
     staff, policy, number
 ):
-    before = ExpirationPolicy.objects.values().get()
+    before = SitePolicy.objects.values().get()
     response = staff.post(POLICY_URL, _policy_form(policy, maximum_lifetime=f"{number} years"))
     assert response.status_code == 200
     assert response.context["adminform"].form.errors["maximum_lifetime"]
-    assert ExpirationPolicy.objects.values().get() == before
+    assert SitePolicy.objects.values().get() == before
 
 
 def test_a_lifetime_longer_than_a_hundred_years_is_refused_with_a_clear_error(staff, policy):
@@ -276,7 +276,7 @@ def test_each_change_of_level_rehearsal_sunset_or_window_is_an_audited_event(sta
     assert events["sunset_changed"].detail == "- → 2031-09-01T00:00:00Z"
     assert events["brownout_changed"].detail == "+ 2031-05-04T10:00:00Z – 2031-05-04T11:00:00Z first brownout"
     assert {(e.user_id, e.actor_id) for e in events.values()} == {(staff_user.pk, staff_user.pk)}
-    assert ExpirationPolicy.objects.get().rehearsal_started_at is not None
+    assert SitePolicy.objects.get().rehearsal_started_at is not None
     stream = _text(staff.get("/admin/tokens/tokenevent/"))
     labels = (
         "security level changed",
@@ -291,7 +291,7 @@ def test_each_change_of_level_rehearsal_sunset_or_window_is_an_audited_event(sta
     staff.post(
         POLICY_URL,
         _policy_form(
-            ExpirationPolicy.objects.get(),
+            SitePolicy.objects.get(),
             legacy_sunset_at_0="2031-09-01",
             legacy_sunset_at_1="00:00:00",
             new_address_alerts="on",
@@ -379,7 +379,7 @@ def test_shortening_brings_exceeding_tokens_to_the_maximum_and_tells_their_owner
 ):
     long_lived, _value = issue(user, name="long-lived", days=300)
     short_lived, _value = issue(user, name="short-lived", days=10)
-    ExpirationPolicy.objects.filter(pk=1).update(maximum_lifetime=timedelta(days=90))
+    SitePolicy.objects.filter(pk=1).update(maximum_lifetime=timedelta(days=90))
     before = timezone.now()
     response = _action(staff, TOKENS_URL, "shorten_to_policy_maximum", [long_lived, short_lived])
     assert "Shortened 1 token to expire at" in _text(response)
@@ -433,7 +433,7 @@ def test_the_token_list_shows_every_users_tokens_with_their_metadata(staff, user
 def test_the_token_list_filters_by_status_expiry_and_use(
     staff, user, issue, client, policy, query, shown, hidden
 ):
-    ExpirationPolicy.objects.filter(pk=1).update(no_expiry_allowed_for="everyone")
+    SitePolicy.objects.filter(pk=1).update(no_expiry_allowed_for="everyone")
     _fresh, value = issue(user, name="fresh", days=20)
     client.get("/api/users/me", **bearer(value))
     issue(user, name="soon", days=3)
@@ -644,7 +644,7 @@ def test_adding_a_token_follows_the_policy_with_errors_on_the_form(staff, user, 
 
 
 def test_adding_a_token_respects_the_active_token_limit(staff, user, issue, policy):
-    ExpirationPolicy.objects.filter(pk=1).update(max_active_tokens=1)
+    SitePolicy.objects.filter(pk=1).update(max_active_tokens=1)
     issue(user, name="first")
     response = staff.post(TOKENS_URL + "add/", _add_data(staff, user, name="second"))
     assert "You have reached the limit of 1 active tokens." in _text(response)

@@ -3,7 +3,7 @@
 import pytest
 from django.contrib.auth.models import Group
 
-from tokens.models import ExpirationPolicy, ManagerRole, ServiceAccount, Token, TokenEvent
+from tokens.models import ManagerRole, ServiceAccount, SitePolicy, Token, TokenEvent
 
 from .helpers import bearer, make_manager
 from .test_admin import _policy_form
@@ -100,18 +100,18 @@ def test_the_manager_role_is_granted_on_the_teams_page(staff, service_account, u
 
 
 def test_the_policy_page_sets_service_account_lifetimes_apart_or_leaves_them_empty(staff, policy):
-    url = f"/admin/tokens/expirationpolicy/{policy.pk}/change/"
+    url = f"/admin/tokens/sitepolicy/{policy.pk}/change/"
     page = staff.get(url).content.decode()
     assert "service_account_maximum_lifetime" in page and "service_account_no_expiry" in page
     # As a browser sends the untouched field: no number, the unit preselected.
     empty = {"service_account_maximum_lifetime_0": "", "service_account_maximum_lifetime_1": "days"}
     assert staff.post(url, _policy_form(policy, **empty)).status_code == 302
-    assert ExpirationPolicy.load().service_account_maximum_lifetime is None
+    assert SitePolicy.load().service_account_maximum_lifetime is None
     longer = {
         "service_account_maximum_lifetime_0": "2",
         "service_account_maximum_lifetime_1": "years",
         "service_account_no_expiry": "on",
     }
     assert staff.post(url, _policy_form(policy, **longer)).status_code == 302
-    saved = ExpirationPolicy.load()
+    saved = SitePolicy.load()
     assert (saved.service_account_maximum_lifetime.days, saved.service_account_no_expiry) == (730, True)

@@ -9,7 +9,7 @@ from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 
 from tokens.alerts import send_pending
-from tokens.models import AlertDelivery, ExpirationPolicy, LegacyApiKey, Token, TokenEvent
+from tokens.models import AlertDelivery, LegacyApiKey, SitePolicy, Token, TokenEvent
 from tokens.models.alerts import ALERTS_PER_DAY
 
 from .helpers import _snapshot, bearer
@@ -103,7 +103,7 @@ def test_a_muted_token_and_the_policy_switch_send_no_alert(client, user, issue, 
     assert mailoutbox == []
 
     _loud, loud_value = issue(user, name="loud")
-    policy = ExpirationPolicy.load()
+    policy = SitePolicy.load()
     policy.new_address_alerts = False
     policy.save()
     use(client, loud_value, "192.0.2.51")

@@ -19,7 +19,7 @@ from django.utils.http import http_date
 from tokens.api.fields import TOKEN_FIELDS
 from tokens.api.openapi import document
 from tokens.constants import SELF_ROTATION_MAILS_PER_HOUR
-from tokens.models import ExpirationPolicy, Token, TokenEvent
+from tokens.models import SitePolicy, Token, TokenEvent
 
 from .helpers import _snapshot, bearer
 
@@ -155,7 +155,7 @@ def test_no_expiry_is_only_allowed_where_the_policy_says(client, user, policy):
         "/api/tokens", {"name": "forever", "expires_at": None}, content_type="application/json"
     )
     assert refused.status_code == 400 and "expires_at" in refused.json()["fields"]
-    policy.no_expiry_allowed_for = ExpirationPolicy.NoExpiry.EVERYONE
+    policy.no_expiry_allowed_for = SitePolicy.NoExpiry.EVERYONE
     policy.save()
     ok = client.post("/api/tokens", {"name": "forever", "expires_at": None}, content_type="application/json")
     assert ok.status_code == 201 and ok.json()["expires_at"] is None
@@ -345,7 +345,7 @@ def test_bad_restrictions_get_400_with_the_field_and_change_nothing(client, user
 
 
 def test_the_policy_can_require_an_allow_list_for_tokens_without_expiry(client, user, policy):
-    policy.no_expiry_allowed_for = ExpirationPolicy.NoExpiry.EVERYONE
+    policy.no_expiry_allowed_for = SitePolicy.NoExpiry.EVERYONE
     policy.require_allowed_ips_without_expiry = True
     policy.save()
     client.force_login(user)
@@ -479,7 +479,7 @@ def test_a_bearer_token_rotates_other_tokens_only_when_the_policy_lets_tokens_ma
     _, value = issue(user, name="caller")
     refused = _rotate(client, f"/api/tokens/{target.pk}/rotate", {}, **bearer(value))
     assert refused.status_code == 403 and Token.objects.get(pk=target.pk).status == "active"
-    policy = ExpirationPolicy.load()
+    policy = SitePolicy.load()
     policy.bearer_can_create_tokens = True
     policy.save()
     assert _rotate(client, f"/api/tokens/{target.pk}/rotate", {}, **bearer(value)).status_code == 201
@@ -515,7 +515,7 @@ def test_self_rotation_can_be_switched_off_and_needs_a_read_write_bearer_token(c
     client.force_login(user)
     assert client.generic("POST", "/api/tokens/self/rotate").status_code == 403  # a session is not a token
     client.logout()
-    policy = ExpirationPolicy.load()
+    policy = SitePolicy.load()
     policy.self_rotation_allowed = False
     policy.save()
     _, value = issue(user, name="rw")

@@ -10,7 +10,7 @@ from django.core.management import call_command
 from django.core.management.base import CommandError
 from django.utils import timezone
 
-from tokens.models import ExpirationPolicy, LegacyApiKey, Token, TokenEvent, UsageRecord
+from tokens.models import LegacyApiKey, SitePolicy, Token, TokenEvent, UsageRecord
 from tokens.usage.read import usage_totals
 
 from .helpers import _snapshot, bearer
@@ -95,7 +95,7 @@ def test_revoke_token_revokes_by_id_and_by_value_from_stdin(user, issue, monkeyp
 
 
 def test_create_token_respects_the_active_token_limit(user, issue, policy):
-    ExpirationPolicy.objects.filter(pk=1).update(max_active_tokens=1)
+    SitePolicy.objects.filter(pk=1).update(max_active_tokens=1)
     issue(user, name="first")
     with pytest.raises(CommandError, match="You have reached the limit of 1 active tokens"):
         run("create_token", "alice", "second", "--days", "5")
@@ -170,7 +170,7 @@ def test_prune_usage_follows_the_policy_retention(client, issued, policy):
     _age(20, UsageRecord.objects.values_list("pk", flat=True)[:1])
     run("prune_usage")
     assert UsageRecord.objects.count() == 2
-    ExpirationPolicy.objects.filter(pk=1).update(usage_retention_days=14)
+    SitePolicy.objects.filter(pk=1).update(usage_retention_days=14)
     run("prune_usage")
     assert UsageRecord.objects.count() == 1
 
@@ -274,7 +274,7 @@ def test_a_token_whose_expiry_moved_later_is_mailed_again_when_it_approaches_aga
 
 @pytest.mark.clock
 def test_notify_follows_the_policy_window(expiring):
-    ExpirationPolicy.objects.filter(pk=1).update(expiry_notice_days=30)
+    SitePolicy.objects.filter(pk=1).update(expiry_notice_days=30)
     run("notify_expiring_tokens")
     alice = next(m for m in mail.outbox if m.to == ["alice@example.com"])
     assert "alice-later" in alice.body

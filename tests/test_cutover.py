@@ -16,9 +16,9 @@ from django.utils import timezone
 from tokens.auth import AuthError, authenticate_legacy
 from tokens.models import (
     BrownoutWindow,
-    ExpirationPolicy,
     LegacyApiKey,
     RehearsedSessionRequest,
+    SitePolicy,
     TokenEvent,
     UsageRecord,
 )
@@ -34,7 +34,7 @@ NOTIFY = "/admin/tokens/legacyapikey/migration/notify/"
 
 
 def _set_policy(**fields):
-    ExpirationPolicy.objects.filter(pk=1).update(**fields)
+    SitePolicy.objects.filter(pk=1).update(**fields)
 
 
 def _window(starts_at, ends_at, note=""):
@@ -98,7 +98,7 @@ def test_a_bearer_request_never_reads_the_policy_and_a_legacy_key_costs_one_look
     _legacy(client)
     with CaptureQueriesContext(connection) as bearer_queries:
         assert client.get("/api/users/me", **bearer(value)).status_code == 200
-    assert not [q for q in bearer_queries if "expirationpolicy" in q["sql"] or "brownout" in q["sql"]]
+    assert not [q for q in bearer_queries if "sitepolicy" in q["sql"] or "brownout" in q["sql"]]
     with CaptureQueriesContext(connection) as legacy_queries:
         assert _legacy(client).status_code == 200
     selects = [q["sql"] for q in legacy_queries if q["sql"].lstrip().upper().startswith("SELECT")]
@@ -114,7 +114,7 @@ def test_a_bearer_request_never_reads_the_policy_and_a_legacy_key_costs_one_look
 def test_a_high_rehearsal_refuses_nothing_and_counts_exactly_the_legacy_requests(
     client, staff_user, issued, alice_key
 ):
-    ExpirationPolicy.objects.filter(pk=1).update(rehearsal_level="high", rehearsal_started_at=timezone.now())
+    SitePolicy.objects.filter(pk=1).update(rehearsal_level="high", rehearsal_started_at=timezone.now())
     _token, value = issued
     answers = [
         _legacy(client, HTTP_USER_AGENT="old-cron/1.0", REMOTE_ADDR="198.51.100.4").status_code
@@ -141,9 +141,7 @@ def test_a_high_rehearsal_refuses_nothing_and_counts_exactly_the_legacy_requests
 def test_a_bearer_only_rehearsal_also_counts_browser_sessions_on_the_api_and_serves_them(
     client, user, policy
 ):
-    ExpirationPolicy.objects.filter(pk=1).update(
-        rehearsal_level="bearer_only", rehearsal_started_at=timezone.now()
-    )
+    SitePolicy.objects.filter(pk=1).update(rehearsal_level="bearer_only", rehearsal_started_at=timezone.now())
     client.force_login(user)
     assert [client.get("/api/users/me").status_code for _ in range(2)] == [200, 200]
     assert RehearsedSessionRequest.objects.filter(user=user).count() == 2
@@ -155,7 +153,7 @@ def test_a_bearer_only_rehearsal_also_counts_browser_sessions_on_the_api_and_ser
 def test_the_overview_says_nothing_would_break_when_the_rehearsal_found_no_refusal(
     client, staff_user, issued
 ):
-    ExpirationPolicy.objects.filter(pk=1).update(rehearsal_level="high", rehearsal_started_at=timezone.now())
+    SitePolicy.objects.filter(pk=1).update(rehearsal_level="high", rehearsal_started_at=timezone.now())
     client.get("/api/users/me", **bearer(issued[1]))
     client.force_login(staff_user)
     assert "Nothing would break" in client.get(OVERVIEW).content.decode()
@@ -288,7 +286,7 @@ def test_migrating_gives_an_existing_site_the_level_it_was_effectively_at(accept
     before, after = [("tokens", "0005_least_privilege")], [("tokens", "0006_cutover")]
     executor = MigrationExecutor(connection)
     executor.migrate(before)
-    Policy = executor.loader.project_state(before).apps.get_model("tokens", "ExpirationPolicy")
+    Policy = executor.loader.project_state(before).apps.get_model("tokens", "SitePolicy")
     now = timezone.now()
     Policy.objects.update_or_create(
         pk=1,
@@ -301,5 +299,5 @@ def test_migrating_gives_an_existing_site_the_level_it_was_effectively_at(accept
     executor = MigrationExecutor(connection)
     # Through 0006 and every later migration: the current model reads the row afterwards.
     executor.migrate(after + [n for n in executor.loader.graph.leaf_nodes() if n[0] == "tokens"])
-    policy = ExpirationPolicy.objects.get()
+    policy = SitePolicy.objects.get()
     assert (policy.legacy_refusal() is None) is (expected == "compatibility")

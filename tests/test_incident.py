@@ -10,7 +10,7 @@ from django.db import connection, connections, transaction
 from django.test.utils import CaptureQueriesContext
 
 from tokens.api import incident
-from tokens.models import ExpirationPolicy, LegacyApiKey, TokenEvent
+from tokens.models import LegacyApiKey, SitePolicy, TokenEvent
 
 from .helpers import bearer
 
@@ -219,7 +219,7 @@ def test_the_event_feed_lists_every_users_events_oldest_first_after_the_cursor(
     mine, _mine_value = issue(user, name="mine")
     mine.rename("renamed", actor=user)
     report(client, [theirs_value], source="github")
-    ExpirationPolicy.load().record_change(actor=staff_user, fields=["maximum_lifetime"])
+    SitePolicy.load().record_change(actor=staff_user, fields=["maximum_lifetime"])
 
     events, url, pages = [], "/api/events?limit=3", 0
     while url:
@@ -363,7 +363,7 @@ def test_a_thief_who_rotated_the_leaked_value_first_loses_every_value_it_led_to(
 
 def test_tokens_made_by_a_person_survive_a_report_of_the_value_they_replaced(client, user, issued):
     token, value = issued
-    policy = ExpirationPolicy.load()
+    policy = SitePolicy.load()
     policy.bearer_can_create_tokens = True
     policy.save()
     # Made with the leaked value by the token itself: revoked with it.

@@ -8,7 +8,7 @@ from django.contrib.auth.models import Permission
 from django.test import Client
 from django.utils import timezone
 
-from tokens.models import ExpirationPolicy, LegacyApiKey, Token, UsageRecord
+from tokens.models import LegacyApiKey, SitePolicy, Token, UsageRecord
 from tokens.usage.read import usage_totals
 
 from .helpers import bearer
@@ -51,8 +51,8 @@ def test_an_active_token_is_described_as_rfc_7662_shows(client, user, issue, res
 
 
 def test_a_read_write_token_without_expiry_has_both_scopes_and_no_exp(client, user, issue, resource_server):
-    policy = ExpirationPolicy.load()
-    policy.no_expiry_allowed_for = ExpirationPolicy.NoExpiry.EVERYONE
+    policy = SitePolicy.load()
+    policy.no_expiry_allowed_for = SitePolicy.NoExpiry.EVERYONE
     policy.save()
     _, value = issue(user, days=None)
     body = introspect(client, resource_server, f"token={value}").json()

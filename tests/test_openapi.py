@@ -24,7 +24,7 @@ from django.utils import timezone
 from hypothesis import HealthCheck, settings
 
 from tokens.api.openapi import document
-from tokens.models import AttemptCounter, ExpirationPolicy, LegacyApiKey, UsageRecord
+from tokens.models import AttemptCounter, LegacyApiKey, SitePolicy, UsageRecord
 
 from .helpers import bearer, make_manager
 
@@ -141,8 +141,8 @@ def test_real_success_responses_match_the_documented_schemas(client, session, vi
         "post",
     )
     assert created["token"].startswith("bpt_")
-    no_expiry_policy = ExpirationPolicy.load()
-    no_expiry_policy.no_expiry_allowed_for = ExpirationPolicy.NoExpiry.EVERYONE
+    no_expiry_policy = SitePolicy.load()
+    no_expiry_policy.no_expiry_allowed_for = SitePolicy.NoExpiry.EVERYONE
     no_expiry_policy.save()
     forever = validate(
         session.post("/api/tokens", {"name": "forever", "expires_at": None}, content_type="application/json"),
@@ -237,7 +237,7 @@ def same_connection_for_every_request():
 @pytest.fixture
 def fuzz_auth(db, user, viewer, issue):
     """A bearer token whose owner may view users and, by policy, create tokens: every operation reachable."""
-    policy = ExpirationPolicy.load()
+    policy = SitePolicy.load()
     policy.bearer_can_create_tokens = True
     policy.save()
     _token, value = issue(viewer, name="fuzzing")

@@ -13,7 +13,7 @@ from django.test.utils import CaptureQueriesContext
 from django.urls import reverse
 from django.utils import timezone
 
-from tokens.models import BrownoutWindow, ExpirationPolicy, LegacyApiKey, Token, TokenEvent, UsageRecord
+from tokens.models import BrownoutWindow, LegacyApiKey, SitePolicy, Token, TokenEvent, UsageRecord
 from tokens.usage.record import record as record_usage
 
 from .helpers import PASSWORD, bearer
@@ -205,7 +205,7 @@ def test_the_form_offers_the_policy_presets_with_the_default_selected_and_no_nev
 
 
 def test_the_form_offers_no_expiry_only_while_the_policy_allows_it(client, user, staff_user, policy):
-    policy.no_expiry_allowed_for = ExpirationPolicy.NoExpiry.STAFF
+    policy.no_expiry_allowed_for = SitePolicy.NoExpiry.STAFF
     policy.save()
     client.force_login(user)
     assert 'value="never"' not in client.get(NEW).content.decode()

@@ -10,7 +10,7 @@ from datetime import timedelta
 
 from django.utils import timezone
 
-from .models import AlertDelivery, ExpirationPolicy
+from .models import AlertDelivery, SitePolicy
 from .models.alerts import ALERTS_PER_DAY
 from .models.service_accounts import notice_recipients
 from .notifications import absolute_url, mail_each
@@ -50,7 +50,7 @@ def _outcome(event, policy, now):
 def send_pending(now=None):
     """Mail the owner of each pending ``new_address`` event (at most ALERTS_PER_DAY a credential a day)."""
     now = now or timezone.now()
-    policy = ExpirationPolicy.load()
+    policy = SitePolicy.load()
     report = Report()
     for event in AlertDelivery.objects.pending_events(now):
         outcome = _outcome(event, policy, now)

@@ -29,7 +29,7 @@ from django.utils.translation import gettext_lazy as _lazy
 from . import credentials
 from .constants import LEGACY_KEY_HEADER, SAFE_METHODS, TOKEN_PREFIX, Access, Method
 from .http import client_ip
-from .models import BrownoutWindow, ExpirationPolicy, LegacyApiKey, Token
+from .models import BrownoutWindow, LegacyApiKey, SitePolicy, Token
 from .models.legacy import clean_legacy_key
 from .models.policy import cutover_verdict
 from .models.restrictions import address_allowed, load_list
@@ -166,7 +166,7 @@ def _legacy_sql(vendor, n_digests):
         f"(SELECT MAX(b.ends_at) FROM {_table(BrownoutWindow)} b "
         "WHERE b.ends_at > %s AND b.starts_at <= %s), "
         f"{user_sql} FROM {_table(LegacyApiKey)} k JOIN {_table(User)} u ON u.id = k.user_id "
-        f"JOIN {_table(ExpirationPolicy)} p ON p.id = 1 WHERE k.digest IN ({placeholders})"
+        f"JOIN {_table(SitePolicy)} p ON p.id = 1 WHERE k.digest IN ({placeholders})"
     )
 
 

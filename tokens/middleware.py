@@ -12,7 +12,7 @@ from . import metrics
 from .constants import API_PREFIX, FORWARD_AUTH_PATH
 from .errors import api_error, service_unavailable, unauthorized
 from .identity import provider as identity_provider
-from .models import ExpirationPolicy, RehearsedSessionRequest
+from .models import RehearsedSessionRequest, SitePolicy
 from .uses import Use, authenticate_use, record_use
 
 log = logging.getLogger(__name__)
@@ -87,7 +87,7 @@ class ApiAuthenticationMiddleware:
                 return unauthorized(_("Authentication credentials were not provided."))
             # A browser session: the security level decides (one query, for session requests only).
             try:
-                session_verdict = ExpirationPolicy.session_verdict()
+                session_verdict = SitePolicy.session_verdict()
             except DatabaseError:
                 return service_unavailable()
             if session_verdict.refusal is not None:

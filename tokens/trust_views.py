@@ -19,7 +19,7 @@ from django.views.decorators.csrf import csrf_protect
 from django.views.decorators.http import require_GET, require_http_methods
 
 from .http import client_ip, managed_account_or_404, service_account_of
-from .models import ExpirationPolicy, ServiceAccount, Token, TokenExchange, TrustPolicy
+from .models import ServiceAccount, SitePolicy, Token, TokenExchange, TrustPolicy
 from .trust_forms import TrustPolicyForm
 
 EXCHANGES_SHOWN = 20
@@ -87,7 +87,7 @@ def policy_create(request, account=None):
     """Create a policy of the person's, or with *account* one of a service account they manage."""
     service_account = None if account is None else managed_account_or_404(request, account)
     owner = request.user if service_account is None else service_account.user
-    default_access = ExpirationPolicy.load().default_access
+    default_access = SitePolicy.load().default_access
     form = TrustPolicyForm(request.POST or None, user=owner, default_access=default_access)
     if request.method == "POST" and form.is_valid():
         try:

@@ -29,9 +29,9 @@ from .http import client_ip, managed_account_or_404, managed_token_or_404, no_st
 from .identity import recent
 from .models import (
     BrownoutWindow,
-    ExpirationPolicy,
     LegacyApiKey,
     ServiceAccount,
+    SitePolicy,
     Token,
     TokenEvent,
     TokenStatus,
@@ -132,7 +132,7 @@ def _legacy_notice(user):
     keys.sort(key=lambda key: key.last_used_at, reverse=True)
     if not keys:
         return {"legacy_keys": []}
-    policy = ExpirationPolicy.load()
+    policy = SitePolicy.load()
     now = timezone.now()
     return {
         "legacy_keys": keys,
@@ -162,7 +162,7 @@ def token_create(request, account=None):
     """
     service_account = None if account is None else managed_account_or_404(request, account)
     owner = request.user if service_account is None else service_account.user
-    policy = ExpirationPolicy.load()
+    policy = SitePolicy.load()
     page = {"service_account": service_account}
     if request.method == "GET":
         form = TokenCreateForm(user=owner, policy=policy)
@@ -349,7 +349,7 @@ def token_rotate(request, pk):
     value is kept nowhere; a resubmission carries the same nonce and lands on the new token's page.
     """
     token = managed_token_or_404(request, pk)
-    policy = ExpirationPolicy.load()
+    policy = SitePolicy.load()
     if request.method == "GET" and not token.is_active:
         return _not_rotatable(request, token, token.status)
     form = TokenRotateForm(request.POST or None, token=token, policy=policy)

@@ -8,7 +8,7 @@ from django.utils import timezone
 from playwright.sync_api import Error as PlaywrightError
 from playwright.sync_api import expect
 
-from tokens.models import BrownoutWindow, ExpirationPolicy, LegacyApiKey, Token, TokenEvent
+from tokens.models import BrownoutWindow, LegacyApiKey, SitePolicy, Token, TokenEvent
 from tokens.usage.record import record as record_usage
 
 from ..helpers import PASSWORD
@@ -67,8 +67,8 @@ def _record(*, day, token=None, key=None, count, ip, agent, would_refuse=False):
 def populated(make_user, staff_user):
     """A site in the middle of its migration: tokens in every state, keys still in use, a month of traffic."""
     alice, bob, carol = make_user("alice"), make_user("bob"), make_user("carol")
-    ExpirationPolicy.load()  # the row, even after a live test flushed the database
-    ExpirationPolicy.objects.filter(pk=1).update(no_expiry_allowed_for="staff")
+    SitePolicy.load()  # the row, even after a live test flushed the database
+    SitePolicy.objects.filter(pk=1).update(no_expiry_allowed_for="staff")
     now = timezone.now()
 
     def issue(user, name, days, **extra):
@@ -96,7 +96,7 @@ def populated(make_user, staff_user):
         if day < 12:
             _record(day=day, token=backup, count=4, ip="192.0.2.11", agent="backup/1.4")
     # The maximum lowered after deploy-bot was made: it now exceeds the policy.
-    ExpirationPolicy.objects.filter(pk=1).update(maximum_lifetime=timedelta(days=90))
+    SitePolicy.objects.filter(pk=1).update(maximum_lifetime=timedelta(days=90))
 
 
 @pytest.mark.clock
@@ -119,8 +119,8 @@ def test_an_administrator_sees_the_token_list_policy_and_migration_overview(
     expect(page.get_by_role("link", name="nightly-backup")).to_have_count(0)
 
     page.goto("/admin/")
-    page.locator('#content-main a[href="/admin/tokens/expirationpolicy/"]').first.click()
-    page.wait_for_url("**/admin/tokens/expirationpolicy/1/change/")
+    page.locator('#content-main a[href="/admin/tokens/sitepolicy/"]').first.click()
+    page.wait_for_url("**/admin/tokens/sitepolicy/1/change/")
     expect(page.get_by_text("2 active tokens live longer than the maximum.")).to_be_visible()
     assert page.get_by_role("button", name="Delete").count() == 0
     screenshot(page, "admin_policy")
@@ -147,7 +147,7 @@ def test_an_administrator_rehearses_schedules_a_brownout_and_tells_the_owners(
     page = admin_page
     page.set_viewport_size({"width": 1680, "height": 900})
     # Two weeks of a High rehearsal: the keys' requests were served and marked "would be refused".
-    ExpirationPolicy.objects.filter(pk=1).update(
+    SitePolicy.objects.filter(pk=1).update(
         rehearsal_level="high",
         rehearsal_started_at=timezone.now() - timedelta(days=14),
         maximum_lifetime=timedelta(days=365),
@@ -165,7 +165,7 @@ def test_an_administrator_rehearses_schedules_a_brownout_and_tells_the_owners(
         if day % 4 == 0:
             _record(day=day, key=bob_key, count=3, ip="198.51.100.20", agent="curl/7.88.1", would_refuse=True)
 
-    page.goto("/admin/tokens/expirationpolicy/1/change/")
+    page.goto("/admin/tokens/sitepolicy/1/change/")
     # Lifetimes read as a person thinks: a number and a unit.
     expect(page.locator("input[name=default_lifetime_0]")).to_have_value("30")
     expect(page.locator("select[name=default_lifetime_1]")).to_have_value("days")

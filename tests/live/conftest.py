@@ -25,7 +25,7 @@ import pytest
 from django.db import connection
 
 from tests.live.helpers import BASE_DIR, PG_PORTS, DatabaseShell, GunicornServer, database_url, free_port
-from tokens.models import ExpirationPolicy
+from tokens.models import SitePolicy
 
 
 @pytest.fixture(scope="session")
@@ -53,7 +53,7 @@ def main_server(django_db_setup, django_db_blocker, live_log_dir):
 @pytest.fixture(autouse=True)
 def live_db(transactional_db):
     """Commit what each test writes so the servers see it; put back the policy row the flush removes."""
-    ExpirationPolicy.load()
+    SitePolicy.load()
     return transactional_db
 
 

@@ -308,19 +308,19 @@ def test_saving_the_policy_in_the_admin_while_tokens_and_legacy_keys_are_in_use_
     server, database = target
     made = setup(database, legacy_keys=1)
     # What the admin's change view does: the validated form saved in one transaction, then the count
-    # of tokens that live longer than the maximum (ExpirationPolicyAdmin.save_model).
+    # of tokens that live longer than the maximum (SitePolicyAdmin.save_model).
     save = """
 import json
 from django.db import transaction
-from tokens.models import ExpirationPolicy, Token
+from tokens.models import SitePolicy, Token
 for i in range(30):
     with transaction.atomic():
-        policy = ExpirationPolicy.load()
+        policy = SitePolicy.load()
         policy.usage_retention_days = 90 + i % 2
         policy.full_clean()
         policy.save()
         Token.objects.exceeding(policy.maximum_lifetime).count()
-print(json.dumps({"retention": ExpirationPolicy.load().usage_retention_days}))
+print(json.dumps({"retention": SitePolicy.load().usage_retention_days}))
 """
     result, (tokens, keys) = hammer_while(
         server, [bearer(made), legacy(made["keys"][0])], lambda: database.manage("shell", "-c", save)

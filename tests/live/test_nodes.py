@@ -92,7 +92,7 @@ def test_legacy_keys_switched_off_in_the_policy_are_refused_by_every_node_on_the
     assert answers[0].json()["auth"]["method"] == "legacy_key"
     assert "deprecation" in answers[0].headers and "link" in answers[0].headers
 
-    throwaway_postgres.sql("UPDATE tokens_expirationpolicy SET security_level = 'high' WHERE id = 1")
+    throwaway_postgres.sql("UPDATE tokens_sitepolicy SET security_level = 'high' WHERE id = 1")
     try:
         for node in (node_b, node_a):
             answers = every_worker(node, "/api/users/me", headers)
@@ -100,9 +100,7 @@ def test_legacy_keys_switched_off_in_the_policy_are_refused_by_every_node_on_the
             assert all("switched off" in r.json()["detail"] for r in answers)
             assert all("Bearer" in r.json()["detail"] for r in answers)
     finally:
-        throwaway_postgres.sql(
-            "UPDATE tokens_expirationpolicy SET security_level = 'compatibility' WHERE id = 1"
-        )
+        throwaway_postgres.sql("UPDATE tokens_sitepolicy SET security_level = 'compatibility' WHERE id = 1")
     # Switched back on: accepted again at once, on both nodes.
     assert node_a.client().get("/api/users/me", headers=headers).status == 200
     again = node_b.client().get("/api/users/me", headers=headers)

@@ -8,7 +8,7 @@ from django.db import IntegrityError, transaction
 from django.utils import timezone
 
 from tokens.models import (
-    ExpirationPolicy,
+    SitePolicy,
     Token,
 )
 from tokens.models.policy import describe_lifetime
@@ -29,8 +29,8 @@ def test_the_policy_starts_with_the_documented_defaults(policy):
 
 def test_there_is_only_ever_one_policy_row(policy):
     with pytest.raises(IntegrityError), transaction.atomic():
-        ExpirationPolicy.objects.create(pk=2)
-    assert ExpirationPolicy.load().pk == 1
+        SitePolicy.objects.create(pk=2)
+    assert SitePolicy.load().pk == 1
 
 
 @pytest.mark.parametrize(
@@ -54,7 +54,7 @@ def test_the_policy_refuses_inconsistent_settings(policy, changes, field):
 
 
 def test_no_expiry_can_be_allowed_for_staff_only(policy, user, staff_user):
-    policy.no_expiry_allowed_for = ExpirationPolicy.NoExpiry.STAFF
+    policy.no_expiry_allowed_for = SitePolicy.NoExpiry.STAFF
     assert policy.allows_no_expiry(staff_user) and not policy.allows_no_expiry(user)
     policy.check_expiry(staff_user, None)
     with pytest.raises(ValidationError):

@@ -2,7 +2,7 @@
 
 Every change goes through the same model and manager methods as the pages and the API
 (``Token.objects.issue``, ``token.rename``, ``token.revoke``, ``token.shorten``, ``key.revoke``,
-``ExpirationPolicy.clean``), so the admin can do nothing the rules forbid elsewhere. No admin page
+``SitePolicy.clean``), so the admin can do nothing the rules forbid elsewhere. No admin page
 shows a token value (except once, in the response that creates one), a legacy key or a digest.
 
 One module a page: ``policy``, ``tokens``, ``legacy``, ``service_accounts``, ``identity`` (provider
@@ -15,13 +15,12 @@ from .activity import RefusedClientAdmin, TokenEventAdmin, UsageRecordAdmin
 from .federation import TokenExchangeAdmin, TrustPolicyAdmin
 from .identity import ProviderIdentityAdmin
 from .legacy import LegacyApiKeyAdmin
-from .policy import ExpirationPolicyAdmin
+from .policy import SitePolicyAdmin
 from .provisioning import PortalUserAdmin, ProvisionedGroupAdmin, ProvisionedUserAdmin
 from .service_accounts import ServiceAccountAdmin, TeamAdmin
 from .tokens import TokenAdmin
 
 __all__ = [
-    "ExpirationPolicyAdmin",
     "LegacyApiKeyAdmin",
     "PortalUserAdmin",
     "ProviderIdentityAdmin",
@@ -29,6 +28,7 @@ __all__ = [
     "ProvisionedUserAdmin",
     "RefusedClientAdmin",
     "ServiceAccountAdmin",
+    "SitePolicyAdmin",
     "TeamAdmin",
     "TokenAdmin",
     "TokenEventAdmin",

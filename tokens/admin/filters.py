@@ -7,7 +7,7 @@ from django.db.models import Q
 from django.utils import timezone
 from django.utils.translation import gettext_lazy as _
 
-from ..models import ExpirationPolicy, TokenStatus
+from ..models import SitePolicy, TokenStatus
 
 # How far back "in use" looks, in the legacy key list and on the migration page.
 MIGRATION_WINDOW_DAYS = 30
@@ -92,7 +92,7 @@ class ExceedsPolicyFilter(admin.SimpleListFilter):
 
     def queryset(self, request, queryset):
         if self.value() == "yes":
-            return queryset.exceeding(ExpirationPolicy.load().maximum_lifetime)
+            return queryset.exceeding(SitePolicy.load().maximum_lifetime)
         return queryset
 
 

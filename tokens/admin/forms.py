@@ -7,7 +7,7 @@ from django.core.exceptions import ValidationError
 from django.utils.translation import gettext_lazy as _
 
 from ..constants import PRESET_CHOICES, Access
-from ..models import ExpirationPolicy, Token
+from ..models import SitePolicy, Token
 from ..models.restrictions import clean_access, clean_allowed_ips, clean_permissions
 from ..models.tokens import clean_name, clean_purpose
 
@@ -119,7 +119,7 @@ class BrownoutWindowForm(LabelledInputsMixin, forms.ModelForm):
     pass
 
 
-class ExpirationPolicyForm(LabelledInputsMixin, forms.ModelForm):
+class SitePolicyForm(LabelledInputsMixin, forms.ModelForm):
     presets = forms.MultipleChoiceField(
         label=_("Expiry presets offered"),
         choices=[(key, label) for key, label, _delta in PRESET_CHOICES],
@@ -131,7 +131,7 @@ class ExpirationPolicyForm(LabelledInputsMixin, forms.ModelForm):
     )
 
     class Meta:
-        model = ExpirationPolicy
+        model = SitePolicy
         fields = "__all__"  # noqa: DJ007 - every setting is the administrator's; a new one appears at once
         field_classes = {
             "default_lifetime": LifetimeField,
@@ -225,9 +225,7 @@ class TokenAddForm(LabelledInputsMixin, RestrictionsAdminFields, forms.ModelForm
         model = Token
         fields = ("user", "name", "purpose", "expires_at", "nonce")
         help_texts = {
-            "expires_at": _(
-                "Must follow the expiration policy. Empty: never expires, where the policy allows it."
-            ),
+            "expires_at": _("Must follow the site policy. Empty: never expires, where the policy allows it."),
         }
 
     # Who is adding: set by TokenAdmin.get_form. Only superusers may add a token for somebody else.

@@ -21,9 +21,9 @@ from ..models import (
     BrownoutWindow,
     ClientAddress,
     DailyUsage,
-    ExpirationPolicy,
     LegacyApiKey,
     RehearsedSessionRequest,
+    SitePolicy,
     UsageRecord,
 )
 from ..models.policy import RehearsalLevel, SecurityLevel
@@ -261,7 +261,7 @@ class LegacyApiKeyAdmin(CredentialColumnsMixin, ReadOnlyAdmin):
             title=_("Accepted API requests per day, last %(n)d days") % {"n": MIGRATION_WINDOW_DAYS},
             chart_id="migration-chart",
         )
-        policy = ExpirationPolicy.load()
+        policy = SitePolicy.load()
         return {
             **self.admin_site.each_context(request),
             "title": _("Migration off legacy API keys"),

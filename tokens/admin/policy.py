@@ -1,4 +1,4 @@
-"""The expiration policy: one row, edited in place, checked by the model's ``clean()``."""
+"""The site policy: one row, edited in place, checked by the model's ``clean()``."""
 
 from datetime import datetime
 
@@ -10,8 +10,8 @@ from django.utils.translation import gettext_lazy as _
 from django.utils.translation import ngettext
 
 from ..http import client_ip
-from ..models import BrownoutWindow, ExpirationPolicy, Token
-from .forms import BrownoutWindowForm, ExpirationPolicyForm
+from ..models import BrownoutWindow, SitePolicy, Token
+from .forms import BrownoutWindowForm, SitePolicyForm
 from .legacy import transition_numbers
 
 EXCEEDING_SHOWN = 10
@@ -36,11 +36,11 @@ def _shown(value):
     return value.replace(microsecond=0) if isinstance(value, datetime) else value
 
 
-@admin.register(ExpirationPolicy)
-class ExpirationPolicyAdmin(admin.ModelAdmin):
+@admin.register(SitePolicy)
+class SitePolicyAdmin(admin.ModelAdmin):
     """The one policy row: no list, no add, no delete. Validation is the model's ``clean()``."""
 
-    form = ExpirationPolicyForm
+    form = SitePolicyForm
     inlines = (BrownoutWindowInline,)
     fieldsets = (
         (
@@ -95,8 +95,8 @@ class ExpirationPolicyAdmin(admin.ModelAdmin):
 
     def changelist_view(self, request, extra_context=None):
         """Go straight to the one row: a list of one policy would only be a detour."""
-        policy = ExpirationPolicy.load()
-        return redirect(reverse("admin:tokens_expirationpolicy_change", args=[policy.pk]))
+        policy = SitePolicy.load()
+        return redirect(reverse("admin:tokens_sitepolicy_change", args=[policy.pk]))
 
     @admin.display(description=_("where the migration stands"))
     def transition_numbers(self, obj):
@@ -120,7 +120,7 @@ class ExpirationPolicyAdmin(admin.ModelAdmin):
 
     def save_model(self, request, obj, form, change):
         # What the audit compares against: the row as stored before this save, and its windows.
-        stored = ExpirationPolicy.objects.get(pk=obj.pk)
+        stored = SitePolicy.objects.get(pk=obj.pk)
         obj._transition_before = stored.transition_state()
         # Compared as the form shows them: form.changed_data also names a date and time typed back
         # unchanged, and the form has no microseconds to give back.
@@ -142,7 +142,7 @@ class ExpirationPolicyAdmin(admin.ModelAdmin):
         if obj is None or obj.pk is None:
             return "-"
         # The maximum in force, not *obj*'s: a refused form leaves the refused value on the instance.
-        maximum = ExpirationPolicy.objects.values_list("maximum_lifetime", flat=True).get(pk=obj.pk)
+        maximum = SitePolicy.objects.values_list("maximum_lifetime", flat=True).get(pk=obj.pk)
         tokens = Token.objects.exceeding(maximum).select_related("user").order_by("expires_at")
         total = tokens.count()
         if not total:

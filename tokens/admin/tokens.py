@@ -19,7 +19,7 @@ from django.views.decorators.debug import sensitive_post_parameters
 from ..constants import TOKEN_PREFIX
 from ..forms import TokenRotateForm
 from ..http import client_ip, no_store
-from ..models import ExpirationPolicy, Token, TokenStatus
+from ..models import SitePolicy, Token, TokenStatus
 from .common import CredentialColumnsMixin, SecretLookupsRefusedMixin, report_action, revoke_each
 from .filters import ExceedsPolicyFilter, ExpiryWindowFilter, NeverUsedFilter, OwnerKindFilter, StatusFilter
 from .forms import TokenAddForm, TokenChangeForm
@@ -260,7 +260,7 @@ class TokenAdmin(SecretLookupsRefusedMixin, CredentialColumnsMixin, admin.ModelA
 
     @admin.action(description=_("Shorten selected tokens to the policy maximum"), permissions=("change",))
     def shorten_to_policy_maximum(self, request, queryset):
-        policy = ExpirationPolicy.load()
+        policy = SitePolicy.load()
         now = timezone.now()
         target = now + policy.maximum_lifetime
         exceeding = queryset.exceeding(policy.maximum_lifetime, now)
@@ -301,7 +301,7 @@ class TokenAdmin(SecretLookupsRefusedMixin, CredentialColumnsMixin, admin.ModelA
         if not (request.user.is_superuser or token.user_id == request.user.pk):
             self.message_user(request, _("Only superusers can rotate another user's token."), messages.ERROR)
             return HttpResponseRedirect(change_url)
-        policy = ExpirationPolicy.load()
+        policy = SitePolicy.load()
         if request.method == "GET" and not token.is_active:
             return self._not_rotatable(request, token, token.status)
         form = TokenRotateForm(request.POST or None, token=token, policy=policy)
@@ -345,7 +345,7 @@ class TokenAdmin(SecretLookupsRefusedMixin, CredentialColumnsMixin, admin.ModelA
         # print the name of any user id put in the address.
         owner = request.GET.get("user") if request.user.is_superuser else request.user.pk
         return {
-            "expires_at": ExpirationPolicy.load().default_expiry(),
+            "expires_at": SitePolicy.load().default_expiry(),
             "nonce": secrets.token_urlsafe(32),
             **({"user": owner} if owner else {}),
         }

@@ -26,7 +26,7 @@ from .. import exchange as federation
 from ..errors import forbidden
 from ..http import client_ip, managed_account_or_404, no_store
 from ..issuers import issuer_label
-from ..models import ExpirationPolicy, TrustPolicy
+from ..models import SitePolicy, TrustPolicy
 from ..models.federation import DEFAULT_MAX_LIVE_TOKENS, DEFAULT_TOKEN_LIFETIME
 from ..throttle import api_client_locked, count_api_failure
 from .base import MAX_BODY_BYTES, BadRequest, api_view, json_body
@@ -213,7 +213,7 @@ def _owner_policies(request, owner, *, route, account=None):
     body = json_body(request, set(POLICY_FIELDS), required=("name", "issuer", "conditions"))
     fields = {
         "audience": settings.SITE_URL,
-        "access": ExpirationPolicy.load().default_access,
+        "access": SitePolicy.load().default_access,
         "permissions": None,
         "allowed_ips": [],
         "token_lifetime": int(DEFAULT_TOKEN_LIFETIME.total_seconds()),

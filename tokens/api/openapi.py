@@ -699,7 +699,7 @@ TRUST_POLICY_FIELDS = {
         "type": "integer",
         "minimum": 60,
         "maximum": 3600,
-        "description": "Seconds each minted token lives (default 900), within the site's expiration policy.",
+        "description": "Seconds each minted token lives (default 900), within the site policy's lifetimes.",
     },
     "max_live_tokens": {
         "type": "integer",

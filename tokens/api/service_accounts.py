@@ -13,7 +13,7 @@ from django.views.decorators.debug import sensitive_variables
 
 from ..errors import forbidden
 from ..http import managed_account_or_404
-from ..models import ExpirationPolicy, ServiceAccount, Token
+from ..models import ServiceAccount, SitePolicy, Token
 from .base import api_view
 from .views import _one_token, _owner_tokens, _rotate, paginate
 
@@ -87,4 +87,4 @@ def service_account_token_rotate(request, account, pk):
         return refusal
     account = managed_account_or_404(request, account)
     token = _account_token(request, account, pk)
-    return _rotate(request, token, ExpirationPolicy.load(), location=TOKEN_ROUTE, account=account)
+    return _rotate(request, token, SitePolicy.load(), location=TOKEN_ROUTE, account=account)

@@ -22,7 +22,7 @@ from ..constants import API_PREFIX, Access, Method
 from ..errors import api_error, forbidden
 from ..http import client_ip, no_store, own_token_or_404
 from ..identity import recent
-from ..models import ExpirationPolicy, Token, TokenStatus, UsageRecord, is_service_account
+from ..models import SitePolicy, Token, TokenStatus, UsageRecord, is_service_account
 from ..usage.read import token_usage, usage_totals
 from .base import BadRequest, api_view, json_body
 from .fields import iso, token_json
@@ -157,7 +157,7 @@ def _owner_tokens(request, owner, *, location, account=None):
             tokens = tokens.with_status(status)
         return JsonResponse(paginate(request, tokens, token_json, prepare=usage_totals))
 
-    policy = ExpirationPolicy.load()
+    policy = SitePolicy.load()
     refusal = _refuse_minting(request, policy, _("Tokens can only be created from a signed-in session."))
     if refusal is not None:
         return refusal
@@ -320,7 +320,7 @@ def tokens_rotate(request, pk):
     refusal = _refuse_service_account_token(request)
     if refusal is not None:
         return refusal
-    policy = ExpirationPolicy.load()
+    policy = SitePolicy.load()
     # A token rotates itself at /api/tokens/self/rotate, under its own rule.
     refusal = _refuse_minting(request, policy, _("Tokens can only be rotated from a signed-in session."))
     if refusal is not None:
@@ -336,7 +336,7 @@ def tokens_self_rotate(request):
         return forbidden(
             request, _("Only a bearer token can rotate itself: call this with the token to replace.")
         )
-    policy = ExpirationPolicy.load()
+    policy = SitePolicy.load()
     if not policy.self_rotation_allowed:
         return forbidden(
             request, _("Tokens may not rotate themselves here: the owner rotates them on the site.")

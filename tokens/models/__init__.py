@@ -11,7 +11,7 @@ from .events import TokenEvent
 from .federation import TokenExchange, TrustPolicy, UsedJobToken
 from .identity import ProviderIdentity
 from .legacy import LegacyApiKey
-from .policy import BrownoutWindow, ExpirationPolicy, RehearsedSessionRequest
+from .policy import BrownoutWindow, RehearsedSessionRequest, SitePolicy
 from .provisioning import ProvisionedGroup, ProvisionedUser
 from .service_accounts import ManagerRole, ServiceAccount, is_service_account
 from .tokens import Token, TokenStatus
@@ -23,7 +23,6 @@ __all__ = [
     "BrownoutWindow",
     "ClientAddress",
     "DailyUsage",
-    "ExpirationPolicy",
     "LegacyApiKey",
     "ManagerRole",
     "ProviderIdentity",
@@ -32,6 +31,7 @@ __all__ = [
     "RefusedClient",
     "RehearsedSessionRequest",
     "ServiceAccount",
+    "SitePolicy",
     "Token",
     "TokenEvent",
     "TokenExchange",

@@ -24,7 +24,7 @@ from django.utils.translation import gettext_lazy as _
 from ..constants import NAME_MAX_LENGTH, Access
 from ..issuers import issuer_label
 from .events import TokenEvent
-from .policy import ExpirationPolicy, describe_lifetime
+from .policy import SitePolicy, describe_lifetime
 from .restrictions import clean_access, clean_allowed_ips, clean_permissions, owner_permissions
 from .service_accounts import ServiceAccount
 from .tokens import Token, clean_name, lock_owner
@@ -174,12 +174,12 @@ class TrustPolicyManager(models.Manager.from_queryset(TrustPolicyQuerySet)):
             except ValidationError as error:
                 errors.update(error.message_dict)
         if "token_lifetime" in cleaned:
-            # The site's expiration policy binds minted tokens too: refuse here, not at every exchange.
-            site = ExpirationPolicy.load()
+            # The site policy's lifetimes bind minted tokens too: refuse here, not at every exchange.
+            site = SitePolicy.load()
             lifetime = timedelta(seconds=cleaned["token_lifetime"])
             if not site.minimum_lifetime <= lifetime <= site.maximum_lifetime:
                 errors["token_lifetime"] = [
-                    _("The site's expiration policy allows lifetimes from %(min)s to %(max)s.")
+                    _("The site policy allows lifetimes from %(min)s to %(max)s.")
                     % {
                         "min": describe_lifetime(site.minimum_lifetime),
                         "max": describe_lifetime(site.maximum_lifetime),

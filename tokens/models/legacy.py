@@ -28,7 +28,7 @@ from ..constants import (
 from ..notifications import absolute_url, mail_owner, site_url
 from .base import Credential
 from .events import TokenEvent
-from .policy import BrownoutWindow, ExpirationPolicy
+from .policy import BrownoutWindow, SitePolicy
 from .usage import UsageRecord
 
 # "Still in use": the window of the migration overview and of the owners' notices.
@@ -166,7 +166,7 @@ class LegacyApiKeyManager(models.Manager.from_queryset(LegacyApiKeyQuerySet)):
         )
         # The mail shows each key's last use and count: summaries + the records not summarised yet.
         keys = usage_totals(list(keys))
-        policy = ExpirationPolicy.load()
+        policy = SitePolicy.load()
         context = {
             "sunset_at": policy.legacy_sunset_at,
             "level_refuses": policy.legacy_refusal(now) is not None,

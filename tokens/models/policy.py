@@ -133,8 +133,13 @@ def default_presets():
     return [key for key, _label, _delta in PRESET_CHOICES]
 
 
-class ExpirationPolicy(models.Model):
-    """The site's one expiration policy (pk=1). Every path that makes a token checks against it."""
+class SitePolicy(models.Model):
+    """The site's one policy row (pk=1): every setting an administrator chooses for the whole portal.
+
+    Token lifetimes and presets, the active-token cap, the security level and its rehearsal, the legacy
+    keys' deprecation and sunset, default access, rotation, new-address alerts, usage retention and
+    service accounts' lifetimes. Every path that makes or checks a credential reads it.
+    """
 
     class NoExpiry(models.TextChoices):
         NOBODY = "nobody", _("Nobody")
@@ -280,14 +285,14 @@ class ExpirationPolicy(models.Model):
     )
 
     class Meta:
-        verbose_name = _("expiration policy")
-        verbose_name_plural = _("expiration policy")
+        verbose_name = _("site policy")
+        verbose_name_plural = _("site policy")
         constraints = [
-            models.CheckConstraint(condition=models.Q(pk=1), name="expiration_policy_singleton"),
+            models.CheckConstraint(condition=models.Q(pk=1), name="site_policy_singleton"),
         ]
 
     def __str__(self):
-        return str(_("Expiration policy"))
+        return str(_("Site policy"))
 
     def save(self, *args, **kwargs):
         # The rehearsal's numbers count from the moment the rehearsed level last changed.
@@ -546,7 +551,7 @@ class BrownoutWindow(models.Model):
     """A scheduled time during which legacy keys are refused as under ``high``: a rehearsal clients feel."""
 
     policy = models.ForeignKey(
-        ExpirationPolicy,
+        SitePolicy,
         verbose_name=_("policy"),
         on_delete=models.CASCADE,
         related_name="brownouts",

@@ -33,7 +33,7 @@ from ..constants import (
 from ..notifications import absolute_url, mail_each, mail_owner
 from .base import Credential
 from .events import TokenEvent
-from .policy import ExpirationPolicy
+from .policy import SitePolicy
 from .restrictions import (
     UNCHANGED,
     ExceedsCaller,
@@ -307,7 +307,7 @@ class TokenManager(models.Manager.from_queryset(TokenQuerySet)):
         now = now or timezone.now()
         name = clean_name(name)
         purpose = clean_purpose(purpose)
-        policy = policy or ExpirationPolicy.load()
+        policy = policy or SitePolicy.load()
         policy.check_expiry(user, expires_at, now)
         self.check_name_free(user_id=user.pk, name=name, now=now)
         access, permissions, allowed_ips = _clean_restrictions(
@@ -437,7 +437,7 @@ class TokenManager(models.Manager.from_queryset(TokenQuerySet)):
         now = now or timezone.now()
         if not dry_run:
             self.record_expiries(now=now)
-        window = timedelta(days=ExpirationPolicy.load().expiry_notice_days)
+        window = timedelta(days=SitePolicy.load().expiry_notice_days)
         due = (
             self.due_for_expiry_notice(window, now)
             .select_related("user")
@@ -774,7 +774,7 @@ class Token(Credential):
                 **new,
             )
             if "allowed_ips" in new:
-                policy = policy or ExpirationPolicy.load()
+                policy = policy or SitePolicy.load()
                 policy.check_allowed_ips(current["expires_at"], new["allowed_ips"], self.user)
             if not new:
                 return []
@@ -951,7 +951,7 @@ class Token(Credential):
         than the new token would; on any error nothing changes.
         """
         now = now or timezone.now()
-        policy = policy or ExpirationPolicy.load()
+        policy = policy or SitePolicy.load()
         policy.check_overlap(overlap)
         user = self.user
         with transaction.atomic():

@@ -4,7 +4,7 @@ from django.core.management.base import BaseCommand, CommandError
 
 from tokens.constants import Access
 from tokens.management.lifetimes import add_lifetime_arguments, given_expiry, refused
-from tokens.models import ExpirationPolicy, Token
+from tokens.models import SitePolicy, Token
 
 
 class Command(BaseCommand):
@@ -59,7 +59,7 @@ class Command(BaseCommand):
         if not user.is_active:
             raise CommandError(f"User {username!r} is deactivated; its tokens would not work.")
         given = given_expiry(days=days, hours=hours, never=never)
-        expires_at = given["expires_at"] if given else ExpirationPolicy.load().default_expiry()
+        expires_at = given["expires_at"] if given else SitePolicy.load().default_expiry()
         try:
             token, plaintext = Token.objects.issue(
                 user=user,

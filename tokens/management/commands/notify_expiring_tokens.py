@@ -6,7 +6,7 @@ from tokens.models import Token
 class Command(BaseCommand):
     help = (
         "Email each token owner once about their active tokens that expire within the policy's notice "
-        "window (ExpirationPolicy.expiry_notice_days): one email per owner listing every such token with "
+        "window (SitePolicy.expiry_notice_days): one email per owner listing every such token with "
         "its expiry, a link to its page and one to rotate it. Safe to run daily from cron: a token is mailed "
         "once per "
         "window; if its expiry is later moved and it approaches again, it is mailed again. Also writes "

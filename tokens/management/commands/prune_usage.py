@@ -5,13 +5,13 @@ from django.db import connection
 from django.utils import timezone
 
 from tokens import metrics
-from tokens.models import AttemptCounter, ExpirationPolicy, RefusedClient, UsageRecord
+from tokens.models import AttemptCounter, RefusedClient, SitePolicy, UsageRecord
 from tokens.usage.prune import prune
 
 
 class Command(BaseCommand):
     help = (
-        "Delete usage records older than the policy's retention (ExpirationPolicy.usage_retention_days), "
+        "Delete usage records older than the policy's retention (SitePolicy.usage_retention_days), "
         "safe to run from cron while the site serves traffic. Records are summarised first, and a record "
         "the summaries do not hold yet is never deleted, so per-day totals, client addresses and request "
         "counts survive. PostgreSQL: makes the day partitions of the coming week and drops whole days "
@@ -41,7 +41,7 @@ class Command(BaseCommand):
             raise CommandError("--batch-size must be a positive number of rows, for example 5000.")
         if pause < 0:
             raise CommandError("--pause must be zero or a positive number of seconds.")
-        retention = ExpirationPolicy.load().usage_retention_days
+        retention = SitePolicy.load().usage_retention_days
         now = timezone.now()
         cutoff = now - timedelta(days=retention)
         if dry_run:
