@@ -97,14 +97,10 @@ class SessionMiddleware(sessions_middleware.SessionMiddleware):
             request.session = self.SessionStore(session_key)
 
     def process_response(self, request, response):
-        session = getattr(request, "session", None)
-        if type(session) is SimpleLazyObject:
-            # Untouched and cookieless: Django's code would find it neither accessed, nor modified,
-            # nor in a cookie to delete, and return the response as it is.
-            if session._wrapped is empty:
-                return response
-            # Used: Django's code reads a dozen of its attributes, each cheaper on the store itself.
-            request.session = session._wrapped
+        # Untouched and cookieless: Django's code would find it neither accessed, nor modified, nor in
+        # a cookie to delete, and return the response as it is.
+        if not _built_on_first_use(request, "session"):
+            return response
         return super().process_response(request, response)
 
 
@@ -116,9 +112,21 @@ class MessageMiddleware(messages_middleware.MessageMiddleware):
 
     def process_response(self, request, response):
         # Untouched: no message was added or read, so the storage would have nothing to store.
-        storage = getattr(request, "_messages", None)
-        if type(storage) is SimpleLazyObject:
-            if storage._wrapped is empty:
-                return response
-            request._messages = storage._wrapped
+        if not _built_on_first_use(request, "_messages"):
+            return response
         return super().process_response(request, response)
+
+
+def _built_on_first_use(request, attribute):
+    """Tell whether the store in *request.attribute* exists; put the store itself there if it is lazy.
+
+    A lazy store that was never touched does not exist. One that was is unwrapped: Django's code then
+    reads a dozen of its attributes, each cheaper on the store itself than through the wrapper.
+    """
+    store = getattr(request, attribute, None)
+    if type(store) is not SimpleLazyObject:
+        return store is not None
+    if store._wrapped is empty:
+        return False
+    setattr(request, attribute, store._wrapped)
+    return True
