@@ -286,7 +286,9 @@ def test_migrating_gives_an_existing_site_the_level_it_was_effectively_at(accept
     before, after = [("tokens", "0005_least_privilege")], [("tokens", "0006_cutover")]
     executor = MigrationExecutor(connection)
     executor.migrate(before)
-    Policy = executor.loader.project_state(before).apps.get_model("tokens", "SitePolicy")
+    Policy = executor.loader.project_state(before).apps.get_model(
+        "tokens", "ExpirationPolicy"
+    )  # its name until 0017
     now = timezone.now()
     Policy.objects.update_or_create(
         pk=1,

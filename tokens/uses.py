@@ -221,23 +221,17 @@ def _mark_use(credential, now, ip):
 
 
 def _use_event(credential, now, ip):
-    if credential.method == Method.BEARER:
-        event = TokenEvent(
-            user_id=credential.user.pk,
-            token_id=credential.id,
-            kind=TokenEvent.Kind.FIRST_USED,
-            at=now,
-            ip=ip,
-        )
-    else:
-        event = TokenEvent(
-            user_id=credential.user.pk,
-            legacy_key_id=credential.id,
-            kind=TokenEvent.Kind.LEGACY_USED,
-            at=now,
-            ip=ip,
-            detail=now.date().isoformat(),
-        )
+    first_use = credential.method == Method.BEARER
+    event = TokenEvent(
+        user_id=credential.user.pk,
+        token_id=credential.token_id,
+        legacy_key_id=credential.legacy_key_id,
+        kind=TokenEvent.Kind.FIRST_USED if first_use else TokenEvent.Kind.LEGACY_USED,
+        at=now,
+        ip=ip,
+        # A legacy key's use is an event once a day: the day is part of the event's unique key.
+        detail="" if first_use else now.date().isoformat(),
+    )
     TokenEvent.objects.bulk_create([event], ignore_conflicts=True)
 
 
