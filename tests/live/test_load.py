@@ -141,9 +141,9 @@ def test_the_usage_api_adds_up_in_every_answer_while_another_process_summarises(
     Four clients use a token while this process summarises in batches of 7, as another node would,
     and a reader asks for the token's usage again and again (with a second token of the owner). A batch
     that committed between two of the reader's statements would be counted twice (summaries and tail)
-    or not at all; ``read_exactly`` reads again instead. The three numbers come from statements a few
-    milliseconds apart while requests keep arriving, so each is checked against the bounds, not
-    against the others.
+    or not at all; ``read_exactly`` reads as of one watermark instead. The three numbers come from
+    statements a few milliseconds apart while requests keep arriving, so each is checked against the
+    bounds, not against the others.
     """
     token, value = issue(user)
     _reader_token, reader_value = issue(user, name="reader")
@@ -152,7 +152,11 @@ def test_the_usage_api_adds_up_in_every_answer_while_another_process_summarises(
     readings = []
 
     def work(client, n):
-        for _ in range(150):
+        # At least 150 requests each, and on until the reader has ten answers: the usage INSERTs and the
+        # summariser take turns on a file lock, which is not a queue, so on a busy machine the reader's
+        # requests may wait out many of the clients' (bounded: a reader stalled for a minute fails).
+        deadline = time.monotonic() + 60
+        while sent[n] < 150 or (len(readings) < 10 and time.monotonic() < deadline):
             sent[n] += 1
             assert client.get("/api/users/me", headers={"Authorization": f"Bearer {value}"}).status == 200
             answered[n] += 1
@@ -200,4 +204,4 @@ def test_the_usage_api_adds_up_in_every_answer_while_another_process_summarises(
         )
     summarise_usage()
     token.refresh_from_db()
-    assert token.request_count == sum(answered.values()) == 600
+    assert token.request_count == sum(answered.values()) >= 600
