@@ -9,9 +9,10 @@ from datetime import timedelta
 import pytest
 from django.contrib.auth.models import Group, Permission
 from django.core.cache import cache
+from django.test import Client
 from django.utils import timezone
 
-from tests.helpers import ALICE_KEY, PASSWORD
+from tests.helpers import ALICE_KEY, PASSWORD, make_manager
 from tokens.models import LegacyApiKey, ServiceAccount, SitePolicy, Token
 
 pytest_plugins = ["tests.secret_scan", "tests.identity.provider"]
@@ -105,6 +106,21 @@ def service_account(team, staff_user):
     return ServiceAccount.objects.create_account(
         username="payments-sync", team=team, description="Nightly ledger sync", created_by=staff_user
     )
+
+
+@pytest.fixture
+def manager(user, service_account):
+    """alice, a manager of the service account's team."""
+    make_manager(user, service_account.team)
+    return user
+
+
+@pytest.fixture
+def manager_client(manager):
+    """A test client signed in as the manager; a client of its own, so a test may use ``client`` beside it."""
+    signed_in = Client()
+    signed_in.force_login(manager)
+    return signed_in
 
 
 # A test about "today" (a day's bucket in a chart, one event a day) would see two days if midnight

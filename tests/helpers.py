@@ -8,6 +8,19 @@ from tokens.models import LegacyApiKey, ManagerRole, SitePolicy, Token, TokenEve
 
 PASSWORD = "correct horse battery staple 42"
 
+# The Keyless CI page's form for a trust policy pinned to one repository and branch of GitHub Actions.
+TRUST_POLICY_FORM = {
+    "name": "deploy",
+    "issuer": "https://token.actions.githubusercontent.com",
+    "audience": "https://tokens.example.com",
+    "conditions": "repository = octo-org/octo-repo\nref = refs/heads/main\n",
+    "access": "read",
+    "permission_scope": "all",
+    "allowed_ips": "",
+    "token_lifetime": "15",
+    "max_live_tokens": "10",
+}
+
 
 def bearer(value):
     """Return the test client's keyword argument that sends *value* as a bearer token."""

@@ -14,19 +14,6 @@ JSON = "application/json"
 
 
 @pytest.fixture
-def manager(user, service_account):
-    make_manager(user, service_account.team)
-    return user
-
-
-@pytest.fixture
-def session(manager):
-    signed_in = Client()
-    signed_in.force_login(manager)
-    return signed_in
-
-
-@pytest.fixture
 def account_token(service_account, issue):
     return issue(service_account.user, name="nightly-sync")
 
@@ -36,10 +23,10 @@ def tokens_url(account, pk=None, suffix=""):
     return base if pk is None else f"{base}/{pk}{suffix}"
 
 
-def test_a_manager_lists_the_accounts_they_manage(session, service_account):
+def test_a_manager_lists_the_accounts_they_manage(manager_client, service_account):
     other_team = Group.objects.create(name="hr")
     ServiceAccount.objects.create_account(username="hr-export", team=other_team)
-    body = session.get("/api/service-accounts").json()
+    body = manager_client.get("/api/service-accounts").json()
     assert body["count"] == 1
     assert body["results"] == [
         {
@@ -53,9 +40,9 @@ def test_a_manager_lists_the_accounts_they_manage(session, service_account):
 
 
 def test_a_manager_creates_lists_changes_rotates_and_revokes_an_accounts_token_as_themselves(
-    session, manager, service_account, client
+    manager_client, manager, service_account, client
 ):
-    created = session.post(
+    created = manager_client.post(
         tokens_url(service_account), {"name": "ledger", "access": "read"}, content_type=JSON
     )
     assert created.status_code == 201
@@ -67,19 +54,21 @@ def test_a_manager_creates_lists_changes_rotates_and_revokes_an_accounts_token_a
     value = body.pop("token")
     assert client.get("/api/users/me", **bearer(value)).json()["username"] == "payments-sync"
     # The value is in the 201 only: the list and the token never carry it.
-    listed = session.get(tokens_url(service_account))
+    listed = manager_client.get(tokens_url(service_account))
     assert listed.json()["count"] == 1 and value not in listed.content.decode()
-    assert session.get(tokens_url(service_account, token.pk)).json()["name"] == "ledger"
+    assert manager_client.get(tokens_url(service_account, token.pk)).json()["name"] == "ledger"
 
-    renamed = session.patch(tokens_url(service_account, token.pk), {"name": "ledger-v2"}, content_type=JSON)
+    renamed = manager_client.patch(
+        tokens_url(service_account, token.pk), {"name": "ledger-v2"}, content_type=JSON
+    )
     assert renamed.status_code == 200 and renamed.json()["name"] == "ledger-v2"
-    rotated = session.post(
+    rotated = manager_client.post(
         tokens_url(service_account, token.pk, "/rotate"), {"overlap": 0}, content_type=JSON
     )
     assert rotated.status_code == 201
     new_id = rotated.json()["id"]
     assert rotated["Location"] == tokens_url(service_account, new_id)
-    assert session.delete(tokens_url(service_account, new_id)).status_code == 204
+    assert manager_client.delete(tokens_url(service_account, new_id)).status_code == 204
     assert Token.objects.get(pk=new_id).revoked_at is not None
 
     managed = ("created", "renamed", "rotated", "revoked")
@@ -88,12 +77,12 @@ def test_a_manager_creates_lists_changes_rotates_and_revokes_an_accounts_token_a
     assert {event.actor_id for event in events} == {manager.pk}
 
 
-def test_the_rules_of_api_tokens_apply_to_an_accounts_tokens(session, service_account, account_token):
+def test_the_rules_of_api_tokens_apply_to_an_accounts_tokens(manager_client, service_account, account_token):
     # The name of an active token of the account is taken, whoever asks.
-    taken = session.post(tokens_url(service_account), {"name": "nightly-sync"}, content_type=JSON)
+    taken = manager_client.post(tokens_url(service_account), {"name": "nightly-sync"}, content_type=JSON)
     assert assert_clear_api_error(taken, 400)["fields"]["name"]
     # A permission the account does not hold is refused, even if the manager held it.
-    wider = session.post(
+    wider = manager_client.post(
         tokens_url(service_account), {"name": "wider", "permissions": ["auth.view_user"]}, content_type=JSON
     )
     assert "permissions" in assert_clear_api_error(wider, 400)["fields"]
@@ -160,22 +149,22 @@ def test_anyone_who_does_not_manage_the_account_gets_404_and_changes_nothing(
     assert _snapshot(tokens_only=True) == before
 
 
-def test_a_token_is_found_only_under_its_own_account(session, manager, service_account, issue, user):
+def test_a_token_is_found_only_under_its_own_account(manager_client, manager, service_account, issue, user):
     ops = Group.objects.create(name="ops")
     make_manager(manager, ops)
     other_account = ServiceAccount.objects.create_account(username="ops-bot", team=ops)
     token, _value = issue(other_account.user)
     own, _value = issue(user, name="mine")
-    assert_clear_api_error(session.get(tokens_url(service_account, token.pk)), 404)
-    assert_clear_api_error(session.get(tokens_url(service_account, own.pk)), 404)
-    assert session.get(tokens_url(other_account, token.pk)).status_code == 200
+    assert_clear_api_error(manager_client.get(tokens_url(service_account, token.pk)), 404)
+    assert_clear_api_error(manager_client.get(tokens_url(service_account, own.pk)), 404)
+    assert manager_client.get(tokens_url(other_account, token.pk)).status_code == 200
 
 
 def test_a_manager_who_leaves_the_team_gets_404_on_the_next_request(
-    session, manager, service_account, account_token
+    manager_client, manager, service_account, account_token
 ):
     token, _value = account_token
-    assert session.get(tokens_url(service_account, token.pk)).status_code == 200
+    assert manager_client.get(tokens_url(service_account, token.pk)).status_code == 200
     manager.groups.remove(service_account.team)
-    assert_clear_api_error(session.get(tokens_url(service_account, token.pk)), 404)
-    assert session.get("/api/service-accounts").json()["count"] == 0
+    assert_clear_api_error(manager_client.get(tokens_url(service_account, token.pk)), 404)
+    assert manager_client.get("/api/service-accounts").json()["count"] == 0

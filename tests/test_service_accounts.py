@@ -26,18 +26,6 @@ PAGES = "/profile/integrations/authorizations"
 
 
 @pytest.fixture
-def manager(user, service_account):
-    make_manager(user, service_account.team)
-    return user
-
-
-@pytest.fixture
-def manager_client(client, manager):
-    client.force_login(manager)
-    return client
-
-
-@pytest.fixture
 def account_token(service_account, issue):
     return issue(service_account.user, name="nightly-sync")
 

@@ -7,7 +7,7 @@ import pytest
 from django.contrib.auth.models import Permission
 from django.utils import timezone
 
-from tests.helpers import PASSWORD, bearer
+from tests.helpers import PASSWORD, TRUST_POLICY_FORM, bearer
 from tokens.models import Token, TokenEvent, TokenExchange, TrustPolicy
 
 GITHUB = "https://token.actions.githubusercontent.com"
@@ -163,20 +163,7 @@ def test_the_page_creates_edits_and_deletes_a_policy_without_javascript(signed_i
     assert page.status_code == 200
     assert b"GitHub Actions" in page.content and b"GitLab.com" in page.content
 
-    response = signed_in.post(
-        "/profile/integrations/keyless-ci/new/",
-        {
-            "name": "deploy",
-            "issuer": GITHUB,
-            "audience": "https://tokens.example.com",
-            "conditions": "repository = octo-org/octo-repo\nref = refs/heads/main\n",
-            "access": "read",
-            "permission_scope": "all",
-            "allowed_ips": "",
-            "token_lifetime": "15",
-            "max_live_tokens": "10",
-        },
-    )
+    response = signed_in.post("/profile/integrations/keyless-ci/new/", TRUST_POLICY_FORM)
     assert response.status_code == 303
     policy = TrustPolicy.objects.get(user=user)
     assert policy.conditions == PINNED and policy.token_lifetime == 900 and policy.access == "read"
@@ -189,12 +176,8 @@ def test_the_page_creates_edits_and_deletes_a_policy_without_javascript(signed_i
     edited = signed_in.post(
         response["Location"],
         {
-            "name": "deploy",
-            "issuer": GITHUB,
-            "audience": "https://tokens.example.com",
+            **TRUST_POLICY_FORM,
             "conditions": "repository = octo-org/octo-repo",
-            "access": "read",
-            "permission_scope": "all",
             "token_lifetime": "30",
             "max_live_tokens": "3",
         },
@@ -218,18 +201,7 @@ def test_the_page_creates_edits_and_deletes_a_policy_without_javascript(signed_i
     ],
 )
 def test_the_page_shows_errors_next_to_the_field(signed_in, field, value, message):
-    form = {
-        "name": "deploy",
-        "issuer": GITHUB,
-        "audience": "https://tokens.example.com",
-        "conditions": "repository = octo-org/octo-repo",
-        "access": "read_write",
-        "permission_scope": "all",
-        "token_lifetime": "15",
-        "max_live_tokens": "10",
-        field: value,
-    }
-    response = signed_in.post("/profile/integrations/keyless-ci/new/", form)
+    response = signed_in.post("/profile/integrations/keyless-ci/new/", {**TRUST_POLICY_FORM, field: value})
     assert response.status_code == 400
     assert message in response.content
     assert not TrustPolicy.objects.exists()

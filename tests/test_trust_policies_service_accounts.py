@@ -1,7 +1,7 @@
 """A service account's trust policies, managed by its team's managers on the Keyless CI pages and the API.
 
 The account owns the policy and the tokens it mints; the manager who acts is recorded as the actor.
-Only a manager's signed-in session reaches them: a token gets 403, anyone else 404.
+Only a manager's signed-in manager_client reaches them: a token gets 403, anyone else 404.
 """
 
 import json
@@ -10,7 +10,7 @@ import pytest
 from django.contrib.auth.models import Permission
 from django.test import Client
 
-from tests.helpers import bearer, make_manager
+from tests.helpers import TRUST_POLICY_FORM, bearer
 from tokens.models import ManagerRole, ServiceAccount, Token, TokenEvent, TokenExchange, TrustPolicy
 
 pytestmark = pytest.mark.django_db
@@ -19,36 +19,12 @@ GITHUB = "https://token.actions.githubusercontent.com"
 PINNED = {"repository": "octo-org/octo-repo", "ref": "refs/heads/main"}
 PAGES = "/profile/integrations/keyless-ci"
 TOKEN_PAGES = "/profile/integrations/authorizations"
-FORM = {
-    "name": "deploy",
-    "issuer": GITHUB,
-    "audience": "https://tokens.example.com",
-    "conditions": "repository = octo-org/octo-repo\nref = refs/heads/main\n",
-    "access": "read",
-    "permission_scope": "all",
-    "allowed_ips": "",
-    "token_lifetime": "15",
-    "max_live_tokens": "10",
-}
 
 
 @pytest.fixture(autouse=True)
 def allowed_issuers(settings):
     settings.OIDC_FEDERATION_ISSUERS = [GITHUB]
     settings.SITE_URL = "https://tokens.example.com"
-
-
-@pytest.fixture
-def manager(user, service_account):
-    make_manager(user, service_account.team)
-    return user
-
-
-@pytest.fixture
-def session(manager):
-    signed_in = Client()
-    signed_in.force_login(manager)
-    return signed_in
 
 
 @pytest.fixture
@@ -94,10 +70,10 @@ def _send(client, method, url, body=None, **extra):
 
 
 def test_a_manager_creates_lists_changes_and_deletes_an_accounts_policy_by_api(
-    session, manager, service_account
+    manager_client, manager, service_account
 ):
     created = _send(
-        session,
+        manager_client,
         "post",
         policies_url(service_account),
         {"name": "deploy", "issuer": GITHUB, "conditions": PINNED},
@@ -116,16 +92,18 @@ def test_a_manager_creates_lists_changes_and_deletes_an_accounts_policy_by_api(
     event = TokenEvent.objects.get(kind=TokenEvent.Kind.TRUST_CHANGED)
     assert event.user == service_account.user and event.actor == manager
     # The account's policies are listed under the account, not among the manager's own.
-    assert [p["name"] for p in session.get(policies_url(service_account)).json()["results"]] == ["deploy"]
-    assert session.get("/api/trust-policies").json()["count"] == 0
-    assert session.get(f"/api/trust-policies/{policy.pk}").status_code == 404
+    assert [p["name"] for p in manager_client.get(policies_url(service_account)).json()["results"]] == [
+        "deploy"
+    ]
+    assert manager_client.get("/api/trust-policies").json()["count"] == 0
+    assert manager_client.get(f"/api/trust-policies/{policy.pk}").status_code == 404
 
-    changed = _send(session, "patch", policies_url(service_account, policy.pk), {"max_live_tokens": 2})
+    changed = _send(manager_client, "patch", policies_url(service_account, policy.pk), {"max_live_tokens": 2})
     assert changed.status_code == 200 and changed.json()["max_live_tokens"] == 2
-    assert session.get(policies_url(service_account, policy.pk)).json()["max_live_tokens"] == 2
+    assert manager_client.get(policies_url(service_account, policy.pk)).json()["max_live_tokens"] == 2
 
     token = minted(policy, 1)
-    assert session.delete(policies_url(service_account, policy.pk)).status_code == 204
+    assert manager_client.delete(policies_url(service_account, policy.pk)).status_code == 204
     assert not TrustPolicy.objects.exists()
     token.refresh_from_db()
     assert token.revoked_at is not None and token.revoked_by == manager
@@ -133,18 +111,18 @@ def test_a_manager_creates_lists_changes_and_deletes_an_accounts_policy_by_api(
     assert list(kinds).count(TokenEvent.Kind.TRUST_CHANGED) == 3
 
 
-def test_the_same_rules_hold_for_an_accounts_policy(session, manager, service_account):
+def test_the_same_rules_hold_for_an_accounts_policy(manager_client, manager, service_account):
     # The manager may view users; the account may not: its policy cannot mint that permission.
     manager.user_permissions.add(Permission.objects.get(codename="view_user", content_type__app_label="auth"))
     refused = _send(
-        session,
+        manager_client,
         "post",
         policies_url(service_account),
         {"name": "deploy", "issuer": GITHUB, "conditions": PINNED, "permissions": ["auth.view_user"]},
     )
     assert refused.status_code == 400 and "permissions" in refused.json()["fields"]
     unpinned = _send(
-        session,
+        manager_client,
         "post",
         policies_url(service_account),
         {"name": "deploy", "issuer": GITHUB, "conditions": {"ref": "refs/heads/main"}},
@@ -193,38 +171,43 @@ def test_anyone_but_a_manager_gets_404_and_changes_nothing(outsider, service_acc
     )
     assert outsider.delete(policies_url(service_account, account_policy.pk)).status_code == 404
     assert outsider.get(f"{PAGES}/service-accounts/{service_account.pk}/new/").status_code == 404
-    assert outsider.post(f"{PAGES}/service-accounts/{service_account.pk}/new/", FORM).status_code == 404
+    assert (
+        outsider.post(f"{PAGES}/service-accounts/{service_account.pk}/new/", TRUST_POLICY_FORM).status_code
+        == 404
+    )
     assert outsider.get(f"{PAGES}/{account_policy.pk}/").status_code == 404
     assert outsider.post(f"{PAGES}/{account_policy.pk}/delete/").status_code == 404
     assert b"nightly" not in outsider.get(f"{PAGES}/").content
     assert list(TrustPolicy.objects.values_list("name", flat=True)) == ["nightly"]
 
 
-def test_a_policy_of_another_account_is_404_under_this_one(session, manager, service_account, account_policy):
+def test_a_policy_of_another_account_is_404_under_this_one(
+    manager_client, manager, service_account, account_policy
+):
     other = ServiceAccount.objects.create_account(username="payments-export", team=service_account.team)
-    assert session.get(policies_url(other)).json()["count"] == 0
-    assert session.get(policies_url(other, account_policy.pk)).status_code == 404
-    assert session.delete(policies_url(other, account_policy.pk)).status_code == 404
+    assert manager_client.get(policies_url(other)).json()["count"] == 0
+    assert manager_client.get(policies_url(other, account_policy.pk)).status_code == 404
+    assert manager_client.delete(policies_url(other, account_policy.pk)).status_code == 404
     assert TrustPolicy.objects.filter(pk=account_policy.pk).exists()
 
 
 @pytest.mark.parametrize("loses", ["role", "team"])
 def test_a_manager_who_loses_the_role_or_leaves_the_team_loses_access_at_once(
-    session, manager, service_account, account_policy, loses
+    manager_client, manager, service_account, account_policy, loses
 ):
-    assert session.get(policies_url(service_account, account_policy.pk)).status_code == 200
-    assert session.get(f"{PAGES}/{account_policy.pk}/").status_code == 200
+    assert manager_client.get(policies_url(service_account, account_policy.pk)).status_code == 200
+    assert manager_client.get(f"{PAGES}/{account_policy.pk}/").status_code == 200
     if loses == "role":
         ManagerRole.objects.filter(user=manager).delete()
     else:
         manager.groups.remove(service_account.team)
 
-    assert session.get(policies_url(service_account)).status_code == 404
-    assert session.delete(policies_url(service_account, account_policy.pk)).status_code == 404
-    assert session.get(f"{PAGES}/{account_policy.pk}/").status_code == 404
-    assert session.post(f"{PAGES}/{account_policy.pk}/delete/").status_code == 404
-    assert session.get(f"{PAGES}/service-accounts/{service_account.pk}/new/").status_code == 404
-    assert b"nightly" not in session.get(f"{PAGES}/").content
+    assert manager_client.get(policies_url(service_account)).status_code == 404
+    assert manager_client.delete(policies_url(service_account, account_policy.pk)).status_code == 404
+    assert manager_client.get(f"{PAGES}/{account_policy.pk}/").status_code == 404
+    assert manager_client.post(f"{PAGES}/{account_policy.pk}/delete/").status_code == 404
+    assert manager_client.get(f"{PAGES}/service-accounts/{service_account.pk}/new/").status_code == 404
+    assert b"nightly" not in manager_client.get(f"{PAGES}/").content
     # The account's policy keeps working: it still mints tokens of the account.
     token, _value = account_policy.mint(
         job="run 9", purpose="https://github.com/octo-org/octo-repo/actions/runs/9"
@@ -232,17 +215,17 @@ def test_a_manager_who_loses_the_role_or_leaves_the_team_loses_access_at_once(
     assert token.user == service_account.user
 
 
-def test_the_pages_create_edit_and_delete_an_accounts_policy(session, manager, service_account):
-    listing = session.get(f"{PAGES}/").content.decode()
+def test_the_pages_create_edit_and_delete_an_accounts_policy(manager_client, manager, service_account):
+    listing = manager_client.get(f"{PAGES}/").content.decode()
     new_url = f"{PAGES}/service-accounts/{service_account.pk}/new/"
     assert "Service account payments-sync" in listing and f'href="{new_url}"' in listing
     assert "This service account has no trust policies." in listing
 
-    form = session.get(new_url)
+    form = manager_client.get(new_url)
     assert (
         form.status_code == 200 and b"New trust policy for the service account payments-sync" in form.content
     )
-    created = session.post(new_url, FORM)
+    created = manager_client.post(new_url, TRUST_POLICY_FORM)
     assert created.status_code == 303
     policy = TrustPolicy.objects.get()
     assert policy.user == service_account.user and policy.conditions == PINNED and policy.access == "read"
@@ -250,20 +233,20 @@ def test_the_pages_create_edit_and_delete_an_accounts_policy(session, manager, s
     event = TokenEvent.objects.get(kind=TokenEvent.Kind.TRUST_CHANGED)
     assert event.user == service_account.user and event.actor == manager
 
-    listing = session.get(f"{PAGES}/").content.decode()
+    listing = manager_client.get(f"{PAGES}/").content.decode()
     section = listing[listing.index("Service account payments-sync") :]
     assert f'href="{PAGES}/{policy.pk}/"' in section
     assert "You have no trust policies." in listing  # the manager's own list stays empty
 
-    detail = session.get(created["Location"]).content.decode()
+    detail = manager_client.get(created["Location"]).content.decode()
     assert "get a token of the service account payments-sync" in detail
-    edited = session.post(created["Location"], {**FORM, "token_lifetime": "30"})
+    edited = manager_client.post(created["Location"], {**TRUST_POLICY_FORM, "token_lifetime": "30"})
     assert edited.status_code == 303
     policy.refresh_from_db()
     assert policy.token_lifetime == 1800
 
-    assert session.get(f"{PAGES}/{policy.pk}/delete/").status_code == 200
-    assert session.post(f"{PAGES}/{policy.pk}/delete/").status_code == 303
+    assert manager_client.get(f"{PAGES}/{policy.pk}/delete/").status_code == 200
+    assert manager_client.post(f"{PAGES}/{policy.pk}/delete/").status_code == 303
     assert not TrustPolicy.objects.exists()
     assert (
         TokenEvent.objects.filter(
@@ -274,7 +257,7 @@ def test_the_pages_create_edit_and_delete_an_accounts_policy(session, manager, s
 
 
 def test_an_accounts_minted_tokens_and_refusals_show_on_its_policy_page(
-    session, service_account, account_policy
+    manager_client, service_account, account_policy
 ):
     token = minted(account_policy, 42)
     TokenExchange.objects.create(
@@ -288,9 +271,9 @@ def test_an_accounts_minted_tokens_and_refusals_show_on_its_policy_page(
         policy_name="nightly",
         user=service_account.user,
     )
-    page = session.get(f"{PAGES}/{account_policy.pk}/").content.decode()
+    page = manager_client.get(f"{PAGES}/{account_policy.pk}/").content.decode()
     assert f'href="{TOKEN_PAGES}/{token.pk}/"' in page and "nightly · run 42" in page
     assert "no policy&#x27;s conditions hold" in page
     # The minted token is the account's: its manager opens it like the account's other tokens.
     assert Token.objects.get(pk=token.pk).user == service_account.user
-    assert session.get(f"{TOKEN_PAGES}/{token.pk}/").status_code == 200
+    assert manager_client.get(f"{TOKEN_PAGES}/{token.pk}/").status_code == 200
