@@ -98,7 +98,9 @@ class UsageRecordQuerySet(models.QuerySet):
         record kept (past the retention when prune_usage does not run). Index reads only.
         """
         tail = self.filter(pk__gt=self.summarised_through())
-        waiting = tail[:LAG_COUNT_LIMIT].count()
+        # Unordered: with the records' default order (newest first) SQLite counted the slice by walking
+        # the whole (at) index, every record ever kept, instead of the primary-key range above the mark.
+        waiting = tail.order_by()[:LAG_COUNT_LIMIT].count()
         oldest_waiting = tail.order_by("pk").values_list("at", flat=True).first() if waiting else None
         oldest = self.aggregate(at=Min("at"))["at"]
         return waiting, oldest_waiting, oldest
