@@ -17,6 +17,7 @@ from pathlib import Path
 
 import environ
 
+from tokens.constants import USAGE_DATABASE
 from tokens.credentials import PEPPER_HINT, PepperError, parse_peppers
 from tokens.issuers import url_problem
 
@@ -290,7 +291,7 @@ if _db["ENGINE"] == "django.db.backends.sqlite3":
     # so two transactions never deadlock upgrading read locks. synchronous=FULL syncs every commit
     # to disk before it returns, so no change a person or an administrator made (a revocation, a
     # deactivated user, a policy) can come back after a power cut; only the per-request usage INSERT
-    # switches to NORMAL for its own statement (UsageRecordQuerySet.record, docs/performance.md).
+    # commits at NORMAL, on a connection of its own (below; tokens/usage/record.py, docs/performance.md).
     # A checkpoint (copying the WAL into the database file, with two fsyncs) runs inside whichever
     # request commits past the threshold: every 10,000 pages instead of SQLite's 1,000 costs a
     # request about half as much on average.
@@ -306,6 +307,18 @@ if _db["ENGINE"] == "django.db.backends.sqlite3":
     )
     # A file, not memory, so that gunicorn servers started by the live tests share it.
     _db.setdefault("TEST", {})["NAME"] = str(DATA_DIR / "test_portal.sqlite3")
+    # The same file through a second connection kept at synchronous=NORMAL, for the per-request usage
+    # INSERT alone (tokens/usage/record.py): on the main connection it had to switch the setting there
+    # and back around its statement, two PRAGMAs a request, because every other commit there is FULL.
+    # The test run uses the same test file through it ("MIRROR").
+    DATABASES[USAGE_DATABASE] = {
+        **_db,
+        "OPTIONS": {
+            **_db["OPTIONS"],
+            "init_command": _db["OPTIONS"]["init_command"].replace("synchronous=FULL", "synchronous=NORMAL"),
+        },
+        "TEST": {"MIRROR": "default"},
+    }
     # Opening a SQLite connection (file, pragmas, Django's SQL functions) costs far more than the
     # token check itself; keep one per process. Every autocommitted statement still reads the latest
     # commit, so a revocation is seen by the very next request.

@@ -15,6 +15,25 @@ from django.utils import timezone
 from tests.helpers import ALICE_KEY, PASSWORD, make_manager
 from tokens.models import LegacyApiKey, ServiceAccount, SitePolicy, Token
 
+
+def pytest_collection_modifyitems(items):
+    """Let every transactional test use each database alias, the SQLite usage connection included.
+
+    On SQLite a usage record made outside a transaction goes through a second connection to the same
+    file (``USAGE_DATABASE``, portal/settings.py), as it does in production. A test inside a transaction
+    never reaches it; a transactional test (a live server, a browser, threads) does, and Django refuses
+    an alias a test case did not list. On PostgreSQL "__all__" is the one database.
+    """
+    for item in items:
+        marker = item.get_closest_marker("django_db")
+        kwargs = dict(marker.kwargs) if marker is not None else {}
+        transactional = kwargs.get("transaction") or {"transactional_db", "live_server"} & set(
+            item.fixturenames
+        )
+        if transactional and "databases" not in kwargs:
+            item.add_marker(pytest.mark.django_db(**kwargs, databases="__all__"), append=False)
+
+
 pytest_plugins = ["tests.secret_scan", "tests.identity.provider"]
 
 

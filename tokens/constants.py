@@ -30,6 +30,9 @@ API_REALM = "api"
 LEGACY_KEY_HEADER = "HTTP_REST_API_KEY"  # "Rest-Api-Key", any case
 MIGRATION_GUIDE_PATH = "/docs/migration/"
 FORWARD_AUTH_PATH = "/forward-auth"  # what reverse proxies ask for every request to a guarded API
+# On SQLite, the database alias of the connection that writes the per-request usage records
+# (portal/settings.py, tokens/usage/record.py); PostgreSQL has none.
+USAGE_DATABASE = "usage"
 
 PRESET_CHOICES = (
     ("1h", _("1 hour"), timedelta(hours=1)),

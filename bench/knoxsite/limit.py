@@ -19,11 +19,12 @@ from functools import lru_cache
 
 from django.apps import apps
 from django.contrib.auth import get_user_model
-from django.db import connection
+from django.db import connection, connections
 from django.http import JsonResponse
 from django.utils import timezone
 
 from tokens import credentials
+from tokens.constants import USAGE_DATABASE
 from tokens.errors import unauthorized
 
 
@@ -82,17 +83,13 @@ def limit_me(request):
             False,
         ]
         # The portal's durability for a usage record (docs/performance.md): committed at once, without
-        # waiting for the disk. On SQLite the setting belongs to the connection, which the other views
-        # share, so it is put back after the statement, as the portal does.
+        # waiting for the disk. On SQLite that is a setting of the connection: the INSERT goes through
+        # the usage connection the portal keeps at synchronous=NORMAL, as the portal's does.
         if connection.vendor == "postgresql":
             cursor.execute(insert + " RETURNING set_config('synchronous_commit', 'off', true)", params)
         else:
-            raw = connection.connection
-            raw.execute("PRAGMA synchronous=NORMAL")
-            try:
-                cursor.execute(insert, params)
-            finally:
-                raw.execute("PRAGMA synchronous=FULL")
+            with connections[USAGE_DATABASE].cursor() as usage:
+                usage.execute(insert, params)
     body = {
         "id": user_id,
         "username": username,

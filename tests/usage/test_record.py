@@ -1,8 +1,10 @@
 """The usage store's one write: a record per request, deleted with its credential or owner."""
 
 import pytest
-from django.db import connection
+from django.db import connection, connections, transaction
 
+from tests.helpers import bearer
+from tokens.constants import USAGE_DATABASE
 from tokens.models import LegacyApiKey, UsageRecord
 
 from .helpers import record_use
@@ -33,3 +35,34 @@ def test_a_usage_record_leaves_every_later_commit_durable(user, issue):
         else:
             cursor.execute("SHOW synchronous_commit")
             assert cursor.fetchone()[0] == "on"
+
+
+@pytest.mark.django_db(transaction=True)
+def test_on_sqlite_a_request_records_through_the_usage_connection_which_alone_waits_for_no_disk(
+    client, user, issue
+):
+    if connection.vendor != "sqlite":
+        assert USAGE_DATABASE not in connections  # PostgreSQL: the statement's own asynchronous commit
+        return
+    token, value = issue(user)
+    client.get("/api/users/me", **bearer(value))  # the first use: marked and recorded in one transaction
+    usage = connections[USAGE_DATABASE]
+    usage.close()
+    assert client.get("/api/users/me", **bearer(value)).status_code == 200
+    assert usage.connection is not None  # opened by the second request's record
+    with usage.cursor() as cursor:
+        cursor.execute("PRAGMA synchronous")
+        assert cursor.fetchone()[0] == 1  # NORMAL
+    assert usage.settings_dict["NAME"] == connection.settings_dict["NAME"]
+    assert UsageRecord.objects.filter(token=token).count() == 2  # seen at once by the main connection
+
+
+def test_inside_a_transaction_a_record_is_part_of_it(user, issue):
+    # pytest-django's transaction: the record is written on the main connection, with the transaction's
+    # durability, and rolled back with it (the usage connection would have committed it on its own).
+    token, _ = issue(user)
+    with pytest.raises(RuntimeError), transaction.atomic():
+        record_use(token)
+        assert UsageRecord.objects.filter(token=token).count() == 1
+        raise RuntimeError
+    assert not UsageRecord.objects.filter(token=token).exists()

@@ -6,7 +6,7 @@ The counters, last use, per-day and per-address summaries are derived from the r
 
 from django.db import DEFAULT_DB_ALIAS, connections
 
-from ..constants import PATH_MAX_LENGTH, USER_AGENT_MAX_LENGTH
+from ..constants import PATH_MAX_LENGTH, USAGE_DATABASE, USER_AGENT_MAX_LENGTH
 from ..models.usage import UsageRecord, storable
 from . import sqlite_turns
 from .summarise import summarising
@@ -54,7 +54,7 @@ def record(
     conn = connections[using]
     sql = _INSERT
     # Only in autocommit mode: never inside a transaction (atomic() switches autocommit off), which
-    # may hold a security write.
+    # may hold a security write and commits durably with it.
     relaxed = conn.get_autocommit()
     if relaxed and conn.vendor == "postgresql":
         # The statement switches its own implicit transaction to asynchronous commit: the row is
@@ -74,19 +74,18 @@ def record(
         duration_ms,
         would_refuse,
     ]
-    with conn.cursor() as cursor:
-        if not (relaxed and conn.vendor == "sqlite"):
+    if relaxed and conn.vendor == "sqlite":
+        # SQLite's durability is a setting of the connection, and every other commit on this one is
+        # synchronous=FULL: the INSERT goes through the same file's usage connection, kept at NORMAL
+        # (settings.py), queued behind the other processes' usage INSERTs rather than sleeping on
+        # the lock. It reads nothing, so what it sees of the main connection does not matter.
+        conn = connections[USAGE_DATABASE]
+        conn.ensure_connection()  # the turn may shorten its busy timeout
+        with sqlite_turns.turns.turn(conn), conn.cursor() as cursor:
             cursor.execute(sql, params)
-        else:
-            # Every other commit is synchronous=FULL (settings.py); this one need not wait for an
-            # fsync. A connection flag rather than a statement: set on the driver's own connection.
-            conn.connection.execute("PRAGMA synchronous=NORMAL")
-            try:
-                # Queued behind the other processes' usage INSERTs rather than sleeping on the lock.
-                with sqlite_turns.turns.turn(conn):
-                    cursor.execute(sql, params)
-            finally:
-                conn.connection.execute("PRAGMA synchronous=FULL")
+    else:
+        with conn.cursor() as cursor:
+            cursor.execute(sql, params)
     summarising.count_record(using)
 
 
