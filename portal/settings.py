@@ -307,10 +307,14 @@ if _db["ENGINE"] == "django.db.backends.sqlite3":
     )
     # A file, not memory, so that gunicorn servers started by the live tests share it.
     _db.setdefault("TEST", {})["NAME"] = str(DATA_DIR / "test_portal.sqlite3")
+    # Opening a SQLite connection (file, pragmas, Django's SQL functions) costs far more than the
+    # token check itself; keep one per process. Every autocommitted statement still reads the latest
+    # commit, so a revocation is seen by the very next request.
+    _db["CONN_MAX_AGE"] = CONN_MAX_AGE
     # The same file through a second connection kept at synchronous=NORMAL, for the per-request usage
     # INSERT alone (tokens/usage/record.py): on the main connection it had to switch the setting there
     # and back around its statement, two PRAGMAs a request, because every other commit there is FULL.
-    # The test run uses the same test file through it ("MIRROR").
+    # Kept per process like the main one; the test run uses the same test file through it ("MIRROR").
     DATABASES[USAGE_DATABASE] = {
         **_db,
         "OPTIONS": {
@@ -319,10 +323,6 @@ if _db["ENGINE"] == "django.db.backends.sqlite3":
         },
         "TEST": {"MIRROR": "default"},
     }
-    # Opening a SQLite connection (file, pragmas, Django's SQL functions) costs far more than the
-    # token check itself; keep one per process. Every autocommitted statement still reads the latest
-    # commit, so a revocation is seen by the very next request.
-    _db["CONN_MAX_AGE"] = CONN_MAX_AGE
 else:
     # A new PostgreSQL connection per request costs more than the request; keep them, checked.
     _db["CONN_MAX_AGE"] = CONN_MAX_AGE

@@ -50,6 +50,8 @@ def test_on_sqlite_a_request_records_through_the_usage_connection_which_alone_wa
     usage.close()
     assert client.get("/api/users/me", **bearer(value)).status_code == 200
     assert usage.connection is not None  # opened by the second request's record
+    usage.close_if_unusable_or_obsolete()  # what the end of every request does: kept, like the main one
+    assert usage.connection is not None
     with usage.cursor() as cursor:
         cursor.execute("PRAGMA synchronous")
         assert cursor.fetchone()[0] == 1  # NORMAL
