@@ -164,6 +164,9 @@ def test_filter_user_name_eq_finds_existing_local_accounts_too(scim, user):
     found = scim("GET", 'Users?filter=userName eq "alice"').json()
     assert found["totalResults"] == 1
     assert found["Resources"][0]["id"] == str(user.pk)
+    # userName is compared without regard to case (RFC 7643, 4.1.1), externalId exactly.
+    assert scim("GET", 'Users?filter=userName eq "ALICE"').json()["totalResults"] == 1
+    assert scim("GET", 'Users?filter=externalId eq "00U1CAROL"').json()["totalResults"] == 0
     by_external = scim("GET", 'Users?filter=externalId eq "00u1carol"').json()
     assert [r["userName"] for r in by_external["Resources"]] == ["carol@example.org"]
 
