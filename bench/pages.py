@@ -88,10 +88,11 @@ def _load(token, first, last):
             cursor.execute("VACUUM ANALYZE tokens_usagerecord")
             cursor.execute("CHECKPOINT")
         else:
-            # The records' statistics only, as migration 0010 leaves them: a portal's SQLite database has
-            # no others. Statistics of the whole database taken here, while it held five tokens, misled
-            # SQLite's planner in the benches that follow (a trust policy's live tokens read by scanning
-            # the 100,000 tokens bench/operations.py adds, 50 ms an exchange).
+            # The records' statistics only, for the pages timed here. A portal's own SQLite database has
+            # none at all (nothing runs ANALYZE on it), so the other tables are left without, as there.
+            # Statistics of the whole database taken here, while it held five tokens, misled SQLite's
+            # planner in the benches that follow (a trust policy's live tokens read by scanning the
+            # 100,000 tokens bench/operations.py adds: 50 ms an exchange).
             cursor.execute("ANALYZE tokens_usagerecord")
             # Weeks of records would have gone through many checkpoints; one transaction of a million
             # leaves them all in the write-ahead log, where every page read would look for them first.
