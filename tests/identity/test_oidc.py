@@ -174,6 +174,15 @@ def test_a_switched_off_person_cannot_sign_in_through_the_provider(oidc, client)
     assert "_auth_user_id" not in client.session
 
 
+def test_an_identity_connected_to_a_service_account_signs_nobody_in(oidc, client, service_account):
+    ProviderIdentity.objects.link(user=service_account.user, issuer=oidc.issuer, subject="grace")
+    response = provider_sign_in(client, "grace")
+    page = response.content.decode()
+    assert response.status_code == 403 and "nobody signs in as a service account" in page
+    assert "switched off" not in page
+    assert "_auth_user_id" not in client.session
+
+
 # --- connecting an existing account -----------------------------------------------------------------------
 
 

@@ -223,9 +223,12 @@ def person_for(claims, *, purpose, current_user, started_at=None, now=None):
         elif identity is None:
             user = provisioned_account_for(claims) or _new_account(claims)
             identity = _link(user=user, issuer=issuer, subject=subject, now=now)
-        if not identity.user.is_active or is_service_account(identity.user):
-            # Switched off here, or no person's account at all (an administrator linked an identity
-            # to a service account): the provider's word changes nothing of it.
+        if is_service_account(identity.user):
+            # No person's account at all (an administrator linked an identity to a service account):
+            # nobody signs in as one, whatever the provider says.
+            raise NOT_A_PERSON
+        if not identity.user.is_active:
+            # Switched off here: the provider's word changes nothing of it.
             raise SWITCHED_OFF
         refresh_from_claims(identity.user, claims)
         ProviderIdentity.objects.signed_in(identity, now=now)
@@ -293,6 +296,13 @@ def _link(*, user, issuer, subject, now):
 SWITCHED_OFF = SignInRefused(
     _("You cannot sign in here"),
     _("Your account here is switched off. Ask an administrator if you need it back."),
+)
+NOT_A_PERSON = SignInRefused(
+    _("You cannot sign in here"),
+    _(
+        "Your provider account is connected to a service account here, and nobody signs in as a service "
+        "account. Ask an administrator to connect it to your own account."
+    ),
 )
 COLLISION = SignInRefused(
     _("An account with your name already exists here"),
