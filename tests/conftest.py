@@ -9,10 +9,9 @@ from datetime import timedelta
 import pytest
 from django.contrib.auth.models import Group, Permission
 from django.core.cache import cache
-from django.test import Client
 from django.utils import timezone
 
-from tests.helpers import ALICE_KEY, PASSWORD, make_manager
+from tests.helpers import ALICE_KEY, PASSWORD, make_manager, signed_in_client
 from tokens.models import LegacyApiKey, ServiceAccount, SitePolicy, Token
 
 
@@ -137,9 +136,7 @@ def manager(user, service_account):
 @pytest.fixture
 def manager_client(manager):
     """A test client signed in as the manager; a client of its own, so a test may use ``client`` beside it."""
-    signed_in = Client()
-    signed_in.force_login(manager)
-    return signed_in
+    return signed_in_client(manager)
 
 
 # A test about "today" (a day's bucket in a chart, one event a day) would see two days if midnight

@@ -4,6 +4,8 @@ Fixtures live in conftest.py, which pytest loads by itself; what a test imports 
 test module imports a conftest.
 """
 
+from django.test import Client
+
 from tokens.models import LegacyApiKey, ManagerRole, SitePolicy, Token, TokenEvent, UsageRecord
 
 PASSWORD = "correct horse battery staple 42"
@@ -20,6 +22,13 @@ TRUST_POLICY_FORM = {
     "token_lifetime": "15",
     "max_live_tokens": "10",
 }
+
+
+def signed_in_client(person):
+    """Return a test client of its own signed in as *person*, so a test's ``client`` is left as it is."""
+    signed_in = Client()
+    signed_in.force_login(person)
+    return signed_in
 
 
 def bearer(value):

@@ -2,11 +2,10 @@
 
 import pytest
 from django.contrib.auth.models import Group
-from django.test import Client
 
 from tokens.models import ServiceAccount, Token, TokenEvent
 
-from .helpers import _snapshot, assert_clear_api_error, bearer, make_manager
+from .helpers import _snapshot, assert_clear_api_error, bearer, make_manager, signed_in_client
 
 pytestmark = pytest.mark.django_db
 
@@ -133,8 +132,7 @@ def test_anyone_who_does_not_manage_the_account_gets_404_and_changes_nothing(
     client, other_user, service_account, account_token
 ):
     token, _value = account_token
-    outsider = Client()
-    outsider.force_login(other_user)
+    outsider = signed_in_client(other_user)
     before = _snapshot(tokens_only=True)
     assert outsider.get("/api/service-accounts").json()["count"] == 0
     assert_clear_api_error(outsider.get(tokens_url(service_account)), 404)

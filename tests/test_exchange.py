@@ -13,10 +13,9 @@ import jwt
 import pytest
 from cryptography.hazmat.primitives import serialization
 from django.conf import settings
-from django.test import Client
 from django.utils import timezone
 
-from tests.helpers import bearer, make_manager
+from tests.helpers import bearer, make_manager, signed_in_client
 from tests.oidc_issuer import LocalIssuer, SilentServer, closed_port_url, rsa_key
 from tests.test_openapi import validate
 from tokens import exchange
@@ -533,8 +532,7 @@ def test_a_service_accounts_policy_mints_the_accounts_tokens_after_its_manager_l
     assert token.user == service_account.user and token.exchange.policy == policy
     assert TokenExchange.objects.get().user == service_account.user
     # The minted token is listed with the account's tokens for its manager, not among the manager's own.
-    manager = Client()
-    manager.force_login(user)
+    manager = signed_in_client(user)
     listing = manager.get("/profile/integrations/authorizations/").content.decode()
     section = listing[listing.index('id="service-account-') :]
     assert "nightly · run 7283946401" in section

@@ -20,7 +20,7 @@ from tokens import credentials
 from tokens.constants import TOKEN_PREFIX
 from tokens.models import AttemptCounter, RefusedClient, Token, UsageRecord
 
-from .helpers import _snapshot, assert_clear_api_error, bearer, sign_in
+from .helpers import _snapshot, assert_clear_api_error, bearer, sign_in, signed_in_client
 
 MARKUP = '<script>alert("x")</script><img src=x onerror=alert(1)>'
 FUZZ = settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
@@ -557,12 +557,10 @@ def test_control_characters_a_client_sends_are_stored_escaped_and_reach_no_opera
     assert "evil.example" in exported
     _assert_no_raw_control(exported, "export_events")
 
-    owner = Client()
-    owner.force_login(token.user)
+    owner = signed_in_client(token.user)
     page = owner.get(f"/profile/integrations/authorizations/{token.pk}/").content.decode()
     _assert_no_raw_control(page, "the token page")
-    staff = Client()
-    staff.force_login(staff_user)
+    staff = signed_in_client(staff_user)
     for url in (
         "/admin/tokens/usagerecord/",
         f"/admin/tokens/usagerecord/{record.pk}/change/",

@@ -18,7 +18,6 @@ from django.contrib.auth.models import Permission
 from django.core import signals
 from django.core.wsgi import get_wsgi_application
 from django.db import close_old_connections
-from django.test import Client
 from django.urls import URLPattern, URLResolver, get_resolver
 from django.utils import timezone
 from hypothesis import HealthCheck, settings
@@ -26,7 +25,7 @@ from hypothesis import HealthCheck, settings
 from tokens.api.openapi import document
 from tokens.models import AttemptCounter, LegacyApiKey, SitePolicy, UsageRecord
 
-from .helpers import bearer, make_manager
+from .helpers import bearer, make_manager, signed_in_client
 
 METHODS = ("get", "post", "put", "patch", "delete")
 DOC = document()
@@ -85,9 +84,7 @@ def validate(response, path, method):
 @pytest.fixture
 def session(user):
     """A signed-in browser session (its own client, so ``client`` stays anonymous)."""
-    signed_in = Client()
-    signed_in.force_login(user)
-    return signed_in
+    return signed_in_client(user)
 
 
 @pytest.mark.django_db

@@ -12,7 +12,7 @@ from django.test import Client
 from tokens.models import AttemptCounter, LegacyApiKey, RefusedClient, UsageRecord
 from tokens.throttle import ThrottledAdminAuthenticationForm
 
-from .helpers import PASSWORD, assert_clear_api_error, bearer, sign_in
+from .helpers import PASSWORD, assert_clear_api_error, bearer, sign_in, signed_in_client
 
 # --- sign-in abuse ------------------------------------------------------------------------------------------
 
@@ -204,8 +204,7 @@ def test_refused_unknown_credentials_are_listed_for_administrators_by_client_add
         ("203.0.113.50", 3, "scanner/2.0"),
         ("192.0.2.99", 1, ""),
     }
-    admin = Client()
-    admin.force_login(staff_user)
+    admin = signed_in_client(staff_user)
     page = admin.get("/admin/tokens/refusedclient/").content.decode()
     assert "203.0.113.50" in page and "scanner/2.0" in page and "192.0.2.99" in page
 

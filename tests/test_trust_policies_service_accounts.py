@@ -8,9 +8,8 @@ import json
 
 import pytest
 from django.contrib.auth.models import Permission
-from django.test import Client
 
-from tests.helpers import TRUST_POLICY_FORM, bearer
+from tests.helpers import TRUST_POLICY_FORM, bearer, signed_in_client
 from tokens.models import ManagerRole, ServiceAccount, Token, TokenEvent, TokenExchange, TrustPolicy
 
 pytestmark = pytest.mark.django_db
@@ -29,9 +28,7 @@ def allowed_issuers(settings):
 
 @pytest.fixture
 def outsider(other_user):
-    signed_in = Client()
-    signed_in.force_login(other_user)
-    return signed_in
+    return signed_in_client(other_user)
 
 
 @pytest.fixture
